@@ -1,0 +1,7 @@
+"""Kafka-side commands (worker, produce, simulate, dev-broker), registered into ``rater``."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    return None
