@@ -74,21 +74,18 @@ def plan_rows(plan_id: str) -> list[dict[str, str]]:
 
 
 def lookup(plan_id: str, call_type: str, e164: str, at: str = "2026-06-01T12:00:00Z") -> dict[str, str]:
-    """Reference lookup: longest matching prefix, then latest effective_from <= call start."""
+    """Reference lookup: longest matching prefix among the rows in force at the call
+    start (effective_from at or before it), then the latest effective_from."""
     digits = e164.lstrip("+")
     start = parse_effective(at)
-    candidates = [
-        r for r in plan_rows(plan_id)
-        if r["call_type"] == call_type and digits.startswith(r["prefix"])
-    ]
-    assert candidates, f"no {call_type} row for {e164} in {plan_id}"
-    longest = max(len(r["prefix"]) for r in candidates)
     live = [
-        r for r in candidates
-        if len(r["prefix"]) == longest and parse_effective(r.get("effective_from", "")) <= start
+        r for r in plan_rows(plan_id)
+        if r["call_type"] == call_type
+        and digits.startswith(r["prefix"])
+        and parse_effective(r["effective_from"]) <= start
     ]
     assert live, f"no {call_type} row in force for {e164} at {at} in {plan_id}"
-    return max(live, key=lambda r: parse_effective(r.get("effective_from", "")))
+    return max(live, key=lambda r: (len(r["prefix"]), parse_effective(r["effective_from"])))
 
 
 @pytest.fixture(scope="module")
