@@ -22,7 +22,9 @@ Invariants, and where each is enforced:
    account value it changes (``_remember``); a driver that stores the account stores both
    at once. Ids are forgotten only past the horizon, where a record is ``too_late`` anyway.
 3. **A rejected record changes nothing.** Every check that can reject runs before the
-   first mutation of the account (``_check_cdr``, ``_check_command``).
+   first mutation of the account (the "Checks" block of ``_apply_cdr`` and
+   ``_apply_command``). One exception, forced by SPEC 6: a payment answer that arrives
+   after its request timed out first applies the timeout (``_time_out_late_answer``).
 4. **Events follow crossings.** The balance before a record (before expiry) is compared
    with the balance after all its effects in ``_finish``, which also emits the
    auto-recharge request, so the event order of SPEC 6 is the order of the code in
@@ -361,6 +363,8 @@ def _apply_command(acct: Account | None, cmd: Command, tables: RateTables, horiz
                 f"occurred_at: {format_time(at)} is more than the horizon before the tenant's "
                 f"latest command at {format_time(acct.command_watermark)}",
             )
+    if cmd.command == "payment_result" and acct is not None and _late_answer(acct, cmd):
+        return _time_out_late_answer(acct, cmd)
     if cmd.command == "configure_account":
         rejected = _check_configure(acct, cmd, tables)
     elif cmd.command == "add_funds":
@@ -466,14 +470,39 @@ def _check_payment_result(acct: Account, cmd: Command) -> Outcome | None:
     request_id = cmd.fields["request_id"]
     if acct.pending_request_id != request_id:
         return _reject("unknown_request", f"request_id: {request_id!r} is not the pending recharge request")
-    if cmd.occurred_at - acct.pending_requested_at > RECHARGE_TIMEOUT:
-        # The timeout is due at this record's event time: the request has failed already.
-        return _reject(
-            "unknown_request",
-            f"request_id: {request_id!r} timed out (requested at "
-            f"{format_time(acct.pending_requested_at)}, more than an hour before)",
-        )
     return None
+
+
+def _late_answer(acct: Account, cmd: Command) -> bool:
+    return (
+        acct.pending_request_id == cmd.fields["request_id"]
+        and cmd.occurred_at - acct.pending_requested_at > RECHARGE_TIMEOUT
+    )
+
+
+def _time_out_late_answer(acct: Account, cmd: Command) -> Outcome:
+    """The answer to a request that is more than an hour old at the answer's own time.
+
+    SPEC 6 times the request out "when the next record arrives", and this answer is that
+    record: the timeout is applied (and reported, caused by this command), and then the
+    answer is for a request that is no longer pending, so it is rejected
+    ``unknown_request``. The one case where a rejected record changes the account; its
+    id is not remembered, so a repeat is simply rejected again.
+    """
+    at = cmd.occurred_at
+    before = acct.balance
+    em = _Emitter(acct, "command", cmd.command_id, at)
+    _expire(acct, at, em)
+    _timeout(acct, at, em)
+    out = _reject(
+        "unknown_request",
+        f"request_id: {cmd.fields['request_id']!r} timed out (requested at "
+        f"{format_time(acct.pending_requested_at)}, more than an hour before this answer)",
+    )
+    out.account = acct
+    _finish(acct, before, at, em, out)
+    out.events = em.events
+    return out
 
 
 def sweep(acct: Account, now: int) -> Outcome | None:

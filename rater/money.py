@@ -9,6 +9,7 @@ is an ``int`` count of micro-units; no float ever holds an amount.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 MICRO = 1_000_000
 # 10^12 currency units: far above any real balance, and small enough that every amount
@@ -33,8 +34,7 @@ def parse_money(value: object) -> int:
             raise MoneyError("is out of range")
         return value * MICRO
     elif isinstance(value, float):
-        # The shortest repr round-trips; an exponent or nan/inf fails the pattern below.
-        text = repr(value)
+        return _parse_float(value)
     else:
         raise MoneyError("must be a decimal string")
     m = _MONEY_RE.fullmatch(text)
@@ -47,6 +47,19 @@ def parse_money(value: object) -> int:
     if micro > MAX_ABS_MICRO:
         raise MoneyError("is out of range")
     return -micro if sign == "-" else micro
+
+
+def _parse_float(value: float) -> int:
+    """A JSON number, through its shortest decimal form (``repr``): 0.1 is 0.1, 5e-05 is
+    0.00005. What JSON text it came from (``1E2`` or ``100``) is no longer known here."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise MoneyError("is not a finite number")
+    d = Decimal(repr(value))
+    if d.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise MoneyError(f"has more than 6 fractional digits: {repr(value)[:40]!r}")
+    if abs(d) > MAX_ABS_MICRO // MICRO:
+        raise MoneyError("is out of range")
+    return int(d * MICRO)
 
 
 def format_money(micro: int) -> str:

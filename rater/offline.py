@@ -94,15 +94,14 @@ def run(
             records += 1
             p = engine.process(raw, None, {"file": path, "line": lineno}, now)
             out = p.outcome
+            if out.rated is not None:
+                rated_f.write(dumps(out.rated) + b"\n")
+            for e in out.events:
+                events_f.write(dumps(e) + b"\n")
+            for r in out.recharge_requests:
+                requests_f.write(dumps(r) + b"\n")
             if p.reject is not None:
                 rejects_f.write(dumps(p.reject) + b"\n")
-            else:
-                if out.rated is not None:
-                    rated_f.write(dumps(out.rated) + b"\n")
-                for e in out.events:
-                    events_f.write(dumps(e) + b"\n")
-                for r in out.recharge_requests:
-                    requests_f.write(dumps(r) + b"\n")
             if records % 4096 == 0:
                 progress.update(done_bytes, records)
         progress.update(done_bytes, records, force=True)

@@ -297,6 +297,20 @@ def test_a_pending_request_older_than_an_hour_times_out_at_the_next_record(book)
     assert (p.outcome.status, p.outcome.reason) == ("rejected", "unknown_request")
 
 
+def test_a_late_payment_answer_is_itself_the_record_that_times_the_request_out(book):
+    _auto(book)
+    book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))  # 4.98, request 1
+    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:00:01Z"))
+    assert (p.outcome.status, p.outcome.reason) == ("rejected", "unknown_request")
+    assert [(e["type"], e["reason"], e["cause"]) for e in p.outcome.events] == [
+        ("auto_recharge_failed", "timeout", {"kind": "command", "id": "pay-1"})
+    ]
+    acct = book.account()
+    assert (acct.pending_request_id, acct.recharge_suspended, acct.balance) == (None, True, 4_980_000)
+    again = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:00:01Z"))
+    assert (again.outcome.reason, again.outcome.events) == ("unknown_request", [])
+
+
 def test_an_expired_card_fails_the_recharge_and_suspends(book):
     _auto(book, card={"type": "card", "expires": "2026-10"})
     p = book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))

@@ -14,6 +14,8 @@ from rater.money import MoneyError, format_money, parse_money
         (0.1, 100_000),  # a JSON number converts through its shortest decimal form
         (7, 7_000_000),
         (100.0, 100_000_000),
+        (0.00005, 50),  # repr is '5e-05', the shortest decimal form is 0.00005
+        (-2.5, -2_500_000),
     ],
 )
 def test_wire_money_parses_to_exact_micro_units(wire, micro):
