@@ -1,0 +1,95 @@
+"""Prometheus metrics of SPEC 10, exported from the worker's own integer counters.
+
+The hot path only bumps ``collections.Counter`` entries (no locks, no floats); this
+collector turns them into metric families when ``/metrics`` is scraped. Money is summed
+in integer micro-units and divided once, at export: a Prometheus sample is a float by
+definition, so ``rater_charged_total`` is for dashboards, never for accounting.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterable
+
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+from .engine import Tally
+from .money import MICRO
+
+TENANT_STATES = ("ok", "low", "negative")
+
+
+class WorkerStats:
+    def __init__(self, registry: CollectorRegistry):
+        self.tally = Tally()
+        self.records: Counter = Counter()  # (topic, outcome) -> n
+        self.tenant_state: dict[str, str] = {}  # tenant -> ok/low/negative, for owned tenants
+        self.lag: Callable[[], Iterable[tuple[str, int, int]]] = lambda: ()
+        self.rate_tables_version = ""
+        self.rate_tables_loaded_at = 0.0
+        self.processing = Histogram(
+            "rater_processing_seconds",
+            "Time from a record's arrival at the worker to its outputs acknowledged by Kafka",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        registry.register(_Collector(self))
+
+
+class _Collector:
+    def __init__(self, stats: WorkerStats):
+        self.stats = stats
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        s = self.stats
+        t = s.tally
+        m = CounterMetricFamily("rater_records", "Input records by topic and outcome", labels=["topic", "outcome"])
+        for (topic, outcome), n in sorted(s.records.items()):
+            m.add_metric([topic, outcome], n)
+        yield m
+        m = CounterMetricFamily("rater_rejects", "Rejected records by reason", labels=["reason"])
+        for reason, n in sorted(t.reasons.items()):
+            m.add_metric([reason], n)
+        yield m
+        m = CounterMetricFamily("rater_charged", "Amount charged, in currency units", labels=["currency", "call_type"])
+        for (currency, call_type), micro in sorted(t.charged.items()):
+            m.add_metric([currency, call_type], micro / MICRO)
+        yield m
+        m = CounterMetricFamily("rater_billable_seconds", "Billable seconds of rated calls", labels=["call_type"])
+        for call_type, n in sorted(t.billable.items()):
+            m.add_metric([call_type], n)
+        yield m
+        m = CounterMetricFamily("rater_balance_events", "Balance events emitted by type", labels=["type"])
+        for type_, n in sorted(t.events.items()):
+            m.add_metric([type_], n)
+        yield m
+        g = GaugeMetricFamily("rater_tenants", "Tenants of this worker's partitions by balance state", labels=["state"])
+        counts = Counter(s.tenant_state.values())
+        for state in TENANT_STATES:
+            g.add_metric([state], counts.get(state, 0))
+        yield g
+        g = GaugeMetricFamily("rater_consumer_lag", "Records behind the end of each input partition",
+                              labels=["topic", "partition"])  # fmt: skip
+        for topic, partition, lag in s.lag():
+            g.add_metric([topic, str(partition)], lag)
+        yield g
+        g = GaugeMetricFamily("rater_rate_tables_info", "The loaded rate tables (content hash)", labels=["version"])
+        if s.rate_tables_version:
+            g.add_metric([s.rate_tables_version], 1)
+        yield g
+        g = GaugeMetricFamily("rater_rate_tables_loaded_timestamp_seconds", "When the rate tables were loaded")
+        g.add_metric([], s.rate_tables_loaded_at)
+        yield g
+
+
+def tenant_state(balance: int, threshold: int) -> str:
+    if balance < 0:
+        return "negative"
+    if threshold > 0 and balance < threshold:
+        return "low"
+    return "ok"

@@ -1,0 +1,569 @@
+"""``rater worker``: the core driven by Kafka, in a faust-streaming app.
+
+One agent consumes both input topics (``cdrs`` and ``tenant-commands``), which are
+co-partitioned with the ``accounts`` table, in batches (``stream.take_events``). Each
+batch goes through ``BatchProcessor`` (no I/O) and then through the commit protocol:
+
+Commit protocol of one batch (``RaterWorker.handle_batch``)
+-----------------------------------------------------------
+1. Faust hands over a batch of events and does not ack them until this returns, so
+   their offsets cannot be committed yet.
+2. Apply: ``BatchProcessor.process`` routes, decodes, validates and applies the records
+   to accounts read from the table, in memory. Nothing has been written.
+3. Produce the outputs (rated CDRs, balance events, recharge requests, rejects) and the
+   misrouted records forwarded to their partition, and wait until Kafka has acknowledged
+   every one (``acks=all``).
+4. Write each changed account once: into the local store (RocksDB) and onto the table's
+   changelog topic, one record per account holding its balance, lots *and* the ids it
+   has applied; wait until Kafka has acknowledged every changelog record.
+5. Return. Faust acks the events and its committer commits offsets up to them later
+   (``broker_commit_interval``); never ahead of step 4.
+
+A crash before 3 completes: nothing is committed; the batch is consumed again from the
+same state and gives the same outputs, with the same ids. Between 3 and 4: outputs are
+out, the state is not; the replay applies the records again from the old state and writes
+the same outputs again (same ids, same content: consumers drop repeats). Between 4 and 5:
+state is saved, offsets are not; the replay finds every id in the account and applies
+nothing (outputs were written in 3). After 5: done. So each debit lands exactly once in
+the account, and each output is written at least once with a stable id. The argument in
+full, with the tests that exercise it, is in ``docs/crash-safety.md``.
+
+The wall-clock sweep (``RaterWorker.sweep``) follows steps 2 to 4 for the accounts with
+lots due to expire or a recharge request due to time out; a lock keeps it from
+interleaving with a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import time
+import weakref
+from collections import Counter
+from typing import Any
+
+import faust
+import orjson
+from faust.exceptions import SameNode
+from faust.streams import _current_event
+from faust.types import TP
+from prometheus_client.registry import CollectorRegistry
+
+from . import ledger
+from .batch import BatchProcessor, BatchResult, Message, Topics
+from .config import WorkerConfig
+from .metrics import WorkerStats, tenant_state
+from .partitioning import partition_for
+from .rates import RateTables, check_rate_tables
+from .records import TENANT_RE
+from .state import decode_account, encode_account, to_view
+
+log = logging.getLogger("rater")
+
+CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
+
+
+class _PartitionEvent:
+    """Stands in for ``faust.current_event()`` so the RocksDB store writes a key into the
+    database of the key's partition (faust's store reads the partition from the event)."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, topic: str, partition: int):
+        self.message = _Msg(topic, partition)
+
+
+class _Msg:
+    __slots__ = ("topic", "partition")
+
+    def __init__(self, topic: str, partition: int):
+        self.topic = topic
+        self.partition = partition
+
+
+def _ssl_context(cfg: WorkerConfig) -> ssl.SSLContext | None:
+    if cfg.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.ssl_cafile)
+    if cfg.ssl_certfile:
+        ctx.load_cert_chain(cfg.ssl_certfile, cfg.ssl_keyfile)
+    return ctx
+
+
+def broker_credentials(cfg: WorkerConfig) -> Any:
+    ctx = _ssl_context(cfg)
+    if cfg.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=cfg.sasl_username, password=cfg.sasl_password,
+            mechanism=cfg.sasl_mechanism, ssl_context=ctx,
+        )  # fmt: skip
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
+
+
+class RaterWorker:
+    def __init__(self, cfg: WorkerConfig, tables: RateTables):
+        self.cfg = cfg
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.stats = WorkerStats(self.registry)
+        self.stats.rate_tables_version = tables.version
+        self.stats.rate_tables_loaded_at = time.time()
+        self.app = self._build_app()
+        self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self._load)
+        self.processor.engine.tally = self.stats.tally
+        self.lock = asyncio.Lock()
+        self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
+        self.positions: dict[tuple[str, int], int] = {}  # last offset processed
+        self.rescan = True
+        self.reload_requested = False
+        self._rates_signature = self._signature()
+        self._register()
+
+    # --- the app ---------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        cfg = self.cfg
+        host = cfg.advertised_host or cfg.web_host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        app = faust.App(
+            cfg.app_id,
+            broker=[f"kafka://{b.strip()}" for b in cfg.broker.split(",")],
+            broker_credentials=broker_credentials(cfg),
+            store="rocksdb://" if cfg.store == "rocksdb" else "memory://",
+            datadir=cfg.state_dir,
+            topic_partitions=cfg.partitions,
+            topic_replication_factor=cfg.replication,
+            topic_allow_declare=True,
+            table_standby_replicas=cfg.standby_replicas,
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=True,
+            web_bind=cfg.web_host,
+            web_port=cfg.web_port,
+            web_host=host,
+            canonical_url=f"http://{host}:{cfg.web_port}",
+            broker_commit_interval=1.0,
+            stream_wait_empty=True,
+            autodiscover=False,
+            loghandlers=[_json_handler()] if cfg.log_format == "json" else [],
+        )
+        t = cfg.topics
+        self.inputs = app.topic(t.cdrs, t.commands, key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw")  # fmt: skip
+        self.accounts = app.Table(
+            "accounts", default=None, key_type=bytes, value_type=bytes,
+            partitions=cfg.partitions, use_partitioner=True,
+        )  # fmt: skip
+        return app
+
+    def _register(self) -> None:
+        app = self.app
+
+        @app.agent(self.inputs, name="rate")
+        async def rate(stream):
+            async for events in stream.take_events(self.cfg.batch_size, within=self.cfg.batch_wait):
+                try:
+                    await self.handle_batch(events)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException:
+                    # Nothing of this batch is acked: stop hard and let a restart replay it.
+                    log.exception("batch failed; stopping the worker so the batch is replayed")
+                    logging.shutdown()
+                    os._exit(70)
+
+        @app.timer(interval=self.cfg.sweep_interval)
+        async def sweep_timer():
+            await self.sweep()
+
+        @app.timer(interval=self.cfg.reload_interval)
+        async def reload_timer():
+            self.maybe_reload()
+
+        @app.task
+        async def on_start():
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+            log.info("worker started: broker %s, %d partitions, rate tables %s, web http://%s:%d",
+                     self.cfg.broker, self.cfg.partitions, self.stats.rate_tables_version,
+                     self.cfg.web_host, self.cfg.web_port)  # fmt: skip
+
+        @app.on_rebalance_complete.connect
+        async def on_rebalance_complete(sender, **kwargs):
+            self.rescan = True
+            log.info("partitions assigned: %s", sorted({tp.partition for tp in self._active_tps()}))
+            asyncio.ensure_future(self.sweep())
+
+        self.stats.lag = self._lag
+        self._register_web()
+
+    # --- the store ---------------------------------------------------------------------
+
+    def _load(self, tenant: str, _partition: int = -1) -> ledger.Account | None:
+        raw = self._get_raw(tenant.encode())
+        return decode_account(raw) if raw is not None else None
+
+    def _get_raw(self, key: bytes) -> bytes | None:
+        store = self.accounts.data
+        db_for = getattr(store, "_db_for_partition", None)
+        if db_for is not None:
+            return db_for(partition_for(key, self.cfg.partitions)).get(key)
+        return store.get(key)
+
+    def _write_accounts(self, accounts: dict[str, tuple[int, ledger.Account]], now: int) -> list:
+        futures = []
+        store = self.accounts.data
+        changelog_topic = self.accounts.changelog_topic.get_topic_name()
+        for tenant, (partition, acct) in accounts.items():
+            key = tenant.encode()
+            value = encode_account(acct)
+            ctx = _PartitionEvent(changelog_topic, partition)
+            token = _current_event.set(weakref.ref(ctx))
+            try:
+                store[key] = value
+            finally:
+                _current_event.reset(token)
+            futures.append(self.accounts.send_changelog(partition, key, value))
+            self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
+            self._note_due(tenant, acct)
+        return futures
+
+    def _note_due(self, tenant: str, acct: ledger.Account) -> None:
+        due = []
+        if acct.lots:
+            due.append(acct.lots[0].expires_at)
+        if acct.pending_request_id is not None:
+            due.append(acct.pending_requested_at + ledger.RECHARGE_TIMEOUT + 1)
+        if due:
+            self.due[tenant] = min(due)
+        else:
+            self.due.pop(tenant, None)
+
+    # --- the commit protocol -------------------------------------------------------------
+
+    async def handle_batch(self, events: list) -> None:
+        # Step 1: the events stay un-acked until this coroutine returns.
+        messages = []
+        arrived = []
+        for ev in events:
+            m = ev.message
+            messages.append(Message(m.topic, m.partition, m.offset, m.key, m.value))
+            arrived.append(m.time_in or time.monotonic())
+        async with self.lock:
+            now = time.time_ns() // 1000
+            # Step 2: apply, in memory.
+            result = self.processor.process(messages, now)
+            # Step 3: outputs and forwards, acknowledged by Kafka.
+            await self._produce(result)
+            # Step 4: changed accounts to the store and the changelog, acknowledged.
+            futures = self._write_accounts(result.accounts, now)
+            if futures:
+                await asyncio.gather(*futures)
+        # Step 5: returning acks the events; faust commits their offsets afterwards.
+        done = time.monotonic()
+        observe = self.stats.processing.observe
+        for t in arrived:
+            observe(max(done - t, 0.0))
+        for m in messages:
+            self.positions[(m.topic, m.partition)] = m.offset
+        self.stats.records.update(result.records)
+
+    async def _produce(self, result: BatchResult) -> None:
+        send = self.app.producer.send
+        pending = []
+        for msg, partition, key in result.forwards:
+            headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
+            pending.append(await send(msg.topic, key, msg.value, partition, None, headers))
+            log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
+        for topic, key, value in result.outputs:
+            pending.append(await send(topic, key, value, None, None, None))
+        if pending:
+            await asyncio.gather(*pending)
+
+    # --- the wall-clock sweep -------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        async with self.lock:
+            owned = {tp.partition for tp in self._active_tps()}
+            if self.rescan:
+                self._rescan(owned)
+            now = time.time_ns() // 1000
+            due = [t for t, at in self.due.items() if at <= now]
+            if not due:
+                return
+            result = BatchResult()
+            t = self.cfg.topics
+            for tenant in due:
+                partition = partition_for(tenant.encode(), self.cfg.partitions)
+                if partition not in owned:
+                    self.due.pop(tenant, None)
+                    continue
+                acct = self._load(tenant)
+                if acct is None:
+                    self.due.pop(tenant, None)
+                    continue
+                out = ledger.sweep(acct, now)
+                if out is None:
+                    self._note_due(tenant, acct)
+                    continue
+                key = tenant.encode()
+                for e in out.events:
+                    result.outputs.append((t.events, key, orjson.dumps(e)))
+                    self.stats.tally.events[e["type"]] += 1
+                for r in out.recharge_requests:
+                    result.outputs.append((t.requests, key, orjson.dumps(r)))
+                result.accounts[tenant] = (partition, acct)
+            await self._produce(result)
+            futures = self._write_accounts(result.accounts, now)
+            if futures:
+                await asyncio.gather(*futures)
+            if result.accounts:
+                log.info("sweep settled %d account(s)", len(result.accounts))
+
+    def _rescan(self, owned: set[int]) -> None:
+        """After a rebalance: rebuild the sweep index and tenant states of owned partitions."""
+        self.rescan = False
+        self.due.clear()
+        self.stats.tenant_state.clear()
+        store = self.accounts.data
+        dbs = getattr(store, "_dbs", None)
+        if dbs is not None:
+            items = ((k, v) for p, db in list(dbs.items()) if p in owned for k, v in db.items())
+        else:
+            items = list(store.items())
+        n = 0
+        for key, value in items:
+            if value is None:
+                continue
+            tenant = key.decode()
+            if partition_for(key, self.cfg.partitions) not in owned:
+                continue
+            acct = decode_account(value)
+            self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
+            self._note_due(tenant, acct)
+            n += 1
+        log.info("indexed %d account(s) of partitions %s", n, sorted(owned))
+
+    # --- rate tables ------------------------------------------------------------------------
+
+    def _signature(self) -> tuple:
+        try:
+            names = sorted(n for n in os.listdir(self.cfg.rates_dir) if n.endswith(".csv"))
+            return tuple((n, os.stat(os.path.join(self.cfg.rates_dir, n)).st_mtime_ns,
+                          os.stat(os.path.join(self.cfg.rates_dir, n)).st_size) for n in names)  # fmt: skip
+        except OSError:
+            return ()
+
+    def _request_reload(self) -> None:
+        log.info("SIGHUP: reloading rate tables")
+        self.reload_requested = True
+        self.maybe_reload()
+
+    def maybe_reload(self) -> None:
+        signature = self._signature()
+        if signature == self._rates_signature and not self.reload_requested:
+            return
+        self.reload_requested = False
+        self._rates_signature = signature
+        tables, problems = check_rate_tables(self.cfg.rates_dir)
+        if tables is None:
+            log.error("rate tables in %s not reloaded, keeping version %s: %s", self.cfg.rates_dir,
+                      self.stats.rate_tables_version, "; ".join(problems[:20]))  # fmt: skip
+            return
+        if tables.version != self.stats.rate_tables_version:
+            self.processor.tables = tables
+            self.stats.rate_tables_version = tables.version
+            self.stats.rate_tables_loaded_at = time.time()
+            log.info("rate tables reloaded: version %s, %d plan(s)", tables.version, len(tables.plans))
+
+    # --- assignment and lag ---------------------------------------------------------------------
+
+    def _active_tps(self) -> set[TP]:
+        try:
+            return {tp for tp in self.app.assignor.assigned_actives() if tp.topic in (self.cfg.topics.cdrs, self.cfg.topics.commands)}
+        except Exception:
+            return set()
+
+    def _lag(self):
+        consumer = self.app.consumer
+        out = []
+        for tp in sorted(self._active_tps()):
+            try:
+                high = consumer.highwater(tp)
+            except Exception:
+                continue
+            if high is None:
+                continue
+            pos = self.positions.get((tp.topic, tp.partition))
+            if pos is not None:
+                done = pos + 1
+            else:  # nothing processed since the start: count from the committed offset
+                done = getattr(consumer, "_committed_offset", {}).get(tp) or 0
+            out.append((tp.topic, tp.partition, max(high - done, 0)))
+        return out
+
+    def ready(self) -> tuple[bool, str]:
+        app = self.app
+        if app.rebalancing:
+            return False, "rebalancing"
+        recovery = app.tables.recovery
+        if not recovery.completed.is_set():
+            return False, "recovering tables"
+        if not self._active_tps() and not app.assignor.assigned_standbys():
+            return False, "no partitions assigned"
+        return True, "ready"
+
+    # --- web --------------------------------------------------------------------------------------
+
+    def _register_web(self) -> None:
+        app = self.app
+        worker = self
+
+        def error(web, status: int, reason: str, detail: str):
+            return web.json({"error": reason, "detail": detail}, status=status)
+
+        @app.page("/healthz")
+        async def healthz(web, request):
+            return web.json({"status": "ok"})
+
+        @app.page("/readyz")
+        async def readyz(web, request):
+            ok, why = worker.ready()
+            return web.json({"ready": ok, "reason": why}, status=200 if ok else 503)
+
+        @app.page("/metrics")
+        async def metrics(web, request):
+            from prometheus_client import generate_latest
+
+            return web.bytes(generate_latest(worker.registry), content_type="text/plain; version=0.0.4")
+
+        async def routed(web, request, tenant: str):
+            """The response of the worker that owns the tenant, or None if that is us."""
+            if request.headers.get("X-Rater-Routed"):
+                return None
+            try:
+                dest = app.router.key_store(worker.accounts.name, tenant.encode())
+            except KeyError:
+                return error(web, 503, "unavailable", "the tenant's partition is not assigned yet")
+            if str(dest).rstrip("/") == str(app.conf.canonical_url).rstrip("/"):
+                return None
+            try:
+                async with app.http_client.request(
+                    method="GET", url=request.url.with_host(dest.host).with_port(dest.port),
+                    headers={"X-Rater-Routed": "1"},
+                ) as response:  # fmt: skip
+                    return web.bytes(await response.read(), content_type=response.content_type,
+                                     status=response.status)  # fmt: skip
+            except Exception as exc:  # the owner is gone mid-rebalance
+                return error(web, 503, "unavailable", f"the owning worker did not answer ({type(exc).__name__})")
+
+        @app.page("/tenants/{tenant}")
+        async def tenant_view(web, request, tenant):
+            if not TENANT_RE.fullmatch(tenant):
+                return error(web, 400, "invalid_tenant_id", "a tenant id is 1 to 64 of A-Z a-z 0-9 . _ : -")
+            forwarded = await routed(web, request, tenant)
+            if forwarded is not None:
+                return forwarded
+            acct = worker._load(tenant)
+            if acct is None:
+                return error(web, 404, "unknown_tenant", f"no account for {tenant!r}")
+            return web.bytes(orjson.dumps(to_view(acct)), content_type="application/json")
+
+        @app.page("/tenants/{tenant}/authorize")
+        async def authorize(web, request, tenant):
+            if not TENANT_RE.fullmatch(tenant):
+                return error(web, 400, "invalid_tenant_id", "a tenant id is 1 to 64 of A-Z a-z 0-9 . _ : -")
+            call_type = request.query.get("call_type")
+            if call_type not in CALL_TYPES:
+                return error(web, 400, "invalid_call_type", f"call_type must be one of {', '.join(CALL_TYPES)}")
+            forwarded = await routed(web, request, tenant)
+            if forwarded is not None:
+                return forwarded
+            acct = worker._load(tenant)
+            if acct is None:
+                return web.json({"allowed": False, "reason": "unknown_tenant", "balance": None}, status=404)
+            body = authorization(acct, call_type)
+            return web.json(body)
+
+
+def authorization(acct: ledger.Account, call_type: str) -> dict[str, Any]:
+    """SPEC 10: international and toll-free calls are refused while the balance is below zero."""
+    from .money import format_money
+
+    balance = acct.balance
+    if balance < 0 and call_type in ledger.BLOCKED_BELOW_ZERO:
+        return {"allowed": False, "reason": "below_zero", "balance": format_money(balance), "currency": acct.currency}
+    return {"allowed": True, "reason": "ok", "balance": format_money(balance), "currency": acct.currency}
+
+
+async def ensure_topics(cfg: WorkerConfig) -> None:
+    """Create the input and output topics that do not exist, with the configured partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    kwargs: dict[str, Any] = {"bootstrap_servers": cfg.broker, "security_protocol": cfg.security_protocol}
+    ctx = _ssl_context(cfg)
+    if ctx is not None:
+        kwargs["ssl_context"] = ctx
+    if cfg.security_protocol.startswith("SASL"):
+        kwargs.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username,
+                      sasl_plain_password=cfg.sasl_password)  # fmt: skip
+    admin = AIOKafkaAdminClient(**kwargs)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        t = cfg.topics
+        wanted = [t.cdrs, t.commands, t.rated, t.events, t.requests, t.rejects]
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            await admin.create_topics([NewTopic(n, cfg.partitions, cfg.replication) for n in missing])
+            log.info("created topics %s with %d partitions", ", ".join(missing), cfg.partitions)
+        meta = await admin.describe_topics([t.cdrs, t.commands])
+        counts = {m["topic"]: len(m["partitions"]) for m in meta}
+        for name, n in counts.items():
+            if n != cfg.partitions:
+                raise SystemExit(
+                    f"rater: topic {name} has {n} partitions, --partitions says {cfg.partitions}; "
+                    "the input topics and the worker must agree"
+                )
+    finally:
+        await admin.close()
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            body["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(body).decode()
+
+
+def run(cfg: WorkerConfig) -> int:
+    tables, problems = check_rate_tables(cfg.rates_dir)
+    if tables is None:
+        for p in problems:
+            print(f"rater: {p}")
+        print(f"rater: {cfg.rates_dir}: the rate tables do not load; not starting")
+        return 2
+    asyncio.run(ensure_topics(cfg))
+    worker = RaterWorker(cfg, tables)
+    fw = faust.Worker(worker.app, loglevel=cfg.log_level.upper(), quiet=True)
+    fw.execute_from_commandline()
+    return 0
+
+
+def _json_handler() -> logging.Handler:
+    handler = logging.StreamHandler()
+    formatter = _JsonFormatter()
+    formatter.converter = time.gmtime  # type: ignore[assignment]
+    handler.setFormatter(formatter)
+    return handler
