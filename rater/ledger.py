@@ -43,7 +43,7 @@ from typing import Any
 from .money import format_money
 from .rates import RateTables, billable_seconds, charge
 from .records import Cdr, Command, Invalid, Record
-from .timeutil import DAY, HOUR, add_months, format_time, month_key, previous_month_key
+from .timeutil import DAY, HOUR, add_months, format_time, month_key, previous_month_key, utc_text
 
 DEFAULT_HORIZON = 7 * DAY
 FUTURE_LIMIT = 24 * HOUR  # a record more than this after the processing clock is refused
@@ -123,15 +123,21 @@ def event_id(tenant_id: str, kind: str, cause_id: str, type_: str, extra: str = 
 class _Emitter:
     """Collects the balance events of one cause, in the order they happen."""
 
-    __slots__ = ("account", "kind", "cause_id", "occurred_at", "occurred_text", "events")
+    __slots__ = ("account", "kind", "cause_id", "occurred_at", "_text", "events")
 
-    def __init__(self, account: Account, kind: str, cause_id: str, occurred_at: int):
+    def __init__(self, account: Account, kind: str, cause_id: str, occurred_at: int, text: str | None = None):
         self.account = account
         self.kind = kind
         self.cause_id = cause_id
         self.occurred_at = occurred_at
-        self.occurred_text = format_time(occurred_at)
+        self._text = text
         self.events: list[dict[str, Any]] = []
+
+    @property
+    def occurred_text(self) -> str:
+        if self._text is None:
+            self._text = format_time(self.occurred_at)
+        return self._text
 
     def emit(self, type_: str, extra: str = "", **fields: Any) -> None:
         acct = self.account
@@ -302,7 +308,8 @@ def _apply_cdr(acct: Account | None, cdr: Cdr, tables: RateTables, horizon: int)
     # Effects.
     out = Outcome("applied", account=acct)
     before = acct.balance
-    em = _Emitter(acct, "cdr", cdr.cdr_id, at)
+    started_text = utc_text(cdr.started_at_text, at)
+    em = _Emitter(acct, "cdr", cdr.cdr_id, at, started_text)
     _expire(acct, at, em)
     _timeout(acct, at, em)
     billable = billable_seconds(cdr.duration, rate.first_increment, rate.next_increment)
@@ -327,7 +334,7 @@ def _apply_cdr(acct: Account | None, cdr: Cdr, tables: RateTables, horizon: int)
         "call_type": cdr.call_type,
         "to": cdr.to,
         "from": cdr.from_,
-        "started_at": format_time(at),
+        "started_at": started_text,
         "duration_seconds": cdr.duration,
         "billable_seconds": billable,
         "covered_seconds": covered,

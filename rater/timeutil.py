@@ -82,6 +82,14 @@ def format_time(micro: int) -> str:
     return base + "Z"
 
 
+def utc_text(text: str, micro: int) -> str:
+    """``format_time(micro)``, reusing ``text`` when it is already written that way
+    (``YYYY-MM-DDTHH:MM:SSZ``, the common case), which saves the formatting."""
+    if len(text) == 20 and text[19] == "Z" and text[10] == "T":
+        return text
+    return format_time(micro)
+
+
 def add_months(micro: int, months: int) -> int:
     """Calendar months later, the day clamped to the month's end (2024-02-29 + 12 -> 2025-02-28)."""
     dt = _EPOCH + timedelta(microseconds=micro)
