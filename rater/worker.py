@@ -47,6 +47,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import AIOKafkaProducer
 from faust.exceptions import SameNode
 from faust.streams import _current_event
 from faust.types import TP
@@ -59,10 +60,12 @@ from .metrics import WorkerStats, tenant_state
 from .partitioning import partition_for
 from .rates import RateTables, check_rate_tables
 from .records import TENANT_RE
+from .sending import send_all
 from .state import decode_account, encode_account, to_view
 
 log = logging.getLogger("rater")
 
+_DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
 CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
 
 
@@ -119,6 +122,7 @@ class RaterWorker:
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
         self.positions: dict[tuple[str, int], int] = {}  # last offset processed
         self.rescan = True
+        self.producer: AIOKafkaProducer | None = None
         self.reload_requested = False
         self._rates_signature = self._signature()
         self._register()
@@ -215,24 +219,6 @@ class RaterWorker:
             return db_for(partition_for(key, self.cfg.partitions)).get(key)
         return store.get(key)
 
-    def _write_accounts(self, accounts: dict[str, tuple[int, ledger.Account]], now: int) -> list:
-        futures = []
-        store = self.accounts.data
-        changelog_topic = self.accounts.changelog_topic.get_topic_name()
-        for tenant, (partition, acct) in accounts.items():
-            key = tenant.encode()
-            value = encode_account(acct)
-            ctx = _PartitionEvent(changelog_topic, partition)
-            token = _current_event.set(weakref.ref(ctx))
-            try:
-                store[key] = value
-            finally:
-                _current_event.reset(token)
-            futures.append(self.accounts.send_changelog(partition, key, value))
-            self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
-            self._note_due(tenant, acct)
-        return futures
-
     def _note_due(self, tenant: str, acct: ledger.Account) -> None:
         due = []
         if acct.lots:
@@ -254,6 +240,7 @@ class RaterWorker:
             m = ev.message
             messages.append(Message(m.topic, m.partition, m.offset, m.key, m.value))
             arrived.append(m.time_in or time.monotonic())
+        t0 = time.monotonic()
         async with self.lock:
             now = time.time_ns() // 1000
             # Step 2: apply, in memory.
@@ -261,11 +248,12 @@ class RaterWorker:
             # Step 3: outputs and forwards, acknowledged by Kafka.
             await self._produce(result)
             # Step 4: changed accounts to the store and the changelog, acknowledged.
-            futures = self._write_accounts(result.accounts, now)
-            if futures:
-                await asyncio.gather(*futures)
+            await self._write_accounts(result.accounts)
         # Step 5: returning acks the events; faust commits their offsets afterwards.
         done = time.monotonic()
+        if _DEBUG_BATCHES:
+            log.info("batch %d records, %d outputs, %d accounts, %.1f ms", len(messages),
+                     len(result.outputs), len(result.accounts), (done - t0) * 1000)  # fmt: skip
         observe = self.stats.processing.observe
         for t in arrived:
             observe(max(done - t, 0.0))
@@ -273,17 +261,51 @@ class RaterWorker:
             self.positions[(m.topic, m.partition)] = m.offset
         self.stats.records.update(result.records)
 
+    async def _producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            producer = AIOKafkaProducer(
+                **client_kwargs(self.cfg), acks="all", enable_idempotence=True, linger_ms=0,
+                max_batch_size=1 << 20, max_request_size=8 << 20,
+            )  # fmt: skip
+            await producer.start()
+            self.producer = producer
+        return self.producer
+
     async def _produce(self, result: BatchResult) -> None:
-        send = self.app.producer.send
-        pending = []
+        records: list = []
         for msg, partition, key in result.forwards:
             headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
-            pending.append(await send(msg.topic, key, msg.value, partition, None, headers))
+            records.append((msg.topic, partition, key, msg.value, headers))
             log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
         for topic, key, value in result.outputs:
-            pending.append(await send(topic, key, value, None, None, None))
-        if pending:
-            await asyncio.gather(*pending)
+            records.append((topic, None, key, value, None))
+        if records:
+            await send_all(await self._producer(), records)
+
+    async def _write_accounts(self, accounts: dict[str, tuple[int, ledger.Account]]) -> None:
+        """Step 4: each account into the local store and onto the changelog, acknowledged.
+        The store's changelog offsets advance only with Kafka's acknowledgement, as
+        faust's own table writes do (``Table._on_changelog_sent``)."""
+        if not accounts:
+            return
+        store = self.accounts.data
+        changelog = self.accounts.changelog_topic.get_topic_name()
+        records = []
+        for tenant, (partition, acct) in accounts.items():
+            key = tenant.encode()
+            value = encode_account(acct)
+            ctx = _PartitionEvent(changelog, partition)
+            token = _current_event.set(weakref.ref(ctx))
+            try:
+                store[key] = value
+            finally:
+                _current_event.reset(token)
+            records.append((changelog, partition, key, value, None))
+            self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
+            self._note_due(tenant, acct)
+        delivery = await send_all(await self._producer(), records)
+        for (topic, partition), offset in delivery.last_offset.items():
+            store.set_persisted_offset(TP(topic, partition), offset)
 
     # --- the wall-clock sweep -------------------------------------------------------------
 
@@ -319,9 +341,7 @@ class RaterWorker:
                     result.outputs.append((t.requests, key, orjson.dumps(r)))
                 result.accounts[tenant] = (partition, acct)
             await self._produce(result)
-            futures = self._write_accounts(result.accounts, now)
-            if futures:
-                await asyncio.gather(*futures)
+            await self._write_accounts(result.accounts)
             if result.accounts:
                 log.info("sweep settled %d account(s)", len(result.accounts))
 
@@ -501,10 +521,8 @@ def authorization(acct: ledger.Account, call_type: str) -> dict[str, Any]:
     return {"allowed": True, "reason": "ok", "balance": format_money(balance), "currency": acct.currency}
 
 
-async def ensure_topics(cfg: WorkerConfig) -> None:
-    """Create the input and output topics that do not exist, with the configured partitions."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
+def client_kwargs(cfg: WorkerConfig) -> dict[str, Any]:
+    """Connection settings for aiokafka clients (the worker's producer, the admin)."""
     kwargs: dict[str, Any] = {"bootstrap_servers": cfg.broker, "security_protocol": cfg.security_protocol}
     ctx = _ssl_context(cfg)
     if ctx is not None:
@@ -512,7 +530,14 @@ async def ensure_topics(cfg: WorkerConfig) -> None:
     if cfg.security_protocol.startswith("SASL"):
         kwargs.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username,
                       sasl_plain_password=cfg.sasl_password)  # fmt: skip
-    admin = AIOKafkaAdminClient(**kwargs)
+    return kwargs
+
+
+async def ensure_topics(cfg: WorkerConfig) -> None:
+    """Create the input and output topics that do not exist, with the configured partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**client_kwargs(cfg))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
