@@ -224,6 +224,8 @@ class Demo:
         self.sim_ended: float | None = None
         self.worker_died = False
         self.last_total = -1.0
+        self.consuming = asyncio.Event()
+        self.consume_task: asyncio.Task | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -298,12 +300,36 @@ class Demo:
             self.say("stopping the simulator...")
             _stop_process(self.sim, 15)
         if self.worker is not None and self.worker.poll() is None:
+            self.final_snapshot()
             self.say("stopping the worker...")
             _stop_process(self.worker, 30)
         if self.broker is not None:
             self.say("stopping the broker...")
             with contextlib.suppress(devbroker.DevBrokerError):
                 devbroker.stop(self.broker_dir, quiet=True)
+
+    def final_snapshot(self, timeout: float = 8.0) -> None:
+        """The worker's metrics once it has rated what the simulator sent, for the summary."""
+        if not self.base:
+            return
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            status, body = _http(self.base + "/metrics", 2.0)
+            if status != 200:
+                return
+            snap = Snapshot(parse_metrics(body.decode("utf-8", "replace")))
+            self.snap = snap
+            if snap.lag == 0 and last is not None and snap.all_total() == last:
+                break
+            last = snap.all_total()
+            time.sleep(0.5)
+        for row in self.rows:
+            status, body = _http(f"{self.base}/tenants/{row.get('tenant_id')}", 1.0)
+            if status == 200:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    row.update(orjson.loads(body))
+        self.rows.sort(key=lambda r: float(r.get("balance") or 0))
 
     # --- data ----------------------------------------------------------------------------
 
@@ -328,6 +354,9 @@ class Demo:
                 tps += [TopicPartition(topic, p) for p in sorted(parts or ())]
             consumer.assign(tps)
             await consumer.seek_to_end(*tps)
+            for tp in tps:  # resolve "the end" now, before the simulator sends anything
+                await consumer.position(tp)
+            self.consuming.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for tp, msgs in batch.items():
@@ -490,7 +519,6 @@ class Demo:
     # --- the run -------------------------------------------------------------------------
 
     async def live(self) -> None:
-        consume_task = asyncio.create_task(self.consume())
         last_plain = 0.0
         drained_since: float | None = None
         if self.tty:
@@ -526,9 +554,10 @@ class Demo:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), timeout=max(0.05, 1.0 - (time.monotonic() - tick)))
         finally:
-            consume_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await consume_task
+            if self.consume_task is not None:
+                self.consume_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.consume_task
             if self.tty:
                 sys.stdout.write("\x1b[?25h\x1b[?1049l")
                 sys.stdout.flush()
@@ -575,6 +604,9 @@ class Demo:
         if not await self.wait_ready():
             return 130 if self.stop.is_set() else 1
         self.say("worker ready")
+        self.consume_task = asyncio.create_task(self.consume())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.consuming.wait(), timeout=15)
         self.start_simulator()
         await self.live()
         if self.worker_died:

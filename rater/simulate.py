@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import os
 import random
@@ -190,6 +191,7 @@ class Simulator:
         a = self.args
         status_task = asyncio.create_task(self._status_loop())
         consumers = []
+        pay_task: asyncio.Task | None = None
         try:
             await self._wait_for_topics()
             if self.stop.is_set():
@@ -216,6 +218,8 @@ class Simulator:
                 if not self.signalled and a.linger > 0:
                     self.phase = "lingering"
                     await self._sleep(a.linger)
+                if pay_task.done():  # it failed: say why
+                    pay_task.result()
                 pay_task.cancel()
                 try:
                     await pay_task
@@ -232,6 +236,10 @@ class Simulator:
             return 1
         finally:
             status_task.cancel()
+            if pay_task is not None and not pay_task.done():
+                pay_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await pay_task
             for c in consumers:
                 try:
                     await c.stop()
@@ -242,7 +250,8 @@ class Simulator:
                     await self.producer.stop()
                 except Exception:
                     pass
-            self.log(("stopped: " if self.signalled else "done: ") + self.status())
+            if self.traffic_started is not None or self.signalled:
+                self.log(("stopped: " if self.signalled else "done: ") + self.status())
 
     async def _status_loop(self) -> None:
         interval = max(self.args.status_interval, 0.5)

@@ -358,7 +358,7 @@ class RaterWorker:
             items = list(store.items())
         n = 0
         for key, value in items:
-            if value is None:
+            if value is None or key.startswith(b"__faust"):  # faust keeps its offsets here too
                 continue
             tenant = key.decode()
             if partition_for(key, self.cfg.partitions) not in owned:

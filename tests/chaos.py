@@ -1,0 +1,347 @@
+"""The kill loop (issue: crash safety): a stream rated by a worker that is SIGKILLed and
+restarted at random moments, compared with ``rater rate`` on the same input.
+
+    python -m tests.chaos --records 200000 --tenants 1000 --kills 10      # make chaos
+    (tests/test_chaos.py runs a small size of it in CI)
+
+What it checks, after the stream is fully consumed:
+- every tenant's account (``GET /tenants/<id>``) equals ``balances.json`` of the offline
+  run, to the micro-unit;
+- every rated CDR, balance event and recharge request of the offline run was written at
+  least once; repeats have the same event_id and the same content; nothing else was
+  written; rejects match on reason, detail and raw bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import orjson
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATER = [sys.executable, "-m", "rater"]
+OUTPUTS = {"rated": "rated-cdrs.jsonl", "events": "balance-events.jsonl", "requests": "recharge-requests.jsonl"}
+
+
+def _iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def generate(path: str, records: int, tenants: int, seed: int) -> None:
+    """Setup commands, then CDRs with auto-recharge answers and a few bad records, with
+    event times in the last day (so nothing is too far ahead of any processing clock)."""
+    rng = random.Random(seed)
+    base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=26)
+    numbers = [("international", "+442071234567"), ("international", "+4915112345678"),
+               ("conference_dialout", "+12125550100"), ("toll_free", "+18005550100"),
+               ("domestic", "+14155550123"), ("international", "+919876543210")]  # fmt: skip
+    names = [f"c{i:05d}" for i in range(tenants)]
+    requests = Counter()
+    n = 0
+    with open(path, "wb") as f:
+        def put(rec) -> None:
+            nonlocal n
+            f.write((rec if isinstance(rec, bytes) else orjson.dumps(rec)) + b"\n")
+            n += 1
+
+        for i, t in enumerate(names):
+            cfg = {"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account",
+                   "occurred_at": _iso(base), "rate_plan": "standard-usd", "low_balance_threshold": "10",
+                   "included_domestic_minutes": 30}  # fmt: skip
+            if i % 2 == 0:
+                cfg["auto_recharge"] = {"enabled": True, "threshold": "5", "amount": "20",
+                                        "payment_method": {"type": "card", "expires": "2030-12"}}  # fmt: skip
+            put(cfg)
+            put({"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds",
+                 "occurred_at": _iso(base), "amount": str(rng.choice([5, 15, 30]))})  # fmt: skip
+        step = timedelta(hours=24) / max(records, 1)
+        i = 0
+        while n < records:
+            at = base + timedelta(minutes=1) + step * i
+            i += 1
+            t = rng.choice(names)
+            roll = rng.random()
+            if roll < 0.002:
+                put(b'{"cdr_id": "broken", ')
+            elif roll < 0.004:
+                put({"cdr_id": f"x{i}", "tenant_id": "nobody", "call_type": "international",
+                     "to": "+442071234567", "started_at": _iso(at), "duration_seconds": 60})  # fmt: skip
+            elif roll < 0.03 and int(t[1:]) % 2 == 0:
+                requests[t] += 1
+                put({"command_id": f"{t}-pay-{requests[t]}", "tenant_id": t, "command": "payment_result",
+                     "occurred_at": _iso(at), "request_id": f"{t}/recharge/{requests[t]}",
+                     "status": "succeeded" if rng.random() < 0.85 else "failed", "reason": "card_declined"})  # fmt: skip
+            elif roll < 0.035:
+                put({"command_id": f"{t}-top-{i}", "tenant_id": t, "command": "add_funds",
+                     "occurred_at": _iso(at), "amount": "10"})  # fmt: skip
+            else:
+                call_type, to = rng.choice(numbers)
+                rec = {"cdr_id": f"{t}-{i}", "tenant_id": t, "call_type": call_type, "to": to,
+                       "started_at": _iso(at), "duration_seconds": int(rng.lognormvariate(5, 1)) % 7200}  # fmt: skip
+                put(rec)
+                if rng.random() < 0.01:  # a platform retry: the same CDR again
+                    put(rec)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Report:
+    records: int = 0
+    kills: int = 0
+    restarts: int = 0
+    seconds: float = 0.0
+    repeats: dict = field(default_factory=dict)  # output kind -> records written more than once
+    mismatches: list = field(default_factory=list)
+
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+class WorkerProcess:
+    def __init__(self, bootstrap: str, app_id: str, topics: dict, state_dir: str, log_path: str, partitions: int):
+        self.port = _free_port()
+        self.args = RATER + [
+            "worker", "--broker", bootstrap, "--rates", os.path.join(ROOT, "rate_tables"),
+            "--state-dir", state_dir, "--web-port", str(self.port), "--partitions", str(partitions),
+            "--app-id", app_id, "--standby-replicas", "0", "--sweep-interval", "3600",
+        ] + [x for k, v in topics.items() for x in (f"--topic-{k}", v)]  # fmt: skip
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def get(self, path: str, timeout: float = 10):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
+            return orjson.loads(r.read())
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if self.get("/readyz", timeout=2).get("ready"):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"worker not ready after {timeout} s; see {self.log_path}")
+
+
+async def _partitions(consumer, topic: str) -> list:
+    from aiokafka import TopicPartition
+
+    for _ in range(50):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        await consumer._client.force_metadata_update()  # no public way to wait for one topic
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic} has no partitions")
+
+
+async def _committed_all(bootstrap: str, group: str, topics: list[str]) -> bool:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        tps = [tp for t in topics for tp in await _partitions(consumer, t)]
+        ends = await consumer.end_offsets(tps)
+        for tp, end in ends.items():
+            meta = committed.get(tp)
+            if end > 0 and (meta is None or meta.offset < end):
+                return False
+        return True
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _read_topic(bootstrap: str, topic: str) -> list[bytes]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[bytes] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
+            for tp, msgs in batches.items():
+                out.extend(m.value for m in msgs)
+                if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _produce(bootstrap: str, path: str, topic: str) -> subprocess.Popen:
+    return subprocess.Popen(RATER + ["produce", "--broker", bootstrap, "--topic", topic, path], cwd=ROOT,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def run_kill_loop(bootstrap: str, records: int, tenants: int, kills: int, seed: int = 1,
+                  workdir: str | None = None, partitions: int = 4, log=print) -> Report:  # fmt: skip
+    started = time.monotonic()
+    rng = random.Random(seed)
+    work = workdir or tempfile.mkdtemp(prefix="rater-chaos-")
+    os.makedirs(work, exist_ok=True)
+    app_id = f"chaos-{seed}-{int(time.time())}"
+    topics = {k: f"{app_id}-{v}" for k, v in (("cdrs", "cdrs"), ("commands", "cmds"), ("rated", "rated"),
+                                              ("events", "events"), ("requests", "requests"), ("rejects", "rejects"))}  # fmt: skip
+    inp = os.path.join(work, "input.jsonl")
+    generate(inp, records, tenants, seed)
+    report = Report(records=sum(1 for _ in open(inp, "rb")))
+    offline_out = os.path.join(work, "offline")
+    subprocess.run(RATER + ["rate", "--rates", os.path.join(ROOT, "rate_tables"), "--out", offline_out, inp],
+                   check=True, cwd=ROOT, stderr=subprocess.DEVNULL)  # fmt: skip
+    worker = WorkerProcess(bootstrap, app_id, topics, os.path.join(work, "state"), os.path.join(work, "worker.log"), partitions)
+    worker.start()
+    worker.wait_ready()
+    producer = _produce(bootstrap, inp, topics["cdrs"])
+    for k in range(kills):
+        time.sleep(rng.uniform(0.5, 6.0))
+        worker.kill()
+        report.kills += 1
+        log(f"kill {k + 1}/{kills}")
+        worker.start()
+        report.restarts += 1
+        if rng.random() < 0.5:  # sometimes kill again during start-up and recovery
+            continue
+        worker.wait_ready()
+    producer.wait()
+    worker.wait_ready()
+    deadline = time.monotonic() + 600
+    while not asyncio.run(_committed_all(bootstrap, app_id, [topics["cdrs"]])):
+        if time.monotonic() > deadline:
+            report.mismatches.append("the worker did not consume the whole input in 10 minutes")
+            worker.stop()
+            return report
+        time.sleep(1)
+    # Accounts.
+    with open(os.path.join(offline_out, "balances.json"), "rb") as f:
+        expected_accounts = orjson.loads(f.read())
+    for tenant, expected in expected_accounts.items():
+        got = worker.get(f"/tenants/{tenant}")
+        if got != expected:
+            report.mismatches.append(f"account {tenant}: worker {got.get('balance')} != offline {expected['balance']}")
+    worker.stop()
+    # Outputs.
+    for kind, name in OUTPUTS.items():
+        raw = asyncio.run(_read_topic(bootstrap, topics[kind]))
+        seen: dict[str, bytes] = {}
+        repeats = 0
+        for value in raw:
+            rec = orjson.loads(value)
+            first = seen.setdefault(rec["event_id"], value)
+            if first is not value:
+                repeats += 1
+                if orjson.loads(first) != rec:
+                    report.mismatches.append(f"{kind}: event {rec['event_id']} repeated with other content")
+        report.repeats[kind] = repeats
+        expected = {}
+        with open(os.path.join(offline_out, name), "rb") as f:
+            for line in f:
+                rec = orjson.loads(line)
+                expected[rec["event_id"]] = rec
+        got = {k: orjson.loads(v) for k, v in seen.items()}
+        missing = expected.keys() - got.keys()
+        extra = got.keys() - expected.keys()
+        if missing:
+            report.mismatches.append(f"{kind}: {len(missing)} of the offline run's records never written")
+        if extra:
+            report.mismatches.append(f"{kind}: {len(extra)} records written that the offline run did not write")
+        differ = [k for k in expected.keys() & got.keys() if expected[k] != got[k]]
+        if differ:
+            report.mismatches.append(f"{kind}: {len(differ)} records differ from the offline run")
+    raw = asyncio.run(_read_topic(bootstrap, topics["rejects"]))
+    by_id = {orjson.loads(v)["event_id"]: orjson.loads(v) for v in raw}
+    report.repeats["rejects"] = len(raw) - len(by_id)
+    got_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in by_id.values())
+    with open(os.path.join(offline_out, "rejects.jsonl"), "rb") as f:
+        want_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in map(orjson.loads, f))
+    if got_rejects != want_rejects:
+        report.mismatches.append(f"rejects differ: {sum((got_rejects - want_rejects).values())} extra, "
+                                 f"{sum((want_rejects - got_rejects).values())} missing")  # fmt: skip
+    report.seconds = time.monotonic() - started
+    if workdir is None and report.ok():
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        log(f"work dir kept: {work}")
+    return report
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--broker", help="bootstrap of a running broker (default: start a dev broker)")
+    p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--tenants", type=int, default=1000)
+    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    from rater import devbroker
+
+    info = None
+    bootstrap = args.broker
+    if not bootstrap:
+        info = devbroker.start(tempfile.mkdtemp(prefix="rater-chaos-broker-"), quiet=True)
+        bootstrap = info.bootstrap
+    failures = 0
+    try:
+        for run in range(args.runs):
+            r = run_kill_loop(bootstrap, args.records, args.tenants, args.kills, seed=args.seed + run)
+            print(f"run {run + 1}: {r.records:,} records, {r.kills} kills, {r.seconds:.0f} s, "
+                  f"repeats {r.repeats}, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}")  # fmt: skip
+            failures += not r.ok()
+    finally:
+        if info is not None:
+            devbroker.stop(info.data_dir)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
