@@ -88,6 +88,10 @@ class Account:
     cdr_watermark: int = -(2**62)  # latest started_at applied
     command_watermark: int = -(2**62)  # latest occurred_at applied
     pruned_at: int = -(2**62)
+    # Older ids moved out of the account by the Kafka worker (``rater/idstore.py``):
+    # [segment number, latest event time in it]. The ledger never reads these.
+    id_segments: list[list[int]] = field(default_factory=list)
+    next_segment: int = 0
 
     @property
     def balance(self) -> int:

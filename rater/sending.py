@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from .partitioning import partition_for
 
-Record = tuple[str, int | None, bytes | None, bytes, list | None]  # topic, partition, key, value, headers
+Record = tuple[str, int | None, bytes | None, bytes | None, list | None]  # topic, partition, key, value, headers
 
 
 class Delivery:
@@ -44,12 +44,12 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[Record]) -> Del
         for key, value, headers in items:
             if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
                 if n == 0:
-                    raise ValueError(f"a record of {len(value)} bytes does not fit a batch for {topic}")
+                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
                 pending.append((topic, partition, n, await producer.send_batch(batch, topic, partition=partition)))
                 batch = producer.create_batch()
                 n = 0
                 if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                    raise ValueError(f"a record of {len(value)} bytes does not fit a batch for {topic}")
+                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
             n += 1
         pending.append((topic, partition, n, await producer.send_batch(batch, topic, partition=partition)))
     delivery = Delivery()

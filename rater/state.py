@@ -46,6 +46,8 @@ def to_stored(a: Account) -> dict[str, Any]:
         "cw": a.cdr_watermark,
         "mw": a.command_watermark,
         "pa": a.pruned_at,
+        "sg": a.id_segments,
+        "ns": a.next_segment,
     }
 
 
@@ -70,6 +72,8 @@ def from_stored(d: dict[str, Any]) -> Account:
         cdr_watermark=d["cw"],
         command_watermark=d["mw"],
         pruned_at=d["pa"],
+        id_segments=d.get("sg", []),
+        next_segment=d.get("ns", 0),
     )
 
 

@@ -16,8 +16,9 @@ Commit protocol of one batch (``RaterWorker.handle_batch``)
 4. Write each changed account once: into the local store (RocksDB) and onto the table's
    changelog topic, one record per account holding its balance, lots *and* the ids it
    has applied; wait until Kafka has acknowledged every changelog record.
-5. Return. Faust acks the events and its committer commits offsets up to them later
-   (``broker_commit_interval``); never ahead of step 4.
+5. Commit: the offsets of the batch's records (at most once a second,
+   ``_commit_positions``); also, returning acks the events for faust's own committer.
+   Either way an offset is committed only after step 4 of its batch.
 
 A crash before 3 completes: nothing is committed; the batch is consumed again from the
 same state and gives the same outputs, with the same ids. Between 3 and 4: outputs are
@@ -56,6 +57,7 @@ from prometheus_client.registry import CollectorRegistry
 from . import ledger
 from .batch import BatchProcessor, BatchResult, Message, Topics
 from .config import WorkerConfig
+from .idstore import IdSegments, is_segment_key
 from .metrics import WorkerStats, tenant_state
 from .partitioning import partition_for
 from .rates import RateTables, check_rate_tables
@@ -65,6 +67,7 @@ from .state import decode_account, encode_account, to_view
 
 log = logging.getLogger("rater")
 
+COMMIT_EVERY = 1.0  # seconds between offset commits of finished batches
 _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
 CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
 
@@ -122,6 +125,9 @@ class RaterWorker:
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
         self.positions: dict[tuple[str, int], int] = {}  # last offset processed
         self.rescan = True
+        self.last_commit = 0.0
+        self.durable: dict[str, set] = {}
+        self.segments = IdSegments(self._get_raw)
         self.producer: AIOKafkaProducer | None = None
         self.reload_requested = False
         self._rates_signature = self._signature()
@@ -152,6 +158,10 @@ class RaterWorker:
             web_host=host,
             canonical_url=f"http://{host}:{cfg.web_port}",
             broker_commit_interval=1.0,
+            # A worker that died is noticed in 10 s, not faust's default 60 s, so its
+            # partitions move to the restarted or surviving worker quickly.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=2.0,
             stream_wait_empty=True,
             autodiscover=False,
             loghandlers=[_json_handler()] if cfg.log_format == "json" else [],
@@ -200,8 +210,9 @@ class RaterWorker:
         @app.on_rebalance_complete.connect
         async def on_rebalance_complete(sender, **kwargs):
             self.rescan = True
+            self.segments.clear()
             log.info("partitions assigned: %s", sorted({tp.partition for tp in self._active_tps()}))
-            asyncio.ensure_future(self.sweep())
+            asyncio.ensure_future(self.index())
 
         self.stats.lag = self._lag
         self._register_web()
@@ -209,6 +220,17 @@ class RaterWorker:
     # --- the store ---------------------------------------------------------------------
 
     def _load(self, tenant: str, _partition: int = -1) -> ledger.Account | None:
+        """An account for the ledger: its recent ids in the record, older ones in
+        segments (``rater/idstore.py``), with the recent ids noted as durable."""
+        raw = self._get_raw(tenant.encode())
+        if raw is None:
+            return None
+        acct = decode_account(raw)
+        self.durable[tenant] = self.segments.wrap(acct)
+        return acct
+
+    def _read(self, tenant: str) -> ledger.Account | None:
+        """An account to show, not to change."""
         raw = self._get_raw(tenant.encode())
         return decode_account(raw) if raw is not None else None
 
@@ -243,6 +265,7 @@ class RaterWorker:
         t0 = time.monotonic()
         async with self.lock:
             now = time.time_ns() // 1000
+            self.durable.clear()
             # Step 2: apply, in memory.
             result = self.processor.process(messages, now)
             # Step 3: outputs and forwards, acknowledged by Kafka.
@@ -260,6 +283,28 @@ class RaterWorker:
         for m in messages:
             self.positions[(m.topic, m.partition)] = m.offset
         self.stats.records.update(result.records)
+        if done - self.last_commit >= COMMIT_EVERY:
+            await self._commit_positions()
+            self.last_commit = time.monotonic()
+
+    async def _commit_positions(self) -> None:
+        """Step 5, ours: commit the offsets of the records whose step 4 is done.
+
+        Faust commits acked offsets too, but its ack bookkeeping can stall on a partition
+        that came back after rebalances (faust-streaming issue #318: the commit never
+        advances again, so every restart replays from there). Committing what this
+        protocol has finished is correct by construction; faust skips offsets at or
+        below what is committed, so the two never move a partition backwards.
+        """
+        consumer = self.app.consumer
+        offsets = {TP(topic, partition): offset + 1 for (topic, partition), offset in self.positions.items()}
+        committed = getattr(consumer, "_committed_offset", {})
+        offsets = {tp: o for tp, o in offsets.items() if (committed.get(tp) or 0) < o}
+        if offsets:
+            try:
+                await consumer._commit_offsets(offsets, start_new_transaction=False)
+            except Exception as exc:  # a rebalance in flight; the next batch commits again
+                log.warning("offset commit failed (%s); will retry", exc)
 
     async def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -290,30 +335,64 @@ class RaterWorker:
             return
         store = self.accounts.data
         changelog = self.accounts.changelog_topic.get_topic_name()
+        # Phase A: id segments the accounts will stop holding, acknowledged first.
+        records: list = []
+        for tenant, (partition, acct) in accounts.items():
+            durable = self.durable.pop(tenant, set())
+            for key, value in self.segments.plan(acct, durable, self.processor.engine.horizon):
+                self._store_put(store, changelog, partition, key, value)
+                records.append((changelog, partition, key, value, None))
+        if records:
+            await self._deliver(records)
+        # Phase B: the accounts.
         records = []
         for tenant, (partition, acct) in accounts.items():
             key = tenant.encode()
             value = encode_account(acct)
-            ctx = _PartitionEvent(changelog, partition)
-            token = _current_event.set(weakref.ref(ctx))
-            try:
-                store[key] = value
-            finally:
-                _current_event.reset(token)
+            self._store_put(store, changelog, partition, key, value)
             records.append((changelog, partition, key, value, None))
             self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
             self._note_due(tenant, acct)
+        await self._deliver(records)
+
+    async def _deliver(self, records: list) -> None:
+        store = self.accounts.data
         delivery = await send_all(await self._producer(), records)
         for (topic, partition), offset in delivery.last_offset.items():
             store.set_persisted_offset(TP(topic, partition), offset)
 
+    @staticmethod
+    def _store_put(store, changelog: str, partition: int, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            try:
+                del store[key]
+            except KeyError:
+                pass
+            return
+        ctx = _PartitionEvent(changelog, partition)
+        token = _current_event.set(weakref.ref(ctx))
+        try:
+            store[key] = value
+        finally:
+            _current_event.reset(token)
+
     # --- the wall-clock sweep -------------------------------------------------------------
 
+    async def index(self) -> None:
+        async with self.lock:
+            if self.rescan:
+                self._rescan({tp.partition for tp in self._active_tps()})
+
     async def sweep(self) -> None:
+        """Expire and time out on the wall clock, only on partitions with no backlog:
+        a record still waiting in Kafka may have happened before the expiry, and must be
+        charged against the lot first (as event time would have it)."""
         async with self.lock:
             owned = {tp.partition for tp in self._active_tps()}
             if self.rescan:
                 self._rescan(owned)
+            behind = {partition for _topic, partition, lag in self._lag() if lag > 0}
+            owned -= behind
             now = time.time_ns() // 1000
             due = [t for t, at in self.due.items() if at <= now]
             if not due:
@@ -322,6 +401,8 @@ class RaterWorker:
             t = self.cfg.topics
             for tenant in due:
                 partition = partition_for(tenant.encode(), self.cfg.partitions)
+                if partition in behind:
+                    continue  # due, but its partition has a backlog: next sweep
                 if partition not in owned:
                     self.due.pop(tenant, None)
                     continue
@@ -358,8 +439,8 @@ class RaterWorker:
             items = list(store.items())
         n = 0
         for key, value in items:
-            if value is None or key.startswith(b"__faust"):  # faust keeps its offsets here too
-                continue
+            if value is None or key.startswith(b"__faust") or is_segment_key(key):
+                continue  # faust keeps its offsets here too; id segments are not accounts
             tenant = key.decode()
             if partition_for(key, self.cfg.partitions) not in owned:
                 continue
@@ -489,7 +570,7 @@ class RaterWorker:
             forwarded = await routed(web, request, tenant)
             if forwarded is not None:
                 return forwarded
-            acct = worker._load(tenant)
+            acct = worker._read(tenant)
             if acct is None:
                 return error(web, 404, "unknown_tenant", f"no account for {tenant!r}")
             return web.bytes(orjson.dumps(to_view(acct)), content_type="application/json")
@@ -504,7 +585,7 @@ class RaterWorker:
             forwarded = await routed(web, request, tenant)
             if forwarded is not None:
                 return forwarded
-            acct = worker._load(tenant)
+            acct = worker._read(tenant)
             if acct is None:
                 return web.json({"allowed": False, "reason": "unknown_tenant", "balance": None}, status=404)
             body = authorization(acct, call_type)
@@ -547,8 +628,17 @@ async def ensure_topics(cfg: WorkerConfig) -> None:
         if missing:
             await admin.create_topics([NewTopic(n, cfg.partitions, cfg.replication) for n in missing])
             log.info("created topics %s with %d partitions", ", ".join(missing), cfg.partitions)
-        meta = await admin.describe_topics([t.cdrs, t.commands])
-        counts = {m["topic"]: len(m["partitions"]) for m in meta}
+        # A topic just created may not be known to the broker's metadata yet: wait for
+        # every partition to have a leader.
+        deadline = time.monotonic() + 30
+        while True:
+            meta = await admin.describe_topics([t.cdrs, t.commands])
+            counts = {m["topic"]: len(m["partitions"]) for m in meta}
+            settled = all(m.get("error_code", 0) == 0 and m["partitions"]
+                          and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta)  # fmt: skip
+            if settled or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         for name, n in counts.items():
             if n != cfg.partitions:
                 raise SystemExit(

@@ -1,0 +1,116 @@
+"""Remembered ids beyond an account's recent ones: segment records beside the account.
+
+A busy tenant applies hundreds of thousands of CDRs within the 7-day duplicate horizon;
+kept in the account, its ids would make every account write megabytes (and past the
+broker's 1 MB message limit, impossible). So the worker keeps only the *recent* ids in
+the account record and moves older ones, ``SEGMENT_AT`` at a time, into segment records
+of the same table (key ``<tenant>\\x00ids\\x00<n>``, value the ids one per line), which the
+account lists with the latest event time of each.
+
+Why a debit still happens exactly once: ids only ever leave the account for a segment
+*after* the account that holds them was durable, and the segment is written and
+acknowledged *before* the account that no longer holds them (``IdSegments.plan``, then
+phase A and phase B in ``RaterWorker._write_accounts``). At every moment each applied id
+is in the stored account or in a segment the stored account lists. A segment whose ids
+are all older than the horizon is deleted (a tombstone): any record with such an id is
+rejected ``too_late`` before its id is looked up.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+from .ledger import Account
+
+SEGMENT_AT = 2000  # recent ids that make a segment
+SEP = b"\x00ids\x00"
+
+
+def segment_key(tenant: str, n: int) -> bytes:
+    return tenant.encode() + SEP + str(n).encode()
+
+
+def is_segment_key(key: bytes) -> bool:
+    return SEP in key
+
+
+class SeenIds(dict):
+    """The account's recent ids (this dict, stored in the account) plus, for ``in``,
+    the ids of its segments, read on first use."""
+
+    def __init__(self, recent: dict, older: Callable[[], set]):
+        super().__init__(recent)
+        self._older_loader = older
+        self._older: set | None = None
+
+    def __contains__(self, key: object) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        if self._older is None:
+            self._older = self._older_loader()
+        return key in self._older
+
+
+class IdSegments:
+    """Reads segment ids (with a bounded cache) and plans the writes that move ids."""
+
+    def __init__(self, get: Callable[[bytes], bytes | None], cache_tenants: int = 2000):
+        self._get = get
+        self._cache: OrderedDict[str, set] = OrderedDict()
+        self._cache_tenants = cache_tenants
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def older_ids(self, acct: Account) -> set:
+        tenant = acct.tenant_id
+        ids = self._cache.get(tenant)
+        if ids is not None:
+            self._cache.move_to_end(tenant)
+            return ids
+        ids = set()
+        for n, _latest in acct.id_segments:
+            value = self._get(segment_key(tenant, n))
+            if value:
+                ids.update(value.decode().split("\n"))
+        self._cache[tenant] = ids
+        if len(self._cache) > self._cache_tenants:
+            self._cache.popitem(last=False)
+        return ids
+
+    def wrap(self, acct: Account) -> set:
+        """Give the loaded account its ``SeenIds``; return the ids that were durable."""
+        durable = set(acct.seen_cdrs)
+        acct.seen_cdrs = SeenIds(acct.seen_cdrs, lambda: self.older_ids(acct))
+        return durable
+
+    def plan(self, acct: Account, durable: set, horizon: int) -> list[tuple[bytes, bytes | None]]:
+        """Segment writes (key, value; None deletes) that must be acknowledged before
+        ``acct`` is written. Mutates ``acct``: moved ids leave its recent dict, the
+        segment list is updated."""
+        writes: list[tuple[bytes, bytes | None]] = []
+        tenant = acct.tenant_id
+        cutoff = acct.cdr_watermark - horizon
+        keep = []
+        for n, latest in acct.id_segments:
+            if latest < cutoff:
+                writes.append((segment_key(tenant, n), None))
+                self._cache.pop(tenant, None)
+            else:
+                keep.append([n, latest])
+        recent = acct.seen_cdrs
+        moved = [k for k in durable if dict.__contains__(recent, k)]
+        if len(moved) >= SEGMENT_AT:
+            n = acct.next_segment
+            acct.next_segment += 1
+            latest = max(dict.__getitem__(recent, k) for k in moved)
+            writes.append((segment_key(tenant, n), "\n".join(moved).encode()))
+            for k in moved:
+                dict.__delitem__(recent, k)
+            keep.append([n, latest])
+            cached = self._cache.get(tenant)
+            if cached is not None:
+                cached.update(moved)
+        acct.id_segments = keep
+        return writes

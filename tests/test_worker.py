@@ -1,0 +1,636 @@
+"""The Kafka worker end to end: a real broker, real ``rater worker`` processes, real HTTP.
+
+Every test has its own app id and its own topics (``tests/worker_support.py``), so tests
+sharing the session broker never see each other's records. Expected values come from an
+independent route: the worked example's hand-checked files, ``rater rate`` on the same
+input, or amounts worked out by hand from ``rate_tables/`` in the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import random
+import subprocess
+import sys
+import zlib
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka.partitioner import murmur2
+
+from tests.kafka_support import consume_all, produce
+from tests.worker_support import ROOT, RaterWorker, WorkerTopics, wait_for
+
+pytestmark = pytest.mark.kafka
+
+EXAMPLES = ROOT / "examples"
+WORKED = EXAMPLES / "worked-example.jsonl"
+EXPECTED = EXAMPLES / "worked-example.expected"
+METRIC_NAMES = ROOT / "tests" / "data" / "metric_names.txt"
+
+# The worked example (and the fixed-date inputs below) is dated 2026-11-24, 08:00 to 12:00Z.
+# The worker's processing clock is the wall clock: the records must not be more than 24 h
+# after it, and its lots (bought 2026-11-24, 12 months) must not have expired on it, or
+# the wall-clock sweep would forfeit them.
+EXAMPLE_LATEST = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+EXAMPLE_FIRST_EXPIRY = datetime(2027, 11, 24, 8, 0, tzinfo=timezone.utc)
+
+
+def _require_example_window() -> None:
+    now = datetime.now(timezone.utc)
+    if not EXAMPLE_LATEST - timedelta(hours=24) < now < EXAMPLE_FIRST_EXPIRY:
+        pytest.skip(f"wall clock {now:%Y-%m-%dT%H:%MZ} is outside the window where the 2026-11-24 data is valid")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def home(tenant: str, partitions: int) -> int:
+    """The Java client's default partitioner (SPEC 2), from aiokafka, not from rater."""
+    return (murmur2(tenant.encode()) & 0x7FFFFFFF) % partitions
+
+
+def jsonl(path: Path, records: list) -> Path:
+    with open(path, "wb") as f:
+        for r in records:
+            f.write((r if isinstance(r, bytes) else orjson.dumps(r)) + b"\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list:
+    with open(path, "rb") as f:
+        return [orjson.loads(line) for line in f if line.strip()]
+
+
+def rater_produce(broker: str, files: list[Path], *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "rater", "produce", "--broker", broker, *args, *map(str, files)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=60)  # fmt: skip
+
+
+def rater_rate(files: list[Path], out: Path) -> dict:
+    """``rater rate`` on the same input: the independent route to the expected outputs."""
+    subprocess.run([sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(out),
+                    *map(str, files)], cwd=ROOT, check=True, capture_output=True, timeout=120)  # fmt: skip
+    got = {name: read_jsonl(out / f"{name}.jsonl") for name in ("rated-cdrs", "balance-events", "recharge-requests", "rejects")}
+    got["balances"] = orjson.loads((out / "balances.json").read_bytes())
+    return got
+
+
+def values(broker: str, topic: str) -> list:
+    return [r.value for r in consume_all(broker, topic)]
+
+
+def by_tenant(records: list) -> dict[str, list]:
+    out: dict[str, list] = defaultdict(list)
+    for r in records:
+        out[r["tenant_id"]].append(r)
+    return dict(out)
+
+
+def by_event_id(records: list) -> dict[str, dict]:
+    ids = [r["event_id"] for r in records]
+    assert len(ids) == len(set(ids)), f"repeated event ids: {[i for i, n in Counter(ids).items() if n > 1]}"
+    return {r["event_id"]: r for r in records}
+
+
+def owned_partitions(w: RaterWorker, topic: str) -> set[int]:
+    return {int(dict(labels)["partition"]) for (name, labels), _ in w.metrics().items()
+            if name == "rater_consumer_lag" and dict(labels)["topic"] == topic}  # fmt: skip
+
+
+NUMBERS = {
+    "international": "+919876543210",
+    "conference_dialout": "+919876543210",
+    "toll_free": "+18005550199",
+}
+DOMESTIC = {"standard-usd": "+14155550123", "standard-eur": "+4930123456", "premium-gbp": "+442071838750"}
+PLANS = tuple(DOMESTIC)
+
+
+def tenant_setup(tenant: str, plan: str, at: datetime, rng: random.Random, auto: bool = False) -> list[dict]:
+    cfg = {"command_id": f"{tenant}-setup", "tenant_id": tenant, "command": "configure_account",
+           "occurred_at": iso(at), "rate_plan": plan, "low_balance_threshold": "2",
+           "included_domestic_minutes": rng.choice([0, 5])}  # fmt: skip
+    if auto:
+        cfg["auto_recharge"] = {"enabled": True, "threshold": "1", "amount": "10",
+                                "payment_method": {"type": "card", "expires": "2099-12"}}  # fmt: skip
+    funds = {"command_id": f"{tenant}-funds", "tenant_id": tenant, "command": "add_funds",
+             "occurred_at": iso(at), "amount": f"{rng.randint(1, 8)}.{rng.randint(0, 99):02d}"}  # fmt: skip
+    return [cfg, funds]
+
+
+def tenant_cdrs(tenant: str, plan: str, start: datetime, n: int, rng: random.Random, tag: str) -> list[dict]:
+    out = []
+    for i in range(n):
+        call_type = rng.choice(("international", "conference_dialout", "toll_free", "domestic"))
+        to = DOMESTIC[plan] if call_type == "domestic" else NUMBERS[call_type]
+        out.append({"cdr_id": f"{tenant}-{tag}{i}", "tenant_id": tenant, "call_type": call_type, "to": to,
+                    "started_at": iso(start + timedelta(seconds=7 * i)),
+                    "duration_seconds": rng.choice([0, 1, 59, 61, 125, 600, 1800])})  # fmt: skip
+    return out
+
+
+def interleave(per_tenant: list[list[dict]]) -> list[dict]:
+    """Round-robin over the tenants: every tenant's records stay in their own order."""
+    out = []
+    for i in range(max(map(len, per_tenant))):
+        out += [recs[i] for recs in per_tenant if i < len(recs)]
+    return out
+
+
+# ---------------------------------------------------------------------------- 1. the worked example
+
+
+def test_the_worked_example_through_kafka_gives_the_expected_files(kafka_broker):
+    _require_example_window()
+    broker = kafka_broker.bootstrap
+    expected = {name: read_jsonl(EXPECTED / f"{name}.jsonl") for name in ("rated-cdrs", "balance-events", "recharge-requests", "rejects")}
+    expected_balances = orjson.loads((EXPECTED / "balances.json").read_bytes())
+    with RaterWorker(broker, name="w1-example") as w:
+        t = w.topics
+        rater_produce(broker, [WORKED], "--topic", t.cdrs)
+        wait_for(lambda: w.records_done() == 15, 60, what="15 records done", workers=(w,))
+
+        for tenant, account in expected_balances.items():
+            r = w.get(f"/tenants/{tenant}")
+            assert (r.status, r.content_type) == (200, "application/json")
+            assert r.json() == account
+
+        # Per tenant the order is the input's (one partition each); across tenants it is not.
+        for name, topic in (("rated-cdrs", t.rated), ("balance-events", t.events), ("recharge-requests", t.requests)):
+            got = consume_all(broker, topic)
+            assert by_tenant([r.value for r in got]) == by_tenant(expected[name]), name
+            assert all(r.key == r.value["tenant_id"] for r in got), name
+
+        rejects = consume_all(broker, t.rejects)
+        want = sorted((e["reason"], e["detail"], e["raw"], e["raw_encoding"], e["tenant_id"]) for e in expected["rejects"])
+        assert sorted((r.value["reason"], r.value["detail"], r.value["raw"], r.value["raw_encoding"], r.value["tenant_id"])
+                      for r in rejects) == want  # fmt: skip
+        for r in rejects:
+            src = r.value["source"]
+            assert set(src) == {"topic", "partition", "offset"} and src["topic"] == t.cdrs
+            assert 0 <= src["partition"] < 4 and src["offset"] >= 0
+            assert r.key == r.value["tenant_id"]  # the input's key: none for the truncated line
+        assert w.errors() == []
+
+
+# ---------------------------------------------------------------------------- 2. misrouted records
+
+
+def test_records_on_the_wrong_partition_are_forwarded_and_rated_once(kafka_broker, tmp_path):
+    broker = kafka_broker.bootstrap
+    rng = random.Random(2)
+    now = now_utc()
+    tenants = [f"mis-{i}" for i in range(8)]
+    crc_wrong = [x for x in tenants if zlib.crc32(x.encode()) % 4 != home(x, 4)]
+    assert len(crc_wrong) >= 3, "the test needs tenants that crc32 puts on the wrong partition"
+    per_tenant = []
+    for i, tenant in enumerate(tenants):
+        plan = PLANS[i % 3]
+        per_tenant.append(tenant_setup(tenant, plan, now - timedelta(minutes=10), rng, auto=i % 2 == 0)
+                          + tenant_cdrs(tenant, plan, now - timedelta(minutes=9), 12, rng, "c"))  # fmt: skip
+    stream = interleave(per_tenant)
+    src = jsonl(tmp_path / "stream.jsonl", stream)
+    offline = rater_rate([src], tmp_path / "offline")
+    assert offline["rejects"] == [] and len(offline["rated-cdrs"]) == 8 * 12
+
+    with RaterWorker(broker, name="w2-misrouted") as w:
+        rater_produce(broker, [src], "--topic", w.topics.cdrs, "--partitioner", "crc32")
+        wait_for(lambda: w.records_done() == len(stream), 60, what="every record done", workers=(w,))
+
+        forwarded = w.metric("rater_records_total", outcome="forwarded")
+        assert forwarded > 0
+        assert "forwarded " in w.log()
+        # Exactly the records crc32 put on a wrong partition were forwarded, each once.
+        assert forwarded == sum(1 for r in stream if r["tenant_id"] in crc_wrong)
+
+        for tenant in tenants:
+            assert w.get(f"/tenants/{tenant}").json() == offline["balances"][tenant], tenant
+        rated = by_event_id(values(broker, w.topics.rated))
+        assert rated == by_event_id(offline["rated-cdrs"])
+        assert by_event_id(values(broker, w.topics.events)) == by_event_id(offline["balance-events"])
+        assert by_event_id(values(broker, w.topics.requests)) == by_event_id(offline["recharge-requests"])
+        assert values(broker, w.topics.rejects) == []
+        # The forwarded copies landed on their home partition.
+        for r in consume_all(broker, w.topics.cdrs):
+            if dict(r.headers).get("rater-forwarded-from"):
+                assert r.partition == home(r.key, 4)
+        assert w.errors() == []
+
+
+# ---------------------------------------------------------------------------- 3. rejects
+
+
+def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_source(kafka_broker):
+    broker = kafka_broker.bootstrap
+    now = now_utc()
+    main, other = "rj-main", "rj-other"
+    P = 4
+    with RaterWorker(broker, name="w3-rejects") as w:
+        t = w.topics
+        setup = [
+            {"command_id": "rj-setup", "tenant_id": main, "command": "configure_account",
+             "occurred_at": iso(now - timedelta(days=10)), "rate_plan": "standard-usd"},
+            {"command_id": "rj-funds", "tenant_id": main, "command": "add_funds",
+             "occurred_at": iso(now - timedelta(hours=2)), "amount": "10"},
+        ]  # fmt: skip
+        produce(broker, t.commands, [(main, r, home(main, P)) for r in setup])
+        wait_for(lambda: w.records_done() == 2, 60, what="the setup applied", workers=(w,))
+
+        def cdr(cdr_id, at, **kw):
+            r = {"cdr_id": cdr_id, "tenant_id": main, "call_type": "international", "to": "+919876543210",
+                 "started_at": iso(at), "duration_seconds": 60}  # fmt: skip
+            r.update(kw)
+            return r
+
+        hp = home(main, P)
+        # (topic, key, value bytes, partition, expected reason, expected reject tenant_id, detail fragment)
+        cases = [
+            (t.cdrs, main, cdr("rj-ok-1", now - timedelta(hours=1)), hp, None, None, None),
+            (t.cdrs, main, cdr("rj-late", now - timedelta(days=9)), hp, "too_late", main, "horizon"),
+            (t.cdrs, main, cdr("rj-future", now + timedelta(days=2)), hp, "invalid_timestamp", main, "24 hours"),
+            (t.cdrs, main, cdr("rj-norate", now - timedelta(minutes=50), to="+99912345"), hp, "no_rate", main, "+99912345"),
+            (t.cdrs, "rj-ghost", {**cdr("rj-g", now - timedelta(minutes=50)), "tenant_id": "rj-ghost"},
+             home("rj-ghost", P), "unknown_tenant", "rj-ghost", "rj-ghost"),
+            (t.commands, main, {"command_id": "rj-eur", "tenant_id": main, "command": "configure_account",
+                                "occurred_at": iso(now - timedelta(minutes=45)), "rate_plan": "standard-eur"},
+             hp, "currency_mismatch", main, "EUR"),
+            (t.commands, "rj-newplan", {"command_id": "rj-np", "tenant_id": "rj-newplan", "command": "configure_account",
+                                        "occurred_at": iso(now - timedelta(minutes=45)), "rate_plan": "no-such-plan"},
+             home("rj-newplan", P), "unknown_rate_plan", "rj-newplan", "no-such-plan"),
+            (t.commands, main, {"command_id": "rj-pay", "tenant_id": main, "command": "payment_result",
+                                "occurred_at": iso(now - timedelta(minutes=45)), "request_id": f"{main}/recharge/7",
+                                "status": "succeeded"},
+             hp, "unknown_request", main, "recharge/7"),
+            (t.cdrs, main, b'{"cdr_id":"rj-trunc","tenant_id":"rj-main",', hp, "invalid_json", None, "not valid JSON"),
+            (t.cdrs, None, b'{"cdr_id":"\xff\xfe"}', 1, "invalid_json", None, "not valid JSON"),
+            # The key names one tenant, the value another.
+            (t.cdrs, main, {**cdr("rj-mismatch", now - timedelta(minutes=40)), "tenant_id": other}, hp,
+             "invalid_record", other, "does not match the record key"),
+            # No key: routed by the value's tenant, then refused for the missing field.
+            (t.cdrs, None, {k: v for k, v in cdr("rj-nodur", now - timedelta(minutes=40)).items() if k != "duration_seconds"},
+             hp, "invalid_record", main, "duration_seconds: required"),
+            (t.cdrs, None, {"hello": "world"}, 2, "invalid_record", None, "cdr_id/command"),
+            (t.cdrs, None, b"[1, 2]", 3, "invalid_record", None, "JSON object"),
+            (t.cdrs, main, cdr("rj-ok-2", now - timedelta(minutes=30)), hp, None, None, None),
+        ]  # fmt: skip
+        # One producer per topic, in order; each record on the partition given (its home
+        # partition, or anywhere when nothing names a tenant), so no record is forwarded.
+        sent = []
+        for topic, key, value, partition, *_ in cases:
+            [(p, offset)] = produce(broker, topic, [(key, value, partition)])
+            sent.append((topic, p, offset))
+        wait_for(lambda: w.records_done() == 2 + len(cases), 60, what="every record done", workers=(w,))
+        assert w.metric("rater_records_total", outcome="forwarded") == 0
+
+        rejects = {(r.value["source"]["topic"], r.value["source"]["partition"], r.value["source"]["offset"]): r
+                   for r in consume_all(broker, t.rejects)}  # fmt: skip
+        expected_rejects = [(c, s) for c, s in zip(cases, sent) if c[4] is not None]
+        assert len(rejects) == len(expected_rejects)
+        for (topic, key, value, partition, reason, tenant, fragment), (stopic, sp, so) in expected_rejects:
+            r = rejects[(stopic, sp, so)]
+            raw = value if isinstance(value, bytes) else orjson.dumps(value)
+            v = r.value
+            assert v["reason"] == reason, (reason, v)
+            assert v["source"] == {"topic": topic, "partition": partition, "offset": so}
+            assert fragment in v["detail"], (reason, v["detail"])
+            assert v["tenant_id"] == tenant, (reason, v)
+            assert r.key == key  # the input's key
+            try:
+                assert (v["raw"], v["raw_encoding"]) == (raw.decode("utf-8"), "utf-8")
+            except UnicodeDecodeError:
+                assert (v["raw"], v["raw_encoding"]) == (base64.b64encode(raw).decode(), "base64")
+        assert Counter(v.value["reason"] for v in rejects.values()) == Counter(c[4] for c, _ in expected_rejects)
+        assert w.metric("rater_rejects_total") == len(expected_rejects)
+
+        # The stream went on: both valid CDRs are rated, nothing else is.
+        rated = values(broker, t.rated)
+        assert [r["cdr_id"] for r in rated] == ["rj-ok-1", "rj-ok-2"]
+        # 10 - 2 x 0.03 (India, 60 s at 0.03/min); the rejected configure changed nothing.
+        assert w.get(f"/tenants/{main}").json()["balance"] == "9.940000"
+        assert w.get(f"/tenants/{main}").json()["currency"] == "USD"
+        assert w.errors() == []
+
+
+# ---------------------------------------------------------------------------- 4. authorize
+
+
+def test_authorize_refuses_international_and_toll_free_below_zero_and_validates_input(kafka_broker):
+    broker = kafka_broker.bootstrap
+    now = now_utc()
+    at = iso(now - timedelta(hours=1))
+    stream = [
+        {"command_id": "n1", "tenant_id": "au-neg", "command": "configure_account", "occurred_at": at, "rate_plan": "standard-usd"},
+        {"command_id": "n2", "tenant_id": "au-neg", "command": "add_funds", "occurred_at": at, "amount": "0.01"},
+        # UK mobile 0.05/min, 60 s: 0.01 - 0.05 = -0.04
+        {"cdr_id": "n-c1", "tenant_id": "au-neg", "call_type": "international", "to": "+447700900123",
+         "started_at": at, "duration_seconds": 60},
+        {"command_id": "p1", "tenant_id": "au-pos", "command": "configure_account", "occurred_at": at, "rate_plan": "standard-eur"},
+        {"command_id": "p2", "tenant_id": "au-pos", "command": "add_funds", "occurred_at": at, "amount": "10"},
+    ]  # fmt: skip
+    with RaterWorker(broker, name="w4-authorize") as w:
+        produce(broker, w.topics.cdrs, [(r["tenant_id"], r) for r in stream])
+        wait_for(lambda: w.records_done() == 5, 60, what="setup applied", workers=(w,))
+
+        for call_type, allowed in (("international", False), ("toll_free", False),
+                                   ("domestic", True), ("conference_dialout", True)):  # fmt: skip
+            r = w.get(f"/tenants/au-neg/authorize?call_type={call_type}")
+            assert (r.status, r.content_type) == (200, "application/json"), call_type
+            body = r.json()
+            assert body["allowed"] is allowed and body["balance"] == "-0.040000", (call_type, body)
+            assert body["reason"] == ("ok" if allowed else "below_zero"), (call_type, body)
+        for call_type in ("international", "toll_free", "domestic", "conference_dialout"):
+            body = w.get(f"/tenants/au-pos/authorize?call_type={call_type}").json()
+            assert (body["allowed"], body["balance"]) == (True, "10.000000"), (call_type, body)
+
+        r = w.get("/tenants/au-nobody/authorize?call_type=domestic")
+        assert r.status == 404 and r.json()["allowed"] is False
+        r = w.get("/tenants/au-nobody")
+        assert r.status == 404 and r.content_type == "application/json"
+
+        for query in ("?call_type=collect", "?call_type=", "", "?call_type=International"):
+            r = w.get(f"/tenants/au-neg/authorize{query}")
+            assert (r.status, r.content_type) == (400, "application/json"), query
+            assert r.json()["error"]
+
+        bad_ids = ["..%2F..", "a" * 65, "a%20b", "a%2Fb", "%C3%A9t%C3%A9", "a%00b", "a%0Ab"]
+        for bad in bad_ids:
+            for path in (f"/tenants/{bad}", f"/tenants/{bad}/authorize?call_type=domestic"):
+                r = w.get(path)
+                assert r.status == 400, (path, r.status, r.body[:200])
+                assert r.content_type == "application/json", (path, r.headers)
+                assert r.json()["error"], path
+        # 64 characters is a valid id: unknown, not malformed.
+        assert w.get("/tenants/" + "a" * 64).status == 404
+        assert w.errors() == []
+
+
+# ---------------------------------------------------------------------------- 5. metrics
+
+
+def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_broker, tmp_path):
+    _require_example_window()
+    broker = kafka_broker.bootstrap
+    day = "2026-11-24T"
+    commands = [
+        {"command_id": "mu-1", "tenant_id": "m-usd", "command": "configure_account", "occurred_at": day + "08:00:00Z",
+         "rate_plan": "standard-usd", "low_balance_threshold": "5"},
+        {"command_id": "mu-2", "tenant_id": "m-usd", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "10"},
+        {"command_id": "mu-2", "tenant_id": "m-usd", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "10"},
+        {"command_id": "me-1", "tenant_id": "m-eur", "command": "configure_account", "occurred_at": day + "08:00:00Z",
+         "rate_plan": "standard-eur"},
+        {"command_id": "me-2", "tenant_id": "m-eur", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "1"},
+        {"command_id": "ml-1", "tenant_id": "m-low", "command": "configure_account", "occurred_at": day + "08:00:00Z",
+         "rate_plan": "standard-usd", "low_balance_threshold": "5"},
+        {"command_id": "ml-2", "tenant_id": "m-low", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "5.02"},
+        {"command_id": "mg-1", "tenant_id": "m-ghost", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "5"},
+    ]  # fmt: skip
+
+    def cdr(cdr_id, tenant, call_type, to, duration):
+        return {"cdr_id": cdr_id, "tenant_id": tenant, "call_type": call_type, "to": to,
+                "started_at": day + "09:00:00Z", "duration_seconds": duration}  # fmt: skip
+
+    cdrs = [
+        cdr("u1", "m-usd", "international", "+447700900123", 600),  # 447 0.05/min 60/60: 10 min = 0.500000
+        cdr("u2", "m-usd", "conference_dialout", "+442071838750", 60),  # 44 0.022/min: 0.022000
+        cdr("u3", "m-usd", "domestic", "+14155550123", 61),  # 1 0.01/min 6/6: 66 s = 0.011000
+        cdr("u4", "m-usd", "toll_free", "+18005550199", 10),  # 1800 0.02/min 6/6: 12 s = 0.004000
+        cdr("e1", "m-eur", "international", "+33612345678", 61),  # 336 0.046 EUR 60/60: 2 min = 0.092000
+        cdr("e2", "m-eur", "international", "+33612345678", 1800),  # 30 min = 1.380000: 1 - 1.472 < 0
+        cdr("l1", "m-low", "international", "+447700900123", 60),  # 0.050000: 5.02 -> 4.97 < 5
+        cdr("u1", "m-usd", "international", "+447700900123", 600),  # duplicate
+        cdr("u5", "m-usd", "international", "+99912345", 60),  # no_rate
+    ]
+    cmd_file = jsonl(tmp_path / "commands.jsonl", commands)
+    cdr_file = jsonl(tmp_path / "cdrs.jsonl", cdrs + [b'{"cdr_id":'])  # + invalid_json
+    with RaterWorker(broker, name="w5-metrics") as w:
+        t = w.topics
+        # Commands first (to the commands topic), then the calls (to the cdrs topic).
+        rater_produce(broker, [cmd_file], "--cdrs-topic", t.cdrs, "--commands-topic", t.commands)
+        wait_for(lambda: w.records_done() == 8, 60, what="commands done", workers=(w,))
+        rater_produce(broker, [cdr_file], "--cdrs-topic", t.cdrs, "--commands-topic", t.commands)
+        wait_for(lambda: w.records_done() == 18, 60, what="cdrs done", workers=(w,))
+
+        m = w.metrics()
+
+        def sample(name, **labels):
+            return m.get((name, tuple(sorted(labels.items()))))
+
+        assert {dict(ls)["topic"] + "/" + dict(ls)["outcome"]: v for (n, ls), v in m.items() if n == "rater_records_total"} == {
+            f"{t.commands}/applied": 6, f"{t.commands}/duplicate": 1, f"{t.commands}/rejected": 1,
+            f"{t.cdrs}/applied": 7, f"{t.cdrs}/duplicate": 1, f"{t.cdrs}/rejected": 2,
+        }  # fmt: skip
+        assert {dict(ls)["reason"]: v for (n, ls), v in m.items() if n == "rater_rejects_total"} == {
+            "unknown_tenant": 1, "no_rate": 1, "invalid_json": 1}  # fmt: skip
+
+        # Charges: the rated CDRs' own charges summed here, and the hand-worked totals.
+        rated = values(broker, t.rated)
+        assert len(rated) == 7
+        sums: Counter = Counter()
+        for r in rated:
+            sums[(r["currency"], r["call_type"])] += Decimal(r["charge"])
+        assert sums == {("USD", "international"): Decimal("0.55"), ("USD", "conference_dialout"): Decimal("0.022"),
+                        ("USD", "domestic"): Decimal("0.011"), ("USD", "toll_free"): Decimal("0.004"),
+                        ("EUR", "international"): Decimal("1.472")}  # fmt: skip
+        charged = {(dict(ls)["currency"], dict(ls)["call_type"]): v for (n, ls), v in m.items() if n == "rater_charged_total"}
+        assert charged == {k: float(v) for k, v in sums.items()}
+        assert {dict(ls)["call_type"]: v for (n, ls), v in m.items() if n == "rater_billable_seconds_total"} == {
+            "international": 600 + 120 + 1800 + 60, "conference_dialout": 60, "domestic": 66, "toll_free": 12}
+
+        assert {dict(ls)["type"]: v for (n, ls), v in m.items() if n == "rater_balance_events_total"} == {
+            "funds_added": 3, "below_zero": 1, "low_balance": 1}  # fmt: skip
+        assert Counter(e["type"] for e in values(broker, t.events)) == {"funds_added": 3, "below_zero": 1, "low_balance": 1}
+        assert {s: sample("rater_tenants", state=s) for s in ("ok", "low", "negative")} == {"ok": 1, "low": 1, "negative": 1}
+        assert sample("rater_processing_seconds_count") == 18
+        lag = {(dict(ls)["topic"], dict(ls)["partition"]): v for (n, ls), v in m.items() if n == "rater_consumer_lag"}
+        assert set(lag) == {(tp, str(p)) for tp in (t.cdrs, t.commands) for p in range(4)}
+        assert set(lag.values()) == {0}
+
+        names = {n for (n, _) in m}
+        wanted = [line.strip() for line in METRIC_NAMES.read_text().splitlines() if line.strip()]
+        assert [n for n in wanted if n not in names] == []
+        assert w.errors() == []
+
+
+# ---------------------------------------------------------------------------- 6. wall-clock expiry
+
+
+def _lot_expiring_soon(broker: str, w: RaterWorker, tenant: str, seconds: int) -> datetime:
+    """An account whose only lot (3.5 USD) expires ``seconds`` from now; returns the expiry."""
+    now = now_utc()
+    expires = now + timedelta(seconds=seconds)
+    try:
+        purchased = expires.replace(year=expires.year - 1)
+    except ValueError:  # 29 February
+        pytest.skip("today has no date 12 months back")
+    stream = [
+        {"command_id": f"{tenant}-setup", "tenant_id": tenant, "command": "configure_account",
+         "occurred_at": iso(now - timedelta(seconds=5)), "rate_plan": "standard-usd"},
+        {"command_id": f"{tenant}-lot", "tenant_id": tenant, "command": "add_funds",
+         "occurred_at": iso(now - timedelta(seconds=5)), "amount": "3.5", "purchased_at": iso(purchased)},
+    ]  # fmt: skip
+    produce(broker, w.topics.commands, [(tenant, r) for r in stream])
+    wait_for(lambda: w.records_done() == 2, 30, what="funds added", workers=(w,))
+    view = w.get(f"/tenants/{tenant}").json()
+    assert view["balance"] == "3.500000" and view["lots"][0]["expires_at"] == iso(expires)
+    return expires
+
+
+def _assert_swept(broker: str, w: RaterWorker, tenant: str, expires: datetime) -> None:
+    def expired():
+        return [r.value for r in consume_all(broker, w.topics.events) if r.value["type"] == "funds_expired"]
+
+    [event] = wait_for(expired, 40, interval=1.0, what="funds_expired from the sweep", workers=(w,))
+    assert event["cause"] == {"kind": "sweep", "id": f"{tenant}-lot"}
+    assert (event["tenant_id"], event["amount"], event["lot_id"], event["expires_at"], event["balance"]) == (
+        tenant, "3.500000", f"{tenant}-lot", iso(expires), "0.000000")
+    occurred = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+    assert expires <= occurred < expires + timedelta(seconds=30)
+    view = w.get(f"/tenants/{tenant}").json()
+    assert (view["balance"], view["lots"]) == ("0.000000", [])
+    assert w.metric("rater_balance_events_total", type="funds_expired") == 1
+
+
+def test_a_lot_expires_on_the_wall_clock_without_traffic(kafka_broker):
+    broker = kafka_broker.bootstrap
+    with RaterWorker(broker, name="w6-sweep", extra_args=["--sweep-interval", "1"]) as w:
+        expires = _lot_expiring_soon(broker, w, "exp", 10)
+        _assert_swept(broker, w, "exp", expires)
+        assert w.records_done() == 2  # no traffic did it
+        assert w.errors() == []
+
+
+def test_a_lot_expires_on_the_wall_clock_after_a_restart(kafka_broker):
+    """The sweep's index of due lots is rebuilt from the store when the worker starts."""
+    broker = kafka_broker.bootstrap
+    with RaterWorker(broker, name="w6-sweep-restart", extra_args=["--sweep-interval", "1"]) as w:
+        expires = _lot_expiring_soon(broker, w, "exp", 20)
+        w.restart()
+        assert w.records_done() == 0
+        assert datetime.now(timezone.utc) < expires, "the restart took too long for this test"
+        _assert_swept(broker, w, "exp", expires)
+        assert w.errors() == []
+
+
+# ---------------------------------------------------------------------------- 7. two workers
+
+
+def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping(kafka_broker, tmp_path):
+    broker = kafka_broker.bootstrap
+    rng = random.Random(7)
+    now = now_utc()
+    tenants = [f"grp-{i:02d}" for i in range(40)]
+    plans = {x: PLANS[i % 3] for i, x in enumerate(tenants)}
+    phase1 = interleave([tenant_setup(x, plans[x], now - timedelta(minutes=20), rng)
+                         + tenant_cdrs(x, plans[x], now - timedelta(minutes=19), 4, rng, "a") for x in tenants])  # fmt: skip
+    phase2 = interleave([tenant_cdrs(x, plans[x], now - timedelta(minutes=10), 3, rng, "b") for x in tenants])
+    f1 = jsonl(tmp_path / "phase1.jsonl", phase1)
+    f2 = jsonl(tmp_path / "phase2.jsonl", phase2)
+    off1 = rater_rate([f1], tmp_path / "off1")
+    off2 = rater_rate([f1, f2], tmp_path / "off2")
+    assert off2["rejects"] == [] and len(off2["rated-cdrs"]) == 40 * 7
+
+    topics = WorkerTopics.unique("w7")
+    app_id = f"{topics.cdrs}-app"
+    extra = ["--standby-replicas", "0"]
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(RaterWorker(broker, topics=topics, app_id=app_id, name="w7a", extra_args=extra))
+        b = stack.enter_context(RaterWorker(broker, topics=topics, app_id=app_id, name="w7b", extra_args=extra))
+
+        def split():
+            pa, pb = owned_partitions(a, topics.cdrs), owned_partitions(b, topics.cdrs)
+            ready = a.get("/readyz").status == 200 and b.get("/readyz").status == 200
+            return ready and pa and pb and not pa & pb and pa | pb == {0, 1, 2, 3}
+
+        wait_for(split, 90, interval=0.5, what="the partitions split between the two workers", workers=(a, b))
+
+        rater_produce(broker, [f1], "--topic", topics.cdrs)
+        wait_for(lambda: a.records_done() + b.records_done() == len(phase1), 60,
+                 what="phase 1 done", workers=(a, b))  # fmt: skip
+        assert a.records_done() > 0 and b.records_done() > 0
+        rated = values(broker, topics.rated)
+        assert len(rated) == 40 * 4
+        assert by_event_id(rated) == by_event_id(off1["rated-cdrs"])
+
+        for tenant in tenants:
+            for w in (a, b):
+                r = w.get(f"/tenants/{tenant}")
+                assert (r.status, r.json()) == (200, off1["balances"][tenant]), (tenant, w.name)
+            r = b.get(f"/tenants/{tenant}/authorize?call_type=domestic")
+            assert r.status == 200 and r.json()["balance"] == off1["balances"][tenant]["balance"]
+
+        # One worker leaves; the records keep coming.
+        assert b.stop() == 0
+        rater_produce(broker, [f2], "--topic", topics.cdrs)
+
+        def all_balances_right():
+            return all(a.get(f"/tenants/{x}").json() == off2["balances"][x] for x in tenants)
+
+        wait_for(all_balances_right, 120, interval=1.0, what="the survivor's balances", workers=(a, b))
+        assert owned_partitions(a, topics.cdrs) == {0, 1, 2, 3}
+        rated = consume_all(broker, topics.rated)
+        ids = Counter(r.value["event_id"] for r in rated)
+        assert set(ids) == {r["event_id"] for r in off2["rated-cdrs"]}
+        # After a clean SIGTERM nothing should be replayed: each rated CDR written once.
+        assert [i for i, n in ids.items() if n > 1] == []
+        assert a.errors() == [] and b.errors() == []
+
+
+# ---------------------------------------------------------------------------- 8. restart
+
+
+def test_a_restart_keeps_balances_and_applied_ids(kafka_broker, tmp_path):
+    _require_example_window()
+    broker = kafka_broker.bootstrap
+    expected_balances = orjson.loads((EXPECTED / "balances.json").read_bytes())
+    first_cdr = WORKED.read_bytes().splitlines()[3]
+    assert orjson.loads(first_cdr)["cdr_id"] == "acme-0001"
+    with RaterWorker(broker, name="w8-restart") as w:
+        t = w.topics
+        rater_produce(broker, [WORKED], "--topic", t.cdrs)
+        wait_for(lambda: w.records_done() == 15, 60, what="worked example done", workers=(w,))
+        assert len(values(broker, t.rated)) == 6
+
+        w.restart()
+        for tenant, account in expected_balances.items():
+            assert w.get(f"/tenants/{tenant}").json() == account
+        assert w.records_done() == 0  # nothing was consumed again
+        # acme 12.916 >= its threshold 5, globex -0.092: rebuilt from the store at start.
+        assert {s: w.metric("rater_tenants", state=s) for s in ("ok", "low", "negative")} == {"ok": 1, "low": 0, "negative": 1}
+
+        # An already-applied CDR, again: a duplicate, no new rated CDR.
+        rater_produce(broker, [jsonl(tmp_path / "again.jsonl", [first_cdr])], "--topic", t.cdrs)
+        wait_for(lambda: w.records_done() == 1, 60, what="the repeat done", workers=(w,))
+        assert w.metric("rater_records_total", outcome="duplicate") == 1
+        assert len(values(broker, t.rated)) == 6
+        assert w.get("/tenants/acme").json() == expected_balances["acme"]
+
+        # A crash (SIGKILL) and a start on the same state dir: still intact, and it goes on.
+        w.kill()
+        # The killed member stays in the group until its session times out (faust: 60 s).
+        w.start(timeout=150)
+        for tenant, account in expected_balances.items():
+            assert w.get(f"/tenants/{tenant}").json() == account
+        new = {"cdr_id": "acme-0007", "tenant_id": "acme", "call_type": "international", "to": "+919876543210",
+               "started_at": "2026-11-24T13:00:00Z", "duration_seconds": 60}  # fmt: skip
+        rater_produce(broker, [jsonl(tmp_path / "new.jsonl", [new, first_cdr])], "--topic", t.cdrs)
+        wait_for(lambda: w.metric("rater_records_total", outcome="applied") == 1
+                 and w.metric("rater_records_total", outcome="duplicate") >= 1, 60, what="new CDR done", workers=(w,))  # fmt: skip
+        assert w.get("/tenants/acme").json()["balance"] == "12.886000"  # 12.916 - 1 min India at 0.03
+        rated = by_tenant(values(broker, t.rated))
+        assert [r["cdr_id"] for r in rated["acme"]] == ["acme-0001", "acme-0002", "acme-0003", "acme-0004", "acme-0005", "acme-0007"]
+        assert rated["acme"][-1]["balance_after"] == "12.886000"
+        assert w.errors() == []
