@@ -9,6 +9,7 @@ input, or amounts worked out by hand from ``rate_tables/`` in the test.
 from __future__ import annotations
 
 import base64
+import json
 import contextlib
 import random
 import subprocess
@@ -634,3 +635,31 @@ def test_a_restart_keeps_balances_and_applied_ids(kafka_broker, tmp_path):
         assert [r["cdr_id"] for r in rated["acme"]] == ["acme-0001", "acme-0002", "acme-0003", "acme-0004", "acme-0005", "acme-0007"]
         assert rated["acme"][-1]["balance_after"] == "12.886000"
         assert w.errors() == []
+
+
+@pytest.mark.kafka
+def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_broker, tmp_path):
+    import shutil
+    import signal as _signal
+
+    rates = tmp_path / "rates"
+    rates.mkdir()
+    (rates / "mini-usd.csv").write_text("call_type,prefix,currency,rate_per_minute\ninternational,44,USD,0.06\n")
+    with RaterWorker(kafka_broker.bootstrap, name="w9-reload", rates_dir=rates,
+                     extra_args=["--log-format", "json"]) as w:  # fmt: skip
+        first = [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"]
+        # A broken table is refused: the worker keeps the version it has.
+        (rates / "broken.csv").write_text("call_type,prefix,currency,rate_per_minute\nintl,44,USD,x\n")
+        w._signal(_signal.SIGHUP)
+        wait_for(lambda: "not reloaded" in w.log(), 30, what="refused reload", workers=(w,))
+        assert [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"] == first
+        # A valid change is loaded, and the metric shows the new version.
+        (rates / "broken.csv").unlink()
+        shutil.copy(rates / "mini-usd.csv", rates / "mini2-usd.csv")
+        w._signal(_signal.SIGHUP)
+        wait_for(lambda: [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"] != first, 30,
+                 what="reloaded version", workers=(w,))  # fmt: skip
+        # --log-format json: every line the worker logs on its own is one JSON object.
+        ours = [line for line in w.log().splitlines() if '"logger":"rater"' in line]
+        assert ours and all(json.loads(line)["level"] in ("info", "warning", "error") for line in ours)
+        assert any("rate tables reloaded" in json.loads(line)["msg"] for line in ours)
