@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .money import MoneyError, parse_money
+from .money import MoneyError, format_money, parse_money
 from .timeutil import TimeError, parse_time_or_date
 
 CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
@@ -52,6 +52,8 @@ class Rate:
     next_increment: int  # seconds
     effective_from: int  # UTC microseconds; ALWAYS when the row has none
     line: int
+    rate_text: str = ""  # rate_per_minute and connection_fee as written in outputs
+    fee_text: str = ""
 
 
 @dataclass(slots=True)
@@ -247,6 +249,8 @@ def _parse_row(
         next_increment=nxt,
         effective_from=effective_from,
         line=line,
+        rate_text=format_money(rate_per_minute),
+        fee_text=format_money(connection_fee),
     )
 
 

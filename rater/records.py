@@ -220,7 +220,7 @@ def validate_cdr(obj: dict) -> Cdr:
     tenant = _tenant(obj)
     cdr_id = _id(obj, "cdr_id", tenant)
     call_type = obj.get("call_type")
-    if call_type not in _CALL_TYPE_SET:
+    if not isinstance(call_type, str) or call_type not in _CALL_TYPE_SET:
         if call_type is None:
             raise Invalid("invalid_record", "call_type: required", tenant)
         raise Invalid("invalid_record", f"call_type: must be one of {', '.join(CALL_TYPES)}", tenant)
