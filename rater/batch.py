@@ -57,7 +57,7 @@ class BatchResult:
 
 class BatchProcessor:
     def __init__(self, tables: RateTables, partitions: int, topics: Topics,
-                 load: Callable[[str, int], Account | None]):  # fmt: skip
+                 load: Callable[[str], Account | None]):  # fmt: skip
         self.partitions = partitions
         self.topics = topics
         self.load = load
@@ -127,10 +127,9 @@ class BatchProcessor:
 class _Accounts(dict):
     """The engine's account dict for one batch: filled from the store on first use."""
 
-    def __init__(self, load: Callable[[str, int], Account | None]):
+    def __init__(self, load: Callable[[str], Account | None]):
         super().__init__()
         self._load = load
-        self.partition = 0
 
     def begin(self) -> None:
         self.clear()
@@ -142,7 +141,7 @@ class _Accounts(dict):
         try:
             return self[tenant]
         except KeyError:
-            acct = self._load(tenant, -1)
+            acct = self._load(tenant)
             if acct is not None:
                 self[tenant] = acct
             return acct

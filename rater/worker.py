@@ -224,7 +224,7 @@ class RaterWorker:
 
     # --- the store ---------------------------------------------------------------------
 
-    def _load(self, tenant: str, _partition: int = -1) -> ledger.Account | None:
+    def _load(self, tenant: str) -> ledger.Account | None:
         """An account for the ledger: its recent ids in the record, older ones in
         segments (``rater/idstore.py``), with the recent ids noted as durable."""
         raw = self._get_raw(tenant.encode())
