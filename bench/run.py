@@ -1,0 +1,762 @@
+"""``python -m bench.run`` (``make bench``): the rater's benchmarks, written to docs/benchmarks.md.
+
+    python -m bench.run                 # full size: 1,000,000 CDRs over 10,000 tenants, 3 runs
+    python -m bench.run --quick         # smoke size, one run, under 3 minutes
+    python -m bench.run --broker H:P    # use a running broker instead of a fresh dev broker
+
+Phases (every process it starts is stopped by its pid at the end, whatever happens):
+
+1. *Input*: setup commands then CDRs from ``rater.traffic`` (deterministic), published
+   to one input topic (``--partitions``) before any clock starts, and written as JSON
+   lines for ``rater rate``.
+2. *Throughput*, each run: a ``rater worker`` (fresh app id, output topics and state dir)
+   rates the input; then the baseline relays (``bench/relay.py``, batch and send modes)
+   copy it. Records/s from the first output's Kafka timestamp to the last one's (or, when
+   the worker has not finished within ``--worker-cap`` seconds, to the moment the count
+   was read); CPU seconds from /proc/<pid>/stat; peak RSS from VmHWM.
+3. *Latency*, each run: for each offered rate a fresh worker and input topic, setup
+   commands from a shared commands topic, then ``bench/pacer.py`` for ``--latency-seconds``;
+   latency = CreateTime of the rated CDR - CreateTime of the input CDR, by cdr_id.
+4. *Offline*, each run: ``rater rate`` on the same records.
+5. *Restart* (once, timed ``--runs`` times): a worker holding ``--restart-accounts``
+   accounts is stopped and started again on its state dir; seconds to /readyz 200; RSS
+   per 100,000 accounts against an idle worker.
+6. *Profile* (once): py-spy on a worker rating the input, top frames by share.
+
+Results go to bench/results/<quick|full>.json, then docs/benchmarks.md and
+docs/benchmarks.png are rendered from them (``bench/report.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from rater import devbroker, traffic
+from rater.rates import check_rate_tables
+from rater.timeutil import SECOND, format_time
+
+from . import kio, profiling, report
+from .procs import RATES_DIR, ROOT, Proc, WorkerProc, status_kib
+
+RESULTS_DIR = ROOT / "bench" / "results"
+_BATCH_LINE = re.compile(r"batch (\d+) records, (\d+) outputs, (\d+) accounts, ([\d.]+) ms")
+
+
+def dumps(obj: Any) -> bytes:
+    """orjson.dumps, copied into an exact-size bytes object: a small ``orjson.dumps``
+    result keeps a ~4 KiB allocation (orjson 3.13), so a million kept ones cost 4 GiB."""
+    return bytes(memoryview(orjson.dumps(obj)))
+
+FULL = dict(cdrs=1_000_000, tenants=10_000, runs=3, worker_cap=100.0, latency_seconds=20.0, latency_drain=10.0,
+            latency_tenants=1_000, restart_accounts=100_000, profile_seconds=30.0, extra_waits="0.5", extra_cap=45.0)
+QUICK = dict(cdrs=30_000, tenants=1_000, runs=1, worker_cap=25.0, latency_seconds=4.0, latency_drain=4.0,
+             latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0, extra_waits="", extra_cap=20.0)  # fmt: skip
+
+
+logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retried NotLeader... right after a topic is made
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.id = uuid.uuid4().hex[:6]
+        self.prefix = f"bench-{self.id}"
+        self.work = Path(tempfile.mkdtemp(prefix="rater-bench-"))
+        self.procs: list[Proc] = []
+        self.broker_dir: Path | None = None
+        self.bootstrap = args.broker
+        self.tables, problems = check_rate_tables(str(RATES_DIR))
+        if self.tables is None:
+            raise SystemExit("; ".join(problems))
+        self.results: dict[str, Any] = {"runs": [], "commands": {}}
+        self.n_setup = 0
+
+    # --- processes ------------------------------------------------------------------
+
+    def track(self, proc: Proc) -> Proc:
+        self.procs.append(proc)
+        return proc
+
+    def finish(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def cleanup(self) -> None:
+        for proc in list(self.procs):
+            try:
+                proc.stop()
+            except Exception as exc:  # keep stopping the others
+                log(f"stopping pid {proc.popen.pid if proc.popen else '?'}: {exc}")
+        self.procs.clear()
+        if self.bootstrap and not self.broker_dir:
+            try:
+                asyncio.run(kio.delete_topics(self.bootstrap, self.prefix))
+            except Exception as exc:
+                log(f"could not delete topics {self.prefix}*: {exc}")
+        if self.broker_dir is not None:
+            devbroker.stop(data_dir=self.broker_dir, quiet=True)
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            log(f"kept {self.work}")
+
+    def drop_topics(self, prefix: str) -> None:
+        try:
+            asyncio.run(kio.delete_topics(self.bootstrap, prefix))
+        except Exception as exc:
+            log(f"could not delete topics {prefix}*: {exc}")
+
+    def worker(self, name: str, topics: dict[str, str], *, app_id: str | None = None, state_dir: Path | None = None,
+               batch_wait: float | None = None, debug: bool = True) -> WorkerProc:  # fmt: skip
+        app_id = app_id or f"{self.prefix}-{name}"
+        state_dir = state_dir or self.work / f"{name}-state"
+        w = WorkerProc(self.bootstrap, app_id=app_id, topics=topics, state_dir=state_dir,
+                       log_path=self.work / f"{name}.log", partitions=self.args.partitions,
+                       batch_size=self.args.batch_size,
+                       batch_wait=self.args.batch_wait if batch_wait is None else batch_wait,
+                       debug_batches=debug)  # fmt: skip
+        self.results["commands"].setdefault("worker", " ".join(_shown(w.cmd)))
+        return w
+
+    def out_topics(self, base: str, cdrs: str, commands: str | None = None) -> dict[str, str]:
+        return {"cdrs": cdrs, "commands": commands or f"{base}-commands", "rated": f"{base}-rated",
+                "events": f"{base}-events", "requests": f"{base}-requests", "rejects": f"{base}-rejects"}  # fmt: skip
+
+    # --- setup ------------------------------------------------------------------------
+
+    def start_broker(self) -> None:
+        if self.bootstrap:
+            log(f"using the broker at {self.bootstrap}")
+            return
+        self.broker_dir = self.work / "broker"
+        info = devbroker.start(data_dir=self.broker_dir, quiet=True)
+        self.bootstrap = info.bootstrap
+        log(f"dev broker {self.bootstrap} in {self.broker_dir}")
+
+    def prepare_input(self) -> None:
+        a = self.args
+        step = 5_000  # µs of event time between records, as rater.traffic's default
+        # Every event time in the past (the worker refuses records > 24 h ahead), by 10 min.
+        self.start = traffic.now_micros() - (a.cdrs * step + 600 * SECOND)
+        t0 = time.perf_counter()
+        items: list[tuple[bytes | None, bytes]] = []
+        self.jsonl = self.work / "input.jsonl"
+        setup = 0
+        with open(self.jsonl, "wb") as f:
+            for rec in traffic.records(a.tenants, a.seed, self.tables, a.cdrs, start=self.start, step=step):
+                if isinstance(rec, bytes):
+                    items.append((None, rec))
+                    f.write(rec + b"\n")
+                    continue
+                value = dumps(rec)
+                items.append((rec["tenant_id"].encode(), value))
+                f.write(value + b"\n")
+                if "command" in rec and "cdr_id" not in rec and len(items) == setup + 1:
+                    setup += 1
+        self.n_setup = setup
+        self.n_input = len(items)
+        gen = time.perf_counter() - t0
+        self.input_topic = f"{self.prefix}-in"
+        asyncio.run(kio.create_topics(self.bootstrap, [self.input_topic], a.partitions))
+        t0 = time.perf_counter()
+        asyncio.run(kio.publish(self.bootstrap, self.input_topic, items, a.partitions))
+        pub = time.perf_counter() - t0
+        self.results["input"] = {
+            "records": self.n_input, "setup_commands": setup, "cdrs_and_topups": self.n_input - setup,
+            "tenants": a.tenants, "bytes": self.jsonl.stat().st_size, "generate_s": round(gen, 1),
+            "publish_s": round(pub, 1), "publish_rate": round(self.n_input / pub),
+        }  # fmt: skip
+        log(f"input: {self.n_input:,} records ({setup:,} setup commands) generated in {gen:.1f} s, "
+            f"published in {pub:.1f} s to {self.input_topic}")  # fmt: skip
+
+    # --- throughput -------------------------------------------------------------------
+
+    def measure_worker(self, name: str, cap: float, batch_wait: float | None = None) -> dict:
+        base = f"{self.prefix}-{name}"
+        topics = self.out_topics(base, self.input_topic)
+        w = self.track(self.worker(name, topics, app_id=base, batch_wait=batch_wait))
+        w.start()
+        try:
+            ready_s = w.wait_ready()
+            cpu0 = w.cpu()
+            t_ready = time.time()
+            series: list[tuple[float, int]] = []
+            deadline = time.monotonic() + cap
+            done = False
+            while time.monotonic() < deadline:
+                got = w.records()
+                now = time.time()
+                if got is not None:
+                    series.append((now, got))
+                    if got >= self.n_input:
+                        done = True
+                        break
+                if not w.alive():
+                    raise RuntimeError(f"worker died:\n{w.tail()}")
+                time.sleep(0.5)
+            cpu1 = w.cpu()
+            hwm = w.hwm_kib()
+            rss = w.rss_kib()
+            end_ms = series[-1][0] * 1000 if series else time.time() * 1000
+            rated = series[-1][1] if series else 0
+        finally:
+            self.finish(w)
+        first, last, outputs = asyncio.run(self._edges([topics[k] for k in ("rated", "events", "requests", "rejects")]))
+        if first is None:
+            raise RuntimeError(f"worker {name} wrote nothing:\n{w.tail()}")
+        end = last if done else end_ms
+        seconds = (end - first) / 1000
+        # The CDR phase: from when the setup commands were rated to the end (metrics series).
+        cdr_rate = None
+        at_setup = next(((t, n) for t, n in series if n >= self.n_setup), None)
+        if at_setup and series[-1][0] > at_setup[0] + 1:
+            cdr_rate = (series[-1][1] - at_setup[1]) / (series[-1][0] - at_setup[0])
+        batches = _batch_stats(w.log_path)
+        disk = {"changelog_bytes": self.topic_bytes(f"{base}-accounts-changelog"),
+                "output_bytes": sum(self.topic_bytes(topics[k]) for k in ("rated", "events", "requests", "rejects"))}
+        if disk["changelog_bytes"] is not None and batches.get("accounts"):
+            disk["changelog_bytes_per_account_write"] = disk["changelog_bytes"] / batches["accounts"]
+            disk["changelog_bytes_per_record"] = disk["changelog_bytes"] / max(rated, 1)
+        self.drop_topics(base)
+        shutil.rmtree(w.state_dir, ignore_errors=True)
+        out = {
+            "records": rated, "of": self.n_input, "finished": done, "seconds": round(seconds, 2),
+            "rate": rated / seconds if seconds > 0 else 0.0, "cdr_phase_rate": cdr_rate,
+            "cpu_s": round(cpu1 - cpu0, 2), "cpu_us_per_record": (cpu1 - cpu0) / rated * 1e6 if rated else None,
+            "cpu_share": (cpu1 - cpu0) / max(time.time() - t_ready, 1e-9),
+            "peak_rss_mib": hwm / 1024, "rss_mib": rss / 1024, "ready_s": round(ready_s, 2),
+            "outputs": outputs, "batch_wait": self.args.batch_wait if batch_wait is None else batch_wait,
+            "batch_size": self.args.batch_size, "batches": batches, "disk": disk,
+        }  # fmt: skip
+        log(f"worker {name}: {rated:,} of {self.n_input:,} records{'' if done else ' (capped)'} in {seconds:.1f} s "
+            f"= {out['rate']:,.0f}/s; cpu {out['cpu_s']} s ({out['cpu_us_per_record'] or 0:.0f} µs/record), "
+            f"peak RSS {out['peak_rss_mib']:.0f} MiB; batches {batches.get('mean_records', 0):.0f} records, "
+            f"{batches.get('mean_ms', 0):.1f} ms")  # fmt: skip
+        return out
+
+    def topic_bytes(self, topic: str) -> int | None:
+        """Bytes of a topic's log segments on the dev broker's disk (None: not our broker)."""
+        if self.broker_dir is None:
+            return None
+        data = self.broker_dir / "data"
+        total = 0
+        for d in data.glob(f"{topic}-*"):
+            if d.name.rsplit("-", 1)[0] == topic:
+                total += sum(f.stat().st_size for f in d.glob("*.log"))
+        return total
+
+    async def _edges(self, topics: list[str]):
+        async with kio.Offsets(self.bootstrap) as off:
+            return await off.edges(topics)
+
+    def measure_relay(self, name: str, mode: str) -> dict:
+        base = f"{self.prefix}-{name}"
+        out_topic = f"{base}-out"
+        asyncio.run(kio.create_topics(self.bootstrap, [out_topic], self.args.partitions))
+        cmd = [sys.executable, "-m", "bench.relay", "--broker", self.bootstrap, "--topic", self.input_topic,
+               "--out", out_topic, "--group", base, "--mode", mode, "--batch-size", str(self.args.batch_size),
+               "--wait", str(self.args.batch_wait)]  # fmt: skip
+        self.results["commands"].setdefault(f"relay_{mode}", " ".join(_shown(cmd)))
+        p = self.track(Proc(cmd, self.work / f"{name}.log"))
+        p.start()
+        try:
+            cpu0 = p.cpu()
+            count = asyncio.run(self._wait_total(out_topic, self.n_input, 600, p))
+            cpu1 = p.cpu()
+            hwm = p.hwm_kib()
+        finally:
+            self.finish(p)
+        first, last, outputs = asyncio.run(self._edges([out_topic]))
+        seconds = (last - first) / 1000
+        self.drop_topics(base)
+        out = {"records": count, "seconds": round(seconds, 2), "rate": count / seconds if seconds > 0 else 0.0,
+               "cpu_s": round(cpu1 - cpu0, 2), "cpu_us_per_record": (cpu1 - cpu0) / count * 1e6,
+               "peak_rss_mib": hwm / 1024, "mode": mode}  # fmt: skip
+        log(f"relay {mode}: {count:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s; cpu {out['cpu_s']} s "
+            f"({out['cpu_us_per_record']:.1f} µs/record), peak RSS {out['peak_rss_mib']:.0f} MiB")  # fmt: skip
+        return out
+
+    async def _wait_total(self, topic: str, n: int, timeout: float, proc: Proc) -> int:
+        async with kio.Offsets(self.bootstrap) as off:
+            deadline = time.monotonic() + timeout
+            count = 0
+            while time.monotonic() < deadline:
+                count = await off.total([topic])
+                if count >= n:
+                    return count
+                if not proc.alive():
+                    raise RuntimeError(f"relay died:\n{proc.tail()}")
+                await asyncio.sleep(0.25)
+            raise TimeoutError(f"relay wrote {count:,} of {n:,} in {timeout:.0f} s")
+
+    # --- offline ------------------------------------------------------------------------
+
+    def measure_offline(self, run: int) -> dict:
+        out_dir = self.work / f"offline-{run}"
+        now = format_time((traffic.now_micros() // SECOND) * SECOND)
+        cmd = [sys.executable, "-m", "rater", "rate", "--rates", str(RATES_DIR), "--out", str(out_dir),
+               "--now", now, str(self.jsonl)]  # fmt: skip
+        self.results["commands"].setdefault("offline", " ".join(_shown(cmd)))
+        err_path = self.work / f"offline-{run}.err"
+        t0 = time.perf_counter()
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        # Peak RSS from VmHWM, polled: ru_maxrss of a child counts the pages it shared
+        # with this (large) process between fork and exec.
+        hwm = [0]
+
+        def poll_hwm() -> None:
+            while proc.returncode is None:
+                try:
+                    hwm[0] = max(hwm[0], status_kib(proc.pid, "VmHWM"))
+                except (OSError, KeyError):
+                    return
+                time.sleep(0.1)
+
+        poller = threading.Thread(target=poll_hwm, daemon=True)
+        poller.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+        wall = time.perf_counter() - t0
+        text = err_path.read_text(errors="replace")
+        m = re.search(r"([\d,]+) records in ([\d.]+) s \(([\d,]+)/s\)", text)
+        if proc.returncode != 0 or not m:
+            raise RuntimeError(f"rater rate failed ({proc.returncode}): {text[-2000:]}")
+        records = int(m.group(1).replace(",", ""))
+        seconds = float(m.group(2))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        cpu = usage.ru_utime + usage.ru_stime
+        out = {"records": records, "seconds": seconds, "rate": records / seconds, "wall_s": round(wall, 2),
+               "wall_rate": records / wall, "cpu_s": round(cpu, 2), "peak_rss_mib": hwm[0] / 1024}  # fmt: skip
+        log(f"offline: {records:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s ({wall:.1f} s wall with start-up)")
+        return out
+
+    # --- latency ------------------------------------------------------------------------
+
+    def prepare_latency(self) -> None:
+        a = self.args
+        self.lat_at = traffic.now_micros() - 3600 * SECOND
+        profiles = traffic.tenants(a.latency_tenants, a.seed, self.tables, at=self.lat_at)
+        cmds = traffic.setup_commands(profiles, self.lat_at)
+        self.lat_commands = f"{self.prefix}-lat-commands"
+        asyncio.run(kio.create_topics(self.bootstrap, [self.lat_commands], a.partitions))
+        items = [(c["tenant_id"].encode(), dumps(c)) for c in cmds]
+        asyncio.run(kio.publish(self.bootstrap, self.lat_commands, items, a.partitions))
+        self.lat_setup = len(items)
+
+    def measure_latency(self, run: int, rate: int) -> dict:
+        a = self.args
+        base = f"{self.prefix}-lat{rate}-r{run}"
+        cdrs = f"{base}-cdrs"
+        asyncio.run(kio.create_topics(self.bootstrap, [cdrs], a.partitions))
+        topics = self.out_topics(base, cdrs, commands=self.lat_commands)
+        w = self.track(self.worker(f"lat{rate}-r{run}", topics, app_id=base))
+        w.start()
+        pacer_cmd = [sys.executable, "-m", "bench.pacer", "--broker", self.bootstrap, "--topic", cdrs,
+                     "--partitions", str(a.partitions), "--rate", str(rate), "--seconds", str(a.latency_seconds),
+                     "--tenants", str(a.latency_tenants), "--seed", str(a.seed), "--at", str(self.lat_at),
+                     "--run-id", f"L{rate}r{run}"]  # fmt: skip
+        self.results["commands"].setdefault("pacer", " ".join(_shown(pacer_cmd)))
+        try:
+            w.wait_ready()
+            w.wait_records(self.lat_setup, timeout=120, interval=0.2)
+            pacer = self.track(Proc(pacer_cmd, self.work / f"pacer-{rate}-{run}.log"))
+            pacer.start()
+            pacer.popen.wait(timeout=a.latency_seconds + 120)  # type: ignore[union-attr]
+            self.finish(pacer)
+            lines = pacer.log_path.read_text().splitlines()
+            paced = orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))
+            offered = paced["sent"]
+            deadline = time.monotonic() + a.latency_drain
+            got = 0
+            while time.monotonic() < deadline:
+                got = (w.records() or 0) - self.lat_setup
+                if got >= offered:
+                    break
+                time.sleep(0.2)
+            cpu = w.cpu()
+        finally:
+            self.finish(w)
+        inputs = asyncio.run(kio.read_all(self.bootstrap, [cdrs]))
+        outputs = asyncio.run(kio.read_all(self.bootstrap, [topics["rated"]]))
+        sent_at: dict[str, int] = {}
+        for value, ts in inputs:
+            rec = orjson.loads(value)
+            if "cdr_id" in rec:
+                sent_at[rec["cdr_id"]] = ts
+        lat: list[float] = []
+        for value, ts in outputs:
+            rec = orjson.loads(value)
+            t = sent_at.get(rec.get("cdr_id"))
+            if t is not None:
+                lat.append(ts - t)
+        lat.sort()
+        missing = len(sent_at) - len(lat)
+        out_ts = [ts for _v, ts in outputs]
+        in_ts = [ts for _v, ts in inputs]
+        # What the worker rated per second while the load lasted and after.
+        rated_rate = len(lat) / max((max(out_ts) - min(in_ts)) / 1000, 1e-3) if out_ts and in_ts else 0.0
+        self.drop_topics(base)
+        shutil.rmtree(w.state_dir, ignore_errors=True)
+        out = {
+            "offered_rate": rate, "achieved_rate": paced["rate"], "pacer_worst_lag_s": paced["worst_lag_s"],
+            "cdrs": len(sent_at), "rated": len(lat), "unrated_after_drain": missing,
+            "p50_ms": _pct(lat, missing, 0.50), "p99_ms": _pct(lat, missing, 0.99),
+            "p999_ms": _pct(lat, missing, 0.999), "max_ms": lat[-1] if lat and not missing else None,
+            "rated_rate": rated_rate, "seconds": a.latency_seconds,
+            # A queue that grows: CDRs left over, or the median CDR waiting over a second.
+            "saturated": missing > 0.001 * len(sent_at) or _pct(lat, missing, 0.5) is None or _pct(lat, missing, 0.5) > 1000,
+            "worker_cpu_s": round(cpu, 1),
+        }  # fmt: skip
+        log(f"latency at {rate:,}/s: {len(lat):,} of {len(sent_at):,} rated within {a.latency_drain:.0f} s after; "
+            f"p50 {_fmt_ms(out['p50_ms'])}, p99 {_fmt_ms(out['p99_ms'])}, p99.9 {_fmt_ms(out['p999_ms'])}")  # fmt: skip
+        return out
+
+    # --- restart ------------------------------------------------------------------------
+
+    def measure_restart(self) -> dict:
+        a = self.args
+        n = a.restart_accounts
+        at = traffic.now_micros() - 3600 * SECOND
+        profiles = traffic.tenants(n, a.seed + 7, self.tables, at=at)
+        # configure_account and add_funds: every account created and funded (touched).
+        cmds = [c for c in traffic.setup_commands(profiles, at, "rs") if "auto_recharge" not in c]
+        base = f"{self.prefix}-rs"
+        topic = f"{base}-in"
+        asyncio.run(kio.create_topics(self.bootstrap, [topic], a.partitions))
+        asyncio.run(kio.publish(self.bootstrap, topic, [(c["tenant_id"].encode(), dumps(c)) for c in cmds],
+                                a.partitions))  # fmt: skip
+        topics = self.out_topics(base, topic)
+        state = self.work / "rs-state"
+        idle_topics = self.out_topics(f"{self.prefix}-idle", f"{self.prefix}-idle-in")
+        asyncio.run(kio.create_topics(self.bootstrap, [idle_topics["cdrs"]], a.partitions))
+        # The idle worker (no account) runs beside the builder: RSS does not mind the noise.
+        idle = self.track(self.worker("idle", idle_topics, debug=False))
+        builder = self.track(self.worker("rs-build", topics, app_id=base, state_dir=state,
+                                         batch_wait=a.build_batch_wait, debug=False))  # fmt: skip
+        idle.start()
+        builder.start()
+        res: dict[str, Any] = {"accounts": n, "records": len(cmds), "build_batch_wait": a.build_batch_wait}
+        try:
+            builder.wait_ready()
+            t0 = time.monotonic()
+            idle.wait_ready()
+            time.sleep(3)
+            res["idle_rss_mib"] = idle.rss_kib() / 1024
+            self.finish(idle)
+            builder.wait_records(len(cmds), timeout=1200)
+            res["build_s"] = round(time.monotonic() - t0, 1)
+            time.sleep(3)
+            res["full_rss_mib"] = builder.rss_kib() / 1024
+            res["full_hwm_mib"] = builder.hwm_kib() / 1024
+        finally:
+            self.finish(idle)
+            self.finish(builder)
+        res["state_dir_mib"] = _du(state) / 2**20
+        per = (res["full_rss_mib"] - res["idle_rss_mib"]) * 2**20 / n
+        res["bytes_per_account"] = per
+        res["mib_per_100k"] = per * 100_000 / 2**20
+        log(f"restart: {n:,} accounts built in {res['build_s']} s; RSS {res['full_rss_mib']:.0f} MiB vs idle "
+            f"{res['idle_rss_mib']:.0f} MiB = {per:,.0f} bytes/account ({res['mib_per_100k']:.1f} MiB per 100k)")  # fmt: skip
+        ready, indexed, rss_after = [], [], []
+        for i in range(a.runs):
+            w = self.track(self.worker(f"rs-restart{i}", topics, app_id=base, state_dir=state, debug=False))
+            w.start()
+            try:
+                ready.append(w.wait_ready(timeout=300))
+                indexed.append(_wait_log(w, r"indexed (\d+) account", 300))
+                time.sleep(2)
+                rss_after.append(w.rss_kib() / 1024)
+            finally:
+                self.finish(w)
+            log(f"restart {i + 1}: ready in {ready[-1]:.2f} s, sweep index of the accounts built "
+                f"{indexed[-1]:.2f} s after start, RSS {rss_after[-1]:.0f} MiB")  # fmt: skip
+        res["ready_s"] = ready
+        res["indexed_s"] = indexed
+        res["rss_after_restart_mib"] = rss_after
+        if not a.quick:
+            cold = self.work / "rs-cold"
+            w = self.track(self.worker("rs-cold", topics, app_id=base, state_dir=cold, debug=False))
+            w.start()
+            try:
+                res["cold_ready_s"] = w.wait_ready(timeout=600)
+            finally:
+                self.finish(w)
+            shutil.rmtree(cold, ignore_errors=True)
+            log(f"restart on an empty state dir (table rebuilt from the changelog): ready in {res['cold_ready_s']:.2f} s")
+        self.drop_topics(base)
+        self.drop_topics(f"{self.prefix}-idle")
+        shutil.rmtree(state, ignore_errors=True)
+        return res
+
+    # --- profile ------------------------------------------------------------------------
+
+    def profile_worker(self) -> dict:
+        """py-spy attached to a running worker; without py-spy, the worker runs under
+        pyinstrument (main thread only, start-up included) and is stopped after the time."""
+        a = self.args
+        tool = a.profiler
+        if tool == "auto":
+            tool = "py-spy" if profiling.py_spy() else "pyinstrument"
+        base = f"{self.prefix}-prof"
+        topics = self.out_topics(base, self.input_topic)
+        w = self.track(self.worker("prof", topics, app_id=base))
+        raw = self.work / ("profile-worker.txt" if tool == "py-spy" else "profile-worker.pstats")
+        if tool == "pyinstrument":
+            i = w.cmd.index("-m")
+            w.cmd[i:i + 2] = ["-m", "pyinstrument", "--interval", "0.01", "-r", "pstats", "-o", str(raw), "-m", "rater"]
+        self.results["commands"]["profile"] = " ".join(_shown(w.cmd)) if tool == "pyinstrument" else (
+            "py-spy record --pid <worker pid> --rate 100 --duration N --format raw --function --nonblocking --output F")
+        w.start()
+        note = ""
+        try:
+            w.wait_ready()
+            time.sleep(2)
+            c0, t0 = w.cpu(), time.monotonic()
+            if tool == "py-spy":
+                ok, note = profiling.record(w.pid, a.profile_seconds, raw)
+            else:
+                time.sleep(a.profile_seconds)
+            c1, t1 = w.cpu(), time.monotonic()
+            n = w.records() or 0
+        finally:
+            self.finish(w)  # pyinstrument writes its profile as the worker exits
+        if tool == "pyinstrument":
+            ok = raw.exists()
+            note = "" if ok else f"pyinstrument wrote no profile:\n{w.tail()}"
+        res: dict[str, Any] = {"tool": tool, "note": note, "seconds": a.profile_seconds,
+                               "worker_cpu_share": (c1 - c0) / (t1 - t0), "records_by_end": n,
+                               "batches": _batch_stats(w.log_path)}  # fmt: skip
+        if ok:
+            res.update(profiling.summarize(raw) if tool == "py-spy" else profiling.summarize_pstats(raw))
+            if a.keep_profiles:
+                shutil.copy(raw, RESULTS_DIR / f"{raw.stem}-{self.mode}{raw.suffix}")
+        self.drop_topics(base)
+        shutil.rmtree(w.state_dir, ignore_errors=True)
+        # The offline path too (one process, no Kafka): where `rater rate` spends its time.
+        sub = self.work / "offline-profile.jsonl"
+        with open(self.jsonl, "rb") as src, open(sub, "wb") as dst:
+            for i, line in enumerate(src):
+                if i >= min(self.n_input, a.tenants * 3 + 100_000):
+                    break
+                dst.write(line)
+        exe = profiling.py_spy()
+        if exe:
+            out = self.work / "profile-offline.txt"
+            cmd = [exe, "record", "--rate", "200", "--format", "raw", "--function", "--output", str(out), "--",
+                   sys.executable, "-m", "rater", "rate", "--rates", str(RATES_DIR), "--out",
+                   str(self.work / "offline-prof"), str(sub)]  # fmt: skip
+            subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=900)
+            if out.exists():
+                res["offline"] = profiling.summarize(out)
+        return res
+
+    # --- the whole thing ------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return "quick" if self.args.quick else "full"
+
+    def run(self) -> dict:
+        a = self.args
+        began = time.monotonic()
+        self.results["mode"] = self.mode
+        self.results["started"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        self.results["machine"] = report.machine()
+        self.results["settings"] = {k: v for k, v in vars(a).items() if k not in ("broker",)}
+        self.results["argv"] = " ".join(["python -m bench.run", *sys.argv[1:]])
+        self.start_broker()
+        self.prepare_input()
+        self.prepare_latency()
+        rates = [int(r) for r in a.latency_rates.split(",") if r]
+        for run in range(a.runs):
+            log(f"--- run {run + 1} of {a.runs}")
+            r: dict[str, Any] = {}
+            r["worker"] = self.measure_worker(f"w{run}", a.worker_cap)
+            r["relay_batch"] = self.measure_relay(f"rb{run}", "batch")
+            r["relay_send"] = self.measure_relay(f"rs{run}", "send")
+            r["offline"] = self.measure_offline(run)
+            r["latency"] = [self.measure_latency(run, rate) for rate in rates]
+            self.results["runs"].append(r)
+        waits = [float(x) for x in a.extra_waits.split(",") if x]
+        self.results["batch_wait_sweep"] = [self.measure_worker(f"bw{i}", a.extra_cap, batch_wait=wt)
+                                            for i, wt in enumerate(waits)]  # fmt: skip
+        if not a.no_restart:
+            self.results["restart"] = self.measure_restart()
+        if not a.no_profile:
+            self.results["profile"] = self.profile_worker()
+        self.results["elapsed_s"] = round(time.monotonic() - began)
+        return self.results
+
+
+def _shown(cmd: list[str]) -> list[str]:
+    """A command as a reader would type it: ``python`` for the venv's interpreter, paths
+    relative to the repo, the temp dirs and generated names left as placeholders."""
+    out = []
+    for part in cmd:
+        if part == sys.executable:
+            part = "python"
+        part = part.replace(str(ROOT) + "/", "")
+        part = re.sub(r"/tmp/rater-bench-[^/]+", "$WORK", part)
+        part = re.sub(r"bench-[0-9a-f]{6}", "bench-$ID", part)
+        part = re.sub(r"127\.0\.0\.1:\d+", "$BROKER", part)
+        out.append(part)
+    return out
+
+
+def _batch_stats(path: Path) -> dict:
+    sizes, ms, accounts = [], [], 0
+    try:
+        for line in path.read_text(errors="replace").splitlines():
+            m = _BATCH_LINE.search(line)
+            if m:
+                sizes.append(int(m.group(1)))
+                accounts += int(m.group(3))
+                ms.append(float(m.group(4)))
+    except OSError:
+        pass
+    if not sizes:
+        return {}
+    return {"count": len(sizes), "mean_records": statistics.mean(sizes), "mean_ms": statistics.mean(ms),
+            "median_records": statistics.median(sizes), "median_ms": statistics.median(ms),
+            "us_per_record_in_batch": sum(ms) * 1000 / sum(sizes), "accounts": accounts,
+            "accounts_per_record": accounts / sum(sizes)}  # fmt: skip
+
+
+def _pct(sorted_ms: list[float], missing: int, q: float) -> float | None:
+    """Nearest-rank percentile over the rated latencies plus ``missing`` that never came
+    (counted as infinite): None when the rank falls among those."""
+    n = len(sorted_ms) + missing
+    if n == 0:
+        return None
+    k = max(0, min(n - 1, int(q * n + 0.999999) - 1))
+    return float(sorted_ms[k]) if k < len(sorted_ms) else None
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "unbounded" if v is None else f"{v:.0f} ms"
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def _wait_log(w: WorkerProc, pattern: str, timeout: float) -> float:
+    """Seconds from the worker's start to the log line matching ``pattern`` (the log's
+    own timestamps are second-resolution text: poll the file instead)."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        try:
+            text = w.log_path.read_text(errors="replace")
+        except OSError:
+            text = ""
+        for m in rx.finditer(text, seen):
+            if int(m.group(1)) > 0:
+                return time.monotonic() - w.started
+        time.sleep(0.05)
+    raise TimeoutError(f"no {pattern!r} in the worker log after {timeout:.0f} s")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke size (under 3 minutes)")
+    p.add_argument("--broker", help="bootstrap of a running broker (default: a dev broker in a temp dir)")
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--cdrs", type=int)
+    p.add_argument("--tenants", type=int)
+    p.add_argument("--runs", type=int)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=2000, help="the worker's --batch-size (and the relay's)")
+    p.add_argument("--batch-wait", type=float, default=0.02, help="the worker's --batch-wait (and the relay's)")
+    p.add_argument("--worker-cap", type=float, help="seconds a worker may rate before its rate is read off")
+    p.add_argument("--extra-waits", help="extra --batch-wait values measured once (comma list; '' for none)")
+    p.add_argument("--extra-cap", type=float)
+    p.add_argument("--latency-rates", default="1000,5000,20000")
+    p.add_argument("--latency-seconds", type=float)
+    p.add_argument("--latency-drain", type=float, help="seconds allowed after the pacer stops")
+    p.add_argument("--latency-tenants", type=int)
+    p.add_argument("--restart-accounts", type=int)
+    p.add_argument("--build-batch-wait", type=float,
+                   help="--batch-wait of the worker that builds the restart state (default: --batch-wait)")
+    p.add_argument("--profile-seconds", type=float)
+    p.add_argument("--profiler", choices=("auto", "py-spy", "pyinstrument"), default="auto",
+                   help="auto: py-spy when installed, else pyinstrument (the bench extra)")
+    p.add_argument("--no-restart", action="store_true")
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--no-report", action="store_true", help="keep the results JSON, do not rewrite docs/")
+    p.add_argument("--results", help="results JSON path (default bench/results/<quick|full>.json)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, inputs)")
+    p.add_argument("--keep-profiles", action="store_true", help="copy py-spy's raw stacks to bench/results/")
+    args = p.parse_args(argv)
+    if args.build_batch_wait is None:
+        args.build_batch_wait = args.batch_wait
+    defaults = QUICK if args.quick else FULL
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    bench = Bench(args)
+
+    def on_term(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    try:
+        results = bench.run()
+    finally:
+        bench.cleanup()
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = Path(args.results) if args.results else RESULTS_DIR / f"{bench.mode}.json"
+    path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    log(f"results in {path} ({results['elapsed_s']} s)")
+    if not args.no_report:
+        written = report.write()
+        log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
