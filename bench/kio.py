@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -159,7 +159,7 @@ class Offsets:
         return got
 
 
-async def read_all(bootstrap: str, topics: list[str], timeout: float = 300.0) -> Iterator[tuple[bytes, int]]:
+async def read_all(bootstrap: str, topics: list[str], timeout: float = 300.0) -> list[tuple[bytes, int]]:
     """Every ``(value, timestamp ms)`` of ``topics``, from the beginning to the end offsets
     seen at the start."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,

@@ -465,8 +465,8 @@ def render(full: dict | None, quick: dict | None) -> str:
         L += [ANALYSIS.read_text().strip(), ""]
     # commands
     c = res["commands"]
-    L += ["## Commands", "", "```sh", f"make bench                    # = {res['argv'] if res['mode'] == 'full' else 'python -m bench.run'}",
-          "python -m bench.run --quick   # smoke size", "```", "",
+    L += ["## Commands", "", "```sh", "make bench                    # = python -m bench.run (full size)",
+          "python -m bench.run --quick   # smoke size", f"{res['argv']:<29} # this run", "```", "",
           "What the harness ran (`$BROKER`, `$WORK`, `$ID` stand for the broker, the temp dir and the run's id):", "", "```sh"]  # fmt: skip
     for k in ("worker", "relay_batch", "relay_send", "pacer", "offline"):
         if k in c:

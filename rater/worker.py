@@ -674,7 +674,22 @@ def run(cfg: WorkerConfig) -> int:
             print(f"rater: {p}")
         print(f"rater: {cfg.rates_dir}: the rate tables do not load; not starting")
         return 2
-    asyncio.run(ensure_topics(cfg))
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its connection errors come back as the exception below
+    try:
+        asyncio.run(ensure_topics(cfg))
+    except SystemExit:
+        raise
+    except Exception as exc:  # unreachable broker, refused credentials: one line, no traceback
+        how = cfg.security_protocol
+        if how.startswith("SASL"):
+            how += f" {cfg.sasl_mechanism} as {cfg.sasl_username!r} (check the SASL username and password)"
+        why = " ".join(str(exc).split())
+        print(f"rater: cannot use Kafka at {cfg.broker} over {how}: {type(exc).__name__}: {why}"[:600])
+        return 2
+    finally:
+        quiet.setLevel(level)
     worker = RaterWorker(cfg, tables)
     fw = faust.Worker(worker.app, loglevel=cfg.log_level.upper(), quiet=True)
     fw.execute_from_commandline()

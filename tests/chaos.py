@@ -223,6 +223,93 @@ def _produce(bootstrap: str, path: str, topic: str) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)  # fmt: skip
 
 
+def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout: float = 600) -> bool:
+    """Wait until ``group`` has committed the end offset of every partition of ``topics``."""
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(_committed_all(bootstrap, group, topics)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
+def _topic(topics, kind: str) -> str:
+    """A topic name from the kill loop's dict or from tests.worker_support.WorkerTopics."""
+    return topics[kind] if isinstance(topics, dict) else getattr(topics, kind)
+
+
+def _account(worker, tenant: str):
+    """``GET /tenants/<id>`` as JSON, from a WorkerProcess (raises on 404) or a
+    tests.worker_support.RaterWorker (returns a Response)."""
+    got = worker.get(f"/tenants/{tenant}")
+    if hasattr(got, "status") and hasattr(got, "body"):
+        return got.json() if got.status == 200 else {"status": got.status, "body": got.body[:200].decode(errors="replace")}
+    return got
+
+
+def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tuple[list[str], dict]:
+    """Compare what the worker did with ``rater rate``'s output in ``offline_dir``.
+
+    ``topics``: the worker's topic names (a dict with keys cdrs, commands, rated, events,
+    requests, rejects, or a WorkerTopics). ``worker``: anything with ``get(path)`` that
+    answers ``/tenants/<id>`` (any worker of the group: queries are routed to the owner).
+    Call it once the input is consumed (``wait_consumed``). ``stop``, if given, is
+    called between the accounts and the outputs (the kill loop stops its worker there).
+
+    Returns (mismatches, repeats): a list of differences, empty when the run matches, and
+    per output kind how many records were written more than once (same id, same content).
+    """
+    mismatches: list[str] = []
+    repeats: dict[str, int] = {}
+    # Accounts.
+    with open(os.path.join(offline_dir, "balances.json"), "rb") as f:
+        expected_accounts = orjson.loads(f.read())
+    for tenant, expected in expected_accounts.items():
+        got = _account(worker, tenant)
+        if got != expected:
+            mismatches.append(f"account {tenant}: worker {got.get('balance')} != offline {expected['balance']}")
+    if stop is not None:
+        stop()
+    # Outputs.
+    for kind, name in OUTPUTS.items():
+        raw = asyncio.run(_read_topic(bootstrap, _topic(topics, kind)))
+        seen: dict[str, bytes] = {}
+        n_repeats = 0
+        for value in raw:
+            rec = orjson.loads(value)
+            first = seen.setdefault(rec["event_id"], value)
+            if first is not value:
+                n_repeats += 1
+                if orjson.loads(first) != rec:
+                    mismatches.append(f"{kind}: event {rec['event_id']} repeated with other content")
+        repeats[kind] = n_repeats
+        expected = {}
+        with open(os.path.join(offline_dir, name), "rb") as f:
+            for line in f:
+                rec = orjson.loads(line)
+                expected[rec["event_id"]] = rec
+        got = {k: orjson.loads(v) for k, v in seen.items()}
+        missing = expected.keys() - got.keys()
+        extra = got.keys() - expected.keys()
+        if missing:
+            mismatches.append(f"{kind}: {len(missing)} of the offline run's records never written")
+        if extra:
+            mismatches.append(f"{kind}: {len(extra)} records written that the offline run did not write")
+        differ = [k for k in expected.keys() & got.keys() if expected[k] != got[k]]
+        if differ:
+            mismatches.append(f"{kind}: {len(differ)} records differ from the offline run")
+    raw = asyncio.run(_read_topic(bootstrap, _topic(topics, "rejects")))
+    by_id = {orjson.loads(v)["event_id"]: orjson.loads(v) for v in raw}
+    repeats["rejects"] = len(raw) - len(by_id)
+    got_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in by_id.values())
+    with open(os.path.join(offline_dir, "rejects.jsonl"), "rb") as f:
+        want_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in map(orjson.loads, f))
+    if got_rejects != want_rejects:
+        mismatches.append(f"rejects differ: {sum((got_rejects - want_rejects).values())} extra, "
+                          f"{sum((want_rejects - got_rejects).values())} missing")  # fmt: skip
+    return mismatches, repeats
+
+
 def run_kill_loop(bootstrap: str, records: int, tenants: int, kills: int, seed: int = 1,
                   workdir: str | None = None, partitions: int = 4, log=print) -> Report:  # fmt: skip
     started = time.monotonic()
@@ -254,58 +341,13 @@ def run_kill_loop(bootstrap: str, records: int, tenants: int, kills: int, seed: 
         worker.wait_ready()
     producer.wait()
     worker.wait_ready()
-    deadline = time.monotonic() + 600
-    while not asyncio.run(_committed_all(bootstrap, app_id, [topics["cdrs"]])):
-        if time.monotonic() > deadline:
-            report.mismatches.append("the worker did not consume the whole input in 10 minutes")
-            worker.stop()
-            return report
-        time.sleep(1)
-    # Accounts.
-    with open(os.path.join(offline_out, "balances.json"), "rb") as f:
-        expected_accounts = orjson.loads(f.read())
-    for tenant, expected in expected_accounts.items():
-        got = worker.get(f"/tenants/{tenant}")
-        if got != expected:
-            report.mismatches.append(f"account {tenant}: worker {got.get('balance')} != offline {expected['balance']}")
-    worker.stop()
-    # Outputs.
-    for kind, name in OUTPUTS.items():
-        raw = asyncio.run(_read_topic(bootstrap, topics[kind]))
-        seen: dict[str, bytes] = {}
-        repeats = 0
-        for value in raw:
-            rec = orjson.loads(value)
-            first = seen.setdefault(rec["event_id"], value)
-            if first is not value:
-                repeats += 1
-                if orjson.loads(first) != rec:
-                    report.mismatches.append(f"{kind}: event {rec['event_id']} repeated with other content")
-        report.repeats[kind] = repeats
-        expected = {}
-        with open(os.path.join(offline_out, name), "rb") as f:
-            for line in f:
-                rec = orjson.loads(line)
-                expected[rec["event_id"]] = rec
-        got = {k: orjson.loads(v) for k, v in seen.items()}
-        missing = expected.keys() - got.keys()
-        extra = got.keys() - expected.keys()
-        if missing:
-            report.mismatches.append(f"{kind}: {len(missing)} of the offline run's records never written")
-        if extra:
-            report.mismatches.append(f"{kind}: {len(extra)} records written that the offline run did not write")
-        differ = [k for k in expected.keys() & got.keys() if expected[k] != got[k]]
-        if differ:
-            report.mismatches.append(f"{kind}: {len(differ)} records differ from the offline run")
-    raw = asyncio.run(_read_topic(bootstrap, topics["rejects"]))
-    by_id = {orjson.loads(v)["event_id"]: orjson.loads(v) for v in raw}
-    report.repeats["rejects"] = len(raw) - len(by_id)
-    got_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in by_id.values())
-    with open(os.path.join(offline_out, "rejects.jsonl"), "rb") as f:
-        want_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in map(orjson.loads, f))
-    if got_rejects != want_rejects:
-        report.mismatches.append(f"rejects differ: {sum((got_rejects - want_rejects).values())} extra, "
-                                 f"{sum((want_rejects - got_rejects).values())} missing")  # fmt: skip
+    if not wait_consumed(bootstrap, app_id, [topics["cdrs"]], timeout=600):
+        report.mismatches.append("the worker did not consume the whole input in 10 minutes")
+        worker.stop()
+        return report
+    mismatches, repeats = compare(bootstrap, topics, offline_out, worker, stop=worker.stop)
+    report.mismatches += mismatches
+    report.repeats.update(repeats)
     report.seconds = time.monotonic() - started
     if workdir is None and report.ok():
         shutil.rmtree(work, ignore_errors=True)
