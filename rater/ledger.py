@@ -375,7 +375,7 @@ def _apply_command(acct: Account | None, cmd: Command, tables: RateTables, horiz
                 f"latest command at {format_time(acct.command_watermark)}",
             )
     if cmd.command == "payment_result" and acct is not None and _late_answer(acct, cmd):
-        return _time_out_late_answer(acct, cmd)
+        return _time_out_late_answer(acct, cmd, horizon)
     if cmd.command == "configure_account":
         rejected = _check_configure(acct, cmd, tables)
     elif cmd.command == "add_funds":
@@ -491,14 +491,16 @@ def _late_answer(acct: Account, cmd: Command) -> bool:
     )
 
 
-def _time_out_late_answer(acct: Account, cmd: Command) -> Outcome:
+def _time_out_late_answer(acct: Account, cmd: Command, horizon: int) -> Outcome:
     """The answer to a request that is more than an hour old at the answer's own time.
 
     SPEC 6 times the request out "when the next record arrives", and this answer is that
     record: the timeout is applied (and reported, caused by this command), and then the
     answer is for a request that is no longer pending, so it is rejected
-    ``unknown_request``. The one case where a rejected record changes the account; its
-    id is not remembered, so a repeat is simply rejected again.
+    ``unknown_request``. The one case where a rejected record changes the account, so
+    its id is remembered like an applied record's: a replay after a crash, or a repeat,
+    is a duplicate and writes nothing (rejecting it again would write a different
+    detail under the same reject id).
     """
     at = cmd.occurred_at
     before = acct.balance
@@ -513,6 +515,9 @@ def _time_out_late_answer(acct: Account, cmd: Command) -> Outcome:
     out.account = acct
     _finish(acct, before, at, em, out)
     out.events = em.events
+    if at > acct.command_watermark:
+        acct.command_watermark = at
+    _remember(acct.seen_commands, cmd.command_id, at, acct, horizon)
     return out
 
 

@@ -307,8 +307,9 @@ def test_a_late_payment_answer_is_itself_the_record_that_times_the_request_out(b
     ]
     acct = book.account()
     assert (acct.pending_request_id, acct.recharge_suspended, acct.balance) == (None, True, 4_980_000)
+    # Remembered: a replay of the same command is a duplicate and writes nothing.
     again = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:00:01Z"))
-    assert (again.outcome.reason, again.outcome.events) == ("unknown_request", [])
+    assert (again.outcome.status, again.outcome.events, again.reject) == ("duplicate", [], None)
 
 
 def test_an_expired_card_fails_the_recharge_and_suspends(book):
