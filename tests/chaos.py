@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -241,7 +242,20 @@ def _topic(topics, kind: str) -> str:
 def _account(worker, tenant: str):
     """``GET /tenants/<id>`` as JSON, from a WorkerProcess (raises on 404) or a
     tests.worker_support.RaterWorker (returns a Response)."""
-    got = worker.get(f"/tenants/{tenant}")
+    # 503 while a rebalance settles (a killed member's session expiring): ask again.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            got = worker.get(f"/tenants/{tenant}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
+        if getattr(got, "status", 200) == 503 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            continue
+        break
     if hasattr(got, "status") and hasattr(got, "body"):
         return got.json() if got.status == 200 else {"status": got.status, "body": got.body[:200].decode(errors="replace")}
     return got
