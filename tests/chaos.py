@@ -249,7 +249,8 @@ def _account(worker, tenant: str):
             got = worker.get(f"/tenants/{tenant}")
         except urllib.error.HTTPError as exc:
             if exc.code != 503 or time.monotonic() > deadline:
-                raise
+                # A missing account (404) is a mismatch to report, not a reason to stop.
+                return {"status": exc.code, "body": exc.read()[:200].decode(errors="replace")}
             time.sleep(0.5)
             continue
         if getattr(got, "status", 200) == 503 and time.monotonic() < deadline:
@@ -281,7 +282,7 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
     for tenant, expected in expected_accounts.items():
         got = _account(worker, tenant)
         if got != expected:
-            mismatches.append(f"account {tenant}: worker {got.get('balance')} != offline {expected['balance']}")
+            mismatches.append(f"account {tenant}: worker {got.get('balance', got.get('status'))} != offline {expected['balance']}")
     if stop is not None:
         stop()
     # Outputs.
