@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable
 
-from prometheus_client import Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from bisect import bisect_left
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
 from .engine import Tally
@@ -29,13 +30,44 @@ class WorkerStats:
         self.lag: Callable[[], Iterable[tuple[str, int, int]]] = lambda: ()
         self.rate_tables_version = ""
         self.rate_tables_loaded_at = 0.0
-        self.processing = Histogram(
-            "rater_processing_seconds",
-            "Time from a record's arrival at the worker to its outputs acknowledged by Kafka",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-            registry=registry,
-        )
+        self.processing = BatchHistogram(PROCESSING_BUCKETS)
         registry.register(_Collector(self))
+
+
+PROCESSING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BatchHistogram:
+    """A histogram that observes a whole batch at once: the records of one fetch arrive
+    together and are finished together, so they share one latency. prometheus-client's
+    ``Histogram.observe`` takes a lock per call; at 30,000 records a second that was a
+    measurable share of the worker's time for the same n observations."""
+
+    def __init__(self, buckets: tuple[float, ...]):
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe_many(self, seconds: float, n: int) -> None:
+        if n <= 0:
+            return
+        i = bisect_left(self.buckets, seconds)
+        self.counts[i] += n
+        self.sum += seconds * n
+        self.count += n
+
+    def observe(self, seconds: float) -> None:
+        self.observe_many(seconds, 1)
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        acc = 0
+        buckets = []
+        for bound, c in zip(self.buckets, self.counts):
+            acc += c
+            buckets.append((repr(float(bound)), acc))
+        buckets.append(("+Inf", self.count))
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.sum)
 
 
 class _Collector:
@@ -85,6 +117,9 @@ class _Collector:
         g = GaugeMetricFamily("rater_rate_tables_loaded_timestamp_seconds", "When the rate tables were loaded")
         g.add_metric([], s.rate_tables_loaded_at)
         yield g
+        yield s.processing.family(
+            "rater_processing_seconds",
+            "Time from a record's arrival at the worker to its outputs acknowledged by Kafka")
 
 
 def tenant_state(balance: int, threshold: int) -> str:

@@ -44,7 +44,7 @@ import ssl
 import time
 import weakref
 from collections import Counter
-from typing import Any
+from typing import Any, Mapping
 
 import faust
 import orjson
@@ -54,11 +54,12 @@ from faust.streams import _current_event
 from faust.types import TP
 from prometheus_client.registry import CollectorRegistry
 
-from . import ledger
+from . import intake, ledger
 from .batch import BatchProcessor, BatchResult, Message, Topics
 from .config import WorkerConfig
 from .idstore import IdSegments, is_segment_key
 from .metrics import WorkerStats, tenant_state
+from .offsets import Continuity
 from .partitioning import partition_for
 from .rates import RateTables, check_rate_tables
 from .records import TENANT_RE
@@ -119,11 +120,14 @@ class RaterWorker:
         self.stats.rate_tables_version = tables.version
         self.stats.rate_tables_loaded_at = time.time()
         self.app = self._build_app()
+        intake.install(self.app, frozenset((cfg.topics.cdrs, cfg.topics.commands)), self.take)
         self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self._load)
         self.processor.engine.tally = self.stats.tally
         self.lock = asyncio.Lock()
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
         self.positions: dict[tuple[str, int], int] = {}  # last offset processed
+        self.continuity = Continuity()
+        self.generation = -1
         self.rescan = True
         self.last_commit = 0.0
         self.durable: dict[str, set] = {}
@@ -158,10 +162,8 @@ class RaterWorker:
             web_host=host,
             canonical_url=f"http://{host}:{cfg.web_port}",
             broker_commit_interval=1.0,
-            # Bigger fetches and stream buffers: faust's defaults deliver about 40 %
-            # fewer events a second to an agent that does nothing (scripts/faust_ceiling.py).
-            broker_max_poll_records=max(cfg.batch_size, 500),
-            stream_buffer_maxsize=max(4 * cfg.batch_size, 4096),
+            # One fetch is one batch of the commit protocol (``take``): up to batch_size records.
+            broker_max_poll_records=max(cfg.batch_size, 1),
             consumer_max_fetch_size=8 * 1024 * 1024,
             # A worker that died is noticed in 10 s, not faust's default 60 s, so its
             # partitions move to the restarted or surviving worker quickly.
@@ -185,16 +187,18 @@ class RaterWorker:
 
         @app.agent(self.inputs, name="rate")
         async def rate(stream):
-            async for events in stream.take_events(self.cfg.batch_size, within=self.cfg.batch_wait):
-                try:
-                    await self.handle_batch(events)
-                except asyncio.CancelledError:
-                    raise
-                except BaseException:
-                    # Nothing of this batch is acked: stop hard and let a restart replay it.
-                    log.exception("batch failed; stopping the worker so the batch is replayed")
-                    logging.shutdown()
-                    os._exit(70)
+            # Subscribes faust to the inputs and co-partitions them with the table; the
+            # records themselves reach ``take`` in bulk (``rater/intake.py``), so an event
+            # here is a record that bypassed the commit protocol: stop, and replay it.
+            async for event in stream.events():
+                log.error("input record %s/%d@%d reached faust's stream; stopping so it is replayed",
+                          event.message.topic, event.message.partition, event.message.offset)  # fmt: skip
+                logging.shutdown()
+                os._exit(70)
+
+        @app.on_partitions_revoked.connect
+        async def on_partitions_revoked(sender, revoked, **kwargs):
+            await self.on_revoked(revoked)
 
         @app.timer(interval=self.cfg.sweep_interval)
         async def sweep_timer():
@@ -259,38 +263,96 @@ class RaterWorker:
 
     # --- the commit protocol -------------------------------------------------------------
 
-    async def handle_batch(self, events: list) -> None:
-        # Step 1: the events stay un-acked until this coroutine returns.
-        messages = []
-        arrived = []
-        for ev in events:
-            m = ev.message
-            messages.append(Message(m.topic, m.partition, m.offset, m.key, m.value))
-            arrived.append(m.time_in or time.monotonic())
-        t0 = time.monotonic()
+    async def take(self, chunks: Mapping[TP, list], generation: int) -> None:
+        """Step 1: the input records of one fetch, as aiokafka returned them (``rater/intake.py``).
+
+        Under the lock, so a rebalance waits for the batch (``on_revoked``): records of a
+        fetch that raced with a rebalance are dropped (faust seeks every partition to its
+        committed offset when the new assignment starts), and every other run of records
+        goes through the continuity check (``rater/offsets.py``) before it is applied.
+        """
+        arrived = time.monotonic()
+        consumer = self.app.consumer
         async with self.lock:
-            now = time.time_ns() // 1000
-            self.durable.clear()
-            # Step 2: apply, in memory.
-            result = self.processor.process(messages, now)
-            # Step 3: outputs and forwards, acknowledged by Kafka.
-            await self._produce(result)
-            # Step 4: changed accounts to the store and the changelog, acknowledged.
-            await self._write_accounts(result.accounts)
-        # Step 5: returning acks the events; faust commits their offsets afterwards.
+            if not consumer.flow_active or generation != self.app.consumer_generation_id:
+                return
+            if generation != self.generation:
+                self.generation = generation
+                self.continuity.reset()
+            active = self._active_tps()
+            messages: list[Message] = []
+            seeks: dict[TP, int] = {}
+            for tp, records in chunks.items():
+                if tp not in active:
+                    continue  # revoked, or not ours yet: the assignment seeks it to committed
+                if not self.continuity.knows(tp):
+                    start = await self._start_offset(tp)
+                    if start is None:  # the broker did not say: fetch these again later
+                        seeks[tp] = records[0].offset
+                        continue
+                    self.continuity.start(tp, start)
+                verdict = self.continuity.judge(tp, records)
+                if verdict.hole is not None:
+                    log.warning("%s/%d: offsets %d to %d are not in the log (fetched twice); going on",
+                                tp.topic, tp.partition, verdict.hole[0], verdict.hole[1] - 1)  # fmt: skip
+                if verdict.seek_to is not None:
+                    seeks[tp] = verdict.seek_to
+                    log.warning("%s/%d: fetched offset %d where %d was expected; seeking back to it",
+                                tp.topic, tp.partition, verdict.found, verdict.seek_to)  # fmt: skip
+                messages.extend(Message(r.topic, r.partition, r.offset, r.key, r.value) for r in verdict.take)
+            if seeks:
+                await consumer.seek_wait(seeks)
+            if messages:
+                await self.handle_batch(messages, arrived)
+
+    async def _start_offset(self, tp: TP) -> int | None:
+        """Where a newly assigned partition starts: its committed offset, else the log start."""
+        thread = self.app.consumer._thread
+        aio = thread._ensure_consumer()
+        try:
+            committed = await asyncio.wait_for(thread.call_thread(aio.committed, tp), 10)
+            if committed is None:
+                starts = await asyncio.wait_for(thread.call_thread(aio.beginning_offsets, [tp]), 10)
+                committed = starts.get(tp)
+        except Exception as exc:  # the coordinator is moving; the records are fetched again
+            log.warning("%s/%d: no committed offset from the broker (%s); fetching again",
+                        tp.topic, tp.partition, type(exc).__name__)  # fmt: skip
+            return None
+        return committed
+
+    async def handle_batch(self, messages: list[Message], arrived: float) -> None:
+        """Steps 2 to 5 of the commit protocol, for records the continuity check let through."""
+        t0 = time.monotonic()
+        now = time.time_ns() // 1000
+        self.durable.clear()
+        # Step 2: apply, in memory.
+        result = self.processor.process(messages, now)
+        # Step 3: outputs and forwards, acknowledged by Kafka.
+        await self._produce(result)
+        # Step 4: changed accounts to the store and the changelog, acknowledged.
+        await self._write_accounts(result.accounts)
+        # Step 5: the offsets are committable now; committed at most once a second.
         done = time.monotonic()
         if _DEBUG_BATCHES:
             log.info("batch %d records, %d outputs, %d accounts, %.1f ms", len(messages),
                      len(result.outputs), len(result.accounts), (done - t0) * 1000)  # fmt: skip
-        observe = self.stats.processing.observe
-        for t in arrived:
-            observe(max(done - t, 0.0))
+        self.stats.processing.observe_many(max(done - arrived, 0.0), len(messages))
+        positions = self.positions
         for m in messages:
-            self.positions[(m.topic, m.partition)] = m.offset
+            positions[(m.topic, m.partition)] = m.offset
         self.stats.records.update(result.records)
         if done - self.last_commit >= COMMIT_EVERY:
             await self._commit_positions()
             self.last_commit = time.monotonic()
+
+    async def on_revoked(self, revoked: set) -> None:
+        """A rebalance begins: the batch in flight (if any) finishes first (the lock), then
+        what it finished is committed, so the next owner starts where this worker stopped."""
+        async with self.lock:
+            await self._commit_positions()
+            for tp in revoked:
+                self.positions.pop((tp.topic, tp.partition), None)
+            self.continuity.reset()
 
     async def _commit_positions(self) -> None:
         """Step 5, ours: commit the offsets of the records whose step 4 is done.
