@@ -204,6 +204,12 @@ class RaterWorker:
         async def sweep_timer():
             await self.sweep()
 
+        @app.timer(interval=COMMIT_EVERY)
+        async def commit_timer():
+            # Batches commit as they finish; this commits the tail once the input is idle.
+            async with self.lock:
+                await self._commit_positions()
+
         @app.timer(interval=self.cfg.reload_interval)
         async def reload_timer():
             self.maybe_reload()

@@ -184,11 +184,6 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp
     pytest.param(4000, 80, id="4k"),
     pytest.param(40_000, 400, id="40k", marks=pytest.mark.slow),
 ])  # fmt: skip
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN BUG, open: in 1 of ~4 runs a worker joining and leaving mid-stream leaves some "
-    "records unrated (accounts differ from rater rate). Suspected: faust skips records of a "
-    "reassigned partition and the worker's own offset commit (_commit_positions) then commits "
-    "past them. See the closing note of issue 4 and docs/fault-tests.md."))
 def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp_path, records, tenants):
     broker = kafka_broker.bootstrap
     stream = make_stream(tmp_path, records=records, tenants=tenants, seed=22)
@@ -234,10 +229,6 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(kafka
 
 
 @pytest.mark.parametrize("records", [pytest.param(20_000, id="20k"), pytest.param(60_000, id="60k", marks=pytest.mark.slow)])
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN BUG, open: in about half the runs records waiting in Kafka are skipped (never applied nor "
-    "rejected, offsets committed past them) when the start replays the changelog; the full-size "
-    "kill loop lost ~1,920 records of one partition the same way. See docs/fault-tests.md."))
 def test_a_worker_rebuilding_its_state_from_the_changelog_skips_no_waiting_record(kafka_broker, tmp_path, records):
     """A worker on a new machine (empty state dir) rebuilds the accounts from the changelog
     while records wait in Kafka: every waiting record must still be applied once. The same
