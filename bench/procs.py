@@ -135,7 +135,7 @@ class WorkerProc(Proc):
     """A ``rater worker`` subprocess with its own app id, topics, state dir and port."""
 
     def __init__(self, broker: str, *, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path,
-                 partitions: int, batch_size: int, batch_wait: float, debug_batches: bool = False,
+                 partitions: int, batch_size: int, debug_batches: bool = False,
                  extra: list[str] | None = None):  # fmt: skip
         self.port = free_port()
         self.app_id = app_id
@@ -145,7 +145,7 @@ class WorkerProc(Proc):
             sys.executable, "-m", "rater", "worker",
             "--broker", broker, "--app-id", app_id, "--partitions", str(partitions),
             "--rates", str(RATES_DIR), "--state-dir", str(state_dir), "--web-port", str(self.port),
-            "--batch-size", str(batch_size), "--batch-wait", str(batch_wait),
+            "--batch-size", str(batch_size),
             # No wall-clock sweep during a measurement: it would add outputs after the last one.
             "--sweep-interval", "3600",
         ]  # fmt: skip

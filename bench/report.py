@@ -298,7 +298,7 @@ def render(full: dict | None, quick: dict | None) -> str:
     L += ["## Throughput", ""]
     capped = not s["worker_finished"]
     L += [
-        f"`rater worker --batch-size {st['batch_size']} --batch-wait {st['batch_wait']}` (the defaults), "
+        f"`rater worker --batch-size {st['batch_size']}` (the default), "
         "fresh app id, output topics and state dir each run. "
         + (
             f"**The worker does not finish the input in the time allowed** (`--worker-cap {st['worker_cap']:.0f}` s after "
@@ -348,17 +348,6 @@ def render(full: dict | None, quick: dict | None) -> str:
         "the faster (batch) relay: what Kafka I/O in Python costs at best.",
         "",
     ]
-    sweep = res.get("batch_wait_sweep") or []
-    if sweep:
-        L += ["### `--batch-wait`", ""]
-        rows = [[f"{st['batch_wait']} (default, median)", n0(w["rate"]), n0(wb["mean_records"]), n1(wb["mean_ms"]),
-                 n0(w["cpu_us_per_record"]), n0(w["peak_rss_mib"])]]  # fmt: skip
-        for x in sweep:
-            b = x["batches"]
-            rows.append([f"{x['batch_wait']}", n0(x["rate"]), n0(b.get("mean_records")), n1(b.get("mean_ms")),
-                         n0(x["cpu_us_per_record"]), n0(x["peak_rss_mib"])])  # fmt: skip
-        L += table(["--batch-wait (s)", "rec/s", "records / batch", "ms / batch", "CPU µs / record", "peak RSS MiB"], rows)
-        L += ["", f"(one run each, `--extra-cap {st['extra_cap']:.0f}` s; same input, fresh worker.)", ""]
     # latency
     L += ["## Latency", ""]
     L += [
@@ -401,7 +390,7 @@ def render(full: dict | None, quick: dict | None) -> str:
         L += ["## Restart and memory per account", ""]
         L += [
             f"A worker builds {rs['accounts']:,} accounts from {rs['records']:,} commands (`configure_account` and "
-            f"`add_funds` per tenant, `--batch-wait {rs['build_batch_wait']}`, rated in "
+            f"`add_funds` per tenant, rated in "
             f"{rs['build_s']} s), is stopped (SIGTERM) and started again on the same state dir "
             f"({rs['state_dir_mib']:.0f} MiB of RocksDB), {len(rs['ready_s'])} time(s):",
             "",
@@ -478,7 +467,7 @@ def render(full: dict | None, quick: dict | None) -> str:
         "Settings of this run: " + ", ".join(f"`--{k.replace('_', '-')} {v}`" for k, v in st.items()
                                              if k in ("cdrs", "tenants", "runs", "worker_cap", "latency_seconds",
                                                       "latency_drain", "latency_tenants", "restart_accounts",
-                                                      "profile_seconds", "batch_size", "batch_wait")) + ".",  # fmt: skip
+                                                      "profile_seconds", "batch_size")) + ".",  # fmt: skip
         "",
     ]
     if quick and full:

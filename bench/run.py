@@ -67,9 +67,9 @@ def dumps(obj: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(obj)))
 
 FULL = dict(cdrs=1_000_000, tenants=10_000, runs=3, worker_cap=100.0, latency_seconds=20.0, latency_drain=10.0,
-            latency_tenants=1_000, restart_accounts=100_000, profile_seconds=30.0, extra_waits="0.5", extra_cap=45.0)
+            latency_tenants=1_000, restart_accounts=100_000, profile_seconds=30.0)
 QUICK = dict(cdrs=30_000, tenants=1_000, runs=1, worker_cap=25.0, latency_seconds=4.0, latency_drain=4.0,
-             latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0, extra_waits="", extra_cap=20.0)  # fmt: skip
+             latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0)  # fmt: skip
 
 
 logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retried NotLeader... right after a topic is made
@@ -131,14 +131,12 @@ class Bench:
             log(f"could not delete topics {prefix}*: {exc}")
 
     def worker(self, name: str, topics: dict[str, str], *, app_id: str | None = None, state_dir: Path | None = None,
-               batch_wait: float | None = None, debug: bool = True) -> WorkerProc:  # fmt: skip
+               debug: bool = True) -> WorkerProc:  # fmt: skip
         app_id = app_id or f"{self.prefix}-{name}"
         state_dir = state_dir or self.work / f"{name}-state"
         w = WorkerProc(self.bootstrap, app_id=app_id, topics=topics, state_dir=state_dir,
                        log_path=self.work / f"{name}.log", partitions=self.args.partitions,
-                       batch_size=self.args.batch_size,
-                       batch_wait=self.args.batch_wait if batch_wait is None else batch_wait,
-                       debug_batches=debug)  # fmt: skip
+                       batch_size=self.args.batch_size, debug_batches=debug)  # fmt: skip
         self.results["commands"].setdefault("worker", " ".join(_shown(w.cmd)))
         return w
 
@@ -195,10 +193,10 @@ class Bench:
 
     # --- throughput -------------------------------------------------------------------
 
-    def measure_worker(self, name: str, cap: float, batch_wait: float | None = None) -> dict:
+    def measure_worker(self, name: str, cap: float) -> dict:
         base = f"{self.prefix}-{name}"
         topics = self.out_topics(base, self.input_topic)
-        w = self.track(self.worker(name, topics, app_id=base, batch_wait=batch_wait))
+        w = self.track(self.worker(name, topics, app_id=base))
         w.start()
         try:
             ready_s = w.wait_ready()
@@ -249,7 +247,7 @@ class Bench:
             "cpu_s": round(cpu1 - cpu0, 2), "cpu_us_per_record": (cpu1 - cpu0) / rated * 1e6 if rated else None,
             "cpu_share": (cpu1 - cpu0) / max(time.time() - t_ready, 1e-9),
             "peak_rss_mib": hwm / 1024, "rss_mib": rss / 1024, "ready_s": round(ready_s, 2),
-            "outputs": outputs, "batch_wait": self.args.batch_wait if batch_wait is None else batch_wait,
+            "outputs": outputs,
             "batch_size": self.args.batch_size, "batches": batches, "disk": disk,
         }  # fmt: skip
         log(f"worker {name}: {rated:,} of {self.n_input:,} records{'' if done else ' (capped)'} in {seconds:.1f} s "
@@ -279,7 +277,7 @@ class Bench:
         asyncio.run(kio.create_topics(self.bootstrap, [out_topic], self.args.partitions))
         cmd = [sys.executable, "-m", "bench.relay", "--broker", self.bootstrap, "--topic", self.input_topic,
                "--out", out_topic, "--group", base, "--mode", mode, "--batch-size", str(self.args.batch_size),
-               "--wait", str(self.args.batch_wait)]  # fmt: skip
+               "--wait", str(self.args.relay_wait)]  # fmt: skip
         self.results["commands"].setdefault(f"relay_{mode}", " ".join(_shown(cmd)))
         p = self.track(Proc(cmd, self.work / f"{name}.log"))
         p.start()
@@ -461,11 +459,10 @@ class Bench:
         asyncio.run(kio.create_topics(self.bootstrap, [idle_topics["cdrs"]], a.partitions))
         # The idle worker (no account) runs beside the builder: RSS does not mind the noise.
         idle = self.track(self.worker("idle", idle_topics, debug=False))
-        builder = self.track(self.worker("rs-build", topics, app_id=base, state_dir=state,
-                                         batch_wait=a.build_batch_wait, debug=False))  # fmt: skip
+        builder = self.track(self.worker("rs-build", topics, app_id=base, state_dir=state, debug=False))
         idle.start()
         builder.start()
-        res: dict[str, Any] = {"accounts": n, "records": len(cmds), "build_batch_wait": a.build_batch_wait}
+        res: dict[str, Any] = {"accounts": n, "records": len(cmds)}
         try:
             builder.wait_ready()
             t0 = time.monotonic()
@@ -607,9 +604,6 @@ class Bench:
             r["offline"] = self.measure_offline(run)
             r["latency"] = [self.measure_latency(run, rate) for rate in rates]
             self.results["runs"].append(r)
-        waits = [float(x) for x in a.extra_waits.split(",") if x]
-        self.results["batch_wait_sweep"] = [self.measure_worker(f"bw{i}", a.extra_cap, batch_wait=wt)
-                                            for i, wt in enumerate(waits)]  # fmt: skip
         if not a.no_restart:
             self.results["restart"] = self.measure_restart()
         if not a.no_profile:
@@ -705,17 +699,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=2000, help="the worker's --batch-size (and the relay's)")
-    p.add_argument("--batch-wait", type=float, default=0.02, help="the worker's --batch-wait (and the relay's)")
+    p.add_argument("--relay-wait", type=float, default=0.02, help="the relay's getmany timeout (s)")
     p.add_argument("--worker-cap", type=float, help="seconds a worker may rate before its rate is read off")
-    p.add_argument("--extra-waits", help="extra --batch-wait values measured once (comma list; '' for none)")
-    p.add_argument("--extra-cap", type=float)
     p.add_argument("--latency-rates", default="1000,5000,20000")
     p.add_argument("--latency-seconds", type=float)
     p.add_argument("--latency-drain", type=float, help="seconds allowed after the pacer stops")
     p.add_argument("--latency-tenants", type=int)
     p.add_argument("--restart-accounts", type=int)
-    p.add_argument("--build-batch-wait", type=float,
-                   help="--batch-wait of the worker that builds the restart state (default: --batch-wait)")
     p.add_argument("--profile-seconds", type=float)
     p.add_argument("--profiler", choices=("auto", "py-spy", "pyinstrument"), default="auto",
                    help="auto: py-spy when installed, else pyinstrument (the bench extra)")
@@ -726,8 +716,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, inputs)")
     p.add_argument("--keep-profiles", action="store_true", help="copy py-spy's raw stacks to bench/results/")
     args = p.parse_args(argv)
-    if args.build_batch_wait is None:
-        args.build_batch_wait = args.batch_wait
     defaults = QUICK if args.quick else FULL
     for k, v in defaults.items():
         if getattr(args, k) is None:

@@ -63,6 +63,8 @@ class RatePlan:
     # call_type -> prefix -> (effective_from ascending, rates in the same order)
     index: dict[str, dict[str, tuple[list[int], list[Rate]]]] = field(default_factory=dict)
     rows: int = 0
+    # call_type -> the prefix lengths it has rows for, longest first: a lookup tries only these
+    lengths: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def lookup(self, call_type: str, digits: str, started_at: int) -> Rate | None:
         """Longest prefix of ``digits`` with a row in force at ``started_at``, then the
@@ -71,7 +73,10 @@ class RatePlan:
         by_prefix = self.index.get(call_type)
         if not by_prefix:
             return None
-        for n in range(min(len(digits), 15), 0, -1):
+        size = len(digits)
+        for n in self.lengths[call_type]:
+            if n > size:
+                continue
             entry = by_prefix.get(digits[:n])
             if entry is None:
                 continue
@@ -183,6 +188,7 @@ def _parse_plan(name: str, text: str, problems: list[str]) -> RatePlan | None:
         starts, rates = plan.index.setdefault(r.call_type, {}).setdefault(r.prefix, ([], []))
         starts.append(r.effective_from)
         rates.append(r)
+    plan.lengths = {ct: tuple(sorted({len(p) for p in by_prefix}, reverse=True)) for ct, by_prefix in plan.index.items()}
     plan.rows = len(rows)
     return plan
 
