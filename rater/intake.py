@@ -25,14 +25,32 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
-from faust.transport.drivers.aiokafka import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 
 BulkHandler = Callable[[Mapping[Any, list], int], Awaitable[None]]
+
+# How long the broker may hold a fetch that finds no new data. faust sets 1,500 ms. A fetch
+# names every assigned partition without buffered records (the changelog's too, which
+# have nothing new), so while the worker works through one fetch the next one sits at the
+# broker for the whole wait, and the worker stalls for it when the buffer runs dry: about
+# 1.5 s for every ~6,000 records in a backlog (measured). 50 ms keeps the stall short and
+# costs an idle worker about 20 empty fetches a second.
+FETCH_MAX_WAIT_MS = 50
+
+
+class _Thread(AIOKafkaConsumerThread):
+    def _create_consumer(self, loop):  # type: ignore[override]
+        consumer = super()._create_consumer(loop)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by start(), which builds the fetcher
+        return consumer
 
 
 class BulkConsumer(Consumer):
     bulk_topics: frozenset[str] = frozenset()
     bulk_handler: Optional[BulkHandler] = None
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _Thread(self, loop=self.loop, beacon=self.beacon)
 
     async def _wait_next_records(self, timeout: float):  # type: ignore[override]
         generation = self.app.consumer_generation_id

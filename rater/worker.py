@@ -288,15 +288,16 @@ class RaterWorker:
             active = self._active_tps()
             messages: list[Message] = []
             seeks: dict[TP, int] = {}
+            new = [tp for tp in chunks if tp in active and not self.continuity.knows(tp)]
+            if new:
+                for tp, start in (await self._start_offsets(new)).items():
+                    self.continuity.start(tp, start)
             for tp, records in chunks.items():
                 if tp not in active:
                     continue  # revoked, or not ours yet: the assignment seeks it to committed
-                if not self.continuity.knows(tp):
-                    start = await self._start_offset(tp)
-                    if start is None:  # the broker did not say: fetch these again later
-                        seeks[tp] = records[0].offset
-                        continue
-                    self.continuity.start(tp, start)
+                if not self.continuity.knows(tp):  # the broker did not say: fetch these again later
+                    seeks[tp] = records[0].offset
+                    continue
                 verdict = self.continuity.judge(tp, records)
                 if verdict.hole is not None:
                     log.warning("%s/%d: offsets %d to %d are not in the log (fetched twice); going on",
@@ -311,20 +312,26 @@ class RaterWorker:
             if messages:
                 await self.handle_batch(messages, arrived)
 
-    async def _start_offset(self, tp: TP) -> int | None:
-        """Where a newly assigned partition starts: its committed offset, else the log start."""
+    async def _start_offsets(self, tps: list[TP]) -> dict[TP, int]:
+        """Where newly assigned partitions start: the committed offset, else the log start,
+        asked of the broker in one go (a partition it does not answer for is left out)."""
         thread = self.app.consumer._thread
         aio = thread._ensure_consumer()
+
+        async def ask() -> dict[TP, int]:  # runs on the consumer's thread
+            committed = await asyncio.gather(*(aio.committed(tp) for tp in tps))
+            out = {tp: c for tp, c in zip(tps, committed) if c is not None}
+            fresh = [tp for tp in tps if tp not in out]
+            if fresh:
+                out.update(await aio.beginning_offsets(fresh))
+            return out
+
         try:
-            committed = await asyncio.wait_for(thread.call_thread(aio.committed, tp), 10)
-            if committed is None:
-                starts = await asyncio.wait_for(thread.call_thread(aio.beginning_offsets, [tp]), 10)
-                committed = starts.get(tp)
+            return await asyncio.wait_for(thread.call_thread(ask), 15)
         except Exception as exc:  # the coordinator is moving; the records are fetched again
-            log.warning("%s/%d: no committed offset from the broker (%s); fetching again",
-                        tp.topic, tp.partition, type(exc).__name__)  # fmt: skip
-            return None
-        return committed
+            log.warning("no committed offsets from the broker for %d partition(s) (%s); fetching again",
+                        len(tps), type(exc).__name__)  # fmt: skip
+            return {}
 
     async def handle_batch(self, messages: list[Message], arrived: float) -> None:
         """Steps 2 to 5 of the commit protocol, for records the continuity check let through."""
