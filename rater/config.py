@@ -27,6 +27,7 @@ class WorkerConfig:
     advertised_host: str | None = None
     topics: Topics = field(default_factory=Topics)
     batch_size: int = 2000
+    account_cache: int = 50_000
     sweep_interval: float = 30.0
     reload_interval: float = 5.0
     log_format: str = "text"
@@ -58,6 +59,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advertised-host", default=e("ADVERTISED_HOST"),
                    help="host other workers use to reach this one (RATER_ADVERTISED_HOST; default: the web host)")
     p.add_argument("--batch-size", type=int, default=int(e("BATCH_SIZE", str(d.batch_size))), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")
+    p.add_argument("--account-cache", type=int, default=int(e("ACCOUNT_CACHE", str(d.account_cache))),
+                   help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)")
     p.add_argument("--sweep-interval", type=float, default=float(e("SWEEP_INTERVAL", str(d.sweep_interval))),
                    help="seconds between wall-clock expiry sweeps (RATER_SWEEP_INTERVAL)")
     p.add_argument("--log-format", choices=("text", "json"), default=e("LOG_FORMAT", d.log_format), help="(RATER_LOG_FORMAT)")
@@ -88,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         broker=args.broker, app_id=args.app_id, partitions=args.partitions, replication=args.replication,
         rates_dir=args.rates_dir, state_dir=args.state_dir, store=args.store, web_host=args.web_host,
         web_port=args.web_port, advertised_host=args.advertised_host, topics=topics,
-        batch_size=args.batch_size, sweep_interval=args.sweep_interval, log_format=args.log_format,
+        batch_size=args.batch_size, account_cache=args.account_cache, sweep_interval=args.sweep_interval, log_format=args.log_format,
         log_level=args.log_level, security_protocol=args.security_protocol,
         sasl_mechanism=args.sasl_mechanism, sasl_username=args.sasl_username,
         sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,

@@ -35,6 +35,13 @@ def is_segment_key(key: bytes) -> bool:
     return SEP in key
 
 
+def durable_ids(recent: dict) -> set:
+    """The recent ids that are in the stored account, as far as ``plan`` needs them:
+    ``plan`` moves ids only once ``SEGMENT_AT`` of them are durable, so below that the set
+    is not built (a smaller set only makes ``plan`` move ids one write later)."""
+    return set(dict.keys(recent)) if len(recent) >= SEGMENT_AT else set()
+
+
 class SeenIds(dict):
     """The account's recent ids (this dict, stored in the account) plus, for ``in``,
     the ids of its segments, read on first use."""
@@ -81,9 +88,20 @@ class IdSegments:
 
     def wrap(self, acct: Account) -> set:
         """Give the loaded account its ``SeenIds``; return the ids that were durable."""
-        durable = set(acct.seen_cdrs)
+        durable = durable_ids(acct.seen_cdrs)
         acct.seen_cdrs = SeenIds(acct.seen_cdrs, lambda: self.older_ids(acct))
         return durable
+
+    def rewrap(self, acct: Account) -> set:
+        """After the account was written: its recent ids are durable now. The account
+        keeps (or gets, when the batch created it) a ``SeenIds`` whose segment ids are
+        read again on next use, since ``plan`` may have moved or dropped some."""
+        recent = acct.seen_cdrs
+        if isinstance(recent, SeenIds):
+            recent._older = None
+        else:
+            acct.seen_cdrs = recent = SeenIds(recent, lambda: self.older_ids(acct))
+        return durable_ids(recent)
 
     def plan(self, acct: Account, durable: set, horizon: int) -> list[tuple[bytes, bytes | None]]:
         """Segment writes (key, value; None deletes) that must be acknowledged before
@@ -100,7 +118,7 @@ class IdSegments:
             else:
                 keep.append([n, latest])
         recent = acct.seen_cdrs
-        moved = [k for k in durable if dict.__contains__(recent, k)]
+        moved = [k for k in durable if dict.__contains__(recent, k)] if len(recent) >= SEGMENT_AT else []
         if len(moved) >= SEGMENT_AT:
             n = acct.next_segment
             acct.next_segment += 1

@@ -126,6 +126,7 @@ class RaterWorker:
         self.lock = asyncio.Lock()
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
         self.positions: dict[tuple[str, int], int] = {}  # last offset processed
+        self.cache: dict[str, tuple[ledger.Account, set]] = {}  # tenant -> (account, its durable ids)
         self.continuity = Continuity()
         self.generation = -1
         self.rescan = True
@@ -202,7 +203,16 @@ class RaterWorker:
 
         @app.timer(interval=self.cfg.sweep_interval)
         async def sweep_timer():
-            await self.sweep()
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                self.cache.clear()
+                raise
+            except Exception:
+                # Its accounts may be changed in memory and not written: forget them, so
+                # the next batch or sweep starts from the store (the sweep runs again).
+                self.cache.clear()
+                log.exception("wall-clock sweep failed; it runs again in %.0f s", self.cfg.sweep_interval)
 
         @app.timer(interval=COMMIT_EVERY)
         async def commit_timer():
@@ -226,6 +236,7 @@ class RaterWorker:
         async def on_rebalance_complete(sender, **kwargs):
             self.rescan = True
             self.segments.clear()
+            self.cache.clear()
             log.info("partitions assigned: %s", sorted({tp.partition for tp in self._active_tps()}))
             asyncio.ensure_future(self.index())
 
@@ -236,13 +247,36 @@ class RaterWorker:
 
     def _load(self, tenant: str) -> ledger.Account | None:
         """An account for the ledger: its recent ids in the record, older ones in
-        segments (``rater/idstore.py``), with the recent ids noted as durable."""
+        segments (``rater/idstore.py``), with the recent ids noted as durable.
+
+        From the cache when it is there: the cache holds, per account, the value its
+        last step 4 wrote (or the store held), so it equals the store between batches.
+        A batch that does not reach the end of step 4 ends the process (``take``), and
+        every rebalance empties the cache, so a cached account is never one that
+        another worker may have changed since."""
+        hit = self.cache.pop(tenant, None)
+        if hit is not None:
+            self.cache[tenant] = hit  # most recently used last
+            acct, durable = hit
+            self.durable[tenant] = durable
+            return acct
         raw = self._get_raw(tenant.encode())
         if raw is None:
             return None
         acct = decode_account(raw)
-        self.durable[tenant] = self.segments.wrap(acct)
+        durable = self.segments.wrap(acct)
+        self.durable[tenant] = durable
+        self._remember_account(tenant, acct, durable)
         return acct
+
+    def _remember_account(self, tenant: str, acct: ledger.Account, durable: set) -> None:
+        limit = self.cfg.account_cache
+        if limit <= 0:
+            return
+        cache = self.cache
+        cache[tenant] = (acct, durable)
+        while len(cache) > limit:
+            del cache[next(iter(cache))]
 
     def _read(self, tenant: str) -> ledger.Account | None:
         """An account to show, not to change."""
@@ -277,6 +311,20 @@ class RaterWorker:
         committed offset when the new assignment starts), and every other run of records
         goes through the continuity check (``rater/offsets.py``) before it is applied.
         """
+        try:
+            await self._take(chunks, generation)
+        except asyncio.CancelledError:
+            # The app is stopping (faust stops its fetcher only then); a batch cut short
+            # may have changed cached accounts that were not written: forget them.
+            self.cache.clear()
+            raise
+        except BaseException:
+            # Nothing of this batch is committed: stop hard and let a restart replay it.
+            log.exception("batch failed; stopping the worker so the batch is replayed")
+            logging.shutdown()
+            os._exit(70)
+
+    async def _take(self, chunks: Mapping[TP, list], generation: int) -> None:
         arrived = time.monotonic()
         consumer = self.app.consumer
         async with self.lock:
@@ -366,6 +414,7 @@ class RaterWorker:
             for tp in revoked:
                 self.positions.pop((tp.topic, tp.partition), None)
             self.continuity.reset()
+            self.cache.clear()  # another worker may change these accounts from now on
 
     async def _commit_positions(self) -> None:
         """Step 5, ours: commit the offsets of the records whose step 4 is done.
@@ -420,26 +469,50 @@ class RaterWorker:
         for tenant, (partition, acct) in accounts.items():
             durable = self.durable.pop(tenant, set())
             for key, value in self.segments.plan(acct, durable, self.processor.engine.horizon):
-                self._store_put(store, changelog, partition, key, value)
                 records.append((changelog, partition, key, value, None))
         if records:
             await self._deliver(records)
         # Phase B: the accounts.
         records = []
         for tenant, (partition, acct) in accounts.items():
-            key = tenant.encode()
-            value = encode_account(acct)
-            self._store_put(store, changelog, partition, key, value)
-            records.append((changelog, partition, key, value, None))
+            records.append((changelog, partition, tenant.encode(), encode_account(acct), None))
             self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
             self._note_due(tenant, acct)
         await self._deliver(records)
+        # The written values are the cached ones now: their recent ids are all durable.
+        for tenant, (_partition, acct) in accounts.items():
+            self._remember_account(tenant, acct, self.segments.rewrap(acct))
 
     async def _deliver(self, records: list) -> None:
-        store = self.accounts.data
+        """Onto the changelog, acknowledged; then into the local store with the changelog
+        offset it has reached, one atomic write per partition. The local store is
+        therefore never ahead of the changelog: after a crash between the two, faust's
+        recovery reads the changelog from the older offset and writes the same values."""
         delivery = await send_all(await self._producer(), records)
-        for (topic, partition), offset in delivery.last_offset.items():
-            store.set_persisted_offset(TP(topic, partition), offset)
+        store = self.accounts.data
+        db_for = getattr(store, "_db_for_partition", None)
+        if db_for is None:  # the memory store
+            changelog = records[0][0]
+            for _topic, partition, key, value, _headers in records:
+                self._store_put(store, changelog, partition, key, value)
+            for (topic, partition), offset in delivery.last_offset.items():
+                store.set_persisted_offset(TP(topic, partition), offset)
+            return
+        from rocksdict import WriteBatch
+
+        batches: dict[int, Any] = {}
+        for _topic, partition, key, value, _headers in records:
+            wb = batches.get(partition)
+            if wb is None:
+                wb = batches[partition] = WriteBatch(raw_mode=True)
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+        for (_topic, partition), offset in delivery.last_offset.items():
+            batches[partition].put(store.offset_key, str(offset).encode())
+        for partition, wb in batches.items():
+            db_for(partition).write(wb)
 
     @staticmethod
     def _store_put(store, changelog: str, partition: int, key: bytes, value: bytes | None) -> None:
