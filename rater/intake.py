@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 
 BulkHandler = Callable[[Mapping[Any, list], int], Awaitable[None]]
+StopHandler = Callable[[], Awaitable[None]]
 
 # How long the broker may hold a fetch that finds no new data. faust sets 1,500 ms. A fetch
 # names every assigned partition without buffered records (the changelog's too, which
@@ -41,13 +42,25 @@ FETCH_MAX_WAIT_MS = 50
 class _Thread(AIOKafkaConsumerThread):
     def _create_consumer(self, loop):  # type: ignore[override]
         consumer = super()._create_consumer(loop)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by start(), which builds the fetcher
+        # Both read by start(), which builds the fetcher.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        # A platform that publishes CDRs in Kafka transactions expects an aborted one not
+        # to be charged; faust reads committed records only in its exactly-once mode.
+        consumer._isolation_level = "read_committed"
         return consumer
 
 
 class BulkConsumer(Consumer):
     bulk_topics: frozenset[str] = frozenset()
     bulk_handler: Optional[BulkHandler] = None
+    stop_handler: Optional[StopHandler] = None
+
+    async def on_stop(self) -> None:
+        # Before faust's own stop, while the group membership and the consumer thread
+        # still stand: the worker commits what its finished batches reached.
+        if self.stop_handler is not None:
+            await self.stop_handler()
+        await super().on_stop()
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _Thread(self, loop=self.loop, beacon=self.beacon)
@@ -65,8 +78,10 @@ class BulkConsumer(Consumer):
         return records, active
 
 
-def install(app: Any, topics: frozenset[str], handler: BulkHandler) -> None:
-    """Make ``app`` build its consumer as a ``BulkConsumer`` feeding ``handler``.
-    Must run before the app creates its consumer (that is, before it starts)."""
-    cls = type("RaterBulkConsumer", (BulkConsumer,), {"bulk_topics": topics, "bulk_handler": staticmethod(handler)})
+def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_stop: StopHandler) -> None:
+    """Make ``app`` build its consumer as a ``BulkConsumer`` feeding ``handler``, and
+    calling ``on_stop`` when it stops. Must run before the app creates its consumer
+    (that is, before it starts)."""
+    cls = type("RaterBulkConsumer", (BulkConsumer,), {
+        "bulk_topics": topics, "bulk_handler": staticmethod(handler), "stop_handler": staticmethod(on_stop)})  # fmt: skip
     app.transport.Consumer = cls

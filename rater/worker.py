@@ -1,36 +1,42 @@
 """``rater worker``: the core driven by Kafka, in a faust-streaming app.
 
-One agent consumes both input topics (``cdrs`` and ``tenant-commands``), which are
-co-partitioned with the ``accounts`` table, in batches (``stream.take_events``). Each
-batch goes through ``BatchProcessor`` (no I/O) and then through the commit protocol:
+Faust runs the group membership, the co-partitioned assignment of both input topics
+(``cdrs`` and ``tenant-commands``) with the ``accounts`` table, table recovery, standbys
+and the web views. The input records themselves come to ``take`` in bulk, straight from
+faust's aiokafka consumer (``rater/intake.py``), and go through the commit protocol:
 
-Commit protocol of one batch (``RaterWorker.handle_batch``)
------------------------------------------------------------
-1. Faust hands over a batch of events and does not ack them until this returns, so
-   their offsets cannot be committed yet.
+Commit protocol of one batch (``RaterWorker.take`` and ``handle_batch``)
+-------------------------------------------------------------------------
+1. Take the input records of one fetch under the lock (a rebalance waits for it); drop
+   the fetch if a rebalance began since; check each partition's run of offsets against
+   the next expected one (``rater/offsets.py``): already-applied records are dropped, a
+   hole is sought back over and fetched again.
 2. Apply: ``BatchProcessor.process`` routes, decodes, validates and applies the records
-   to accounts read from the table, in memory. Nothing has been written.
+   to the accounts (cached, or read from the table), in memory. Nothing has been written.
 3. Produce the outputs (rated CDRs, balance events, recharge requests, rejects) and the
    misrouted records forwarded to their partition, and wait until Kafka has acknowledged
    every one (``acks=all``).
-4. Write each changed account once: into the local store (RocksDB) and onto the table's
-   changelog topic, one record per account holding its balance, lots *and* the ids it
-   has applied; wait until Kafka has acknowledged every changelog record.
-5. Commit: the offsets of the batch's records (at most once a second,
-   ``_commit_positions``); also, returning acks the events for faust's own committer.
-   Either way an offset is committed only after step 4 of its batch.
+4. Write each changed account once onto the table's changelog topic, one record per
+   account holding its balance, lots *and* the ids it has applied (id segments first,
+   ``rater/idstore.py``); wait for every acknowledgement; then write the same values and
+   the changelog offset into the local RocksDB store, one atomic batch per partition.
+5. Commit the batch's offsets (``_commit_positions``: after a batch at most once a
+   second, on a 1 s timer, and on revocation). Only offsets whose step 4 is done.
 
 A crash before 3 completes: nothing is committed; the batch is consumed again from the
 same state and gives the same outputs, with the same ids. Between 3 and 4: outputs are
 out, the state is not; the replay applies the records again from the old state and writes
-the same outputs again (same ids, same content: consumers drop repeats). Between 4 and 5:
-state is saved, offsets are not; the replay finds every id in the account and applies
-nothing (outputs were written in 3). After 5: done. So each debit lands exactly once in
-the account, and each output is written at least once with a stable id. The argument in
-full, with the tests that exercise it, is in ``docs/crash-safety.md``.
+the same outputs again (same ids, same content: consumers drop repeats). Inside 4, after
+an acknowledgement and before the local write: faust's recovery brings the local store
+up to the changelog. Between 4 and 5: state is saved, offsets are not; the replay finds
+every id in the account and applies nothing (outputs were written in 3). After 5: done.
+So each debit lands exactly once in the account, and each output is written at least
+once with a stable id. Any exception ends the process, so no half-done batch is followed
+by another. The argument in full, with the tests that exercise it, is in
+``docs/crash-safety.md``.
 
 The wall-clock sweep (``RaterWorker.sweep``) follows steps 2 to 4 for the accounts with
-lots due to expire or a recharge request due to time out; a lock keeps it from
+lots due to expire or a recharge request due to time out; the lock keeps it from
 interleaving with a batch.
 """
 
@@ -120,7 +126,7 @@ class RaterWorker:
         self.stats.rate_tables_version = tables.version
         self.stats.rate_tables_loaded_at = time.time()
         self.app = self._build_app()
-        intake.install(self.app, frozenset((cfg.topics.cdrs, cfg.topics.commands)), self.take)
+        intake.install(self.app, frozenset((cfg.topics.cdrs, cfg.topics.commands)), self.take, self.on_stop)
         self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self._load)
         self.processor.engine.tally = self.stats.tally
         self.lock = asyncio.Lock()
@@ -405,6 +411,13 @@ class RaterWorker:
         if done - self.last_commit >= COMMIT_EVERY:
             await self._commit_positions()
             self.last_commit = time.monotonic()
+
+    async def on_stop(self) -> None:
+        """A clean stop: commit what the finished batches reached (the batch in flight,
+        if any, was cancelled with faust's fetcher and is replayed by the next start)."""
+        async with self.lock:
+            await self._commit_positions()
+            log.info("committed the finished batches' offsets before stopping")
 
     async def on_revoked(self, revoked: set) -> None:
         """A rebalance begins: the batch in flight (if any) finishes first (the lock), then

@@ -590,6 +590,65 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
         assert a.errors() == [] and b.errors() == []
 
 
+# ---------------------------------------------------------------------------- 7b. transactions
+
+
+def test_cdrs_published_in_transactions_are_rated_once_and_an_aborted_one_not_at_all(kafka_broker):
+    """Every committed transaction leaves a marker at an offset of its own: the worker
+    sees each as a hole, seeks back once, finds the same hole and goes on
+    (rater/offsets.py, rule 3). The aborted transaction's calls are never charged."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    broker = kafka_broker.bootstrap
+    now = now_utc()
+    tenant = "tx-main"
+    P = 4
+    with RaterWorker(broker, name="w7b-tx", extra_args=["--sweep-interval", "3600"]) as w:
+        t = w.topics
+        part = home(tenant, P)
+        setup = [
+            {"command_id": "tx-setup", "tenant_id": tenant, "command": "configure_account",
+             "occurred_at": iso(now - timedelta(days=1)), "rate_plan": "standard-usd"},
+            {"command_id": "tx-funds", "tenant_id": tenant, "command": "add_funds",
+             "occurred_at": iso(now - timedelta(hours=2)), "amount": "100"},
+        ]  # fmt: skip
+
+        def cdr(i: int) -> dict:
+            return {"cdr_id": f"tx-{i}", "tenant_id": tenant, "call_type": "domestic", "to": "+12125550100",
+                    "started_at": iso(now - timedelta(minutes=90 - i)), "duration_seconds": 60}  # fmt: skip
+
+        async def publish() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=broker, transactional_id=f"tx-{t.cdrs}")
+            await producer.start()
+            try:
+                async with producer.transaction():
+                    for r in setup:
+                        await producer.send_and_wait(t.cdrs, orjson.dumps(r), key=tenant.encode(), partition=part)
+                for txn in range(6):  # 3 calls a transaction; the fourth is aborted
+                    await producer.begin_transaction()
+                    for i in range(txn * 3, txn * 3 + 3):
+                        await producer.send_and_wait(t.cdrs, orjson.dumps(cdr(i)), key=tenant.encode(), partition=part)
+                    if txn == 3:
+                        await producer.abort_transaction()
+                    else:
+                        await producer.commit_transaction()
+            finally:
+                await producer.stop()
+
+        asyncio.run(publish())
+        # 2 commands + 15 committed calls; the 3 aborted ones (tx-9 .. tx-11) are not read.
+        wait_for(lambda: w.records_done() == 17, 60, what="the committed records applied", workers=(w,))
+        rated = consume_all(broker, t.rated, expect=15)
+        assert sorted({orjson.loads(r.value)["cdr_id"] for r in rated}) == sorted(
+            f"tx-{i}" for i in list(range(0, 9)) + list(range(12, 18)))
+        # The worker went past the markers as holes it fetched twice, and said so.
+        assert "are not in the log (fetched twice)" in w.log()
+        assert w.metric("rater_records_total", topic=t.cdrs, outcome="applied") == 17
+        assert w.errors() == []
+
+
 # ---------------------------------------------------------------------------- 8. restart
 
 
