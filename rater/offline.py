@@ -82,6 +82,7 @@ def run(
     files = {name: open(os.path.join(out_dir, name), "wb", buffering=1 << 20) for name in OUTPUT_FILES}
     rated_f, events_f, requests_f, rejects_f = (files[n] for n in OUTPUT_FILES)
     dumps = orjson.dumps
+    nl = orjson.OPT_APPEND_NEWLINE
     started = time.perf_counter()
     records = 0
     done_bytes = 0
@@ -95,13 +96,13 @@ def run(
             p = engine.process(raw, None, {"file": path, "line": lineno}, now)
             out = p.outcome
             if out.rated is not None:
-                rated_f.write(dumps(out.rated) + b"\n")
+                rated_f.write(dumps(out.rated, option=nl))
             for e in out.events:
-                events_f.write(dumps(e) + b"\n")
+                events_f.write(dumps(e, option=nl))
             for r in out.recharge_requests:
-                requests_f.write(dumps(r) + b"\n")
+                requests_f.write(dumps(r, option=nl))
             if p.reject is not None:
-                rejects_f.write(dumps(p.reject) + b"\n")
+                rejects_f.write(dumps(p.reject, option=nl))
             if records % 4096 == 0:
                 progress.update(done_bytes, records)
         progress.update(done_bytes, records, force=True)

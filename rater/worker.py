@@ -366,7 +366,7 @@ class RaterWorker:
                     seeks[tp] = verdict.seek_to
                     log.warning("%s/%d: fetched offset %d where %d was expected; seeking back to it",
                                 tp.topic, tp.partition, verdict.found, verdict.seek_to)  # fmt: skip
-                messages.extend(Message(r.topic, r.partition, r.offset, r.key, r.value) for r in verdict.take)
+                messages.extend(verdict.take)  # aiokafka ConsumerRecords: topic, partition, offset, key, value as a Message
             if seeks:
                 await consumer.seek_wait(seeks)
             if messages:
