@@ -348,6 +348,15 @@ def render(full: dict | None, quick: dict | None) -> str:
         "the faster (batch) relay: what Kafka I/O in Python costs at best.",
         "",
     ]
+    abl = res.get("ablation") or []
+    if abl:
+        L += ["### What each change bought (ablation, same run)", ""]
+        rows = [["all on (the throughput median above)", "", n0(w["rate"]), "1.00", n0(w["cpu_us_per_record"])]]
+        for x in abl:
+            rows.append([x["label"], f"`{x['args']}`", n0(x["rate"]), f"{x['rate'] / w['rate']:.2f}" if w["rate"] else "",
+                         n0(x["cpu_us_per_record"])])  # fmt: skip
+        L += table(["worker", "flags", "rec/s", "vs all on", "CPU µs / record"], rows)
+        L += ["", "(One run each, same input and cap as the throughput runs, fresh app id and state dir.)", ""]
     # latency
     L += ["## Latency", ""]
     L += [

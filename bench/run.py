@@ -72,6 +72,12 @@ QUICK = dict(cdrs=30_000, tenants=1_000, runs=1, worker_cap=25.0, latency_second
              latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0)  # fmt: skip
 
 
+# Each turns one of the worker's optimisations off (docs/benchmarks.md, "What each change bought").
+ABLATIONS = [
+    ("no account cache", ["--account-cache", "0"]),
+    ("batches of 2,000 (the old default)", ["--batch-size", "2000"]),
+]
+
 logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retried NotLeader... right after a topic is made
 
 
@@ -131,12 +137,12 @@ class Bench:
             log(f"could not delete topics {prefix}*: {exc}")
 
     def worker(self, name: str, topics: dict[str, str], *, app_id: str | None = None, state_dir: Path | None = None,
-               debug: bool = True) -> WorkerProc:  # fmt: skip
+               debug: bool = True, extra: list[str] | None = None) -> WorkerProc:  # fmt: skip
         app_id = app_id or f"{self.prefix}-{name}"
         state_dir = state_dir or self.work / f"{name}-state"
         w = WorkerProc(self.bootstrap, app_id=app_id, topics=topics, state_dir=state_dir,
                        log_path=self.work / f"{name}.log", partitions=self.args.partitions,
-                       batch_size=self.args.batch_size, debug_batches=debug)  # fmt: skip
+                       batch_size=self.args.batch_size, debug_batches=debug, extra=extra)  # fmt: skip
         self.results["commands"].setdefault("worker", " ".join(_shown(w.cmd)))
         return w
 
@@ -193,10 +199,10 @@ class Bench:
 
     # --- throughput -------------------------------------------------------------------
 
-    def measure_worker(self, name: str, cap: float) -> dict:
+    def measure_worker(self, name: str, cap: float, extra: list[str] | None = None) -> dict:
         base = f"{self.prefix}-{name}"
         topics = self.out_topics(base, self.input_topic)
-        w = self.track(self.worker(name, topics, app_id=base))
+        w = self.track(self.worker(name, topics, app_id=base, extra=extra))
         w.start()
         try:
             ready_s = w.wait_ready()
@@ -604,6 +610,14 @@ class Bench:
             r["offline"] = self.measure_offline(run)
             r["latency"] = [self.measure_latency(run, rate) for rate in rates]
             self.results["runs"].append(r)
+        if a.ablation:
+            # What the worker's own optimisations buy, each turned off in turn, same input
+            # and cap; the throughput runs above are the "all on" line (median).
+            self.results["ablation"] = []
+            for label, extra in ABLATIONS:
+                log(f"ablation: {label}")
+                res = self.measure_worker(f"ab{len(self.results['ablation'])}", a.worker_cap, extra=extra)
+                self.results["ablation"].append({"label": label, "args": " ".join(extra), **res})
         if not a.no_restart:
             self.results["restart"] = self.measure_restart()
         if not a.no_profile:
@@ -698,7 +712,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tenants", type=int)
     p.add_argument("--runs", type=int)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=2000, help="the worker's --batch-size (and the relay's)")
+    p.add_argument("--batch-size", type=int, default=5000, help="the worker's --batch-size (and the relay's)")
     p.add_argument("--relay-wait", type=float, default=0.02, help="the relay's getmany timeout (s)")
     p.add_argument("--worker-cap", type=float, help="seconds a worker may rate before its rate is read off")
     p.add_argument("--latency-rates", default="1000,5000,20000")
@@ -710,6 +724,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profiler", choices=("auto", "py-spy", "pyinstrument"), default="auto",
                    help="auto: py-spy when installed, else pyinstrument (the bench extra)")
     p.add_argument("--no-restart", action="store_true")
+    p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure the worker with each optimisation turned off (once each)")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-report", action="store_true", help="keep the results JSON, do not rewrite docs/")
     p.add_argument("--results", help="results JSON path (default bench/results/<quick|full>.json)")

@@ -26,7 +26,7 @@ class WorkerConfig:
     web_port: int = 6066
     advertised_host: str | None = None
     topics: Topics = field(default_factory=Topics)
-    batch_size: int = 2000
+    batch_size: int = 5000
     account_cache: int = 50_000
     sweep_interval: float = 30.0
     reload_interval: float = 5.0
