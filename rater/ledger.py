@@ -204,9 +204,11 @@ def _credit(acct: Account, amount: int, lot_id: str, purchased_at: int, source: 
     return lot
 
 
-def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome) -> None:
-    """Crossings, then auto-recharge: the tail of SPEC 6's order of events."""
-    after = acct.balance
+def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome, after: int | None = None) -> None:
+    """Crossings, then auto-recharge: the tail of SPEC 6's order of events. ``after`` is
+    the balance after the record's effects, when the caller has it."""
+    if after is None:
+        after = acct.balance
     threshold = acct.low_balance_threshold
     if after < before:
         if threshold > 0 and before >= threshold > after:
@@ -329,6 +331,7 @@ def _apply_cdr(acct: Account | None, cdr: Cdr, tables: RateTables, horizon: int)
                 del acct.domestic_seconds_used[m]
     amount = charge(rate, billable - covered)
     _debit(acct, amount)
+    after = acct.balance
     out.charge = amount
     out.billable_seconds = billable
     out.rated = {
@@ -348,10 +351,10 @@ def _apply_cdr(acct: Account | None, cdr: Cdr, tables: RateTables, horizon: int)
         "connection_fee": rate.fee_text,
         "charge": format_money(amount),
         "currency": acct.currency,
-        "balance_after": format_money(acct.balance),
+        "balance_after": format_money(after),
         "attributes": cdr.attributes,
     }
-    _finish(acct, before, at, em, out)
+    _finish(acct, before, at, em, out, after)
     out.events = em.events
     if at > acct.cdr_watermark:
         acct.cdr_watermark = at
