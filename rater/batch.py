@@ -59,7 +59,6 @@ class BatchProcessor:
     def __init__(self, tables: RateTables, partitions: int, topics: Topics,
                  load: Callable[[str], Account | None]):  # fmt: skip
         self.partitions = partitions
-        self._homes: dict[bytes, tuple[int, bytes]] = {}  # key -> (its partition, key)
         self.topics = topics
         self.load = load
         self.engine = Engine(tables, _Accounts(load))
@@ -77,12 +76,7 @@ class BatchProcessor:
         cannot name a tenant (it is rejected where it is)."""
         key = msg.key
         if key:
-            home = self._homes.get(key)
-            if home is None:
-                if len(self._homes) >= 200_000:
-                    self._homes.clear()
-                home = self._homes[key] = (partition_for(key, self.partitions), key)
-            return home
+            return partition_for(key, self.partitions), key  # lru_cache'd (rater/partitioning.py)
         value = msg.value
         if not value or _TENANT_PROBE not in value:
             return None

@@ -118,7 +118,7 @@ class IdSegments:
             else:
                 keep.append([n, latest])
         recent = acct.seen_cdrs
-        moved = [k for k in durable if dict.__contains__(recent, k)] if len(recent) >= SEGMENT_AT else []
+        moved = [k for k in durable if dict.__contains__(recent, k)]
         if len(moved) >= SEGMENT_AT:
             n = acct.next_segment
             acct.next_segment += 1

@@ -8,10 +8,9 @@ definition, so ``rater_charged_total`` is for dashboards, never for accounting.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from typing import Callable, Iterable
-
-from bisect import bisect_left
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
@@ -56,9 +55,6 @@ class BatchHistogram:
         self.counts[i] += n
         self.sum += seconds * n
         self.count += n
-
-    def observe(self, seconds: float) -> None:
-        self.observe_many(seconds, 1)
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
         acc = 0
