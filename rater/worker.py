@@ -400,15 +400,19 @@ class RaterWorker:
         self.durable.clear()
         # Step 2: apply, in memory.
         result = self.processor.process(messages, now)
+        t1 = time.monotonic()
         # Step 3: outputs and forwards, acknowledged by Kafka.
         await self._produce(result)
+        t2 = time.monotonic()
         # Step 4: changed accounts to the store and the changelog, acknowledged.
         await self._write_accounts(result.accounts)
         # Step 5: the offsets are committable now; committed at most once a second.
         done = time.monotonic()
         if _DEBUG_BATCHES:
-            log.info("batch %d records, %d outputs, %d accounts, %.1f ms", len(messages),
-                     len(result.outputs), len(result.accounts), (done - t0) * 1000)  # fmt: skip
+            log.info("batch %d records, %d outputs, %d accounts, %.1f ms (waited %.1f, process %.1f, "
+                     "outputs %.1f, accounts %.1f)", len(messages), len(result.outputs), len(result.accounts),
+                     (done - t0) * 1000, (t0 - arrived) * 1000, (t1 - t0) * 1000, (t2 - t1) * 1000,
+                     (done - t2) * 1000)  # fmt: skip
         self.stats.processing.observe_many(max(done - arrived, 0.0), len(messages))
         positions = self.positions
         for m in messages:
