@@ -63,6 +63,7 @@ from prometheus_client.registry import CollectorRegistry
 from . import intake, ledger
 from .batch import BatchProcessor, BatchResult, Message, Topics
 from .config import WorkerConfig
+from .idstore import SEP as SEGMENT_SEP
 from .idstore import IdSegments, is_segment_key
 from .metrics import WorkerStats, tenant_state
 from .offsets import Continuity
@@ -299,7 +300,10 @@ class RaterWorker:
         store = self.accounts.data
         db_for = getattr(store, "_db_for_partition", None)
         if db_for is not None:
-            return db_for(partition_for(key, self.cfg.partitions)).get(key)
+            # A segment record lives beside its account, in the tenant's partition
+            # (``rater/idstore.py``): the partition of the part before its separator.
+            home = key.split(SEGMENT_SEP, 1)[0]
+            return db_for(partition_for(home, self.cfg.partitions)).get(key)
         return store.get(key)
 
     def _note_due(self, tenant: str, acct: ledger.Account) -> None:

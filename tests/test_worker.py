@@ -722,3 +722,51 @@ def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_brok
         ours = [line for line in w.log().splitlines() if '"logger":"rater"' in line]
         assert ours and all(json.loads(line)["level"] in ("info", "warning", "error") for line in ours)
         assert any("rate tables reloaded" in json.loads(line)["msg"] for line in ours)
+
+
+def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka_broker):
+    # rater/idstore.py: once an account has been stored with SEGMENT_AT ids or more, its
+    # next write moves them into a segment record. Old ids sent again must be duplicates
+    # both while the account is cached and after a restart (read from the local store).
+    from rater.idstore import SEGMENT_AT
+
+    broker = kafka_broker.bootstrap
+    start = now_utc() - timedelta(hours=2)
+    n = SEGMENT_AT + 100
+    setup = [
+        {"command_id": "seg-setup", "tenant_id": "seg", "command": "configure_account", "occurred_at": iso(start),
+         "rate_plan": "standard-usd"},
+        {"command_id": "seg-funds", "tenant_id": "seg", "command": "add_funds", "occurred_at": iso(start),
+         "amount": "100"},
+    ]  # fmt: skip
+
+    def calls(tag: str, ids: range, offset: int) -> list[dict]:
+        # 1 minute to India at 0.03 USD each (rate_tables/standard-usd.csv, prefix 91).
+        return [{"cdr_id": f"seg-{tag}{i}", "tenant_id": "seg", "call_type": "international", "to": "+919876543210",
+                 "started_at": iso(start + timedelta(seconds=offset + i)), "duration_seconds": 60} for i in ids]  # fmt: skip
+
+    with RaterWorker(broker, name="w-segments") as w:
+        t = w.topics
+        produce(broker, t.commands, [("seg", orjson.dumps(c)) for c in setup])
+        produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("a", range(n), 1)])
+        wait_for(lambda: w.records_done() == n + 2, 90, what="the first calls", workers=(w,))
+        # The next write of the account moves the first n ids (durable now) into segment 0.
+        produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("b", range(1), n + 1)])
+        wait_for(lambda: w.records_done() == n + 3, 60, what="the call that moves the ids", workers=(w,))
+        changelog = consume_all(broker, f"{w.app_id}-accounts-changelog")
+        assert [r.key for r in changelog if "\x00ids\x00" in r.key] == ["seg\x00ids\x000"]
+        balance = f"{100 - 0.03 * (n + 1):.6f}"  # n + 1 calls of 0.03
+        assert w.get("/tenants/seg").json()["balance"] == balance
+
+        # Old ids again, while the account is cached: duplicates, nothing charged.
+        produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("a", range(0, n, 100), 1)])
+        wait_for(lambda: w.records_done() == n + 3 + len(range(0, n, 100)), 60, what="the first repeats", workers=(w,))
+        assert w.metric("rater_records_total", outcome="duplicate") == len(range(0, n, 100))
+        w.restart()  # the cache is gone: the segment is read from the local store
+        produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("a", range(50, n, 100), 1)])
+        wait_for(lambda: w.records_done() == len(range(50, n, 100)), 90, what="the repeats after the restart",
+                 workers=(w,))  # fmt: skip
+        assert w.metric("rater_records_total", outcome="duplicate") == len(range(50, n, 100))
+        assert w.get("/tenants/seg").json()["balance"] == balance
+        assert len(values(broker, t.rated)) == n + 1
+        assert w.errors() == []
