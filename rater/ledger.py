@@ -38,7 +38,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .money import format_money
 from .rates import RateTables, billable_seconds, charge
@@ -92,6 +92,10 @@ class Account:
     # [segment number, latest event time in it]. The ledger never reads these.
     id_segments: list[list[int]] = field(default_factory=list)
     next_segment: int = 0
+    # Set by the Kafka worker on an account it loaded: (account, cdr_id) -> whether the id
+    # is among those moved out of ``seen_cdrs`` (``IdSegments.seen_before``). Not state:
+    # never stored, never compared.
+    older_seen: Callable[[Account, str], bool] | None = field(default=None, compare=False, repr=False)
 
     @property
     def balance(self) -> int:
@@ -292,7 +296,7 @@ def _apply_cdr(acct: Account | None, cdr: Cdr, tables: RateTables, horizon: int)
     # Checks: nothing changes until all have passed.
     if acct is None:
         return _reject("unknown_tenant", f"tenant_id: no account for {cdr.tenant_id!r}")
-    if cdr.cdr_id in acct.seen_cdrs:
+    if cdr.cdr_id in acct.seen_cdrs or (acct.older_seen is not None and acct.older_seen(acct, cdr.cdr_id)):
         return Outcome("duplicate", account=acct)
     at = cdr.started_at
     if at < acct.cdr_watermark - horizon:

@@ -138,12 +138,12 @@ class RaterWorker:
         self.lock = asyncio.Lock()
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
         self.positions: dict[tuple[str, int], int] = {}  # last offset processed
-        self.cache: dict[str, tuple[ledger.Account, set]] = {}  # tenant -> (account, its durable ids)
+        self.cache: dict[str, tuple[ledger.Account, dict]] = {}  # tenant -> (account, its durable ids)
         self.continuity = Continuity()
         self.generation = -1
         self.rescan = True
         self.last_commit = 0.0
-        self.durable: dict[str, set] = {}
+        self.durable: dict[str, dict] = {}
         self.segments = IdSegments(self._get_raw)
         self.producer: AIOKafkaProducer | None = None
         self.reload_requested = False
@@ -282,7 +282,7 @@ class RaterWorker:
         self._remember_account(tenant, acct, durable)
         return acct
 
-    def _remember_account(self, tenant: str, acct: ledger.Account, durable: set) -> None:
+    def _remember_account(self, tenant: str, acct: ledger.Account, durable: dict) -> None:
         limit = self.cfg.account_cache
         if limit <= 0:
             return
@@ -494,7 +494,7 @@ class RaterWorker:
         # Phase A: id segments the accounts will stop holding, acknowledged first.
         records: list = []
         for tenant, (partition, acct) in accounts.items():
-            durable = self.durable.pop(tenant, set())
+            durable = self.durable.pop(tenant, {})
             for key, value in self.segments.plan(acct, durable, self.processor.engine.horizon):
                 records.append((changelog, partition, key, value, None))
         if records:
