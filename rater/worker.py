@@ -60,7 +60,7 @@ from faust.streams import _current_event
 from faust.types import TP
 from prometheus_client.registry import CollectorRegistry
 
-from . import intake, ledger
+from . import gctune, intake, ledger
 from .batch import BatchProcessor, BatchResult, Message, Topics
 from .config import WorkerConfig
 from .idstore import SEP as SEGMENT_SEP
@@ -239,6 +239,7 @@ class RaterWorker:
 
         @app.task
         async def on_start():
+            gctune.freeze_startup()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self._request_reload)
             log.info("worker started: broker %s, %d partitions, rate tables %s, web http://%s:%d",
@@ -865,6 +866,7 @@ def run(cfg: WorkerConfig) -> int:
         return 2
     finally:
         quiet.setLevel(level)
+    gctune.tune()
     worker = RaterWorker(cfg, tables)
     fw = faust.Worker(worker.app, loglevel=cfg.log_level.upper(), quiet=True)
     fw.execute_from_commandline()
