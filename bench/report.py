@@ -126,6 +126,8 @@ def summary(res: dict) -> dict[str, Any]:
     for key in ("worker", "relay_batch", "relay_send", "offline"):
         s[key] = {f: med([r[key].get(f) for r in runs]) for f in runs[0][key] if isinstance(runs[0][key][f], (int, float))}
     s["worker_finished"] = all(r["worker"]["finished"] for r in runs)
+    s["worker_capped_runs"] = sum(not r["worker"]["finished"] for r in runs)
+    s["runs"] = len(runs)
     s["worker_batches"] = {f: med([r["worker"]["batches"].get(f) for r in runs])
                            for f in ("mean_records", "mean_ms", "us_per_record_in_batch", "accounts_per_record")}
     s["worker_disk"] = {f: med([(r["worker"].get("disk") or {}).get(f) for r in runs])
@@ -301,9 +303,10 @@ def render(full: dict | None, quick: dict | None) -> str:
         f"`rater worker --batch-size {st['batch_size']}` (the default), "
         "fresh app id, output topics and state dir each run. "
         + (
-            f"**The worker does not finish the input in the time allowed** (`--worker-cap {st['worker_cap']:.0f}` s after "
-            f"/readyz): its rate is the records rated by then (`rater_records_total`) over the time from its first "
-            f"output's timestamp; a median of {w['records']:,.0f} of {inp['records']:,} records were rated. "
+            f"**In {s['worker_capped_runs']} of {s['runs']} run(s) the worker did not finish the input in the time "
+            f"allowed** (`--worker-cap {st['worker_cap']:.0f}` s after /readyz): there its rate is the records rated by "
+            f"then (`rater_records_total`) over the time from its first output's timestamp; a median of "
+            f"{w['records']:,.0f} of {inp['records']:,} records were rated. "
             "The relays and `rater rate` go through the whole input."
             if capped else "Each process goes through the whole input."
         ),
