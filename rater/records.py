@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import orjson
 
@@ -73,7 +73,7 @@ class Cdr:
     kind = "cdr"
 
     def __init__(self, cdr_id, tenant_id, call_type, to, from_, started_at, started_at_text,
-                 duration, attributes):  # fmt: skip
+                 duration, attributes) -> None:  # fmt: skip
         self.cdr_id: str = cdr_id
         self.tenant_id: str = tenant_id
         self.call_type: str = call_type
@@ -220,7 +220,7 @@ def _money(obj: dict, name: str, tenant: str, minimum: int, required: bool) -> i
     return micro
 
 
-def _int(v: object) -> bool:
+def _int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -287,7 +287,7 @@ def validate_command(obj: dict) -> Command:
             if not isinstance(reason, str) or not 1 <= len(reason) <= 256:
                 raise Invalid("invalid_record", "reason: must be a string of 1 to 256 characters", tenant)
             fields["reason"] = reason
-    return Command(command_id, tenant, command, occurred_at, fields)
+    return Command(command_id, tenant, cast(str, command), occurred_at, fields)
 
 
 def _currency(obj: dict, tenant: str, fields: dict) -> None:
