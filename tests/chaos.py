@@ -111,6 +111,7 @@ class Report:
     restarts: int = 0
     seconds: float = 0.0
     repeats: dict = field(default_factory=dict)  # output kind -> records written more than once
+    segments: int = 0  # id segments cut (rater/idstore.py): tenants with >= 2,000 ids did
     mismatches: list = field(default_factory=list)
 
     def ok(self) -> bool:
@@ -197,7 +198,7 @@ async def _committed_all(bootstrap: str, group: str, topics: list[str]) -> bool:
         await admin.close()
 
 
-async def _read_topic(bootstrap: str, topic: str) -> list[bytes]:
+async def _read_topic(bootstrap: str, topic: str, keys: bool = False) -> list[bytes]:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
@@ -211,7 +212,7 @@ async def _read_topic(bootstrap: str, topic: str) -> list[bytes]:
         while remaining:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
             for tp, msgs in batches.items():
-                out.extend(m.value for m in msgs)
+                out.extend((m.key if keys else m.value) for m in msgs)
                 if msgs and msgs[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
         return out
@@ -363,6 +364,8 @@ def run_kill_loop(bootstrap: str, records: int, tenants: int, kills: int, seed: 
     mismatches, repeats = compare(bootstrap, topics, offline_out, worker, stop=worker.stop)
     report.mismatches += mismatches
     report.repeats.update(repeats)
+    changelog = asyncio.run(_read_topic(bootstrap, f"{app_id}-accounts-changelog", keys=True))
+    report.segments = len({k for k in changelog if k and b"\x00ids\x00" in k})
     report.seconds = time.monotonic() - started
     if workdir is None and report.ok():
         shutil.rmtree(work, ignore_errors=True)
@@ -392,7 +395,7 @@ def main() -> int:
         for run in range(args.runs):
             r = run_kill_loop(bootstrap, args.records, args.tenants, args.kills, seed=args.seed + run)
             print(f"run {run + 1}: {r.records:,} records, {r.kills} kills, {r.seconds:.0f} s, "
-                  f"repeats {r.repeats}, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}")  # fmt: skip
+                  f"repeats {r.repeats}, {r.segments} id segments, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}")  # fmt: skip
             failures += not r.ok()
     finally:
         if info is not None:
