@@ -2,8 +2,8 @@
 
 CPython starts a young-generation collection after 700 net allocations of container
 objects. A batch of 5,000 CDRs allocates several hundred thousand (records, outputs,
-tuples), most of which live until the batch ends, so the default settings collected about
-50 times per batch and promoted each batch's objects until a full collection ran, every
+tuples), many of which live until the batch ends, so the default settings collected about
+25 times per batch and promoted each batch's objects until a full collection ran, every
 two seconds or so, for 100-200 ms each (measured in the worker: 11 full collections and
 2.2 s in the collector per 225,004 records). Almost nothing the rater allocates is part of
 a reference cycle; freeing is by reference count. With the young threshold at 50,000 the
