@@ -485,12 +485,11 @@ class RaterWorker:
             await send_all(await self._producer(), records)
 
     async def _write_accounts(self, accounts: dict[str, tuple[int, ledger.Account]]) -> None:
-        """Step 4: each account into the local store and onto the changelog, acknowledged.
-        The store's changelog offsets advance only with Kafka's acknowledgement, as
-        faust's own table writes do (``Table._on_changelog_sent``)."""
+        """Step 4: each account onto the changelog, acknowledged, then into the local
+        store (``_deliver``). The store's changelog offsets advance only with Kafka's
+        acknowledgement, as faust's own table writes do (``Table._on_changelog_sent``)."""
         if not accounts:
             return
-        store = self.accounts.data
         changelog = self.accounts.changelog_topic.get_topic_name()
         # Phase A: id segments the accounts will stop holding, acknowledged first.
         records: list = []

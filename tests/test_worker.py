@@ -133,6 +133,17 @@ def tenant_setup(tenant: str, plan: str, at: datetime, rng: random.Random, auto:
     return [cfg, funds]
 
 
+def funded_account(tenant: str, prefix: str, configured_at: datetime, funded_at: datetime, amount: str) -> list[dict]:
+    """A standard-usd account and one purchase: the setup of the tests that need one tenant
+    with a known balance (command ids ``<prefix>-setup`` and ``<prefix>-funds``)."""
+    return [
+        {"command_id": f"{prefix}-setup", "tenant_id": tenant, "command": "configure_account",
+         "occurred_at": iso(configured_at), "rate_plan": "standard-usd"},
+        {"command_id": f"{prefix}-funds", "tenant_id": tenant, "command": "add_funds",
+         "occurred_at": iso(funded_at), "amount": amount},
+    ]  # fmt: skip
+
+
 def tenant_cdrs(tenant: str, plan: str, start: datetime, n: int, rng: random.Random, tag: str) -> list[dict]:
     out = []
     for i in range(n):
@@ -242,12 +253,7 @@ def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_so
     P = 4
     with RaterWorker(broker, name="w3-rejects") as w:
         t = w.topics
-        setup = [
-            {"command_id": "rj-setup", "tenant_id": main, "command": "configure_account",
-             "occurred_at": iso(now - timedelta(days=10)), "rate_plan": "standard-usd"},
-            {"command_id": "rj-funds", "tenant_id": main, "command": "add_funds",
-             "occurred_at": iso(now - timedelta(hours=2)), "amount": "10"},
-        ]  # fmt: skip
+        setup = funded_account(main, "rj", now - timedelta(days=10), now - timedelta(hours=2), "10")
         produce(broker, t.commands, [(main, r, home(main, P)) for r in setup])
         wait_for(lambda: w.records_done() == 2, 60, what="the setup applied", workers=(w,))
 
@@ -608,12 +614,7 @@ def test_cdrs_published_in_transactions_are_rated_once_and_an_aborted_one_not_at
     with RaterWorker(broker, name="w7b-tx", extra_args=["--sweep-interval", "3600"]) as w:
         t = w.topics
         part = home(tenant, P)
-        setup = [
-            {"command_id": "tx-setup", "tenant_id": tenant, "command": "configure_account",
-             "occurred_at": iso(now - timedelta(days=1)), "rate_plan": "standard-usd"},
-            {"command_id": "tx-funds", "tenant_id": tenant, "command": "add_funds",
-             "occurred_at": iso(now - timedelta(hours=2)), "amount": "100"},
-        ]  # fmt: skip
+        setup = funded_account(tenant, "tx", now - timedelta(days=1), now - timedelta(hours=2), "100")
 
         def cdr(i: int) -> dict:
             return {"cdr_id": f"tx-{i}", "tenant_id": tenant, "call_type": "domestic", "to": "+12125550100",
@@ -733,12 +734,7 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
     broker = kafka_broker.bootstrap
     start = now_utc() - timedelta(hours=2)
     n = SEGMENT_AT + 100
-    setup = [
-        {"command_id": "seg-setup", "tenant_id": "seg", "command": "configure_account", "occurred_at": iso(start),
-         "rate_plan": "standard-usd"},
-        {"command_id": "seg-funds", "tenant_id": "seg", "command": "add_funds", "occurred_at": iso(start),
-         "amount": "100"},
-    ]  # fmt: skip
+    setup = funded_account("seg", "seg", start, start, "100")
 
     def calls(tag: str, ids: range, offset: int) -> list[dict]:
         # 1 minute to India at 0.03 USD each (rate_tables/standard-usd.csv, prefix 91).
