@@ -90,9 +90,23 @@ class BatchProcessor:
         return partition_for(key, self.partitions), key
 
     def process(self, messages: Iterable[Message], now: int) -> BatchResult:
-        result = BatchResult()
-        accounts: _Accounts = self.engine.accounts  # type: ignore[assignment]
-        accounts.begin()
+        result = self.begin()
+        self.feed(result, messages, now)
+        return self.end(result)
+
+    # ``process`` in parts, for a caller that does other work between them (the worker
+    # lets the previous batch's writes go on): ``begin``, ``feed`` any number of times
+    # with the messages in order, ``end``. The result is the same as one ``process``.
+
+    def begin(self) -> BatchResult:
+        self.engine.accounts.begin()  # type: ignore[attr-defined]
+        return BatchResult()
+
+    def end(self, result: BatchResult) -> BatchResult:
+        self.engine.accounts.end()  # type: ignore[attr-defined]
+        return result
+
+    def feed(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
         dumps = orjson.dumps
         t = self.topics
         out = result.outputs
@@ -120,8 +134,6 @@ class BatchProcessor:
             result.records[(msg.topic, o.status)] += 1
             if (o.status == "applied" or o.events) and o.account is not None:
                 result.accounts[o.account.tenant_id] = (msg.partition, o.account)
-        accounts.end()
-        return result
 
 
 class _Accounts(dict):

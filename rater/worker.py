@@ -5,14 +5,22 @@ Faust runs the group membership, the co-partitioned assignment of both input top
 and the web views. The input records themselves come to ``take`` in bulk, straight from
 faust's aiokafka consumer (``rater/intake.py``), and go through the commit protocol:
 
-Commit protocol of one batch (``RaterWorker.take`` and ``handle_batch``)
--------------------------------------------------------------------------
-1. Take the input records of one fetch under the lock (a rebalance waits for it); drop
-   the fetch if a rebalance began since; check each partition's run of offsets against
-   the next expected one (``rater/offsets.py``): already-applied records are dropped, a
-   hole is sought back over and fetched again.
-2. Apply: ``BatchProcessor.process`` routes, decodes, validates and applies the records
-   to the accounts (cached, or read from the table), in memory. Nothing has been written.
+Commit protocol of one batch (``take``, ``_take``, ``handle_batch``, ``_finish``)
+---------------------------------------------------------------------------------
+1. Queue the input records of each fetch (``take``) and let faust's fetch loop go on, so
+   aiokafka fetches more while the worker rates. Take the queued fetches of one consumer
+   generation, up to a batch, under the lock (a rebalance waits for it); drop a fetch if
+   a rebalance began since, and a partition's records taken before this worker's last
+   seek of it (``rater/intake.py``); check each partition's run of offsets against the
+   next expected one (``rater/offsets.py``): already-applied records are dropped, a hole
+   is sought back over and fetched again.
+2. Apply: ``BatchProcessor`` routes, decodes, validates and applies the records to the
+   accounts (cached, in flight, or read from the table), in memory; then every write of
+   steps 3 and 4 is made into bytes (``_writes``). Nothing has been written. The batch is
+   handed to its task (``_finish``) once the previous batch's task has finished: steps 3
+   to 5 of batch n run while batch n+1 goes through step 2, and Kafka and the store see
+   the writes of one batch after the other, in order. Until batch n's step 4 is done,
+   batch n+1 reads what batch n writes (the cache, ``rater/inflight.py``).
 3. Produce the outputs (rated CDRs, balance events, recharge requests, rejects) and the
    misrouted records forwarded to their partition, and wait until Kafka has acknowledged
    every one (``acks=all``).
@@ -32,12 +40,12 @@ up to the changelog. Between 4 and 5: state is saved, offsets are not; the repla
 every id in the account and applies nothing (outputs were written in 3). After 5: done.
 So each debit lands exactly once in the account, and each output is written at least
 once with a stable id. Any exception ends the process, so no half-done batch is followed
-by another. The argument in full, with the tests that exercise it, is in
+by another (the batch rated meanwhile was not handed over, and is replayed too). The argument in full, with the tests that exercise it, is in
 ``docs/crash-safety.md``.
 
 The wall-clock sweep (``RaterWorker.sweep``) follows steps 2 to 4 for the accounts with
-lots due to expire or a recharge request due to time out; the lock keeps it from
-interleaving with a batch.
+lots due to expire or a recharge request due to time out; the lock, and waiting for the
+batch in flight, keep it from interleaving with a batch.
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ import signal
 import ssl
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import faust
@@ -65,6 +74,7 @@ from .batch import BatchProcessor, BatchResult, Message, Topics
 from .config import WorkerConfig
 from .idstore import SEP as SEGMENT_SEP
 from .idstore import IdSegments, is_segment_key
+from .inflight import InFlight
 from .metrics import WorkerStats, tenant_state
 from .offsets import Continuity
 from .partitioning import partition_for
@@ -76,6 +86,10 @@ from .state import decode_account, encode_account, to_view
 log = logging.getLogger("rater")
 
 COMMIT_EVERY = 1.0  # seconds between offset commits of finished batches
+# Records applied between two looks at the event loop while the previous batch is being
+# written (about 8 ms of rating): its acknowledgements are read, and its next step sent,
+# without waiting for the whole of the next batch.
+YIELD_EVERY = 100
 _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
 CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
 # Per partition database. faust's defaults are 3 write buffers of 64 MiB and a 2 GiB block
@@ -124,6 +138,35 @@ def broker_credentials(cfg: WorkerConfig) -> Any:
     return None
 
 
+@dataclass(slots=True)
+class _Fetch:
+    """One fetch's input records, queued by ``take`` until they are rated."""
+
+    generation: int  # the consumer generation it was fetched in
+    chunks: Mapping[TP, list]  # aiokafka ConsumerRecords per partition, in offset order
+    stamp: int  # its seek stamp (``rater/intake.py``): which seeks happened before it
+    arrived: float  # and when it was queued
+    records: int
+
+
+@dataclass(slots=True, eq=False)
+class _Writes:
+    """One batch's writes, worked out in memory; ``RaterWorker._finish`` carries them out."""
+
+    produce: list = field(default_factory=list)  # step 3: outputs and forwards (send_all records)
+    segments: list = field(default_factory=list)  # step 4, phase A: id segments
+    accounts: list = field(default_factory=list)  # step 4, phase B: the changed accounts
+    table: list = field(default_factory=list)  # (key, value) of phases A and B, for InFlight
+    positions: dict = field(default_factory=dict)  # (topic, partition) -> last offset
+    records: Counter = field(default_factory=Counter)
+    messages: int = 0
+    arrived: float = 0.0
+    t0: float = 0.0
+    t1: float = 0.0
+    handed: float = 0.0
+    ages: tuple = (0, 0)  # ms, the newest and the oldest record at the start (RATER_DEBUG_BATCHES)
+
+
 class RaterWorker:
     def __init__(self, cfg: WorkerConfig, tables: RateTables):
         self.cfg = cfg
@@ -145,6 +188,14 @@ class RaterWorker:
         self.last_commit = 0.0
         self.durable: dict[str, dict] = {}
         self.segments = IdSegments(self._get_raw)
+        self.queue: deque[_Fetch] = deque()  # fetched, not yet rated (take)
+        self.queued = 0  # records in the queue
+        self.wake = asyncio.Event()  # something was queued
+        self.room = asyncio.Event()  # the queue has room again
+        self.rating: asyncio.Future | None = None  # _rate_queued
+        self.stopping = False
+        self.in_flight = InFlight()  # table records of the batch being written (rater/inflight.py)
+        self.finishing: asyncio.Future | None = None  # that batch's steps 3 to 5
         self.producer: AIOKafkaProducer | None = None
         self.reload_requested = False
         self._rates_signature = self._signature()
@@ -293,11 +344,19 @@ class RaterWorker:
             del cache[next(iter(cache))]
 
     def _read(self, tenant: str) -> ledger.Account | None:
-        """An account to show, not to change."""
-        raw = self._get_raw(tenant.encode())
+        """An account to show, not to change: as stored (a batch still being written is
+        not shown until its step 4 is done)."""
+        raw = self._get_stored(tenant.encode())
         return decode_account(raw) if raw is not None else None
 
     def _get_raw(self, key: bytes) -> bytes | None:
+        """A table record for the ledger: as the last batch handed over wrote it."""
+        found, value = self.in_flight.get(key)
+        if found:
+            return value
+        return self._get_stored(key)
+
+    def _get_stored(self, key: bytes) -> bytes | None:
         store = self.accounts.data
         db_for = getattr(store, "_db_for_partition", None)
         if db_for is not None:
@@ -320,20 +379,34 @@ class RaterWorker:
 
     # --- the commit protocol -------------------------------------------------------------
 
-    async def take(self, chunks: Mapping[TP, list], generation: int) -> None:
-        """Step 1: the input records of one fetch, as aiokafka returned them (``rater/intake.py``).
+    async def take(self, chunks: Mapping[TP, list], generation: int, stamp: int) -> None:
+        """Step 1a, on faust's fetch loop: queue the input records of one fetch, as aiokafka
+        returned them (``rater/intake.py``), and return at once, so aiokafka fetches the next
+        records while the worker rates these. Waits only while a full batch is queued."""
+        while self.queued >= self.cfg.batch_size and not self.stopping:
+            self.room.clear()
+            await self.room.wait()
+        n = sum(map(len, chunks.values()))
+        self.queue.append(_Fetch(generation, chunks, stamp, time.monotonic(), n))
+        self.queued += n
+        self.wake.set()
+        if self.rating is None:
+            self.rating = asyncio.ensure_future(self._rate_queued())
 
-        Under the lock, so a rebalance waits for the batch (``on_revoked``): records of a
-        fetch that raced with a rebalance are dropped (faust seeks every partition to its
-        committed offset when the new assignment starts), and every other run of records
-        goes through the continuity check (``rater/offsets.py``) before it is applied.
-        """
+    async def _rate_queued(self) -> None:
+        """The queued fetches, a batch at a time, through the commit protocol."""
         try:
-            await self._take(chunks, generation)
+            while True:
+                while not self.queue:
+                    self.wake.clear()
+                    await self.wake.wait()
+                await self._take(self._next_fetches())
         except asyncio.CancelledError:
-            # The app is stopping (faust stops its fetcher only then); a batch cut short
-            # may have changed cached accounts that were not written: forget them.
+            # The app is stopping; a batch cut short may have changed cached accounts that
+            # were not written: forget them. (A batch already handed over finishes:
+            # ``on_stop`` waits for it.)
             self.cache.clear()
+            self.segments.clear()
             raise
         except BaseException:
             # Nothing of this batch is committed: stop hard and let a restart replay it.
@@ -341,16 +414,49 @@ class RaterWorker:
             logging.shutdown()
             os._exit(70)
 
-    async def _take(self, chunks: Mapping[TP, list], generation: int) -> None:
-        arrived = time.monotonic()
+    def _next_fetches(self) -> list[_Fetch]:
+        """The oldest queued fetch and those after it of the same generation, up to a batch."""
+        queue = self.queue
+        first = queue.popleft()
+        fetches, n = [first], first.records
+        while queue and queue[0].generation == first.generation and n + queue[0].records <= self.cfg.batch_size:
+            f = queue.popleft()
+            fetches.append(f)
+            n += f.records
+        self.queued -= n
+        self.room.set()
+        return fetches
+
+    async def _take(self, fetches: list[_Fetch]) -> None:
+        """Step 1b: the records of some fetches, as one batch.
+
+        Under the lock, so a rebalance waits for the batch (``on_revoked``): records of a
+        fetch that raced with a rebalance are dropped (faust seeks every partition to its
+        committed offset when the new assignment starts), and so are a partition's records
+        taken from aiokafka before the last seek of that partition (``rater/intake.py``;
+        the seek fetches again from where it asked). Every other run of records goes
+        through the continuity check (``rater/offsets.py``) before it is applied.
+        """
+        generation = fetches[0].generation
         consumer = self.app.consumer
         async with self.lock:
-            if not consumer.flow_active or generation != self.app.consumer_generation_id:
+            if self.stopping or not consumer.flow_active or generation != self.app.consumer_generation_id:
                 return
             if generation != self.generation:
                 self.generation = generation
                 self.continuity.reset()
             active = self._active_tps()
+            chunks: dict[TP, list] = {}
+            sought = consumer.sought
+            for f in fetches:
+                for tp, records in f.chunks.items():
+                    if f.stamp < sought.get(tp, 0):
+                        continue  # taken before the partition was sought: fetched again
+                    run = chunks.get(tp)
+                    if run is None:
+                        chunks[tp] = list(records)
+                    else:
+                        run.extend(records)
             messages: list[Message] = []
             seeks: dict[TP, int] = {}
             new = [tp for tp in chunks if tp in active and not self.continuity.knows(tp)]
@@ -375,7 +481,7 @@ class RaterWorker:
             if seeks:
                 await consumer.seek_wait(seeks)
             if messages:
-                await self.handle_batch(messages, arrived)
+                await self.handle_batch(messages, fetches[0].arrived)
 
     async def _start_offsets(self, tps: list[TP]) -> dict[TP, int]:
         """Where newly assigned partitions start: the committed offset, else the log start,
@@ -399,38 +505,99 @@ class RaterWorker:
             return {}
 
     async def handle_batch(self, messages: list[Message], arrived: float) -> None:
-        """Steps 2 to 5 of the commit protocol, for records the continuity check let through."""
+        """Steps 2 to 5 of the commit protocol, for records the continuity check let through.
+
+        Steps 3 to 5 of this batch run in a task (``_finish``) while the next batch goes
+        through step 2; a batch is handed to its task only once the previous batch's task
+        has finished, so Kafka and the store see exactly the writes, in exactly the order,
+        of one batch after the other.
+        """
         t0 = time.monotonic()
         now = time.time_ns() // 1000
         self.durable.clear()
-        # Step 2: apply, in memory.
-        result = self.processor.process(messages, now)
-        t1 = time.monotonic()
-        # Step 3: outputs and forwards, acknowledged by Kafka.
-        await self._produce(result)
-        t2 = time.monotonic()
-        # Step 4: changed accounts to the store and the changelog, acknowledged.
-        await self._write_accounts(result.accounts)
-        # Step 5: the offsets are committable now; committed at most once a second.
-        done = time.monotonic()
-        if _DEBUG_BATCHES:
-            log.info("batch %d records, %d outputs, %d accounts, %.1f ms (waited %.1f, process %.1f, "
-                     "outputs %.1f, accounts %.1f)", len(messages), len(result.outputs), len(result.accounts),
-                     (done - t0) * 1000, (t0 - arrived) * 1000, (t1 - t0) * 1000, (t2 - t1) * 1000,
-                     (done - t2) * 1000)  # fmt: skip
-        self.stats.processing.observe_many(max(done - arrived, 0.0), len(messages))
-        positions = self.positions
+        # Step 2: apply, in memory, and work out every write of steps 3 and 4. While the
+        # previous batch is being written, let its acknowledgements in every few records.
+        processor = self.processor
+        result = processor.begin()
+        for i in range(0, len(messages), YIELD_EVERY):
+            processor.feed(result, messages[i : i + YIELD_EVERY], now)
+            if self.finishing is not None and not self.finishing.done():
+                await asyncio.sleep(0)
+        processor.end(result)
+        writes = self._writes(result)
+        writes.arrived, writes.t0, writes.t1 = arrived, t0, time.monotonic()
+        if _DEBUG_BATCHES:  # how old the records were when the batch began (their Kafka timestamps)
+            stamps = [m.timestamp for m in messages]
+            writes.ages = (now // 1000 - max(stamps), now // 1000 - min(stamps))
+        writes.messages = len(messages)
+        positions = writes.positions
         for m in messages:
             positions[(m.topic, m.partition)] = m.offset
-        self.stats.records.update(result.records)
-        if done - self.last_commit >= COMMIT_EVERY:
+        # The previous batch's steps 3 to 5 ran while this one was applied: wait for them.
+        await self._drain()
+        writes.handed = time.monotonic()
+        self._hand_over(writes, result.accounts)
+        if writes.handed - self.last_commit >= COMMIT_EVERY:
             await self._commit_positions()
             self.last_commit = time.monotonic()
+
+    def _hand_over(self, writes: _Writes, accounts: dict[str, tuple[int, ledger.Account]]) -> None:
+        """From here on the batch's writes are the state the next batch reads
+        (``rater/inflight.py``, the cache) and its task carries them out."""
+        self.in_flight.put(writes.table)
+        # The cached accounts are the values this batch writes: their recent ids count as
+        # durable for the next batch's plan, whose segment writes go out only after these.
+        for tenant, (_partition, acct) in accounts.items():
+            self._remember_account(tenant, acct, self.segments.rewrap(acct))
+        self.finishing = asyncio.ensure_future(self._finish(writes))
+
+    async def _drain(self) -> None:
+        """Wait until the batch handed over last has finished steps 3 to 5."""
+        task = self.finishing
+        if task is not None:
+            await asyncio.shield(task)
+            self.finishing = None
+
+    async def _finish(self, w: _Writes) -> None:
+        """Steps 3 to 5 of one batch (or of the sweep), in order; any failure ends the process."""
+        try:
+            t2 = time.monotonic()
+            # Step 3: outputs and forwards, acknowledged by Kafka.
+            if w.produce:
+                await send_all(await self._producer(), w.produce)
+            t3 = time.monotonic()
+            # Step 4: id segments, then the accounts, onto the changelog and into the store.
+            if w.segments:
+                await self._deliver(w.segments)
+            if w.accounts:
+                await self._deliver(w.accounts)
+            self.in_flight.done(w.table)
+            done = time.monotonic()
+        except BaseException:
+            # Nothing of this batch is committed: stop hard and let a restart replay it.
+            log.exception("writing a batch failed; stopping the worker so the batch is replayed")
+            logging.shutdown()
+            os._exit(70)
+        # Step 5: the offsets are committable now; committed at most once a second.
+        self.positions.update(w.positions)
+        if not w.messages:
+            return
+        if _DEBUG_BATCHES:
+            log.info("batch %d records, %d outputs, %d accounts, %.1f ms (waited %.1f, process %.1f, "
+                     "handover %.1f, outputs %.1f, accounts %.1f); records %d to %d ms old at the start",
+                     w.messages, len(w.produce), len(w.accounts), (done - w.t0) * 1000, (w.t0 - w.arrived) * 1000,
+                     (w.t1 - w.t0) * 1000, (w.handed - w.t1) * 1000, (t3 - t2) * 1000, (done - t3) * 1000,
+                     *w.ages)  # fmt: skip
+        self.stats.processing.observe_many(max(done - w.arrived, 0.0), w.messages)
+        self.stats.records.update(w.records)
 
     async def on_stop(self) -> None:
         """A clean stop: commit what the finished batches reached (the batch in flight,
         if any, was cancelled with faust's fetcher and is replayed by the next start)."""
         async with self.lock:
+            self.stopping = True  # no batch after this one: what is queued is fetched again by the next start
+            self.room.set()
+            await self._drain()
             await self._commit_positions()
             log.info("committed the finished batches' offsets before stopping")
 
@@ -438,6 +605,7 @@ class RaterWorker:
         """A rebalance begins: the batch in flight (if any) finishes first (the lock), then
         what it finished is committed, so the next owner starts where this worker stopped."""
         async with self.lock:
+            await self._drain()
             await self._commit_positions()
             for tp in revoked:
                 self.positions.pop((tp.topic, tp.partition), None)
@@ -473,45 +641,43 @@ class RaterWorker:
             self.producer = producer
         return self.producer
 
-    async def _produce(self, result: BatchResult) -> None:
-        records: list = []
+    def _writes(self, result: BatchResult) -> _Writes:
+        """Every write of steps 3 and 4 for ``result``, as bytes, taken from the accounts
+        now: the next batch changes the same account objects while these are written."""
+        w = _Writes()
+        w.records = result.records
+        produce = w.produce
         for msg, partition, key in result.forwards:
             headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
-            records.append((msg.topic, partition, key, msg.value, headers))
+            produce.append((msg.topic, partition, key, msg.value, headers))
             log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
         for topic, key, value in result.outputs:
-            records.append((topic, None, key, value, None))
-        if records:
-            await send_all(await self._producer(), records)
-
-    async def _write_accounts(self, accounts: dict[str, tuple[int, ledger.Account]]) -> None:
-        """Step 4: each account onto the changelog, acknowledged, then into the local
-        store (``_deliver``). The store's changelog offsets advance only with Kafka's
-        acknowledgement, as faust's own table writes do (``Table._on_changelog_sent``)."""
+            produce.append((topic, None, key, value, None))
+        accounts = result.accounts
         if not accounts:
-            return
+            return w
         changelog = self.accounts.changelog_topic.get_topic_name()
-        # Phase A: id segments the accounts will stop holding, acknowledged first.
-        records: list = []
+        table = w.table
+        # Phase A: id segments the accounts will stop holding (``IdSegments.plan``).
         for tenant, (partition, acct) in accounts.items():
             durable = self.durable.pop(tenant, {})
             for key, value in self.segments.plan(acct, durable, self.processor.engine.horizon):
-                records.append((changelog, partition, key, value, None))
-        if records:
-            await self._deliver(records)
+                w.segments.append((changelog, partition, key, value, None))
+                table.append((key, value))
         # Phase B: the accounts.
-        records = []
+        tenant_states = self.stats.tenant_state
         for tenant, (partition, acct) in accounts.items():
-            records.append((changelog, partition, tenant.encode(), encode_account(acct), None))
-            self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
+            key, value = tenant.encode(), encode_account(acct)
+            w.accounts.append((changelog, partition, key, value, None))
+            table.append((key, value))
+            tenant_states[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
             self._note_due(tenant, acct)
-        await self._deliver(records)
-        # The written values are the cached ones now: their recent ids are all durable.
-        for tenant, (_partition, acct) in accounts.items():
-            self._remember_account(tenant, acct, self.segments.rewrap(acct))
+        return w
 
     async def _deliver(self, records: list) -> None:
-        """Onto the changelog, acknowledged; then into the local store with the changelog
+        """Step 4 for some records: onto the changelog, acknowledged (the store's changelog
+        offsets advance only with Kafka's acknowledgement, as faust's own table writes do,
+        ``Table._on_changelog_sent``); then into the local store with the changelog
         offset it has reached, one atomic write per partition. The local store is
         therefore never ahead of the changelog: after a crash between the two, faust's
         recovery reads the changelog from the older offset and writes the same values."""
@@ -560,6 +726,7 @@ class RaterWorker:
 
     async def index(self) -> None:
         async with self.lock:
+            await self._drain()  # the rescan reads the store
             if self.rescan:
                 self._rescan({tp.partition for tp in self._active_tps()})
 
@@ -568,6 +735,7 @@ class RaterWorker:
         a record still waiting in Kafka may have happened before the expiry, and must be
         charged against the lot first (as event time would have it)."""
         async with self.lock:
+            await self._drain()  # the sweep's own writes follow the batch's; the rescan reads the store
             owned = {tp.partition for tp in self._active_tps()}
             if self.rescan:
                 self._rescan(owned)
@@ -601,8 +769,9 @@ class RaterWorker:
                 for r in out.recharge_requests:
                     result.outputs.append((t.requests, key, orjson.dumps(r)))
                 result.accounts[tenant] = (partition, acct)
-            await self._produce(result)
-            await self._write_accounts(result.accounts)
+            writes = self._writes(result)
+            self._hand_over(writes, result.accounts)
+            await self._drain()
             if result.accounts:
                 log.info("sweep settled %d account(s)", len(result.accounts))
 

@@ -63,3 +63,21 @@ def test_undecodable_values_are_rejected_where_they_are_with_their_source(tmp_pa
     assert (topic, key, reject["reason"], reject["source"], reject["raw"], reject["raw_encoding"]) == (
         "rater-rejects", None, "invalid_json", {"topic": "cdrs", "partition": 3, "offset": 41}, "//4=", "base64",
     )
+
+
+def test_a_batch_fed_in_parts_gives_what_one_process_gives(tmp_path):
+    # The worker feeds a batch a hundred records at a time (rater/worker.py, YIELD_EVERY):
+    # an account created in one part and debited in the next is the same account, written once.
+    p = _java_partition(b"acme", 4)
+    msgs = [_msg(configure(), p, 0), _msg(funds("5", "f1"), p, 1), _msg(cdr("c1", "+442071234567", 60), p, 2),
+            _msg(cdr("c2", "+442071234567", 60), p, 3)]  # fmt: skip
+    whole = _processor(tmp_path / "a")[0].process(msgs, NOW)
+    proc, _ = _processor(tmp_path / "b")
+    parts = proc.begin()
+    for chunk in (msgs[0:1], msgs[1:3], msgs[3:4]):
+        proc.feed(parts, chunk, NOW)
+    proc.end(parts)
+    assert parts.outputs == whole.outputs and len(parts.outputs) == 3
+    assert list(parts.accounts) == ["acme"]
+    assert parts.accounts["acme"][1].balance == 5_000_000 - 120_000  # two minutes at 0.06
+    assert parts.records == {("cdrs", "applied"): 4}

@@ -766,3 +766,48 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
         assert w.get("/tenants/seg").json()["balance"] == balance
         assert len(values(broker, t.rated)) == n + 1
         assert w.errors() == []
+
+
+# ---------------------------------------------------------------------------- 7c. batches in flight
+
+
+def test_a_batch_reads_the_account_the_batch_still_being_written_left_with_the_cache_off(kafka_broker):
+    """The worker rates batch n+1 while batch n's outputs and accounts are still on their way
+    to Kafka (rater/worker.py). With --account-cache 0 every batch reads its accounts
+    afresh, and the local store has batch n's values only once its step 4 is done: batch
+    n+1 must read them from what is in flight (rater/inflight.py), or it rates from an
+    older balance and debits are lost. One call at a time makes many small batches, each
+    right after the last."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    broker = kafka_broker.bootstrap
+    start = now_utc() - timedelta(hours=2)
+    n = 300
+    with RaterWorker(broker, name="w7c-inflight", extra_args=["--account-cache", "0"]) as w:
+        t = w.topics
+        produce(broker, t.commands, [("fl", orjson.dumps(c)) for c in funded_account("fl", "fl", start, start, "100")])
+        wait_for(lambda: w.records_done() == 2, 60, what="the setup", workers=(w,))
+
+        async def one_at_a_time() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=0)
+            await producer.start()
+            try:
+                for i in range(n):
+                    # 1 minute to India, 0.03 USD (rate_tables/standard-usd.csv, prefix 91).
+                    call = {"cdr_id": f"fl-{i}", "tenant_id": "fl", "call_type": "international", "to": "+919876543210",
+                            "started_at": iso(start + timedelta(seconds=i + 1)), "duration_seconds": 60}  # fmt: skip
+                    await producer.send_and_wait(t.cdrs, orjson.dumps(call), key=b"fl")
+                    await asyncio.sleep(0.002)
+            finally:
+                await producer.stop()
+
+        asyncio.run(one_at_a_time())
+        wait_for(lambda: w.records_done() == n + 2, 90, what="the calls", workers=(w,))
+        assert w.metric("rater_records_total", topic=t.cdrs, outcome="applied") == n
+        assert w.get("/tenants/fl").json()["balance"] == "91.000000"  # 100 - 300 x 0.03
+        rated = [r.value for r in consume_all(broker, t.rated, expect=n)]
+        # Each call's balance_after is 0.03 below the one before: no call saw an older balance.
+        assert [r["balance_after"] for r in rated] == [f"{Decimal(100) - Decimal('0.03') * (i + 1):.6f}" for i in range(n)]
+        assert w.errors() == []
