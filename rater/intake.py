@@ -12,9 +12,7 @@ replay (``docs/fault-tests.md``).
 ``BulkConsumer`` is faust's own aiokafka consumer with one change: the records that
 aiokafka fetched for the input topics are taken out of each fetch before faust sees
 them and handed, as aiokafka returned them (a list per partition), to the worker
-(``RaterWorker.take``), which queues them and returns: aiokafka asks the broker for a
-partition's next records only once its buffered ones are taken, so taking them at once
-keeps a fetch in flight while the worker rates. Faust handles the rest of the fetch (changelog records while
+(``RaterWorker.take``). Faust handles the rest of the fetch (changelog records while
 recovering, standby updates) as before. Its agent on the input topics stays, so faust
 still subscribes to them and assigns them with the table; it never gets an event.
 
@@ -29,58 +27,23 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 
-# (records per partition, consumer generation, the fetch's seek stamp: see _Thread)
-BulkHandler = Callable[[Mapping[Any, list], int, int], Awaitable[None]]
+BulkHandler = Callable[[Mapping[Any, list], int], Awaitable[None]]
 StopHandler = Callable[[], Awaitable[None]]
 
-# How long the broker may hold a fetch, and how much data answers it at once. faust sets
-# 1,500 ms and 1 byte. A fetch names every assigned partition without buffered records
-# (the changelog's too, which have nothing new); with 1,500 ms the worker stalled for the
-# wait whenever its buffer ran dry, about 1.5 s for every ~6,000 records of a backlog
-# (measured). Since the worker takes every fetch at once (``RaterWorker.take``), the next
-# fetch is always at the broker: with 1 byte each fetch would come back with the one or
-# two records that arrived meanwhile, thousands of tiny fetches a second under load. So a
-# fetch waits for 16 KiB (about 50 CDRs) or 20 ms, whichever comes first: at most 20 ms
-# added to a record's latency, and an idle worker makes about 50 empty fetches a second.
-FETCH_MAX_WAIT_MS = 20
-FETCH_MIN_BYTES = 16 * 1024
+# How long the broker may hold a fetch that finds no new data. faust sets 1,500 ms. A fetch
+# names every assigned partition without buffered records (the changelog's too, which
+# have nothing new), so while the worker works through one fetch the next one sits at the
+# broker for the whole wait, and the worker stalls for it when the buffer runs dry: about
+# 1.5 s for every ~6,000 records in a backlog (measured). 50 ms keeps the stall short and
+# costs an idle worker about 20 empty fetches a second.
+FETCH_MAX_WAIT_MS = 50
 
 
 class _Thread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, which also stamps seeks and fetches.
-
-    The worker takes records out of faust's fetch loop and queues them, so a seek can
-    happen while records taken before it still wait in the queue. Both seeks and the
-    taking of records out of aiokafka's buffer run on this thread's loop; each seek
-    counts one up (``seeks``) and notes the count per partition (``sought``), and each
-    take notes the count it saw (``stamp``). Records of a partition with a stamp below
-    its ``sought`` were taken before that seek (the worker drops them: the seek fetches
-    again from where it asked); records with a stamp at or above it, after the seek.
-    """
-
-    seeks = 0
-    stamp = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sought: dict[Any, int] = {}
-
-    async def _seek_wait(self, consumer, partitions):  # type: ignore[override]
-        self.seeks += 1  # in the same step of this loop as the seeks themselves
-        for tp in partitions:
-            self.sought[tp] = self.seeks
-        await super()._seek_wait(consumer, partitions)
-
-    async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):  # type: ignore[override]
-        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
-        self.stamp = self.seeks  # in the same step as aiokafka handed the records over
-        return records
-
     def _create_consumer(self, loop):  # type: ignore[override]
         consumer = super()._create_consumer(loop)
         # Both read by start(), which builds the fetcher.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        consumer._fetch_min_bytes = FETCH_MIN_BYTES
         # A platform that publishes CDRs in Kafka transactions expects an aborted one not
         # to be charged; faust reads committed records only in its exactly-once mode.
         consumer._isolation_level = "read_committed"
@@ -99,11 +62,6 @@ class BulkConsumer(Consumer):
             await self.stop_handler()
         await super().on_stop()
 
-    @property
-    def sought(self) -> Mapping[Any, int]:
-        """Per partition, the stamp of its last seek (see ``_Thread``)."""
-        return self._thread.sought  # type: ignore[attr-defined]
-
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _Thread(self, loop=self.loop, beacon=self.beacon)
 
@@ -116,7 +74,7 @@ class BulkConsumer(Consumer):
             bulk = {tp: recs for tp, recs in records.items() if tp.topic in topics and recs}
             if bulk:
                 records = {tp: recs for tp, recs in records.items() if tp.topic not in topics}
-                await handler(bulk, generation, self._thread.stamp)  # faust fetches one at a time
+                await handler(bulk, generation)
         return records, active
 
 

@@ -5,15 +5,12 @@ Faust runs the group membership, the co-partitioned assignment of both input top
 and the web views. The input records themselves come to ``take`` in bulk, straight from
 faust's aiokafka consumer (``rater/intake.py``), and go through the commit protocol:
 
-Commit protocol of one batch (``take``, ``_take``, ``handle_batch``, ``_finish``)
----------------------------------------------------------------------------------
-1. Queue the input records of each fetch (``take``) and let faust's fetch loop go on, so
-   aiokafka fetches more while the worker rates. Take the queued fetches of one consumer
-   generation, up to a batch, under the lock (a rebalance waits for it); drop a fetch if
-   a rebalance began since, and a partition's records taken before this worker's last
-   seek of it (``rater/intake.py``); check each partition's run of offsets against the
-   next expected one (``rater/offsets.py``): already-applied records are dropped, a hole
-   is sought back over and fetched again.
+Commit protocol of one batch (``take``, ``handle_batch``, ``_finish``)
+---------------------------------------------------------------------
+1. Take the input records of one fetch under the lock (a rebalance waits for it); drop
+   the fetch if a rebalance began since; check each partition's run of offsets against
+   the next expected one (``rater/offsets.py``): already-applied records are dropped, a
+   hole is sought back over and fetched again.
 2. Apply: ``BatchProcessor`` routes, decodes, validates and applies the records to the
    accounts (cached, in flight, or read from the table), in memory; then every write of
    steps 3 and 4 is made into bytes (``_writes``). Nothing has been written. The batch is
@@ -57,7 +54,7 @@ import signal
 import ssl
 import time
 import weakref
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -138,17 +135,6 @@ def broker_credentials(cfg: WorkerConfig) -> Any:
     return None
 
 
-@dataclass(slots=True)
-class _Fetch:
-    """One fetch's input records, queued by ``take`` until they are rated."""
-
-    generation: int  # the consumer generation it was fetched in
-    chunks: Mapping[TP, list]  # aiokafka ConsumerRecords per partition, in offset order
-    stamp: int  # its seek stamp (``rater/intake.py``): which seeks happened before it
-    arrived: float  # and when it was queued
-    records: int
-
-
 @dataclass(slots=True, eq=False)
 class _Writes:
     """One batch's writes, worked out in memory; ``RaterWorker._finish`` carries them out."""
@@ -188,12 +174,6 @@ class RaterWorker:
         self.last_commit = 0.0
         self.durable: dict[str, dict] = {}
         self.segments = IdSegments(self._get_raw)
-        self.queue: deque[_Fetch] = deque()  # fetched, not yet rated (take)
-        self.queued = 0  # records in the queue
-        self.wake = asyncio.Event()  # something was queued
-        self.room = asyncio.Event()  # the queue has room again
-        self.rating: asyncio.Future | None = None  # _rate_queued
-        self.stopping = False
         self.in_flight = InFlight()  # table records of the batch being written (rater/inflight.py)
         self.finishing: asyncio.Future | None = None  # that batch's steps 3 to 5
         self.producer: AIOKafkaProducer | None = None
@@ -379,32 +359,20 @@ class RaterWorker:
 
     # --- the commit protocol -------------------------------------------------------------
 
-    async def take(self, chunks: Mapping[TP, list], generation: int, stamp: int) -> None:
-        """Step 1a, on faust's fetch loop: queue the input records of one fetch, as aiokafka
-        returned them (``rater/intake.py``), and return at once, so aiokafka fetches the next
-        records while the worker rates these. Waits only while a full batch is queued."""
-        while self.queued >= self.cfg.batch_size and not self.stopping:
-            self.room.clear()
-            await self.room.wait()
-        n = sum(map(len, chunks.values()))
-        self.queue.append(_Fetch(generation, chunks, stamp, time.monotonic(), n))
-        self.queued += n
-        self.wake.set()
-        if self.rating is None:
-            self.rating = asyncio.ensure_future(self._rate_queued())
+    async def take(self, chunks: Mapping[TP, list], generation: int) -> None:
+        """Step 1: the input records of one fetch, as aiokafka returned them (``rater/intake.py``).
 
-    async def _rate_queued(self) -> None:
-        """The queued fetches, a batch at a time, through the commit protocol."""
+        Under the lock, so a rebalance waits for the batch (``on_revoked``): records of a
+        fetch that raced with a rebalance are dropped (faust seeks every partition to its
+        committed offset when the new assignment starts), and every other run of records
+        goes through the continuity check (``rater/offsets.py``) before it is applied.
+        """
         try:
-            while True:
-                while not self.queue:
-                    self.wake.clear()
-                    await self.wake.wait()
-                await self._take(self._next_fetches())
+            await self._take(chunks, generation)
         except asyncio.CancelledError:
-            # The app is stopping; a batch cut short may have changed cached accounts that
-            # were not written: forget them. (A batch already handed over finishes:
-            # ``on_stop`` waits for it.)
+            # The app is stopping (faust stops its fetcher only then); a batch cut short
+            # may have changed cached accounts that were not written: forget them. (A batch
+            # already handed over finishes: ``on_stop`` waits for it.)
             self.cache.clear()
             self.segments.clear()
             raise
@@ -414,49 +382,16 @@ class RaterWorker:
             logging.shutdown()
             os._exit(70)
 
-    def _next_fetches(self) -> list[_Fetch]:
-        """The oldest queued fetch and those after it of the same generation, up to a batch."""
-        queue = self.queue
-        first = queue.popleft()
-        fetches, n = [first], first.records
-        while queue and queue[0].generation == first.generation and n + queue[0].records <= self.cfg.batch_size:
-            f = queue.popleft()
-            fetches.append(f)
-            n += f.records
-        self.queued -= n
-        self.room.set()
-        return fetches
-
-    async def _take(self, fetches: list[_Fetch]) -> None:
-        """Step 1b: the records of some fetches, as one batch.
-
-        Under the lock, so a rebalance waits for the batch (``on_revoked``): records of a
-        fetch that raced with a rebalance are dropped (faust seeks every partition to its
-        committed offset when the new assignment starts), and so are a partition's records
-        taken from aiokafka before the last seek of that partition (``rater/intake.py``;
-        the seek fetches again from where it asked). Every other run of records goes
-        through the continuity check (``rater/offsets.py``) before it is applied.
-        """
-        generation = fetches[0].generation
+    async def _take(self, chunks: Mapping[TP, list], generation: int) -> None:
+        arrived = time.monotonic()
         consumer = self.app.consumer
         async with self.lock:
-            if self.stopping or not consumer.flow_active or generation != self.app.consumer_generation_id:
+            if not consumer.flow_active or generation != self.app.consumer_generation_id:
                 return
             if generation != self.generation:
                 self.generation = generation
                 self.continuity.reset()
             active = self._active_tps()
-            chunks: dict[TP, list] = {}
-            sought = consumer.sought
-            for f in fetches:
-                for tp, records in f.chunks.items():
-                    if f.stamp < sought.get(tp, 0):
-                        continue  # taken before the partition was sought: fetched again
-                    run = chunks.get(tp)
-                    if run is None:
-                        chunks[tp] = list(records)
-                    else:
-                        run.extend(records)
             messages: list[Message] = []
             seeks: dict[TP, int] = {}
             new = [tp for tp in chunks if tp in active and not self.continuity.knows(tp)]
@@ -481,7 +416,7 @@ class RaterWorker:
             if seeks:
                 await consumer.seek_wait(seeks)
             if messages:
-                await self.handle_batch(messages, fetches[0].arrived)
+                await self.handle_batch(messages, arrived)
 
     async def _start_offsets(self, tps: list[TP]) -> dict[TP, int]:
         """Where newly assigned partitions start: the committed offset, else the log start,
@@ -595,8 +530,6 @@ class RaterWorker:
         """A clean stop: commit what the finished batches reached (the batch in flight,
         if any, was cancelled with faust's fetcher and is replayed by the next start)."""
         async with self.lock:
-            self.stopping = True  # no batch after this one: what is queued is fetched again by the next start
-            self.room.set()
             await self._drain()
             await self._commit_positions()
             log.info("committed the finished batches' offsets before stopping")
