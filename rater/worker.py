@@ -37,8 +37,8 @@ up to the changelog. Between 4 and 5: state is saved, offsets are not; the repla
 every id in the account and applies nothing (outputs were written in 3). After 5: done.
 So each debit lands exactly once in the account, and each output is written at least
 once with a stable id. Any exception ends the process, so no half-done batch is followed
-by another (the batch rated meanwhile was not handed over, and is replayed too). The argument in full, with the tests that exercise it, is in
-``docs/crash-safety.md``.
+by another (the batch rated meanwhile was not handed over, and is replayed too). The
+argument in full, with the tests that exercise it, is in ``docs/crash-safety.md``.
 
 The wall-clock sweep (``RaterWorker.sweep``) follows steps 2 to 4 for the accounts with
 lots due to expire or a recharge request due to time out; the lock, and waiting for the
@@ -527,16 +527,18 @@ class RaterWorker:
         self.stats.records.update(w.records)
 
     async def on_stop(self) -> None:
-        """A clean stop: commit what the finished batches reached (the batch in flight,
-        if any, was cancelled with faust's fetcher and is replayed by the next start)."""
+        """A clean stop: the batch handed over, if any, finishes; then what the finished
+        batches reached is committed (a batch still being rated was cancelled with faust's
+        fetcher and is replayed by the next start)."""
         async with self.lock:
             await self._drain()
             await self._commit_positions()
             log.info("committed the finished batches' offsets before stopping")
 
     async def on_revoked(self, revoked: set) -> None:
-        """A rebalance begins: the batch in flight (if any) finishes first (the lock), then
-        what it finished is committed, so the next owner starts where this worker stopped."""
+        """A rebalance begins: the batch being rated (the lock) and the batch handed over
+        (``_drain``) finish first, then what they finished is committed, so the next owner
+        starts where this worker stopped."""
         async with self.lock:
             await self._drain()
             await self._commit_positions()
