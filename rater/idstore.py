@@ -83,14 +83,10 @@ class IdSegments:
         return bool(acct.id_segments) and record_id in self.older_ids(acct)
 
     def wrap(self, acct: Account) -> dict:
-        """Hook the loaded account up to its segments; return the ids that were durable."""
-        acct.older_seen = self.seen_before
-        return durable_ids(acct.seen_cdrs)
-
-    def rewrap(self, acct: Account) -> dict:
-        """After the account was written: its recent ids are durable now (and the account,
-        when the batch created it, gets its hook). ``plan`` kept the cached segment ids
-        in step with what it moved or dropped."""
+        """Hook the account up to its segments; return its recent ids as durable. For an
+        account just read from the store, and for one whose write was handed over (when a
+        batch created it, it gets its hook here). ``plan`` keeps the cached segment ids in
+        step with what it moves or drops."""
         acct.older_seen = self.seen_before
         return durable_ids(acct.seen_cdrs)
 

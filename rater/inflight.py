@@ -6,6 +6,7 @@ id segments exactly as batch n left them, but the local store has them only once
 n's step 4 is done. The account cache usually has them; it is bounded, though, and may
 be off (``--account-cache 0``), so every record batch n writes is also kept here, by
 key, from the moment batch n is handed to its commit until its local write is done.
+The writes come as the changelog records ``send_all`` takes (``rater/sending.py``).
 
 ``get`` answers ``(True, value)`` for a key in flight (``value`` None: a deletion), else
 ``(False, None)``: ask the store. ``done`` forgets a batch's records, except where a
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-Write = tuple[bytes, bytes | None]  # key, value (None deletes)
+from .sending import Record  # topic, partition, key, value (None deletes), headers
 
 
 class InFlight:
@@ -27,10 +28,10 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._values)
 
-    def put(self, writes: Iterable[Write]) -> None:
+    def put(self, writes: Iterable[Record]) -> None:
         values = self._values
-        for key, value in writes:
-            values[key] = value
+        for _topic, _partition, key, value, _headers in writes:
+            values[key] = value  # type: ignore[index]
 
     def get(self, key: bytes) -> tuple[bool, bytes | None]:
         values = self._values
@@ -38,9 +39,9 @@ class InFlight:
             return True, values[key]
         return False, None
 
-    def done(self, writes: Iterable[Write]) -> None:
+    def done(self, writes: Iterable[Record]) -> None:
         values = self._values
-        for key, value in writes:
+        for _topic, _partition, key, value, _headers in writes:
             if key in values and values[key] is value:
                 del values[key]
 

@@ -142,7 +142,6 @@ class _Writes:
     produce: list = field(default_factory=list)  # step 3: outputs and forwards (send_all records)
     segments: list = field(default_factory=list)  # step 4, phase A: id segments
     accounts: list = field(default_factory=list)  # step 4, phase B: the changed accounts
-    table: list = field(default_factory=list)  # (key, value) of phases A and B, for InFlight
     positions: dict = field(default_factory=dict)  # (topic, partition) -> last offset
     records: Counter = field(default_factory=Counter)
     messages: int = 0
@@ -479,11 +478,12 @@ class RaterWorker:
     def _hand_over(self, writes: _Writes, accounts: dict[str, tuple[int, ledger.Account]]) -> None:
         """From here on the batch's writes are the state the next batch reads
         (``rater/inflight.py``, the cache) and its task carries them out."""
-        self.in_flight.put(writes.table)
+        self.in_flight.put(writes.segments)
+        self.in_flight.put(writes.accounts)
         # The cached accounts are the values this batch writes: their recent ids count as
         # durable for the next batch's plan, whose segment writes go out only after these.
         for tenant, (_partition, acct) in accounts.items():
-            self._remember_account(tenant, acct, self.segments.rewrap(acct))
+            self._remember_account(tenant, acct, self.segments.wrap(acct))
         self.finishing = asyncio.ensure_future(self._finish(writes))
 
     async def _drain(self) -> None:
@@ -506,7 +506,8 @@ class RaterWorker:
                 await self._deliver(w.segments)
             if w.accounts:
                 await self._deliver(w.accounts)
-            self.in_flight.done(w.table)
+            self.in_flight.done(w.segments)
+            self.in_flight.done(w.accounts)
             done = time.monotonic()
         except BaseException:
             # Nothing of this batch is committed: stop hard and let a restart replay it.
@@ -592,19 +593,16 @@ class RaterWorker:
         if not accounts:
             return w
         changelog = self.accounts.changelog_topic.get_topic_name()
-        table = w.table
         # Phase A: id segments the accounts will stop holding (``IdSegments.plan``).
         for tenant, (partition, acct) in accounts.items():
             durable = self.durable.pop(tenant, {})
             for key, value in self.segments.plan(acct, durable, self.processor.engine.horizon):
                 w.segments.append((changelog, partition, key, value, None))
-                table.append((key, value))
         # Phase B: the accounts.
         tenant_states = self.stats.tenant_state
         for tenant, (partition, acct) in accounts.items():
             key, value = tenant.encode(), encode_account(acct)
             w.accounts.append((changelog, partition, key, value, None))
-            table.append((key, value))
             tenant_states[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
             self._note_due(tenant, acct)
         return w

@@ -82,7 +82,7 @@ def test_the_ids_an_account_holds_are_not_scanned_by_the_cycle_collector():
     assert len(durable) == SEGMENT_AT and not gc.is_tracked(durable)
     acct.seen_cdrs["new"] = 10 * DAY
     segs.plan(acct, durable, horizon=7 * DAY)
-    assert not gc.is_tracked(segs.rewrap(acct)) and not gc.is_tracked(acct.seen_cdrs)
+    assert not gc.is_tracked(segs.wrap(acct)) and not gc.is_tracked(acct.seen_cdrs)
 
 
 def test_a_segment_older_than_the_horizon_is_deleted():
