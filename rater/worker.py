@@ -88,6 +88,10 @@ COMMIT_EVERY = 1.0  # seconds between offset commits of finished batches
 # without waiting for the whole of the next batch.
 YIELD_EVERY = 100
 _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
+# Fault injection for the crash tests (``tests/test_replay.py``): ``after-step-4`` ends the
+# process right after the first input batch's step 4, before its offsets can be committed
+# (a SIGKILL at exactly that moment). Never set in production.
+_FAILPOINT = os.environ.get("RATER_FAILPOINT", "")
 CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
 # Per partition database. faust's defaults are 3 write buffers of 64 MiB and a 2 GiB block
 # cache for *each* partition, so RSS grows with write volume up to gigabytes; these bound a
@@ -509,6 +513,10 @@ class RaterWorker:
             self.in_flight.done(w.segments)
             self.in_flight.done(w.accounts)
             done = time.monotonic()
+            if _FAILPOINT == "after-step-4" and w.messages:
+                log.warning("failpoint after-step-4: exiting before the offsets of %d record(s) are committed", w.messages)
+                logging.shutdown()
+                os._exit(75)
         except BaseException:
             # Nothing of this batch is committed: stop hard and let a restart replay it.
             log.exception("writing a batch failed; stopping the worker so the batch is replayed")
