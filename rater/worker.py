@@ -10,7 +10,8 @@ Commit protocol of one batch (``take``, ``handle_batch``, ``_finish``)
 1. Take the input records of one fetch under the lock (a rebalance waits for it); drop
    the fetch if a rebalance began since; check each partition's run of offsets against
    the next expected one (``rater/offsets.py``): already-applied records are dropped, a
-   hole is sought back over and fetched again.
+   hole is sought back over and fetched again. A partition newly assigned starts at its
+   committed offset, or after its applied mark (step 4) if that is further (``_resume_at``).
 2. Apply: ``BatchProcessor`` routes, decodes, validates and applies the records to the
    accounts (cached, in flight, or read from the table), in memory; then every write of
    steps 3 and 4 is made into bytes (``_writes``). Nothing has been written. The batch is
@@ -23,8 +24,10 @@ Commit protocol of one batch (``take``, ``handle_batch``, ``_finish``)
    every one (``acks=all``).
 4. Write each changed account once onto the table's changelog topic, one record per
    account holding its balance, lots *and* the ids it has applied (id segments first,
-   ``rater/idstore.py``); wait for every acknowledgement; then write the same values and
-   the changelog offset into the local RocksDB store, one atomic batch per partition.
+   ``rater/idstore.py``), then, after the accounts of its partition, each input
+   partition's applied mark: the batch's last offset there (``rater/applied.py``); wait
+   for every acknowledgement; then write the same values and the changelog offset into
+   the local store, one atomic batch per partition.
 5. Commit the batch's offsets (``_commit_positions``: after a batch at most once a
    second, on a 1 s timer, and on revocation). Only offsets whose step 4 is done.
 
@@ -33,8 +36,11 @@ same state and gives the same outputs, with the same ids. Between 3 and 4: outpu
 out, the state is not; the replay applies the records again from the old state and writes
 the same outputs again (same ids, same content: consumers drop repeats). Inside 4, after
 an acknowledgement and before the local write: faust's recovery brings the local store
-up to the changelog. Between 4 and 5: state is saved, offsets are not; the replay finds
-every id in the account and applies nothing (outputs were written in 3). After 5: done.
+up to the changelog. Between 4 and 5: state is saved, offsets are not; the worker resumes
+after the applied mark and judges none of the batch's records again (outputs were written
+in 3): a rejected record would otherwise be judged against the state its own batch left
+(an account created after it, a request made after its answer, a later clock). After 5:
+done.
 So each debit lands exactly once in the account, and each output is written at least
 once with a stable id. Any exception ends the process, so no half-done batch is followed
 by another (the batch rated meanwhile was not handed over, and is replayed too). The
@@ -66,7 +72,7 @@ from faust.streams import _current_event
 from faust.types import TP
 from prometheus_client.registry import CollectorRegistry
 
-from . import gctune, intake, ledger
+from . import applied, gctune, intake, ledger
 from .batch import BatchProcessor, BatchResult, Message, Topics
 from .config import WorkerConfig
 from .idstore import SEP as SEGMENT_SEP
@@ -399,8 +405,8 @@ class RaterWorker:
             seeks: dict[TP, int] = {}
             new = [tp for tp in chunks if tp in active and not self.continuity.knows(tp)]
             if new:
-                for tp, start in (await self._start_offsets(new)).items():
-                    self.continuity.start(tp, start)
+                for tp, committed in (await self._start_offsets(new)).items():
+                    self.continuity.start(tp, self._resume_at(tp, committed))
             for tp, records in chunks.items():
                 if tp not in active:
                     continue  # revoked, or not ours yet: the assignment seeks it to committed
@@ -420,6 +426,34 @@ class RaterWorker:
                 await consumer.seek_wait(seeks)
             if messages:
                 await self.handle_batch(messages, arrived)
+
+    def _resume_at(self, tp: TP, committed: int) -> int:
+        """Step 1b: where a newly assigned partition resumes. Its committed offset, unless
+        the accounts table's applied mark (``rater/applied.py``) is at or past it: the
+        worker that wrote the mark crashed between step 4 and step 5, the records up to
+        the mark have their outputs acknowledged (step 3) and their accounts durable
+        (step 4), and judging them again against the newer state could change their
+        outcome. They are skipped (the continuity check drops them: below the expected
+        offset) and their offsets become committable."""
+        key = (tp.topic, tp.partition)
+        mark = self._applied_mark(tp.topic, tp.partition)
+        start = applied.resume_offset(committed, mark)
+        if start > committed:
+            self.positions[key] = max(self.positions.get(key, -1), start - 1)
+            log.info("%s/%d: applied up to offset %d before the last commit (%d); resuming at %d",
+                     tp.topic, tp.partition, start - 1, committed, start)  # fmt: skip
+        return start
+
+    def _applied_mark(self, topic: str, partition: int) -> int | None:
+        """The applied mark of an input partition: as the last batch handed over wrote
+        it, else as the store holds it (from the changelog, after faust's recovery)."""
+        key = applied.mark_key(topic, partition)
+        found, value = self.in_flight.get(key)
+        if not found:
+            store = self.accounts.data
+            db_for = getattr(store, "_db_for_partition", None)
+            value = db_for(partition).get(key) if db_for is not None else store.get(key)
+        return applied.decode_mark(value)
 
     async def _start_offsets(self, tps: list[TP]) -> dict[TP, int]:
         """Where newly assigned partitions start: the committed offset, else the log start,
@@ -462,15 +496,15 @@ class RaterWorker:
             if self.finishing is not None and not self.finishing.done():
                 await asyncio.sleep(0)
         processor.end(result)
-        writes = self._writes(result)
+        positions: dict[tuple[str, int], int] = {}
+        for m in messages:
+            positions[(m.topic, m.partition)] = m.offset
+        writes = self._writes(result, positions)
         writes.arrived, writes.t0, writes.t1 = arrived, t0, time.monotonic()
         if _DEBUG_BATCHES:  # how old the records were when the batch began (their Kafka timestamps)
             stamps = [m.timestamp for m in messages]
             writes.ages = (now // 1000 - max(stamps), now // 1000 - min(stamps))
         writes.messages = len(messages)
-        positions = writes.positions
-        for m in messages:
-            positions[(m.topic, m.partition)] = m.offset
         # The previous batch's steps 3 to 5 ran while this one was applied: wait for them.
         await self._drain()
         writes.handed = time.monotonic()
@@ -585,10 +619,14 @@ class RaterWorker:
             self.producer = producer
         return self.producer
 
-    def _writes(self, result: BatchResult) -> _Writes:
+    def _writes(self, result: BatchResult, positions: dict[tuple[str, int], int] | None = None) -> _Writes:
         """Every write of steps 3 and 4 for ``result``, as bytes, taken from the accounts
-        now: the next batch changes the same account objects while these are written."""
+        now: the next batch changes the same account objects while these are written.
+        ``positions``: the batch's last offset of each input partition (none for the
+        sweep), written as applied marks after the accounts (step 4, phase C)."""
         w = _Writes()
+        if positions:
+            w.positions = positions
         w.records = result.records
         produce = w.produce
         for msg, partition, key in result.forwards:
@@ -598,8 +636,6 @@ class RaterWorker:
         for topic, key, value in result.outputs:
             produce.append((topic, None, key, value, None))
         accounts = result.accounts
-        if not accounts:
-            return w
         changelog = self.accounts.changelog_topic.get_topic_name()
         # Phase A: id segments the accounts will stop holding (``IdSegments.plan``).
         for tenant, (partition, acct) in accounts.items():
@@ -613,6 +649,11 @@ class RaterWorker:
             w.accounts.append((changelog, partition, key, value, None))
             tenant_states[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
             self._note_due(tenant, acct)
+        # Phase C: how far each input partition is applied (``rater/applied.py``), in the
+        # same changelog partition as the accounts and after them, so a mark that is
+        # durable vouches for every account written before it. Sent with phase B.
+        for (topic, partition), offset in w.positions.items():
+            w.accounts.append((changelog, partition, applied.mark_key(topic, partition), applied.encode_mark(offset), None))
         return w
 
     async def _deliver(self, records: list) -> None:
@@ -729,8 +770,8 @@ class RaterWorker:
             items = list(store.items())
         n = 0
         for key, value in items:
-            if value is None or key.startswith(b"__faust") or is_segment_key(key):
-                continue  # faust keeps its offsets here too; id segments are not accounts
+            if value is None or key.startswith(b"__faust") or is_segment_key(key) or applied.is_mark_key(key):
+                continue  # faust keeps its offsets here too; id segments and applied marks are not accounts
             tenant = key.decode()
             if partition_for(key, self.cfg.partitions) not in owned:
                 continue
