@@ -53,6 +53,7 @@ class BatchResult:
     outputs: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # topic, key, value
     accounts: dict[str, tuple[int, Account]] = field(default_factory=dict)
     records: Counter = field(default_factory=Counter)  # (topic, outcome)
+    skipped: int = 0  # records ``judged`` said were judged before (a replay): nothing done
 
 
 class BatchProcessor:
@@ -62,6 +63,10 @@ class BatchProcessor:
         self.topics = topics
         self.load = load
         self.engine = Engine(tables, _Accounts(load))
+        # The worker's question for a record that names a tenant, while it replays a batch
+        # whose accounts were partly written (``rater/applied.py``): was this record
+        # judged before? Then it is skipped: no outputs, no account change.
+        self.judged: Callable[[Message, bytes], bool] | None = None
 
     @property
     def tables(self) -> RateTables:
@@ -115,6 +120,9 @@ class BatchProcessor:
             if home is not None and home[0] != msg.partition:
                 result.forwards.append((msg, home[0], home[1]))
                 result.records[(msg.topic, "forwarded")] += 1
+                continue
+            if self.judged is not None and home is not None and self.judged(msg, home[1]):
+                result.skipped += 1
                 continue
             key_text = None
             if msg.key is not None:

@@ -146,3 +146,68 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         failed = sys.exc_info()
         for w in {id(first): first, id(second): second}.values():
             w.__exit__(*failed)
+
+
+@pytest.mark.parametrize("how", ["restart", "memory-store"])
+def test_a_replay_after_a_crash_inside_the_account_write_skips_the_records_of_accounts_that_were_written(
+    kafka_broker, how
+):
+    """Step 4 may reach the changelog in more than one producer batch per partition (past
+    1 MB of accounts): a crash between them leaves some accounts of the batch written and
+    no applied mark. ``RATER_FAILPOINT=inside-step-4`` writes the first account only (rp-a's;
+    the batch's accounts are in the order the batch first changed them) and exits. rp-a's
+    records are then judged before (its account says so) and skipped; rp-d's account was
+    not written, so its records are applied again from the old state, with the same outputs."""
+    broker = kafka_broker.bootstrap
+    topics = WorkerTopics.unique("rq")
+    app_id = f"{topics.cdrs}-app"
+    extra = SWEEP_OFF + (["--store", "memory"] if how == "memory-store" else [])
+    t0 = datetime.now(timezone.utc).replace(microsecond=0)
+    m20, m10 = iso(t0 - timedelta(minutes=20)), iso(t0 - timedelta(minutes=10))
+    call = {"call_type": "international", "to": "+919876543210", "duration_seconds": 60}
+    records = []
+    for t in ("rp-a", "rp-d"):
+        records += [
+            (t, {"cdr_id": f"{t}-1", "tenant_id": t, "started_at": m10, **call}),
+            (t, {"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account", "occurred_at": m20,
+                 "rate_plan": "standard-usd"}),
+            (t, {"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds", "occurred_at": m20,
+                 "amount": "10"}),
+        ]  # fmt: skip
+    for topic in (topics.cdrs, topics.commands):
+        create_topic(broker, topic, 1)
+    produce(broker, topics.cdrs, records)
+    w = RaterWorker(broker, topics=topics, app_id=app_id, partitions=1, name="rq", extra_args=extra,
+                    env={"RATER_FAILPOINT": "inside-step-4"})  # fmt: skip
+    try:
+        w.start(wait=False)
+        assert w.proc is not None
+        code = w.proc.wait(120)
+        assert code == 75, f"the failpoint did not end the worker (status {code})\n{w.tail()}"
+        # rp-a's account, then rp-d's, then the applied mark: 3 changelog records, 1 written.
+        assert "failpoint inside-step-4: exiting after 1 of 3 changelog record(s)" in w.log(), w.tail()
+        first_rejects = sorted(r.raw_value for r in consume_all(broker, topics.rejects, 30))
+        assert [orjson.loads(r)["tenant_id"] for r in first_rejects] and len(first_rejects) == 2
+        w.env = {}
+        w.start()
+        assert wait_consumed(broker, app_id, [topics.cdrs], timeout=120), w.tail()
+        wait_for(lambda: w.get("/tenants/rp-d").status == 200, 30, what="the views", workers=(w,))
+        assert {t: w.get(f"/tenants/{t}").json()["balance"] for t in ("rp-a", "rp-d")} == {
+            "rp-a": "10.000000", "rp-d": "10.000000"}  # fmt: skip
+        assert consume_all(broker, topics.rated, 10) == []
+        # rp-a's reject once; rp-d's once or twice (its batch was replayed), byte for byte the same.
+        rejects = by_id_checked([r.raw_value for r in consume_all(broker, topics.rejects, 30)])
+        assert sorted(c[0] for c in rejects.values()) == first_rejects
+        assert all(len(set(copies)) == 1 for copies in rejects.values())
+        copies = {orjson.loads(c[0])["tenant_id"]: len(c) for c in rejects.values()}
+        assert copies["rp-a"] == 1, copies
+        got = {orjson.loads(c[0])["tenant_id"]: orjson.loads(c[0])["detail"] for c in rejects.values()}
+        assert got == {"rp-a": "tenant_id: no account for 'rp-a'", "rp-d": "tenant_id: no account for 'rp-d'"}
+        events = by_id_checked([r.raw_value for r in consume_all(broker, topics.events, 10)])
+        assert all(len(set(c)) == 1 for c in events.values())
+        kinds = sorted((e["tenant_id"], e["type"], e["amount"]) for e in (orjson.loads(c[0]) for c in events.values()))
+        assert kinds == [("rp-a", "funds_added", "10.000000"), ("rp-d", "funds_added", "10.000000")]
+        assert "skipped 3 record(s) judged before a crash" in w.log(), w.tail()
+        assert w.errors() == []
+    finally:
+        w.__exit__(*sys.exc_info())
