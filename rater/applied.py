@@ -21,6 +21,12 @@ changelog, ``--store memory``) resumes after the mark when the mark is past the 
 offset (``resume_offset``): those records' outputs were acknowledged in step 3 and their
 accounts are durable, so the replay has nothing to do for them and must not judge them.
 
+A crash *inside* step 4 can leave some of a batch's accounts on the changelog and no mark
+(a partition's accounts of one batch can take more than one producer batch). For that,
+every account value also carries the batch's last offsets of its partition (``"in"``,
+``rater/state.py``), and the worker skips a record of the replayed range whose tenant's
+stored account was judged at or past it (``RaterWorker._judged_before``).
+
 No I/O here: the worker reads and writes the records.
 """
 

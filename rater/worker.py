@@ -191,7 +191,7 @@ class RaterWorker:
         self.cache: dict[str, tuple[ledger.Account, dict]] = {}  # tenant -> (account, its durable ids)
         self.continuity = Continuity()
         # Input partitions that may hold records a crashed batch judged and partly wrote
-        # (step 1b): (topic, partition) -> (first, last) offsets where a record may be one.
+        # (step 1c): (topic, partition) -> (first, last) offsets where a record may be one.
         self.suspect: dict[tuple[str, int], tuple[int, int]] = {}
         self.judged_in: dict[str, dict] = {}  # tenant -> offsets its stored value was judged through, if suspect
         self.generation = -1
@@ -479,11 +479,14 @@ class RaterWorker:
 
     def _note_judged(self, tenant: str, judged: dict) -> None:
         """Step 1c, on reading an account from the store: remember how far the batch that
-        wrote it had judged, if that is past where its partition resumed."""
+        wrote it had judged, if that may be past where its partition resumed (or the
+        other input topic's partition has not started yet). Keeping more is harmless: a
+        value written by a batch that finished step 4 was judged only up to the mark,
+        below every record of the suspect range."""
         partition = partition_for(tenant.encode(), self.cfg.partitions)
         for topic, offset in judged.items():
             span = self.suspect.get((topic, partition))
-            if span is not None and offset >= span[0]:
+            if span is None or offset >= span[0]:
                 self.judged_in[tenant] = judged
                 return
 
