@@ -1,5 +1,7 @@
 """The applied mark of an input partition (rater/applied.py): where a partition resumes."""
 
+import orjson
+
 from rater.applied import decode_mark, encode_mark, is_mark_key, mark_key, resume_offset
 from rater.idstore import is_segment_key, segment_key
 
@@ -35,3 +37,16 @@ def test_mark_keys_name_topic_and_partition_and_are_neither_tenants_nor_segments
     assert is_mark_key(mark_key("tenant-commands", 0))
     assert not is_mark_key(b"acme") and not is_mark_key(segment_key("acme", 0))
     assert not is_segment_key(mark_key("cdrs", 0))
+
+
+def test_an_account_value_carries_how_far_its_batch_judged_and_decodes_to_the_same_account():
+    from rater.ledger import Account
+    from rater.state import decode_account, decode_judged, encode_account
+
+    acct = Account(tenant_id="acme", rate_plan="standard-usd", currency="USD", debt=1_500_000)
+    value = encode_account(acct, {"cdrs": 57, "tenant-commands": 12})
+    assert orjson.loads(value)["in"] == {"cdrs": 57, "tenant-commands": 12}
+    assert decode_account(value) == acct
+    assert decode_judged(value) == (acct, {"cdrs": 57, "tenant-commands": 12})
+    # A value written before the judged offsets existed, or by the sweep: none.
+    assert decode_judged(encode_account(acct)) == (acct, {})
