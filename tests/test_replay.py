@@ -129,7 +129,7 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         beyond = iso(t0 + timedelta(hours=24, seconds=BEYOND))
         assert got.keys() == {("rp-a", "unknown_tenant"), ("rp-b", "unknown_request"), ("rp-c", "invalid_timestamp")}
         assert got[("rp-a", "unknown_tenant")] == "tenant_id: no account for 'rp-a'"
-        assert got[("rp-b", "unknown_request")] == "request_id: 'rp-b/recharge/1' is not the pending recharge request"
+        assert got[("rp-b", "unknown_request")] == "request_id: 'rp-b/recharge/1' is neither the pending recharge request nor one that timed out"
         assert got[("rp-c", "invalid_timestamp")].startswith(
             f"started_at: {beyond} is more than 24 hours after the processing clock ")
         assert sorted(r.raw_value for r in rejects_first) == sorted(c[0] for c in rejects.values())
