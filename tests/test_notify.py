@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 import uuid
@@ -166,3 +167,64 @@ def test_notifications_are_sent_retried_dead_lettered_deduplicated_and_survive_a
             stop(proc)
         assert [m.event_id for m in smtp.snapshot()[sent_mails:]] == ["h1"]
         assert len(hook.all_posts()) == sent_posts
+
+
+def test_sigkill_mid_stream_then_restart_delivers_every_event_in_tenant_order(kafka_broker, tmp_path):
+    """SIGKILL `rater notify` while it sends, start it again: every event reaches both
+    channels, each tenant's in event order. A send the server had accepted when the process
+    died, but that was not yet written to the store, is sent once more (at least once); it
+    carries the same Message-ID / Idempotency-Key, so the receiver sees each event once."""
+    bootstrap = kafka_broker.bootstrap
+    run = uuid.uuid4().hex[:8]
+    topic, dead, group = f"be-kill-{run}", f"dl-kill-{run}", f"notify-kill-{run}"
+    create_topic(bootstrap, topic, 4)
+    create_topic(bootstrap, dead, 1)
+    tenants = [f"t{n:02d}" for n in range(20)]
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("".join(f"{t},admin@{t}.example\n" for t in tenants))
+    types = ["low_balance", "below_zero", "auto_recharge_failed", "auto_recharge_succeeded"]
+    order = {t: [f"{t}-{i:02d}" for i in range(20)] for t in tenants}
+    produce(bootstrap, topic, [(t, event(f"{t}-{i:02d}", types[i % 4], t)) for i in range(20) for t in tenants])
+    total = len(tenants) * 20
+
+    log = tmp_path / "notify.log"
+    with SmtpSink(delay=0.03) as smtp, WebhookReceiver() as hook:
+        def start():
+            return start_notify(bootstrap, topic=topic, dead_letter=dead, group=group, state_dir=tmp_path / "state",
+                                web_port=free_port(), contacts=contacts, smtp_port=smtp.port, webhook_url=hook.url,
+                                log=log)  # fmt: skip
+
+        proc = start()
+        try:
+            wait_for(lambda: len(smtp.snapshot()) >= total // 4, 60, "a quarter of the emails", proc, log)
+            # Not right after a mail arrived (the poll would tie the kill to the sink's own timing).
+            time.sleep(random.uniform(0.0, 0.2))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            at_kill = len({m.event_id for m in smtp.snapshot()})
+            assert at_kill < total, "the stream was over before the kill"
+            time.sleep(0.5)  # sends of the dead process's threads are over
+            proc = start()
+            wait_for(lambda: {m.event_id for m in smtp.snapshot()} >= {e for ids in order.values() for e in ids}
+                     and {p.key for p in hook.delivered()} >= {e for ids in order.values() for e in ids},
+                     120, "every event on both channels after the restart", proc, log)  # fmt: skip
+            wait_for(lambda: sum(v or 0 for v in committed_offsets(bootstrap, group, topic, 4).values()) == total,
+                     30, "every offset committed", proc, log)  # fmt: skip
+        finally:
+            stop(proc)
+
+        mails, posts = smtp.snapshot(), hook.delivered()
+        for t in tenants:
+            first_mail = list(dict.fromkeys(m.event_id for m in mails if m.tenant == t))
+            first_post = list(dict.fromkeys(p.key for p in posts if p.body["tenant_id"] == t))
+            assert first_mail == order[t], t
+            assert first_post == order[t], t
+        # Repeats: only sends under way at the kill, each with the first one's keys.
+        mail_repeats = len(mails) - total
+        post_repeats = len(posts) - total
+        assert 0 <= mail_repeats <= len(tenants) and 0 <= post_repeats <= len(tenants)
+        assert len({m.message_id for m in mails}) == total
+        assert all(m.message_id == f"<{m.event_id}.{m.tenant}@rater.notify>" for m in mails)
+        assert len({p.key for p in posts}) == total
+        assert consume_all(bootstrap, dead, 3) == []
+        print(f"kill after {at_kill} of {total} emails; repeated sends: email {mail_repeats}, webhook {post_repeats}")
