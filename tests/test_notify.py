@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from rater.schemas import validator
 from tests.kafka_support import consume_all, create_topic, produce
 from tests.notify_support import (
     SmtpSink,
@@ -51,7 +52,7 @@ def test_notifications_are_sent_retried_dead_lettered_deduplicated_and_survive_a
     run = uuid.uuid4().hex[:8]
     topic, dead, group = f"be-{run}", f"dl-{run}", f"notify-{run}"
     create_topic(bootstrap, topic, 1)  # one partition: every tenant shares it, so head-of-line blocking would show
-    create_topic(bootstrap, dead, 1)
+    # the dead-letter topic is created by rater notify (with the events topic's partition count)
     contacts = tmp_path / "contacts.csv"
     contacts.write_text("tenant_id,email\nacme,ops@acme.example\nacme,cfo@acme.example\n"
                         "globex,it@globex.example\ninitech,it@initech.example\n")  # fmt: skip
@@ -111,6 +112,7 @@ def test_notifications_are_sent_retried_dead_lettered_deduplicated_and_survive_a
 
             # Dead letters: initech's webhook after 4 tries, and the record that is not JSON.
             dl = sorted((r.value for r in dead_letters), key=lambda v: v["source"]["offset"])
+            assert [list(validator("notify-dead-letter").iter_errors(v)) for v in dl] == [[], []]
             assert dl[0]["event_id"] == "i1" and dl[0]["channel"] == "webhook" and dl[0]["attempts"] == 4
             assert dl[0]["error"] == "webhook HTTP 500"
             assert dl[0]["event"] == i1 and dl[0]["source"] == {"topic": topic, "partition": 0, "offset": 0}

@@ -23,6 +23,7 @@ class NotifyConfig:
     group_id: str = "rater-notify"
     topic_events: str = "balance-events"
     topic_dead_letter: str = "notify-dead-letter"
+    replication: int = 1
     types: frozenset[str] = frozenset(DEFAULT_TYPES)
     contacts: str | None = None
     smtp: SmtpSettings | None = None
@@ -60,6 +61,8 @@ def add_notify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic-events", default=e("RATER_TOPIC_EVENTS", d.topic_events), help="(RATER_TOPIC_EVENTS)")
     p.add_argument("--topic-dead-letter", default=e("RATER_NOTIFY_DEAD_LETTER_TOPIC", d.topic_dead_letter),
                    help="where events go after the last try (RATER_NOTIFY_DEAD_LETTER_TOPIC)")  # fmt: skip
+    p.add_argument("--replication", type=int, default=int(e("RATER_REPLICATION", "1") or 1),
+                   help="replication factor of the dead-letter topic when it is created (RATER_REPLICATION)")
     p.add_argument("--types", default=e("RATER_NOTIFY_TYPES", ",".join(DEFAULT_TYPES)),
                    help="comma-separated balance event types to notify about (RATER_NOTIFY_TYPES; default: "
                         + ",".join(DEFAULT_TYPES) + ")")  # fmt: skip
@@ -125,7 +128,7 @@ def config_from_args(args: argparse.Namespace) -> NotifyConfig:
                      sasl_plain_password=args.sasl_password)  # fmt: skip
     return NotifyConfig(
         broker=args.broker, group_id=args.group_id, topic_events=args.topic_events,
-        topic_dead_letter=args.topic_dead_letter, types=types, contacts=args.contacts if smtp else None,
+        topic_dead_letter=args.topic_dead_letter, replication=args.replication, types=types, contacts=args.contacts if smtp else None,
         smtp=smtp, webhook_url=args.webhook_url, webhook_timeout=args.webhook_timeout,
         state_dir=args.state_dir, horizon_days=args.horizon_days, attempts=args.attempts,
         backoff=args.backoff, backoff_max=args.backoff_max, max_in_flight=args.max_in_flight,

@@ -43,6 +43,7 @@ import asyncio
 import collections
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ class Notifier:
                 log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing")
 
         cfg = self.cfg
+        await ensure_dead_letter_topic(cfg)
         self.producer = AIOKafkaProducer(bootstrap_servers=cfg.broker, acks="all", enable_idempotence=True, **cfg.kafka)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.broker, group_id=cfg.group_id, enable_auto_commit=False,
@@ -325,6 +327,31 @@ class Notifier:
                 await self.webhook.close()
 
 
+async def ensure_dead_letter_topic(cfg: NotifyConfig) -> None:
+    """Create the dead-letter topic when missing, with the events topic's partition count
+    (a broker may refuse to create topics on first use)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.broker, **cfg.kafka)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        if cfg.topic_dead_letter in existing:
+            return
+        partitions = 1
+        if cfg.topic_events in existing:
+            meta = await admin.describe_topics([cfg.topic_events])
+            partitions = max(1, len(meta[0].get("partitions", []))) if meta else 1
+        try:
+            await admin.create_topics([NewTopic(cfg.topic_dead_letter, partitions, cfg.replication)])
+            log.info("created topic %s with %d partition(s)", cfg.topic_dead_letter, partitions)
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        await admin.close()
+
+
 # ---------------------------------------------------------------------- HTTP and main
 
 
@@ -409,8 +436,14 @@ def run(cfg: NotifyConfig) -> int:
             for p in exc.problems:
                 print(f"rater: {p}", file=sys.stderr)
             return 2
+    from aiokafka.errors import KafkaError
+
     try:
         return asyncio.run(main_async(cfg, contacts))
-    except OSError as exc:  # the HTTP port taken, the state dir not writable
+    except KafkaError as exc:  # unreachable broker, refused credentials: one line, no traceback
+        why = " ".join(str(exc).split())
+        print(f"rater: notify: cannot use Kafka at {cfg.broker}: {type(exc).__name__}: {why}"[:600], file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:  # the HTTP port taken, the state dir not writable
         print(f"rater: notify: {exc}", file=sys.stderr)
         return 2
