@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 SENT = "sent"
@@ -30,6 +31,9 @@ class DedupStore:
         os.makedirs(directory, exist_ok=True)
         self.path = path
         self.horizon = horizon_seconds
+        # Written from the event loop and from the SMTP threads (a delivery is recorded in the
+        # thread that saw the server accept it): one connection behind a lock.
+        self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit is in the OS once it returns, so it survives the
@@ -44,25 +48,30 @@ class DedupStore:
         self._db.execute("CREATE INDEX IF NOT EXISTS handled_at ON handled (at)")
 
     def outcome(self, event_id: str, channel: str) -> str | None:
-        row = self._db.execute(
-            "SELECT outcome FROM handled WHERE event_id = ? AND channel = ?", (event_id, channel)
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT outcome FROM handled WHERE event_id = ? AND channel = ?", (event_id, channel)
+            ).fetchone()
         return row[0] if row else None
 
     def record(self, event_id: str, channel: str, outcome: str, at: float | None = None) -> None:
         """Write the outcome durably; returns once SQLite has committed it."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO handled (event_id, channel, outcome, at) VALUES (?, ?, ?, ?)",
-            (event_id, channel, outcome, time.time() if at is None else at),
-        )
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO handled (event_id, channel, outcome, at) VALUES (?, ?, ?, ?)",
+                (event_id, channel, outcome, time.time() if at is None else at),
+            )
 
     def prune(self, now: float | None = None) -> int:
         """Forget rows older than the horizon; returns how many."""
         cutoff = (time.time() if now is None else now) - self.horizon
-        return self._db.execute("DELETE FROM handled WHERE at < ?", (cutoff,)).rowcount
+        with self._lock:
+            return self._db.execute("DELETE FROM handled WHERE at < ?", (cutoff,)).rowcount
 
     def count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM handled").fetchone()[0]
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM handled").fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()

@@ -15,8 +15,9 @@ Delivery protocol (the step numbers are repeated in the code):
    webhook). Before a send, the store of handled ids is asked: a (event_id, channel) that
    is there was sent or dead-lettered before (a replay after a crash or a repeated event)
    and is skipped.
-4. Send. On success, write (event_id, channel, sent) to the store and wait for SQLite's
-   commit before going on. A failure that another try can fix is tried again after
+4. Send. As soon as the server accepts (SMTP's reply to DATA, in the sending thread; an
+   HTTP 2xx status), write (event_id, channel, sent) to the store; SQLite has committed
+   it when the send returns. A failure that another try can fix is tried again after
    ``backoff * 2^(n-1)`` seconds (at most ``backoff_max``), up to ``attempts`` tries; only
    this tenant's queue waits, other tenants go on.
 5. After the last try (or a permanent failure: SMTP 5xx, HTTP 4xx other than 408/429),
@@ -30,9 +31,10 @@ Delivery protocol (the step numbers are repeated in the code):
 Crash between steps (SIGKILL at any point): offsets are committed only at step 7 and only
 below done records, so every event not done is read again after a restart (at least once).
 A crash after a server accepted a message (step 4) and before the store's commit sends that
-one message again after the restart; this window is a few milliseconds per delivery, and
-the webhook's ``Idempotency-Key`` and the email's ``Message-ID`` (both from the event id)
-let the receiver drop it. Any other replayed delivery is found in the store at step 3.
+one message again after the restart: at most one per tenant and channel, since a tenant
+has one send under way at a time. The window is the server's reply on the wire and one
+SQLite commit; the webhook's ``Idempotency-Key`` and the email's ``Message-ID`` (both from
+the event id) let the receiver drop the repeat. Any other replayed delivery is found in the store at step 3.
 A crash between the dead letter's acknowledgement and the store write (step 5) can write a
 second dead letter with the same event id.
 """
@@ -98,6 +100,7 @@ class Notifier:
         self.consumer: Any = None
         self.producer: Any = None
         self.started = False
+        self.failed: str | None = None
 
     # ------------------------------------------------------------------ the consumer loop
 
@@ -216,6 +219,10 @@ class Notifier:
                     return  # stopping: the event stays undone and is read again after a restart
                 queue.popleft()
                 self.progress.done(item.partition, item.offset)  # step 6
+        except Exception as exc:  # the store failed (disk full?): stop rather than hold offsets forever
+            log.exception("notifications of %s stopped: %s; rater notify stops", tenant, exc)
+            self.failed = f"{type(exc).__name__}: {exc}"
+            self._stopping.set()
         finally:
             if self._queues.get(tenant) is queue:
                 del self._queues[tenant]
@@ -227,12 +234,12 @@ class Notifier:
         if self.email is not None and self.contacts is not None:
             recipients = self.contacts.current().for_tenant(event.tenant_id)
             if recipients:
-                if not await self._deliver(item, "email", lambda: self.email.send(event, recipients)):
+                if not await self._deliver(item, "email", lambda done: self.email.send(event, recipients, done)):
                     return False
             else:
                 self.metrics.no_recipients.inc()
         if self.webhook is not None:
-            if not await self._deliver(item, "webhook", lambda: self.webhook.send(event, item.raw)):
+            if not await self._deliver(item, "webhook", lambda done: self.webhook.send(event, item.raw, done)):
                 return False
         return True
 
@@ -247,13 +254,17 @@ class Notifier:
         while True:
             attempt += 1
             started = time.monotonic()
+            def accepted() -> None:  # step 4, run by the channel as soon as the server said yes
+                self.store.record(event.event_id, channel, SENT)
+
             try:
-                await send()  # step 4
+                await send(accepted)  # step 4
             except DeliveryError as exc:
                 if exc.permanent or attempt >= self.cfg.attempts:  # step 5
                     log.warning("%s %s of %s: %s after %d tr%s; to %s", channel, event.event_id, event.tenant_id,
                                 exc, attempt, "y" if attempt == 1 else "ies", self.cfg.topic_dead_letter)  # fmt: skip
-                    await self._dead_letter(item, channel, str(exc), attempt)
+                    if not await self._dead_letter_until_written(item, channel, str(exc), attempt):
+                        return False
                     self.store.record(event.event_id, channel, DEAD_LETTERED)
                     self.metrics.dead_lettered.labels(channel).inc()
                     return True
@@ -267,7 +278,6 @@ class Notifier:
                 except asyncio.TimeoutError:
                     continue
             self.metrics.delivery_seconds.labels(channel).observe(time.monotonic() - started)
-            self.store.record(event.event_id, channel, SENT)  # step 4: durable before done
             self.metrics.sent.labels(channel).inc()
             return True
 
@@ -293,15 +303,27 @@ class Notifier:
         fut = await self.producer.send(self.cfg.topic_dead_letter, key=key, value=orjson.dumps(value))
         await fut  # step 5: acknowledged by the broker
 
-    async def _dead_letter_invalid(self, item: Item, error: str) -> None:
-        log.warning("invalid event at %s[%d]@%d: %s", self.cfg.topic_events, item.partition, item.offset, error)
+    async def _dead_letter_until_written(self, item: Item, channel: str | None, error: str, attempts: int) -> bool:
+        """Step 5, tried again every second while the broker does not take it; False if stopping."""
+        from aiokafka.errors import KafkaError
+
         while True:
             try:
-                await self._dead_letter(item, None, error, 0)
-                break
-            except Exception as exc:  # noqa: BLE001 - the broker is away: try again, never drop
-                log.warning("dead letter not written (%s); trying again", exc)
-                await asyncio.sleep(1)
+                await self._dead_letter(item, channel, error, attempts)
+                return True
+            except KafkaError as exc:
+                log.warning("dead letter of %s not written (%s); trying again", item.event.event_id if item.event
+                            else f"offset {item.offset}", exc)  # fmt: skip
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
+                return False
+            except asyncio.TimeoutError:
+                continue
+
+    async def _dead_letter_invalid(self, item: Item, error: str) -> None:
+        log.warning("invalid event at %s[%d]@%d: %s", self.cfg.topic_events, item.partition, item.offset, error)
+        if not await self._dead_letter_until_written(item, None, error, 0):
+            return
         self.metrics.dead_lettered.labels("none").inc()
         self.progress.done(item.partition, item.offset)
 
@@ -394,6 +416,9 @@ async def main_async(cfg: NotifyConfig, contacts: ContactsFile | None) -> int:
     finally:
         await runner.cleanup()
         store.close()
+    if notifier.failed:
+        print(f"rater: notify: {notifier.failed}", file=sys.stderr)
+        return 1
     return 0
 
 
