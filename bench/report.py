@@ -261,7 +261,9 @@ def authorize_section(results: list[dict | None]) -> list[str]:
     res = found[-1]
     a = res["authorize"]
     rows = []
-    for label, what in (("idle", "idle"), ("loaded", f"rating {a['paced_rate']:,.0f} CDRs/s (offered {a['load_cdrs_per_s']:,})")):
+    rated = a.get("rated_while_asked_per_s")
+    loaded = f"offered {a['load_cdrs_per_s']:,} CDRs/s" + (f", rating {rated:,.0f}/s meanwhile" if rated is not None else "")
+    for label, what in (("idle", "idle"), ("loaded", loaded)):
         r = a[label]
         rows.append([what, f"{r['rps']:,.0f}", ms(r["p50_ms"]) if r["p50_ms"] >= 10 else f"{r['p50_ms']:.1f} ms",
                      ms(r["p99_ms"]) if r["p99_ms"] >= 10 else f"{r['p99_ms']:.1f} ms",
@@ -271,7 +273,10 @@ def authorize_section(results: list[dict | None]) -> list[str]:
          f"`GET /tenants/<id>/authorize?call_type=international&to=%2B...` against one worker "
          f"({a['tenants']:,} tenants, {conc} connections asking in a closed loop, each answer with a rate and "
          f"`max_seconds`), measured by `{res['argv']}` on {res['started']}: first with the worker idle, then "
-         "while `bench/pacer.py` offers it CDRs. Latency is from sending the request to reading the whole answer.", ""]
+         "while `bench/pacer.py` offers it CDRs. Latency is from sending the request to reading the whole answer. "
+         f"The client runs on the same cores as the worker and the broker; the load average was "
+         f"{' / '.join(res['machine'].get('loadavg_at_start', []))} at the start (other work shares the machine), "
+         "so the figures move from run to run.", ""]
     L += table(["worker", "answers/s", "p50", "p99", "answers", "HTTP statuses"], rows)
     return L + [""]
 

@@ -470,7 +470,8 @@ class Bench:
                      "--partitions", str(a.partitions), "--rate", str(load), "--seconds", str(a.authorize_seconds + 4),
                      "--tenants", str(a.latency_tenants), "--seed", str(a.seed), "--at", str(self.lat_at),
                      "--run-id", "A"]  # fmt: skip
-        self.results["commands"].setdefault("authorize", " ".join(_shown(ask_cmd)))
+        shown = " ".join(_shown(ask_cmd)).replace("http://$BROKER", "http://127.0.0.1:$WORKER_PORT")
+        self.results["commands"].setdefault("authorize", shown)
         out: dict[str, Any] = {"load_cdrs_per_s": load, "tenants": a.latency_tenants}
         try:
             w.wait_ready()
@@ -494,7 +495,10 @@ class Bench:
             while time.monotonic() < deadline and (w.records() or 0) <= before:
                 time.sleep(0.1)
             time.sleep(1.0)
+            rated0, t0 = w.records() or 0, time.monotonic()
             out["loaded"] = ask("loaded")
+            # What the worker rated meanwhile: it must keep up with the offered CDRs.
+            out["rated_while_asked_per_s"] = round(((w.records() or 0) - rated0) / (time.monotonic() - t0), 1)
             pacer.popen.wait(timeout=a.authorize_seconds + 120)  # type: ignore[union-attr]
             self.finish(pacer)
             lines = pacer.log_path.read_text().splitlines()
