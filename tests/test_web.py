@@ -124,7 +124,8 @@ def test_authorize_takes_the_plus_percent_encoded_or_raw_and_refuses_a_bad_to(wo
     encoded = authorize(worker, "acme", "international", UK_MOBILE)
     assert authorize(worker, "acme", "international", UK_MOBILE, raw=True) == encoded
     assert encoded[1]["max_seconds"] == 48
-    for bad in ("447700900123", "%2B0447700900123", "", "%2B4", "%2B44%207700", "abc", "%2B1234567890123456"):
+    for bad in ("447700900123", "%2B0447700900123", "", "%2B4", "%2B44%207700", "abc", "%2B1234567890123456",
+                "%FF", "%2B44%00", "%2B" + "4" * 5000, "%20%20447700900123"):
         status, body = authorize(worker, "acme", "international", bad, raw=True)
         assert status == 400, (bad, body)
         assert body["error"]["status"] == 400 and body["error"]["reason"] == "invalid_to", (bad, body)
