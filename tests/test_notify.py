@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import time
 import uuid
@@ -17,6 +18,7 @@ import pytest
 from rater.schemas import validator
 from tests.kafka_support import consume_all, create_topic, produce
 from tests.notify_support import (
+    ROOT,
     SmtpSink,
     WebhookReceiver,
     event,
@@ -135,6 +137,11 @@ def test_notifications_are_sent_retried_dead_lettered_deduplicated_and_survive_a
             assert metric(text, "rater_notify_events_total", outcome="ignored") == 1
             assert metric(text, "rater_notify_events_total", outcome="invalid") == 1
             assert metric(text, "rater_notify_no_recipients_total") == 1  # hooli
+            # The alert rules name only notifier metrics that it exports.
+            rules = (ROOT / "deploy" / "prometheus" / "rules" / "rater.rules.yml").read_text()
+            named = set(re.findall(r"\b(rater_notify_[a-z_]+)", rules))
+            exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+            assert named and named <= exported, named - exported
 
             # The contacts file is read again when it changes: hooli gets an address.
             contacts.write_text(contacts.read_text() + "hooli,noc@hooli.example\n")
