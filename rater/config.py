@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from .batch import Topics
+from .bounds import DEFAULT_MAX_RECORD_BYTES
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -40,6 +41,7 @@ class WorkerConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     standby_replicas: int = 1
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,6 +78,9 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssl-keyfile", default=e("SSL_KEYFILE"), help="(RATER_SSL_KEYFILE)")
     p.add_argument("--standby-replicas", type=int, default=int(e("STANDBY_REPLICAS", str(d.standby_replicas))),
                    help="standby copies of each table partition on other workers (RATER_STANDBY_REPLICAS)")
+    p.add_argument("--max-record-bytes", type=int, default=int(e("MAX_RECORD_BYTES", str(d.max_record_bytes))),
+                   help="larger input records are rejected (invalid_record, record too large) before they are "
+                        "decoded; keep it well under the broker's message.max.bytes (RATER_MAX_RECORD_BYTES)")
     for name, attr in (("cdrs", "cdrs"), ("commands", "commands"), ("rated", "rated"), ("events", "events"),
                        ("requests", "requests"), ("rejects", "rejects")):  # fmt: skip
         p.add_argument(f"--topic-{name}", dest=f"topic_{attr}", default=e(f"TOPIC_{name.upper()}", getattr(d.topics, attr)),
@@ -96,4 +101,5 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         sasl_mechanism=args.sasl_mechanism, sasl_username=args.sasl_username,
         sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile, standby_replicas=args.standby_replicas,
+        max_record_bytes=args.max_record_bytes,
     )  # fmt: skip

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ledger
+from .bounds import DEFAULT_MAX_RECORD_BYTES, raw_fields, too_large_detail
 from .ledger import Account, Outcome
 from .rates import RateTables
-from .records import Invalid, decode, raw_text
+from .records import Invalid, decode
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class Tally:
 def reject_record(
     reason: str, detail: str, raw: bytes, source: dict[str, Any], tenant_id: str | None
 ) -> dict[str, Any]:
-    text, encoding = raw_text(raw)
+    """The reject of SPEC 8; ``raw`` is cut to a bounded size (``rater/bounds.py``)."""
     where = "\x1f".join(str(v) for v in source.values())
     return {
         "event_id": ledger.event_id(tenant_id or "", "reject", where, "reject"),
@@ -50,8 +51,7 @@ def reject_record(
         "detail": detail,
         "tenant_id": tenant_id,
         "source": source,
-        "raw": text,
-        "raw_encoding": encoding,
+        **raw_fields(raw),
     }
 
 
@@ -65,14 +65,18 @@ class Processed:
 
 class Engine:
     def __init__(self, tables: RateTables, accounts: dict[str, Account] | None = None,
-                 horizon: int = ledger.DEFAULT_HORIZON):  # fmt: skip
+                 horizon: int = ledger.DEFAULT_HORIZON,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):  # fmt: skip
         self.tables = tables
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.horizon = horizon
+        self.max_record_bytes = max_record_bytes
         self.tally = Tally()
 
     def process(self, raw: bytes, key: str | None, source: dict[str, Any], now: int) -> Processed:
         try:
+            if len(raw) > self.max_record_bytes:  # before decoding: its outputs could not be written
+                raise Invalid("invalid_record", too_large_detail(len(raw), self.max_record_bytes))
             record = decode(raw, key)
         except Invalid as exc:
             out = Outcome("rejected", reason=exc.reason, detail=exc.detail)

@@ -77,7 +77,7 @@ from .offsets import Continuity
 from .partitioning import partition_for
 from .rates import RateTables, check_rate_tables
 from .records import TENANT_RE
-from .sending import send_all
+from .sending import send_all, send_outputs
 from .state import decode_account, encode_account, to_view
 
 log = logging.getLogger("rater")
@@ -140,6 +140,7 @@ class _Writes:
     """One batch's writes, worked out in memory; ``RaterWorker._finish`` carries them out."""
 
     produce: list = field(default_factory=list)  # step 3: outputs and forwards (send_all records)
+    origins: list = field(default_factory=list)  # the input Message of each produce record (None: the sweep's)
     segments: list = field(default_factory=list)  # step 4, phase A: id segments
     accounts: list = field(default_factory=list)  # step 4, phase B: the changed accounts
     positions: dict = field(default_factory=dict)  # (topic, partition) -> last offset
@@ -161,7 +162,8 @@ class RaterWorker:
         self.stats.rate_tables_loaded_at = time.time()
         self.app = self._build_app()
         intake.install(self.app, frozenset((cfg.topics.cdrs, cfg.topics.commands)), self.take, self.on_stop)
-        self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self._load)
+        self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self._load,
+                                        max_record_bytes=cfg.max_record_bytes)  # fmt: skip
         self.processor.engine.tally = self.stats.tally
         self.lock = asyncio.Lock()
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
@@ -499,7 +501,7 @@ class RaterWorker:
             t2 = time.monotonic()
             # Step 3: outputs and forwards, acknowledged by Kafka.
             if w.produce:
-                await send_all(await self._producer(), w.produce)
+                await self._send_outputs(w)
             t3 = time.monotonic()
             # Step 4: id segments, then the accounts, onto the changelog and into the store.
             if w.segments:
@@ -577,6 +579,28 @@ class RaterWorker:
             self.producer = producer
         return self.producer
 
+    async def _send_outputs(self, w: _Writes) -> None:
+        """Step 3's writes; an output Kafka refuses for its size is replaced by the reject
+        of its input (``rater/sending.py``, ``rater/bounds.py``) instead of stopping."""
+
+        def replace(i: int):
+            origin = w.origins[i]
+            if origin is None:
+                return None
+            topic, _partition, _key, value, _headers = w.produce[i]
+            rtopic, key, reject = self.processor.output_refused(origin, topic, len(value or b""), None)
+            return (rtopic, None, key, reject, None)
+
+        async def one_by_one() -> AIOKafkaProducer:
+            plain = AIOKafkaProducer(**client_kwargs(self.cfg), acks="all", linger_ms=0, max_request_size=8 << 20)
+            await plain.start()
+            return plain
+
+        producer = await self._producer()
+        if not await send_outputs(producer, w.produce, one_by_one, replace):
+            self.producer = None  # its sequence numbers are broken by the refused batch
+            await producer.stop()
+
     def _writes(self, result: BatchResult) -> _Writes:
         """Every write of steps 3 and 4 for ``result``, as bytes, taken from the accounts
         now: the next batch changes the same account objects while these are written."""
@@ -587,6 +611,8 @@ class RaterWorker:
             headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
             produce.append((msg.topic, partition, key, msg.value, headers))
             log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
+        w.origins = [msg for msg, _p, _k in result.forwards] + result.origins
+        w.origins += [None] * (len(result.forwards) + len(result.outputs) - len(w.origins))
         for topic, key, value in result.outputs:
             produce.append((topic, None, key, value, None))
         accounts = result.accounts
