@@ -14,6 +14,34 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"RATER_{name}", default)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each flag's default (taken from the environment when set there),
+    except for flags without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def positive_int(flag: str, variable: str, minimum: int = 1):
+    """An argparse ``type`` for a whole number >= ``minimum``. argparse also applies it to
+    a string default, so a value from the environment is checked like the flag's."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({flag} or {variable})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum} ({flag} or {variable})")
+        return value
+
+    convert.__name__ = "whole number"
+    return convert
+
+
 @dataclass
 class WorkerConfig:
     broker: str = "127.0.0.1:9092"
