@@ -11,7 +11,9 @@ import sys
 def register(sub) -> None:
     from .config import DefaultsFormatter, add_worker_arguments, positive_int
 
-    p = sub.add_parser("worker", help="run the Kafka worker (faust-streaming)")
+    p = sub.add_parser("worker", help="run the Kafka worker (faust-streaming)", formatter_class=DefaultsFormatter,
+                       description="Rate the input topics on Kafka. Every flag has a RATER_* variable; a "
+                                   "default shown below comes from that variable when it is set.")  # fmt: skip
     add_worker_arguments(p)
     p.set_defaults(func=cmd_worker)
 
