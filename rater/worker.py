@@ -217,6 +217,8 @@ class RaterWorker:
             stream_wait_empty=True,
             autodiscover=False,
             loghandlers=[_json_handler()] if cfg.log_format == "json" else [],
+            # JSON: ours is the only handler (mode's own text handler would log every line twice).
+            logging_config=_only_added_handlers(cfg.log_level) if cfg.log_format == "json" else None,
         )
         t = cfg.topics
         self.inputs = app.topic(t.cdrs, t.commands, key_type=bytes, value_type=bytes,
@@ -998,6 +1000,10 @@ def run(cfg: WorkerConfig) -> int:
     fw = faust.Worker(worker.app, loglevel=cfg.log_level.upper(), quiet=True)
     fw.execute_from_commandline()
     return 0
+
+
+def _only_added_handlers(level: str) -> dict:
+    return {"version": 1, "disable_existing_loggers": False, "root": {"level": level.upper(), "handlers": []}}
 
 
 def _json_handler() -> logging.Handler:
