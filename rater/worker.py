@@ -202,6 +202,9 @@ class RaterWorker:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             web_enabled=True,
+            # Faust's own views (/router, /table/<name>/<key>/, /graph, /stats) would show
+            # raw table data and internals to anyone who reaches the port: only ours are served.
+            web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
             web_bind=cfg.web_host,
             web_port=cfg.web_port,
             web_host=host,

@@ -1,0 +1,39 @@
+"""The worker's HTTP server as an operator exposes it (rater/worker.py, web views):
+only rater's own routes answer; one worker serves every check of this file."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.kafka_support import produce
+from tests.test_worker import funded_account, home, now_utc
+from tests.worker_support import RaterWorker, wait_for
+
+pytestmark = pytest.mark.kafka
+
+P = 4
+TENANT = "webby"
+
+
+@pytest.fixture(scope="module")
+def worker(kafka_broker):
+    now = now_utc()
+    with RaterWorker(kafka_broker.bootstrap, partitions=P, name="web") as w:
+        setup = funded_account(TENANT, "web", now - timedelta(days=1), now - timedelta(hours=1), "10")
+        produce(kafka_broker.bootstrap, w.topics.commands, [(TENANT, r, home(TENANT, P)) for r in setup])
+        wait_for(lambda: w.records_done() == 2, 60, what="the setup applied", workers=(w,))
+        yield w
+
+
+@pytest.mark.parametrize("path", ["/router", "/router/", "/table/accounts/", f"/table/accounts/{TENANT}/",
+                                  "/graph/", "/stats/", "/performance/"])  # fmt: skip
+def test_faust_s_own_views_are_not_served(worker, path):
+    r = worker.get(path)
+    assert r.status == 404, (path, r.status, r.body[:200])
+    assert b"10.000000" not in r.body and b"lots" not in r.body
+
+
+def test_the_tenant_view_still_answers(worker):
+    assert worker.get(f"/tenants/{TENANT}").json()["balance"] == "10.000000"
