@@ -343,6 +343,21 @@ def test_workers(services, workers, compose):
     assert len(state_volumes) == len(workers), "each worker needs its own state volume"
 
 
+def test_every_worker_advertises_its_own_host_so_queries_are_forwarded(services, workers):
+    """Without RATER_ADVERTISED_HOST every worker advertises its web host, 0.0.0.0, which
+    the worker turns into 127.0.0.1: each would answer from its own store (issue 13)."""
+    advertised = {}
+    for name in workers:
+        env = env_of(services[name])
+        host = env.get("RATER_ADVERTISED_HOST")
+        assert host, f"{name}: no RATER_ADVERTISED_HOST"
+        assert host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"), f"{name}: {host}"
+        # The name other containers resolve: the service name or its hostname.
+        assert host in (name, services[name].get("hostname")), f"{name}: advertises {host}"
+        advertised[name] = host
+    assert len(set(advertised.values())) == len(workers) >= 2, advertised
+
+
 def test_simulator(services):
     sim = services["simulator"]
     command = sim["command"] if isinstance(sim["command"], list) else sim["command"].split()
