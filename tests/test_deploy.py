@@ -462,7 +462,8 @@ def test_pyproject_provides_what_the_image_uses():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     project = pyproject["project"]
     assert "rater" in project["scripts"], "ENTRYPOINT rater needs the console script"
-    assert "rocksdb" in project["optional-dependencies"], "pip install .[rocksdb] needs the extra"
+    # RocksDB is the default store: a plain `pip install` must bring it (issue 13).
+    assert any(d.split("==")[0] == "rocksdict" for d in project["dependencies"]), project["dependencies"]
     readme = project.get("readme")
     if isinstance(readme, str):
         assert (ROOT / readme).is_file(), f"pyproject readme {readme} is missing: pip install . fails"
