@@ -56,10 +56,34 @@ def register(sub) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from .cli import UsageError
     from .config import config_from_args
+
+    cfg = config_from_args(args)
+    problem = _cannot_listen(cfg.web_host, cfg.web_port)
+    if problem:  # faust would find out after joining the group, with a traceback
+        raise UsageError(f"cannot listen on {cfg.web_host}:{cfg.web_port} (--web-host, --web-port): {problem}")
     from .worker import run
 
-    return run(config_from_args(args))
+    return run(cfg)
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the HTTP server could not bind ``host:port``, or None when it can."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"unknown host ({exc.strerror})"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            s.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def cmd_dev_broker(args: argparse.Namespace) -> int:
