@@ -63,8 +63,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     problem = _cannot_listen(cfg.web_host, cfg.web_port)
     if problem:  # faust would find out after joining the group, with a traceback
         raise UsageError(f"cannot listen on {cfg.web_host}:{cfg.web_port} (--web-host, --web-port): {problem}")
+    from . import weblog
     from .worker import run
 
+    weblog.install()
     return run(cfg)
 
 

@@ -37,3 +37,31 @@ def test_faust_s_own_views_are_not_served(worker, path):
 
 def test_the_tenant_view_still_answers(worker):
     assert worker.get(f"/tenants/{TENANT}").json()["balance"] == "10.000000"
+
+
+def _raw_request(worker, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", worker.web_port), timeout=10) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def test_a_malformed_http_request_is_answered_400_and_logged_in_one_line(worker):
+    before = worker.log().count("bad HTTP request from")
+    bad = [b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+           b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"]  # fmt: skip
+    for data in bad:
+        assert _raw_request(worker, data).split(b"\r\n")[0] in (b"HTTP/1.0 400 Bad Request", b"HTTP/1.1 400 Bad Request")
+    wait_for(lambda: worker.log().count("bad HTTP request from") == before + len(bad), 10,
+             what="one line per bad request", workers=(worker,))  # fmt: skip
+    lines = worker.log().splitlines()
+    assert not any(line.startswith("Traceback") for line in lines)
+    assert not any("Error handling request" in line for line in lines)
+    logged = [line for line in lines if "bad HTTP request from 127.0.0.1: " in line]
+    assert len(logged) == before + 2 and all("[WARNING]" in line for line in logged), logged
