@@ -88,7 +88,7 @@ def cmd_rates_check(args: argparse.Namespace) -> int:
     tables, problems = check_rate_tables(args.dir)
     if tables is None:
         for p in problems:
-            print(p)
+            print(p, file=sys.stderr)
         print(f"{len(problems)} problem(s) in {args.dir}", file=sys.stderr)
         return 1
     for plan in sorted(tables.plans.values(), key=lambda p: p.plan_id):
