@@ -127,7 +127,7 @@ class BatchProcessor:
             if msg.key is not None:
                 key_text = msg.key.decode("utf-8", "replace")
             source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-            p = self.engine.process(msg.value or b"", key_text, source, now)
+            p = self.engine.process(msg.value, key_text, source, now)
             o: Outcome = p.outcome
             tenant_key = p.tenant_id.encode() if p.tenant_id else msg.key
             first = len(out)

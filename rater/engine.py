@@ -73,16 +73,17 @@ class Engine:
         self.max_record_bytes = max_record_bytes
         self.tally = Tally()
 
-    def process(self, raw: bytes, key: str | None, source: dict[str, Any], now: int) -> Processed:
+    def process(self, raw: bytes | None, key: str | None, source: dict[str, Any], now: int) -> Processed:
+        """``raw`` None: a Kafka record with a null value (a tombstone), rejected as such."""
         try:
-            if len(raw) > self.max_record_bytes:  # before decoding: its outputs could not be written
+            if raw is not None and len(raw) > self.max_record_bytes:  # before decoding: its outputs could not be written
                 raise Invalid("invalid_record", too_large_detail(len(raw), self.max_record_bytes))
             record = decode(raw, key)
         except Invalid as exc:
             out = Outcome("rejected", reason=exc.reason, detail=exc.detail)
             self.tally.add("unknown", out, None, None)
             return Processed("unknown", exc.tenant_id, out,
-                             reject_record(exc.reason, exc.detail, raw, source, exc.tenant_id))  # fmt: skip
+                             reject_record(exc.reason, exc.detail, raw or b"", source, exc.tenant_id))  # fmt: skip
         tenant = record.tenant_id
         acct = self.accounts.get(tenant)
         out = ledger.apply(acct, record, self.tables, now, self.horizon)
