@@ -28,7 +28,11 @@ def cmd_rate(args: argparse.Namespace) -> int:
     from . import offline
     from .rates import check_rate_tables
 
+    if args.inputs.count("-") > 1:
+        raise UsageError("-: standard input can be read once")
     for path in args.inputs:
+        if path == "-":
+            continue
         if os.path.isdir(path):
             raise UsageError(f"{path}: is a directory, not an input file")
         if not os.path.isfile(path):
@@ -98,8 +102,18 @@ def cmd_rates_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rater")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rater", description="Kafka-native usage rater for telephony prepaid credit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("rate", help="rate JSON-lines files offline (SPEC 9)")
@@ -109,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--now", metavar="TIME", help="processing clock (RFC 3339); default: the wall clock")
     p.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON // (86400 * SECOND),
                    help="how long ids are remembered for duplicates (default 7)")  # fmt: skip
-    p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl")
+    p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl", help="JSON-lines files, applied in order; - is standard input")
     p.set_defaults(func=cmd_rate)
 
     p = sub.add_parser("rates", help="rate-table tools")

@@ -66,3 +66,50 @@ def test_dev_broker_help_prints_its_usage_and_exits_0(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: rater dev-broker") and "start" in out
+
+
+def test_version_is_the_packages(capsys):
+    import tomllib
+
+    expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"rater {expected}\n"
+
+
+def test_a_dash_reads_standard_input(capsys, tmp_path, monkeypatch):
+    import io
+    import json
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(Path(WORKED).read_bytes())))
+    out = tmp_path / "out"
+    assert cli.main(["rate", "--rates", RATES, "--out", str(out), "--now", "2026-11-25T00:00:00Z", "-"]) == 0
+    expected = ROOT / "examples" / "worked-example.expected"
+    assert json.loads((out / "balances.json").read_text()) == json.loads((expected / "balances.json").read_text())
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["source"]["line"] for r in rejects) == sorted(
+        json.loads(line)["source"]["line"] for line in (expected / "rejects.jsonl").read_text().splitlines())
+    assert {r["source"]["file"] for r in rejects} == {"-"}
+
+
+def test_every_worker_flag_is_in_the_readme_configuration_table():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Configuration"):readme.index("### HTTP endpoints")]
+    parser = cli.build_parser()
+    worker = parser._subparsers._group_actions[0].choices["worker"]  # argparse has no public accessor
+    flags = {s for a in worker._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    documented = set(re.findall(r"`(--[a-z-]+)", table))
+    # The topic flags are one row: `--topic-cdrs` ... `--topic-rejects`.
+    missing = {f for f in flags - documented if not f.startswith("--topic-")}
+    assert missing == set()
+    for flag in flags:
+        if flag.startswith("--topic-"):
+            continue
+        variable = "RATER_" + flag[2:].upper().replace("-", "_")
+        if flag == "--rates":
+            variable = "RATER_RATES_DIR"
+        assert variable in table or flag.startswith(("--sasl-", "--ssl-")), flag
