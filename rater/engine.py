@@ -28,6 +28,7 @@ class Tally:
     charged: Counter = field(default_factory=Counter)  # (currency, call_type) -> micro
     billable: Counter = field(default_factory=Counter)  # call_type -> seconds
     events: Counter = field(default_factory=Counter)  # type -> n
+    recharge_failures: Counter = field(default_factory=Counter)  # auto_recharge_failed reason -> n
 
     def add(self, kind: str, out: Outcome, call_type: str | None, currency: str | None) -> None:
         self.outcomes[(kind, out.status)] += 1
@@ -37,7 +38,12 @@ class Tally:
             self.charged[(currency, call_type)] += out.charge
             self.billable[call_type] += out.billable_seconds
         for e in out.events:
-            self.events[e["type"]] += 1
+            self.count_event(e)
+
+    def count_event(self, e: dict[str, Any]) -> None:
+        self.events[e["type"]] += 1
+        if e["type"] == "auto_recharge_failed":
+            self.recharge_failures[e.get("reason", "")] += 1
 
 
 def reject_record(

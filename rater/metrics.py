@@ -96,6 +96,12 @@ class _Collector:
         for type_, n in sorted(t.events.items()):
             m.add_metric([type_], n)
         yield m
+        m = CounterMetricFamily("rater_auto_recharge_failures",
+                                "auto_recharge_failed events by reason (card_expired: no request was made)",
+                                labels=["reason"])  # fmt: skip
+        for reason, n in sorted(t.recharge_failures.items()):
+            m.add_metric([reason], n)
+        yield m
         g = GaugeMetricFamily("rater_tenants", "Tenants of this worker's partitions by balance state", labels=["state"])
         counts = Counter(s.tenant_state.values())
         for state in TENANT_STATES:

@@ -729,7 +729,7 @@ class RaterWorker:
                 key = tenant.encode()
                 for e in out.events:
                     result.outputs.append((t.events, key, orjson.dumps(e)))
-                    self.stats.tally.events[e["type"]] += 1
+                    self.stats.tally.count_event(e)
                 for r in out.recharge_requests:
                     result.outputs.append((t.requests, key, orjson.dumps(r)))
                 result.accounts[tenant] = (partition, acct)
