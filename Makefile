@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 test: venv
 	$(PY) -m pytest -q -m "not slow"
 
-## The core only: no broker, a few seconds.
+## The core only: no broker (under a minute on 2 cores).
 test-fast: venv
 	$(PY) -m pytest -q -m "not kafka and not slow"
 
