@@ -852,9 +852,10 @@ class RaterWorker:
 
         @app.page("/metrics")
         async def metrics(web, request):
-            from prometheus_client import generate_latest
+            from .metrics import render
 
-            return web.bytes(generate_latest(worker.registry), content_type="text/plain; version=0.0.4")
+            body, content_type = render(worker.registry, request.headers.get("Accept"))
+            return web.bytes(body, headers={"Content-Type": content_type})  # it has a charset: not content_type=
 
         async def routed(web, request, tenant: str):
             """The response of the worker that owns the tenant, or None if that is us."""

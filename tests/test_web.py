@@ -65,3 +65,24 @@ def test_a_malformed_http_request_is_answered_400_and_logged_in_one_line(worker)
     assert not any("Error handling request" in line for line in lines)
     logged = [line for line in lines if "bad HTTP request from 127.0.0.1: " in line]
     assert len(logged) == before + 2 and all("[WARNING]" in line for line in logged), logged
+
+
+def test_metrics_carry_the_process_and_python_collectors(worker):
+    names = {name for name, _labels in worker.metrics()}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds",
+            "python_info", "python_gc_collections_total"} <= names  # fmt: skip
+
+
+def test_metrics_content_type_is_negotiated(worker):
+    import urllib.request
+
+    plain = worker.get("/metrics")
+    assert plain.status == 200
+    assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    req = urllib.request.Request(worker.url + "/metrics",
+                                 headers={"Accept": "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = resp.read().decode()
+        assert resp.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert body.endswith("# EOF\n")
+    assert "# TYPE rater_records counter" in body
