@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # and in the Docker image; regenerate with `make constraints`.
 CONSTRAINTS := constraints.txt
 
-.PHONY: venv test test-fast test-all demo chaos bench bench-venv constraints check-rates broker-start broker-stop clean
+.PHONY: venv test test-fast test-all demo chaos bench bench-venv constraints check-rates broker-start broker-stop promtool clean
 
 venv: $(STAMP)
 
@@ -68,5 +68,19 @@ broker-start: venv
 broker-stop: venv
 	$(VENV)/bin/rater dev-broker stop
 
+## promtool (Prometheus v3.5.0, the compose image's version) built from its Go module into
+## .tools/bin, for tests/test_alerts.py. `go install ...@version` refuses this module (its
+## go.mod has replace directives), so the module's source is built as the main module.
+PROMETHEUS_MODULE ?= github.com/prometheus/prometheus@v0.305.0
+promtool: .tools/bin/promtool
+
+.tools/bin/promtool:
+	@command -v go >/dev/null || { echo "make promtool needs Go 1.23 or newer (https://go.dev/dl/)"; exit 1; }
+	rm -rf .tools/src/prometheus && mkdir -p .tools/src .tools/bin
+	dir=$$(go mod download -json $(PROMETHEUS_MODULE) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	  test -n "$$dir" && cp -r "$$dir" .tools/src/prometheus
+	chmod -R u+w .tools/src/prometheus
+	cd .tools/src/prometheus && GOFLAGS=-mod=mod go build -o ../../bin/promtool ./cmd/promtool
+
 clean:
-	rm -rf $(VENV) .kafka/dev .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .kafka/dev .pytest_cache .hypothesis build *.egg-info .tools

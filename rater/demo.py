@@ -493,7 +493,7 @@ class Demo:
         example = self.rows[0]["tenant_id"] if self.rows else "acme-0000"
         lines.append(f"  curl -s {self.base}/metrics | grep rater_records_total")
         lines.append(f"  curl -s {self.base}/tenants/{example}")
-        lines.append(f"  curl -s '{self.base}/tenants/{example}/authorize?call_type=international'")
+        lines.append(f"  curl -s '{self.base}/tenants/{example}/authorize?call_type=international&to=%2B447700900123'")
         return [_clip(line, width) for line in lines]
 
     def plain_line(self) -> str:

@@ -633,14 +633,14 @@ def test_dashboard_metric_names_are_served():
 
 
 REQUIRED_EXPRS = [
-    'sum by (outcome) (rate(rater_records_total{topic="cdrs"}[1m]))',
-    "sum by (currency) (rate(rater_charged_total[5m]))",
-    "sum by (reason) (rate(rater_rejects_total[5m]))",
-    "sum by (type) (rate(rater_balance_events_total[5m]))",
-    'sum(rater_tenants{state="negative"})',
-    "sum by (topic, partition) (rater_consumer_lag)",
-    "histogram_quantile(0.99, sum by (le) (rate(rater_processing_seconds_bucket[1m])))",
-    "histogram_quantile(0.50, sum by (le) (rate(rater_processing_seconds_bucket[1m])))",
+    'sum by (outcome) (rate(rater_records_total{topic="cdrs", instance=~"$instance"}[1m]))',
+    'sum by (currency) (rate(rater_charged_total{instance=~"$instance"}[5m]))',
+    'sum by (reason) (rate(rater_rejects_total{instance=~"$instance"}[5m]))',
+    'sum by (type) (rate(rater_balance_events_total{instance=~"$instance"}[5m]))',
+    'sum(rater_tenants{state="negative", instance=~"$instance"})',
+    'sum by (topic, partition) (rater_consumer_lag{instance=~"$instance"})',
+    'histogram_quantile(0.99, sum by (le) (rate(rater_processing_seconds_bucket{instance=~"$instance"}[1m])))',
+    'histogram_quantile(0.50, sum by (le) (rate(rater_processing_seconds_bucket{instance=~"$instance"}[1m])))',
 ]
 
 
@@ -754,6 +754,15 @@ def test_dashboards_use_provisioned_datasources():
     builtin = {"-- Grafana --", "grafana", "-- Mixed --", "-- Dashboard --"}
     for path in dashboard_files():
         dashboard = json.loads(path.read_text(encoding="utf-8"))
+        # A datasource variable of the dashboard stands for any Prometheus datasource; its
+        # default must be a provisioned one.
+        variables = set()
+        for var in (dashboard.get("templating") or {}).get("list", []):
+            if var.get("type") == "datasource":
+                assert var["query"] == "prometheus", path.name
+                assert var["current"]["value"] in provisioned, f"{path.name}: default {var['current']} not provisioned"
+                variables |= {f"${var['name']}", f"${{{var['name']}}}"}
+        provisioned_or_var = provisioned | variables
         holders = list(iter_panels(dashboard.get("panels")))
         holders += [t for p in holders for t in p.get("targets") or []]
         holders += (dashboard.get("annotations") or {}).get("list", [])
@@ -763,4 +772,26 @@ def test_dashboards_use_provisioned_datasources():
             if ds is None:
                 continue
             uid = ds.get("uid") if isinstance(ds, dict) else ds
-            assert uid in provisioned | builtin, f"{path.name}: unknown datasource {ds!r}"
+            assert uid in provisioned_or_var | builtin, f"{path.name}: unknown datasource {ds!r}"
+
+
+def test_rater_dashboard_has_datasource_and_instance_variables_used_by_every_query():
+    dashboard = json.loads((DASHBOARDS_DIR / "rater.json").read_text(encoding="utf-8"))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    instance = variables["instance"]
+    assert instance["type"] == "query" and instance["datasource"]["uid"] == "${datasource}"
+    assert instance["includeAll"] and instance["multi"] and instance["allValue"] == ".*"
+    assert "instance" in instance["definition"]
+    for panel in iter_panels(dashboard["panels"]):
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            expr = target["expr"]
+            # Every selector of a worker metric is narrowed to the chosen workers.
+            selectors = re.findall(r"\b(rater_[a-z0-9_]+)(\{[^}]*\})?", expr)
+            assert selectors, expr
+            for name, matchers in selectors:
+                assert 'instance=~"$instance"' in matchers, f"{panel['title']}: {name} in {expr}"
