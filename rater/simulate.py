@@ -2,9 +2,9 @@
 
 What it does, in order:
 
-1. Waits until the worker's topics exist (a worker creates them when it starts; the
-   simulator never lets the broker auto-create an input topic with the wrong partition
-   count).
+1. Creates the topics it uses that do not exist yet, with ``--partitions`` as the
+   worker does (``rater/topics.py``); it never lets the broker auto-create an input
+   topic with the broker's default partition count.
 2. Publishes the setup of ``--tenants`` tenants (``rater.traffic.setup_commands``) to
    ``tenant-commands`` and waits until the worker has applied them: it watches
    ``balance-events`` for the ``funds_added`` of every tenant's initial top-up (the
