@@ -147,7 +147,6 @@ class BatchProcessor:
             if (o.status == "applied" or o.events) and o.account is not None:
                 result.accounts[o.account.tenant_id] = (msg.partition, o.account)
 
-
     def output_refused(self, msg: Message, topic: str, size: int, limit: int | None) -> tuple[str, bytes | None, bytes]:
         """The reject (topic, key, value) that stands in for an output of ``msg`` too large
         to write: over ``limit``, or refused by the broker (``limit`` None). What the
