@@ -50,6 +50,7 @@ RATER_TOPICS = {
     "balance-events",
     "recharge-requests",
     "rater-rejects",
+    "notify-dead-letter",
 }
 REQUIRED_WORKER_HOST_PORTS = {"rater-1": 6066, "rater-2": 6067}
 WORKER_ENV = {
@@ -366,6 +367,36 @@ def test_simulator(services):
     assert sim.get("image") == services["rater-1"].get("image")
     # The image's HEALTHCHECK probes a worker's /healthz, which the simulator lacks.
     assert sim.get("healthcheck", {}).get("disable") is True
+
+
+def test_notify_sends_to_mailpit_with_the_repository_contacts(services, compose):
+    notify = services["notify"]
+    command = notify["command"] if isinstance(notify["command"], list) else notify["command"].split()
+    assert command == ["notify"]
+    assert notify.get("image") == services["rater-1"].get("image")
+    env = env_of(notify)
+    assert env["RATER_BROKER"] == "kafka:9092"
+    assert env["RATER_NOTIFY_SMTP_HOST"] in services
+    mailpit = services[env["RATER_NOTIFY_SMTP_HOST"]]
+    assert mailpit["image"].startswith("axllent/mailpit:")
+    assert env["RATER_NOTIFY_SMTP_PORT"] == "1025"  # Mailpit's SMTP port
+    assert resolve_in_container(notify, env["RATER_NOTIFY_CONTACTS"]) == ROOT / "deploy" / "notify" / "contacts.csv"
+    # The image's HEALTHCHECK probes RATER_WEB_PORT (6066): notify serves /healthz there.
+    assert env["RATER_NOTIFY_WEB_PORT"] == "6066" and env["RATER_NOTIFY_WEB_HOST"] == "0.0.0.0"
+    assert list(container_ports(notify).values()) == [6066]
+    state = {m["target"]: m for m in mounts_of(notify)}[env["RATER_NOTIFY_STATE_DIR"]]
+    assert state["type"] == "volume" and state["source"] in (compose.get("volumes") or {})
+    assert depends_on(notify).get("kafka-init") == "service_completed_successfully"
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    assert [t for sc in jobs["rater-notify"]["static_configs"] for t in sc["targets"]] == ["notify:6066"]
+
+
+def test_the_compose_contacts_file_names_the_simulated_tenants():
+    from rater.notify.contacts import load_contacts
+    from rater.traffic import tenant_id_of
+
+    contacts = load_contacts(str(ROOT / "deploy" / "notify" / "contacts.csv"))
+    assert sorted(contacts.emails) == sorted(tenant_id_of(i, 200) for i in range(200))
 
 
 def test_named_volumes_are_declared(services, compose):
