@@ -58,6 +58,20 @@ def positive_float(flag: str, variable: str):
     return convert
 
 
+def non_negative_float(flag: str, variable: str):
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({flag} or {variable})") from None
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0 ({flag} or {variable})")
+        return value
+
+    convert.__name__ = "number"
+    return convert
+
+
 def one_of(flag: str, variable: str, options: tuple[str, ...], fold=None):
     """An argparse ``type`` for one of ``options``. argparse checks ``choices`` only on the
     command line, never on a default, so a value from the environment is checked here."""
@@ -102,14 +116,20 @@ class WorkerConfig:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
-def port_number(text: str) -> int:
-    value = positive_int("--web-port", "RATER_WEB_PORT", 0)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number, 0 to 65535 (--web-port or RATER_WEB_PORT)")
-    return value
+def port(flag: str, variable: str, minimum: int = 0):
+    """An argparse ``type`` for a TCP port number, checked like ``positive_int``."""
+
+    def convert(text: str) -> int:
+        value = positive_int(flag, variable, minimum)(text)
+        if value > 65535:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a port number, {minimum} to 65535 ({flag} or {variable})")
+        return value
+
+    convert.__name__ = "port"
+    return convert
 
 
-port_number.__name__ = "port"
+port_number = port("--web-port", "RATER_WEB_PORT")
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:

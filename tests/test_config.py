@@ -52,3 +52,17 @@ def test_worker_help_shows_defaults_but_never_the_password(monkeypatch, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "(RATER_PARTITIONS) (default: 8)" in out
     assert "hunter2" not in out and "(default: set)" in out
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RATER_REPLICATION": "abc"}, "argument --replication: 'abc' is not a whole number (--replication or RATER_REPLICATION)"),
+    ({"RATER_NOTIFY_SMTP_PORT": "x"}, "argument --smtp-port: 'x' is not a whole number (--smtp-port or RATER_NOTIFY_SMTP_PORT)"),
+    ({"RATER_NOTIFY_BACKOFF": "-1"}, "argument --backoff: '-1' must be a number >= 0 (--backoff or RATER_NOTIFY_BACKOFF)"),
+    ({"RATER_NOTIFY_SMTP_SECURITY": "tls"}, "argument --smtp-security: 'tls' is not one of none, starttls, ssl (--smtp-security or RATER_NOTIFY_SMTP_SECURITY)"),
+])  # fmt: skip
+def test_notify_variables_are_checked_by_notify_alone(monkeypatch, capsys, env, message):
+    with pytest.raises(SystemExit) as exc:
+        _parse(monkeypatch, env, ["notify"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"rater notify: error: {message}"
+    assert cli.main(["rates", "check", "rate_tables"]) == 0
