@@ -58,8 +58,15 @@ class _Progress:
             self.stream.write("\n")
 
 
+STDIN = "-"  # an input named "-" is standard input (named "-" in rejects too)
+
+
 def _lines(paths: Iterable[str]):
     for path in paths:
+        if path == STDIN:
+            for lineno, line in enumerate(sys.stdin.buffer, 1):
+                yield path, lineno, line
+            continue
         with open(path, "rb") as f:
             for lineno, line in enumerate(f, 1):
                 yield path, lineno, line
@@ -72,13 +79,13 @@ def run(
     now: int,
     state_path: str | None = None,
     horizon: int = DEFAULT_HORIZON,
-    progress_stream: IO[str] = sys.stderr,
+    progress_stream: IO[str] | None = None,
 ) -> RunResult:
     accounts = load_state(state_path) if state_path else {}
     engine = Engine(tables, accounts, horizon)
     os.makedirs(out_dir, exist_ok=True)
-    total_bytes = sum(os.path.getsize(p) for p in inputs)
-    progress = _Progress(total_bytes, progress_stream)
+    total_bytes = sum(os.path.getsize(p) for p in inputs if p != STDIN)
+    progress = _Progress(total_bytes, progress_stream or sys.stderr)  # stderr as it is now, not at import
     files = {name: open(os.path.join(out_dir, name), "wb", buffering=1 << 20) for name in OUTPUT_FILES}
     rated_f, events_f, requests_f, rejects_f = (files[n] for n in OUTPUT_FILES)
     dumps = orjson.dumps

@@ -93,7 +93,7 @@ from .offsets import Continuity
 from .partitioning import partition_for
 from .rates import RateTables, check_rate_tables
 from .records import TENANT_RE
-from .sending import send_all
+from .sending import send_all, send_outputs
 from .state import decode_account, decode_judged, encode_account
 
 log = logging.getLogger("rater")
@@ -161,6 +161,7 @@ class _Writes:
     """One batch's writes, worked out in memory; ``RaterWorker._finish`` carries them out."""
 
     produce: list = field(default_factory=list)  # step 3: outputs and forwards (send_all records)
+    origins: list = field(default_factory=list)  # the input Message of each produce record (None: the sweep's)
     segments: list = field(default_factory=list)  # step 4, phase A: id segments
     accounts: list = field(default_factory=list)  # step 4, phase B: the changed accounts
     positions: dict = field(default_factory=dict)  # (topic, partition) -> last offset
@@ -182,7 +183,8 @@ class RaterWorker:
         self.stats.rate_tables_loaded_at = time.time()
         self.app = self._build_app()
         intake.install(self.app, frozenset((cfg.topics.cdrs, cfg.topics.commands)), self.take, self.on_stop)
-        self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self._load)
+        self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self._load,
+                                        max_record_bytes=cfg.max_record_bytes)  # fmt: skip
         self.processor.engine.tally = self.stats.tally
         self.lock = asyncio.Lock()
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
@@ -225,6 +227,9 @@ class RaterWorker:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             web_enabled=True,
+            # Faust's own views (/router, /table/<name>/<key>/, /graph, /stats) would show
+            # raw table data and internals to anyone who reaches the port: only ours are served.
+            web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
             web_bind=cfg.web_host,
             web_port=cfg.web_port,
             web_host=host,
@@ -240,6 +245,8 @@ class RaterWorker:
             stream_wait_empty=True,
             autodiscover=False,
             loghandlers=[_json_handler()] if cfg.log_format == "json" else [],
+            # JSON: ours is the only handler (mode's own text handler would log every line twice).
+            logging_config=_only_added_handlers(cfg.log_level) if cfg.log_format == "json" else None,
         )
         t = cfg.topics
         self.inputs = app.topic(t.cdrs, t.commands, key_type=bytes, value_type=bytes,
@@ -605,7 +612,7 @@ class RaterWorker:
             t2 = time.monotonic()
             # Step 3: outputs and forwards, acknowledged by Kafka.
             if w.produce:
-                await send_all(await self._producer(), w.produce)
+                await self._send_outputs(w)
             t3 = time.monotonic()
             # Step 4: A id segments, then B the accounts and C the applied marks (one list,
             # marks last in their partition), onto the changelog and into the store.
@@ -695,6 +702,28 @@ class RaterWorker:
             self.producer = producer
         return self.producer
 
+    async def _send_outputs(self, w: _Writes) -> None:
+        """Step 3's writes; an output Kafka refuses for its size is replaced by the reject
+        of its input (``rater/sending.py``, ``rater/bounds.py``) instead of stopping."""
+
+        def replace(i: int):
+            origin = w.origins[i]
+            if origin is None:
+                return None
+            topic, _partition, _key, value, _headers = w.produce[i]
+            rtopic, key, reject = self.processor.output_refused(origin, topic, len(value or b""), None)
+            return (rtopic, None, key, reject, None)
+
+        async def one_by_one() -> AIOKafkaProducer:
+            plain = AIOKafkaProducer(**client_kwargs(self.cfg), acks="all", linger_ms=0, max_request_size=8 << 20)
+            await plain.start()
+            return plain
+
+        producer = await self._producer()
+        if not await send_outputs(producer, w.produce, one_by_one, replace):
+            self.producer = None  # its sequence numbers are broken by the refused batch
+            await producer.stop()
+
     def _writes(self, result: BatchResult, positions: dict[tuple[str, int], int] | None = None) -> _Writes:
         """Every write of steps 3 and 4 for ``result``, as bytes, taken from the accounts
         now: the next batch changes the same account objects while these are written.
@@ -709,6 +738,8 @@ class RaterWorker:
             headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
             produce.append((msg.topic, partition, key, msg.value, headers))
             log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
+        w.origins = [msg for msg, _p, _k in result.forwards] + result.origins
+        w.origins += [None] * (len(result.forwards) + len(result.outputs) - len(w.origins))
         for topic, key, value in result.outputs:
             produce.append((topic, None, key, value, None))
         accounts = result.accounts
@@ -826,7 +857,7 @@ class RaterWorker:
                 key = tenant.encode()
                 for e in out.events:
                     result.outputs.append((t.events, key, orjson.dumps(e)))
-                    self.stats.tally.events[e["type"]] += 1
+                    self.stats.tally.count_event(e)
                 for r in out.recharge_requests:
                     result.outputs.append((t.requests, key, orjson.dumps(r)))
                 result.accounts[tenant] = (partition, acct)
@@ -1023,6 +1054,10 @@ def run(cfg: WorkerConfig) -> int:
     fw = faust.Worker(worker.app, loglevel=cfg.log_level.upper(), quiet=True)
     fw.execute_from_commandline()
     return 0
+
+
+def _only_added_handlers(level: str) -> dict:
+    return {"version": 1, "disable_existing_loggers": False, "root": {"level": level.upper(), "handlers": []}}
 
 
 def _json_handler() -> logging.Handler:
