@@ -19,9 +19,10 @@ RUN mkdir rater && touch rater/__init__.py \
     && pip uninstall -y rater \
     && rm -rf rater build
 
-# Then the package itself, its dependencies already installed.
+# Then the package itself, its dependencies already installed; rater/dev (the dev broker,
+# the demo, the schema loader) is development tooling and stays out of the image.
 COPY rater ./rater
-RUN pip install --no-deps . && rm -rf build
+RUN rm -rf rater/dev && pip install --no-deps . && rm -rf build
 
 # Default rate tables baked into the image; docker-compose.yml mounts the
 # repository's ./rate_tables over this directory read-only.

@@ -42,7 +42,7 @@ check-rates: venv
 	$(VENV)/bin/rater rates check rate_tables
 
 demo: venv
-	$(PY) -m rater.demo
+	$(PY) -m rater.dev.demo
 
 ## The kill loop at full size, three runs (a small size runs in `make test`).
 chaos: venv

@@ -4,7 +4,7 @@
         --seconds 10 --concurrency 8
 
 ``--concurrency`` connections each ask ``GET /tenants/<id>/authorize?call_type=international&to=%2B<N>``
-for a tenant of ``rater.traffic.tenants(tenants, seed, at=MICROS)`` (round robin) and a
+for a tenant of ``rater.sim.traffic.tenants(tenants, seed, at=MICROS)`` (round robin) and a
 destination every shipped plan rates, the next question as soon as the answer is in,
 for ``--seconds``. Prints one JSON line: answers, answers/s, latency p50/p99/max (ms,
 from sending the request to reading the whole body), HTTP statuses, and how many
@@ -27,8 +27,8 @@ from collections import Counter
 import aiohttp
 import orjson
 
-from rater import traffic
-from rater.rates import check_rate_tables
+from rater.sim import traffic
+from rater.core.rates import check_rate_tables
 
 from .procs import RATES_DIR
 

@@ -4,7 +4,7 @@ The issue's ``rater rate`` target (100,000 records/s on one core) is 5x off in C
 and the profile is flat. This probe measures the cheapest compiled route, mypyc on the
 unchanged core modules, without changing what ships:
 
-1. generates the input as ``bench.run`` does (``rater.traffic``, seed 1);
+1. generates the input as ``bench.run`` does (``rater.sim.traffic``, seed 1);
 2. copies ``rater/`` into a temporary directory and compiles ``CORE`` there with mypyc
    (``mypy`` from the bench extra; gcc);
 3. runs ``rater rate`` from the checkout (pure) and from the copy (compiled), alternating,
@@ -14,7 +14,7 @@ unchanged core modules, without changing what ships:
 
 It measures the offline path only. The worker cannot use this build as it is: mypyc
 compiles ``accounts.get(...)`` on a ``dict``-typed attribute to the C dict lookup, which
-bypasses ``_Accounts.get`` in ``rater/batch.py`` (the worker's lazy account loading), so
+bypasses ``_Accounts.get`` in ``rater/core/batch.py`` (the worker's lazy account loading), so
 a compiled worker rejected every CDR of a later batch as ``unknown_tenant`` (seen
 2026-12-01). See ``bench/analysis.md``.
 """
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import orjson
 
-from rater import traffic
-from rater.rates import load_rate_tables
-from rater.timeutil import SECOND, format_time
+from rater.sim import traffic
+from rater.core.rates import load_rate_tables
+from rater.core.timeutil import SECOND, format_time
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ("money", "timeutil", "rates", "records", "ledger", "engine")

@@ -3,7 +3,7 @@
     python -m bench.pacer --broker B --topic T --rate 5000 --seconds 25 --tenants 10000 \\
         --seed 1 --at MICROS --run-id L5000
 
-Draws ``rate x seconds`` records of the tenants of ``rater.traffic.tenants(tenants, seed,
+Draws ``rate x seconds`` records of the tenants of ``rater.sim.traffic.tenants(tenants, seed,
 at=MICROS)`` (their setup commands must be on T already) before the clock starts, then
 every 5 ms appends what is due to one batch per partition (murmur2 of the tenant) and
 sends it. Each record's Kafka timestamp (CreateTime) is the moment it was appended: the
@@ -21,9 +21,9 @@ import time
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from rater import traffic
-from rater.rates import check_rate_tables
-from rater.timeutil import SECOND
+from rater.sim import traffic
+from rater.core.rates import check_rate_tables
+from rater.core.timeutil import SECOND
 
 from .kio import group_by_partition
 from .procs import RATES_DIR

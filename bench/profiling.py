@@ -20,11 +20,11 @@ from pathlib import Path
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 AREAS = (
-    ("rater: ledger/rates/records/engine/money/timeutil (rating)", ("rater/ledger.py", "rater/rates.py", "rater/records.py",
-                                                                    "rater/engine.py", "rater/money.py", "rater/timeutil.py")),
-    ("rater: state/idstore (account encode, decode, id segments)", ("rater/state.py", "rater/idstore.py")),
-    ("rater: worker/batch/sending/offline (drivers)", ("rater/worker.py", "rater/batch.py", "rater/sending.py",
-                                                        "rater/partitioning.py", "rater/metrics.py", "rater/offline.py")),
+    ("rater: ledger/rates/records/engine/money/timeutil (rating)", ("rater/core/ledger.py", "rater/core/rates.py", "rater/core/records.py",
+                                                                    "rater/core/engine.py", "rater/core/money.py", "rater/core/timeutil.py")),
+    ("rater: state/idstore (account encode, decode, id segments)", ("rater/core/codec.py", "rater/core/idsegments.py")),
+    ("rater: worker/batch/sending/offline (drivers)", ("rater/worker/app.py", "rater/core/batch.py", "rater/worker/sending.py",
+                                                        "rater/core/partitioning.py", "rater/worker/metrics.py", "rater/offline.py")),
     ("faust (streams, conductor, tables, stores)", ("faust/",)),
     ("mode (services, threads)", ("mode/",)),
     ("aiokafka (protocol, producer, consumer)", ("aiokafka/", "kafka/")),

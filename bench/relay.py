@@ -10,7 +10,7 @@ does. What it costs is what moving a CDR through Kafka in Python costs, the floo
 any rater built on aiokafka.
 
 ``--mode batch`` (default) appends the outputs to one ``BatchBuilder`` per partition, the
-way ``rater/sending.py`` does; ``--mode send`` calls ``producer.send()`` per record, the
+way ``rater/worker/sending.py`` does; ``--mode send`` calls ``producer.send()`` per record, the
 textbook aiokafka loop. Runs until SIGTERM.
 """
 

@@ -51,7 +51,7 @@ def machine() -> dict[str, Any]:
         except Exception:
             return "?"
 
-    from rater.devbroker import KAFKA_VERSION
+    from rater.dev.broker import KAFKA_VERSION
 
     mem_kib = int(first("/proc/meminfo", "MemTotal").split()[0] or 0)
     try:
@@ -317,7 +317,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
     ])  # fmt: skip
     L += ["", "## Input", ""]
     L += [
-        f"`rater.traffic` with seed {st['seed']}: {inp['tenants']:,} tenants (plans, thresholds, auto-recharge, "
+        f"`rater.sim.traffic` with seed {st['seed']}: {inp['tenants']:,} tenants (plans, thresholds, auto-recharge, "
         f"skewed activity), their {inp['setup_commands']:,} setup commands, then {inp['cdrs_and_topups']:,} CDRs "
         f"(with 0.2 % manual top-ups): {inp['records']:,} records, {inp['bytes'] / 2**20:,.0f} MiB of JSON, "
         f"event times 5 ms apart, all in the past. Published once, before any clock starts, to one topic "
@@ -377,7 +377,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         "The baseline (`bench/relay.py`) is a bare aiokafka relay with its own group: it parses each record "
         "with orjson, produces one record per input (acks=all, idempotent, same key and partition) and "
         "commits offsets once a second. *batch* appends to one `BatchBuilder` per partition as "
-        "`rater/sending.py` does; *send* calls `producer.send()` per record. The headline ratio is against "
+        "`rater/worker/sending.py` does; *send* calls `producer.send()` per record. The headline ratio is against "
         "the faster (batch) relay: what Kafka I/O in Python costs at best.",
         "",
     ]
@@ -480,8 +480,8 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             L += ["", "Top frames by self time (innermost frame):", ""]
             L += table(["share", "function (file)"], [[pct(v), f"`{f}`"] for f, v in prof["self"][:15]])
             L += ["", "Top frames by inclusive time (anywhere on the stack; the entry points and event-loop plumbing left out):", ""]
-            skip = ("runpy", "<module>", "run_until_complete", "run_forever", "_run_once", "Handle._run", "main (rater/cli.py",
-                    "cmd_worker", "execute_from_commandline", "run (rater/worker.py", "_bootstrap", "WorkerThread.run",
+            skip = ("runpy", "<module>", "run_until_complete", "run_forever", "_run_once", "Handle._run", "main (rater/cli/main.py",
+                    "cmd_worker", "execute_from_commandline", "run (rater/worker/app.py", "_bootstrap", "WorkerThread.run",
                     "_start_thread", "_run_code", "_execute_actor", "_execute_task")  # fmt: skip
             rows = [[pct(v), f"`{f}`"] for f, v in prof["inclusive"] if not any(k in f for k in skip)][:22]
             L += table(["share", "function (file)"], rows)

@@ -6,7 +6,7 @@
 
 Phases (every process it starts is stopped by its pid at the end, whatever happens):
 
-1. *Input*: setup commands then CDRs from ``rater.traffic`` (deterministic), published
+1. *Input*: setup commands then CDRs from ``rater.sim.traffic`` (deterministic), published
    to one input topic (``--partitions``) before any clock starts, and written as JSON
    lines for ``rater rate``.
 2. *Throughput*, each run: a ``rater worker`` (fresh app id, output topics and state dir)
@@ -55,9 +55,10 @@ from typing import Any
 
 import orjson
 
-from rater import devbroker, traffic
-from rater.rates import check_rate_tables
-from rater.timeutil import SECOND, format_time
+from rater.dev import broker as devbroker
+from rater.sim import traffic
+from rater.core.rates import check_rate_tables
+from rater.core.timeutil import SECOND, format_time
 
 from . import kio, profiling, report
 from .procs import RATES_DIR, ROOT, Proc, WorkerProc, status_kib
@@ -168,7 +169,7 @@ class Bench:
 
     def prepare_input(self) -> None:
         a = self.args
-        step = 5_000  # µs of event time between records, as rater.traffic's default
+        step = 5_000  # µs of event time between records, as rater.sim.traffic's default
         # Every event time in the past (the worker refuses records > 24 h ahead), by 10 min.
         self.start = traffic.now_micros() - (a.cdrs * step + 600 * SECOND)
         t0 = time.perf_counter()

@@ -15,11 +15,12 @@ from typing import IO, Iterable
 
 import orjson
 
-from .engine import Engine, Tally
-from .ledger import DEFAULT_HORIZON
-from .money import format_money
-from .rates import RateTables
-from .state import load_state, save_state, to_view, write_atomic
+from rater.core.engine import Engine, Tally
+from rater.core.ledger import DEFAULT_HORIZON
+from rater.core.money import format_money
+from rater.core.rates import RateTables
+from rater.core.codec import to_view
+from rater.statefile import load_state, save_state, write_atomic
 
 OUTPUT_FILES = ("rated-cdrs.jsonl", "balance-events.jsonl", "recharge-requests.jsonl", "rejects.jsonl")
 

@@ -355,7 +355,7 @@ def main() -> int:
     print(f"workdir {ns.workdir}, app {ns.app_id}, guarantee {ns.guarantee}")
     if ns.bootstrap:
         return drive(ns)
-    from rater import devbroker
+    from rater.dev import broker as devbroker
 
     d = Path(ns.workdir) / "broker"
     info = devbroker.start(d, die_with_parent=True)

@@ -162,7 +162,7 @@ class Report:
     restarts: int = 0
     seconds: float = 0.0
     repeats: dict = field(default_factory=dict)  # output kind -> records written more than once
-    segments: int = 0  # id segments cut (rater/idstore.py): tenants with >= 2,000 ids did
+    segments: int = 0  # id segments cut (rater/core/idsegments.py): tenants with >= 2,000 ids did
     rejects: Counter = field(default_factory=Counter)  # reason -> rejects of the offline run
     mismatches: list = field(default_factory=list)
 
@@ -448,7 +448,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
-    from rater import devbroker
+    from rater.dev import broker as devbroker
 
     info = None
     bootstrap = args.broker

@@ -1,6 +1,6 @@
 """Real-Kafka test support: the session broker fixture and small aiokafka helpers.
 
-``kafka_broker`` starts one real Kafka 4.x broker (rater.devbroker, KRaft, jars from
+``kafka_broker`` starts one real Kafka 4.x broker (rater.dev.broker, KRaft, jars from
 Maven Central) for the whole pytest session in a temp dir and stops it at the end.  If
 ``RATER_TEST_BOOTSTRAP=host:port`` is set, that already-running broker is used instead
 and nothing is started or stopped.  Tests using it are marked ``@pytest.mark.kafka``.
@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pytest
 
-from rater import devbroker
+from rater.dev import broker as devbroker
 
 try:  # orjson is a project dependency, but keep the helpers usable without it
     import orjson as _json
@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
-    """A running broker for the session: a :class:`rater.devbroker.BrokerInfo`.
+    """A running broker for the session: a :class:`rater.dev.broker.BrokerInfo`.
 
     Use ``kafka_broker.bootstrap`` ("127.0.0.1:PORT").  ``kafka_broker.managed`` is
     False when the broker came from ``RATER_TEST_BOOTSTRAP``; only a managed broker may

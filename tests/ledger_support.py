@@ -7,11 +7,11 @@ from typing import Any
 
 import orjson
 
-from rater import ledger
-from rater.engine import Engine
-from rater.rates import RateTables, load_rate_tables
-from rater.records import decode
-from rater.timeutil import parse_time
+from rater.core import ledger
+from rater.core.engine import Engine
+from rater.core.rates import RateTables, load_rate_tables
+from rater.core.records import decode
+from rater.core.timeutil import parse_time
 
 # Rates chosen so that charges are easy to work out by hand.
 PLAN_CSV = """\

@@ -1,9 +1,9 @@
-"""The applied mark of an input partition (rater/applied.py): where a partition resumes."""
+"""The applied mark of an input partition (rater/core/applied.py): where a partition resumes."""
 
 import orjson
 
-from rater.applied import decode_mark, encode_mark, is_mark_key, mark_key, resume_offset
-from rater.idstore import is_segment_key, segment_key
+from rater.core.applied import decode_mark, encode_mark, is_mark_key, mark_key, resume_offset
+from rater.core.idsegments import is_segment_key, segment_key
 
 
 def test_a_partition_resumes_at_its_committed_offset_when_the_mark_is_behind_it():
@@ -40,8 +40,8 @@ def test_mark_keys_name_topic_and_partition_and_are_neither_tenants_nor_segments
 
 
 def test_an_account_value_carries_how_far_its_batch_judged_and_decodes_to_the_same_account():
-    from rater.ledger import Account
-    from rater.state import decode_account, decode_judged, encode_account
+    from rater.core.ledger import Account
+    from rater.core.codec import decode_account, decode_judged, encode_account
 
     acct = Account(tenant_id="acme", rate_plan="standard-usd", currency="USD", debt=1_500_000)
     value = encode_account(acct, {"cdrs": 57, "tenant-commands": 12})

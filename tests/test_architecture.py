@@ -4,18 +4,23 @@ drive). Checked in a fresh interpreter, so an import made by another test cannot
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-CORE = ["money", "timeutil", "rates", "records", "ledger", "engine", "batch", "state", "partitioning",
-        "idstore", "offsets", "offline", "authorize", "notify.messages", "notify.progress"]  # fmt: skip
+import rater
+
+CORE = sorted(
+    ["rater.core." + p.stem for p in (Path(rater.__file__).parent / "core").glob("*.py") if p.stem != "__init__"]
+    + ["rater.core", "rater.offline", "rater.statefile", "rater.notify.messages", "rater.notify.progress"]
+)
 FRAMEWORKS = ("faust", "aiokafka", "mode", "rocksdict", "aiohttp")
 
 
 @pytest.mark.parametrize("module", CORE)
 def test_a_core_module_imports_no_framework(module):
     probe = (
-        f"import sys, rater.{module}; "
+        f"import sys, {module}; "
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
@@ -26,3 +31,8 @@ def test_the_probe_sees_a_framework_when_one_is_imported():
     probe = f"import sys, aiokafka; print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['aiokafka']"
+
+
+def test_the_core_list_holds_every_core_module():
+    assert {"rater.core.ledger", "rater.core.batch", "rater.core.codec", "rater.core.continuity"} <= set(CORE)
+    assert len(CORE) == 5 + 14

@@ -1,4 +1,4 @@
-"""SPEC 10, authorize with a destination: ``rater/authorize.py`` and ``rates.longest_affordable``.
+"""SPEC 10, authorize with a destination: ``rater/core/authorize.py`` and ``rates.longest_affordable``.
 
 Every expected ``max_seconds`` is worked out by hand in the comment beside it from the
 plan below; the property test checks the closed form against a search over the
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rater.authorize import BadNumber, authorize, parse_to
-from rater.ledger import Account, Lot
-from rater.money import parse_money
-from rater.rates import MAX_DURATION, Rate, billable_seconds, charge, load_rate_tables, longest_affordable
-from rater.timeutil import DAY, parse_time
+from rater.core.authorize import BadNumber, authorize, parse_to
+from rater.core.ledger import Account, Lot
+from rater.core.money import parse_money
+from rater.core.rates import MAX_DURATION, Rate, billable_seconds, charge, load_rate_tables, longest_affordable
+from rater.core.timeutil import DAY, parse_time
 
 PLAN_CSV = """\
 call_type,prefix,destination,currency,rate_per_minute,connection_fee,first_increment,next_increment,effective_from

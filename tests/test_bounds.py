@@ -1,4 +1,4 @@
-"""Size bounds (rater/bounds.py): one record can never make an output Kafka refuses.
+"""Size bounds (rater/core/bounds.py): one record can never make an output Kafka refuses.
 
 Expected values are worked out independently here: sizes by arithmetic, hashes with
 hashlib on the input, base64 with the standard library.
@@ -10,13 +10,13 @@ import hashlib
 import orjson
 import pytest
 
-from rater.batch import BatchProcessor, Message, Topics
-from rater.bounds import RAW_LIMIT, raw_fields
-from rater.engine import Engine, reject_record
+from rater.core.batch import BatchProcessor, Message, Topics
+from rater.core.bounds import RAW_LIMIT, raw_fields
+from rater.core.engine import Engine, reject_record
 from tests.ledger_support import NOW, cdr, configure, funds, write_tables
 
 jsonschema = pytest.importorskip("jsonschema")
-from rater.schemas import validator  # noqa: E402
+from rater.dev.schemas import validator  # noqa: E402
 
 SOURCE = {"topic": "cdrs", "partition": 0, "offset": 5}
 

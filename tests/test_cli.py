@@ -1,4 +1,4 @@
-"""The command line (rater/cli.py, rater/cli_kafka.py): a problem is one line naming the
+"""The command line (rater/cli/main.py, rater/cli/kafka.py): a problem is one line naming the
 file, flag or address, exit status 2, no traceback; and nothing is rated when its
 results could not be saved."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rater import cli
+from rater.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKED = str(ROOT / "examples" / "worked-example.jsonl")

@@ -1,9 +1,9 @@
-"""Worker settings (rater/config.py): an environment value is checked as the flag is."""
+"""Worker settings (rater/worker/config.py): an environment value is checked as the flag is."""
 
 import pytest
 
-from rater import cli
-from rater.config import config_from_args
+from rater.cli import main as cli
+from rater.worker.config import config_from_args
 
 
 def _parse(monkeypatch, env: dict[str, str], argv: list[str]):

@@ -1,10 +1,10 @@
-"""The demo's live view (rater/demo.py) from a worker's metrics: counts that add up."""
+"""The demo's live view (rater/dev/demo.py) from a worker's metrics: counts that add up."""
 
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from rater.demo import Snapshot, _recharge_line, parse_metrics
-from rater.metrics import WorkerStats
+from rater.dev.demo import Snapshot, _recharge_line, parse_metrics
+from rater.worker.metrics import WorkerStats
 
 
 def _snapshot(events: list[dict]) -> Snapshot:

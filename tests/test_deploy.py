@@ -393,7 +393,7 @@ def test_notify_sends_to_mailpit_with_the_repository_contacts(services, compose)
 
 def test_the_compose_contacts_file_names_the_simulated_tenants():
     from rater.notify.contacts import load_contacts
-    from rater.traffic import tenant_id_of
+    from rater.sim.traffic import tenant_id_of
 
     contacts = load_contacts(str(ROOT / "deploy" / "notify" / "contacts.csv"))
     assert sorted(contacts.emails) == sorted(tenant_id_of(i, 200) for i in range(200))

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from rater import devbroker
+from rater.dev import broker as devbroker
 from tests.kafka_support import consume_all, create_topic, produce
 
 

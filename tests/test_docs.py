@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rater.batch import Topics
+from rater.core.batch import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

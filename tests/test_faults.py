@@ -40,7 +40,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import murmur2
 
-from rater import devbroker
+from rater.dev import broker as devbroker
 from tests.chaos import compare, generate, wait_consumed
 from tests.kafka_support import consume_all, create_topic, produce
 from tests.worker_support import ROOT, RaterWorker, WorkerTopics, unique, wait_for
@@ -486,7 +486,7 @@ def _hostile(tenant: str, other: str, at: str) -> list[tuple[str | None, bytes, 
         out.append((key, _json(rec), R, "?"))
     # 1 MB, just under the broker's default maximum: a record with a huge attribute and a
     # bad "to", and 1 MB of unterminated JSON. Both are over --max-record-bytes (512 KiB):
-    # "record too large", never decoded, so no tenant is read (rater/bounds.py).
+    # "record too large", never decoded, so no tenant is read (rater/core/bounds.py).
     big = {**cdr, "cdr_id": "h-big1", "to": "not a number", "note": ""}
     pad = 1_000_000 - len(_json(big))
     out.append((tenant, _json({**big, "note": "n" * pad}), R, None))

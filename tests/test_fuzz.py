@@ -1,10 +1,10 @@
 """Fuzzing the two entry points hostile bytes reach first (no Kafka).
 
-- ``rater.records.decode``: whatever the bytes, it returns a ``Cdr`` or a ``Command`` or
-  raises ``rater.records.Invalid``; never any other exception (in the worker, any other
+- ``rater.core.records.decode``: whatever the bytes, it returns a ``Cdr`` or a ``Command`` or
+  raises ``rater.core.records.Invalid``; never any other exception (in the worker, any other
   exception stops the process, and the record that caused it would stop it again after
   every restart).
-- ``rater.engine.Engine.process``: on random bytes and on random mutations of the worked
+- ``rater.core.engine.Engine.process``: on random bytes and on random mutations of the worked
   example's records, it never raises; every output it writes validates against
   ``schemas/``; every account stays consistent (balance = sum of lots - debt, debt >= 0,
   every lot > 0, lots in spending order) and its view validates against the account
@@ -22,14 +22,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rater.engine import Engine
-from rater.ledger import Account
-from rater.money import format_money
-from rater.rates import load_rate_tables
-from rater.records import CDR_FIELDS, COMMAND_FIELDS, Cdr, Command, Invalid, decode
-from rater.schemas import validator
-from rater.state import to_view
-from rater.timeutil import format_time, parse_time
+from rater.core.engine import Engine
+from rater.core.ledger import Account
+from rater.core.money import format_money
+from rater.core.rates import load_rate_tables
+from rater.core.records import CDR_FIELDS, COMMAND_FIELDS, Cdr, Command, Invalid, decode
+from rater.dev.schemas import validator
+from rater.core.codec import to_view
+from rater.core.timeutil import format_time, parse_time
 from tests.worker_support import ROOT
 
 WORKED = ROOT / "examples" / "worked-example.jsonl"

@@ -1,17 +1,17 @@
-"""Moving remembered ids out of the account (rater/idstore.py), without Kafka."""
+"""Moving remembered ids out of the account (rater/core/idsegments.py), without Kafka."""
 
 import gc
 from pathlib import Path
 
 import orjson
 
-from rater import ledger
-from rater.idstore import SEGMENT_AT, IdSegments, segment_key
-from rater.ledger import Account
-from rater.rates import load_rate_tables
-from rater.records import decode
-from rater.state import decode_account, encode_account
-from rater.timeutil import DAY
+from rater.core import ledger
+from rater.core.idsegments import SEGMENT_AT, IdSegments, segment_key
+from rater.core.ledger import Account
+from rater.core.rates import load_rate_tables
+from rater.core.records import decode
+from rater.core.codec import decode_account, encode_account
+from rater.core.timeutil import DAY
 
 
 def _account(n_ids: int, at: int = 10 * DAY) -> Account:
@@ -74,7 +74,7 @@ def test_the_ledger_asks_the_segments_about_an_id_it_does_not_hold():
 
 def test_the_ids_an_account_holds_are_not_scanned_by_the_cycle_collector():
     # CPython never tracks a plain dict of str -> int; a dict subclass or a set it always
-    # tracks, and then every full collection visits every id (rater/idstore.py).
+    # tracks, and then every full collection visits every id (rater/core/idsegments.py).
     segs = IdSegments({}.get)
     acct = decode_account(encode_account(_account(SEGMENT_AT)))
     durable = segs.wrap(acct)

@@ -1,6 +1,6 @@
-"""What the next batch reads while a batch is being written (rater/inflight.py)."""
+"""What the next batch reads while a batch is being written (rater/worker/inflight.py)."""
 
-from rater.inflight import InFlight
+from rater.worker.inflight import InFlight
 
 
 def rec(key, value):

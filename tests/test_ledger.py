@@ -7,8 +7,8 @@ The test plan (tests/ledger_support.py): international 44 at 0.06/min 60/60; 447
 
 import pytest
 
-from rater import ledger
-from rater.timeutil import parse_time
+from rater.core import ledger
+from rater.core.timeutil import parse_time
 from tests.ledger_support import Book, cdr, configure, funds, payment, types, write_tables
 
 

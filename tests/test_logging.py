@@ -1,4 +1,4 @@
-"""The worker's logs (rater/worker.py): with --log-format json, one JSON object per line,
+"""The worker's logs (rater/worker/app.py): with --log-format json, one JSON object per line,
 each line once."""
 
 from collections import Counter

@@ -1,6 +1,6 @@
 import pytest
 
-from rater.money import MoneyError, format_money, parse_money
+from rater.core.money import MoneyError, format_money, parse_money
 
 
 @pytest.mark.parametrize(

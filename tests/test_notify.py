@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from rater.schemas import validator
+from rater.dev.schemas import validator
 from tests.kafka_support import consume_all, create_topic, produce
 from tests.notify_support import (
     ROOT,

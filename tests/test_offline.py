@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from rater import offline
-from rater.cli import main
+from rater.cli.main import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import orjson
 
-from rater.cli import main
+from rater.cli.main import main
 
 PLAN = """call_type,prefix,currency,rate_per_minute,connection_fee,first_increment,next_increment
 international,44,USD,0.021,,60,60

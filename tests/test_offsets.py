@@ -1,10 +1,10 @@
-"""The continuity check of fetched input records (rater/offsets.py), one test per rule."""
+"""The continuity check of fetched input records (rater/core/continuity.py), one test per rule."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rater.offsets import Continuity
+from rater.core.continuity import Continuity
 
 
 @dataclass

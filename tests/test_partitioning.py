@@ -5,7 +5,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rater.partitioning import murmur2, partition_for
+from rater.core.partitioning import murmur2, partition_for
 
 # The test vectors of Apache Kafka's UtilsTest.testMurmur2 (signed 32-bit results).
 JAVA_MURMUR2 = {

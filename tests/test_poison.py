@@ -1,6 +1,6 @@
 """Poison records through the real broker: a record whose outputs could be larger than
 Kafka accepts is rejected with a bounded reject, and the records after it are rated
-(SPEC 8: a bad record never stops the stream; rater/bounds.py, rater/sending.py)."""
+(SPEC 8: a bad record never stops the stream; rater/core/bounds.py, rater/worker/sending.py)."""
 
 from __future__ import annotations
 

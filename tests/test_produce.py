@@ -1,4 +1,4 @@
-"""``rater produce`` (rater/producer.py, rater/topics.py) against the real broker: the
+"""``rater produce`` (rater/sim/produce.py, rater/worker/topics.py) against the real broker: the
 README's quick start gives the README's balances, and missing topics are created with
 the configured partition count before anything is published."""
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rater import offline
-from rater.money import parse_money
+from rater.core.money import parse_money
 from tests.ledger_support import NOW, Book, write_tables
 
 TENANTS = ("t1", "t2", "t3")

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from rater.rates import Rate, RateTableError, billable_seconds, charge, check_rate_tables, load_rate_tables
-from rater.timeutil import parse_time
+from rater.core.rates import Rate, RateTableError, billable_seconds, charge, check_rate_tables, load_rate_tables
+from rater.core.timeutil import parse_time
 from tests.ledger_support import write_tables
 
 
@@ -176,7 +176,7 @@ def test_an_amount_with_too_many_digits_is_out_of_range_not_malformed(tmp_path):
 
 
 def test_rates_check_prints_problems_to_stderr_and_exits_1(tmp_path, capsys):
-    from rater import cli
+    from rater.cli import main as cli
 
     (tmp_path / "p.csv").write_text("call_type,prefix,currency,rate_per_minute\nintl,1,USD,0.1\n")
     assert cli.main(["rates", "check", str(tmp_path)]) == 1

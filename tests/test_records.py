@@ -1,4 +1,4 @@
-"""Decoding input records (rater/records.py): what two readers could read differently is
+"""Decoding input records (rater/core/records.py): what two readers could read differently is
 refused, and a missing record is told apart from an empty one."""
 
 import json
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rater.batch import BatchProcessor, Message, Topics
-from rater.records import Invalid, _repeated_key, decode
+from rater.core.batch import BatchProcessor, Message, Topics
+from rater.core.records import Invalid, _repeated_key, decode
 from tests.ledger_support import NOW, write_tables
 
 CDR = {"cdr_id": "c1", "tenant_id": "acme", "call_type": "domestic", "to": "+14155550123",

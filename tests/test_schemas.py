@@ -1,7 +1,7 @@
 """The JSON Schemas of schemas/ against the rater itself.
 
 (a) every schema is a valid draft 2020-12 schema and its refs resolve;
-(b) input examples: the schemas and ``rater.records.decode`` accept and refuse the same;
+(b) input examples: the schemas and ``rater.core.records.decode`` accept and refuse the same;
 (c) ``rater rate`` on an input that produces every output kind, every balance-event type
     and every reject reason: every line it writes validates against its schema.
 """
@@ -20,12 +20,15 @@ from hypothesis import strategies as st
 jsonschema = pytest.importorskip("jsonschema")
 from jsonschema import Draft202012Validator  # noqa: E402
 
-from rater import cli, ledger, state  # noqa: E402
-from rater.engine import reject_record  # noqa: E402
-from rater.money import MoneyError, parse_money  # noqa: E402
-from rater.records import Invalid, decode  # noqa: E402
-from rater.schemas import BASE_URI, SCHEMA_DIR, load_schema, registry, schema_names, validator  # noqa: E402
-from rater.timeutil import TimeError, parse_time  # noqa: E402
+from rater.cli import main as cli
+from rater.core import ledger
+from rater import statefile  # noqa: E402
+from rater.core import codec as state  # noqa: E402
+from rater.core.engine import reject_record  # noqa: E402
+from rater.core.money import MoneyError, parse_money  # noqa: E402
+from rater.core.records import Invalid, decode  # noqa: E402
+from rater.dev.schemas import BASE_URI, SCHEMA_DIR, load_schema, registry, schema_names, validator  # noqa: E402
+from rater.core.timeutil import TimeError, parse_time  # noqa: E402
 
 EXPECTED_SCHEMAS = {
     "common", "cdr", "tenant-command", "rated-cdr", "balance-event", "recharge-request",
@@ -469,7 +472,7 @@ def test_every_event_type_and_reject_reason_occurs(rated_run):
 
 def test_sweep_events_and_kafka_rejects_validate(rated_run):
     """Outputs the offline run cannot produce: sweep-caused events, a Kafka reject source."""
-    accounts = state.load_state(str(rated_run["state"]))
+    accounts = statefile.load_state(str(rated_run["state"]))
     swept = 0
     for account in accounts.values():
         out = ledger.sweep(account, parse_time("2027-06-01T00:00:00Z"))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from rater.demo import parse_metrics
-from rater.partitioning import partition_for
-from rater.traffic import BAD_KINDS
+from rater.dev.demo import parse_metrics
+from rater.core.partitioning import partition_for
+from rater.sim.traffic import BAD_KINDS
 from tests.kafka_support import consume_all
 
 ROOT = Path(__file__).resolve().parent.parent

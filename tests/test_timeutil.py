@@ -1,6 +1,6 @@
 import pytest
 
-from rater.timeutil import TimeError, add_months, format_time, month_key, parse_time, parse_time_or_date
+from rater.core.timeutil import TimeError, add_months, format_time, month_key, parse_time, parse_time_or_date
 
 
 def test_offsets_are_kept_as_utc():

@@ -1,4 +1,4 @@
-"""The worker's HTTP API against a real worker on the real broker (``rater/web.py``).
+"""The worker's HTTP API against a real worker on the real broker (``rater/worker/web.py``).
 
 Two tests: authorize with a destination (SPEC 10 v1.1), values worked out by hand from
 the rate table written below; and the OpenAPI document at ``/openapi.json``, kept true

@@ -1,5 +1,5 @@
-"""The worker's HTTP server as an operator exposes it (rater/worker.py, rater/web.py,
-rater/weblog.py, rater/metrics.py): only rater's own routes answer, a malformed request
+"""The worker's HTTP server as an operator exposes it (rater/worker/app.py, rater/worker/web.py,
+rater/worker/weblog.py, rater/worker/metrics.py): only rater's own routes answer, a malformed request
 is one log line, and the metrics carry the standard collectors in the negotiated format.
 One worker serves every check of this file."""
 

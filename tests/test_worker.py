@@ -678,7 +678,7 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
 def test_cdrs_published_in_transactions_are_rated_once_and_an_aborted_one_not_at_all(kafka_broker):
     """Every committed transaction leaves a marker at an offset of its own: the worker
     sees each as a hole, seeks back once, finds the same hole and goes on
-    (rater/offsets.py, rule 3). The aborted transaction's calls are never charged."""
+    (rater/core/continuity.py, rule 3). The aborted transaction's calls are never charged."""
     import asyncio
 
     from aiokafka import AIOKafkaProducer
@@ -802,10 +802,10 @@ def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_brok
 
 
 def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka_broker):
-    # rater/idstore.py: once an account has been stored with SEGMENT_AT ids or more, its
+    # rater/core/idsegments.py: once an account has been stored with SEGMENT_AT ids or more, its
     # next write moves them into a segment record. Old ids sent again must be duplicates
     # both while the account is cached and after a restart (read from the local store).
-    from rater.idstore import SEGMENT_AT
+    from rater.core.idsegments import SEGMENT_AT
 
     broker = kafka_broker.bootstrap
     start = now_utc() - timedelta(hours=2)
@@ -849,9 +849,9 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
 
 def test_a_batch_reads_the_account_the_batch_still_being_written_left_with_the_cache_off(kafka_broker):
     """The worker rates batch n+1 while batch n's outputs and accounts are still on their way
-    to Kafka (rater/worker.py). With --account-cache 0 every batch reads its accounts
+    to Kafka (rater/worker/app.py). With --account-cache 0 every batch reads its accounts
     afresh, and the local store has batch n's values only once its step 4 is done: batch
-    n+1 must read them from what is in flight (rater/inflight.py), or it rates from an
+    n+1 must read them from what is in flight (rater/worker/inflight.py), or it rates from an
     older balance and debits are lost. One call at a time makes many small batches, each
     right after the last."""
     import asyncio

@@ -54,9 +54,9 @@ def parse_types(text: str) -> frozenset[str]:
 
 
 def add_notify_arguments(p: argparse.ArgumentParser) -> None:
-    # Types that check a value from the environment as the flag's (rater/config.py):
+    # Types that check a value from the environment as the flag's (rater/worker/config.py):
     # a bad variable is one line from `rater notify`, and no other command sees it.
-    from ..config import non_negative_float, one_of, port, positive_float, positive_int
+    from rater.worker.config import non_negative_float, one_of, port, positive_float, positive_int
 
     d = NotifyConfig()
     e = _env

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..money import MICRO, MoneyError, parse_money
+from rater.core.money import MICRO, MoneyError, parse_money
 
 # The types an administrator expects to hear about (SPEC 11); ``--types`` changes the set.
 DEFAULT_TYPES = ("auto_recharge_succeeded", "auto_recharge_failed", "below_zero", "low_balance")

@@ -55,7 +55,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..timeutil import format_time
+from rater.core.timeutil import format_time
 from .channels import DeliveryError, EmailChannel, WebhookChannel
 from .config import NotifyConfig
 from .contacts import ContactsError, ContactsFile

@@ -4,7 +4,7 @@
 ``jsonschema.Draft202012Validator`` whose registry holds every schema of the directory,
 so the cross-file ``$ref``s (``common.json#/$defs/money``, ``account.json``) resolve
 without any network access. jsonschema is a test dependency, imported only here, lazily:
-the rater itself never validates its records against these files (``rater.records`` does
+the rater itself never validates its records against these files (``rater.core.records`` does
 that by hand, faster), and the tests check that both agree.
 """
 
@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "schemas"
 BASE_URI = "https://rater.dev/schemas/"
 
 

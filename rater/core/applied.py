@@ -24,7 +24,7 @@ accounts are durable, so the replay has nothing to do for them and must not judg
 A crash *inside* step 4 can leave some of a batch's accounts on the changelog and no mark
 (a partition's accounts of one batch can take more than one producer batch). For that,
 every account value also carries the batch's last offsets of its partition (``"in"``,
-``rater/state.py``), and the worker skips a record of the replayed range whose tenant's
+``rater/core/codec.py``), and the worker skips a record of the replayed range whose tenant's
 stored account was judged at or past it (``RaterWorker._judged_before``).
 
 No I/O here: the worker reads and writes the records.

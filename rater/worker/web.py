@@ -1,6 +1,6 @@
 """The worker's HTTP views (SPEC 10), registered on its faust app by ``register``.
 
-Nothing here changes state. Every path is described in ``rater/openapi.json``, served at
+Nothing here changes state. Every path is described in ``rater/worker/openapi.json``, served at
 ``/openapi.json``; ``tests/test_web.py`` calls each path the document lists against a
 real worker and checks the answer against the document's schema.
 
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web as aioweb
 
-from .authorize import CALL_TYPES, BadNumber, authorize, parse_to
-from .records import TENANT_RE
-from .state import to_view
+from rater.core.authorize import CALL_TYPES, BadNumber, authorize, parse_to
+from rater.core.records import TENANT_RE
+from rater.core.codec import to_view
 
 if TYPE_CHECKING:
-    from .worker import RaterWorker
+    from rater.worker.app import RaterWorker
 
 JSON = "application/json"
 _REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
@@ -45,8 +45,8 @@ def error_body(status: int, reason: str, detail: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> bytes:
-    """``rater/openapi.json`` as shipped in the package."""
-    return resources.files("rater").joinpath("openapi.json").read_bytes()
+    """``rater/worker/openapi.json`` as shipped in the package."""
+    return resources.files("rater.worker").joinpath("openapi.json").read_bytes()
 
 
 @aioweb.middleware
@@ -92,8 +92,8 @@ def register(worker: RaterWorker) -> None:
     @app.page("/metrics")
     async def metrics(web, request):
         # The format the scraper asks for (OpenMetrics or the text format 0.0.4), as
-        # prometheus-client negotiates it (rater/metrics.py).
-        from .metrics import render
+        # prometheus-client negotiates it (rater/worker/metrics.py).
+        from rater.worker.metrics import render
 
         body, content_type = render(worker.registry, request.headers.get("Accept"))
         return web.bytes(body, headers={"Content-Type": content_type})  # it has a charset: not content_type=

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable
 
-from .ledger import Account
+from rater.core.ledger import Account
 
 SEGMENT_AT = 2000  # recent ids that make a segment
 SEP = b"\x00ids\x00"

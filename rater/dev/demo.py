@@ -1,6 +1,6 @@
-"""``python -m rater.demo`` (``make demo``): a broker, a worker, traffic and a live view.
+"""``python -m rater.dev.demo`` (``make demo``): a broker, a worker, traffic and a live view.
 
-1. Starts a fresh local Kafka broker (``rater.devbroker``, data under ``.kafka/demo``;
+1. Starts a fresh local Kafka broker (``rater.dev.broker``, data under ``.kafka/demo``;
    the first run fetches the broker jars with Maven).
 2. Starts one ``rater worker`` (4 partitions, a free web port, state in
    ``.kafka/demo/state``, log in ``.kafka/demo/worker.log``) and waits for ``/readyz``.
@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from . import devbroker
+from rater.dev import broker as devbroker
 
 PARTITIONS = 4
 LOWEST = 10
@@ -280,7 +280,7 @@ class Demo:
         except ImportError:
             self.say("aiosmtpd is not installed (it comes with the test extra): no notifications in this demo")
             return
-        from .traffic import tenant_id_of
+        from rater.sim.traffic import tenant_id_of
 
         contacts = self.dir / "contacts.csv"
         n = self.args.tenants
@@ -790,7 +790,7 @@ def _clip(line: str, width: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rater.demo",
+    p = argparse.ArgumentParser(prog="python -m rater.dev.demo",
                                 description="A local broker, a rater worker, simulated traffic and a live view.")  # fmt: skip
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic; 0 runs until Ctrl-C (default 60)")
     p.add_argument("--tenants", type=int, default=200, help="simulated tenants (default 200)")

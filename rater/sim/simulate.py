@@ -3,9 +3,9 @@
 What it does, in order:
 
 1. Creates the topics it uses that do not exist yet, with ``--partitions`` as the
-   worker does (``rater/topics.py``); it never lets the broker auto-create an input
+   worker does (``rater/worker/topics.py``); it never lets the broker auto-create an input
    topic with the broker's default partition count.
-2. Publishes the setup of ``--tenants`` tenants (``rater.traffic.setup_commands``) to
+2. Publishes the setup of ``--tenants`` tenants (``rater.sim.traffic.setup_commands``) to
    ``tenant-commands`` and waits until the worker has applied them: it watches
    ``balance-events`` for the ``funds_added`` of every tenant's initial top-up (the
    rater applies the two input topics in arrival order, so CDRs sent before the setup
@@ -13,7 +13,7 @@ What it does, in order:
 3. Publishes CDRs to ``cdrs`` at ``--rate`` records a second, in bursts every 20 ms,
    keyed by tenant (aiokafka's default partitioner is the Java client's murmur2, SPEC 2),
    ``started_at`` = now; occasional manual ``add_funds`` go to ``tenant-commands``, and
-   ``--bad-share`` of the records are bad on purpose (``rater.traffic``).
+   ``--bad-share`` of the records are bad on purpose (``rater.sim.traffic``).
 4. Meanwhile stands in for the payment service: every recharge request on
    ``recharge-requests`` gets a ``payment_result`` on ``tenant-commands`` after about
    ``--payment-delay`` seconds, ``succeeded`` or with ``--fail-share`` ``failed``
@@ -44,14 +44,14 @@ from typing import Any
 
 import orjson
 
-from .rates import RateTableError, load_rate_tables
-from . import traffic
+from rater.core.rates import RateTableError, load_rate_tables
+from rater.sim import traffic
 
 TICK = 0.02  # seconds between bursts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import positive_int
+    from rater.worker.config import positive_int
 
     e = os.environ.get
     p.add_argument("--broker", default=e("RATER_BROKER", "127.0.0.1:9092"), help="bootstrap servers (RATER_BROKER)")
@@ -268,10 +268,10 @@ class Simulator:
 
     async def _wait_for_topics(self) -> None:
         """Create the topics it uses that do not exist yet, with ``--partitions``, as the
-        worker does (``rater/topics.py``): never left to the broker's default count."""
+        worker does (``rater/worker/topics.py``): never left to the broker's default count."""
         from aiokafka.errors import KafkaError
 
-        from .topics import create_missing
+        from rater.worker.topics import create_missing
 
         a = self.args
         wanted = [a.cdrs_topic, a.commands_topic, a.events_topic]

@@ -50,8 +50,8 @@ async def produce_files(files: list[str], broker: str, topic: str | None, cdrs_t
                         replication: int = 1) -> Counter:  # fmt: skip
     """Publish the lines of ``files`` in order: all to ``topic``, or (``topic`` None) CDRs to
     ``cdrs_topic`` and commands to ``commands_topic``. Topics that do not exist are created
-    first with ``partitions`` (``rater/topics.py``), never left to the broker's default."""
-    from .topics import create_missing
+    first with ``partitions`` (``rater/worker/topics.py``), never left to the broker's default."""
+    from rater.worker.topics import create_missing
 
     await create_missing({"bootstrap_servers": broker}, [topic] if topic else [cdrs_topic, commands_topic],
                          partitions, replication)  # fmt: skip

@@ -7,12 +7,9 @@ import os
 import sys
 import time
 
-from .ledger import DEFAULT_HORIZON
-from .timeutil import SECOND, TimeError, parse_time
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for, printed as ``rater: <message>``."""
+from rater.core.ledger import DEFAULT_HORIZON
+from rater.core.timeutil import SECOND, TimeError, parse_time
+from rater.cli.errors import UsageError
 
 
 def _now_arg(value: str | None) -> int:
@@ -25,8 +22,8 @@ def _now_arg(value: str | None) -> int:
 
 
 def cmd_rate(args: argparse.Namespace) -> int:
-    from . import offline
-    from .rates import check_rate_tables
+    from rater import offline
+    from rater.core.rates import check_rate_tables
 
     if args.inputs.count("-") > 1:
         raise UsageError("-: standard input can be read once")
@@ -46,7 +43,7 @@ def cmd_rate(args: argparse.Namespace) -> int:
             print(f"rater: {p}", file=sys.stderr)
         raise UsageError(f"{args.rates}: the rate tables do not load ({len(problems)} problem(s))")
     now = _now_arg(args.now)
-    from .state import StateError
+    from rater.statefile import StateError
 
     try:
         result = offline.run(
@@ -87,7 +84,7 @@ def _check_state_path(state: str) -> None:
 
 
 def cmd_rates_check(args: argparse.Namespace) -> int:
-    from .rates import check_rate_tables
+    from rater.core.rates import check_rate_tables
 
     tables, problems = check_rate_tables(args.dir)
     if tables is None:
@@ -138,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub) -> None:
     """Commands of the Kafka side, registered by their own modules."""
-    from . import cli_kafka
+    from rater.cli import kafka as cli_kafka
 
     cli_kafka.register(sub)
 
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["dev-broker"]:
         # Its own parser, flags and all: argparse's REMAINDER does not take a leading
         # "--help" (it would be refused as an unknown argument of `rater`).
-        from . import devbroker
+        from rater.dev import broker as devbroker
 
         return devbroker.cli(argv[1:])
     parser = build_parser()

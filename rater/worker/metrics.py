@@ -19,8 +19,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
-from .engine import Tally
-from .money import MICRO
+from rater.core.engine import Tally
+from rater.core.money import MICRO
 
 TENANT_STATES = ("ok", "low", "negative")
 

@@ -15,8 +15,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .money import MoneyError, format_money, parse_money
-from .timeutil import TimeError, parse_time_or_date
+from rater.core.money import MoneyError, format_money, parse_money
+from rater.core.timeutil import TimeError, parse_time_or_date
 
 CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
 COLUMNS = (

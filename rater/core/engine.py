@@ -12,11 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ledger
-from .bounds import DEFAULT_MAX_RECORD_BYTES, raw_fields, too_large_detail
-from .ledger import Account, Outcome
-from .rates import RateTables
-from .records import Invalid, decode
+from rater.core import ledger
+from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES, raw_fields, too_large_detail
+from rater.core.ledger import Account, Outcome
+from rater.core.rates import RateTables
+from rater.core.records import Invalid, decode
 
 
 @dataclass(slots=True)
@@ -49,7 +49,7 @@ class Tally:
 def reject_record(
     reason: str, detail: str, raw: bytes, source: dict[str, Any], tenant_id: str | None
 ) -> dict[str, Any]:
-    """The reject of SPEC 8; ``raw`` is cut to a bounded size (``rater/bounds.py``)."""
+    """The reject of SPEC 8; ``raw`` is cut to a bounded size (``rater/core/bounds.py``)."""
     where = "\x1f".join(str(v) for v in source.values())
     return {
         "event_id": ledger.event_id(tenant_id or "", "reject", where, "reject"),

@@ -1,4 +1,6 @@
-"""Accounts to and from plain data: the stored form, the public view, the state file.
+"""Accounts to and from plain data: the stored form and the public view (no I/O).
+
+The state file of ``rater rate`` that holds them is ``rater/statefile.py``.
 
 Two shapes: the *stored* form (``to_stored``/``from_stored``) keeps everything the
 ledger needs to continue, ids remembered for duplicates included, in compact JSON-able
@@ -8,21 +10,13 @@ types (ints for money and times); the *view* (``to_view``) is the account as SPE
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any
 
 import orjson
 
-from .ledger import Account, Lot
-from .money import format_money
-from .timeutil import format_time
-
-STATE_VERSION = 1
-
-
-class StateError(ValueError):
-    """A state file that cannot be read; the message names the file and the problem."""
+from rater.core.ledger import Account, Lot
+from rater.core.money import format_money
+from rater.core.timeutil import format_time
 
 
 def to_stored(a: Account) -> dict[str, Any]:
@@ -86,7 +80,7 @@ def from_stored(d: dict[str, Any]) -> Account:
 def encode_account(a: Account, judged: dict[str, int] | None = None) -> bytes:
     """The stored form as bytes. ``judged`` (the Kafka worker's): per input topic, the
     last offset of the account's partition that the batch writing this value had judged
-    (``rater/applied.py``); ``decode_account`` ignores it."""
+    (``rater/core/applied.py``); ``decode_account`` ignores it."""
     d = to_stored(a)
     if judged:
         d["in"] = judged
@@ -137,55 +131,3 @@ def to_view(a: Account) -> dict[str, Any]:
         "auto_recharge": auto,
         "domestic_seconds_used": dict(sorted(a.domestic_seconds_used.items())),
     }
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, rename: a crash leaves the old
-    file or the new one, never half of either."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def save_state(path: str, accounts: dict[str, Account]) -> None:
-    body = {
-        "version": STATE_VERSION,
-        "accounts": {tid: to_stored(a) for tid, a in sorted(accounts.items())},
-    }
-    write_atomic(path, orjson.dumps(body))
-
-
-def load_state(path: str) -> dict[str, Account]:
-    """Accounts from a state file; a missing file is an empty state (the first run)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise StateError(f"{path}: cannot read the state file ({exc.strerror})") from None
-    try:
-        body = orjson.loads(data)
-        if body.get("version") != STATE_VERSION:
-            raise StateError(f"{path}: state version {body.get('version')!r}, expected {STATE_VERSION}")
-        return {tid: from_stored(d) for tid, d in body["accounts"].items()}
-    except StateError:
-        raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise StateError(f"{path}: not a rater state file ({exc})") from None

@@ -3,13 +3,13 @@
 Faust runs the group membership, the co-partitioned assignment of both input topics
 (``cdrs`` and ``tenant-commands``) with the ``accounts`` table, table recovery, standbys
 and the web views. The input records themselves come to ``take`` in bulk, straight from
-faust's aiokafka consumer (``rater/intake.py``), and go through the commit protocol:
+faust's aiokafka consumer (``rater/worker/intake.py``), and go through the commit protocol:
 
 Commit protocol of one batch (``take``, ``handle_batch``, ``_finish``)
 ---------------------------------------------------------------------
 1. Take the input records of one fetch under the lock (a rebalance waits for it); drop
    the fetch if a rebalance began since; check each partition's run of offsets against
-   the next expected one (``rater/offsets.py``): already-applied records are dropped, a
+   the next expected one (``rater/core/continuity.py``): already-applied records are dropped, a
    hole is sought back over and fetched again.
    1b. A partition newly assigned starts at its committed offset, or after its applied
    mark (step 4C) if that is further (``_resume_at``): those records were judged, and
@@ -24,15 +24,15 @@ Commit protocol of one batch (``take``, ``handle_batch``, ``_finish``)
    handed to its task (``_finish``) once the previous batch's task has finished: steps 3
    to 5 of batch n run while batch n+1 goes through step 2, and Kafka and the store see
    the writes of one batch after the other, in order. Until batch n's step 4 is done,
-   batch n+1 reads what batch n writes (the cache, ``rater/inflight.py``).
+   batch n+1 reads what batch n writes (the cache, ``rater/worker/inflight.py``).
 3. Produce the outputs (rated CDRs, balance events, recharge requests, rejects) and the
    misrouted records forwarded to their partition, and wait until Kafka has acknowledged
    every one (``acks=all``).
-4. A: id segments (``rater/idstore.py``), acknowledged. B: each changed account once
+4. A: id segments (``rater/core/idsegments.py``), acknowledged. B: each changed account once
    onto the table's changelog topic, one record per account holding its balance, lots,
    the ids it has applied *and* the batch's last offsets of its partition. C, sent with B
    and after the accounts of its partition: each input partition's applied mark, the
-   batch's last offset there (``rater/applied.py``). Wait for every acknowledgement; then
+   batch's last offset there (``rater/core/applied.py``). Wait for every acknowledgement; then
    write the same values and the changelog offset into the local store, one atomic batch
    per partition.
 5. Commit the batch's offsets (``_commit_positions``: after a batch at most once a
@@ -82,19 +82,23 @@ from faust.streams import _current_event
 from faust.types import TP
 from prometheus_client.registry import CollectorRegistry
 
-from . import applied, gctune, intake, ledger, web
-from .batch import BatchProcessor, BatchResult, Message, Topics
-from .config import WorkerConfig
-from .idstore import SEP as SEGMENT_SEP
-from .idstore import IdSegments, is_segment_key
-from .inflight import InFlight
-from .metrics import WorkerStats, tenant_state
-from .offsets import Continuity
-from .partitioning import partition_for
-from .rates import RateTables, check_rate_tables
-from .records import TENANT_RE
-from .sending import send_all, send_outputs
-from .state import decode_account, decode_judged, encode_account
+from rater.core import applied
+from rater.worker import gctune
+from rater.worker import intake
+from rater.core import ledger
+from rater.worker import web
+from rater.core.batch import BatchProcessor, BatchResult, Message, Topics
+from rater.worker.config import WorkerConfig
+from rater.core.idsegments import SEP as SEGMENT_SEP
+from rater.core.idsegments import IdSegments, is_segment_key
+from rater.worker.inflight import InFlight
+from rater.worker.metrics import WorkerStats, tenant_state
+from rater.core.continuity import Continuity
+from rater.core.partitioning import partition_for
+from rater.core.rates import RateTables, check_rate_tables
+from rater.core.records import TENANT_RE
+from rater.worker.sending import send_all, send_outputs
+from rater.core.codec import decode_account, decode_judged, encode_account
 
 log = logging.getLogger("rater")
 
@@ -200,7 +204,7 @@ class RaterWorker:
         self.last_commit = 0.0
         self.durable: dict[str, dict] = {}
         self.segments = IdSegments(self._get_raw)
-        self.in_flight = InFlight()  # table records of the batch being written (rater/inflight.py)
+        self.in_flight = InFlight()  # table records of the batch being written (rater/worker/inflight.py)
         self.finishing: asyncio.Future | None = None  # that batch's steps 3 to 5
         self.producer: AIOKafkaProducer | None = None
         self.reload_requested = False
@@ -264,7 +268,7 @@ class RaterWorker:
         @app.agent(self.inputs, name="rate")
         async def rate(stream):
             # Subscribes faust to the inputs and co-partitions them with the table; the
-            # records themselves reach ``take`` in bulk (``rater/intake.py``), so an event
+            # records themselves reach ``take`` in bulk (``rater/worker/intake.py``), so an event
             # here is a record that bypassed the commit protocol: stop, and replay it.
             async for event in stream.events():
                 log.error("input record %s/%d@%d reached faust's stream; stopping so it is replayed",
@@ -323,7 +327,7 @@ class RaterWorker:
 
     def _load(self, tenant: str) -> ledger.Account | None:
         """An account for the ledger: its recent ids in the record, older ones in
-        segments (``rater/idstore.py``), with the recent ids noted as durable.
+        segments (``rater/core/idsegments.py``), with the recent ids noted as durable.
 
         From the cache when it is there: the cache holds, per account, the value its
         last step 4 wrote (or the store held), so it equals the store between batches.
@@ -376,7 +380,7 @@ class RaterWorker:
         db_for = getattr(store, "_db_for_partition", None)
         if db_for is not None:
             # A segment record lives beside its account, in the tenant's partition
-            # (``rater/idstore.py``): the partition of the part before its separator.
+            # (``rater/core/idsegments.py``): the partition of the part before its separator.
             home = key.split(SEGMENT_SEP, 1)[0]
             return db_for(partition_for(home, self.cfg.partitions)).get(key)
         return store.get(key)
@@ -395,12 +399,12 @@ class RaterWorker:
     # --- the commit protocol -------------------------------------------------------------
 
     async def take(self, chunks: Mapping[TP, list], generation: int) -> None:
-        """Step 1: the input records of one fetch, as aiokafka returned them (``rater/intake.py``).
+        """Step 1: the input records of one fetch, as aiokafka returned them (``rater/worker/intake.py``).
 
         Under the lock, so a rebalance waits for the batch (``on_revoked``): records of a
         fetch that raced with a rebalance are dropped (faust seeks every partition to its
         committed offset when the new assignment starts), and every other run of records
-        goes through the continuity check (``rater/offsets.py``) before it is applied.
+        goes through the continuity check (``rater/core/continuity.py``) before it is applied.
         """
         try:
             await self._take(chunks, generation)
@@ -457,7 +461,7 @@ class RaterWorker:
 
     def _resume_at(self, tp: TP, committed: int) -> int:
         """Step 1b: where a newly assigned partition resumes. Its committed offset, unless
-        the accounts table's applied mark (``rater/applied.py``) is at or past it: the
+        the accounts table's applied mark (``rater/core/applied.py``) is at or past it: the
         worker that wrote the mark crashed between step 4 and step 5, the records up to
         the mark have their outputs acknowledged (step 3) and their accounts durable
         (step 4), and judging them again against the newer state could change their
@@ -590,7 +594,7 @@ class RaterWorker:
 
     def _hand_over(self, writes: _Writes, accounts: dict[str, tuple[int, ledger.Account]]) -> None:
         """From here on the batch's writes are the state the next batch reads
-        (``rater/inflight.py``, the cache) and its task carries them out."""
+        (``rater/worker/inflight.py``, the cache) and its task carries them out."""
         self.in_flight.put(writes.segments)
         self.in_flight.put(writes.accounts)
         # The cached accounts are the values this batch writes: their recent ids count as
@@ -704,7 +708,7 @@ class RaterWorker:
 
     async def _send_outputs(self, w: _Writes) -> None:
         """Step 3's writes; an output Kafka refuses for its size is replaced by the reject
-        of its input (``rater/sending.py``, ``rater/bounds.py``) instead of stopping."""
+        of its input (``rater/worker/sending.py``, ``rater/core/bounds.py``) instead of stopping."""
 
         def replace(i: int):
             origin = w.origins[i]
@@ -759,7 +763,7 @@ class RaterWorker:
             w.accounts.append((changelog, partition, key, value, None))
             tenant_states[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
             self._note_due(tenant, acct)
-        # Phase C: how far each input partition is applied (``rater/applied.py``), in the
+        # Phase C: how far each input partition is applied (``rater/core/applied.py``), in the
         # same changelog partition as the accounts and after them, so a mark that is
         # durable vouches for every account written before it. Sent with phase B.
         for (topic, partition), offset in w.positions.items():
@@ -963,7 +967,7 @@ class RaterWorker:
     # --- web --------------------------------------------------------------------------------------
 
     def _register_web(self) -> None:
-        web.register(self)  # the views: rater/web.py
+        web.register(self)  # the views: rater/worker/web.py
 
 
 def client_kwargs(cfg: WorkerConfig) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from typing import Any, TypeGuard, cast
 
 import orjson
 
-from .money import MoneyError, parse_money
-from .rates import CALL_TYPES
-from .timeutil import TimeError, parse_time
+from rater.core.money import MoneyError, parse_money
+from rater.core.rates import CALL_TYPES
+from rater.core.timeutil import TimeError, parse_time
 
 MAX_DURATION = 86_400
 TENANT_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")

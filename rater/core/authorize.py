@@ -1,7 +1,7 @@
 """Pre-call authorization (SPEC 10): may a tenant place this call now, and for how long.
 
 Pure, like the ledger: an account, the rate tables and the processing clock in, the body
-of the answer out. No I/O; the worker's view (``rater/web.py``) reads the account from
+of the answer out. No I/O; the worker's view (``rater/worker/web.py``) reads the account from
 the store and the clock from the wall, and serves what this returns.
 
 Rules, and the decisions SPEC 10 leaves open (``docs/decisions.md``, "Authorize"):
@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ledger import BLOCKED_BELOW_ZERO, Account
-from .money import format_money
-from .rates import Rate, RateTables, longest_affordable
-from .records import E164_RE
+from rater.core.ledger import BLOCKED_BELOW_ZERO, Account
+from rater.core.money import format_money
+from rater.core.rates import Rate, RateTables, longest_affordable
+from rater.core.records import E164_RE
 
 CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
 

@@ -7,9 +7,11 @@ import asyncio
 import os
 import sys
 
+from rater.cli.errors import UsageError
+
 
 def register(sub) -> None:
-    from .config import DefaultsFormatter, add_worker_arguments, positive_int
+    from rater.worker.config import DefaultsFormatter, add_worker_arguments, positive_int
 
     p = sub.add_parser("worker", help="run the Kafka worker (faust-streaming)", formatter_class=DefaultsFormatter,
                        description="Rate the input topics on Kafka. Every flag has a RATER_* variable; a "
@@ -44,13 +46,13 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("simulate", help="generate telephony traffic and answer recharge requests")
-    from .simulate import add_arguments
+    from rater.sim.simulate import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("notify", help="email and webhook notifications from balance events (SPEC 11)")
-    from .notify.config import add_notify_arguments
+    from rater.notify.config import add_notify_arguments
 
     add_notify_arguments(p)
     p.set_defaults(func=cmd_notify)
@@ -62,15 +64,14 @@ def register(sub) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-    from .config import config_from_args
+    from rater.worker.config import config_from_args
 
     cfg = config_from_args(args)
     problem = _cannot_listen(cfg.web_host, cfg.web_port)
     if problem:  # faust would find out after joining the group, with a traceback
         raise UsageError(f"cannot listen on {cfg.web_host}:{cfg.web_port} (--web-host, --web-port): {problem}")
-    from . import weblog
-    from .worker import run
+    from rater.worker import weblog
+    from rater.worker.app import run
 
     weblog.install()
     return run(cfg)
@@ -95,9 +96,8 @@ def _cannot_listen(host: str, port: int) -> str | None:
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-    from .notify.config import config_from_args
-    from .notify.service import run
+    from rater.notify.config import config_from_args
+    from rater.notify.service import run
 
     try:
         cfg = config_from_args(args)
@@ -107,7 +107,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_broker(args: argparse.Namespace) -> int:
-    from . import devbroker
+    from rater.dev import broker as devbroker
 
     return devbroker.cli(args.args)
 
@@ -115,8 +115,7 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
 def cmd_produce(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from .cli import UsageError
-    from .producer import produce_files
+    from rater.sim.produce import produce_files
 
     for path in args.files:
         if not os.path.isfile(path):
@@ -134,6 +133,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import run
+    from rater.sim.simulate import run
 
     return run(args)

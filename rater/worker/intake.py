@@ -16,7 +16,7 @@ them and handed, as aiokafka returned them (a list per partition), to the worker
 recovering, standby updates) as before. Its agent on the input topics stays, so faust
 still subscribes to them and assigns them with the table; it never gets an event.
 
-The worker checks every run of records for continuity (``rater/offsets.py``) and
+The worker checks every run of records for continuity (``rater/core/continuity.py``) and
 commits offsets itself, after its commit protocol; faust, which never sees these
 records, acks and commits nothing for them.
 """

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, Iterable
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from .partitioning import partition_for
+from rater.core.partitioning import partition_for
 
 log = logging.getLogger("rater")
 
@@ -75,7 +75,7 @@ async def send_outputs(
     """``send_all``, and when Kafka refuses a record for its size (``MessageSizeTooLargeError``,
     the broker's ``message.max.bytes`` or the topic's ``max.message.bytes``), every record
     again, one at a time, each refused one replaced by ``replace(index)`` (the reject of its
-    input, ``rater/bounds.py``), so one record never stops the stream. Returns False when
+    input, ``rater/core/bounds.py``), so one record never stops the stream. Returns False when
     that fallback ran: the caller's idempotent ``producer`` is then unusable (a refused
     batch breaks its sequence numbers) and must be replaced.
 

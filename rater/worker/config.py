@@ -6,8 +6,8 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
-from .batch import Topics
-from .bounds import DEFAULT_MAX_RECORD_BYTES
+from rater.core.batch import Topics
+from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES
 
 
 def _env(name: str, default: str | None = None) -> str | None:

@@ -15,7 +15,7 @@ Three bounds, each stated in the reject it leads to (SPEC 8, ``docs/decisions.md
    and ``raw_sha256`` (of the whole input), so the record can still be found and told
    apart from others.
 3. An output larger than ``MAX_OUTPUT_BYTES`` is never produced: the rater writes the
-   reject of its input instead (``invalid_record``, "output too large"). ``rater/sending.py`` does the same
+   reject of its input instead (``invalid_record``, "output too large"). ``rater/worker/sending.py`` does the same
    when the broker itself refuses an output for its size.
 """
 

@@ -1,12 +1,12 @@
 """Table records of a batch whose step 4 has not finished: what the next batch must read.
 
 The worker rates batch n+1 while batch n's outputs and accounts are still on their way
-to Kafka (``rater/worker.py``, the commit protocol). Batch n+1 must see the accounts and
+to Kafka (``rater/worker/app.py``, the commit protocol). Batch n+1 must see the accounts and
 id segments exactly as batch n left them, but the local store has them only once batch
 n's step 4 is done. The account cache usually has them; it is bounded, though, and may
 be off (``--account-cache 0``), so every record batch n writes is also kept here, by
 key, from the moment batch n is handed to its commit until its local write is done.
-The writes come as the changelog records ``send_all`` takes (``rater/sending.py``).
+The writes come as the changelog records ``send_all`` takes (``rater/worker/sending.py``).
 
 ``get`` answers ``(True, value)`` for a key in flight (``value`` None: a deletion), else
 ``(False, None)``: ask the store. ``done`` forgets a batch's records, except where a
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .sending import Record  # topic, partition, key, value (None deletes), headers
+from rater.worker.sending import Record  # topic, partition, key, value (None deletes), headers
 
 
 class InFlight:

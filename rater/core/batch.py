@@ -8,7 +8,7 @@ order, and returns what the worker must do with them:
 - ``outputs``: rated CDRs, balance events, recharge requests and rejects, in order;
 - ``accounts``: every account the batch changed, once, with its partition.
 
-The worker writes them in the order of its commit protocol (``rater/worker.py``). Kept
+The worker writes them in the order of its commit protocol (``rater/worker/app.py``). Kept
 free of Kafka and Faust so that the batching and routing rules are tested directly.
 """
 
@@ -20,12 +20,12 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from .bounds import DEFAULT_MAX_RECORD_BYTES, MAX_OUTPUT_BYTES, output_too_large_detail
-from .engine import Engine, reject_record
-from .ledger import Account, Outcome
-from .partitioning import partition_for
-from .rates import RateTables
-from .records import TENANT_RE
+from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES, MAX_OUTPUT_BYTES, output_too_large_detail
+from rater.core.engine import Engine, reject_record
+from rater.core.ledger import Account, Outcome
+from rater.core.partitioning import partition_for
+from rater.core.rates import RateTables
+from rater.core.records import TENANT_RE
 
 _TENANT_PROBE = b'"tenant_id"'
 
@@ -70,7 +70,7 @@ class BatchProcessor:
         self.max_output_bytes = max_output_bytes
         self.engine = Engine(tables, _Accounts(load), max_record_bytes=max_record_bytes)
         # The worker's question for a record that names a tenant, while it replays a batch
-        # whose accounts were partly written (``rater/applied.py``): was this record
+        # whose accounts were partly written (``rater/core/applied.py``): was this record
         # judged before? Then it is skipped: no outputs, no account change.
         self.judged: Callable[[Message, bytes], bool] | None = None
 
@@ -87,7 +87,7 @@ class BatchProcessor:
         cannot name a tenant (it is rejected where it is)."""
         key = msg.key
         if key:
-            return partition_for(key, self.partitions), key  # lru_cache'd (rater/partitioning.py)
+            return partition_for(key, self.partitions), key  # lru_cache'd (rater/core/partitioning.py)
         value = msg.value
         if not value or len(value) > self.engine.max_record_bytes or _TENANT_PROBE not in value:
             return None  # too large: rejected where it is, never decoded

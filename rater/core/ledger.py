@@ -43,10 +43,10 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .money import format_money
-from .rates import RateTables, billable_seconds, charge
-from .records import Cdr, Command, Invalid, Record
-from .timeutil import DAY, HOUR, SECOND, add_months, format_time, month_key, previous_month_key, utc_text
+from rater.core.money import format_money
+from rater.core.rates import RateTables, billable_seconds, charge
+from rater.core.records import Cdr, Command, Invalid, Record
+from rater.core.timeutil import DAY, HOUR, SECOND, add_months, format_time, month_key, previous_month_key, utc_text
 
 DEFAULT_HORIZON = 7 * DAY
 FUTURE_LIMIT = 24 * HOUR  # a record more than this after the processing clock is refused
@@ -98,7 +98,7 @@ class Account:
     cdr_watermark: int = -(2**62)  # latest started_at applied
     command_watermark: int = -(2**62)  # latest occurred_at applied
     pruned_at: int = -(2**62)
-    # Older ids moved out of the account by the Kafka worker (``rater/idstore.py``):
+    # Older ids moved out of the account by the Kafka worker (``rater/core/idsegments.py``):
     # [segment number, latest event time in it]. The ledger never reads these.
     id_segments: list[list[int]] = field(default_factory=list)
     next_segment: int = 0

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, Callable, Iterator
 
-from .rates import RatePlan, RateTables
-from .timeutil import SECOND, format_time, to_datetime
+from rater.core.rates import RatePlan, RateTables
+from rater.core.timeutil import SECOND, format_time, to_datetime
 
 PLAN_MIX = (("standard-usd", 0.5), ("standard-eur", 0.3), ("premium-gbp", 0.2))
 CALL_MIX = (
