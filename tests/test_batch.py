@@ -66,7 +66,7 @@ def test_undecodable_values_are_rejected_where_they_are_with_their_source(tmp_pa
 
 
 def test_a_batch_fed_in_parts_gives_what_one_process_gives(tmp_path):
-    # The worker feeds a batch a hundred records at a time (rater/worker/app.py, YIELD_EVERY):
+    # The worker feeds a batch a hundred records at a time (rater/worker/pipeline.py, YIELD_EVERY):
     # an account created in one part and debited in the next is the same account, written once.
     p = _java_partition(b"acme", 4)
     msgs = [_msg(configure(), p, 0), _msg(funds("5", "f1"), p, 1), _msg(cdr("c1", "+442071234567", 60), p, 2),
@@ -84,7 +84,7 @@ def test_a_batch_fed_in_parts_gives_what_one_process_gives(tmp_path):
 
 
 def test_a_record_the_worker_says_was_judged_before_is_skipped_and_writes_nothing(tmp_path):
-    # The worker's step 1c (rater/worker/app.py): after a crash inside step 4, records whose
+    # The worker's step 1c (rater/worker/replay.py): after a crash inside step 4, records whose
     # account was written are not judged again. Here offsets up to 1 count as judged.
     proc, _ = _processor(tmp_path)
     p = _java_partition(b"acme", 4)

@@ -182,7 +182,7 @@ def test_openapi_document_lists_every_path_and_each_answer_matches_it(worker):
     status, ctype, raw = request(worker, "GET", "/openapi.json")
     assert (status, ctype) == (200, "application/json")
     doc = json.loads(raw)
-    assert doc == json.loads((ROOT / "rater" / "openapi.json").read_text())
+    assert doc == json.loads((ROOT / "rater" / "worker" / "openapi.json").read_text())
     assert doc["openapi"] == "3.1.0" and doc["info"]["title"]
     for schema in doc["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -216,7 +216,7 @@ def test_openapi_document_lists_every_path_and_each_answer_matches_it(worker):
 
 
 def test_every_4xx_has_the_one_error_shape_also_where_no_view_answers(worker):
-    doc = json.loads((ROOT / "rater" / "openapi.json").read_text())
+    doc = json.loads((ROOT / "rater" / "worker" / "openapi.json").read_text())
     error = validator(doc, {"$ref": "#/components/schemas/Error"})
     cases = [
         ("GET", "/nope", 404, "not_found"),

@@ -849,7 +849,7 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
 
 def test_a_batch_reads_the_account_the_batch_still_being_written_left_with_the_cache_off(kafka_broker):
     """The worker rates batch n+1 while batch n's outputs and accounts are still on their way
-    to Kafka (rater/worker/app.py). With --account-cache 0 every batch reads its accounts
+    to Kafka (rater/worker/pipeline.py). With --account-cache 0 every batch reads its accounts
     afresh, and the local store has batch n's values only once its step 4 is done: batch
     n+1 must read them from what is in flight (rater/worker/inflight.py), or it rates from an
     older balance and debits are lost. One call at a time makes many small batches, each

@@ -10,7 +10,7 @@ account lists with the latest event time of each.
 Why a debit still happens exactly once: ids only ever leave the account for a segment
 *after* the account that holds them was durable, and the segment is written and
 acknowledged *before* the account that no longer holds them (``IdSegments.plan``, then
-phase A and phase B in ``RaterWorker._write_accounts``). At every moment each applied id
+phase A and phase B of step 4 in ``CommitPipeline.finish``, ``rater/worker/pipeline.py``). At every moment each applied id
 is in the stored account or in a segment the stored account lists. A segment whose ids
 are all older than the horizon is deleted (a tombstone): any record with such an id is
 rejected ``too_late`` before its id is looked up.

@@ -1,7 +1,7 @@
 """Table records of a batch whose step 4 has not finished: what the next batch must read.
 
 The worker rates batch n+1 while batch n's outputs and accounts are still on their way
-to Kafka (``rater/worker/app.py``, the commit protocol). Batch n+1 must see the accounts and
+to Kafka (``rater/worker/pipeline.py``, the commit protocol). Batch n+1 must see the accounts and
 id segments exactly as batch n left them, but the local store has them only once batch
 n's step 4 is done. The account cache usually has them; it is bounded, though, and may
 be off (``--account-cache 0``), so every record batch n writes is also kept here, by

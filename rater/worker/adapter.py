@@ -1,0 +1,274 @@
+"""The one place that touches faust's and aiokafka's private names.
+
+Two things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
+aiokafka consumer) and ``FaustPort``, the commit pipeline's Kafka port
+(``rater/worker/pipeline.py``) over faust's app, its consumer and the accounts table.
+
+Input records in bulk
+---------------------
+
+Faust keeps what it is good at: group membership, the co-partitioned assignment of the
+input topics and the ``accounts`` table, table recovery from the changelog, standbys and
+the web server. What it does not do any more is deliver the input records one event at
+a time: faust turns each record into a message, an event and a trip through a channel
+and a stream, which caps an agent that does nothing at 3,000-5,000 events a second on
+this machine (``scripts/faust_ceiling.py``), and its drain loop drops records whose
+offset is below its read offset, which lost whole runs of records after a changelog
+replay (``docs/fault-tests.md``).
+
+``BulkConsumer`` is faust's own aiokafka consumer with one change: the records that
+aiokafka fetched for the input topics are taken out of each fetch before faust sees
+them and handed, as aiokafka returned them (a list per partition), to the worker
+(``CommitPipeline.take``). Faust handles the rest of the fetch (changelog records while
+recovering, standby updates) as before. Its agent on the input topics stays, so faust
+still subscribes to them and assigns them with the table; it never gets an event.
+
+The worker checks every run of records for continuity (``rater/core/continuity.py``) and
+commits offsets itself, after its commit protocol; faust, which never sees these
+records, acks and commits nothing for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any, Awaitable, Callable, Mapping, Optional
+
+from aiokafka import AIOKafkaProducer
+from faust.streams import _current_event
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
+from faust.types import TP
+
+from rater.worker.connection import client_kwargs
+from rater.worker.sending import send_all, send_outputs
+
+log = logging.getLogger("rater")
+
+BulkHandler = Callable[[Mapping[Any, list], int], Awaitable[None]]
+StopHandler = Callable[[], Awaitable[None]]
+
+# How long the broker may hold a fetch that finds no new data. faust sets 1,500 ms. A fetch
+# names every assigned partition without buffered records (the changelog's too, which
+# have nothing new), so while the worker works through one fetch the next one sits at the
+# broker for the whole wait, and the worker stalls for it when the buffer runs dry: about
+# 1.5 s for every ~6,000 records in a backlog (measured). 50 ms keeps the stall short and
+# costs an idle worker about 20 empty fetches a second.
+FETCH_MAX_WAIT_MS = 50
+
+
+class _Thread(AIOKafkaConsumerThread):
+    def _create_consumer(self, loop):  # type: ignore[override]
+        consumer = super()._create_consumer(loop)
+        # Both read by start(), which builds the fetcher.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        # A platform that publishes CDRs in Kafka transactions expects an aborted one not
+        # to be charged; faust reads committed records only in its exactly-once mode.
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class BulkConsumer(Consumer):
+    bulk_topics: frozenset[str] = frozenset()
+    bulk_handler: Optional[BulkHandler] = None
+    stop_handler: Optional[StopHandler] = None
+
+    async def on_stop(self) -> None:
+        # Before faust's own stop, while the group membership and the consumer thread
+        # still stand: the worker commits what its finished batches reached.
+        if self.stop_handler is not None:
+            await self.stop_handler()
+        await super().on_stop()
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _Thread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _wait_next_records(self, timeout: float):  # type: ignore[override]
+        generation = self.app.consumer_generation_id
+        records, active = await super()._wait_next_records(timeout)
+        handler = self.bulk_handler
+        if records and handler is not None:
+            topics = self.bulk_topics
+            bulk = {tp: recs for tp, recs in records.items() if tp.topic in topics and recs}
+            if bulk:
+                records = {tp: recs for tp, recs in records.items() if tp.topic not in topics}
+                await handler(bulk, generation)
+        return records, active
+
+
+def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_stop: StopHandler) -> None:
+    """Make ``app`` build its consumer as a ``BulkConsumer`` feeding ``handler``, and
+    calling ``on_stop`` when it stops. Must run before the app creates its consumer
+    (that is, before it starts)."""
+    cls = type("RaterBulkConsumer", (BulkConsumer,), {
+        "bulk_topics": topics, "bulk_handler": staticmethod(handler), "stop_handler": staticmethod(on_stop)})  # fmt: skip
+    app.transport.Consumer = cls
+
+
+class _PartitionEvent:
+    """Stands in for ``faust.current_event()`` so the RocksDB store writes a key into the
+    database of the key's partition (faust's store reads the partition from the event)."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, topic: str, partition: int):
+        self.message = _Msg(topic, partition)
+
+
+class _Msg:
+    __slots__ = ("topic", "partition")
+
+    def __init__(self, topic: str, partition: int):
+        self.topic = topic
+        self.partition = partition
+
+
+class FaustPort:
+    """The commit pipeline's Kafka port over faust: the consumer (offsets, seeks,
+    commits), a producer of its own (acks=all, idempotent) and the accounts table."""
+
+    def __init__(self, app: Any, table: Any, inputs: frozenset[str], settings: Any):
+        self.app = app
+        self.table = table
+        self.inputs = inputs
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self.changelog = table.changelog_topic.get_topic_name()
+
+    # --- the consumer ---------------------------------------------------------------------
+
+    def tp(self, topic: str, partition: int) -> TP:
+        return TP(topic, partition)
+
+    def fetch_is_current(self, generation: int) -> bool:
+        return bool(self.app.consumer.flow_active) and generation == self.app.consumer_generation_id
+
+    def active(self) -> set[TP]:
+        try:
+            return {tp for tp in self.app.assignor.assigned_actives() if tp.topic in self.inputs}
+        except Exception:
+            return set()
+
+    def highwater(self, tp: TP) -> int | None:
+        try:
+            return self.app.consumer.highwater(tp)
+        except Exception:
+            return None
+
+    async def seek(self, seeks: dict[TP, int]) -> None:
+        await self.app.consumer.seek_wait(seeks)
+
+    def committed(self) -> Mapping[TP, int]:
+        return getattr(self.app.consumer, "_committed_offset", {})
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        await self.app.consumer._commit_offsets(offsets, start_new_transaction=False)
+
+    async def start_offsets(self, tps: list[TP]) -> dict[TP, int]:
+        """Where newly assigned partitions start: the committed offset, else the log start,
+        asked of the broker in one go (a partition it does not answer for is left out)."""
+        thread = self.app.consumer._thread
+        aio = thread._ensure_consumer()
+
+        async def ask() -> dict[TP, int]:  # runs on the consumer's thread
+            committed = await asyncio.gather(*(aio.committed(tp) for tp in tps))
+            out = {tp: c for tp, c in zip(tps, committed) if c is not None}
+            fresh = [tp for tp in tps if tp not in out]
+            if fresh:
+                out.update(await aio.beginning_offsets(fresh))
+            return out
+
+        try:
+            return await asyncio.wait_for(thread.call_thread(ask), 15)
+        except Exception as exc:  # the coordinator is moving; the records are fetched again
+            log.warning("no committed offsets from the broker for %d partition(s) (%s); fetching again",
+                        len(tps), type(exc).__name__)  # fmt: skip
+            return {}
+
+    # --- the producer -----------------------------------------------------------------------
+
+    async def _producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            producer = AIOKafkaProducer(
+                **client_kwargs(self.settings), acks="all", enable_idempotence=True, linger_ms=0,
+                max_batch_size=1 << 20, max_request_size=8 << 20,
+            )  # fmt: skip
+            await producer.start()
+            self.producer = producer
+        return self.producer
+
+    async def produce(self, records: list, replace: Callable[[int], Any]) -> None:
+        """Step 3's writes, acknowledged; one Kafka refuses for its size is replaced."""
+
+        async def one_by_one() -> AIOKafkaProducer:
+            plain = AIOKafkaProducer(**client_kwargs(self.settings), acks="all", linger_ms=0, max_request_size=8 << 20)
+            await plain.start()
+            return plain
+
+        producer = await self._producer()
+        if not await send_outputs(producer, records, one_by_one, replace):
+            self.producer = None  # its sequence numbers are broken by the refused batch
+            await producer.stop()
+
+    # --- the accounts table -------------------------------------------------------------------
+
+    def table_get(self, partition: int, key: bytes) -> bytes | None:
+        store = self.table.data
+        db_for = getattr(store, "_db_for_partition", None)
+        return db_for(partition).get(key) if db_for is not None else store.get(key)
+
+    def table_items(self, owned: set[int]):
+        """(key, value) of every record of the owned partitions (the memory store: all)."""
+        store = self.table.data
+        dbs = getattr(store, "_dbs", None)
+        if dbs is not None:
+            return ((k, v) for p, db in list(dbs.items()) if p in owned for k, v in db.items())
+        return list(store.items())
+
+    async def deliver(self, records: list) -> None:
+        """Step 4 for some records: onto the changelog, acknowledged (the store's changelog
+        offsets advance only with Kafka's acknowledgement, as faust's own table writes do,
+        ``Table._on_changelog_sent``); then into the local store with the changelog
+        offset it has reached, one atomic write per partition. The local store is
+        therefore never ahead of the changelog: after a crash between the two, faust's
+        recovery reads the changelog from the older offset and writes the same values."""
+        delivery = await send_all(await self._producer(), records)
+        store = self.table.data
+        db_for = getattr(store, "_db_for_partition", None)
+        if db_for is None:  # the memory store
+            changelog = records[0][0]
+            for _topic, partition, key, value, _headers in records:
+                _store_put(store, changelog, partition, key, value)
+            for (topic, partition), offset in delivery.last_offset.items():
+                store.set_persisted_offset(TP(topic, partition), offset)
+            return
+        from rocksdict import WriteBatch
+
+        batches: dict[int, Any] = {}
+        for _topic, partition, key, value, _headers in records:
+            wb = batches.get(partition)
+            if wb is None:
+                wb = batches[partition] = WriteBatch(raw_mode=True)
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+        for (_topic, partition), offset in delivery.last_offset.items():
+            batches[partition].put(store.offset_key, str(offset).encode())
+        for partition, wb in batches.items():
+            db_for(partition).write(wb)
+
+
+def _store_put(store: Any, changelog: str, partition: int, key: bytes, value: bytes | None) -> None:
+    if value is None:
+        try:
+            del store[key]
+        except KeyError:
+            pass
+        return
+    ctx = _PartitionEvent(changelog, partition)
+    token = _current_event.set(weakref.ref(ctx))
+    try:
+        store[key] = value
+    finally:
+        _current_event.reset(token)

@@ -1,0 +1,84 @@
+"""Every write of steps 3 and 4 of one batch, worked out in memory: ``plan_writes``.
+
+Pure: no I/O, no clock, no faust. The commit pipeline (``rater/worker/pipeline.py``)
+carries a ``Writes`` out, in order: ``produce`` (step 3), ``segments`` (step 4A), then
+``accounts`` (step 4B, with the applied marks of step 4C last in their partition).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from rater.core import applied
+from rater.core.batch import BatchResult
+from rater.core.codec import encode_account
+from rater.core.ledger import Account
+
+# (account, its durable ids, horizon) -> the id segment records to write first (IdSegments.plan)
+SegmentPlanner = Callable[[Account, dict, int], Iterable[tuple[bytes, bytes | None]]]
+
+
+@dataclass(slots=True, eq=False)
+class Writes:
+    """One batch's writes, as bytes; the commit pipeline carries them out."""
+
+    produce: list = field(default_factory=list)  # step 3: outputs and forwards (send_all records)
+    origins: list = field(default_factory=list)  # the input Message of each produce record (None: the sweep's)
+    segments: list = field(default_factory=list)  # step 4, phase A: id segments
+    accounts: list = field(default_factory=list)  # step 4, phase B (and C): the changed accounts, the marks
+    positions: dict = field(default_factory=dict)  # (topic, partition) -> last offset
+    records: Counter = field(default_factory=Counter)
+    messages: int = 0
+    arrived: float = 0.0
+    t0: float = 0.0
+    t1: float = 0.0
+    handed: float = 0.0
+    ages: tuple = (0, 0)  # ms, the newest and the oldest record at the start (RATER_DEBUG_BATCHES)
+
+
+def plan_writes(
+    result: BatchResult,
+    changelog: str,
+    durable: dict[str, dict],
+    plan_segments: SegmentPlanner,
+    horizon: int,
+    positions: dict[tuple[str, int], int] | None = None,
+) -> Writes:
+    """Every write of steps 3 and 4 for ``result``, as bytes, taken from the accounts now
+    (the next batch changes the same account objects while these are written).
+
+    ``durable``: per tenant, the ids its stored account holds (consumed here);
+    ``positions``: the batch's last offset of each input partition (none for the sweep),
+    written as applied marks after the accounts (step 4, phase C)."""
+    w = Writes()
+    if positions:
+        w.positions = positions
+    w.records = result.records
+    produce = w.produce
+    for msg, partition, key in result.forwards:
+        headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
+        produce.append((msg.topic, partition, key, msg.value, headers))
+    w.origins = [msg for msg, _p, _k in result.forwards] + result.origins
+    w.origins += [None] * (len(result.forwards) + len(result.outputs) - len(w.origins))
+    for topic, key, value in result.outputs:
+        produce.append((topic, None, key, value, None))
+    accounts = result.accounts
+    # Phase A: id segments the accounts will stop holding (``IdSegments.plan``).
+    for tenant, (partition, acct) in accounts.items():
+        for key, value in plan_segments(acct, durable.pop(tenant, {}), horizon):
+            w.segments.append((changelog, partition, key, value, None))
+    # Phase B: the accounts, each with how far its batch judged its partition (step 1c).
+    judged: dict[int, dict[str, int]] = {}
+    for (topic, partition), offset in w.positions.items():
+        judged.setdefault(partition, {})[topic] = offset
+    for tenant, (partition, acct) in accounts.items():
+        w.accounts.append((changelog, partition, tenant.encode(), encode_account(acct, judged.get(partition)), None))
+    # Phase C: how far each input partition is applied (``rater/core/applied.py``), in the
+    # same changelog partition as the accounts and after them, so a mark that is
+    # durable vouches for every account written before it. Sent with phase B.
+    for (topic, partition), offset in w.positions.items():
+        w.accounts.append((changelog, partition, applied.mark_key(topic, partition), applied.encode_mark(offset), None))
+    return w
+
