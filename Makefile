@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # and in the Docker image; regenerate with `make constraints`.
 CONSTRAINTS := constraints.txt
 
-.PHONY: venv test test-fast test-all demo chaos bench bench-venv constraints check-rates broker-start broker-stop promtool clean
+.PHONY: venv lint test test-fast test-all demo chaos bench bench-venv constraints check-rates broker-start broker-stop promtool clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ bench-venv: $(BENCH_STAMP)
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[bench]'
 	@touch $(BENCH_STAMP)
+
+## ruff: lint rules E, F, W, I (pyproject.toml, [tool.ruff]); CI runs it before the tests.
+lint: venv
+	$(VENV)/bin/ruff check .
 
 ## The whole suite (real Kafka broker included), with slow scenarios at their small CI size.
 test: venv

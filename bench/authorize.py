@@ -27,8 +27,8 @@ from collections import Counter
 import aiohttp
 import orjson
 
-from rater.sim import traffic
 from rater.core.rates import check_rate_tables
+from rater.sim import traffic
 
 from .procs import RATES_DIR
 
@@ -45,7 +45,7 @@ def pct(sorted_ms: list[float], q: float) -> float | None:
 
 async def ask(url: str, tenant_ids: list[str], seconds: float, concurrency: int) -> dict:
     paths = [f"/tenants/{t}/authorize?call_type=international&to={d}"
-             for t, d in zip(tenant_ids, itertools.cycle(DESTINATIONS))]  # fmt: skip
+             for t, d in zip(tenant_ids, itertools.cycle(DESTINATIONS))]
     latencies: list[float] = []
     statuses: Counter = Counter()
     allowed = limited = 0
@@ -77,7 +77,7 @@ async def ask(url: str, tenant_ids: list[str], seconds: float, concurrency: int)
         "p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99), "max_ms": latencies[-1] if latencies else None,
         "statuses": {str(k): v for k, v in sorted(statuses.items())}, "allowed": allowed, "with_max_seconds": limited,
         "concurrency": concurrency,
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import orjson
 
-from rater.sim import traffic
 from rater.core.rates import load_rate_tables
 from rater.core.timeutil import SECOND, format_time
+from rater.sim import traffic
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ("money", "timeutil", "rates", "records", "ledger", "engine")
@@ -76,7 +76,7 @@ def compile_core(work: Path) -> Path:
 def rate(cwd: Path, inp: Path, out: Path, now: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(out),
-           "--now", now, str(inp)]  # fmt: skip
+           "--now", now, str(inp)]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     m = _LINE.search(proc.stderr)
     if proc.returncode != 0 or not m:
@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "runs": a.runs, "modules": list(CORE), "rates": rates, "median": med,
         "ratio": med["compiled"] / med["pure"], "identical_outputs": same,
         "python": sys.version.split()[0],
-    }  # fmt: skip
+    }
     Path(a.results).write_text(json.dumps(result, indent=1) + "\n")
     log(f"median pure {med['pure']:,.0f}/s, compiled {med['compiled']:,.0f}/s: {result['ratio']:.2f}x; "
-        f"outputs identical: {same}")  # fmt: skip
+        f"outputs identical: {same}")
     return 0 if same else 1
 
 

@@ -21,9 +21,9 @@ import time
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from rater.sim import traffic
 from rater.core.rates import check_rate_tables
 from rater.core.timeutil import SECOND
+from rater.sim import traffic
 
 from .kio import group_by_partition
 from .procs import RATES_DIR
@@ -49,7 +49,7 @@ def draw(args: argparse.Namespace) -> list[tuple[bytes, bytes]]:
 
 async def pace(args: argparse.Namespace, items: list[tuple[bytes, bytes]]) -> dict:
     producer = AIOKafkaProducer(bootstrap_servers=args.broker, acks="all", enable_idempotence=True,
-                                linger_ms=0, max_batch_size=1 << 20)  # fmt: skip
+                                linger_ms=0, max_batch_size=1 << 20)
     await producer.start()
     try:
         n = len(items)

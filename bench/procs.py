@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from rater.dev.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RATES_DIR = ROOT / "rate_tables"
@@ -40,12 +41,6 @@ def status_kib(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise KeyError(field)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
@@ -84,7 +79,7 @@ class Proc:
             self.popen = subprocess.Popen(
                 self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=ROOT, env=self.env, start_new_session=True,
-            )  # fmt: skip
+            )
         finally:
             log.close()
         return self
@@ -136,7 +131,7 @@ class WorkerProc(Proc):
 
     def __init__(self, broker: str, *, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path,
                  partitions: int, batch_size: int, debug_batches: bool = False,
-                 extra: list[str] | None = None):  # fmt: skip
+                 extra: list[str] | None = None):
         self.port = free_port()
         self.app_id = app_id
         self.topics = topics
@@ -148,7 +143,7 @@ class WorkerProc(Proc):
             "--batch-size", str(batch_size),
             # No wall-clock sweep during a measurement: it would add outputs after the last one.
             "--sweep-interval", "3600",
-        ]  # fmt: skip
+        ]
         for name, topic in topics.items():
             cmd += [f"--topic-{name}", topic]
         cmd += extra or []

@@ -29,9 +29,9 @@ async def relay(args: argparse.Namespace) -> None:
     consumer = AIOKafkaConsumer(
         args.topic, bootstrap_servers=args.broker, group_id=args.group, enable_auto_commit=False,
         auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20,
-    )  # fmt: skip
+    )
     producer = AIOKafkaProducer(bootstrap_servers=args.broker, acks="all", enable_idempotence=True,
-                                linger_ms=0, max_batch_size=1 << 20, max_request_size=8 << 20)  # fmt: skip
+                                linger_ms=0, max_batch_size=1 << 20, max_request_size=8 << 20)
     await consumer.start()
     await producer.start()
     stop = asyncio.Event()

@@ -151,7 +151,7 @@ def summary(res: dict) -> dict[str, Any]:
             "p999_ms": m("p999_ms"), "rated_share": med([st["rated"] / max(st["cdrs"], 1) for st in steps]),
             "saturated": sum(st["saturated"] for st in steps) * 2 > len(steps), "runs": len(steps),
             "cdrs": med([st["cdrs"] for st in steps]), "rated_rate": med([st.get("rated_rate") for st in steps]),
-        }  # fmt: skip
+        }
     return s
 
 
@@ -267,7 +267,7 @@ def authorize_section(results: list[dict | None]) -> list[str]:
         r = a[label]
         rows.append([what, f"{r['rps']:,.0f}", ms(r["p50_ms"]) if r["p50_ms"] >= 10 else f"{r['p50_ms']:.1f} ms",
                      ms(r["p99_ms"]) if r["p99_ms"] >= 10 else f"{r['p99_ms']:.1f} ms",
-                     f"{r['answers']:,}", ", ".join(f"{k}: {v:,}" for k, v in r["statuses"].items())])  # fmt: skip
+                     f"{r['answers']:,}", ", ".join(f"{k}: {v:,}" for k, v in r["statuses"].items())])
     conc = a["idle"]["concurrency"]
     L = ["## Authorize with a destination", "",
          f"`GET /tenants/<id>/authorize?call_type=international&to=%2B...` against one worker "
@@ -314,7 +314,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         ["faust-streaming", m["faust"]], ["orjson", m["orjson"]], ["rocksdict", m["rocksdict"]],
         ["Kafka broker", f"{m['kafka']} (dev broker, KRaft, one node, same machine), {m['java']}"],
         ["load average at start", " ".join(m["loadavg_at_start"])],
-    ])  # fmt: skip
+    ])
     L += ["", "## Input", ""]
     L += [
         f"`rater.sim.traffic` with seed {st['seed']}: {inp['tenants']:,} tenants (plans, thresholds, auto-recharge, "
@@ -345,18 +345,18 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
     for i, r in enumerate(res["runs"]):
         rows.append([f"run {i + 1}", n0(r["worker"]["rate"]), n0(r["relay_batch"]["rate"]), n0(r["relay_send"]["rate"]),
                      f"{r['worker']['rate'] / r['relay_batch']['rate']:.4f}", f"{r['worker']['rate'] / r['relay_send']['rate']:.4f}",
-                     n0(r["offline"]["rate"])])  # fmt: skip
+                     n0(r["offline"]["rate"])])
     rows.append(["**median**", f"**{n0(w['rate'])}**", f"**{n0(rb['rate'])}**", f"**{n0(rsd['rate'])}**",
-                 f"**{s['ratio_batch']:.4f}**", f"**{s['ratio_send']:.4f}**", f"**{n0(off['rate'])}**"])  # fmt: skip
+                 f"**{s['ratio_batch']:.4f}**", f"**{s['ratio_send']:.4f}**", f"**{n0(off['rate'])}**"])
     L += table(["", "worker rec/s", "relay batch rec/s", "relay send rec/s", "worker / relay batch",
-                "worker / relay send", "`rater rate` rec/s"], rows)  # fmt: skip
+                "worker / relay send", "`rater rate` rec/s"], rows)
     L += [""]
     L += table(["median", "records", "seconds", "rec/s", "CPU s", "CPU µs / record", "peak RSS"], [
-        ["rater worker", n0(w["records"]), n1(w["seconds"]), n0(w["rate"]), n1(w["cpu_s"]), n0(w["cpu_us_per_record"]), f"{n0(w['peak_rss_mib'])} MiB"],
-        ["relay, batch", n0(rb["records"]), n1(rb["seconds"]), n0(rb["rate"]), n1(rb["cpu_s"]), n1(rb["cpu_us_per_record"]), f"{n0(rb['peak_rss_mib'])} MiB"],
-        ["relay, send", n0(rsd["records"]), n1(rsd["seconds"]), n0(rsd["rate"]), n1(rsd["cpu_s"]), n1(rsd["cpu_us_per_record"]), f"{n0(rsd['peak_rss_mib'])} MiB"],
-        ["`rater rate`", n0(off["records"]), n1(off["seconds"]), n0(off["rate"]), n1(off["cpu_s"]), n1(off["cpu_s"] * 1e6 / off["records"]), f"{n0(off['peak_rss_mib'])} MiB"],
-    ])  # fmt: skip
+        ["rater worker", n0(w["records"]), n1(w["seconds"]), n0(w["rate"]), n1(w["cpu_s"]), n0(w["cpu_us_per_record"]), f"{n0(w['peak_rss_mib'])} MiB"],  # noqa: E501
+        ["relay, batch", n0(rb["records"]), n1(rb["seconds"]), n0(rb["rate"]), n1(rb["cpu_s"]), n1(rb["cpu_us_per_record"]), f"{n0(rb['peak_rss_mib'])} MiB"],  # noqa: E501
+        ["relay, send", n0(rsd["records"]), n1(rsd["seconds"]), n0(rsd["rate"]), n1(rsd["cpu_s"]), n1(rsd["cpu_us_per_record"]), f"{n0(rsd['peak_rss_mib'])} MiB"],  # noqa: E501
+        ["`rater rate`", n0(off["records"]), n1(off["seconds"]), n0(off["rate"]), n1(off["cpu_s"]), n1(off["cpu_s"] * 1e6 / off["records"]), f"{n0(off['peak_rss_mib'])} MiB"],  # noqa: E501
+    ])
     wb = s["worker_batches"]
     L += [
         "",
@@ -387,7 +387,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         rows = [["all on (the throughput median above)", "", n0(w["rate"]), "1.00", n0(w["cpu_us_per_record"])]]
         for x in abl:
             rows.append([x["label"], f"`{x['args']}`", n0(x["rate"]), f"{x['rate'] / w['rate']:.2f}" if w["rate"] else "",
-                         n0(x["cpu_us_per_record"])])  # fmt: skip
+                         n0(x["cpu_us_per_record"])])
         L += table(["worker", "flags", "rec/s", "vs all on", "CPU µs / record"], rows)
         L += ["", "(One run each, same input and cap as the throughput runs, fresh app id and state dir.)", ""]
     # latency
@@ -405,7 +405,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
     for rate, x in s["latency"].items():
         sat = x["saturated"]
         rows.append([f"{rate:,}", n0(x["achieved_rate"]), n0(x["rated_rate"]), pct(x["rated_share"]), ms(x["p50_ms"], sat),
-                     ms(x["p99_ms"], sat), ms(x["p999_ms"], sat)])  # fmt: skip
+                     ms(x["p99_ms"], sat), ms(x["p999_ms"], sat)])
     L += table(["offered CDRs/s", "achieved", "worker rated/s", "rated in time", "p50", "p99", "p99.9"], rows)
     L += ["", "*worker rated/s*: CDRs rated over the time from the first input to the last rated CDR. "
           "*(saturated)*: CDRs left unrated, or a median over 1 s: a queue that grows while the load lasts."]
@@ -415,8 +415,8 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         for x in r["latency"]:
             rows.append([str(i + 1), f"{x['offered_rate']:,}", n0(x["achieved_rate"]), n0(x.get("rated_rate")),
                          f"{x['rated']:,} / {x['cdrs']:,}", ms(x["p50_ms"]), ms(x["p99_ms"]), ms(x["p999_ms"]),
-                         n1(x["worker_cpu_s"])])  # fmt: skip
-    L += table(["run", "offered", "achieved", "worker rated/s", "rated / offered", "p50", "p99", "p99.9", "worker CPU s (whole life)"], rows)
+                         n1(x["worker_cpu_s"])])
+    L += table(["run", "offered", "achieved", "worker rated/s", "rated / offered", "p50", "p99", "p99.9", "worker CPU s (whole life)"], rows)  # noqa: E501
     L += [""]
     # offline
     L += ["## Offline: `rater rate`", ""]
@@ -444,7 +444,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             ["RSS after the restart, index rebuilt", f"{med(rs['rss_after_restart_mib']):.0f} MiB",
              ", ".join(f"{x:.0f}" for x in rs["rss_after_restart_mib"])],
         ] + ([["start on an *empty* state dir → /readyz (table rebuilt from the changelog)", f"{rs['cold_ready_s']:.2f} s", "1"]]
-             if "cold_ready_s" in rs else []))  # fmt: skip
+             if "cold_ready_s" in rs else []))
         L += [
             "",
             f"RSS per account: the builder's RSS with all {rs['accounts']:,} accounts touched "
@@ -482,12 +482,12 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             L += ["", "Top frames by inclusive time (anywhere on the stack; the entry points and event-loop plumbing left out):", ""]
             skip = ("runpy", "<module>", "run_until_complete", "run_forever", "_run_once", "Handle._run", "main (rater/cli/main.py",
                     "cmd_worker", "execute_from_commandline", "run (rater/worker/app.py", "_bootstrap", "WorkerThread.run",
-                    "_start_thread", "_run_code", "_execute_actor", "_execute_task")  # fmt: skip
+                    "_start_thread", "_run_code", "_execute_actor", "_execute_task")
             rows = [[pct(v), f"`{f}`"] for f, v in prof["inclusive"] if not any(k in f for k in skip)][:22]
             L += table(["share", "function (file)"], rows)
             offp = prof.get("offline")
             if offp:
-                L += ["", f"`rater rate` under py-spy ({offp['samples']:,} samples at 200 Hz, a subset of the input), by area and top self frames:", ""]
+                L += ["", f"`rater rate` under py-spy ({offp['samples']:,} samples at 200 Hz, a subset of the input), by area and top self frames:", ""]  # noqa: E501
                 L += table(["area", "share"], [[a, pct(v)] for a, v in offp["areas"][:6]])
                 L += [""]
                 L += table(["share", "function (file)"], [[pct(v), f"`{f}`"] for f, v in offp["self"][:12]])
@@ -499,7 +499,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
     c = res["commands"]
     L += ["## Commands", "", "```sh", "make bench                    # = python -m bench.run (full size)",
           "python -m bench.run --quick   # smoke size", f"{res['argv']:<29} # this run", "```", "",
-          "What the harness ran (`$BROKER`, `$WORK`, `$ID` stand for the broker, the temp dir and the run's id):", "", "```sh"]  # fmt: skip
+          "What the harness ran (`$BROKER`, `$WORK`, `$ID` stand for the broker, the temp dir and the run's id):", "", "```sh"]
     for k in ("worker", "relay_batch", "relay_send", "pacer", "offline"):
         if k in c:
             prefix = "RATER_DEBUG_BATCHES=1 " if k == "worker" else ""
@@ -510,7 +510,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         "Settings of this run: " + ", ".join(f"`--{k.replace('_', '-')} {v}`" for k, v in st.items()
                                              if k in ("cdrs", "tenants", "runs", "worker_cap", "latency_seconds",
                                                       "latency_drain", "latency_tenants", "restart_accounts",
-                                                      "profile_seconds", "batch_size")) + ".",  # fmt: skip
+                                                      "profile_seconds", "batch_size")) + ".",
         "",
     ]
     if quick and full:

@@ -55,10 +55,10 @@ from typing import Any
 
 import orjson
 
-from rater.dev import broker as devbroker
-from rater.sim import traffic
 from rater.core.rates import check_rate_tables
 from rater.core.timeutil import SECOND, format_time
+from rater.dev import broker as devbroker
+from rater.sim import traffic
 
 from . import kio, profiling, report
 from .procs import RATES_DIR, ROOT, Proc, WorkerProc, status_kib
@@ -75,7 +75,7 @@ def dumps(obj: Any) -> bytes:
 FULL = dict(cdrs=1_000_000, tenants=10_000, runs=3, worker_cap=100.0, latency_seconds=20.0, latency_drain=10.0,
             latency_tenants=1_000, restart_accounts=100_000, profile_seconds=30.0, authorize_seconds=20.0)
 QUICK = dict(cdrs=30_000, tenants=1_000, runs=1, worker_cap=25.0, latency_seconds=4.0, latency_drain=4.0,
-             latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0, authorize_seconds=8.0)  # fmt: skip
+             latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0, authorize_seconds=8.0)
 
 
 # Each turns one of the worker's optimisations off (docs/benchmarks.md, "What each change bought").
@@ -143,18 +143,18 @@ class Bench:
             log(f"could not delete topics {prefix}*: {exc}")
 
     def worker(self, name: str, topics: dict[str, str], *, app_id: str | None = None, state_dir: Path | None = None,
-               debug: bool = True, extra: list[str] | None = None) -> WorkerProc:  # fmt: skip
+               debug: bool = True, extra: list[str] | None = None) -> WorkerProc:
         app_id = app_id or f"{self.prefix}-{name}"
         state_dir = state_dir or self.work / f"{name}-state"
         w = WorkerProc(self.bootstrap, app_id=app_id, topics=topics, state_dir=state_dir,
                        log_path=self.work / f"{name}.log", partitions=self.args.partitions,
-                       batch_size=self.args.batch_size, debug_batches=debug, extra=extra)  # fmt: skip
+                       batch_size=self.args.batch_size, debug_batches=debug, extra=extra)
         self.results["commands"].setdefault("worker", " ".join(_shown(w.cmd)))
         return w
 
     def out_topics(self, base: str, cdrs: str, commands: str | None = None) -> dict[str, str]:
         return {"cdrs": cdrs, "commands": commands or f"{base}-commands", "rated": f"{base}-rated",
-                "events": f"{base}-events", "requests": f"{base}-requests", "rejects": f"{base}-rejects"}  # fmt: skip
+                "events": f"{base}-events", "requests": f"{base}-requests", "rejects": f"{base}-rejects"}
 
     # --- setup ------------------------------------------------------------------------
 
@@ -199,9 +199,9 @@ class Bench:
             "records": self.n_input, "setup_commands": setup, "cdrs_and_topups": self.n_input - setup,
             "tenants": a.tenants, "bytes": self.jsonl.stat().st_size, "generate_s": round(gen, 1),
             "publish_s": round(pub, 1), "publish_rate": round(self.n_input / pub),
-        }  # fmt: skip
+        }
         log(f"input: {self.n_input:,} records ({setup:,} setup commands) generated in {gen:.1f} s, "
-            f"published in {pub:.1f} s to {self.input_topic}")  # fmt: skip
+            f"published in {pub:.1f} s to {self.input_topic}")
 
     # --- throughput -------------------------------------------------------------------
 
@@ -261,11 +261,11 @@ class Bench:
             "peak_rss_mib": hwm / 1024, "rss_mib": rss / 1024, "ready_s": round(ready_s, 2),
             "outputs": outputs,
             "batch_size": self.args.batch_size, "batches": batches, "disk": disk,
-        }  # fmt: skip
+        }
         log(f"worker {name}: {rated:,} of {self.n_input:,} records{'' if done else ' (capped)'} in {seconds:.1f} s "
             f"= {out['rate']:,.0f}/s; cpu {out['cpu_s']} s ({out['cpu_us_per_record'] or 0:.0f} µs/record), "
             f"peak RSS {out['peak_rss_mib']:.0f} MiB; batches {batches.get('mean_records', 0):.0f} records, "
-            f"{batches.get('mean_ms', 0):.1f} ms")  # fmt: skip
+            f"{batches.get('mean_ms', 0):.1f} ms")
         return out
 
     def topic_bytes(self, topic: str) -> int | None:
@@ -289,7 +289,7 @@ class Bench:
         asyncio.run(kio.create_topics(self.bootstrap, [out_topic], self.args.partitions))
         cmd = [sys.executable, "-m", "bench.relay", "--broker", self.bootstrap, "--topic", self.input_topic,
                "--out", out_topic, "--group", base, "--mode", mode, "--batch-size", str(self.args.batch_size),
-               "--wait", str(self.args.relay_wait)]  # fmt: skip
+               "--wait", str(self.args.relay_wait)]
         self.results["commands"].setdefault(f"relay_{mode}", " ".join(_shown(cmd)))
         p = self.track(Proc(cmd, self.work / f"{name}.log"))
         p.start()
@@ -305,9 +305,9 @@ class Bench:
         self.drop_topics(base)
         out = {"records": count, "seconds": round(seconds, 2), "rate": count / seconds if seconds > 0 else 0.0,
                "cpu_s": round(cpu1 - cpu0, 2), "cpu_us_per_record": (cpu1 - cpu0) / count * 1e6,
-               "peak_rss_mib": hwm / 1024, "mode": mode}  # fmt: skip
+               "peak_rss_mib": hwm / 1024, "mode": mode}
         log(f"relay {mode}: {count:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s; cpu {out['cpu_s']} s "
-            f"({out['cpu_us_per_record']:.1f} µs/record), peak RSS {out['peak_rss_mib']:.0f} MiB")  # fmt: skip
+            f"({out['cpu_us_per_record']:.1f} µs/record), peak RSS {out['peak_rss_mib']:.0f} MiB")
         return out
 
     async def _wait_total(self, topic: str, n: int, timeout: float, proc: Proc) -> int:
@@ -329,7 +329,7 @@ class Bench:
         out_dir = self.work / f"offline-{run}"
         now = format_time((traffic.now_micros() // SECOND) * SECOND)
         cmd = [sys.executable, "-m", "rater", "rate", "--rates", str(RATES_DIR), "--out", str(out_dir),
-               "--now", now, str(self.jsonl)]  # fmt: skip
+               "--now", now, str(self.jsonl)]
         self.results["commands"].setdefault("offline", " ".join(_shown(cmd)))
         err_path = self.work / f"offline-{run}.err"
         t0 = time.perf_counter()
@@ -366,7 +366,7 @@ class Bench:
         shutil.rmtree(out_dir, ignore_errors=True)
         cpu = usage.ru_utime + usage.ru_stime
         out = {"records": records, "seconds": seconds, "rate": records / seconds, "wall_s": round(wall, 2),
-               "wall_rate": records / wall, "cpu_s": round(cpu, 2), "peak_rss_mib": hwm[0] / 1024}  # fmt: skip
+               "wall_rate": records / wall, "cpu_s": round(cpu, 2), "peak_rss_mib": hwm[0] / 1024}
         log(f"offline: {records:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s ({wall:.1f} s wall with start-up)")
         return out
 
@@ -394,7 +394,7 @@ class Bench:
         pacer_cmd = [sys.executable, "-m", "bench.pacer", "--broker", self.bootstrap, "--topic", cdrs,
                      "--partitions", str(a.partitions), "--rate", str(rate), "--seconds", str(a.latency_seconds),
                      "--tenants", str(a.latency_tenants), "--seed", str(a.seed), "--at", str(self.lat_at),
-                     "--run-id", f"L{rate}r{run}"]  # fmt: skip
+                     "--run-id", f"L{rate}r{run}"]
         self.results["commands"].setdefault("pacer", " ".join(_shown(pacer_cmd)))
         try:
             w.wait_ready()
@@ -404,7 +404,7 @@ class Bench:
             pacer.popen.wait(timeout=a.latency_seconds + 120)  # type: ignore[union-attr]
             self.finish(pacer)
             lines = pacer.log_path.read_text().splitlines()
-            paced = orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))
+            paced = orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))  # noqa: E741
             offered = paced["sent"]
             deadline = time.monotonic() + a.latency_drain
             got = 0
@@ -446,9 +446,9 @@ class Bench:
             # A queue that grows: CDRs left over, or the median CDR waiting over a second.
             "saturated": missing > 0.001 * len(sent_at) or _pct(lat, missing, 0.5) is None or _pct(lat, missing, 0.5) > 1000,
             "worker_cpu_s": round(cpu, 1),
-        }  # fmt: skip
+        }
         log(f"latency at {rate:,}/s: {len(lat):,} of {len(sent_at):,} rated within {a.latency_drain:.0f} s after; "
-            f"p50 {_fmt_ms(out['p50_ms'])}, p99 {_fmt_ms(out['p99_ms'])}, p99.9 {_fmt_ms(out['p999_ms'])}")  # fmt: skip
+            f"p50 {_fmt_ms(out['p50_ms'])}, p99 {_fmt_ms(out['p99_ms'])}, p99.9 {_fmt_ms(out['p999_ms'])}")
         return out
 
     # --- authorize ----------------------------------------------------------------------
@@ -465,12 +465,12 @@ class Bench:
         w.start()
         ask_cmd = [sys.executable, "-m", "bench.authorize", "--url", w.url, "--tenants", str(a.latency_tenants),
                    "--seed", str(a.seed), "--at", str(self.lat_at), "--seconds", str(a.authorize_seconds),
-                   "--concurrency", str(a.authorize_concurrency)]  # fmt: skip
+                   "--concurrency", str(a.authorize_concurrency)]
         load = a.authorize_load
         pacer_cmd = [sys.executable, "-m", "bench.pacer", "--broker", self.bootstrap, "--topic", cdrs,
                      "--partitions", str(a.partitions), "--rate", str(load), "--seconds", str(a.authorize_seconds + 4),
                      "--tenants", str(a.latency_tenants), "--seed", str(a.seed), "--at", str(self.lat_at),
-                     "--run-id", "A"]  # fmt: skip
+                     "--run-id", "A"]
         shown = " ".join(_shown(ask_cmd)).replace("http://$BROKER", "http://127.0.0.1:$WORKER_PORT")
         self.results["commands"].setdefault("authorize", shown)
         out: dict[str, Any] = {"load_cdrs_per_s": load, "tenants": a.latency_tenants}
@@ -484,7 +484,7 @@ class Bench:
                 proc.popen.wait(timeout=a.authorize_seconds + 60)  # type: ignore[union-attr]
                 self.finish(proc)
                 lines = proc.log_path.read_text().splitlines()
-                return orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))
+                return orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))  # noqa: E741
 
             out["idle"] = ask("idle")
             before = w.records() or 0
@@ -503,7 +503,7 @@ class Bench:
             pacer.popen.wait(timeout=a.authorize_seconds + 120)  # type: ignore[union-attr]
             self.finish(pacer)
             lines = pacer.log_path.read_text().splitlines()
-            paced = orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))
+            paced = orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))  # noqa: E741
             out["paced_rate"] = paced["rate"]
             out["worker_cpu_s"] = round(w.cpu(), 1)
         finally:
@@ -513,7 +513,7 @@ class Bench:
         for label in ("idle", "loaded"):
             r = out[label]
             log(f"authorize {label}: {r['rps']:,.0f} answers/s, p50 {_fmt_ms(r['p50_ms'])}, p99 {_fmt_ms(r['p99_ms'])}, "
-                f"statuses {r['statuses']}")  # fmt: skip
+                f"statuses {r['statuses']}")
         return out
 
     # --- restart ------------------------------------------------------------------------
@@ -529,7 +529,7 @@ class Bench:
         topic = f"{base}-in"
         asyncio.run(kio.create_topics(self.bootstrap, [topic], a.partitions))
         asyncio.run(kio.publish(self.bootstrap, topic, [(c["tenant_id"].encode(), dumps(c)) for c in cmds],
-                                a.partitions))  # fmt: skip
+                                a.partitions))
         topics = self.out_topics(base, topic)
         state = self.work / "rs-state"
         idle_topics = self.out_topics(f"{self.prefix}-idle", f"{self.prefix}-idle-in")
@@ -560,7 +560,7 @@ class Bench:
         res["bytes_per_account"] = per
         res["mib_per_100k"] = per * 100_000 / 2**20
         log(f"restart: {n:,} accounts built in {res['build_s']} s; RSS {res['full_rss_mib']:.0f} MiB vs idle "
-            f"{res['idle_rss_mib']:.0f} MiB = {per:,.0f} bytes/account ({res['mib_per_100k']:.1f} MiB per 100k)")  # fmt: skip
+            f"{res['idle_rss_mib']:.0f} MiB = {per:,.0f} bytes/account ({res['mib_per_100k']:.1f} MiB per 100k)")
         ready, indexed, rss_after = [], [], []
         for i in range(a.runs):
             w = self.track(self.worker(f"rs-restart{i}", topics, app_id=base, state_dir=state, debug=False))
@@ -573,7 +573,7 @@ class Bench:
             finally:
                 self.finish(w)
             log(f"restart {i + 1}: ready in {ready[-1]:.2f} s, sweep index of the accounts built "
-                f"{indexed[-1]:.2f} s after start, RSS {rss_after[-1]:.0f} MiB")  # fmt: skip
+                f"{indexed[-1]:.2f} s after start, RSS {rss_after[-1]:.0f} MiB")
         res["ready_s"] = ready
         res["indexed_s"] = indexed
         res["rss_after_restart_mib"] = rss_after
@@ -629,7 +629,7 @@ class Bench:
             note = "" if ok else f"pyinstrument wrote no profile:\n{w.tail()}"
         res: dict[str, Any] = {"tool": tool, "note": note, "seconds": a.profile_seconds,
                                "worker_cpu_share": (c1 - c0) / (t1 - t0), "records_by_end": n,
-                               "batches": _batch_stats(w.log_path)}  # fmt: skip
+                               "batches": _batch_stats(w.log_path)}
         if ok:
             res.update(profiling.summarize(raw) if tool == "py-spy" else profiling.summarize_pstats(raw))
             if a.keep_profiles:
@@ -648,7 +648,7 @@ class Bench:
             out = self.work / "profile-offline.txt"
             cmd = [exe, "record", "--rate", "200", "--format", "raw", "--function", "--output", str(out), "--",
                    sys.executable, "-m", "rater", "rate", "--rates", str(RATES_DIR), "--out",
-                   str(self.work / "offline-prof"), str(sub)]  # fmt: skip
+                   str(self.work / "offline-prof"), str(sub)]
             subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=900)
             if out.exists():
                 res["offline"] = profiling.summarize(out)
@@ -735,7 +735,7 @@ def _batch_stats(path: Path) -> dict:
     return {"count": len(sizes), "mean_records": statistics.mean(sizes), "mean_ms": statistics.mean(ms),
             "median_records": statistics.median(sizes), "median_ms": statistics.median(ms),
             "us_per_record_in_batch": sum(ms) * 1000 / sum(sizes), "accounts": accounts,
-            "accounts_per_record": accounts / sum(sizes)}  # fmt: skip
+            "accounts_per_record": accounts / sum(sizes)}
 
 
 def _pct(sorted_ms: list[float], missing: int, q: float) -> float | None:

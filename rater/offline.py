@@ -15,11 +15,12 @@ from typing import IO, Iterable
 
 import orjson
 
+from rater.core.codec import to_view
 from rater.core.engine import Engine, Tally
 from rater.core.ledger import DEFAULT_HORIZON
 from rater.core.money import format_money
 from rater.core.rates import RateTables
-from rater.core.codec import to_view
+from rater.core.routing import KINDS, outputs_of
 from rater.statefile import load_state, save_state, write_atomic
 
 OUTPUT_FILES = ("rated-cdrs.jsonl", "balance-events.jsonl", "recharge-requests.jsonl", "rejects.jsonl")
@@ -88,7 +89,7 @@ def run(
     total_bytes = sum(os.path.getsize(p) for p in inputs if p != STDIN)
     progress = _Progress(total_bytes, progress_stream or sys.stderr)  # stderr as it is now, not at import
     files = {name: open(os.path.join(out_dir, name), "wb", buffering=1 << 20) for name in OUTPUT_FILES}
-    rated_f, events_f, requests_f, rejects_f = (files[n] for n in OUTPUT_FILES)
+    by_kind = dict(zip(KINDS, (files[n] for n in OUTPUT_FILES)))  # the same order
     dumps = orjson.dumps
     nl = orjson.OPT_APPEND_NEWLINE
     started = time.perf_counter()
@@ -103,14 +104,8 @@ def run(
             records += 1
             p = engine.process(raw, None, {"file": path, "line": lineno}, now)
             out = p.outcome
-            if out.rated is not None:
-                rated_f.write(dumps(out.rated, option=nl))
-            for e in out.events:
-                events_f.write(dumps(e, option=nl))
-            for r in out.recharge_requests:
-                requests_f.write(dumps(r, option=nl))
-            if p.reject is not None:
-                rejects_f.write(dumps(p.reject, option=nl))
+            for kind, body in outputs_of(out, p.reject):  # rater/core/routing.py
+                by_kind[kind].write(dumps(body, option=nl))
             if records % 4096 == 0:
                 progress.update(done_bytes, records)
         progress.update(done_bytes, records, force=True)

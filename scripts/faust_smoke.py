@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+from rater.dev.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -131,14 +132,6 @@ def http_json(port: int, path: str, timeout: float = 2.0):
         return json.loads(r.read())
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Worker:
     def __init__(self, ns: argparse.Namespace, datadir: Path, tag: str) -> None:
         # One web port for all workers of a run: faust puts the worker URL (canonical_url,
@@ -151,9 +144,9 @@ class Worker:
             "--web-port", str(self.port), "--app-id", ns.app_id, "--topic-in", ns.topic_in,
             "--topic-out", ns.topic_out, "--guarantee", ns.guarantee, "--logfile", str(self.logfile),
             "--session-timeout", str(ns.session_timeout), "--loglevel", ns.loglevel,
-        ] + (["--static-id", ns.static_id] if ns.static_id else [])  # fmt: skip
+        ] + (["--static-id", ns.static_id] if ns.static_id else [])
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(Path(ns.workdir) / f"worker-{tag}.err", "wb"))  # fmt: skip
+                                     stderr=open(Path(ns.workdir) / f"worker-{tag}.err", "wb"))
 
     def wait_totals(self, want: dict[str, int], timeout: float) -> dict[str, int] | None:
         deadline = time.monotonic() + timeout

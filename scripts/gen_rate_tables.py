@@ -34,19 +34,11 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+from rater.core.rates import COLUMNS as RATE_COLUMNS
+
 ROOT = Path(__file__).resolve().parent.parent
 
-COLUMNS = [
-    "call_type",
-    "prefix",
-    "destination",
-    "currency",
-    "rate_per_minute",
-    "connection_fee",
-    "first_increment",
-    "next_increment",
-    "effective_from",
-]
+COLUMNS = list(RATE_COLUMNS)  # rater/core/rates.py: the one column list
 
 CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
 

@@ -31,7 +31,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import orjson
+
+from rater.dev.procs import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATER = [sys.executable, "-m", "rater"]
@@ -87,7 +88,7 @@ def generate(path: str, records: int, tenants: int, seed: int, depends: bool = F
     base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=26)
     numbers = [("international", "+442071234567"), ("international", "+4915112345678"),
                ("conference_dialout", "+12125550100"), ("toll_free", "+18005550100"),
-               ("domestic", "+14155550123"), ("international", "+919876543210")]  # fmt: skip
+               ("domestic", "+14155550123"), ("international", "+919876543210")]
     names = [f"c{i:05d}" for i in range(tenants)]
     requests = Counter()
     late = {t: rng.randrange(0, max(records // 2, 1)) for i, t in enumerate(names) if depends and i % 10 == 1}
@@ -102,13 +103,13 @@ def generate(path: str, records: int, tenants: int, seed: int, depends: bool = F
         def setup(i: int, t: str, at: datetime) -> None:
             cfg = {"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account",
                    "occurred_at": _iso(at), "rate_plan": "standard-usd", "low_balance_threshold": "10",
-                   "included_domestic_minutes": 30}  # fmt: skip
+                   "included_domestic_minutes": 30}
             if i % 2 == 0:
                 cfg["auto_recharge"] = {"enabled": True, "threshold": "5", "amount": "20",
-                                        "payment_method": {"type": "card", "expires": "2030-12"}}  # fmt: skip
+                                        "payment_method": {"type": "card", "expires": "2030-12"}}
             put(cfg)
             put({"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds",
-                 "occurred_at": _iso(at), "amount": str(rng.choice([5, 15, 30]))})  # fmt: skip
+                 "occurred_at": _iso(at), "amount": str(rng.choice([5, 15, 30]))})
 
         for i, t in enumerate(names):
             if t not in late:
@@ -126,33 +127,27 @@ def generate(path: str, records: int, tenants: int, seed: int, depends: bool = F
             if depends and roll < 0.1 and int(t[1:]) % 10 == 3:  # a plan change mid-stream
                 on_narrow[t] = not on_narrow.get(t, False)
                 put({"command_id": f"{t}-plan-{i}", "tenant_id": t, "command": "configure_account",
-                     "occurred_at": _iso(at), "rate_plan": NARROW_PLAN if on_narrow[t] else "standard-usd"})  # fmt: skip
+                     "occurred_at": _iso(at), "rate_plan": NARROW_PLAN if on_narrow[t] else "standard-usd"})
             elif roll < 0.002:
                 put(b'{"cdr_id": "broken", ')
             elif roll < 0.004:
                 put({"cdr_id": f"x{i}", "tenant_id": "nobody", "call_type": "international",
-                     "to": "+442071234567", "started_at": _iso(at), "duration_seconds": 60})  # fmt: skip
+                     "to": "+442071234567", "started_at": _iso(at), "duration_seconds": 60})
             elif roll < 0.03 and int(t[1:]) % 2 == 0:
                 requests[t] += 1
                 put({"command_id": f"{t}-pay-{requests[t]}", "tenant_id": t, "command": "payment_result",
                      "occurred_at": _iso(at), "request_id": f"{t}/recharge/{requests[t]}",
-                     "status": "succeeded" if rng.random() < 0.85 else "failed", "reason": "card_declined"})  # fmt: skip
+                     "status": "succeeded" if rng.random() < 0.85 else "failed", "reason": "card_declined"})
             elif roll < 0.035:
                 put({"command_id": f"{t}-top-{i}", "tenant_id": t, "command": "add_funds",
-                     "occurred_at": _iso(at), "amount": "10"})  # fmt: skip
+                     "occurred_at": _iso(at), "amount": "10"})
             else:
                 call_type, to = rng.choice(numbers)
                 rec = {"cdr_id": f"{t}-{i}", "tenant_id": t, "call_type": call_type, "to": to,
-                       "started_at": _iso(at), "duration_seconds": int(rng.lognormvariate(5, 1)) % 7200}  # fmt: skip
+                       "started_at": _iso(at), "duration_seconds": int(rng.lognormvariate(5, 1)) % 7200}
                 put(rec)
                 if rng.random() < 0.01:  # a platform retry: the same CDR again
                     put(rec)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -172,13 +167,13 @@ class Report:
 
 class WorkerProcess:
     def __init__(self, bootstrap: str, app_id: str, topics: dict, state_dir: str, log_path: str, partitions: int,
-                 rates: str = os.path.join(ROOT, "rate_tables")):  # fmt: skip
-        self.port = _free_port()
+                 rates: str = os.path.join(ROOT, "rate_tables")):
+        self.port = free_port()
         self.args = RATER + [
             "worker", "--broker", bootstrap, "--rates", rates,
             "--state-dir", state_dir, "--web-port", str(self.port), "--partitions", str(partitions),
             "--app-id", app_id, "--standby-replicas", "0", "--sweep-interval", "3600",
-        ] + [x for k, v in topics.items() for x in (f"--topic-{k}", v)]  # fmt: skip
+        ] + [x for k, v in topics.items() for x in (f"--topic-{k}", v)]
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
@@ -275,7 +270,7 @@ async def _read_topic(bootstrap: str, topic: str, keys: bool = False) -> list[by
 
 def _produce(bootstrap: str, path: str, topic: str) -> subprocess.Popen:
     return subprocess.Popen(RATER + ["produce", "--broker", bootstrap, "--topic", topic, path], cwd=ROOT,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.DEVNULL)
 
 
 def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout: float = 600) -> bool:
@@ -295,7 +290,7 @@ def _topic(topics, kind: str) -> str:
 
 def _account(worker, tenant: str):
     """``GET /tenants/<id>`` as JSON, from a WorkerProcess (raises on 404) or a
-    tests.worker_support.RaterWorker (returns a Response)."""
+    tests.worker_support.WorkerProcess (returns a Response)."""
     # 503 while a rebalance settles (a killed member's session expiring): ask again.
     deadline = time.monotonic() + 60
     while True:
@@ -352,7 +347,7 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
                 n_repeats += 1
                 if first != value:
                     mismatches.append(f"{kind}: event {rec['event_id']} repeated with other content: "
-                                      f"{first[:300]!r} then {value[:300]!r}")  # fmt: skip
+                                      f"{first[:300]!r} then {value[:300]!r}")
         repeats[kind] = n_repeats
         expected = {}
         with open(os.path.join(offline_dir, name), "rb") as f:
@@ -383,30 +378,30 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
         want_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in map(orjson.loads, f))
     if got_rejects != want_rejects:
         mismatches.append(f"rejects differ: {sum((got_rejects - want_rejects).values())} extra, "
-                          f"{sum((want_rejects - got_rejects).values())} missing")  # fmt: skip
+                          f"{sum((want_rejects - got_rejects).values())} missing")
     return mismatches, repeats
 
 
 def run_kill_loop(bootstrap: str, records: int, tenants: int, kills: int, seed: int = 1,
-                  workdir: str | None = None, partitions: int = 4, log=print) -> Report:  # fmt: skip
+                  workdir: str | None = None, partitions: int = 4, log=print) -> Report:
     started = time.monotonic()
     rng = random.Random(seed)
     work = workdir or tempfile.mkdtemp(prefix="rater-chaos-")
     os.makedirs(work, exist_ok=True)
     app_id = f"chaos-{seed}-{int(time.time())}"
     topics = {k: f"{app_id}-{v}" for k, v in (("cdrs", "cdrs"), ("commands", "cmds"), ("rated", "rated"),
-                                              ("events", "events"), ("requests", "requests"), ("rejects", "rejects"))}  # fmt: skip
+                                              ("events", "events"), ("requests", "requests"), ("rejects", "rejects"))}
     inp = os.path.join(work, "input.jsonl")
     rates = rate_tables(work)
     generate(inp, records, tenants, seed, depends=True)
     report = Report(records=sum(1 for _ in open(inp, "rb")))
     offline_out = os.path.join(work, "offline")
     subprocess.run(RATER + ["rate", "--rates", rates, "--out", offline_out, inp],
-                   check=True, cwd=ROOT, stderr=subprocess.DEVNULL)  # fmt: skip
+                   check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
     with open(os.path.join(offline_out, "rejects.jsonl"), "rb") as f:
         report.rejects = Counter(orjson.loads(line)["reason"] for line in f)
     worker = WorkerProcess(bootstrap, app_id, topics, os.path.join(work, "state"), os.path.join(work, "worker.log"),
-                           partitions, rates)  # fmt: skip
+                           partitions, rates)
     worker.start()
     worker.wait_ready()
     producer = _produce(bootstrap, inp, topics["cdrs"])
@@ -460,7 +455,7 @@ def main() -> int:
         for run in range(args.runs):
             r = run_kill_loop(bootstrap, args.records, args.tenants, args.kills, seed=args.seed + run)
             print(f"run {run + 1}: {r.records:,} records, {r.kills} kills, {r.seconds:.0f} s, "
-                  f"repeats {r.repeats}, {r.segments} id segments, offline rejects {dict(r.rejects)}, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}")  # fmt: skip
+                  f"repeats {r.repeats}, {r.segments} id segments, offline rejects {dict(r.rejects)}, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}")  # noqa: E501
             failures += not r.ok()
     finally:
         if info is not None:

@@ -70,7 +70,7 @@ def payment(request_id: str, status: str, cid: str, at: str, tenant: str = "acme
 
 
 def cdr(cid: str, to: str, seconds: int, at: str = "2026-11-02T10:00:00Z", call_type: str = "international",
-        tenant: str = "acme", **extra: Any) -> dict:  # fmt: skip
+        tenant: str = "acme", **extra: Any) -> dict:
     rec = {
         "cdr_id": cid,
         "tenant_id": tenant,

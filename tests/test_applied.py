@@ -40,8 +40,8 @@ def test_mark_keys_name_topic_and_partition_and_are_neither_tenants_nor_segments
 
 
 def test_an_account_value_carries_how_far_its_batch_judged_and_decodes_to_the_same_account():
-    from rater.core.ledger import Account
     from rater.core.codec import decode_account, decode_judged, encode_account
+    from rater.core.ledger import Account
 
     acct = Account(tenant_id="acme", rate_plan="standard-usd", currency="USD", debt=1_500_000)
     value = encode_account(acct, {"cdrs": 57, "tenant-commands": 12})

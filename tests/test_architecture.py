@@ -34,5 +34,10 @@ def test_the_probe_sees_a_framework_when_one_is_imported():
 
 
 def test_the_core_list_holds_every_core_module():
-    assert {"rater.core.ledger", "rater.core.batch", "rater.core.codec", "rater.core.continuity"} <= set(CORE)
-    assert len(CORE) == 5 + 14
+    # Written out by hand: a module added to rater/core/ is probed without anyone listing
+    # it, and this list says what the core is meant to hold.
+    assert {m for m in CORE if m.startswith("rater.core.")} == {
+        "rater.core." + m
+        for m in ("applied", "authorize", "batch", "bounds", "codec", "continuity", "engine", "idsegments",
+                  "ledger", "money", "partitioning", "rates", "records", "routing", "timeutil")
+    }

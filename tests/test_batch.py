@@ -26,7 +26,7 @@ def test_a_record_on_its_tenants_partition_is_applied_and_its_account_written_on
     proc, _ = _processor(tmp_path)
     p = _java_partition(b"acme", 4)
     msgs = [_msg(configure(), p, 0), _msg(funds("5", "f1"), p, 1), _msg(cdr("c1", "+442071234567", 60), p, 2),
-            _msg(cdr("c2", "+442071234567", 60), p, 3)]  # fmt: skip
+            _msg(cdr("c2", "+442071234567", 60), p, 3)]
     result = proc.process(msgs, NOW)
     assert result.forwards == []
     assert [t for t, _k, _v in result.outputs] == ["balance-events", "rated-cdrs", "rated-cdrs"]
@@ -70,7 +70,7 @@ def test_a_batch_fed_in_parts_gives_what_one_process_gives(tmp_path):
     # an account created in one part and debited in the next is the same account, written once.
     p = _java_partition(b"acme", 4)
     msgs = [_msg(configure(), p, 0), _msg(funds("5", "f1"), p, 1), _msg(cdr("c1", "+442071234567", 60), p, 2),
-            _msg(cdr("c2", "+442071234567", 60), p, 3)]  # fmt: skip
+            _msg(cdr("c2", "+442071234567", 60), p, 3)]
     whole = _processor(tmp_path / "a")[0].process(msgs, NOW)
     proc, _ = _processor(tmp_path / "b")
     parts = proc.begin()
@@ -96,7 +96,7 @@ def test_a_record_the_worker_says_was_judged_before_is_skipped_and_writes_nothin
 
     proc.judged = judged
     msgs = [_msg(cdr("c0", "+442071234567", 60), p, 0), _msg(configure(), p, 1), _msg(funds("5", "f1"), p, 2),
-            _msg(cdr("c1", "+442071234567", 60), p, 3)]  # fmt: skip
+            _msg(cdr("c1", "+442071234567", 60), p, 3)]
     result = proc.process(msgs, NOW)
     assert asked == [(0, b"acme"), (1, b"acme"), (2, b"acme"), (3, b"acme")]
     assert result.skipped == 2

@@ -21,7 +21,7 @@ def test_auto_recharge_counts_add_up_with_expired_cards_apart():
     events = ([{"type": "auto_recharge_requested"}] * 40 + [{"type": "auto_recharge_succeeded"}] * 35
               + [{"type": "auto_recharge_failed", "reason": "declined"}] * 3
               + [{"type": "auto_recharge_failed", "reason": "timeout"}]
-              + [{"type": "auto_recharge_failed", "reason": "card_expired"}] * 10)  # fmt: skip
+              + [{"type": "auto_recharge_failed", "reason": "card_expired"}] * 10)
     snap = _snapshot(events)
     assert snap.events["auto_recharge_failed"] == 14
     assert snap.recharge_failures == {"card_expired": 10, "declined": 3, "timeout": 1}

@@ -291,10 +291,10 @@ def test_kafka_is_single_node_kraft(services):
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
     advertised = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     assert "PLAINTEXT://kafka:9092" in advertised
-    host_listener = [l for l in advertised if l.endswith("://localhost:29092")]
+    host_listener = [l for l in advertised if l.endswith("://localhost:29092")]  # noqa: E741
     assert host_listener, "no listener advertised as localhost:29092 for host clients"
     protocol_map = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
-    listener_names = {l.split("://")[0] for l in env["KAFKA_LISTENERS"].split(",")}
+    listener_names = {l.split("://")[0] for l in env["KAFKA_LISTENERS"].split(",")}  # noqa: E741
     assert listener_names <= set(protocol_map)
     assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listener_names
     for key, value in env.items():
@@ -509,7 +509,7 @@ def test_pyproject_provides_what_the_image_uses():
 
 def test_dockerignore_keeps_local_state_out_of_the_image():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}  # fmt: skip
+               if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", ".kafka", ".rater-state"} <= ignored
     # Nothing the Dockerfile copies is ignored.
     for kw, args in dockerfile_instructions():

@@ -49,7 +49,7 @@ def test_consumer_group_commit_roundtrip(kafka_broker):
 
     async def read(n: int) -> list[bytes]:
         c = AIOKafkaConsumer(topic, bootstrap_servers=kafka_broker.bootstrap, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+                             enable_auto_commit=False, auto_offset_reset="earliest")
         await c.start()
         try:
             out: list[bytes] = []
@@ -106,7 +106,7 @@ def test_scram_listener_and_restart_keep_data(tmp_path):
         def sasl(password: str) -> dict:
             return dict(bootstrap_servers=info.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
                         sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="rater",
-                        sasl_plain_password=password, request_timeout_ms=10000)  # fmt: skip
+                        sasl_plain_password=password, request_timeout_ms=10000)
 
         async def produce_sasl(password: str, n: int) -> None:
             p = AIOKafkaProducer(**sasl(password), acks="all")
@@ -119,7 +119,7 @@ def test_scram_listener_and_restart_keep_data(tmp_path):
 
         async def consume_sasl(n: int) -> list[bytes]:
             c = AIOKafkaConsumer(topic, **sasl("s3cret-pw"), auto_offset_reset="earliest",
-                                 group_id=None)  # fmt: skip
+                                 group_id=None)
             await c.start()
             try:
                 out = []

@@ -38,6 +38,6 @@ def test_the_contract_names_every_topic_reason_event_type_and_field():
     fields = ["cdr_id", "call_type", "started_at", "duration_seconds", "command_id", "occurred_at",
               "rate_plan", "low_balance_threshold", "included_domestic_minutes", "payment_method",
               "billable_seconds", "covered_seconds", "rate_prefix", "balance_after", "requested_at",
-              "max_seconds", "raw_encoding", "balances.json", "--state", "/metrics", "/authorize"]  # fmt: skip
+              "max_seconds", "raw_encoding", "balances.json", "--state", "/metrics", "/authorize"]
     missing = [n for n in names + reasons + events + fields if f"`{n}" not in text and n not in text]
     assert missing == []

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import contextlib
+import hashlib
 import os
 import random
 import re
@@ -43,7 +43,7 @@ from aiokafka.partitioner import murmur2
 from rater.dev import broker as devbroker
 from tests.chaos import compare, generate, wait_consumed
 from tests.kafka_support import consume_all, create_topic, produce
-from tests.worker_support import ROOT, RaterWorker, WorkerTopics, unique, wait_for
+from tests.worker_support import ROOT, WorkerProcess, WorkerTopics, unique, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -97,7 +97,7 @@ def make_stream(tmp_path: Path, records: int, tenants: int, seed: int) -> Stream
     generate(str(path), records, tenants, seed)
     offline = tmp_path / "offline"
     subprocess.run([sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(offline),
-                    str(path)], cwd=ROOT, check=True, capture_output=True, timeout=300)  # fmt: skip
+                    str(path)], cwd=ROOT, check=True, capture_output=True, timeout=300)
     lines = [line for line in path.read_bytes().splitlines() if line.strip()]
     return Stream(lines, offline, tmp_path)
 
@@ -116,8 +116,8 @@ def finish_produce(proc: subprocess.Popen, timeout: float = 120) -> None:
     assert proc.returncode == 0, f"rater produce failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}"
 
 
-def assert_like_offline(broker: str, topics: WorkerTopics, app_id: str, stream: Stream, worker: RaterWorker,
-                        workers: tuple[RaterWorker, ...], timeout: float = 180) -> dict:  # fmt: skip
+def assert_like_offline(broker: str, topics: WorkerTopics, app_id: str, stream: Stream, worker: WorkerProcess,
+                        workers: tuple[WorkerProcess, ...], timeout: float = 180) -> dict:
     """Wait until the group committed the whole input, then compare with ``rater rate``."""
     if not wait_consumed(broker, app_id, [topics.cdrs], timeout=timeout):
         logs = "\n".join(f"----- {w.name} -----\n{w.tail(60)}" for w in workers)
@@ -128,9 +128,9 @@ def assert_like_offline(broker: str, topics: WorkerTopics, app_id: str, stream: 
     return repeats
 
 
-def owned_partitions(w: RaterWorker, topic: str) -> set[int]:
+def owned_partitions(w: WorkerProcess, topic: str) -> set[int]:
     return {int(dict(labels)["partition"]) for (name, labels), _ in w.metrics().items()
-            if name == "rater_consumer_lag" and dict(labels)["topic"] == topic}  # fmt: skip
+            if name == "rater_consumer_lag" and dict(labels)["topic"] == topic}
 
 
 def broker_is_healthy(bootstrap: str) -> None:
@@ -147,7 +147,7 @@ def broker_is_healthy(bootstrap: str) -> None:
 @pytest.mark.parametrize("records, tenants, kill", [
     pytest.param(3000, 60, False, id="3k-sigterm"),
     pytest.param(40_000, 400, True, id="40k-sigkill", marks=pytest.mark.slow),
-])  # fmt: skip
+])
 def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp_path, records, tenants, kill):
     if not kafka_broker.managed:
         pytest.skip("the broker comes from RATER_TEST_BOOTSTRAP: this test may not restart it")
@@ -158,8 +158,8 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp
     app_id = f"{topics.cdrs}-app"
     # Small batches: the stream takes a few seconds, so the broker goes away mid-stream.
     extra = SWEEP_OFF + ["--batch-size", "50", "--standby-replicas", "0"]
-    with RaterWorker(broker, topics=topics, app_id=app_id, name="f1-broker-restart", extra_args=extra,
-                     precreate_inputs=True) as w:  # fmt: skip
+    with WorkerProcess(broker, topics=topics, app_id=app_id, name="f1-broker-restart", extra_args=extra,
+                     precreate_inputs=True) as w:
         rater_produce(broker, topics.cdrs, before)
         wait_for(lambda: w.records_done() >= 150, 60, interval=0.05, what="the stream under way", workers=(w,))
         done_at_stop = w.records_done()
@@ -175,7 +175,7 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp
         report(f"broker {'SIGKILL' if kill else 'SIGTERM'} and restart mid-stream: {len(stream.lines):,} records, "
                f"broker down {outage:.1f} s "
                f"(stopped after {done_at_stop:,} done), input consumed {time.monotonic() - t1:.1f} s after the "
-               f"last part was produced; repeats {repeats}")  # fmt: skip
+               f"last part was produced; repeats {repeats}")
 
 
 # ---------------------------------------------------------------------------- 2. rebalance under load
@@ -184,7 +184,7 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp
 @pytest.mark.parametrize("records, tenants", [
     pytest.param(4000, 80, id="4k"),
     pytest.param(40_000, 400, id="40k", marks=pytest.mark.slow),
-])  # fmt: skip
+])
 def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp_path, records, tenants):
     broker = kafka_broker.bootstrap
     stream = make_stream(tmp_path, records=records, tenants=tenants, seed=22)
@@ -192,8 +192,8 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(kafka
     topics = WorkerTopics.unique("f2")
     app_id = f"{topics.cdrs}-app"
     extra = SWEEP_OFF + ["--batch-size", "50"]
-    a = RaterWorker(broker, topics=topics, app_id=app_id, name="f2a", extra_args=extra, precreate_inputs=True)
-    b = RaterWorker(broker, topics=topics, app_id=app_id, name="f2b", extra_args=extra)
+    a = WorkerProcess(broker, topics=topics, app_id=app_id, name="f2a", extra_args=extra, precreate_inputs=True)
+    b = WorkerProcess(broker, topics=topics, app_id=app_id, name="f2b", extra_args=extra)
     with contextlib.ExitStack() as stack:
         stack.enter_context(a)
         t0 = time.monotonic()
@@ -223,7 +223,7 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(kafka
         assert a.errors() == [] and b.errors() == []
         report(f"rebalance under load: {len(stream.lines):,} records, b joined and the split settled "
                f"{joined:.1f} s after the stream began, b rated {b_done:,} and left with a backlog of {backlog:,}; "
-               f"repeats {repeats}")  # fmt: skip
+               f"repeats {repeats}")
 
 
 # ---------------------------------------------------------------------------- 2b. state rebuilt from the changelog
@@ -240,8 +240,8 @@ def test_a_worker_rebuilding_its_state_from_the_changelog_skips_no_waiting_recor
     first, backlog = stream.parts(0.5)
     topics = WorkerTopics.unique("f2b")
     app_id = f"{topics.cdrs}-app"
-    with RaterWorker(broker, topics=topics, app_id=app_id, name="f2b-rebuild", extra_args=SWEEP_OFF,
-                     precreate_inputs=True) as w:  # fmt: skip
+    with WorkerProcess(broker, topics=topics, app_id=app_id, name="f2b-rebuild", extra_args=SWEEP_OFF,
+                     precreate_inputs=True) as w:
         rater_produce(broker, topics.cdrs, first)
         assert wait_consumed(broker, app_id, [topics.cdrs], timeout=120)
         assert w.stop() == 0
@@ -252,7 +252,7 @@ def test_a_worker_rebuilding_its_state_from_the_changelog_skips_no_waiting_recor
         ready = time.monotonic() - t0
         repeats = assert_like_offline(broker, topics, app_id, stream, w, (w,))
         report(f"state rebuilt from the changelog with {len(backlog.read_bytes().splitlines()):,} records waiting: "
-               f"ready {ready:.1f} s, all consumed {time.monotonic() - t0:.1f} s after the start; repeats {repeats}")  # fmt: skip
+               f"ready {ready:.1f} s, all consumed {time.monotonic() - t0:.1f} s after the start; repeats {repeats}")
 
 
 # ---------------------------------------------------------------------------- 3. restart time
@@ -286,15 +286,15 @@ def _setup_lines(tenants: list[str], at: datetime) -> bytes:
     out = []
     for t in tenants:
         out.append(orjson.dumps({"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account",
-                                 "occurred_at": iso(at), "rate_plan": "standard-usd", "low_balance_threshold": "1"}))  # fmt: skip
+                                 "occurred_at": iso(at), "rate_plan": "standard-usd", "low_balance_threshold": "1"}))
         out.append(orjson.dumps({"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds",
-                                 "occurred_at": iso(at), "amount": "10"}))  # fmt: skip
+                                 "occurred_at": iso(at), "amount": "10"}))
     return b"\n".join(out) + b"\n"
 
 
-def _outcomes(w: RaterWorker) -> dict:
+def _outcomes(w: WorkerProcess) -> dict:
     return {f"{dict(ls)['topic']}/{dict(ls)['outcome']}": v for (name, ls), v in w.metrics().items()
-            if name == "rater_records_total"}  # fmt: skip
+            if name == "rater_records_total"}
 
 
 def restart_time(broker: str, tmp_path: Path, n: int, store: str = "rocksdb") -> dict:
@@ -305,20 +305,20 @@ def restart_time(broker: str, tmp_path: Path, n: int, store: str = "rocksdb") ->
     setup = tmp_path / "setup.jsonl"
     setup.write_bytes(_setup_lines(tenants, now - timedelta(hours=1)))
     topics = WorkerTopics.unique("f3")
-    w = RaterWorker(broker, topics=topics, name=f"f3-restart-{n}", extra_args=SWEEP_OFF + ["--store", store],
-                    precreate_inputs=True)  # fmt: skip
+    w = WorkerProcess(broker, topics=topics, name=f"f3-restart-{n}", extra_args=SWEEP_OFF + ["--store", store],
+                    precreate_inputs=True)
     figures: dict = {"accounts": n, "store": store}
     with w:
         t0 = time.monotonic()
         rater_produce(broker, topics.commands, setup)
         wait_for(lambda: w.records_done() >= 2 * n, 120 + n / 200, interval=1.0, what=f"{2 * n:,} commands applied",
-                 workers=(w,))  # fmt: skip
+                 workers=(w,))
         figures["setup_seconds"] = time.monotonic() - t0
         assert w.metric("rater_records_total", outcome="applied") == 2 * n
         assert w.stop() == 0
         # One new call waits in Kafka while the worker is down.
         cdr = {"cdr_id": "rt-new-1", "tenant_id": tenants[-1], "call_type": "international", "to": "+919876543210",
-               "started_at": iso(now - timedelta(minutes=5)), "duration_seconds": 60}  # fmt: skip
+               "started_at": iso(now - timedelta(minutes=5)), "duration_seconds": 60}
         produce(broker, topics.cdrs, [(tenants[-1], cdr)])
         log_before = len(w.log())
         started_wall = time.time()
@@ -357,7 +357,7 @@ def _restart_figures(figures: dict) -> str:
     return (f"restart with {figures['accounts']:,} accounts (setup applied in {figures['setup_seconds']:.1f} s): "
             f"ready {figures['ready_seconds']:.2f} s, first new record rated {figures['first_rated_seconds']:.2f} s "
             f"after process start; changelog records read in recovery {figures['replayed']} "
-            f"of about {figures['changelog_records']:,}")  # fmt: skip
+            f"of about {figures['changelog_records']:,}")
 
 
 def test_a_restart_with_5000_accounts_reads_no_changelog_and_is_ready_within_30_s(kafka_broker, tmp_path):
@@ -400,7 +400,7 @@ WRONG = {  # field -> values of the wrong type or out of range (never a valid va
     "status": [1, True, [], {}, "maybe"],
     "reason": [1, True, [], {}, ""],
     "currency": [1, True, [], {}, "usd", "DOLLARS"],
-}  # fmt: skip
+}
 
 
 def _wrong_type_records(tenant: str, at: str) -> list[dict]:
@@ -418,7 +418,7 @@ def _wrong_type_records(tenant: str, at: str) -> list[dict]:
         "payment_result": {"command_id": "w-pay", "tenant_id": tenant, "command": "payment_result",
                            "occurred_at": at, "request_id": f"{tenant}/recharge/1", "status": "succeeded",
                            "reason": "ok"},
-    }  # fmt: skip
+    }
     out = []
     n = 0
     for base in bases.values():
@@ -447,7 +447,7 @@ def _hostile(tenant: str, other: str, at: str) -> list[tuple[str | None, bytes, 
     """(key, value, acceptable reasons, expected reject tenant_id or "?" when either)."""
     rng = random.Random(4)
     cdr = {"cdr_id": "h-cdr", "tenant_id": tenant, "call_type": "international", "to": "+919876543210",
-           "started_at": at, "duration_seconds": 60}  # fmt: skip
+           "started_at": at, "duration_seconds": 60}
     funds = {"command_id": "h-funds", "tenant_id": tenant, "command": "add_funds", "occurred_at": at, "amount": "5"}
     J, R = {"invalid_json"}, {"invalid_record"}
     out: list[tuple[str | None, bytes, set[str], str | None]] = []
@@ -479,7 +479,7 @@ def _hostile(tenant: str, other: str, at: str) -> list[tuple[str | None, bytes, 
         (other, _json({**cdr, "cdr_id": "h-mix1"}), R, tenant),
         (tenant, _json({**funds, "command_id": "h-mix2", "tenant_id": other}), R, other),
         (other, _json({**cdr, "cdr_id": "h-mix3", "tenant_id": "somebody-else"}), R, "somebody-else"),
-    ]  # fmt: skip
+    ]
     for rec in _wrong_type_records(tenant, at):
         t = rec.get("tenant_id")
         key = t if isinstance(t, str) and t else tenant
@@ -540,9 +540,9 @@ def test_hostile_input_is_rejected_with_reasons_while_valid_records_are_rated(ka
                   (t, {"command_id": f"{t}-auto", "tenant_id": t, "command": "configure_account",
                        "occurred_at": iso(now - timedelta(hours=2)),
                        "auto_recharge": {"enabled": True, "threshold": "1", "amount": "10",
-                                         "payment_method": {"type": "card", "expires": "2099-12"}}})]  # fmt: skip
+                                         "payment_method": {"type": "card", "expires": "2099-12"}}})]
     hostile = _hostile(victim, other, at)
-    with RaterWorker(broker, name="f4-hostile", extra_args=SWEEP_OFF, precreate_inputs=True) as w:
+    with WorkerProcess(broker, name="f4-hostile", extra_args=SWEEP_OFF, precreate_inputs=True) as w:
         t = w.topics
         produce(broker, t.commands, [(k, v, home(k)) for k, v in setup])
         wait_for(lambda: w.records_done() == len(setup), 60, what="setup applied", workers=(w,))
@@ -560,18 +560,18 @@ def test_hostile_input_is_rejected_with_reasons_while_valid_records_are_rated(ka
             if i % 2 == 0:
                 valid += 1
                 cdr = {"cdr_id": f"good-{valid}", "tenant_id": good, "call_type": "international",
-                       "to": "+919876543210", "started_at": at, "duration_seconds": rng.choice([30, 60, 90])}  # fmt: skip
+                       "to": "+919876543210", "started_at": at, "duration_seconds": rng.choice([30, 60, 90])}
                 sends.append(("v", valid, good, orjson.dumps(cdr), home(good)))
 
         async def send_all():
             from aiokafka import AIOKafkaProducer
 
             producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True,
-                                        max_request_size=1_048_576)  # fmt: skip
+                                        max_request_size=1_048_576)
             await producer.start()
             try:
                 futs = [await producer.send(t.cdrs, value, key=key.encode() if key is not None else None, partition=p)
-                        for _kind, _i, key, value, p in sends]  # fmt: skip
+                        for _kind, _i, key, value, p in sends]
                 return [await f for f in futs]
             finally:
                 await producer.stop()
@@ -628,7 +628,7 @@ def test_hostile_input_is_rejected_with_reasons_while_valid_records_are_rated(ka
         assert w.errors() == []
         report(f"hostile input: {len(hostile)} hostile records interleaved with {valid} valid calls "
                f"({sum(len(v) for *_x, v, _p in sends) / 1e6:.1f} MB) produced in {sent_s:.1f} s, all done "
-               f"{done_s:.1f} s after the first send; {within_1s:.0f}/{count:.0f} records processed within 1 s")  # fmt: skip
+               f"{done_s:.1f} s after the first send; {within_1s:.0f}/{count:.0f} records processed within 1 s")
 
 
 # ---------------------------------------------------------------------------- 5. SASL/SCRAM
@@ -651,11 +651,11 @@ def scram_broker(tmp_path_factory):
 
 def _sasl(password: str = "secret") -> list[str]:
     return ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-512",
-            "--sasl-username", "rater", "--sasl-password", password]  # fmt: skip
+            "--sasl-username", "rater", "--sasl-password", password]
 
 
 SASL_CLIENT = dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
-                   sasl_plain_username="rater", sasl_plain_password="secret")  # fmt: skip
+                   sasl_plain_username="rater", sasl_plain_password="secret")
 
 
 def test_the_worker_rates_over_sasl_scram(scram_broker):
@@ -670,8 +670,8 @@ def test_the_worker_rates_over_sasl_scram(scram_broker):
         {"command_id": "s-funds", "tenant_id": tenant, "command": "add_funds",
          "occurred_at": iso(now - timedelta(hours=1)), "amount": "10"},
     ] + [{"cdr_id": f"s-{i}", "tenant_id": tenant, "call_type": "international", "to": "+919876543210",
-          "started_at": iso(now - timedelta(minutes=30 - i)), "duration_seconds": 60} for i in range(3)]  # fmt: skip
-    with RaterWorker(sasl, name="f6-sasl", extra_args=SWEEP_OFF + _sasl()) as w:
+          "started_at": iso(now - timedelta(minutes=30 - i)), "duration_seconds": 60} for i in range(3)]
+    with WorkerProcess(sasl, name="f6-sasl", extra_args=SWEEP_OFF + _sasl()) as w:
 
         async def send():
             producer = AIOKafkaProducer(bootstrap_servers=sasl, acks="all", **SASL_CLIENT)
@@ -711,11 +711,11 @@ def test_a_wrong_sasl_password_is_a_clear_one_line_error(scram_broker, tmp_path)
     cmd = [sys.executable, "-m", "rater", "worker", "--broker", scram_broker.sasl_bootstrap,
            "--rates", str(ROOT / "rate_tables"), "--state-dir", str(tmp_path / "state"),
            "--web-port", "0", "--partitions", "4", "--app-id", unique("f6-bad"), *topics.args(),
-           *_sasl("wrong-password")]  # fmt: skip
+           *_sasl("wrong-password")]
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90,
-                              env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
+                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")

@@ -22,28 +22,28 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from rater.core.codec import to_view
 from rater.core.engine import Engine
 from rater.core.ledger import Account
 from rater.core.money import format_money
 from rater.core.rates import load_rate_tables
 from rater.core.records import CDR_FIELDS, COMMAND_FIELDS, Cdr, Command, Invalid, decode
-from rater.dev.schemas import validator
-from rater.core.codec import to_view
 from rater.core.timeutil import format_time, parse_time
+from rater.dev.schemas import validator
 from tests.worker_support import ROOT
 
 WORKED = ROOT / "examples" / "worked-example.jsonl"
 NOW = parse_time("2026-11-25T00:00:00Z")  # the worked example is dated 2026-11-24
 TABLES = load_rate_tables(str(ROOT / "rate_tables"))
 REASONS = ("invalid_json", "invalid_record", "unknown_tenant", "unknown_rate_plan", "currency_mismatch",
-           "no_rate", "too_late", "invalid_timestamp", "unknown_request")  # fmt: skip
+           "no_rate", "too_late", "invalid_timestamp", "unknown_request")
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---------------------------------------------------------------------------- strategies
 
 ALL_FIELDS = sorted(set(CDR_FIELDS).union(*COMMAND_FIELDS.values()) | {
-    "enabled", "threshold", "payment_method", "type", "expires", "last4", "reference"})  # fmt: skip
+    "enabled", "threshold", "payment_method", "type", "expires", "last4", "reference"})
 
 # Values a hostile or broken producer writes: boundary times (with offsets that push them
 # past year 1 or year 9999), huge and odd numbers, near-miss strings, wrong types.
@@ -58,11 +58,11 @@ _times = st.one_of(
         lambda dt, sign, h, m: dt.strftime("%Y-%m-%dT%H:%M:%S") + (f"{sign}{h:02d}:{m:02d}" if sign else "Z"),
         st.datetimes(), st.sampled_from(["", "+", "-"]), st.integers(0, 23), st.integers(0, 59),
     ),
-)  # fmt: skip
+)
 _numbers = st.one_of(
     st.integers(), st.integers(min_value=-(10**40), max_value=10**40), st.floats(allow_nan=False),
     st.sampled_from([0, -1, 1, 86400, 86401, 10**30, -(10**30), 2**63, 2**64, 1e300, -0.0, 0.1, 1e-7]),
-)  # fmt: skip
+)
 _strings = st.one_of(
     st.text(max_size=40),
     st.sampled_from([
@@ -71,14 +71,14 @@ _strings = st.one_of(
         "Infinity", "9" * 40, "standard-usd", "standard-eur", "acme/recharge/1", "succeeded", "failed",
         "2027-08", "2020-01", "4242", "\x00", "\ud7ff", "a" * 200,
     ]),
-)  # fmt: skip
+)
 _scalars = st.one_of(st.none(), st.booleans(), _numbers, _strings, _times)
 json_values = st.recursive(
     _scalars,
     lambda inner: st.one_of(st.lists(inner, max_size=4),
                             st.dictionaries(st.one_of(st.sampled_from(ALL_FIELDS), st.text(max_size=8)), inner, max_size=5)),
     max_leaves=12,
-)  # fmt: skip
+)
 field_dicts = st.dictionaries(st.sampled_from(ALL_FIELDS + ["command", "cdr_id"]), json_values, max_size=12)
 
 
@@ -237,7 +237,7 @@ PLAUSIBLE = {
         "payment_method": st.fixed_dictionaries({"type": st.just("card"),
                                                  "expires": st.sampled_from(["2025-01", "2026-11", "2030-12"])}),
     }),
-}  # fmt: skip
+}
 
 
 @st.composite
@@ -310,7 +310,7 @@ CRASHERS = [
 
 @pytest.mark.parametrize("raw", CRASHERS, ids=["call_type-list", "call_type-object", "purchased_at-9999",
                                                "started_at-before-year-1", "started_at-after-9999",
-                                               "occurred_at-before-year-1"])  # fmt: skip
+                                               "occurred_at-before-year-1"])
 def test_inputs_that_once_crashed_are_rejected(raw):
     engine = engine_copy()
     before = {t: to_view(a) for t, a in engine.accounts.items()}

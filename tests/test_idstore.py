@@ -6,11 +6,11 @@ from pathlib import Path
 import orjson
 
 from rater.core import ledger
+from rater.core.codec import decode_account, encode_account
 from rater.core.idsegments import SEGMENT_AT, IdSegments, segment_key
 from rater.core.ledger import Account
 from rater.core.rates import load_rate_tables
 from rater.core.records import decode
-from rater.core.codec import decode_account, encode_account
 from rater.core.timeutil import DAY
 
 
@@ -54,7 +54,7 @@ def test_an_id_in_a_segment_is_still_a_duplicate():
 
 def _cdr(cdr_id: str, started_at: str) -> ledger.Cdr:
     raw = {"cdr_id": cdr_id, "tenant_id": "big", "call_type": "domestic", "to": "+14155550100",
-           "started_at": started_at, "duration_seconds": 60}  # fmt: skip
+           "started_at": started_at, "duration_seconds": 60}
     return decode(orjson.dumps(raw), "big")
 
 

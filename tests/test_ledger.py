@@ -309,7 +309,7 @@ def test_a_command_behind_the_horizon_of_the_latest_command_is_too_late(book):
 def test_a_json_number_amount_is_read_by_its_value(book):
     book.apply(configure())
     raw = (b'{"command_id":"f1","tenant_id":"acme","command":"add_funds",'
-           b'"occurred_at":"2026-11-01T00:00:00Z","amount":1E2}')  # fmt: skip
+           b'"occurred_at":"2026-11-01T00:00:00Z","amount":1E2}')
     p = book.apply(raw)
     assert [(e["type"], e["amount"]) for e in p.outcome.events] == [("funds_added", "100.000000")]
     p = book.apply(raw.replace(b'"f1"', b'"f2"').replace(b"1E2", b"0.1"))

@@ -6,13 +6,13 @@ from collections import Counter
 import orjson
 import pytest
 
-from tests.worker_support import RaterWorker
+from tests.worker_support import WorkerProcess
 
 pytestmark = pytest.mark.kafka
 
 
 def test_json_logs_are_one_json_object_per_line_and_each_line_once(kafka_broker):
-    with RaterWorker(kafka_broker.bootstrap, name="jsonlog", extra_args=["--log-format", "json"]) as w:
+    with WorkerProcess(kafka_broker.bootstrap, name="jsonlog", extra_args=["--log-format", "json"]) as w:
         assert w.stop() == 0  # started, ready, stopped: lines of faust's, aiokafka's and ours
         lines = [line for line in w.log().splitlines() if line.strip() and not line.startswith("=====")]
     assert lines

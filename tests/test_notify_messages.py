@@ -17,19 +17,19 @@ from rater.notify.messages import (
 
 BELOW_ZERO = {"event_id": "26e7e815a6c44fd331f9c87acf0c7a1c", "type": "below_zero", "tenant_id": "acme",
               "occurred_at": "2026-11-24T10:00:00Z", "cause": {"kind": "cdr", "id": "acme-0005"},
-              "balance": "-12.084000", "currency": "USD", "blocked_call_types": ["international", "toll_free"]}  # fmt: skip
+              "balance": "-12.084000", "currency": "USD", "blocked_call_types": ["international", "toll_free"]}
 LOW = {"event_id": "c165c2cff650d00f07d0b35c58e45853", "type": "low_balance", "tenant_id": "acme",
        "occurred_at": "2026-11-24T10:00:00Z", "cause": {"kind": "cdr", "id": "acme-0005"},
-       "balance": "-12.084000", "currency": "USD", "threshold": "5.000000"}  # fmt: skip
+       "balance": "-12.084000", "currency": "USD", "threshold": "5.000000"}
 SUCCEEDED = {"event_id": "f98a1893868fb80c69af49223b13e794", "type": "auto_recharge_succeeded", "tenant_id": "acme",
              "occurred_at": "2026-11-24T10:20:00Z", "cause": {"kind": "command", "id": "pay-5521"},
              "balance": "12.916000", "currency": "USD", "amount": "25.000000", "request_id": "acme/recharge/1",
-             "lot_id": "acme/recharge/1", "expires_at": "2027-11-24T10:20:00Z"}  # fmt: skip
+             "lot_id": "acme/recharge/1", "expires_at": "2027-11-24T10:20:00Z"}
 
 
 def failed(reason: str | None) -> dict:
     e = {"event_id": "e1", "type": "auto_recharge_failed", "tenant_id": "globex", "occurred_at": "2026-11-24T11:00:00Z",
-         "cause": {"kind": "cdr", "id": "g-9"}, "balance": "1.500000", "currency": "EUR", "request_id": "globex/recharge/2"}  # fmt: skip
+         "cause": {"kind": "cdr", "id": "g-9"}, "balance": "1.500000", "currency": "EUR", "request_id": "globex/recharge/2"}
     if reason is not None:
         e["reason"] = reason
     return e

@@ -24,7 +24,7 @@ def worked(tmp_path, monkeypatch):
     monkeypatch.chdir(EXAMPLES)
     out = tmp_path / "out"
     assert main(["rate", "--rates", "../rate_tables", "--out", str(out), "--now", "2026-11-25T00:00:00Z",
-                 "worked-example.jsonl"]) == 0  # fmt: skip
+                 "worked-example.jsonl"]) == 0
     return out
 
 
@@ -76,7 +76,7 @@ def test_the_summary_counts_outcomes_rejects_charges_and_negative_tenants(tmp_pa
         [sys.executable, "-m", "rater", "rate", "--rates", "../rate_tables", "--out", str(tmp_path / "o"),
          "--now", "2026-11-25T00:00:00Z", "worked-example.jsonl"],
         cwd=EXAMPLES, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    )
     lines = out.stderr.splitlines()
     assert lines[0].startswith("15 records in ") and lines[0].endswith("11 applied, 1 duplicate, 3 rejected")
     assert lines[1:] == [
@@ -108,7 +108,7 @@ def test_a_corrupt_state_file_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "state.json").write_text("{not json")
     (tmp_path / "in.jsonl").write_text("")
     code = main(["rate", "--rates", os.path.join(ROOT, "rate_tables"), "--out", str(tmp_path / "o"),
-                 "--state", str(tmp_path / "state.json"), str(tmp_path / "in.jsonl")])  # fmt: skip
+                 "--state", str(tmp_path / "state.json"), str(tmp_path / "in.jsonl")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"rater: {tmp_path / 'state.json'}: not a rater state file")
 
@@ -128,7 +128,7 @@ def test_a_second_run_with_state_continues_the_first(tmp_path, monkeypatch):
     state = str(tmp_path / "state.json")
     for part in ("a", "b"):
         main(["rate", "--rates", "../rate_tables", "--out", str(tmp_path / part), "--state", state,
-              "--now", "2026-11-25T00:00:00Z", str(tmp_path / f"{part}.jsonl")])  # fmt: skip
+              "--now", "2026-11-25T00:00:00Z", str(tmp_path / f"{part}.jsonl")])
     with open(tmp_path / "b" / "balances.json", "rb") as f:
         got = orjson.loads(f.read())
     with open(os.path.join(EXAMPLES, "worked-example.expected", "balances.json"), "rb") as f:

@@ -155,7 +155,7 @@ class Process:
     """One life of the worker over ``FakeKafka``: consumes every input to its end."""
 
     def __init__(self, kafka: FakeKafka, tables, crash_at: str | None = None, crash_batch: int = 0,
-                 pipeline_class=CommitPipeline):  # fmt: skip
+                 pipeline_class=CommitPipeline):
         self.kafka = kafka
         self.port = FakePort(kafka, crash_at, crash_batch)
         store = AccountStore(self.port, PARTITIONS, cache_limit=100)
@@ -217,9 +217,9 @@ def scenario() -> dict[TP, list[Message]]:
     return {
         TP(cmds, a): log(cmds, a, [rec(configure("acme")), rec(funds("5", "acme-f1"))]),
         TP(cdrs, a): log(cdrs, a, [rec(cdr("c1", UK, 60)), rec(cdr("c2", UK, 60)), rec(cdr("c1", UK, 60)),
-                                   rec(cdr("c3", UK, 60)), (b"acme", b"{not json")]),  # fmt: skip
+                                   rec(cdr("c3", UK, 60)), (b"acme", b"{not json")]),
         TP(cdrs, b): log(cdrs, b, [rec(cdr("b0", UK, 60, tenant="bolt")), (b"bolt", b"{not json"),
-                                   rec(cdr("b1", UK, 120, tenant="bolt"))]),  # fmt: skip
+                                   rec(cdr("b1", UK, 120, tenant="bolt"))]),
         TP(cmds, b): log(cmds, b, [rec(configure("bolt", cid="cfg-b")), rec(funds("2", "bolt-f1", tenant="bolt"))]),
     }
 
@@ -277,7 +277,7 @@ def test_without_a_crash_every_record_is_judged_once_with_hand_worked_balances(r
         ("rater-rejects", f"cdrs/{b}@0", "unknown_tenant"),  # b0
         ("rater-rejects", f"cdrs/{b}@1", "invalid_json"),
         ("rater-rejects", f"cdrs/{a}@4", "invalid_json"),
-    ])  # fmt: skip
+    ])
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])

@@ -12,7 +12,7 @@ import pytest
 
 from tests.kafka_support import consume_all, create_topic, produce
 from tests.test_worker import funded_account, home, iso, now_utc, values
-from tests.worker_support import RaterWorker, WorkerTopics, wait_for
+from tests.worker_support import WorkerProcess, WorkerTopics, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -33,14 +33,14 @@ def test_poison_records_are_rejected_bounded_and_the_next_cdr_is_rated(kafka_bro
     def cdr(cdr_id: str, minutes_ago: int, **extra) -> bytes:
         return orjson.dumps({"cdr_id": cdr_id, "tenant_id": tenant, "call_type": "international",
                              "to": "+919876543210", "started_at": iso(now - timedelta(minutes=minutes_ago)),
-                             "duration_seconds": 60, **extra})  # fmt: skip
+                             "duration_seconds": 60, **extra})
 
     ones, ffs = b"\x01" * (1 << 20), b"\xff" * (1 << 20)
     small_ones = b"\x01" * 200_000  # under the limit: decoded, refused as JSON, its raw cut
     attrs = cdr("p-attrs", 50, blob="a" * 1_500_000)
     wide = cdr("p-wide", 45, note="w" * 5000)  # under 512 KiB, but its rated CDR is over 3,000 bytes
     poison = [ones, ffs, attrs, wide, small_ones]
-    with RaterWorker(broker, topics=topics, partitions=P, name="poison") as w:
+    with WorkerProcess(broker, topics=topics, partitions=P, name="poison") as w:
         setup = funded_account(tenant, "p", now - timedelta(days=1), now - timedelta(hours=2), "10")
         produce(broker, topics.commands, [(tenant, r, hp) for r in setup])
         wait_for(lambda: w.records_done() == 2, 60, what="the setup applied", workers=(w,))

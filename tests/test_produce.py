@@ -12,14 +12,14 @@ import sys
 import pytest
 
 from tests.test_worker import WORKED, _require_example_window
-from tests.worker_support import ROOT, RaterWorker, WorkerTopics, unique, wait_for
+from tests.worker_support import ROOT, WorkerProcess, WorkerTopics, unique, wait_for
 
 pytestmark = pytest.mark.kafka
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rater", *args], cwd=ROOT, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)
 
 
 def _partition_counts(broker: str, names: list[str]) -> dict[str, int]:
@@ -43,7 +43,7 @@ def test_the_readme_quick_start_command_gives_the_worked_examples_balances(kafka
     broker = kafka_broker.bootstrap
     topics = WorkerTopics.unique("quick")
     env = {"RATER_TOPIC_CDRS": topics.cdrs, "RATER_TOPIC_COMMANDS": topics.commands, "RATER_PARTITIONS": "4"}
-    with RaterWorker(broker, topics=topics, partitions=4, name="quick") as w:
+    with WorkerProcess(broker, topics=topics, partitions=4, name="quick") as w:
         r = _run(["produce", "--broker", broker, str(WORKED)], env)
         assert r.returncode == 0, r.stderr
         assert r.stderr.splitlines()[-1] == f"15 to {topics.cdrs}"
@@ -60,7 +60,7 @@ def test_produce_creates_missing_topics_with_the_configured_partitions(kafka_bro
     r = _run(["produce", "--broker", broker, "--topic", one, str(WORKED)], {"RATER_PARTITIONS": "3"})
     assert r.returncode == 0, r.stderr
     r = _run(["produce", "--broker", broker, "--split", "--partitions", "5", "--cdrs-topic", cdrs,
-              "--commands-topic", commands, str(WORKED)], {})  # fmt: skip
+              "--commands-topic", commands, str(WORKED)], {})
     assert r.returncode == 0, r.stderr
     # The worked example: 5 commands and 10 other lines (9 CDRs, one truncated line),
     # listed by topic name ("p-cdrs-..." sorts before "p-cmds-...").

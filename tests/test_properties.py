@@ -30,17 +30,17 @@ def record(draw):
     if kind == "cdr":
         return {"cdr_id": rid, "tenant_id": tenant, "call_type": draw(st.sampled_from(CALL_TYPES)),
                 "to": draw(st.sampled_from(NUMBERS)), "started_at": at,
-                "duration_seconds": draw(st.integers(0, 3600))}  # fmt: skip
+                "duration_seconds": draw(st.integers(0, 3600))}
     if kind == "funds":
         rec = {"command_id": rid, "tenant_id": tenant, "command": "add_funds", "occurred_at": at,
-               "amount": draw(_money)}  # fmt: skip
+               "amount": draw(_money)}
         if draw(st.booleans()):
             rec["purchased_at"] = draw(st.sampled_from(["2025-11-05T00:00:00Z", "2025-11-12T00:00:00Z", at]))
         return rec
     if kind == "configure":
         rec = {"command_id": rid, "tenant_id": tenant, "command": "configure_account", "occurred_at": at,
                "rate_plan": "test-usd", "low_balance_threshold": draw(_money),
-               "included_domestic_minutes": draw(st.integers(0, 5))}  # fmt: skip
+               "included_domestic_minutes": draw(st.integers(0, 5))}
         if draw(st.booleans()):
             rec["auto_recharge"] = {
                 "enabled": draw(st.booleans()),
@@ -51,7 +51,7 @@ def record(draw):
         return rec
     return {"command_id": rid, "tenant_id": tenant, "command": "payment_result", "occurred_at": at,
             "request_id": f"{tenant}/recharge/{draw(st.integers(1, 3))}",
-            "status": draw(st.sampled_from(["succeeded", "failed"]))}  # fmt: skip
+            "status": draw(st.sampled_from(["succeeded", "failed"]))}
 
 
 streams = st.lists(record(), min_size=1, max_size=60)
@@ -215,6 +215,6 @@ def test_a_state_run_split_at_every_line_of_late_answers_equals_one_run(tmp_path
         first = _run(str(tmp_path), tables, [str(a)], state, tag=f"first{cut}")
         second = _run(str(tmp_path), tables, [str(b)], state, tag=f"second{cut}")
         for name in offline.OUTPUT_FILES:
-            strip = (lambda r: {k: v for k, v in r.items() if k not in ("source", "event_id")}) if name == "rejects.jsonl" else (lambda r: r)
+            strip = (lambda r: {k: v for k, v in r.items() if k not in ("source", "event_id")}) if name == "rejects.jsonl" else (lambda r: r)  # noqa: E501
             assert [strip(r) for r in one[name]] == [strip(r) for r in first[name] + second[name]], (cut, name)
         assert one["balances.json"] == second["balances.json"], cut

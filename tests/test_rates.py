@@ -165,7 +165,7 @@ def test_a_file_without_a_header_row_is_one_problem_saying_so(tmp_path):
 
 
 def test_non_utf8_names_the_line_and_the_byte_in_it(tmp_path):
-    data = b"call_type,prefix,currency,rate_per_minute,destination\ninternational,1,USD,0.1,ok\ninternational,44,USD,0.1,Gro\xdfbritannien\n"
+    data = b"call_type,prefix,currency,rate_per_minute,destination\ninternational,1,USD,0.1,ok\ninternational,44,USD,0.1,Gro\xdfbritannien\n"  # noqa: E501
     # Line 3; "international,44,USD,0.1,Gro" is 28 bytes, so 0xdf is its 29th.
     assert _file_problems(tmp_path, "p.csv", data) == ["p.csv:3: not UTF-8 text (byte 29 of the line is 0xdf)"]
 

@@ -13,7 +13,7 @@ from rater.core.records import Invalid, _repeated_key, decode
 from tests.ledger_support import NOW, write_tables
 
 CDR = {"cdr_id": "c1", "tenant_id": "acme", "call_type": "domestic", "to": "+14155550123",
-       "started_at": "2026-11-24T09:00:00Z", "duration_seconds": 60}  # fmt: skip
+       "started_at": "2026-11-24T09:00:00Z", "duration_seconds": 60}
 BODY = orjson.dumps(CDR)[1:-1]  # the fields, without the braces
 
 
@@ -30,7 +30,7 @@ def _refused(raw) -> Invalid:
     (b"{" + BODY + b',"duration\\u005fseconds":600}', "duration_seconds"),  # spelled with an escape
     (b"{" + BODY + b',"meeting":{"id":1,"id":2}}', "id"),  # inside attributes
     (b"{" + BODY + b',"legs":[{"n":1},{"n":2,"n":3}]}', "n"),  # in an array
-])  # fmt: skip
+])
 def test_a_key_repeated_in_one_object_is_refused(raw, key):
     exc = _refused(raw)
     assert exc.reason == "invalid_record"
@@ -45,7 +45,7 @@ def test_the_same_key_in_different_objects_or_as_a_value_is_fine():
 _keys = st.sampled_from(["a", "b", "cdr_id", 'q"', "é", "\\", "x:"])
 _json_values = st.recursive(st.integers(0, 9) | st.text("ab\":\\", max_size=4),
                             lambda inner: st.lists(st.tuples(_keys, inner), max_size=4).map(lambda p: ("obj", p))
-                            | st.lists(inner, max_size=3), max_leaves=12)  # fmt: skip
+                            | st.lists(inner, max_size=3), max_leaves=12)
 
 
 def _render(v, space: bool) -> str:
@@ -82,7 +82,7 @@ def test_an_id_with_a_control_character_is_refused(field, value):
 
 def test_a_command_id_with_a_nul_is_refused():
     raw = orjson.dumps({"command_id": "x\x00", "tenant_id": "acme", "command": "add_funds",
-                        "occurred_at": "2026-11-24T09:00:00Z", "amount": "1"})  # fmt: skip
+                        "occurred_at": "2026-11-24T09:00:00Z", "amount": "1"})
     assert _refused(raw).detail.startswith("command_id: must not contain control characters")
 
 
@@ -91,4 +91,4 @@ def test_a_tombstone_and_an_empty_value_get_different_details(tmp_path):
     result = proc.process([Message("cdrs", 0, 7, b"acme", None), Message("cdrs", 0, 8, b"acme", b"")], NOW)
     details = [(orjson.loads(v)["reason"], orjson.loads(v)["detail"], orjson.loads(v)["raw"]) for _t, _k, v in result.outputs]
     assert details == [("invalid_json", "null value (a Kafka tombstone): there is no record", ""),
-                       ("invalid_json", "empty value: there is no record", "")]  # fmt: skip
+                       ("invalid_json", "empty value: there is no record", "")]

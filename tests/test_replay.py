@@ -29,7 +29,7 @@ import pytest
 
 from tests.chaos import wait_consumed
 from tests.kafka_support import consume_all, create_topic, produce
-from tests.worker_support import RaterWorker, WorkerTopics, wait_for
+from tests.worker_support import WorkerProcess, WorkerTopics, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -67,7 +67,7 @@ def stream(t0: datetime) -> list[tuple[str, dict]]:
                   "amount": "10"}),
         ("rp-c", {"cdr_id": "c-1", "tenant_id": "rp-c",
                   "started_at": iso(t0 + timedelta(hours=24, seconds=BEYOND)), **call}),
-    ]  # fmt: skip
+    ]
 
 
 def by_id_checked(raws: list[bytes]) -> dict[str, list[bytes]]:
@@ -87,13 +87,13 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
     app_id = f"{topics.cdrs}-app"
     extra = SWEEP_OFF + (["--store", "memory"] if how == "memory-store" else [])
     t0 = datetime.now(timezone.utc).replace(microsecond=0)
-    first = RaterWorker(broker, topics=topics, app_id=app_id, partitions=1, name="rp-first", extra_args=extra,
-                        env=FAILPOINT)  # fmt: skip
+    first = WorkerProcess(broker, topics=topics, app_id=app_id, partitions=1, name="rp-first", extra_args=extra,
+                        env=FAILPOINT)
     for topic in (topics.cdrs, topics.commands):
         create_topic(broker, topic, 1)
     produce(broker, topics.cdrs, stream(t0))
-    second = first if how != "new-owner" else RaterWorker(
-        broker, topics=topics, app_id=app_id, partitions=1, name="rp-second", extra_args=extra)  # fmt: skip
+    second = first if how != "new-owner" else WorkerProcess(
+        broker, topics=topics, app_id=app_id, partitions=1, name="rp-second", extra_args=extra)
     try:
         # The first pass: one batch, then the failpoint ends the process after its step 4.
         first.start(wait=False)
@@ -104,7 +104,7 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         rejects_first = consume_all(broker, topics.rejects, 30)
         reasons_first = sorted(r.value["reason"] for r in rejects_first)
         assert reasons_first == ["invalid_timestamp", "unknown_request", "unknown_tenant"], (
-            f"the first pass did not judge as the scenario needs (a slow start?): {reasons_first}")  # fmt: skip
+            f"the first pass did not judge as the scenario needs (a slow start?): {reasons_first}")
         if how == "restart":
             # The replay comes when rp-c's call is within 24 hours of the clock.
             time.sleep(max(0.0, (t0 + timedelta(seconds=BEYOND + 2) - datetime.now(timezone.utc)).total_seconds()))
@@ -118,7 +118,7 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         # pending), C 10 (call refused).
         views = {t: second.get(f"/tenants/{t}").json() for t in ("rp-a", "rp-b", "rp-c")}
         assert {t: v["balance"] for t, v in views.items()} == {
-            "rp-a": "10.000000", "rp-b": "0.000000", "rp-c": "10.000000"}  # fmt: skip
+            "rp-a": "10.000000", "rp-b": "0.000000", "rp-c": "10.000000"}
         assert views["rp-b"]["auto_recharge"]["pending_request_id"] == "rp-b/recharge/1"
         # No call was rated, on either pass.
         assert consume_all(broker, topics.rated, 10) == []
@@ -129,7 +129,7 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         beyond = iso(t0 + timedelta(hours=24, seconds=BEYOND))
         assert got.keys() == {("rp-a", "unknown_tenant"), ("rp-b", "unknown_request"), ("rp-c", "invalid_timestamp")}
         assert got[("rp-a", "unknown_tenant")] == "tenant_id: no account for 'rp-a'"
-        assert got[("rp-b", "unknown_request")] == "request_id: 'rp-b/recharge/1' is neither the pending recharge request nor one that timed out"
+        assert got[("rp-b", "unknown_request")] == "request_id: 'rp-b/recharge/1' is neither the pending recharge request nor one that timed out"  # noqa: E501
         assert got[("rp-c", "invalid_timestamp")].startswith(
             f"started_at: {beyond} is more than 24 hours after the processing clock ")
         assert sorted(r.raw_value for r in rejects_first) == sorted(c[0] for c in rejects.values())
@@ -140,7 +140,7 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         assert all(len(set(copies)) == 1 for copies in events.values())
         kinds = sorted((e["tenant_id"], e["type"], e.get("amount")) for e in (orjson.loads(c[0]) for c in events.values()))
         assert kinds == [("rp-a", "funds_added", "10.000000"), ("rp-b", "auto_recharge_requested", "20.000000"),
-                         ("rp-c", "funds_added", "10.000000")]  # fmt: skip
+                         ("rp-c", "funds_added", "10.000000")]
         assert second.errors() == []
     finally:
         failed = sys.exc_info()
@@ -173,12 +173,12 @@ def test_a_replay_after_a_crash_inside_the_account_write_skips_the_records_of_ac
                  "rate_plan": "standard-usd"}),
             (t, {"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds", "occurred_at": m20,
                  "amount": "10"}),
-        ]  # fmt: skip
+        ]
     for topic in (topics.cdrs, topics.commands):
         create_topic(broker, topic, 1)
     produce(broker, topics.cdrs, records)
-    w = RaterWorker(broker, topics=topics, app_id=app_id, partitions=1, name="rq", extra_args=extra,
-                    env={"RATER_FAILPOINT": "inside-step-4"})  # fmt: skip
+    w = WorkerProcess(broker, topics=topics, app_id=app_id, partitions=1, name="rq", extra_args=extra,
+                    env={"RATER_FAILPOINT": "inside-step-4"})
     try:
         w.start(wait=False)
         assert w.proc is not None
@@ -193,7 +193,7 @@ def test_a_replay_after_a_crash_inside_the_account_write_skips_the_records_of_ac
         assert wait_consumed(broker, app_id, [topics.cdrs], timeout=120), w.tail()
         wait_for(lambda: w.get("/tenants/rp-d").status == 200, 30, what="the views", workers=(w,))
         assert {t: w.get(f"/tenants/{t}").json()["balance"] for t in ("rp-a", "rp-d")} == {
-            "rp-a": "10.000000", "rp-d": "10.000000"}  # fmt: skip
+            "rp-a": "10.000000", "rp-d": "10.000000"}
         assert consume_all(broker, topics.rated, 10) == []
         # rp-a's reject once; rp-d's once or twice (its batch was replayed), byte for byte the same.
         rejects = by_id_checked([r.raw_value for r in consume_all(broker, topics.rejects, 30)])

@@ -20,15 +20,15 @@ from hypothesis import strategies as st
 jsonschema = pytest.importorskip("jsonschema")
 from jsonschema import Draft202012Validator  # noqa: E402
 
-from rater.cli import main as cli
-from rater.core import ledger
 from rater import statefile  # noqa: E402
+from rater.cli import main as cli  # noqa: E402
 from rater.core import codec as state  # noqa: E402
+from rater.core import ledger  # noqa: E402
 from rater.core.engine import reject_record  # noqa: E402
 from rater.core.money import MoneyError, parse_money  # noqa: E402
 from rater.core.records import Invalid, decode  # noqa: E402
-from rater.dev.schemas import BASE_URI, SCHEMA_DIR, load_schema, registry, schema_names, validator  # noqa: E402
 from rater.core.timeutil import TimeError, parse_time  # noqa: E402
+from rater.dev.schemas import BASE_URI, SCHEMA_DIR, load_schema, registry, schema_names, validator  # noqa: E402
 
 EXPECTED_SCHEMAS = {
     "common", "cdr", "tenant-command", "rated-cdr", "balance-event", "recharge-request",
@@ -41,7 +41,7 @@ EVENT_TYPES = {
 REJECT_REASONS = {
     "invalid_json", "invalid_record", "unknown_tenant", "unknown_rate_plan",
     "currency_mismatch", "no_rate", "too_late", "invalid_timestamp", "unknown_request",
-}  # fmt: skip
+}
 
 
 def _errors(name: str, instance) -> list[str]:
@@ -108,10 +108,10 @@ CDR = {
 }
 CARD = {"type": "card", "expires": "2030-12", "last4": "4242"}
 CONFIGURE = {"command_id": "k-1", "tenant_id": "acme", "command": "configure_account", "occurred_at": T,
-             "rate_plan": "basic-usd"}  # fmt: skip
+             "rate_plan": "basic-usd"}
 ADD_FUNDS = {"command_id": "k-2", "tenant_id": "acme", "command": "add_funds", "occurred_at": T, "amount": "12"}
 PAYMENT = {"command_id": "k-3", "tenant_id": "acme", "command": "payment_result", "occurred_at": T,
-           "request_id": "acme/recharge/1", "status": "succeeded"}  # fmt: skip
+           "request_id": "acme/recharge/1", "status": "succeeded"}
 
 
 def _with(base: dict, **changes) -> dict:
@@ -141,13 +141,13 @@ VALID_INPUTS = {
     "configure minimal": CONFIGURE,
     "configure full": _with(CONFIGURE, currency="USD", low_balance_threshold="5.5", included_domestic_minutes=100,
                             auto_recharge={"enabled": True, "threshold": 5, "amount": "20.000000",
-                                           "payment_method": CARD}),  # fmt: skip
+                                           "payment_method": CARD}),
     "configure without rate_plan": _with(CONFIGURE, rate_plan=_DROP, low_balance_threshold=0),
     "configure auto_recharge disabled": _with(CONFIGURE, auto_recharge={"enabled": False}),
     "configure card without last4": _with(CONFIGURE, auto_recharge={
         "enabled": True, "threshold": "0", "amount": 0.5, "payment_method": {"type": "card", "expires": "2027-01"}}),
     "configure nulls": _with(CONFIGURE, rate_plan=None, currency=None, low_balance_threshold=None,
-                             included_domestic_minutes=None),  # fmt: skip
+                             included_domestic_minutes=None),
     "configure threshold -0": _with(CONFIGURE, low_balance_threshold="-0.000"),
     "add_funds string": ADD_FUNDS,
     "add_funds signed string": _with(ADD_FUNDS, amount="+0.000001"),
@@ -324,7 +324,7 @@ AUTO = {"enabled": True, "threshold": "5", "amount": "20", "payment_method": CAR
 
 def _cdr(tenant, cdr_id, at, call_type, to, seconds, **extra):
     return {"cdr_id": cdr_id, "tenant_id": tenant, "call_type": call_type, "to": to,
-            "started_at": at, "duration_seconds": seconds, **extra}  # fmt: skip
+            "started_at": at, "duration_seconds": seconds, **extra}
 
 
 def _cmd(tenant, command_id, command, at, **fields):
@@ -380,7 +380,7 @@ SCENARIO: list[tuple[object, str | None]] = [
     # gamma: the card has expired
     (_cmd("gamma", "gamma-c1", "configure_account", "2026-05-20T00:00:00Z", rate_plan="basic-usd",
           auto_recharge={"enabled": True, "threshold": "1", "amount": "10",
-                         "payment_method": {"type": "card", "expires": "2026-04"}}), None),  # fmt: skip
+                         "payment_method": {"type": "card", "expires": "2026-04"}}), None),
 ]
 
 
@@ -401,7 +401,7 @@ def rated_run(tmp_path_factory):
     out = tmp / "out"
     state_file = tmp / "state.json"
     rc = cli.main(["rate", "--rates", str(rates), "--out", str(out), "--now", NOW,
-                   "--state", str(state_file), str(infile)])  # fmt: skip
+                   "--state", str(state_file), str(infile)])
     assert rc == 0
     return {"in": infile, "out": out, "state": state_file}
 
@@ -495,7 +495,7 @@ def test_sweep_events_and_kafka_rejects_validate(rated_run):
     [("funds_added", "lot_id"), ("funds_expired", "expires_at"), ("low_balance", "threshold"),
      ("below_zero", "blocked_call_types"), ("auto_recharge_requested", "request_id"),
      ("auto_recharge_succeeded", "lot_id"), ("auto_recharge_failed", "reason")],
-)  # fmt: skip
+)
 def test_balance_event_requires_its_type_fields(rated_run, type_, drop):
     event = next(e for e in _lines(rated_run["out"] / "balance-events.jsonl") if e["type"] == type_)
     assert _errors("balance-event", event) == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from rater.dev.demo import parse_metrics
 from rater.core.partitioning import partition_for
+from rater.dev.demo import parse_metrics
+from rater.dev.procs import free_port
 from rater.sim.traffic import BAD_KINDS
 from tests.kafka_support import consume_all
 
 ROOT = Path(__file__).resolve().parent.parent
 RATES = ROOT / "rate_tables"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -71,11 +65,11 @@ def topics():
 
 @pytest.fixture
 def worker(kafka_broker, topics, tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "rater", "worker", "--broker", kafka_broker.bootstrap, "--rates", str(RATES),
            "--state-dir", str(tmp_path / "state"), "--web-port", str(port), "--partitions", "4",
-           "--app-id", "sim-" + topics["cdrs"].rsplit("-", 1)[1]]  # fmt: skip
+           "--app-id", "sim-" + topics["cdrs"].rsplit("-", 1)[1]]
     for name, topic in topics.items():
         cmd += [f"--topic-{name}", topic]
     log = open(tmp_path / "worker.log", "wb")
@@ -100,9 +94,9 @@ def worker(kafka_broker, topics, tmp_path):
 def _simulate(broker: str, topics: dict, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "rater", "simulate", "--broker", broker, "--rates", str(RATES),
            "--cdrs-topic", topics["cdrs"], "--commands-topic", topics["commands"],
-           "--requests-topic", topics["requests"], "--events-topic", topics["events"], *extra]  # fmt: skip
+           "--requests-topic", topics["requests"], "--events-topic", topics["events"], *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.mark.kafka
@@ -113,7 +107,7 @@ def test_simulated_traffic_is_rated_and_recharges_are_answered(kafka_broker, top
     # threshold at once, so recharge requests come within the 5 seconds.
     sim = _simulate(broker, topics, "--duration", "5", "--rate", "100", "--tenants", "20", "--seed", "7",
                     "--bad-share", "0.04", "--funds-scale", "0.02", "--payment-delay", "0.2", "--linger", "3",
-                    "--status-interval", "1")  # fmt: skip
+                    "--status-interval", "1")
     assert sim.returncode == 0, sim.stderr
     assert "setup of 20 tenants applied by the worker" in sim.stderr
     assert "done:" in sim.stderr.splitlines()[-1]
@@ -168,7 +162,7 @@ def test_simulated_traffic_is_rated_and_recharges_are_answered(kafka_broker, top
     assert types["auto_recharge_requested"] == len(requests)
     assert types["auto_recharge_succeeded"] == len(succeeded) >= 1
     payment_failures = [e.value for e in events
-                        if e.value["type"] == "auto_recharge_failed" and e.value["reason"] != "card_expired"]  # fmt: skip
+                        if e.value["type"] == "auto_recharge_failed" and e.value["reason"] != "card_expired"]
     assert sorted(e["request_id"] for e in payment_failures) == sorted(a["request_id"] for a in failed)
     assert all(a["reason"] in ("card_declined", "insufficient_funds") for a in failed)
 
@@ -180,7 +174,7 @@ def test_simulate_creates_missing_topics_with_the_configured_partitions(kafka_br
     s = uuid.uuid4().hex[:8]
     missing = {name: f"absent-{name}-{s}" for name in ("cdrs", "commands", "requests", "events")}
     sim = _simulate(kafka_broker.bootstrap, missing, "--duration", "1", "--setup-timeout", "2", "--rate", "20",
-                    "--tenants", "3", "--partitions", "3", timeout=60)  # fmt: skip
+                    "--tenants", "3", "--partitions", "3", timeout=60)
     assert sim.returncode == 0, sim.stderr
     assert "with 3 partitions" in sim.stderr
     assert asyncio.run(_partition_counts(kafka_broker.bootstrap, list(missing.values()))) == {t: 3 for t in missing.values()}

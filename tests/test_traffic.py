@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rater.sim import traffic
 from rater.core.engine import Engine
-from rater.core.records import E164_RE, Cdr, Command, Invalid, decode
 from rater.core.rates import load_rate_tables
+from rater.core.records import E164_RE, Cdr, Command, Invalid, decode
 from rater.core.timeutil import parse_time
+from rater.sim import traffic
 
 RATES = Path(__file__).resolve().parent.parent / "rate_tables"
 START = parse_time("2026-11-24T08:00:00Z")

@@ -18,7 +18,7 @@ import pytest
 
 from tests.kafka_support import produce
 from tests.test_worker import iso, now_utc
-from tests.worker_support import ROOT, RaterWorker, wait_for
+from tests.worker_support import ROOT, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -56,12 +56,12 @@ def setup_records() -> list[dict]:
         # UK 0.05/min, 60 s: 0.01 - 0.05 = -0.04
         {"cdr_id": "n-c1", "tenant_id": "neg", "call_type": "international", "to": UK, "started_at": at, "duration_seconds": 60},
         {"command_id": "z1", "tenant_id": "zero", "command": "configure_account", "occurred_at": at, "rate_plan": "web-usd"},
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="module")
 def worker(kafka_broker, tmp_path_factory):
-    with RaterWorker(kafka_broker.bootstrap, name="web", rates_dir=rates_dir(tmp_path_factory.mktemp("web"))) as w:
+    with WorkerProcess(kafka_broker.bootstrap, name="web", rates_dir=rates_dir(tmp_path_factory.mktemp("web"))) as w:
         records = setup_records()
         produce(w.broker, w.topics.cdrs, [(r["tenant_id"], r) for r in records])
         wait_for(lambda: w.records_done() == len(records), 60, what="setup applied", workers=(w,))
@@ -69,7 +69,7 @@ def worker(kafka_broker, tmp_path_factory):
         assert w.errors() == []
 
 
-def authorize(w: RaterWorker, tenant: str, call_type: str, to: str | None = None, raw: bool = False):
+def authorize(w: WorkerProcess, tenant: str, call_type: str, to: str | None = None, raw: bool = False):
     query = f"call_type={call_type}"
     if to is not None:
         query += "&to=" + (to if raw else to.replace("+", "%2B"))
@@ -79,7 +79,7 @@ def authorize(w: RaterWorker, tenant: str, call_type: str, to: str | None = None
 
 
 RATE_UK_MOBILE_NOW = {"plan": "web-usd", "prefix": "447", "rate_per_minute": "0.120000", "connection_fee": "0.000000",
-                      "first_increment": 30, "next_increment": 6, "currency": "USD"}  # fmt: skip
+                      "first_increment": 30, "next_increment": 6, "currency": "USD"}
 
 
 def test_authorize_with_a_destination_answers_the_rate_and_max_seconds(worker):
@@ -88,7 +88,7 @@ def test_authorize_with_a_destination_answers_the_rate_and_max_seconds(worker):
     # (The older 0.06 row would give 96 s, the future 0.90 row 0 s.)
     assert authorize(worker, "acme", "international", UK_MOBILE) == (200, {
         "allowed": True, "reason": "ok", "balance": "0.100000", "currency": "USD",
-        "rate": RATE_UK_MOBILE_NOW, "max_seconds": 48})  # fmt: skip
+        "rate": RATE_UK_MOBILE_NOW, "max_seconds": 48})
     # UK 0.05/min 60/60: 2 minutes = 0.10 exactly, which leaves the balance at zero.
     status, body = authorize(worker, "acme", "international", UK)
     assert (status, body["rate"]["prefix"], body["max_seconds"], body["allowed"]) == (200, "44", 120, True)
@@ -98,7 +98,7 @@ def test_authorize_with_a_destination_answers_the_rate_and_max_seconds(worker):
     # France: a 0.10 fee and 0.12/min; the first minute costs 0.22 > 0.10.
     status, body = authorize(worker, "acme", "international", FRANCE)
     assert (body["allowed"], body["reason"], body["max_seconds"], body["rate"]["connection_fee"]) == (
-        False, "insufficient_funds", 0, "0.100000")  # fmt: skip
+        False, "insufficient_funds", 0, "0.100000")
     # Domestic and dial-out are never blocked and have no limit.
     for call_type in ("domestic", "conference_dialout"):
         status, body = authorize(worker, "acme", call_type, "+14155550123")
@@ -108,16 +108,16 @@ def test_authorize_with_a_destination_answers_the_rate_and_max_seconds(worker):
 def test_authorize_with_a_destination_below_zero_at_zero_and_without_a_rate(worker):
     status, body = authorize(worker, "neg", "international", UK_MOBILE)
     assert (status, body) == (200, {"allowed": False, "reason": "below_zero", "balance": "-0.040000", "currency": "USD",
-                                    "rate": RATE_UK_MOBILE_NOW, "max_seconds": 0})  # fmt: skip
+                                    "rate": RATE_UK_MOBILE_NOW, "max_seconds": 0})
     assert authorize(worker, "neg", "domestic", "+14155550123")[1]["allowed"] is True
     status, body = authorize(worker, "zero", "international", UK)
     assert (body["allowed"], body["reason"], body["balance"], body["max_seconds"]) == (
-        False, "insufficient_funds", "0.000000", 0)  # fmt: skip
+        False, "insufficient_funds", "0.000000", 0)
     assert authorize(worker, "acme", "international", "+99912345") == (200, {
         "allowed": False, "reason": "no_rate", "balance": "0.100000", "currency": "USD", "rate": None, "max_seconds": None})
     # Without a destination: SPEC 10's bool, unchanged.
     assert authorize(worker, "neg", "international") == (200, {
-        "allowed": False, "reason": "below_zero", "balance": "-0.040000", "currency": "USD"})  # fmt: skip
+        "allowed": False, "reason": "below_zero", "balance": "-0.040000", "currency": "USD"})
 
 
 def test_authorize_takes_the_plus_percent_encoded_or_raw_and_refuses_a_bad_to(worker):
@@ -138,7 +138,7 @@ def test_authorize_takes_the_plus_percent_encoded_or_raw_and_refuses_a_bad_to(wo
 # ---------------------------------------------------------------------------- the OpenAPI document
 
 
-def request(w: RaterWorker, method: str, path: str):
+def request(w: WorkerProcess, method: str, path: str):
     req = urllib.request.Request(w.url + path, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -169,7 +169,7 @@ MORE_200S = [  # the other shapes of a 200 authorization
     "/tenants/acme/authorize?call_type=domestic&to=%2B14155550123",
     "/tenants/acme/authorize?call_type=international&to=%2B99912345",
 ]
-MORE_400S = ["/tenants/acme/authorize?call_type=collect", "/tenants/acme/authorize", "/tenants/" + "a" * 65 + "/authorize?call_type=domestic"]
+MORE_400S = ["/tenants/acme/authorize?call_type=collect", "/tenants/acme/authorize", "/tenants/" + "a" * 65 + "/authorize?call_type=domestic"]  # noqa: E501
 
 
 def validator(doc: dict, schema: dict) -> jsonschema.Draft202012Validator:

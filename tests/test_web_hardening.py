@@ -11,7 +11,7 @@ import pytest
 
 from tests.kafka_support import produce
 from tests.test_worker import funded_account, home, now_utc
-from tests.worker_support import RaterWorker, wait_for
+from tests.worker_support import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -22,7 +22,7 @@ TENANT = "webby"
 @pytest.fixture(scope="module")
 def worker(kafka_broker):
     now = now_utc()
-    with RaterWorker(kafka_broker.bootstrap, partitions=P, name="web") as w:
+    with WorkerProcess(kafka_broker.bootstrap, partitions=P, name="web") as w:
         setup = funded_account(TENANT, "web", now - timedelta(days=1), now - timedelta(hours=1), "10")
         produce(kafka_broker.bootstrap, w.topics.commands, [(TENANT, r, home(TENANT, P)) for r in setup])
         wait_for(lambda: w.records_done() == 2, 60, what="the setup applied", workers=(w,))
@@ -30,7 +30,7 @@ def worker(kafka_broker):
 
 
 @pytest.mark.parametrize("path", ["/router", "/router/", "/table/accounts/", f"/table/accounts/{TENANT}/",
-                                  "/graph/", "/stats/", "/performance/"])  # fmt: skip
+                                  "/graph/", "/stats/", "/performance/"])
 def test_faust_s_own_views_are_not_served(worker, path):
     r = worker.get(path)
     assert r.status == 404, (path, r.status, r.body[:200])
@@ -57,11 +57,11 @@ def _raw_request(worker, data: bytes) -> bytes:
 def test_a_malformed_http_request_is_answered_400_and_logged_in_one_line(worker):
     before = worker.log().count("bad HTTP request from")
     bad = [b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
-           b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"]  # fmt: skip
+           b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"]
     for data in bad:
         assert _raw_request(worker, data).split(b"\r\n")[0] in (b"HTTP/1.0 400 Bad Request", b"HTTP/1.1 400 Bad Request")
     wait_for(lambda: worker.log().count("bad HTTP request from") == before + len(bad), 10,
-             what="one line per bad request", workers=(worker,))  # fmt: skip
+             what="one line per bad request", workers=(worker,))
     lines = worker.log().splitlines()
     assert not any(line.startswith("Traceback") for line in lines)
     assert not any("Error handling request" in line for line in lines)
@@ -72,7 +72,7 @@ def test_a_malformed_http_request_is_answered_400_and_logged_in_one_line(worker)
 def test_metrics_carry_the_process_and_python_collectors(worker):
     names = {name for name, _labels in worker.metrics()}
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds",
-            "python_info", "python_gc_collections_total"} <= names  # fmt: skip
+            "python_info", "python_gc_collections_total"} <= names
 
 
 def test_metrics_content_type_is_negotiated(worker):
@@ -82,7 +82,7 @@ def test_metrics_content_type_is_negotiated(worker):
     assert plain.status == 200
     assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     req = urllib.request.Request(worker.url + "/metrics",
-                                 headers={"Accept": "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"})  # fmt: skip
+                                 headers={"Accept": "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         body = resp.read().decode()
         assert resp.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -9,8 +9,8 @@ input, or amounts worked out by hand from ``rate_tables/`` in the test.
 from __future__ import annotations
 
 import base64
-import json
 import contextlib
+import json
 import random
 import subprocess
 import sys
@@ -25,7 +25,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from tests.kafka_support import consume_all, produce
-from tests.worker_support import ROOT, RaterWorker, WorkerTopics, wait_for
+from tests.worker_support import ROOT, WorkerProcess, WorkerTopics, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -78,13 +78,13 @@ def read_jsonl(path: Path) -> list:
 
 def rater_produce(broker: str, files: list[Path], *args: str) -> None:
     subprocess.run([sys.executable, "-m", "rater", "produce", "--broker", broker, *args, *map(str, files)],
-                   cwd=ROOT, check=True, capture_output=True, timeout=60)  # fmt: skip
+                   cwd=ROOT, check=True, capture_output=True, timeout=60)
 
 
 def rater_rate(files: list[Path], out: Path) -> dict:
     """``rater rate`` on the same input: the independent route to the expected outputs."""
     subprocess.run([sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(out),
-                    *map(str, files)], cwd=ROOT, check=True, capture_output=True, timeout=120)  # fmt: skip
+                    *map(str, files)], cwd=ROOT, check=True, capture_output=True, timeout=120)
     got = {name: read_jsonl(out / f"{name}.jsonl") for name in ("rated-cdrs", "balance-events", "recharge-requests", "rejects")}
     got["balances"] = orjson.loads((out / "balances.json").read_bytes())
     return got
@@ -107,9 +107,9 @@ def by_event_id(records: list) -> dict[str, dict]:
     return {r["event_id"]: r for r in records}
 
 
-def owned_partitions(w: RaterWorker, topic: str) -> set[int]:
+def owned_partitions(w: WorkerProcess, topic: str) -> set[int]:
     return {int(dict(labels)["partition"]) for (name, labels), _ in w.metrics().items()
-            if name == "rater_consumer_lag" and dict(labels)["topic"] == topic}  # fmt: skip
+            if name == "rater_consumer_lag" and dict(labels)["topic"] == topic}
 
 
 NUMBERS = {
@@ -124,12 +124,12 @@ PLANS = tuple(DOMESTIC)
 def tenant_setup(tenant: str, plan: str, at: datetime, rng: random.Random, auto: bool = False) -> list[dict]:
     cfg = {"command_id": f"{tenant}-setup", "tenant_id": tenant, "command": "configure_account",
            "occurred_at": iso(at), "rate_plan": plan, "low_balance_threshold": "2",
-           "included_domestic_minutes": rng.choice([0, 5])}  # fmt: skip
+           "included_domestic_minutes": rng.choice([0, 5])}
     if auto:
         cfg["auto_recharge"] = {"enabled": True, "threshold": "1", "amount": "10",
-                                "payment_method": {"type": "card", "expires": "2099-12"}}  # fmt: skip
+                                "payment_method": {"type": "card", "expires": "2099-12"}}
     funds = {"command_id": f"{tenant}-funds", "tenant_id": tenant, "command": "add_funds",
-             "occurred_at": iso(at), "amount": f"{rng.randint(1, 8)}.{rng.randint(0, 99):02d}"}  # fmt: skip
+             "occurred_at": iso(at), "amount": f"{rng.randint(1, 8)}.{rng.randint(0, 99):02d}"}
     return [cfg, funds]
 
 
@@ -141,7 +141,7 @@ def funded_account(tenant: str, prefix: str, configured_at: datetime, funded_at:
          "occurred_at": iso(configured_at), "rate_plan": "standard-usd"},
         {"command_id": f"{prefix}-funds", "tenant_id": tenant, "command": "add_funds",
          "occurred_at": iso(funded_at), "amount": amount},
-    ]  # fmt: skip
+    ]
 
 
 def tenant_cdrs(tenant: str, plan: str, start: datetime, n: int, rng: random.Random, tag: str) -> list[dict]:
@@ -151,7 +151,7 @@ def tenant_cdrs(tenant: str, plan: str, start: datetime, n: int, rng: random.Ran
         to = DOMESTIC[plan] if call_type == "domestic" else NUMBERS[call_type]
         out.append({"cdr_id": f"{tenant}-{tag}{i}", "tenant_id": tenant, "call_type": call_type, "to": to,
                     "started_at": iso(start + timedelta(seconds=7 * i)),
-                    "duration_seconds": rng.choice([0, 1, 59, 61, 125, 600, 1800])})  # fmt: skip
+                    "duration_seconds": rng.choice([0, 1, 59, 61, 125, 600, 1800])})
     return out
 
 
@@ -171,7 +171,7 @@ def test_the_worked_example_through_kafka_gives_the_expected_files(kafka_broker)
     broker = kafka_broker.bootstrap
     expected = {name: read_jsonl(EXPECTED / f"{name}.jsonl") for name in ("rated-cdrs", "balance-events", "recharge-requests", "rejects")}
     expected_balances = orjson.loads((EXPECTED / "balances.json").read_bytes())
-    with RaterWorker(broker, name="w1-example") as w:
+    with WorkerProcess(broker, name="w1-example") as w:
         t = w.topics
         rater_produce(broker, [WORKED], "--topic", t.cdrs)
         wait_for(lambda: w.records_done() == 15, 60, what="15 records done", workers=(w,))
@@ -190,7 +190,7 @@ def test_the_worked_example_through_kafka_gives_the_expected_files(kafka_broker)
         rejects = consume_all(broker, t.rejects)
         want = sorted((e["reason"], e["detail"], e["raw"], e["raw_encoding"], e["tenant_id"]) for e in expected["rejects"])
         assert sorted((r.value["reason"], r.value["detail"], r.value["raw"], r.value["raw_encoding"], r.value["tenant_id"])
-                      for r in rejects) == want  # fmt: skip
+                      for r in rejects) == want
         for r in rejects:
             src = r.value["source"]
             assert set(src) == {"topic", "partition", "offset"} and src["topic"] == t.cdrs
@@ -213,13 +213,13 @@ def test_records_on_the_wrong_partition_are_forwarded_and_rated_once(kafka_broke
     for i, tenant in enumerate(tenants):
         plan = PLANS[i % 3]
         per_tenant.append(tenant_setup(tenant, plan, now - timedelta(minutes=10), rng, auto=i % 2 == 0)
-                          + tenant_cdrs(tenant, plan, now - timedelta(minutes=9), 12, rng, "c"))  # fmt: skip
+                          + tenant_cdrs(tenant, plan, now - timedelta(minutes=9), 12, rng, "c"))
     stream = interleave(per_tenant)
     src = jsonl(tmp_path / "stream.jsonl", stream)
     offline = rater_rate([src], tmp_path / "offline")
     assert offline["rejects"] == [] and len(offline["rated-cdrs"]) == 8 * 12
 
-    with RaterWorker(broker, name="w2-misrouted") as w:
+    with WorkerProcess(broker, name="w2-misrouted") as w:
         rater_produce(broker, [src], "--topic", w.topics.cdrs, "--partitioner", "crc32")
         wait_for(lambda: w.records_done() == len(stream), 60, what="every record done", workers=(w,))
 
@@ -251,7 +251,7 @@ def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_so
     now = now_utc()
     main, other = "rj-main", "rj-other"
     P = 4
-    with RaterWorker(broker, name="w3-rejects") as w:
+    with WorkerProcess(broker, name="w3-rejects") as w:
         t = w.topics
         setup = funded_account(main, "rj", now - timedelta(days=10), now - timedelta(hours=2), "10")
         produce(broker, t.commands, [(main, r, home(main, P)) for r in setup])
@@ -259,7 +259,7 @@ def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_so
 
         def cdr(cdr_id, at, **kw):
             r = {"cdr_id": cdr_id, "tenant_id": main, "call_type": "international", "to": "+919876543210",
-                 "started_at": iso(at), "duration_seconds": 60}  # fmt: skip
+                 "started_at": iso(at), "duration_seconds": 60}
             r.update(kw)
             return r
 
@@ -293,7 +293,7 @@ def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_so
             (t.cdrs, None, {"hello": "world"}, 2, "invalid_record", None, "cdr_id/command"),
             (t.cdrs, None, b"[1, 2]", 3, "invalid_record", None, "JSON object"),
             (t.cdrs, main, cdr("rj-ok-2", now - timedelta(minutes=30)), hp, None, None, None),
-        ]  # fmt: skip
+        ]
         # One producer per topic, in order; each record on the partition given (its home
         # partition, or anywhere when nothing names a tenant), so no record is forwarded.
         sent = []
@@ -304,7 +304,7 @@ def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_so
         assert w.metric("rater_records_total", outcome="forwarded") == 0
 
         rejects = {(r.value["source"]["topic"], r.value["source"]["partition"], r.value["source"]["offset"]): r
-                   for r in consume_all(broker, t.rejects)}  # fmt: skip
+                   for r in consume_all(broker, t.rejects)}
         expected_rejects = [(c, s) for c, s in zip(cases, sent) if c[4] is not None]
         assert len(rejects) == len(expected_rejects)
         for (topic, key, value, partition, reason, tenant, fragment), (stopic, sp, so) in expected_rejects:
@@ -347,13 +347,13 @@ def test_authorize_refuses_international_and_toll_free_below_zero_and_validates_
          "started_at": at, "duration_seconds": 60},
         {"command_id": "p1", "tenant_id": "au-pos", "command": "configure_account", "occurred_at": at, "rate_plan": "standard-eur"},
         {"command_id": "p2", "tenant_id": "au-pos", "command": "add_funds", "occurred_at": at, "amount": "10"},
-    ]  # fmt: skip
-    with RaterWorker(broker, name="w4-authorize") as w:
+    ]
+    with WorkerProcess(broker, name="w4-authorize") as w:
         produce(broker, w.topics.cdrs, [(r["tenant_id"], r) for r in stream])
         wait_for(lambda: w.records_done() == 5, 60, what="setup applied", workers=(w,))
 
         for call_type, allowed in (("international", False), ("toll_free", False),
-                                   ("domestic", True), ("conference_dialout", True)):  # fmt: skip
+                                   ("domestic", True), ("conference_dialout", True)):
             r = w.get(f"/tenants/au-neg/authorize?call_type={call_type}")
             assert (r.status, r.content_type) == (200, "application/json"), call_type
             body = r.json()
@@ -404,11 +404,11 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
          "rate_plan": "standard-usd", "low_balance_threshold": "5"},
         {"command_id": "ml-2", "tenant_id": "m-low", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "5.02"},
         {"command_id": "mg-1", "tenant_id": "m-ghost", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "5"},
-    ]  # fmt: skip
+    ]
 
     def cdr(cdr_id, tenant, call_type, to, duration):
         return {"cdr_id": cdr_id, "tenant_id": tenant, "call_type": call_type, "to": to,
-                "started_at": day + "09:00:00Z", "duration_seconds": duration}  # fmt: skip
+                "started_at": day + "09:00:00Z", "duration_seconds": duration}
 
     cdrs = [
         cdr("u1", "m-usd", "international", "+447700900123", 600),  # 447 0.05/min 60/60: 10 min = 0.500000
@@ -423,7 +423,7 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
     ]
     cmd_file = jsonl(tmp_path / "commands.jsonl", commands)
     cdr_file = jsonl(tmp_path / "cdrs.jsonl", cdrs + [b'{"cdr_id":'])  # + invalid_json
-    with RaterWorker(broker, name="w5-metrics") as w:
+    with WorkerProcess(broker, name="w5-metrics") as w:
         t = w.topics
         # Commands first (to the commands topic), then the calls (to the cdrs topic).
         rater_produce(broker, [cmd_file], "--split", "--cdrs-topic", t.cdrs, "--commands-topic", t.commands)
@@ -439,9 +439,9 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
         assert {dict(ls)["topic"] + "/" + dict(ls)["outcome"]: v for (n, ls), v in m.items() if n == "rater_records_total"} == {
             f"{t.commands}/applied": 6, f"{t.commands}/duplicate": 1, f"{t.commands}/rejected": 1,
             f"{t.cdrs}/applied": 7, f"{t.cdrs}/duplicate": 1, f"{t.cdrs}/rejected": 2,
-        }  # fmt: skip
+        }
         assert {dict(ls)["reason"]: v for (n, ls), v in m.items() if n == "rater_rejects_total"} == {
-            "unknown_tenant": 1, "no_rate": 1, "invalid_json": 1}  # fmt: skip
+            "unknown_tenant": 1, "no_rate": 1, "invalid_json": 1}
 
         # Charges: the rated CDRs' own charges summed here, and the hand-worked totals.
         rated = values(broker, t.rated)
@@ -451,14 +451,14 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
             sums[(r["currency"], r["call_type"])] += Decimal(r["charge"])
         assert sums == {("USD", "international"): Decimal("0.55"), ("USD", "conference_dialout"): Decimal("0.022"),
                         ("USD", "domestic"): Decimal("0.011"), ("USD", "toll_free"): Decimal("0.004"),
-                        ("EUR", "international"): Decimal("1.472")}  # fmt: skip
+                        ("EUR", "international"): Decimal("1.472")}
         charged = {(dict(ls)["currency"], dict(ls)["call_type"]): v for (n, ls), v in m.items() if n == "rater_charged_total"}
         assert charged == {k: float(v) for k, v in sums.items()}
         assert {dict(ls)["call_type"]: v for (n, ls), v in m.items() if n == "rater_billable_seconds_total"} == {
             "international": 600 + 120 + 1800 + 60, "conference_dialout": 60, "domestic": 66, "toll_free": 12}
 
         assert {dict(ls)["type"]: v for (n, ls), v in m.items() if n == "rater_balance_events_total"} == {
-            "funds_added": 3, "below_zero": 1, "low_balance": 1}  # fmt: skip
+            "funds_added": 3, "below_zero": 1, "low_balance": 1}
         assert Counter(e["type"] for e in values(broker, t.events)) == {"funds_added": 3, "below_zero": 1, "low_balance": 1}
         assert {s: sample("rater_tenants", state=s) for s in ("ok", "low", "negative")} == {"ok": 1, "low": 1, "negative": 1}
         assert sample("rater_processing_seconds_count") == 18
@@ -475,7 +475,7 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
 # ---------------------------------------------------------------------------- 6. wall-clock expiry
 
 
-def _lot_expiring_soon(broker: str, w: RaterWorker, tenant: str, seconds: int) -> datetime:
+def _lot_expiring_soon(broker: str, w: WorkerProcess, tenant: str, seconds: int) -> datetime:
     """An account whose only lot (3.5 USD) expires ``seconds`` from now; returns the expiry."""
     now = now_utc()
     expires = now + timedelta(seconds=seconds)
@@ -488,7 +488,7 @@ def _lot_expiring_soon(broker: str, w: RaterWorker, tenant: str, seconds: int) -
          "occurred_at": iso(now - timedelta(seconds=5)), "rate_plan": "standard-usd"},
         {"command_id": f"{tenant}-lot", "tenant_id": tenant, "command": "add_funds",
          "occurred_at": iso(now - timedelta(seconds=5)), "amount": "3.5", "purchased_at": iso(purchased)},
-    ]  # fmt: skip
+    ]
     produce(broker, w.topics.commands, [(tenant, r) for r in stream])
     wait_for(lambda: w.records_done() == 2, 30, what="funds added", workers=(w,))
     view = w.get(f"/tenants/{tenant}").json()
@@ -496,7 +496,7 @@ def _lot_expiring_soon(broker: str, w: RaterWorker, tenant: str, seconds: int) -
     return expires
 
 
-def _assert_swept(broker: str, w: RaterWorker, tenant: str, expires: datetime) -> None:
+def _assert_swept(broker: str, w: WorkerProcess, tenant: str, expires: datetime) -> None:
     def expired():
         return [r.value for r in consume_all(broker, w.topics.events) if r.value["type"] == "funds_expired"]
 
@@ -513,7 +513,7 @@ def _assert_swept(broker: str, w: RaterWorker, tenant: str, expires: datetime) -
 
 def test_a_lot_expires_on_the_wall_clock_without_traffic(kafka_broker):
     broker = kafka_broker.bootstrap
-    with RaterWorker(broker, name="w6-sweep", extra_args=["--sweep-interval", "1"]) as w:
+    with WorkerProcess(broker, name="w6-sweep", extra_args=["--sweep-interval", "1"]) as w:
         expires = _lot_expiring_soon(broker, w, "exp", 10)
         _assert_swept(broker, w, "exp", expires)
         assert w.records_done() == 2  # no traffic did it
@@ -523,7 +523,7 @@ def test_a_lot_expires_on_the_wall_clock_without_traffic(kafka_broker):
 def test_a_lot_expires_on_the_wall_clock_after_a_restart(kafka_broker):
     """The sweep's index of due lots is rebuilt from the store when the worker starts."""
     broker = kafka_broker.bootstrap
-    with RaterWorker(broker, name="w6-sweep-restart", extra_args=["--sweep-interval", "1"]) as w:
+    with WorkerProcess(broker, name="w6-sweep-restart", extra_args=["--sweep-interval", "1"]) as w:
         expires = _lot_expiring_soon(broker, w, "exp", 20)
         w.restart()
         assert w.records_done() == 0
@@ -538,17 +538,17 @@ def test_the_sweep_waits_for_a_backlog_so_an_older_call_is_paid_from_the_lot_it_
     is paid from the lot; the sweep then forfeits what is left."""
     broker = kafka_broker.bootstrap
     tenant = "backlog"
-    with RaterWorker(broker, name="w6-sweep-backlog", extra_args=["--sweep-interval", "1"]) as w:
+    with WorkerProcess(broker, name="w6-sweep-backlog", extra_args=["--sweep-interval", "1"]) as w:
         expires = _lot_expiring_soon(broker, w, tenant, 15)
         w.stop()
         wait_for(lambda: datetime.now(timezone.utc) > expires + timedelta(seconds=2), 30, what="the expiry")
         # 60 s at 0.05 (447, 60/60) = 0.05, started 10 s before the lot expired
         call = {"cdr_id": "c1", "tenant_id": tenant, "call_type": "international", "to": "+447700900123",
-                "started_at": iso(expires - timedelta(seconds=10)), "duration_seconds": 60}  # fmt: skip
+                "started_at": iso(expires - timedelta(seconds=10)), "duration_seconds": 60}
         produce(broker, w.topics.cdrs, [(tenant, call)])
         w.start()
         [rated] = wait_for(lambda: [r.value for r in consume_all(broker, w.topics.rated)], 40, what="the call rated",
-                           workers=(w,))  # fmt: skip
+                           workers=(w,))
         assert (rated["charge"], rated["balance_after"]) == ("0.050000", "3.450000")
 
         def expired():
@@ -565,7 +565,7 @@ def test_a_late_payment_answer_after_the_sweep_timed_the_request_out_is_credited
     broker = kafka_broker.bootstrap
     tenant = "late-pay"
     now = now_utc()
-    with RaterWorker(broker, name="w6-late-answer", extra_args=["--sweep-interval", "1"]) as w:
+    with WorkerProcess(broker, name="w6-late-answer", extra_args=["--sweep-interval", "1"]) as w:
         setup = iso(now - timedelta(hours=3))
         stream = [
             {"command_id": "setup", "tenant_id": tenant, "command": "configure_account", "occurred_at": setup,
@@ -577,12 +577,12 @@ def test_a_late_payment_answer_after_the_sweep_timed_the_request_out_is_credited
             # 30 min at 0.05 (447, 60/60) = 1.50: 6.00 -> 4.50, request 1 at the call's end, now - 1.5 h
             {"cdr_id": "c1", "tenant_id": tenant, "call_type": "international", "to": "+447700900123",
              "started_at": iso(now - timedelta(hours=2)), "duration_seconds": 1800},
-        ]  # fmt: skip
+        ]
         produce(broker, w.topics.commands, [(tenant, r) for r in stream])
 
         def timed_out():
             return [r.value for r in consume_all(broker, w.topics.events)
-                    if r.value["type"] == "auto_recharge_failed"]  # fmt: skip
+                    if r.value["type"] == "auto_recharge_failed"]
 
         [failed] = wait_for(timed_out, 40, interval=1.0, what="the sweep's timeout", workers=(w,))
         assert (failed["cause"]["kind"], failed["reason"], failed["request_id"]) == ("sweep", "timeout", f"{tenant}/recharge/1")
@@ -591,7 +591,7 @@ def test_a_late_payment_answer_after_the_sweep_timed_the_request_out_is_credited
         assert w.get(f"/tenants/{tenant}").json()["auto_recharge"]["suspended"] is True
 
         answer = {"command_id": "pay-1", "tenant_id": tenant, "command": "payment_result",
-                  "occurred_at": iso(now_utc()), "request_id": f"{tenant}/recharge/1", "status": "succeeded"}  # fmt: skip
+                  "occurred_at": iso(now_utc()), "request_id": f"{tenant}/recharge/1", "status": "succeeded"}
         produce(broker, w.topics.commands, [(tenant, answer)])
         wait_for(lambda: w.records_done() == 5, 30, what="the late answer applied", workers=(w,))
         view = w.get(f"/tenants/{tenant}").json()
@@ -615,7 +615,7 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
     tenants = [f"grp-{i:02d}" for i in range(40)]
     plans = {x: PLANS[i % 3] for i, x in enumerate(tenants)}
     phase1 = interleave([tenant_setup(x, plans[x], now - timedelta(minutes=20), rng)
-                         + tenant_cdrs(x, plans[x], now - timedelta(minutes=19), 4, rng, "a") for x in tenants])  # fmt: skip
+                         + tenant_cdrs(x, plans[x], now - timedelta(minutes=19), 4, rng, "a") for x in tenants])
     phase2 = interleave([tenant_cdrs(x, plans[x], now - timedelta(minutes=10), 3, rng, "b") for x in tenants])
     f1 = jsonl(tmp_path / "phase1.jsonl", phase1)
     f2 = jsonl(tmp_path / "phase2.jsonl", phase2)
@@ -627,8 +627,8 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
     app_id = f"{topics.cdrs}-app"
     extra = ["--standby-replicas", "0"]
     with contextlib.ExitStack() as stack:
-        a = stack.enter_context(RaterWorker(broker, topics=topics, app_id=app_id, name="w7a", extra_args=extra))
-        b = stack.enter_context(RaterWorker(broker, topics=topics, app_id=app_id, name="w7b", extra_args=extra))
+        a = stack.enter_context(WorkerProcess(broker, topics=topics, app_id=app_id, name="w7a", extra_args=extra))
+        b = stack.enter_context(WorkerProcess(broker, topics=topics, app_id=app_id, name="w7b", extra_args=extra))
 
         def split():
             pa, pb = owned_partitions(a, topics.cdrs), owned_partitions(b, topics.cdrs)
@@ -639,7 +639,7 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
 
         rater_produce(broker, [f1], "--topic", topics.cdrs)
         wait_for(lambda: a.records_done() + b.records_done() == len(phase1), 60,
-                 what="phase 1 done", workers=(a, b))  # fmt: skip
+                 what="phase 1 done", workers=(a, b))
         assert a.records_done() > 0 and b.records_done() > 0
         rated = values(broker, topics.rated)
         assert len(rated) == 40 * 4
@@ -687,14 +687,14 @@ def test_cdrs_published_in_transactions_are_rated_once_and_an_aborted_one_not_at
     now = now_utc()
     tenant = "tx-main"
     P = 4
-    with RaterWorker(broker, name="w7b-tx", extra_args=["--sweep-interval", "3600"]) as w:
+    with WorkerProcess(broker, name="w7b-tx", extra_args=["--sweep-interval", "3600"]) as w:
         t = w.topics
         part = home(tenant, P)
         setup = funded_account(tenant, "tx", now - timedelta(days=1), now - timedelta(hours=2), "100")
 
         def cdr(i: int) -> dict:
             return {"cdr_id": f"tx-{i}", "tenant_id": tenant, "call_type": "domestic", "to": "+12125550100",
-                    "started_at": iso(now - timedelta(minutes=90 - i)), "duration_seconds": 60}  # fmt: skip
+                    "started_at": iso(now - timedelta(minutes=90 - i)), "duration_seconds": 60}
 
         async def publish() -> None:
             producer = AIOKafkaProducer(bootstrap_servers=broker, transactional_id=f"tx-{t.cdrs}")
@@ -735,7 +735,7 @@ def test_a_restart_keeps_balances_and_applied_ids(kafka_broker, tmp_path):
     expected_balances = orjson.loads((EXPECTED / "balances.json").read_bytes())
     first_cdr = WORKED.read_bytes().splitlines()[3]
     assert orjson.loads(first_cdr)["cdr_id"] == "acme-0001"
-    with RaterWorker(broker, name="w8-restart") as w:
+    with WorkerProcess(broker, name="w8-restart") as w:
         t = w.topics
         rater_produce(broker, [WORKED], "--topic", t.cdrs)
         wait_for(lambda: w.records_done() == 15, 60, what="worked example done", workers=(w,))
@@ -762,10 +762,10 @@ def test_a_restart_keeps_balances_and_applied_ids(kafka_broker, tmp_path):
         for tenant, account in expected_balances.items():
             assert w.get(f"/tenants/{tenant}").json() == account
         new = {"cdr_id": "acme-0007", "tenant_id": "acme", "call_type": "international", "to": "+919876543210",
-               "started_at": "2026-11-24T13:00:00Z", "duration_seconds": 60}  # fmt: skip
+               "started_at": "2026-11-24T13:00:00Z", "duration_seconds": 60}
         rater_produce(broker, [jsonl(tmp_path / "new.jsonl", [new, first_cdr])], "--topic", t.cdrs)
         wait_for(lambda: w.metric("rater_records_total", outcome="applied") == 1
-                 and w.metric("rater_records_total", outcome="duplicate") >= 1, 60, what="new CDR done", workers=(w,))  # fmt: skip
+                 and w.metric("rater_records_total", outcome="duplicate") >= 1, 60, what="new CDR done", workers=(w,))
         assert w.get("/tenants/acme").json()["balance"] == "12.886000"  # 12.916 - 1 min India at 0.03
         rated = by_tenant(values(broker, t.rated))
         assert [r["cdr_id"] for r in rated["acme"]] == ["acme-0001", "acme-0002", "acme-0003", "acme-0004", "acme-0005", "acme-0007"]
@@ -781,8 +781,8 @@ def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_brok
     rates = tmp_path / "rates"
     rates.mkdir()
     (rates / "mini-usd.csv").write_text("call_type,prefix,currency,rate_per_minute\ninternational,44,USD,0.06\n")
-    with RaterWorker(kafka_broker.bootstrap, name="w9-reload", rates_dir=rates,
-                     extra_args=["--log-format", "json"]) as w:  # fmt: skip
+    with WorkerProcess(kafka_broker.bootstrap, name="w9-reload", rates_dir=rates,
+                     extra_args=["--log-format", "json"]) as w:
         first = [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"]
         # A broken table is refused: the worker keeps the version it has.
         (rates / "broken.csv").write_text("call_type,prefix,currency,rate_per_minute\nintl,44,USD,x\n")
@@ -794,7 +794,7 @@ def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_brok
         shutil.copy(rates / "mini-usd.csv", rates / "mini2-usd.csv")
         w._signal(_signal.SIGHUP)
         wait_for(lambda: [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"] != first, 30,
-                 what="reloaded version", workers=(w,))  # fmt: skip
+                 what="reloaded version", workers=(w,))
         # --log-format json: every line the worker logs on its own is one JSON object.
         ours = [line for line in w.log().splitlines() if '"logger":"rater"' in line]
         assert ours and all(json.loads(line)["level"] in ("info", "warning", "error") for line in ours)
@@ -815,9 +815,9 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
     def calls(tag: str, ids: range, offset: int) -> list[dict]:
         # 1 minute to India at 0.03 USD each (rate_tables/standard-usd.csv, prefix 91).
         return [{"cdr_id": f"seg-{tag}{i}", "tenant_id": "seg", "call_type": "international", "to": "+919876543210",
-                 "started_at": iso(start + timedelta(seconds=offset + i)), "duration_seconds": 60} for i in ids]  # fmt: skip
+                 "started_at": iso(start + timedelta(seconds=offset + i)), "duration_seconds": 60} for i in ids]
 
-    with RaterWorker(broker, name="w-segments") as w:
+    with WorkerProcess(broker, name="w-segments") as w:
         t = w.topics
         produce(broker, t.commands, [("seg", orjson.dumps(c)) for c in setup])
         produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("a", range(n), 1)])
@@ -837,7 +837,7 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
         w.restart()  # the cache is gone: the segment is read from the local store
         produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("a", range(50, n, 100), 1)])
         wait_for(lambda: w.records_done() == len(range(50, n, 100)), 90, what="the repeats after the restart",
-                 workers=(w,))  # fmt: skip
+                 workers=(w,))
         assert w.metric("rater_records_total", outcome="duplicate") == len(range(50, n, 100))
         assert w.get("/tenants/seg").json()["balance"] == balance
         assert len(values(broker, t.rated)) == n + 1
@@ -861,7 +861,7 @@ def test_a_batch_reads_the_account_the_batch_still_being_written_left_with_the_c
     broker = kafka_broker.bootstrap
     start = now_utc() - timedelta(hours=2)
     n = 300
-    with RaterWorker(broker, name="w7c-inflight", extra_args=["--account-cache", "0"]) as w:
+    with WorkerProcess(broker, name="w7c-inflight", extra_args=["--account-cache", "0"]) as w:
         t = w.topics
         produce(broker, t.commands, [("fl", orjson.dumps(c)) for c in funded_account("fl", "fl", start, start, "100")])
         wait_for(lambda: w.records_done() == 2, 60, what="the setup", workers=(w,))
@@ -873,7 +873,7 @@ def test_a_batch_reads_the_account_the_batch_still_being_written_left_with_the_c
                 for i in range(n):
                     # 1 minute to India, 0.03 USD (rate_tables/standard-usd.csv, prefix 91).
                     call = {"cdr_id": f"fl-{i}", "tenant_id": "fl", "call_type": "international", "to": "+919876543210",
-                            "started_at": iso(start + timedelta(seconds=i + 1)), "duration_seconds": 60}  # fmt: skip
+                            "started_at": iso(start + timedelta(seconds=i + 1)), "duration_seconds": 60}
                     await producer.send_and_wait(t.cdrs, orjson.dumps(call), key=b"fl")
                     await asyncio.sleep(0.002)
             finally:

@@ -1,6 +1,6 @@
 """Real ``rater worker`` processes for tests: start one, talk HTTP to it, stop or kill it.
 
-``RaterWorker`` is a context manager around one ``python -m rater worker`` subprocess
+``WorkerProcess`` is a context manager around one ``python -m rater worker`` subprocess
 with its own app id, its own topic names, a free web port and a temporary state dir.
 Entering it starts the worker and waits until ``/readyz`` answers 200 (60 s by default);
 leaving it stops the worker (SIGTERM, then SIGKILL). When the ``with`` block fails, the
@@ -10,8 +10,8 @@ Two workers of one group share ``app_id``, ``topics`` and ``partitions`` and dif
 port and state dir::
 
     topics = WorkerTopics.unique("t7")
-    with RaterWorker(broker, topics=topics, app_id="t7-app") as a, \\
-         RaterWorker(broker, topics=topics, app_id="t7-app") as b:
+    with WorkerProcess(broker, topics=topics, app_id="t7-app") as a, \\
+         WorkerProcess(broker, topics=topics, app_id="t7-app") as b:
         ...
 
 The helpers never touch anything but the worker processes they started: signals go to
@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from typing import Any, Callable
 
 import orjson
 
+from rater.dev.procs import die_with_parent, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RATES_DIR = ROOT / "rate_tables"
 READY_TIMEOUT = 60.0
@@ -46,12 +47,6 @@ TRANSIENT_ERRORS = ("GroupCoordinatorNotAvailableError", "CoordinatorNotAvailabl
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +64,7 @@ class WorkerTopics:
         return cls(
             cdrs=f"{base}-cdrs", commands=f"{base}-commands", rated=f"{base}-rated",
             events=f"{base}-events", requests=f"{base}-requests", rejects=f"{base}-rejects",
-        )  # fmt: skip
+        )
 
     def args(self) -> list[str]:
         out = []
@@ -96,7 +91,7 @@ class WorkerFailed(AssertionError):
     pass
 
 
-class RaterWorker:
+class WorkerProcess:
     def __init__(
         self,
         broker: str,
@@ -147,9 +142,9 @@ class RaterWorker:
             "--app-id", self.app_id,
             *self.topics.args(),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
 
-    def start(self, wait: bool = True, timeout: float | None = None) -> "RaterWorker":
+    def start(self, wait: bool = True, timeout: float | None = None) -> "WorkerProcess":
         """Start the process; with ``wait``, return once ``/readyz`` says ready."""
         assert self.proc is None or self.proc.poll() is not None, "the worker is already running"
         if self.precreate_inputs and self.starts == 0:
@@ -170,8 +165,8 @@ class RaterWorker:
         try:
             self.proc = subprocess.Popen(
                 self.command(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent,
-            )  # fmt: skip
+                env=env, start_new_session=True, preexec_fn=die_with_parent,
+            )
         finally:
             log.close()
         if wait:
@@ -221,7 +216,7 @@ class RaterWorker:
             self.proc.wait(10)
         return self.proc.returncode
 
-    def restart(self, wait: bool = True, timeout: float | None = None) -> "RaterWorker":
+    def restart(self, wait: bool = True, timeout: float | None = None) -> "WorkerProcess":
         """SIGTERM, then start again on the same state dir, port, app id and topics."""
         self.stop()
         return self.start(wait=wait, timeout=timeout)
@@ -233,7 +228,7 @@ class RaterWorker:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "RaterWorker":
+    def __enter__(self) -> "WorkerProcess":
         try:
             self.start()
         except BaseException:
@@ -324,7 +319,7 @@ class RaterWorker:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
-             what: str = "condition", workers: tuple[RaterWorker, ...] = ()) -> Any:  # fmt: skip
+             what: str = "condition", workers: tuple[WorkerProcess, ...] = ()) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with the workers' logs."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -339,14 +334,3 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
             logs = "\n".join(f"----- {w.name} log tail -----\n{w.tail(60)}" for w in workers)
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc!r})\n{logs}")
         time.sleep(interval)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """preexec_fn: SIGTERM the worker if the test process that started it dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass

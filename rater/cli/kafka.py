@@ -15,7 +15,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("worker", help="run the Kafka worker (faust-streaming)", formatter_class=DefaultsFormatter,
                        description="Rate the input topics on Kafka. Every flag has a RATER_* variable; a "
-                                   "default shown below comes from that variable when it is set.")  # fmt: skip
+                                   "default shown below comes from that variable when it is set.")
     add_worker_arguments(p)
     p.set_defaults(func=cmd_worker)
 
@@ -25,24 +25,24 @@ def register(sub) -> None:
                                    "every line goes to the CDR topic, in file order: SPEC 2 lets either input "
                                    "topic carry either kind, and one topic keeps a tenant's commands and CDRs "
                                    "in order. Missing topics are created with --partitions.",
-                       formatter_class=DefaultsFormatter)  # fmt: skip
+                       formatter_class=DefaultsFormatter)
     p.add_argument("files", nargs="+", metavar="FILE.jsonl", help="JSON-lines files, published in order")
     p.add_argument("--broker", default=e("RATER_BROKER", "127.0.0.1:9092"), help="bootstrap servers (RATER_BROKER)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--topic", help="publish every line to this topic (default: --cdrs-topic)")
     where.add_argument("--split", action="store_true",
                        help="publish commands to --commands-topic and CDRs to --cdrs-topic; the worker then "
-                            "applies them in arrival order, not file order")  # fmt: skip
+                            "applies them in arrival order, not file order")
     p.add_argument("--cdrs-topic", default=e("RATER_TOPIC_CDRS", "cdrs"), help="the CDR topic (RATER_TOPIC_CDRS)")
     p.add_argument("--commands-topic", default=e("RATER_TOPIC_COMMANDS", "tenant-commands"),
-                   help="the command topic, used with --split (RATER_TOPIC_COMMANDS)")  # fmt: skip
+                   help="the command topic, used with --split (RATER_TOPIC_COMMANDS)")
     p.add_argument("--partitions", type=positive_int("--partitions", "RATER_PARTITIONS"), default=e("RATER_PARTITIONS", "8"),
                    help="partitions of a topic created because it is missing; the worker's --partitions (RATER_PARTITIONS)")
     p.add_argument("--replication", type=positive_int("--replication", "RATER_REPLICATION"),
                    default=e("RATER_REPLICATION", "1"), help="replication factor of created topics (RATER_REPLICATION)")
     p.add_argument("--partitioner", choices=("murmur2", "random", "crc32"), default="murmur2",
                    help="how to pick partitions: murmur2 (the Java client's, SPEC 2), or a wrong one "
-                        "to exercise the worker's re-routing")  # fmt: skip
+                        "to exercise the worker's re-routing")
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("simulate", help="generate telephony traffic and answer recharge requests")
@@ -58,7 +58,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("dev-broker", help="run a local Apache Kafka broker from Maven Central jars",
-                       add_help=False)  # fmt: skip
+                       add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_dev_broker)
 
@@ -123,12 +123,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
     topic = None if args.split else (args.topic or args.cdrs_topic)
     try:
         counts = asyncio.run(produce_files(args.files, args.broker, topic, args.cdrs_topic, args.commands_topic,
-                                           args.partitioner, args.partitions, args.replication))  # fmt: skip
+                                           args.partitioner, args.partitions, args.replication))
     except (KafkaError, OSError, TimeoutError) as exc:
         why = " ".join(str(exc).split())
         raise UsageError(f"cannot publish to Kafka at {args.broker}: {type(exc).__name__}: {why}"[:400]) from None
     print(", ".join(f"{n:,} to {topic}" for topic, n in sorted(counts.items())) or "nothing to publish",
-          file=sys.stderr)  # fmt: skip
+          file=sys.stderr)
     return 0
 
 

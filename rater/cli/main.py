@@ -7,9 +7,9 @@ import os
 import sys
 import time
 
+from rater.cli.errors import UsageError
 from rater.core.ledger import DEFAULT_HORIZON
 from rater.core.timeutil import SECOND, TimeError, parse_time
-from rater.cli.errors import UsageError
 
 
 def _now_arg(value: str | None) -> int:
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", metavar="FILE", help="read accounts from and save them to FILE")
     p.add_argument("--now", metavar="TIME", help="processing clock (RFC 3339); default: the wall clock")
     p.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON // (86400 * SECOND),
-                   help="how long ids are remembered for duplicates (default 7)")  # fmt: skip
+                   help="how long ids are remembered for duplicates (default 7)")
     p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl", help="JSON-lines files, applied in order; - is standard input")
     p.set_defaults(func=cmd_rate)
 

@@ -25,7 +25,7 @@ A crash *inside* step 4 can leave some of a batch's accounts on the changelog an
 (a partition's accounts of one batch can take more than one producer batch). For that,
 every account value also carries the batch's last offsets of its partition (``"in"``,
 ``rater/core/codec.py``), and the worker skips a record of the replayed range whose tenant's
-stored account was judged at or past it (``RaterWorker._judged_before``).
+stored account was judged at or past it (``ReplayGuard.judged_before``, ``rater/worker/replay.py``).
 
 No I/O here: the worker reads and writes the records.
 """

@@ -26,6 +26,7 @@ from rater.core.ledger import Account, Outcome
 from rater.core.partitioning import partition_for
 from rater.core.rates import RateTables
 from rater.core.records import TENANT_RE
+from rater.core.routing import outputs_of
 
 _TENANT_PROBE = b'"tenant_id"'
 
@@ -63,10 +64,9 @@ class BatchProcessor:
     def __init__(self, tables: RateTables, partitions: int, topics: Topics,
                  load: Callable[[str], Account | None],
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 max_output_bytes: int = MAX_OUTPUT_BYTES):  # fmt: skip
+                 max_output_bytes: int = MAX_OUTPUT_BYTES):
         self.partitions = partitions
         self.topics = topics
-        self.load = load
         self.max_output_bytes = max_output_bytes
         self.engine = Engine(tables, _Accounts(load), max_record_bytes=max_record_bytes)
         # The worker's question for a record that names a tenant, while it replays a batch
@@ -139,14 +139,8 @@ class BatchProcessor:
             o: Outcome = p.outcome
             tenant_key = p.tenant_id.encode() if p.tenant_id else msg.key
             first = len(out)
-            if o.rated is not None:
-                out.append((t.rated, tenant_key, dumps(o.rated)))
-            for e in o.events:
-                out.append((t.events, tenant_key, dumps(e)))
-            for r in o.recharge_requests:
-                out.append((t.requests, tenant_key, dumps(r)))
-            if p.reject is not None:
-                out.append((t.rejects, msg.key, dumps(p.reject)))
+            for kind, body in outputs_of(o, p.reject):  # rater/core/routing.py
+                out.append((getattr(t, kind), msg.key if kind == "rejects" else tenant_key, dumps(body)))
             for i in range(first, len(out)):
                 origins.append(msg)
                 if len(out[i][2]) > self.max_output_bytes:  # never sent: the broker would refuse it

@@ -72,7 +72,7 @@ class Processed:
 class Engine:
     def __init__(self, tables: RateTables, accounts: dict[str, Account] | None = None,
                  horizon: int = ledger.DEFAULT_HORIZON,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):  # fmt: skip
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         self.tables = tables
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.horizon = horizon
@@ -89,7 +89,7 @@ class Engine:
             out = Outcome("rejected", reason=exc.reason, detail=exc.detail)
             self.tally.add("unknown", out, None, None)
             return Processed("unknown", exc.tenant_id, out,
-                             reject_record(exc.reason, exc.detail, raw or b"", source, exc.tenant_id))  # fmt: skip
+                             reject_record(exc.reason, exc.detail, raw or b"", source, exc.tenant_id))
         tenant = record.tenant_id
         acct = self.accounts.get(tenant)
         out = ledger.apply(acct, record, self.tables, now, self.horizon)

@@ -227,7 +227,7 @@ def _credit(acct: Account, amount: int, lot_id: str, purchased_at: int, source: 
 
 
 def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome, after: int | None = None,
-            requested_at: int | None = None) -> None:  # fmt: skip
+            requested_at: int | None = None) -> None:
     """Crossings, then auto-recharge: the tail of SPEC 6's order of events. ``after`` is
     the balance after the record's effects, when the caller has it; ``requested_at`` the
     time a request made now carries, when it is not the event time (a CDR's end, v1.1)."""

@@ -170,7 +170,7 @@ def _parse_plan(name: str, text: str, problems: list[str]) -> RatePlan | None:
             header_line = line
             if not any(col in COLUMNS for col in header):  # a data row where the header belongs
                 problems.append(f"{name}:{line}: no header row: the first row must name the columns "
-                                f"({', '.join(REQUIRED_COLUMNS)}, ...), not {','.join(row)[:60]!r}")  # fmt: skip
+                                f"({', '.join(REQUIRED_COLUMNS)}, ...), not {','.join(row)[:60]!r}")
                 return None
             for col in header:
                 if col not in COLUMNS:

@@ -74,7 +74,7 @@ class Cdr:
     kind = "cdr"
 
     def __init__(self, cdr_id, tenant_id, call_type, to, from_, started_at, started_at_text,
-                 duration, attributes) -> None:  # fmt: skip
+                 duration, attributes) -> None:
         self.cdr_id: str = cdr_id
         self.tenant_id: str = tenant_id
         self.call_type: str = call_type
@@ -99,7 +99,7 @@ class Command:
     kind = "command"
 
     def __init__(self, command_id: str, tenant_id: str, command: str, occurred_at: int,
-                 fields: dict[str, Any]):  # fmt: skip
+                 fields: dict[str, Any]):
         self.command_id = command_id
         self.tenant_id = tenant_id
         self.command = command
@@ -145,7 +145,7 @@ def decode(raw: bytes | str | None, key: str | None = None) -> Record:
         tenant = obj.get("tenant_id")
         raise Invalid("invalid_record", f"{repeated[:80]}: the key appears more than once in an object "
                       "(readers may take either value)", tenant if repeated != "tenant_id" and isinstance(tenant, str)
-                      and TENANT_RE.fullmatch(tenant) else None)  # fmt: skip
+                      and TENANT_RE.fullmatch(tenant) else None)
     if "cdr_id" in obj:
         record: Record = validate_cdr(obj)
     elif "command" in obj:

@@ -50,6 +50,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from rater.dev import procs
+
 __all__ = [
     "BrokerInfo",
     "DevBrokerError",
@@ -254,7 +256,7 @@ def ensure_jars(quiet: bool = False) -> Path:
                 mvn, "-B", "-q", "-f", str(pom),
                 "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
                 "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
-            ]  # fmt: skip
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
             if proc.returncode != 0:
                 tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
@@ -328,18 +330,6 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return not _alive(pid)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """preexec_fn: SIGTERM the broker if the process that started it dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
 
 
 # ---------------------------------------------------------------------------- ports
@@ -675,12 +665,12 @@ def start(
 
         if not formatted:
             cmd = [java, "-Xmx256m", "-cp", cp, "kafka.tools.StorageTool", "format",
-                   "--standalone", "-t", cluster_id, "-c", str(props)]  # fmt: skip
+                   "--standalone", "-t", cluster_id, "-c", str(props)]
             for user in users_known:
                 cmd += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={users[user]}]"]
             _note(f"formatting Kafka storage in {d / 'data'}", quiet)
             proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                  cwd=d, env=_java_env(d))  # fmt: skip
+                                  cwd=d, env=_java_env(d))
             if proc.returncode != 0:
                 detail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
                 raise DevBrokerError(f"kafka StorageTool format failed: {detail}")
@@ -702,7 +692,7 @@ def start(
             f"-Dlog4j2.configurationFile={_log4j_config()}",
             f"-Dkafka.logs.dir={d / 'logs'}",
             "-cp", cp, "kafka.Kafka", str(props),
-        ]  # fmt: skip
+        ]
         out = open(d / "kafka.out", "ab")
         try:
             child = subprocess.Popen(
@@ -714,7 +704,7 @@ def start(
                 env=_java_env(d),
                 start_new_session=True,  # own session + process group, no controlling tty
                 close_fds=True,
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                preexec_fn=procs.die_with_parent if die_with_parent else None,
             )
         finally:
             out.close()
@@ -853,13 +843,13 @@ def cli(argv: Sequence[str] | None = None, prog: str = "rater dev-broker") -> in
     sub = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status,restart}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", default=None,
-                        help=f"broker data dir (default: {default_data_dir()})")  # fmt: skip
+                        help=f"broker data dir (default: {default_data_dir()})")
     common.add_argument("--json", action="store_true", help="print the broker info as JSON")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p_start = sub.add_parser("start", parents=[common], help="start (or find) the broker")
     p_start.add_argument("--port", type=int, default=None, help="PLAINTEXT port (default: free)")
     p_start.add_argument("--scram-user", action="append", metavar="USER:PASSWORD",
-                         help="add a SASL_PLAINTEXT SCRAM-SHA-512 listener with this user")  # fmt: skip
+                         help="add a SASL_PLAINTEXT SCRAM-SHA-512 listener with this user")
     p_start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT)
     p_stop = sub.add_parser("stop", parents=[common], help="stop the broker")
     p_stop.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT)
@@ -881,7 +871,7 @@ def cli(argv: Sequence[str] | None = None, prog: str = "rater dev-broker") -> in
     try:
         if args.command == "start":
             info = start(args.data_dir, port=args.port, scram_users=_parse_scram(args.scram_user),
-                         timeout=args.timeout, quiet=args.quiet)  # fmt: skip
+                         timeout=args.timeout, quiet=args.quiet)
             emit(info)
             return 0
         if args.command == "restart":

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from typing import Any
 import orjson
 
 from rater.dev import broker as devbroker
+from rater.dev.procs import die_with_parent, free_port
 
 PARTITIONS = 4
 LOWEST = 10
@@ -51,21 +51,6 @@ _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 def _http(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -198,7 +183,7 @@ EVENT_COLORS = {
     "below_zero": "31", "low_balance": "33", "balance_restored": "32", "funds_added": "32",
     "auto_recharge_requested": "36", "auto_recharge_succeeded": "32", "auto_recharge_failed": "31;1",
     "funds_expired": "35",
-}  # fmt: skip
+}
 
 
 class Demo:
@@ -261,16 +246,16 @@ class Demo:
 
     def start_worker(self) -> None:
         assert self.broker is not None
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "rater", "worker", "--broker", self.broker.bootstrap,
                "--rates", str(self.rates_dir()), "--state-dir", str(self.dir / "state"),
-               "--web-port", str(self.port), "--partitions", str(PARTITIONS), "--app-id", "rater-demo"]  # fmt: skip
+               "--web-port", str(self.port), "--partitions", str(PARTITIONS), "--app-id", "rater-demo"]
         self.say(f"starting a worker (web {self.base}, log {self._rel(self.worker_log)})...")
         with open(self.worker_log, "ab") as log:
             self.worker = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            cwd=self.root, start_new_session=True,
-                                           preexec_fn=_die_with_parent)  # fmt: skip
+                                           preexec_fn=die_with_parent)
 
     def start_notifier(self) -> None:
         """An SMTP sink here, a contacts file for the simulated tenants, and `rater notify`."""
@@ -285,19 +270,19 @@ class Demo:
         contacts = self.dir / "contacts.csv"
         n = self.args.tenants
         contacts.write_text("tenant_id,email\n" + "".join(
-            f"{tenant_id_of(i, n)},admin@{tenant_id_of(i, n)}.example\n" for i in range(n)))  # fmt: skip
-        port = _free_port()
+            f"{tenant_id_of(i, n)},admin@{tenant_id_of(i, n)}.example\n" for i in range(n)))
+        port = free_port()
         self.notify_base = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "rater", "notify", "--broker", self.broker.bootstrap,
                "--group-id", "rater-demo-notify", "--contacts", str(contacts), "--smtp-host", "127.0.0.1",
                "--smtp-port", str(self.sink.port), "--smtp-from", "rater-demo@localhost",
-               "--state-dir", str(self.dir / "notify"), "--web-port", str(port)]  # fmt: skip
+               "--state-dir", str(self.dir / "notify"), "--web-port", str(port)]
         self.say(f"starting rater notify (email to an SMTP sink on 127.0.0.1:{self.sink.port}, "
-                 f"log {self._rel(self.notify_log)})")  # fmt: skip
+                 f"log {self._rel(self.notify_log)})")
         with open(self.notify_log, "ab") as log:
             self.notify = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            cwd=self.root, start_new_session=True,
-                                           preexec_fn=_die_with_parent)  # fmt: skip
+                                           preexec_fn=die_with_parent)
 
     def rates_dir(self) -> Path:
         return Path(self.args.rates).resolve() if self.args.rates else self.root / "rate_tables"
@@ -324,12 +309,12 @@ class Demo:
         cmd = [sys.executable, "-m", "rater", "simulate", "--broker", self.broker.bootstrap,
                "--tenants", str(a.tenants), "--rate", str(a.rate), "--duration", str(a.duration),
                "--bad-share", str(a.bad_share), "--seed", str(a.seed), "--rates", str(self.rates_dir()),
-               "--funds-scale", str(a.funds_scale), "--status-interval", "1"]  # fmt: skip
+               "--funds-scale", str(a.funds_scale), "--status-interval", "1"]
         self.say(f"starting the simulator ({a.tenants} tenants, {a.rate:g} records/s, log {self._rel(self.sim_log)})")
         with open(self.sim_log, "ab") as log:
             self.sim = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=self.root, start_new_session=True,
-                                        preexec_fn=_die_with_parent)  # fmt: skip
+                                        preexec_fn=die_with_parent)
         self.sim_started = time.monotonic()
 
     def shutdown(self) -> None:
@@ -381,7 +366,7 @@ class Demo:
 
         assert self.broker is not None
         consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="latest")  # fmt: skip
+                                    auto_offset_reset="latest")
         await consumer.start()
         try:
             tps = []
@@ -479,7 +464,7 @@ class Demo:
             return "> 10 s" if v == float("inf") else f"<= {v * 1000:g} ms"
 
         lines.append(f"{lab('CDRs/s')} {s(f'{self.rate:,.1f}', '1;32')}   consumer lag {_num(snap.lag)}"
-                     f"   processing p50 {ms(p50)}, p99 {ms(p99)}")  # fmt: skip
+                     f"   processing p50 {ms(p50)}, p99 {ms(p99)}")
         for topic in ("cdrs", "tenant-commands"):
             parts = []
             for outcome, color in (("applied", "32"), ("rejected", "31"), ("duplicate", "33"), ("forwarded", "36")):
@@ -501,7 +486,7 @@ class Demo:
             for subject in self.sink.last(3):
                 lines.append(s(f"  {subject}", "2"))
         lines.append("")
-        lines.append(s(f"Lowest balances (GET /tenants/<id>)", "1;4"))
+        lines.append(s("Lowest balances (GET /tenants/<id>)", "1;4"))
         hdr = f"  {'tenant':<18}{'plan':<14}{'balance':>14}  {'cur':<4}{'low at':>9}  {'lots':>4}  {'auto-recharge':<22}{'intl/toll-free'}"
         lines.append(s(hdr, "2"))
         for r in self.rows:
@@ -523,7 +508,7 @@ class Demo:
             blocked = s("blocked", "31") if fbal < 0 else "allowed"
             lines.append(f"  {r.get('tenant_id', ''):<18}{r.get('rate_plan', '?'):<14}"
                          f"{s(f'{_money(bal):>14}', color)}  {r.get('currency', ''):<4}{_money(threshold):>9}  "
-                         f"{len(r.get('lots') or ()):>4}  {ars:<{pad}}{blocked}")  # fmt: skip
+                         f"{len(r.get('lots') or ()):>4}  {ars:<{pad}}{blocked}")
         for _ in range(LOWEST - len(self.rows)):
             lines.append("")
         lines.append("")
@@ -538,7 +523,7 @@ class Demo:
                 cause_id = "..." + cause_id[-21:]
             lines.append(f"  {t:<9}{e.get('tenant_id', ''):<18}{s(f'{typ:<24}', EVENT_COLORS.get(typ, ''))}"
                          f"{_money(e.get('balance')):>12} {e.get('currency', ''):<4} {_event_detail(e)[:23]:<24}"
-                         f"{s(cause.get('kind', '') + ' ' + cause_id, '2')}")  # fmt: skip
+                         f"{s(cause.get('kind', '') + ' ' + cause_id, '2')}")
         for _ in range(EVENTS_SHOWN - len(self.events)):
             lines.append("")
         lines.append("")
@@ -556,7 +541,7 @@ class Demo:
         state = "" if self.notify is None or self.notify.poll() is None else f" (rater notify exited {self.notify.returncode})"
         return (f"{_num(self.sink.count())} emails received by the sink 127.0.0.1:{self.sink.port}; notify sent "
                 f"{_num(n.get('rater_notify_sent_total:email', 0))}, retried {_num(n.get('rater_notify_retried_total:email', 0))}, "
-                f"dead-lettered {_num(n.get('rater_notify_dead_lettered_total:email', 0))}{state}")  # fmt: skip
+                f"dead-lettered {_num(n.get('rater_notify_dead_lettered_total:email', 0))}{state}")
 
     def plain_line(self) -> str:
         snap = self.snap
@@ -571,7 +556,7 @@ class Demo:
                 f"| commands applied {_num(rec.get(('tenant-commands', 'applied'), 0))} | rejects {rejects} "
                 f"| tenants ok {_num(snap.tenants.get('ok', 0))} low {_num(snap.tenants.get('low', 0))} "
                 f"negative {_num(snap.tenants.get('negative', 0))} | lowest: {lowest or '-'}"
-                + (f" | emails {_num(self.sink.count())}" if self.sink else ""))  # fmt: skip
+                + (f" | emails {_num(self.sink.count())}" if self.sink else ""))
 
     def draw(self) -> None:
         size = shutil.get_terminal_size((120, 40))
@@ -647,7 +632,7 @@ class Demo:
             print(f"  charged          {', '.join(f'{v:,.2f} {c}' for c, v in sorted(snap.charged.items())) or '-'}")
             print(f"  balance events   {_events_line(snap.events, Style(False))}")
             print(f"  auto-recharge    {_recharge_line(snap.events, snap.recharge_failures)}")
-            print(f"  tenants          " + ", ".join(f"{st} {_num(snap.tenants.get(st, 0))}" for st in ("ok", "low", "negative")))
+            print("  tenants          " + ", ".join(f"{st} {_num(snap.tenants.get(st, 0))}" for st in ("ok", "low", "negative")))
         if self.sink is not None:
             print(f"  notifications    {self.notify_line()}")
             for subject in self.sink.last(3):
@@ -656,7 +641,7 @@ class Demo:
             low = ", ".join(f"{r.get('tenant_id')} {_money(r.get('balance'))} {r.get('currency', '')}" for r in self.rows[:3])
             print(f"  lowest balances  {low}")
         print(f"  logs             {self._rel(self.worker_log)}, {self._rel(self.sim_log)}, {self._rel(self.notify_log)}, "
-              f"{self._rel(self.broker_dir / 'logs')}")  # fmt: skip
+              f"{self._rel(self.broker_dir / 'logs')}")
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
@@ -680,7 +665,7 @@ class Demo:
         await self.live()
         if self.worker_died:
             self.say(f"the worker exited ({self.worker.returncode if self.worker else '?'}); "
-                     f"the end of {self._rel(self.worker_log)}:")  # fmt: skip
+                     f"the end of {self._rel(self.worker_log)}:")
             print(_tail(self.worker_log), file=sys.stderr)
             return 1
         return 0  # Ctrl-C is the way to end a demo without --duration
@@ -710,7 +695,7 @@ class MailSink:
                     sink._subjects.append(f"to {', '.join(envelope.rcpt_tos)}: {' '.join(str(msg['Subject']).split())}")
                 return "250 OK"
 
-        self.port = _free_port()
+        self.port = free_port()
         self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
         self._controller.start()
 
@@ -756,7 +741,7 @@ def _event_detail(e: dict[str, Any]) -> str:
         return f"below {_money(e.get('threshold'))}"
     if typ == "below_zero":
         return "blocks " + "/".join(c.replace("international", "intl").replace("toll_free", "toll-free")
-                                    for c in e.get("blocked_call_types") or ())  # fmt: skip
+                                    for c in e.get("blocked_call_types") or ())
     if typ == "auto_recharge_failed":
         return str(e.get("reason", ""))
     if typ in ("auto_recharge_requested", "auto_recharge_succeeded"):
@@ -791,14 +776,14 @@ def _clip(line: str, width: int) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rater.dev.demo",
-                                description="A local broker, a rater worker, simulated traffic and a live view.")  # fmt: skip
+                                description="A local broker, a rater worker, simulated traffic and a live view.")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic; 0 runs until Ctrl-C (default 60)")
     p.add_argument("--tenants", type=int, default=200, help="simulated tenants (default 200)")
     p.add_argument("--rate", type=float, default=200.0, help="records per second (default 200)")
     p.add_argument("--bad-share", type=float, default=0.01, help="share of deliberately bad records (default 0.01)")
     p.add_argument("--funds-scale", type=float, default=0.25,
                    help="multiply the tenants' initial funds; the default 0.25 makes balances run low within "
-                        "a minute, so every kind of balance event shows (default 0.25)")  # fmt: skip
+                        "a minute, so every kind of balance event shows (default 0.25)")
     p.add_argument("--seed", type=int, default=1, help="seed of the simulated tenants and traffic (default 1)")
     p.add_argument("--rates", default=None, help="rate-table directory (default: the shipped rate_tables)")
     p.add_argument("--plain", action="store_true", help="print status lines instead of redrawing the screen")

@@ -12,9 +12,9 @@ import contextlib
 import smtplib
 import ssl
 from dataclasses import dataclass
-from typing import Callable
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Callable
 
 import aiohttp
 
@@ -60,7 +60,7 @@ class EmailChannel:
         self.settings = settings
 
     async def send(self, event: Event, recipients: tuple[str, ...],
-                   on_accepted: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+                   on_accepted: Callable[[], None] = lambda: None) -> None:
         """Returns once the server has accepted the message (its reply to DATA).
 
         ``on_accepted`` runs in the sending thread right after that reply, before the QUIT
@@ -133,7 +133,7 @@ def _smtp_delivery_error(exc: BaseException, host: str, port: int) -> DeliveryEr
         return exc
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return DeliveryError(f"SMTP refused every recipient: {_refused(exc.recipients)}",
-                             permanent=_all_permanent(exc.recipients))  # fmt: skip
+                             permanent=_all_permanent(exc.recipients))
     if isinstance(exc, smtplib.SMTPResponseException):
         err = exc.smtp_error
         text = err.decode(errors="replace") if isinstance(err, bytes) else str(err)

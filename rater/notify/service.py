@@ -56,6 +56,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rater.core.timeutil import format_time
+from rater.jsonlog import JsonFormatter
+
 from .channels import DeliveryError, EmailChannel, WebhookChannel
 from .config import NotifyConfig
 from .contacts import ContactsError, ContactsFile
@@ -85,7 +87,7 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 class Notifier:
     def __init__(self, cfg: NotifyConfig, store: DedupStore, contacts: ContactsFile | None,
-                 metrics: NotifyMetrics | None = None):  # fmt: skip
+                 metrics: NotifyMetrics | None = None):
         self.cfg = cfg
         self.store = store
         self.contacts = contacts
@@ -124,7 +126,7 @@ class Notifier:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.broker, group_id=cfg.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed", **cfg.kafka,
-        )  # fmt: skip
+        )
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([cfg.topic_events], listener=Rebalance())
@@ -262,7 +264,7 @@ class Notifier:
             except DeliveryError as exc:
                 if exc.permanent or attempt >= self.cfg.attempts:  # step 5
                     log.warning("%s %s of %s: %s after %d tr%s; to %s", channel, event.event_id, event.tenant_id,
-                                exc, attempt, "y" if attempt == 1 else "ies", self.cfg.topic_dead_letter)  # fmt: skip
+                                exc, attempt, "y" if attempt == 1 else "ies", self.cfg.topic_dead_letter)
                     if not await self._dead_letter_until_written(item, channel, str(exc), attempt):
                         return False
                     self.store.record(event.event_id, channel, DEAD_LETTERED)
@@ -271,7 +273,7 @@ class Notifier:
                 self.metrics.retried.labels(channel).inc()
                 delay = backoff_delay(attempt, self.cfg.backoff, self.cfg.backoff_max)
                 log.info("%s %s of %s: %s; try %d in %.1f s", channel, event.event_id, event.tenant_id, exc,
-                         attempt + 1, delay)  # fmt: skip
+                         attempt + 1, delay)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                     return False
@@ -313,7 +315,7 @@ class Notifier:
                 return True
             except KafkaError as exc:
                 log.warning("dead letter of %s not written (%s); trying again", item.event.event_id if item.event
-                            else f"offset {item.offset}", exc)  # fmt: skip
+                            else f"offset {item.offset}", exc)
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
                 return False
@@ -380,13 +382,13 @@ async def ensure_dead_letter_topic(cfg: NotifyConfig) -> None:
 async def start_web(notifier: Notifier, host: str, port: int) -> web.AppRunner:
     async def healthz(_request: web.Request) -> web.Response:
         body = {"status": "ok", "consuming": notifier.started, "in_flight": notifier.progress.in_flight(),
-                "tenant_queues": len(notifier._queues)}  # fmt: skip
+                "tenant_queues": len(notifier._queues)}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def metrics(_request: web.Request) -> web.Response:
         notifier._gauges()
         return web.Response(body=generate_latest(notifier.metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})  # fmt: skip
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -410,7 +412,7 @@ async def main_async(cfg: NotifyConfig, contacts: ContactsFile | None) -> int:
     channels = [c for c, on in (("email", notifier.email), ("webhook", notifier.webhook)) if on]
     log.info("rater notify: %s from %s (group %s), types %s, channels %s, %d handled id(s) kept (%d pruned), "
              "http://%s:%d/healthz", cfg.topic_events, cfg.broker, cfg.group_id, ",".join(sorted(cfg.types)),
-             ",".join(channels), store.count(), pruned, cfg.web_host, cfg.web_port)  # fmt: skip
+             ",".join(channels), store.count(), pruned, cfg.web_host, cfg.web_port)
     try:
         await notifier.run()
     finally:
@@ -422,27 +424,10 @@ async def main_async(cfg: NotifyConfig, contacts: ContactsFile | None) -> int:
     return 0
 
 
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, the fields of the worker's log lines."""
-
-    converter = time.gmtime  # type: ignore[assignment]
-
-    def format(self, record: logging.LogRecord) -> str:
-        body = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(body).decode()
-
-
 def setup_logging(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -16,6 +16,8 @@ from collections import Counter
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from rater.connection import KafkaSettings, client_kwargs
+
 
 class _WrongPartitioner:
     """A partitioner other than the Java client's, for exercising the worker's re-routing."""
@@ -47,19 +49,20 @@ def route(line: bytes, topic: str | None, cdrs_topic: str, commands_topic: str) 
 
 async def produce_files(files: list[str], broker: str, topic: str | None, cdrs_topic: str,
                         commands_topic: str, partitioner: str = "murmur2", partitions: int = 8,
-                        replication: int = 1) -> Counter:  # fmt: skip
+                        replication: int = 1) -> Counter:
     """Publish the lines of ``files`` in order: all to ``topic``, or (``topic`` None) CDRs to
     ``cdrs_topic`` and commands to ``commands_topic``. Topics that do not exist are created
     first with ``partitions`` (``rater/worker/topics.py``), never left to the broker's default."""
     from rater.worker.topics import create_missing
 
-    await create_missing({"bootstrap_servers": broker}, [topic] if topic else [cdrs_topic, commands_topic],
-                         partitions, replication)  # fmt: skip
+    client = client_kwargs(KafkaSettings(broker))
+    await create_missing(client, [topic] if topic else [cdrs_topic, commands_topic],
+                         partitions, replication)
     kwargs = {}
     if partitioner != "murmur2":
         kwargs["partitioner"] = _WrongPartitioner(partitioner)
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5,
-                                enable_idempotence=True, **kwargs)  # fmt: skip
+    producer = AIOKafkaProducer(**client, acks="all", linger_ms=5,
+                                enable_idempotence=True, **kwargs)
     await producer.start()
     counts: Counter = Counter()
     try:

@@ -71,17 +71,17 @@ POPULAR = {
     "Austria": 2.0, "Hong Kong": 2.0, "South Korea": 2.0, "Denmark": 1.5, "Norway": 1.5,
     "Portugal": 1.5, "Turkey": 1.5, "Nigeria": 1.0, "Egypt": 1.0, "Argentina": 1.0,
     "Colombia": 1.0, "Vietnam": 1.0, "Pakistan": 1.0, "Indonesia": 1.0, "Finland": 1.0,
-}  # fmt: skip
+}
 _TAIL = 0.08
 _RARE = 0.002
 _NON_GEOGRAPHIC = ("International", "Inmarsat", "Iridium", "Thuraya", "Global", "Telecommunications",
-                   "Universal", "Diego Garcia")  # fmt: skip
+                   "Universal", "Diego Garcia")
 
 TENANT_NAMES = (
     "acme", "globex", "initech", "umbrella", "hooli", "vandelay", "wonka", "stark", "wayne",
     "tyrell", "cyberdyne", "soylent", "massive", "oscorp", "aperture", "blackmesa", "gringotts",
     "monarch", "nakatomi", "octan", "pied-piper", "prestige", "sirius", "virtucon", "zorg",
-)  # fmt: skip
+)
 
 
 # ---------------------------------------------------------------------------- destinations
@@ -111,7 +111,7 @@ def _number_length(prefix: str) -> int:
 
 
 def _build(plan: RatePlan, call_type: str, at: int, home: set[str], *, home_factor: float,
-           exclude_home: bool) -> _Destinations | None:  # fmt: skip
+           exclude_home: bool) -> _Destinations | None:
     by_prefix = plan.index.get(call_type) or {}
     rows: list[tuple[str, str]] = []  # prefix, destination
     for prefix, (starts, rates) in by_prefix.items():
@@ -171,7 +171,7 @@ class _PlanTraffic:
         dialout = _build(plan, "conference_dialout", at, home, home_factor=1.0, exclude_home=False)
         if dialout is not None:
             home_w = sum(dialout.cum[i] - (dialout.cum[i - 1] if i else 0.0)
-                         for i, p in enumerate(dialout.prefixes) if self._is_home(plan, p, home))  # fmt: skip
+                         for i, p in enumerate(dialout.prefixes) if self._is_home(plan, p, home))
             rest = dialout.cum[-1] - home_w
             factor = (HOME_DIALOUT_SHARE * rest / (1 - HOME_DIALOUT_SHARE) / home_w) if home_w and rest else 1.0
             dialout = _build(plan, "conference_dialout", at, home, home_factor=factor, exclude_home=False)
@@ -233,7 +233,7 @@ def tenant_id_of(i: int, n: int) -> str:
 
 
 def tenants(n: int, seed: int, tables: RateTables, *, at: int | None = None,
-            funds_scale: float = 1.0, plans: tuple[tuple[str, float], ...] = PLAN_MIX) -> list[dict[str, Any]]:  # fmt: skip
+            funds_scale: float = 1.0, plans: tuple[tuple[str, float], ...] = PLAN_MIX) -> list[dict[str, Any]]:
     """``n`` tenant profiles, the same for the same seed (and ``at``, which only dates
     the cards). ``funds_scale`` multiplies the initial funds (small values make tenants
     run low at once: tests, demos). Plans missing from ``tables`` are left out."""
@@ -274,7 +274,7 @@ def tenants(n: int, seed: int, tables: RateTables, *, at: int | None = None,
             "initial_funds": _money(funds),
             "auto_recharge": auto,
             "activity": 1.0 / ranks[i] ** 0.8,
-        })  # fmt: skip
+        })
     return out
 
 
@@ -290,16 +290,16 @@ def setup_commands(profiles: list[dict[str, Any]], at: int, run_id: str = "setup
             "command_id": f"{run_id}-{t}-configure", "tenant_id": t, "command": "configure_account",
             "occurred_at": when, "rate_plan": p["rate_plan"], "low_balance_threshold": p["low_balance_threshold"],
             "included_domestic_minutes": p["included_domestic_minutes"],
-        })  # fmt: skip
+        })
         out.append({
             "command_id": funds_command_id(run_id, t), "tenant_id": t, "command": "add_funds",
             "occurred_at": when, "amount": p["initial_funds"], "reference": f"INV-{run_id}-{t}",
-        })  # fmt: skip
+        })
         if p["auto_recharge"] is not None:
             out.append({
                 "command_id": f"{run_id}-{t}-autorecharge", "tenant_id": t, "command": "configure_account",
                 "occurred_at": when, "auto_recharge": p["auto_recharge"],
-            })  # fmt: skip
+            })
     return out
 
 
@@ -325,7 +325,7 @@ class Traffic:
     """Destination tables for ``profiles``, built once; :meth:`stream` draws from them."""
 
     def __init__(self, profiles: list[dict[str, Any]], tables: RateTables, *, at: int | None = None,
-                 call_mix: tuple[tuple[str, float], ...] = CALL_MIX):  # fmt: skip
+                 call_mix: tuple[tuple[str, float], ...] = CALL_MIX):
         at = now_micros() if at is None else at
         self.profiles = profiles
         self.plans = {pid: _PlanTraffic(tables.plans[pid], at) for pid in {p["rate_plan"] for p in profiles}}
@@ -343,7 +343,7 @@ class Traffic:
         self.duration_sigma = {c: s for c, (_m, s) in DURATIONS.items()}
 
     def stream(self, seed: int, clock: Callable[[], int], *, run_id: str | None = None, bad_share: float = 0.0,
-               topup_share: float = 0.002, count: int | None = None) -> Iterator[dict[str, Any] | bytes]:  # fmt: skip
+               topup_share: float = 0.002, count: int | None = None) -> Iterator[dict[str, Any] | bytes]:
         rng = random.Random(f"stream:{seed}")
         run = run_id if run_id is not None else f"r{seed}"
         rand = rng.random
@@ -375,7 +375,7 @@ class Traffic:
                     "command_id": f"{run}-topup-{seq}", "tenant_id": tenant, "command": "add_funds",
                     "occurred_at": when, "amount": _money(rng.choice((20, 50, 100, 250, 500)) * 100),
                     "reference": f"INV-{run}-{seq}",
-                }  # fmt: skip
+                }
                 continue
             plan = plans[i]
             call_type = ctypes[bisect_right(ccum, rand() * ctotal)]
@@ -399,14 +399,14 @@ class Traffic:
             yield cdr
 
     def _bad(self, rng: random.Random, run: str, seq: int, tenant: str, plan: _PlanTraffic,
-             when: str) -> dict[str, Any] | bytes:  # fmt: skip
+             when: str) -> dict[str, Any] | bytes:
         kind = BAD_KINDS[rng.randrange(len(BAD_KINDS))]
         self.bad[kind] += 1
         cdr: dict[str, Any] = {
             "cdr_id": f"{run}-{seq}", "tenant_id": tenant, "call_type": "international",
             "to": plan.number("international", rng) if "international" in plan.dest else NO_RATE_NUMBER,
             "started_at": when, "duration_seconds": 1 + rng.randrange(600),
-        }  # fmt: skip
+        }
         if kind == "invalid_json":  # a record cut short in transit
             return f'{{"cdr_id":"{run}-{seq}","tenant_id":"{tenant}","call_type":"intern'.encode()
         if kind == "invalid_record":
@@ -421,7 +421,7 @@ class Traffic:
 def cdr_stream(profiles: list[dict[str, Any]], tables: RateTables, seed: int, *,
                clock: Callable[[], int] | None = None, start: int | None = None, run_id: str | None = None,
                bad_share: float = 0.0, topup_share: float = 0.002, count: int | None = None,
-               call_mix: tuple[tuple[str, float], ...] = CALL_MIX) -> Iterator[dict[str, Any] | bytes]:  # fmt: skip
+               call_mix: tuple[tuple[str, float], ...] = CALL_MIX) -> Iterator[dict[str, Any] | bytes]:
     """CDRs (and occasional manual ``add_funds``, and ``bad_share`` bad records) of
     ``profiles``; endless unless ``count``. ``clock()`` gives each record's time in UTC
     µs (``started_at``, ``occurred_at``, truncated to the second); without one a
@@ -443,7 +443,7 @@ def cdr_stream(profiles: list[dict[str, Any]], tables: RateTables, seed: int, *,
 
 def records(n_tenants: int, seed: int, tables: RateTables, count: int, *, start: int | None = None,
             step: int = 5_000, run_id: str | None = None, bad_share: float = 0.0, topup_share: float = 0.002,
-            funds_scale: float = 1.0) -> Iterator[dict[str, Any] | bytes]:  # fmt: skip
+            funds_scale: float = 1.0) -> Iterator[dict[str, Any] | bytes]:
     """Setup commands of ``n_tenants`` then ``count`` stream records, on a synthetic clock
     from ``start`` (default now) advancing ``step`` µs a record: a reproducible input."""
     start = now_micros() if start is None else start
@@ -451,11 +451,11 @@ def records(n_tenants: int, seed: int, tables: RateTables, count: int, *, start:
     run = run_id if run_id is not None else f"r{seed}"
     yield from setup_commands(profiles, start, run)
     yield from cdr_stream(profiles, tables, seed, clock=synthetic_clock(start + SECOND, step), run_id=run,
-                          bad_share=bad_share, topup_share=topup_share, count=count)  # fmt: skip
+                          bad_share=bad_share, topup_share=topup_share, count=count)
 
 
 def payment_result(request: dict[str, Any], rng: random.Random, at: int, *, fail_share: float = 0.1,
-                   command_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+                   command_id: str | None = None) -> dict[str, Any]:
     """The payment service's answer to a recharge request: ``succeeded``, or with
     ``fail_share`` ``failed`` (``card_declined`` or ``insufficient_funds``)."""
     tenant = request["tenant_id"]

@@ -40,7 +40,7 @@ from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
-from rater.worker.connection import client_kwargs
+from rater.connection import client_kwargs
 from rater.worker.sending import send_all, send_outputs
 
 log = logging.getLogger("rater")
@@ -101,7 +101,7 @@ def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_stop: Sto
     calling ``on_stop`` when it stops. Must run before the app creates its consumer
     (that is, before it starts)."""
     cls = type("RaterBulkConsumer", (BulkConsumer,), {
-        "bulk_topics": topics, "bulk_handler": staticmethod(handler), "stop_handler": staticmethod(on_stop)})  # fmt: skip
+        "bulk_topics": topics, "bulk_handler": staticmethod(handler), "stop_handler": staticmethod(on_stop)})
     app.transport.Consumer = cls
 
 
@@ -182,7 +182,7 @@ class FaustPort:
             return await asyncio.wait_for(thread.call_thread(ask), 15)
         except Exception as exc:  # the coordinator is moving; the records are fetched again
             log.warning("no committed offsets from the broker for %d partition(s) (%s); fetching again",
-                        len(tps), type(exc).__name__)  # fmt: skip
+                        len(tps), type(exc).__name__)
             return {}
 
     # --- the producer -----------------------------------------------------------------------
@@ -192,7 +192,7 @@ class FaustPort:
             producer = AIOKafkaProducer(
                 **client_kwargs(self.settings), acks="all", enable_idempotence=True, linger_ms=0,
                 max_batch_size=1 << 20, max_request_size=8 << 20,
-            )  # fmt: skip
+            )
             await producer.start()
             self.producer = producer
         return self.producer

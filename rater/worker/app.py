@@ -25,14 +25,14 @@ import time
 from typing import Any
 
 import faust
-import orjson
 from prometheus_client.registry import CollectorRegistry
 
+from rater.connection import broker_credentials, client_kwargs
 from rater.core.batch import BatchProcessor
 from rater.core.rates import RateTables, check_rate_tables
+from rater.jsonlog import JsonFormatter
 from rater.worker import adapter, gctune, web
 from rater.worker.config import WorkerConfig
-from rater.worker.connection import broker_credentials, client_kwargs
 from rater.worker.metrics import WorkerStats, tenant_state
 from rater.worker.pipeline import COMMIT_EVERY, CommitPipeline, die
 from rater.worker.ratewatch import RateTableWatcher
@@ -62,7 +62,7 @@ class RaterWorker:
         self.port = adapter.FaustPort(self.app, self.accounts, inputs, cfg)
         self.store = AccountStore(self.port, cfg.partitions, cfg.account_cache)
         self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self.store.load,
-                                        max_record_bytes=cfg.max_record_bytes)  # fmt: skip
+                                        max_record_bytes=cfg.max_record_bytes)
         self.processor.engine.tally = self.stats.tally
         self.pipeline = CommitPipeline(self.port, self.store, self.processor, self._on_batch, self._on_account)
         self.sweeper = Sweeper(self.pipeline, self.port, cfg.topics, cfg.partitions, self.stats, self._lag)
@@ -113,12 +113,12 @@ class RaterWorker:
         )
         t = cfg.topics
         self.inputs = app.topic(t.cdrs, t.commands, key_type=bytes, value_type=bytes,
-                                key_serializer="raw", value_serializer="raw")  # fmt: skip
+                                key_serializer="raw", value_serializer="raw")
         self.accounts = app.Table(
             "accounts", default=None, key_type=bytes, value_type=bytes,
             partitions=cfg.partitions, use_partitioner=True,
             **({"options": ROCKSDB_OPTIONS} if cfg.store == "rocksdb" else {}),
-        )  # fmt: skip
+        )
         return app
 
     def _register(self) -> None:
@@ -131,7 +131,7 @@ class RaterWorker:
             # an event here is a record that bypassed the commit protocol: stop, and replay it.
             async for event in stream.events():
                 die(70, "input record %s/%d@%d reached faust's stream; stopping so it is replayed",
-                    event.message.topic, event.message.partition, event.message.offset)  # fmt: skip
+                    event.message.topic, event.message.partition, event.message.offset)
 
         @app.on_partitions_revoked.connect
         async def on_partitions_revoked(sender, revoked, **kwargs):
@@ -165,7 +165,7 @@ class RaterWorker:
             loop.add_signal_handler(signal.SIGHUP, self.rates.request_reload)
             log.info("worker started: broker %s, %d partitions, rate tables %s, web http://%s:%d",
                      self.cfg.broker, self.cfg.partitions, self.stats.rate_tables_version,
-                     self.cfg.web_host, self.cfg.web_port)  # fmt: skip
+                     self.cfg.web_host, self.cfg.web_port)
 
         @app.on_rebalance_complete.connect
         async def on_rebalance_complete(sender, **kwargs):
@@ -238,7 +238,7 @@ async def ensure_topics(cfg: WorkerConfig) -> None:
             meta = await admin.describe_topics([t.cdrs, t.commands])
             counts = {m["topic"]: len(m["partitions"]) for m in meta}
             settled = all(m.get("error_code", 0) == 0 and m["partitions"]
-                          and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta)  # fmt: skip
+                          and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta)
             if settled or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
@@ -250,19 +250,6 @@ async def ensure_topics(cfg: WorkerConfig) -> None:
                 )
     finally:
         await admin.close()
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        body = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(body).decode()
 
 
 def run(cfg: WorkerConfig) -> int:
@@ -301,7 +288,7 @@ def _only_added_handlers(level: str) -> dict:
 
 def _json_handler() -> logging.Handler:
     handler = logging.StreamHandler()
-    formatter = _JsonFormatter()
+    formatter = JsonFormatter()
     formatter.converter = time.gmtime  # type: ignore[assignment]
     handler.setFormatter(formatter)
     return handler

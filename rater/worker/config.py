@@ -44,32 +44,28 @@ def positive_int(flag: str, variable: str, minimum: int = 1):
     return convert
 
 
-def positive_float(flag: str, variable: str):
+def _finite_float(flag: str, variable: str, zero_ok: bool):
+    bound = ">= 0" if zero_ok else "> 0"
+
     def convert(text: str) -> float:
         try:
             value = float(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"{text!r} is not a number ({flag} or {variable})") from None
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0 ({flag} or {variable})")
+        if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a number {bound} ({flag} or {variable})")
         return value
 
     convert.__name__ = "number"
     return convert
+
+
+def positive_float(flag: str, variable: str):
+    return _finite_float(flag, variable, zero_ok=False)
 
 
 def non_negative_float(flag: str, variable: str):
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({flag} or {variable})") from None
-        if not value >= 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0 ({flag} or {variable})")
-        return value
-
-    convert.__name__ = "number"
-    return convert
+    return _finite_float(flag, variable, zero_ok=True)
 
 
 def one_of(flag: str, variable: str, options: tuple[str, ...], fold=None):
@@ -149,10 +145,10 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-port", type=port_number, default=e("WEB_PORT", str(d.web_port)), help="HTTP port (RATER_WEB_PORT)")
     p.add_argument("--advertised-host", default=e("ADVERTISED_HOST"),
                    help="host other workers use to reach this one (RATER_ADVERTISED_HOST; default: the web host)")
-    p.add_argument("--batch-size", type=positive_int("--batch-size", "RATER_BATCH_SIZE"), default=e("BATCH_SIZE", str(d.batch_size)), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")
-    p.add_argument("--account-cache", type=positive_int("--account-cache", "RATER_ACCOUNT_CACHE", 0), default=e("ACCOUNT_CACHE", str(d.account_cache)),
+    p.add_argument("--batch-size", type=positive_int("--batch-size", "RATER_BATCH_SIZE"), default=e("BATCH_SIZE", str(d.batch_size)), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")  # noqa: E501
+    p.add_argument("--account-cache", type=positive_int("--account-cache", "RATER_ACCOUNT_CACHE", 0), default=e("ACCOUNT_CACHE", str(d.account_cache)),  # noqa: E501
                    help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)")
-    p.add_argument("--sweep-interval", type=positive_float("--sweep-interval", "RATER_SWEEP_INTERVAL"), default=e("SWEEP_INTERVAL", str(d.sweep_interval)),
+    p.add_argument("--sweep-interval", type=positive_float("--sweep-interval", "RATER_SWEEP_INTERVAL"), default=e("SWEEP_INTERVAL", str(d.sweep_interval)),  # noqa: E501
                    help="seconds between wall-clock expiry sweeps (RATER_SWEEP_INTERVAL)")
     p.add_argument("--log-format", type=one_of("--log-format", "RATER_LOG_FORMAT", ("text", "json")), choices=("text", "json"),
                    default=e("LOG_FORMAT", d.log_format), help="json: one JSON object per line (RATER_LOG_FORMAT)")
@@ -178,16 +174,16 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
                    help="larger input records are rejected (invalid_record, record too large) before they are "
                         "decoded; keep it well under the broker's message.max.bytes (RATER_MAX_RECORD_BYTES)")
     for name, attr in (("cdrs", "cdrs"), ("commands", "commands"), ("rated", "rated"), ("events", "events"),
-                       ("requests", "requests"), ("rejects", "rejects")):  # fmt: skip
+                       ("requests", "requests"), ("rejects", "rejects")):
         p.add_argument(f"--topic-{name}", dest=f"topic_{attr}", default=e(f"TOPIC_{name.upper()}", getattr(d.topics, attr)),
-                       help=f"(RATER_TOPIC_{name.upper()})")  # fmt: skip
+                       help=f"(RATER_TOPIC_{name.upper()})")
 
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
     topics = Topics(
         cdrs=args.topic_cdrs, commands=args.topic_commands, rated=args.topic_rated,
         events=args.topic_events, requests=args.topic_requests, rejects=args.topic_rejects,
-    )  # fmt: skip
+    )
     return WorkerConfig(
         broker=args.broker, app_id=args.app_id, partitions=args.partitions, replication=args.replication,
         rates_dir=args.rates_dir, state_dir=args.state_dir, store=args.store, web_host=args.web_host,
@@ -198,4 +194,4 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile, standby_replicas=args.standby_replicas,
         max_record_bytes=args.max_record_bytes,
-    )  # fmt: skip
+    )

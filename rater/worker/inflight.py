@@ -44,6 +44,3 @@ class InFlight:
         for _topic, _partition, key, value, _headers in writes:
             if key in values and values[key] is value:
                 del values[key]
-
-    def clear(self) -> None:
-        self._values.clear()

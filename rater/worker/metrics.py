@@ -115,7 +115,7 @@ class _Collector:
         yield m
         m = CounterMetricFamily("rater_auto_recharge_failures",
                                 "auto_recharge_failed events by reason (card_expired: no request was made)",
-                                labels=["reason"])  # fmt: skip
+                                labels=["reason"])
         for reason, n in sorted(t.recharge_failures.items()):
             m.add_metric([reason], n)
         yield m
@@ -125,7 +125,7 @@ class _Collector:
             g.add_metric([state], counts.get(state, 0))
         yield g
         g = GaugeMetricFamily("rater_consumer_lag", "Records behind the end of each input partition",
-                              labels=["topic", "partition"])  # fmt: skip
+                              labels=["topic", "partition"])
         for topic, partition, lag in s.lag():
             g.add_metric([topic, str(partition)], lag)
         yield g

@@ -88,7 +88,7 @@ async def send_outputs(
         return True
     except MessageSizeTooLargeError as exc:
         log.warning("Kafka refused an output for its size (%s); writing the batch's %d outputs one by one",
-                    exc, len(records))  # fmt: skip
+                    exc, len(records))
     plain = await one_by_one()
     try:
         for i, record in enumerate(records):
@@ -99,7 +99,7 @@ async def send_outputs(
                 if instead is None:
                     raise
                 log.warning("output %s of %d bytes refused for its size; its input is rejected instead",
-                            record[0], len(record[3] or b""))  # fmt: skip
+                            record[0], len(record[3] or b""))
                 await send_all(plain, [instead])
     finally:
         await plain.stop()

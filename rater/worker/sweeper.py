@@ -22,6 +22,7 @@ from rater.core.batch import BatchResult, Topics
 from rater.core.codec import decode_account
 from rater.core.idsegments import is_segment_key
 from rater.core.partitioning import partition_for
+from rater.core.routing import outputs_of
 from rater.worker.metrics import WorkerStats, tenant_state
 from rater.worker.pipeline import CommitPipeline
 
@@ -30,7 +31,7 @@ log = logging.getLogger("rater")
 
 class Sweeper:
     def __init__(self, pipeline: CommitPipeline, port: Any, topics: Topics, partitions: int,
-                 stats: WorkerStats, lag: Callable[[], list]):  # fmt: skip
+                 stats: WorkerStats, lag: Callable[[], list]):
         self.pipeline = pipeline
         self.store = pipeline.store
         self.port = port  # active(), table_items(owned)
@@ -78,11 +79,10 @@ class Sweeper:
                     store.note_due(tenant, acct)
                     continue
                 key = tenant.encode()
+                for kind, body in outputs_of(out):  # rater/core/routing.py
+                    result.outputs.append((getattr(t, kind), key, orjson.dumps(body)))
                 for e in out.events:
-                    result.outputs.append((t.events, key, orjson.dumps(e)))
                     self.stats.tally.count_event(e)
-                for r in out.recharge_requests:
-                    result.outputs.append((t.requests, key, orjson.dumps(r)))
                 result.accounts[tenant] = (partition, acct)
             writes = pipeline.plan(result)
             pipeline.hand_over(writes, result.accounts)

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 
 async def create_missing(client: dict[str, Any], names: Iterable[str], partitions: int,
-                         replication: int = 1, timeout: float = 30.0) -> list[str]:  # fmt: skip
+                         replication: int = 1, timeout: float = 30.0) -> list[str]:
     """Create those of ``names`` that do not exist, with ``partitions`` partitions, and wait
     until each partition of them has a leader. Returns the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,7 +34,7 @@ async def create_missing(client: dict[str, Any], names: Iterable[str], partition
             while True:
                 meta = await admin.describe_topics(missing)
                 if all(m.get("error_code", 0) == 0 and m["partitions"]
-                       and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta):  # fmt: skip
+                       and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta):
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"topics {', '.join(missing)} have no leaders after {timeout:.0f} s")

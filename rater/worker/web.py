@@ -28,15 +28,15 @@ import orjson
 from aiohttp import web as aioweb
 
 from rater.core.authorize import CALL_TYPES, BadNumber, authorize, parse_to
-from rater.core.records import TENANT_RE
 from rater.core.codec import to_view
+from rater.core.records import TENANT_RE
 
 if TYPE_CHECKING:
     from rater.worker.app import RaterWorker
 
 JSON = "application/json"
 _REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
-            413: "request_too_large", 414: "uri_too_long", 431: "headers_too_large"}  # fmt: skip
+            413: "request_too_large", 414: "uri_too_long", 431: "headers_too_large"}
 
 
 def error_body(status: int, reason: str, detail: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamRes
             detail = exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return aioweb.Response(body=orjson.dumps(error_body(exc.status, reason, detail)), status=exc.status,
-                               content_type=JSON, headers=headers)  # fmt: skip
+                               content_type=JSON, headers=headers)
 
 
 def register(worker: RaterWorker) -> None:
@@ -116,9 +116,9 @@ def register(worker: RaterWorker) -> None:
             async with app.http_client.request(
                 method="GET", url=request.url.with_host(dest.host).with_port(dest.port),
                 headers={"X-Rater-Routed": "1"},
-            ) as response:  # fmt: skip
+            ) as response:
                 return web.bytes(await response.read(), content_type=response.content_type,
-                                 status=response.status)  # fmt: skip
+                                 status=response.status)
         except Exception as exc:  # the owner is gone mid-rebalance
             return error(web, 503, "unavailable", f"the owning worker did not answer ({type(exc).__name__})")
 
@@ -153,7 +153,7 @@ def register(worker: RaterWorker) -> None:
         acct = worker._read(tenant)
         if acct is None:
             return error(web, 404, "unknown_tenant", f"no account for {tenant!r}",
-                         {"allowed": False, "reason": "unknown_tenant", "balance": None})  # fmt: skip
+                         {"allowed": False, "reason": "unknown_tenant", "balance": None})
         now = time.time_ns() // 1000  # the processing clock
         body = authorize(acct, call_type, to, worker.processor.tables, now)
         return web.bytes(orjson.dumps(body), content_type=JSON)

@@ -1,7 +1,9 @@
 """Kafka connection settings (bootstrap servers, SASL, SSL) in one place.
 
 Every Kafka client of the product is built from these: the worker's faust app
-(``broker_credentials``) and its producer and admin client (``client_kwargs``).
+(``broker_credentials``), its producer and admin client, ``rater notify``'s clients,
+``rater produce`` and ``rater simulate`` (``client_kwargs``; the last two connect in
+plain text for now: ``KafkaSettings(broker)``).
 ``settings`` is duck-typed: anything with ``broker``, ``security_protocol``,
 ``sasl_mechanism``, ``sasl_username``, ``sasl_password``, ``ssl_cafile``, ``ssl_certfile``
 and ``ssl_keyfile`` (``WorkerConfig`` has them).
@@ -10,7 +12,22 @@ and ``ssl_keyfile`` (``WorkerConfig`` has them).
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Connection settings for a client that has no flags of its own for them."""
+
+    broker: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
 
 def ssl_context(settings: Any) -> ssl.SSLContext | None:
