@@ -176,7 +176,7 @@ class Worker:
 
 
 def produce_batch(ns, start: int, n: int, truth: collections.Counter) -> None:
-    from tests.kafka_support import produce
+    from tests.support.kafka import produce
 
     recs = []
     for i in range(start, start + n):
@@ -188,7 +188,7 @@ def produce_batch(ns, start: int, n: int, truth: collections.Counter) -> None:
 
 
 def drive(ns: argparse.Namespace) -> int:
-    from tests.kafka_support import consume_all, create_topic
+    from tests.support.kafka import consume_all, create_topic
 
     check = Check()
     truth: collections.Counter = collections.Counter()

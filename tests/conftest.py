@@ -1,4 +1,4 @@
 # Shared pytest fixtures for rater's tests.
-# kafka_broker: one real Kafka 4.x broker for the session (see tests/kafka_support.py);
+# kafka_broker: one real Kafka 4.x broker for the session (see tests/support/kafka.py);
 # tests that use it are marked @pytest.mark.kafka.
-from tests.kafka_support import kafka_broker  # noqa: F401
+from tests.support.kafka import kafka_broker  # noqa: F401

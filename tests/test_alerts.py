@@ -2,7 +2,7 @@
 
 Offline, always: the rules parse, each alert the on-call runbook (docs/deploy.md) names
 is there with a severity and its texts, every metric an expression names is one the
-worker serves (tests/data/metric_names.txt, which tests/test_worker.py checks against a
+worker serves (tests/data/metric_names.txt, which tests/worker/test_worker.py checks against a
 real worker's /metrics), and the compose Prometheus loads the file.
 
 Names that are not the worker's are allowed only as listed here: ``up`` (Prometheus'

@@ -145,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["dev-broker"]:
         # Its own parser, flags and all: argparse's REMAINDER does not take a leading
         # "--help" (it would be refused as an unknown argument of `rater`).
-        from rater.dev import broker as devbroker
-
+        try:
+            from rater.dev import broker as devbroker
+        except ImportError:  # the Docker image leaves rater/dev out
+            print("rater: dev-broker is development tooling, not installed here (run it from a checkout)", file=sys.stderr)
+            return 2
         return devbroker.cli(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """The worker's HTTP views (SPEC 10), registered on its faust app by ``register``.
 
 Nothing here changes state. Every path is described in ``rater/worker/openapi.json``, served at
-``/openapi.json``; ``tests/test_web.py`` calls each path the document lists against a
+``/openapi.json``; ``tests/worker/test_web.py`` calls each path the document lists against a
 real worker and checks the answer against the document's schema.
 
 Errors have one shape on every 4xx (and on this module's 503s)::
