@@ -113,3 +113,17 @@ def test_every_worker_flag_is_in_the_readme_configuration_table():
         if flag == "--rates":
             variable = "RATER_RATES_DIR"
         assert variable in table or flag.startswith(("--sasl-", "--ssl-")), flag
+
+
+def test_dev_broker_where_rater_dev_is_left_out_is_one_line(capsys, monkeypatch):
+    # The Docker image removes rater/dev; an import of it then fails (None in sys.modules does that).
+    import sys
+
+    import rater.dev
+
+    monkeypatch.setitem(sys.modules, "rater.dev.broker", None)
+    monkeypatch.delattr(rater.dev, "broker", raising=False)
+    assert cli.main(["dev-broker", "status"]) == 2
+    assert capsys.readouterr().err == (
+        "rater: dev-broker is development tooling, not installed here (run it from a checkout)\n"
+    )

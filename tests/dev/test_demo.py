@@ -3,7 +3,7 @@
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from rater.dev.demo import Snapshot, _recharge_line, parse_metrics
+from rater.dev.demoview import Snapshot, _recharge_line, parse_metrics
 from rater.worker.metrics import WorkerStats
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rater.core.partitioning import partition_for
-from rater.dev.demo import parse_metrics
+from rater.dev.demoview import parse_metrics
 from rater.dev.procs import free_port
 from rater.sim.traffic import BAD_KINDS
 from tests.support.kafka import consume_all
