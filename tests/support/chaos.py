@@ -30,7 +30,6 @@ import glob
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,11 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 
-from rater.dev.procs import free_port
+from tests.support.worker import WorkerProcess, WorkerTopics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RATER = [sys.executable, "-m", "rater"]
@@ -165,53 +165,6 @@ class Report:
         return not self.mismatches
 
 
-class WorkerProcess:
-    def __init__(self, bootstrap: str, app_id: str, topics: dict, state_dir: str, log_path: str, partitions: int,
-                 rates: str = os.path.join(ROOT, "rate_tables")):
-        self.port = free_port()
-        self.args = RATER + [
-            "worker", "--broker", bootstrap, "--rates", rates,
-            "--state-dir", state_dir, "--web-port", str(self.port), "--partitions", str(partitions),
-            "--app-id", app_id, "--standby-replicas", "0", "--sweep-interval", "3600",
-        ] + [x for k, v in topics.items() for x in (f"--topic-{k}", v)]
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def get(self, path: str, timeout: float = 10):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
-            return orjson.loads(r.read())
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if self.get("/readyz", timeout=2).get("ready"):
-                    return
-            except Exception:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"worker not ready after {timeout} s; see {self.log_path}")
-
-
 async def _partitions(consumer, topic: str) -> list:
     from aiokafka import TopicPartition
 
@@ -289,8 +242,7 @@ def _topic(topics, kind: str) -> str:
 
 
 def _account(worker, tenant: str):
-    """``GET /tenants/<id>`` as JSON, from a WorkerProcess (raises on 404) or a
-    tests.support.worker.WorkerProcess (returns a Response)."""
+    """``GET /tenants/<id>`` as JSON from a tests.support.worker.WorkerProcess (a Response)."""
     # 503 while a rebalance settles (a killed member's session expiring): ask again.
     deadline = time.monotonic() + 60
     while True:
@@ -400,17 +352,18 @@ def run_kill_loop(bootstrap: str, records: int, tenants: int, kills: int, seed: 
                    check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
     with open(os.path.join(offline_out, "rejects.jsonl"), "rb") as f:
         report.rejects = Counter(orjson.loads(line)["reason"] for line in f)
-    worker = WorkerProcess(bootstrap, app_id, topics, os.path.join(work, "state"), os.path.join(work, "worker.log"),
-                           partitions, rates)
+    worker = WorkerProcess(bootstrap, topics=WorkerTopics(**topics), app_id=app_id, partitions=partitions,
+                           state_dir=os.path.join(work, "state"), rates_dir=rates, name="chaos", ready_timeout=90,
+                           extra_args=["--standby-replicas", "0", "--sweep-interval", "3600"])
+    worker.log_path = Path(work) / "worker.log"
     worker.start()
-    worker.wait_ready()
     producer = _produce(bootstrap, inp, topics["cdrs"])
     for k in range(kills):
         time.sleep(rng.uniform(0.5, 6.0))
         worker.kill()
         report.kills += 1
         log(f"kill {k + 1}/{kills}")
-        worker.start()
+        worker.start(wait=False)
         report.restarts += 1
         if rng.random() < 0.5:  # sometimes kill again during start-up and recovery
             continue
