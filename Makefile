@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The native engine (native/, Rust via PyO3): built into the venv when cargo is on PATH.
+NATIVE_STAMP := $(VENV)/.native
+NATIVE_SRC   := $(wildcard native/src/*.rs) native/Cargo.toml native/pyproject.toml
+CARGO_MISSING := cargo is not on PATH (install Rust: https://rustup.rs); the native engine is not built
 
-.PHONY: venv test test-fast test-all demo chaos bench check-rates broker-start broker-stop clean
+.PHONY: venv native native-check test test-fast test-all demo chaos bench check-rates broker-start broker-stop clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(NATIVE_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rater needs Python 3.11 or newer")'
@@ -15,8 +19,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,rocksdb,bench]'
 	@touch $(STAMP)
 
+## The native engine, release profile, into the venv; without cargo rater runs the Python engine.
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
+	@if command -v cargo >/dev/null; then \
+		$(PY) -m pip install -q ./native && touch $(NATIVE_STAMP); \
+	else echo "make: $(CARGO_MISSING)"; fi
+
+native: $(NATIVE_STAMP)
+
+## The crate's own checks: clippy with warnings as errors, and its unit tests.
+native-check:
+	@command -v cargo >/dev/null || { echo "make: $(CARGO_MISSING)"; exit 1; }
+	cd native && PYO3_PYTHON=$(abspath $(PY)) nice cargo clippy --all-targets --features python -- -D warnings
+	cd native && nice cargo clippy --all-targets -- -D warnings
+	cd native && nice cargo test -q
+
 ## The whole suite (real Kafka broker included), with slow scenarios at their small CI size.
-test: venv
+test: venv native-check
 	$(PY) -m pytest -q -m "not slow"
 
 ## The core only: no broker, a few seconds.
@@ -47,4 +66,4 @@ broker-stop: venv
 	$(VENV)/bin/rater dev-broker stop
 
 clean:
-	rm -rf $(VENV) .kafka/dev .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) native/target .kafka/dev .pytest_cache .hypothesis build *.egg-info

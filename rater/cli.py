@@ -37,11 +37,18 @@ def cmd_rate(args: argparse.Namespace) -> int:
             print(f"rater: {p}", file=sys.stderr)
         raise UsageError(f"{args.rates}: the rate tables do not load ({len(problems)} problem(s))")
     now = _now_arg(args.now)
+    from .native_engine import EngineUnavailable, choose
     from .state import StateError
 
     try:
+        engine = choose(args.engine)
+    except EngineUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+    try:
         result = offline.run(
-            args.inputs, tables, args.out, now, args.state, args.horizon_days * 86400 * SECOND
+            args.inputs, tables, args.out, now, args.state, args.horizon_days * 86400 * SECOND,
+            engine_name=engine,
         )
     except StateError as exc:
         raise UsageError(str(exc)) from None
@@ -76,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--now", metavar="TIME", help="processing clock (RFC 3339); default: the wall clock")
     p.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON // (86400 * SECOND),
                    help="how long ids are remembered for duplicates (default 7)")  # fmt: skip
+    p.add_argument("--engine", choices=("native", "python"), default=None,
+                   help="rating core: native (Rust, the default when built) or python; env RATER_ENGINE")  # fmt: skip
     p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl")
     p.set_defaults(func=cmd_rate)
 

@@ -1,0 +1,245 @@
+//! The Python module `rater_native`: the engine behind rater/native_engine.py.
+//! Bytes in, bytes out; no per-record Python objects on the offline path.
+
+use crate::codec;
+use crate::engine::{Engine, Outputs, Source};
+use crate::pyrepr::NON_ASCII_REPR;
+use crate::rates::{Plan, Row, Tables};
+use crate::records::{JsonVerdict, JSON_ERROR};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+type PlanArg = (String, String, Vec<(String, String, i128, i128, i64, i64, i64)>);
+
+fn tables(plans: Vec<PlanArg>) -> Tables {
+    let mut t = Tables::default();
+    for (plan_id, currency, rows) in plans {
+        let rows = rows
+            .into_iter()
+            .map(|(call_type, prefix, rpm, fee, first, next, eff)| Row {
+                call_type,
+                prefix,
+                rate_per_minute: rpm,
+                connection_fee: fee,
+                first_increment: first,
+                next_increment: next,
+                effective_from: eff,
+            })
+            .collect();
+        t.plans.insert(plan_id.clone(), Plan::new(plan_id, currency, rows));
+    }
+    t
+}
+
+fn py_repr(s: &str) -> String {
+    Python::with_gil(|py| {
+        PyString::new(py, s).repr().map(|r| r.to_string()).unwrap_or_else(|_| format!("{s:?}"))
+    })
+}
+
+fn orjson_verdict(raw: &[u8]) -> JsonVerdict {
+    Python::with_gil(|py| {
+        let orjson = match py.import("orjson") {
+            Ok(m) => m,
+            Err(e) => return JsonVerdict::Message(format!("not valid JSON: {e}")),
+        };
+        match orjson.call_method1("loads", (PyBytes::new(py, raw),)) {
+            Ok(v) => match orjson.call_method1("dumps", (v,)).and_then(|b| b.extract::<Vec<u8>>()) {
+                Ok(bytes) => JsonVerdict::Canonical(bytes),
+                Err(e) => JsonVerdict::Message(format!("not valid JSON: {e}")),
+            },
+            Err(e) => {
+                let text = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+                let detail = format!("not valid JSON: {text}");
+                JsonVerdict::Message(crate::pyrepr::head(&detail, 300).to_owned())
+            }
+        }
+    })
+}
+
+fn joined(items: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(|x| x.len() + 1).sum());
+    for x in items {
+        out.extend_from_slice(&x);
+        out.push(b'\n');
+    }
+    out
+}
+
+#[pyclass(name = "Engine", module = "rater_native")]
+struct PyEngine {
+    inner: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    fn new(plans: Vec<PlanArg>, horizon: i64) -> Self {
+        PyEngine { inner: Engine::new(tables(plans), horizon) }
+    }
+
+    /// Swap in other rate tables (the worker's reload); the accounts stay.
+    fn set_tables(&mut self, plans: Vec<PlanArg>) {
+        self.inner.tables = tables(plans);
+    }
+
+    /// One record; `source` is {"topic", "partition", "offset"} or {"file", "line"}.
+    /// Returns (kind, tenant_id, status, reason, detail, rated, events, requests,
+    /// reject, has_account).
+    #[pyo3(signature = (raw, key, source, now))]
+    fn process<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &[u8],
+        key: Option<&str>,
+        source: &Bound<'py, PyDict>,
+        now: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let file: Option<String> = source.get_item("file")?.map(|v| v.extract()).transpose()?;
+        let topic: String;
+        let src = match &file {
+            Some(f) => {
+                let line: u64 = source.get_item("line")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
+                Source::File { file: f, line }
+            }
+            None => {
+                topic = source.get_item("topic")?.map(|v| v.extract()).transpose()?.unwrap_or_default();
+                let partition: i64 = source.get_item("partition")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
+                let offset: i64 = source.get_item("offset")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
+                Source::Kafka { topic: &topic, partition, offset }
+            }
+        };
+        let p = self.inner.process(raw, key, &src, now);
+        let o = p.outcome;
+        let events: Vec<Bound<PyBytes>> = o.events.iter().map(|e| PyBytes::new(py, e)).collect();
+        let requests: Vec<Bound<PyBytes>> = o.recharge_requests.iter().map(|e| PyBytes::new(py, e)).collect();
+        let t = (
+            p.kind,
+            p.tenant_id,
+            o.status.name(),
+            o.reason,
+            o.detail,
+            o.rated.map(|r| PyBytes::new(py, &r)),
+            events,
+            requests,
+            p.reject.map(|r| PyBytes::new(py, &r)),
+            o.has_account,
+        );
+        t.into_pyobject(py).map(|b| b.into_any())
+    }
+
+    /// Whole JSON lines of one input file (`rater rate`): returns (records, rated,
+    /// events, requests, rejects), each output as newline-terminated JSON lines.
+    fn rate_lines<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        file: &str,
+        first_line: u64,
+        now: i64,
+    ) -> (u64, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+        let mut sinks = Outputs::default();
+        let n = self.inner.rate_lines(data, file, first_line, now, &mut sinks);
+        (
+            n,
+            PyBytes::new(py, &joined(sinks.rated)),
+            PyBytes::new(py, &joined(sinks.events)),
+            PyBytes::new(py, &joined(sinks.requests)),
+            PyBytes::new(py, &joined(sinks.rejects)),
+        )
+    }
+
+    /// Hand an account over in the stored form (rater/state.py `encode_account`).
+    fn put_account(&mut self, stored: &[u8]) -> PyResult<()> {
+        let a = codec::decode_account(stored).map_err(PyValueError::new_err)?;
+        self.inner.accounts.insert(a.tenant_id.clone(), a);
+        Ok(())
+    }
+
+    fn get_account<'py>(&self, py: Python<'py>, tenant: &str) -> Option<Bound<'py, PyBytes>> {
+        self.inner.accounts.get(tenant).map(|a| PyBytes::new(py, &codec::encode_account(a)))
+    }
+
+    fn drop_account(&mut self, tenant: &str) {
+        self.inner.accounts.remove(tenant);
+    }
+
+    fn clear_accounts(&mut self) {
+        self.inner.accounts.clear();
+    }
+
+    fn tenants(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.inner.accounts.keys().cloned().collect();
+        t.sort();
+        t
+    }
+
+    /// Every account, stored form, sorted by tenant.
+    fn accounts<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
+        let mut items: Vec<_> = self.inner.accounts.iter().collect();
+        items.sort_by(|a, b| a.0.cmp(b.0));
+        items.into_iter().map(|(t, a)| (t.clone(), PyBytes::new(py, &codec::encode_account(a)))).collect()
+    }
+
+    fn balance(&self, tenant: &str) -> Option<i128> {
+        self.inner.accounts.get(tenant).map(|a| a.balance())
+    }
+
+    /// The counts for the summary and metrics: a dict of the rater.engine.Tally fields.
+    fn tally<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = &self.inner.tally;
+        let d = PyDict::new(py);
+        let outcomes = PyDict::new(py);
+        for ((k, s), n) in &t.outcomes {
+            outcomes.set_item((k, s), n)?;
+        }
+        d.set_item("outcomes", outcomes)?;
+        let reasons = PyDict::new(py);
+        for (k, n) in &t.reasons {
+            reasons.set_item(k, n)?;
+        }
+        d.set_item("reasons", reasons)?;
+        let charged = PyDict::new(py);
+        for ((c, ct), n) in &t.charged {
+            charged.set_item((c, ct), n)?;
+        }
+        d.set_item("charged", charged)?;
+        let billable = PyDict::new(py);
+        for (k, n) in &t.billable {
+            billable.set_item(k, n)?;
+        }
+        d.set_item("billable", billable)?;
+        let events = PyDict::new(py);
+        for (k, n) in &t.events {
+            events.set_item(k, n)?;
+        }
+        d.set_item("events", events)?;
+        Ok(d)
+    }
+}
+
+/// Decode and re-encode an account in the stored form (tests of the codec).
+#[pyfunction]
+fn recode_account<'py>(py: Python<'py>, stored: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let a = codec::decode_account(stored).map_err(PyValueError::new_err)?;
+    Ok(PyBytes::new(py, &codec::encode_account(&a)))
+}
+
+/// The event id of SPEC 7 (rater.ledger.event_id).
+#[pyfunction]
+#[pyo3(signature = (tenant, kind, cause_id, type_, extra = ""))]
+fn event_id(tenant: &str, kind: &str, cause_id: &str, type_: &str, extra: &str) -> String {
+    crate::ledger::event_id(tenant, kind, cause_id, type_, extra)
+}
+
+#[pymodule]
+fn rater_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let _ = NON_ASCII_REPR.set(py_repr);
+    let _ = JSON_ERROR.set(orjson_verdict);
+    m.add_class::<PyEngine>()?;
+    m.add_function(wrap_pyfunction!(recode_account, m)?)?;
+    m.add_function(wrap_pyfunction!(event_id, m)?)?;
+    let _ = PyList::empty(m.py());
+    Ok(())
+}
