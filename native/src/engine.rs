@@ -23,13 +23,18 @@ pub struct Tally {
     pub events: HashMap<&'static str, u64>,
 }
 
-/// The outputs of records, appended in order.
+/// The outputs of records as JSON lines, appended in order.
 #[derive(Default)]
 pub struct Outputs {
-    pub rated: Vec<Vec<u8>>,
-    pub events: Vec<Vec<u8>>,
-    pub requests: Vec<Vec<u8>>,
-    pub rejects: Vec<Vec<u8>>,
+    pub rated: Vec<u8>,
+    pub events: Vec<u8>,
+    pub requests: Vec<u8>,
+    pub rejects: Vec<u8>,
+}
+
+fn push_line(sink: &mut Vec<u8>, item: &[u8]) {
+    sink.extend_from_slice(item);
+    sink.push(b'\n');
 }
 
 pub struct Processed {
@@ -178,13 +183,17 @@ impl Engine {
             records += 1;
             let p = self.process(raw, None, &Source::File { file, line: this_line }, now);
             let out = p.outcome;
-            if let Some(r) = out.rated {
-                sinks.rated.push(r);
+            if let Some(r) = &out.rated {
+                push_line(&mut sinks.rated, r);
             }
-            sinks.events.extend(out.events);
-            sinks.requests.extend(out.recharge_requests);
-            if let Some(r) = p.reject {
-                sinks.rejects.push(r);
+            for e in &out.events {
+                push_line(&mut sinks.events, e);
+            }
+            for r in &out.recharge_requests {
+                push_line(&mut sinks.requests, r);
+            }
+            if let Some(r) = &p.reject {
+                push_line(&mut sinks.rejects, r);
             }
         }
         records

@@ -58,15 +58,6 @@ fn orjson_verdict(raw: &[u8]) -> JsonVerdict {
     })
 }
 
-fn joined(items: Vec<Vec<u8>>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(items.iter().map(|x| x.len() + 1).sum());
-    for x in items {
-        out.extend_from_slice(&x);
-        out.push(b'\n');
-    }
-    out
-}
-
 #[pyclass(name = "Engine", module = "rater_native")]
 struct PyEngine {
     inner: Engine,
@@ -139,14 +130,14 @@ impl PyEngine {
         first_line: u64,
         now: i64,
     ) -> (u64, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
-        let mut sinks = Outputs::default();
+        let mut sinks = Outputs { rated: Vec::with_capacity(data.len() * 2), ..Outputs::default() };
         let n = self.inner.rate_lines(data, file, first_line, now, &mut sinks);
         (
             n,
-            PyBytes::new(py, &joined(sinks.rated)),
-            PyBytes::new(py, &joined(sinks.events)),
-            PyBytes::new(py, &joined(sinks.requests)),
-            PyBytes::new(py, &joined(sinks.rejects)),
+            PyBytes::new(py, &sinks.rated),
+            PyBytes::new(py, &sinks.events),
+            PyBytes::new(py, &sinks.requests),
+            PyBytes::new(py, &sinks.rejects),
         )
     }
 
