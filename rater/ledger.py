@@ -23,8 +23,11 @@ Invariants, and where each is enforced:
    at once. Ids are forgotten only past the horizon, where a record is ``too_late`` anyway.
 3. **A rejected record changes nothing.** Every check that can reject runs before the
    first mutation of the account (the "Checks" block of ``_apply_cdr`` and
-   ``_apply_command``). One exception, forced by SPEC 6: a payment answer that arrives
-   after its request timed out first applies the timeout (``_time_out_late_answer``).
+   ``_apply_command``), with no exception (SPEC v1.1: a request's own answer is never
+   what times it out, so an answer is applied or rejected whole).
+6. **A charged card is never lost** (SPEC v1.1). A request that times out is kept in
+   ``timed_out_requests`` for the horizon; a late ``succeeded`` for it credits its lot
+   once (``_check_payment_result`` finds it, ``_apply_late_answer`` takes it out).
 4. **Events follow crossings.** The balance before a record (before expiry) is compared
    with the balance after all its effects in ``_finish``, which also emits the
    auto-recharge request, so the event order of SPEC 6 is the order of the code in
@@ -43,7 +46,7 @@ from typing import Any, Callable
 from .money import format_money
 from .rates import RateTables, billable_seconds, charge
 from .records import Cdr, Command, Invalid, Record
-from .timeutil import DAY, HOUR, add_months, format_time, month_key, previous_month_key, utc_text
+from .timeutil import DAY, HOUR, SECOND, add_months, format_time, month_key, previous_month_key, utc_text
 
 DEFAULT_HORIZON = 7 * DAY
 FUTURE_LIMIT = 24 * HOUR  # a record more than this after the processing clock is refused
@@ -80,6 +83,13 @@ class Account:
     pending_requested_at: int = 0
     pending_amount: int = 0
     recharge_count: int = 0
+    # Requests that timed out, kept for the horizon so that a late answer is still
+    # credited (SPEC v1.1): request_id -> [amount, event time of the timeout].
+    timed_out_requests: dict[str, list[int]] = field(default_factory=dict)
+    # The request whose timeout caused the suspension in force, if that is its cause: a
+    # late ``succeeded`` for it lifts the suspension; a failure or an expired card does not
+    # set it, so their suspension stays.
+    suspended_by: str | None = None
     lots: list[Lot] = field(default_factory=list)  # sorted in spending order
     debt: int = 0
     domestic_seconds_used: dict[str, int] = field(default_factory=dict)  # "YYYY-MM" -> s
@@ -177,11 +187,19 @@ def _expire(acct: Account, at: int, em: _Emitter) -> None:
             )
 
 
-def _timeout(acct: Account, at: int, em: _Emitter) -> None:
-    if acct.pending_request_id is not None and at - acct.pending_requested_at > RECHARGE_TIMEOUT:
+def _timeout(acct: Account, at: int, em: _Emitter, answer_to: str | None = None) -> None:
+    """Time out the pending request if it is more than an hour old at ``at``; never when
+    the record is that request's own answer (``answer_to``), which is applied as on time."""
+    if (
+        acct.pending_request_id is not None
+        and acct.pending_request_id != answer_to
+        and at - acct.pending_requested_at > RECHARGE_TIMEOUT
+    ):
         request_id = acct.pending_request_id
         acct.pending_request_id = None
         acct.recharge_suspended = True
+        acct.suspended_by = request_id
+        acct.timed_out_requests[request_id] = [acct.pending_amount, at]
         em.emit("auto_recharge_failed", request_id, request_id=request_id, reason="timeout")
 
 
@@ -208,9 +226,11 @@ def _credit(acct: Account, amount: int, lot_id: str, purchased_at: int, source: 
     return lot
 
 
-def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome, after: int | None = None) -> None:
+def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome, after: int | None = None,
+            requested_at: int | None = None) -> None:  # fmt: skip
     """Crossings, then auto-recharge: the tail of SPEC 6's order of events. ``after`` is
-    the balance after the record's effects, when the caller has it."""
+    the balance after the record's effects, when the caller has it; ``requested_at`` the
+    time a request made now carries, when it is not the event time (a CDR's end, v1.1)."""
     if after is None:
         after = acct.balance
     threshold = acct.low_balance_threshold
@@ -233,12 +253,13 @@ def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome, aft
         request_month = month_key(at)
         if method["expires"] < request_month:  # "YYYY-MM" strings order as months do
             acct.recharge_suspended = True
+            acct.suspended_by = None
             em.emit("auto_recharge_failed", "card_expired", reason="card_expired")
             return
         acct.recharge_count += 1
         request_id = f"{acct.tenant_id}/recharge/{acct.recharge_count}"
         acct.pending_request_id = request_id
-        acct.pending_requested_at = at
+        acct.pending_requested_at = at if requested_at is None else requested_at
         acct.pending_amount = ar["amount"]
         amount = format_money(ar["amount"])
         em.emit("auto_recharge_requested", amount=amount, request_id=request_id)
@@ -250,7 +271,7 @@ def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome, aft
                 "amount": amount,
                 "currency": acct.currency,
                 "payment_method": dict(method),
-                "requested_at": em.occurred_text,
+                "requested_at": em.occurred_text if requested_at is None else format_time(requested_at),
             }
         )
 
@@ -266,6 +287,11 @@ def _remember(seen: dict[str, int], record_id: str, at: int, acct: Account, hori
             stale = [k for k, t in s.items() if t < cutoff]
             for k in stale:
                 del s[k]
+        # A timed-out request is kept for the horizon of the tenant's event time after
+        # its timeout (SPEC v1.1), on the same deterministic schedule as the ids.
+        cutoff = watermark - horizon
+        for k in [k for k, (_, t) in acct.timed_out_requests.items() if t < cutoff]:
+            del acct.timed_out_requests[k]
 
 
 def _reject(reason: str, detail: str) -> Outcome:
@@ -358,7 +384,7 @@ def _apply_cdr(acct: Account | None, cdr: Cdr, tables: RateTables, horizon: int)
         "balance_after": format_money(after),
         "attributes": cdr.attributes,
     }
-    _finish(acct, before, at, em, out, after)
+    _finish(acct, before, at, em, out, after, requested_at=at + cdr.duration * SECOND)
     out.events = em.events
     if at > acct.cdr_watermark:
         acct.cdr_watermark = at
@@ -381,8 +407,6 @@ def _apply_command(acct: Account | None, cmd: Command, tables: RateTables, horiz
                 f"occurred_at: {format_time(at)} is more than the horizon before the tenant's "
                 f"latest command at {format_time(acct.command_watermark)}",
             )
-    if cmd.command == "payment_result" and acct is not None and _late_answer(acct, cmd):
-        return _time_out_late_answer(acct, cmd, horizon)
     if cmd.command == "configure_account":
         rejected = _check_configure(acct, cmd, tables)
     elif cmd.command == "add_funds":
@@ -400,7 +424,7 @@ def _apply_command(acct: Account | None, cmd: Command, tables: RateTables, horiz
     before = acct.balance
     em = _Emitter(acct, "command", cmd.command_id, at)
     _expire(acct, at, em)
-    _timeout(acct, at, em)
+    _timeout(acct, at, em, f.get("request_id") if cmd.command == "payment_result" else None)
     if cmd.command == "configure_account":
         if "rate_plan" in f:
             acct.rate_plan = f["rate_plan"]
@@ -411,6 +435,7 @@ def _apply_command(acct: Account | None, cmd: Command, tables: RateTables, horiz
         if "auto_recharge" in f:
             acct.auto_recharge = f["auto_recharge"]
             acct.recharge_suspended = False
+            acct.suspended_by = None
     elif cmd.command == "add_funds":
         purchased_at = f.get("purchased_at", at)
         lot = _credit(acct, f["amount"], cmd.command_id, purchased_at, "manual")
@@ -420,22 +445,17 @@ def _apply_command(acct: Account | None, cmd: Command, tables: RateTables, horiz
             lot_id=lot.lot_id,
             expires_at=format_time(lot.expires_at),
         )
+    elif f["request_id"] != acct.pending_request_id:
+        _apply_late_answer(acct, f["request_id"], f["status"], at, em)
     elif f["status"] == "succeeded":
         request_id = acct.pending_request_id
-        assert request_id is not None  # checked above
         acct.pending_request_id = None
-        lot = _credit(acct, acct.pending_amount, request_id, at, "auto_recharge")
-        em.emit(
-            "auto_recharge_succeeded",
-            amount=format_money(acct.pending_amount),
-            request_id=request_id,
-            lot_id=lot.lot_id,
-            expires_at=format_time(lot.expires_at),
-        )
+        _credit_recharge(acct, request_id, acct.pending_amount, at, em)
     else:
         request_id = acct.pending_request_id
         acct.pending_request_id = None
         acct.recharge_suspended = True
+        acct.suspended_by = None
         em.emit("auto_recharge_failed", request_id=request_id, reason=f.get("reason", "declined"))
     _finish(acct, before, at, em, out)
     out.events = em.events
@@ -486,46 +506,40 @@ def _check_add_funds(acct: Account, cmd: Command) -> Outcome | None:
 
 def _check_payment_result(acct: Account, cmd: Command) -> Outcome | None:
     request_id = cmd.fields["request_id"]
-    if acct.pending_request_id != request_id:
-        return _reject("unknown_request", f"request_id: {request_id!r} is not the pending recharge request")
+    if acct.pending_request_id != request_id and request_id not in acct.timed_out_requests:
+        return _reject(
+            "unknown_request",
+            f"request_id: {request_id!r} is neither the pending recharge request nor one that timed out",
+        )
     return None
 
 
-def _late_answer(acct: Account, cmd: Command) -> bool:
-    return (
-        acct.pending_request_id == cmd.fields["request_id"]
-        and cmd.occurred_at - acct.pending_requested_at > RECHARGE_TIMEOUT
+def _credit_recharge(acct: Account, request_id: str, amount: int, at: int, em: _Emitter) -> None:
+    lot = _credit(acct, amount, request_id, at, "auto_recharge")
+    em.emit(
+        "auto_recharge_succeeded",
+        amount=format_money(amount),
+        request_id=request_id,
+        lot_id=lot.lot_id,
+        expires_at=format_time(lot.expires_at),
     )
 
 
-def _time_out_late_answer(acct: Account, cmd: Command, horizon: int) -> Outcome:
-    """The answer to a request that is more than an hour old at the answer's own time.
+def _apply_late_answer(acct: Account, request_id: str, status: str, at: int, em: _Emitter) -> None:
+    """The answer to a request that timed out (SPEC v1.1): the first answer settles it.
 
-    SPEC 6 times the request out "when the next record arrives", and this answer is that
-    record: the timeout is applied (and reported, caused by this command), and then the
-    answer is for a request that is no longer pending, so it is rejected
-    ``unknown_request``. The one case where a rejected record changes the account, so
-    its id is remembered like an applied record's: a replay after a crash, or a repeat,
-    is a duplicate and writes nothing (rejecting it again would write a different
-    detail under the same reject id).
+    ``succeeded``: the card was charged, so the lot is added as on time, and the
+    suspension is lifted when this request's timeout is what caused it. ``failed``: the
+    request had already failed; nothing is written. Either way the request is forgotten,
+    so a second answer for it is ``unknown_request`` and a card never credits twice.
     """
-    at = cmd.occurred_at
-    before = acct.balance
-    em = _Emitter(acct, "command", cmd.command_id, at)
-    _expire(acct, at, em)
-    _timeout(acct, at, em)
-    out = _reject(
-        "unknown_request",
-        f"request_id: {cmd.fields['request_id']!r} timed out (requested at "
-        f"{format_time(acct.pending_requested_at)}, more than an hour before this answer)",
-    )
-    out.account = acct
-    _finish(acct, before, at, em, out)
-    out.events = em.events
-    if at > acct.command_watermark:
-        acct.command_watermark = at
-    _remember(acct.seen_commands, cmd.command_id, at, acct, horizon)
-    return out
+    amount, _ = acct.timed_out_requests.pop(request_id)
+    if status != "succeeded":
+        return
+    _credit_recharge(acct, request_id, amount, at, em)
+    if acct.suspended_by == request_id:
+        acct.recharge_suspended = False
+        acct.suspended_by = None
 
 
 def sweep(acct: Account, now: int) -> Outcome | None:

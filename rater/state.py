@@ -38,6 +38,8 @@ def to_stored(a: Account) -> dict[str, Any]:
         "pra": a.pending_requested_at,
         "pam": a.pending_amount,
         "rc": a.recharge_count,
+        "tor": a.timed_out_requests,
+        "sb": a.suspended_by,
         "lots": [[x.lot_id, x.remaining, x.purchased_at, x.expires_at, x.source] for x in a.lots],
         "debt": a.debt,
         "dom": a.domestic_seconds_used,
@@ -64,6 +66,10 @@ def from_stored(d: dict[str, Any]) -> Account:
         pending_requested_at=d["pra"],
         pending_amount=d["pam"],
         recharge_count=d["rc"],
+        # Absent from accounts written before SPEC v1.1: nothing had timed out there that a
+        # late answer could still credit.
+        timed_out_requests={k: list(v) for k, v in d.get("tor", {}).items()},
+        suspended_by=d.get("sb"),
         lots=[Lot(*x) for x in d["lots"]],
         debt=d["debt"],
         domestic_seconds_used=dict(d["dom"]),

@@ -195,7 +195,8 @@ def test_one_record_crossing_low_threshold_and_zero_emits_events_in_spec_order(b
             "amount": "20.000000",
             "currency": "USD",
             "payment_method": {"type": "card", "expires": "2030-01", "last4": "4242"},
-            "requested_at": "2026-11-02T10:00:00Z",
+            # v1.1: the end of the call, 10:00:00 + 7200 s
+            "requested_at": "2026-11-02T12:00:00Z",
         }
     ]
 
@@ -284,32 +285,186 @@ def test_a_failed_payment_emits_its_reason_and_suspends_auto_recharge(book):
     assert types(book.apply(cdr("c2", "+442071234567", 60, at="2026-11-02T11:00:00Z"))) == []
 
 
+def test_a_failed_payment_without_a_reason_reports_declined(book):
+    _auto(book)
+    book.apply(cdr("c1", "+442071234567", 60 * 17))
+    p = book.apply(payment("acme/recharge/1", "failed", "pay-1", at="2026-11-02T10:30:00Z"))
+    assert [(e["type"], e["reason"]) for e in p.outcome.events] == [("auto_recharge_failed", "declined")]
+
+
+def test_a_command_behind_the_horizon_of_the_latest_command_is_too_late(book):
+    book.all(configure(), funds("1", "f1", at="2026-11-20T00:00:00Z"))
+    # 7 days before the latest command (2026-11-20T00:00Z) is the edge: one second older is refused
+    edge = book.apply(funds("1", "f2", at="2026-11-13T00:00:00Z"))
+    late = book.apply(funds("1", "f3", at="2026-11-12T23:59:59Z"))
+    assert edge.outcome.status == "applied"
+    assert (late.outcome.reason, late.reject["detail"]) == (
+        "too_late",
+        "occurred_at: 2026-11-12T23:59:59Z is more than the horizon before the tenant's latest command at "
+        "2026-11-20T00:00:00Z",
+    )
+    assert book.account().balance == 2_000_000
+
+
+def test_a_json_number_amount_is_read_by_its_value(book):
+    book.apply(configure())
+    raw = (b'{"command_id":"f1","tenant_id":"acme","command":"add_funds",'
+           b'"occurred_at":"2026-11-01T00:00:00Z","amount":1E2}')  # fmt: skip
+    p = book.apply(raw)
+    assert [(e["type"], e["amount"]) for e in p.outcome.events] == [("funds_added", "100.000000")]
+    p = book.apply(raw.replace(b'"f1"', b'"f2"').replace(b"1E2", b"0.1"))
+    assert [(e["type"], e["amount"], e["balance"]) for e in p.outcome.events] == [("funds_added", "0.100000", "100.100000")]
+
+
 def test_a_pending_request_older_than_an_hour_times_out_at_the_next_record(book):
     _auto(book)
+    # 17 min from 10:00: the request is made at the call's end, 10:17:00 (v1.1)
     book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))
-    same_hour = book.apply(cdr("c2", "+442071234567", 60, at="2026-11-02T11:00:00Z"))  # exactly 1 h: not older
-    late = book.apply(cdr("c3", "+442071234567", 60, at="2026-11-02T11:00:01Z"))
+    same_hour = book.apply(cdr("c2", "+442071234567", 60, at="2026-11-02T11:17:00Z"))  # exactly 1 h: not older
+    late = book.apply(cdr("c3", "+442071234567", 60, at="2026-11-02T11:17:01Z"))
     assert types(same_hour) == []
-    assert [(e["type"], e.get("reason")) for e in late.outcome.events] == [("auto_recharge_failed", "timeout")]
-    assert book.account().recharge_suspended and book.account().pending_request_id is None
-    # the payment service answering after the timeout is no longer pending
-    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:10:00Z"))
-    assert (p.outcome.status, p.outcome.reason) == ("rejected", "unknown_request")
-
-
-def test_a_late_payment_answer_is_itself_the_record_that_times_the_request_out(book):
-    _auto(book)
-    book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))  # 4.98, request 1
-    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:00:01Z"))
-    assert (p.outcome.status, p.outcome.reason) == ("rejected", "unknown_request")
-    assert [(e["type"], e["reason"], e["cause"]) for e in p.outcome.events] == [
-        ("auto_recharge_failed", "timeout", {"kind": "command", "id": "pay-1"})
+    assert [(e["type"], e.get("reason"), e["request_id"]) for e in late.outcome.events] == [
+        ("auto_recharge_failed", "timeout", "acme/recharge/1")
     ]
     acct = book.account()
-    assert (acct.pending_request_id, acct.recharge_suspended, acct.balance) == (None, True, 4_980_000)
-    # Remembered: a replay of the same command is a duplicate and writes nothing.
-    again = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:00:01Z"))
-    assert (again.outcome.status, again.outcome.events, again.reject) == ("duplicate", [], None)
+    assert (acct.recharge_suspended, acct.pending_request_id) == (True, None)
+    assert acct.timed_out_requests == {"acme/recharge/1": [20_000_000, parse_time("2026-11-02T11:17:01Z")]}
+
+
+# --- late payment answers (SPEC v1.1) -------------------------------------------------------
+# The set-up of each: 6.00 funded, threshold 5, amount 20; c1 (17 min at 0.06 = 1.02) leaves
+# 4.98 and requests acme/recharge/1 at the call's end, 10:17:00.
+
+
+def _timed_out_by_a_cdr(book):
+    _auto(book)
+    book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))
+    # 11:30 is 1 h 13 min after the request: c2 times it out, then costs 0.06 -> 4.92
+    return book.apply(cdr("c2", "+442071234567", 60, at="2026-11-02T11:30:00Z"))
+
+
+def test_a_late_success_after_a_timeout_by_another_record_is_credited_and_lifts_the_suspension(book):
+    t = _timed_out_by_a_cdr(book)
+    assert [(e["type"], e.get("reason")) for e in t.outcome.events] == [("auto_recharge_failed", "timeout")]
+    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:40:00Z"))
+    assert p.outcome.status == "applied"
+    assert [(e["type"], e["balance"], e.get("amount"), e.get("lot_id"), e.get("expires_at")) for e in p.outcome.events] == [
+        ("auto_recharge_succeeded", "24.920000", "20.000000", "acme/recharge/1", "2027-11-02T11:40:00Z"),
+    ]
+    acct = book.account()
+    assert [(x.lot_id, x.remaining, x.source) for x in acct.lots] == [
+        ("f1", 4_920_000, "manual"),
+        ("acme/recharge/1", 20_000_000, "auto_recharge"),
+    ]
+    assert (acct.balance, acct.recharge_suspended, acct.pending_request_id, acct.timed_out_requests) == (
+        24_920_000, False, None, {},
+    )
+    # The suspension is lifted: the next fall below 5 requests again (353 min * 0.06 = 21.18 -> 3.74).
+    again = book.apply(cdr("c3", "+442071234567", 60 * 353, at="2026-11-02T12:00:00Z"))
+    assert types(again) == ["auto_recharge_requested"]
+    assert again.outcome.recharge_requests[0]["request_id"] == "acme/recharge/2"
+
+
+def test_a_late_success_after_a_timeout_by_the_sweep_is_credited_in_spec_order(book):
+    _auto(book, threshold="5")
+    book.apply(configure(cid="cfg-low", low_balance_threshold="3"))
+    book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))  # 4.98, request 1 at 10:17
+    swept = ledger.sweep(book.account(), parse_time("2026-11-02T11:17:01Z"))
+    assert [(e["type"], e["cause"]["kind"]) for e in swept.events] == [("auto_recharge_failed", "sweep")]
+    # 4.98 - 50 min * 0.06 = 1.98: crosses the low threshold 3; suspended, so no request
+    low = book.apply(cdr("c2", "+442071234567", 60 * 50, at="2026-11-02T11:20:00Z"))
+    assert types(low) == ["low_balance"]
+    # The funds lot f1 (bought 2026-11-01) and the answer two days later: 1.98 + 20 = 21.98
+    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-04T09:00:00Z"))
+    assert [(e["type"], e["balance"]) for e in p.outcome.events] == [("auto_recharge_succeeded", "21.980000")]
+    acct = book.account()
+    assert (acct.balance, acct.recharge_suspended) == (21_980_000, False)
+    assert acct.lots[-1].lot_id == "acme/recharge/1" and acct.lots[-1].purchased_at == parse_time("2026-11-04T09:00:00Z")
+
+
+def test_a_late_success_that_restores_the_balance_reports_the_crossing_after_its_own_event(book):
+    _auto(book, threshold="5")
+    book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))  # 4.98, request at 10:17
+    # 11:20 times request 1 out; 100 min * 0.06 = 6.00 -> -1.02: below zero, no new request (suspended)
+    below = book.apply(cdr("c2", "+442071234567", 60 * 100, at="2026-11-02T11:20:00Z"))
+    assert types(below) == ["auto_recharge_failed", "below_zero"]
+    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T13:00:00Z"))
+    # 20 pays the 1.02 debt; the lot keeps 18.98
+    assert [(e["type"], e["balance"]) for e in p.outcome.events] == [
+        ("auto_recharge_succeeded", "18.980000"),
+        ("balance_restored", "18.980000"),
+    ]
+    assert [(x.lot_id, x.remaining) for x in book.account().lots] == [("acme/recharge/1", 18_980_000)]
+
+
+def test_a_late_success_after_a_later_failure_is_credited_and_the_suspension_stays(book):
+    _timed_out_by_a_cdr(book)  # request 1 timed out, 4.92
+    # auto_recharge sent again lifts the suspension; 4.92 < 5 requests 2 at once
+    r = book.apply(configure(cid="cfg-2", at="2026-11-02T11:35:00Z",
+                             auto_recharge={"enabled": True, "threshold": "5", "amount": "20", "payment_method": CARD}))
+    assert r.outcome.recharge_requests[0]["request_id"] == "acme/recharge/2"
+    book.apply(payment("acme/recharge/2", "failed", "pay-2", at="2026-11-02T11:36:00Z", reason="card_declined"))
+    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:40:00Z"))
+    assert [(e["type"], e["balance"], e["request_id"]) for e in p.outcome.events] == [
+        ("auto_recharge_succeeded", "24.920000", "acme/recharge/1"),
+    ]
+    assert (book.account().balance, book.account().recharge_suspended) == (24_920_000, True)
+
+
+def test_a_late_failure_is_applied_and_writes_nothing(book):
+    _timed_out_by_a_cdr(book)
+    p = book.apply(payment("acme/recharge/1", "failed", "pay-1", at="2026-11-02T11:40:00Z", reason="card_declined"))
+    assert (p.outcome.status, p.outcome.events, p.outcome.recharge_requests, p.reject) == ("applied", [], [], None)
+    acct = book.account()
+    assert (acct.balance, acct.recharge_suspended, acct.timed_out_requests) == (4_920_000, True, {})
+    assert "pay-1" in acct.seen_commands
+
+
+def test_a_second_late_success_for_one_request_is_unknown_request(book):
+    _timed_out_by_a_cdr(book)
+    book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:40:00Z"))
+    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1b", at="2026-11-02T11:41:00Z"))
+    assert (p.outcome.status, p.outcome.reason, p.reject["detail"]) == (
+        "rejected", "unknown_request",
+        "request_id: 'acme/recharge/1' is neither the pending recharge request nor one that timed out",
+    )
+    assert book.account().balance == 24_920_000
+    # the same command again is a duplicate, not a second credit
+    assert book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:40:00Z")).outcome.status == "duplicate"
+
+
+def test_a_timed_out_request_is_forgotten_after_the_horizon(book):
+    _timed_out_by_a_cdr(book)  # timed out at 11:30 on 2026-11-02
+    # 7 days and 1 h of event time later the tenant's clock has moved past the horizon
+    book.apply(cdr("c9", "+442071234567", 60, at="2026-11-09T12:30:01Z"))
+    assert book.account().timed_out_requests == {}
+    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-09T12:31:00Z"))
+    assert p.outcome.reason == "unknown_request"
+
+
+def test_a_two_hour_call_requests_at_its_end_and_an_answer_20_minutes_later_is_on_time(book):
+    _auto(book)
+    # 2 h at 0.06 = 7.20: 6.00 -> -1.20; the request is made at 12:00, the call's end
+    p = book.apply(cdr("c1", "+442071234567", 7200, at="2026-11-02T10:00:00Z"))
+    assert p.outcome.recharge_requests[0]["requested_at"] == "2026-11-02T12:00:00Z"
+    assert book.account().pending_requested_at == parse_time("2026-11-02T12:00:00Z")
+    ok = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T12:20:00Z"))
+    assert [(e["type"], e["balance"]) for e in ok.outcome.events] == [
+        ("auto_recharge_succeeded", "18.800000"),
+        ("balance_restored", "18.800000"),
+    ]
+
+
+def test_a_requests_own_answer_more_than_an_hour_late_is_applied_as_on_time(book):
+    _auto(book)
+    book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))  # 4.98, request at 10:17
+    p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:17:01Z"))
+    assert p.outcome.status == "applied"
+    assert [(e["type"], e["balance"], e["cause"]) for e in p.outcome.events] == [
+        ("auto_recharge_succeeded", "24.980000", {"kind": "command", "id": "pay-1"})
+    ]
+    acct = book.account()
+    assert (acct.pending_request_id, acct.recharge_suspended, acct.timed_out_requests) == (None, False, {})
 
 
 def test_an_expired_card_fails_the_recharge_and_suspends(book):
@@ -434,7 +589,8 @@ def test_a_payment_result_for_another_id_is_unknown_request(book):
     book.apply(cdr("c1", "+442071234567", 60 * 17))
     p = book.apply(payment("acme/recharge/9", "succeeded", "pay-1", at="2026-11-02T10:30:00Z"))
     assert (p.outcome.reason, p.reject["detail"]) == (
-        "unknown_request", "request_id: 'acme/recharge/9' is not the pending recharge request",
+        "unknown_request",
+        "request_id: 'acme/recharge/9' is neither the pending recharge request nor one that timed out",
     )
 
 
@@ -465,7 +621,9 @@ def test_the_wall_clock_sweep_expires_lots_without_traffic(book):
 def test_the_sweep_times_out_a_pending_recharge(book):
     _auto(book)
     book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))
-    out = ledger.sweep(book.account(), parse_time("2026-11-02T11:00:01Z"))
+    # requested at the call's end, 10:17:00; exactly an hour later is not yet a timeout
+    assert ledger.sweep(book.account(), parse_time("2026-11-02T11:17:00Z")) is None
+    out = ledger.sweep(book.account(), parse_time("2026-11-02T11:17:01Z"))
     assert [(e["type"], e["reason"], e["cause"]["kind"]) for e in out.events] == [("auto_recharge_failed", "timeout", "sweep")]
 
 

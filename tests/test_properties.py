@@ -149,3 +149,72 @@ def test_the_stream_generator_reaches_the_interesting_cases(tmp_path):
             seen.add(p.outcome.status)
             seen.update(e["type"] for e in p.outcome.events)
     assert {"applied", "duplicate", "rejected", "funds_added", "below_zero", "auto_recharge_requested"} <= seen
+
+
+# A scenario of late payment answers (SPEC v1.1), cut at every line: each split pair of
+# `--state` runs must give what one run gives. Hand-made so that every late-answer rule is
+# on the path: a timeout by another record, a late success lifting that suspension, the own
+# answer more than an hour late, a late failure, a second answer for one request.
+_CARD = {"type": "card", "expires": "2028-01"}
+LATE_ANSWERS = [
+    {"command_id": "cfg", "tenant_id": "t1", "command": "configure_account", "occurred_at": "2026-11-01T00:00:00Z",
+     "rate_plan": "test-usd", "low_balance_threshold": "3"},
+    {"command_id": "f1", "tenant_id": "t1", "command": "add_funds", "occurred_at": "2026-11-01T00:00:00Z", "amount": "6"},
+    {"command_id": "cfg-ar", "tenant_id": "t1", "command": "configure_account", "occurred_at": "2026-11-01T00:00:00Z",
+     "auto_recharge": {"enabled": True, "threshold": "5", "amount": "20", "payment_method": _CARD}},
+    {"cdr_id": "c1", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
+     "started_at": "2026-11-02T10:00:00Z", "duration_seconds": 1020},  # request 1 at 10:17
+    {"cdr_id": "c2", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
+     "started_at": "2026-11-02T11:30:00Z", "duration_seconds": 60},  # times request 1 out
+    {"command_id": "p1", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-02T11:40:00Z",
+     "request_id": "t1/recharge/1", "status": "succeeded"},  # late: credited, suspension lifted
+    {"command_id": "p1b", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-02T11:41:00Z",
+     "request_id": "t1/recharge/1", "status": "succeeded"},  # second answer: unknown_request
+    {"cdr_id": "c3", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
+     "started_at": "2026-11-02T12:00:00Z", "duration_seconds": 21180},  # 24.92 - 21.18 = 3.74 (not below 3): request 2 at 17:53
+    {"command_id": "p2", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-02T19:00:00Z",
+     "request_id": "t1/recharge/2", "status": "succeeded"},  # its own answer, 1 h 7 min late: on time
+    {"cdr_id": "c4", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
+     "started_at": "2026-11-02T20:00:00Z", "duration_seconds": 1320},  # 23.74 - 1.32 = 22.42
+    {"cdr_id": "c5", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
+     "started_at": "2026-11-03T20:00:00Z", "duration_seconds": 60000},  # -37.58, request 3 at 11-04 12:40
+    {"cdr_id": "c6", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
+     "started_at": "2026-11-04T14:00:00Z", "duration_seconds": 60},  # times request 3 out
+    {"command_id": "p3", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-04T14:10:00Z",
+     "request_id": "t1/recharge/3", "status": "failed"},  # late failure: nothing written
+    {"command_id": "p3b", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-04T14:11:00Z",
+     "request_id": "t1/recharge/3", "status": "succeeded"},  # already answered: unknown_request
+]
+
+
+def test_a_state_run_split_at_every_line_of_late_answers_equals_one_run(tmp_path):
+    tables = write_tables(str(tmp_path / "rates"))
+    whole = tmp_path / "whole.jsonl"
+    whole.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in LATE_ANSWERS))
+    one = _run(str(tmp_path), tables, [str(whole)], tag="one")
+    events = [(e["cause"]["id"], e["type"], e.get("reason"), e["balance"]) for e in one["balance-events.jsonl"]]
+    assert events == [  # worked out by hand, see the comments of LATE_ANSWERS
+        ("f1", "funds_added", None, "6.000000"),
+        ("c1", "auto_recharge_requested", None, "4.980000"),
+        ("c2", "auto_recharge_failed", "timeout", "4.980000"),
+        ("p1", "auto_recharge_succeeded", None, "24.920000"),
+        ("c3", "auto_recharge_requested", None, "3.740000"),
+        ("p2", "auto_recharge_succeeded", None, "23.740000"),
+        ("c5", "low_balance", None, "-37.580000"),
+        ("c5", "below_zero", None, "-37.580000"),
+        ("c5", "auto_recharge_requested", None, "-37.580000"),
+        ("c6", "auto_recharge_failed", "timeout", "-37.580000"),
+    ]
+    assert [(r["source"]["line"], r["reason"]) for r in one["rejects.jsonl"]] == [(7, "unknown_request"), (14, "unknown_request")]
+    assert one["balances.json"]["t1"]["balance"] == "-37.640000"
+    for cut in range(len(LATE_ANSWERS) + 1):
+        a, b = tmp_path / f"a{cut}.jsonl", tmp_path / f"b{cut}.jsonl"
+        a.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in LATE_ANSWERS[:cut]))
+        b.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in LATE_ANSWERS[cut:]))
+        state = str(tmp_path / f"state{cut}.json")
+        first = _run(str(tmp_path), tables, [str(a)], state, tag=f"first{cut}")
+        second = _run(str(tmp_path), tables, [str(b)], state, tag=f"second{cut}")
+        for name in offline.OUTPUT_FILES:
+            strip = (lambda r: {k: v for k, v in r.items() if k not in ("source", "event_id")}) if name == "rejects.jsonl" else (lambda r: r)
+            assert [strip(r) for r in one[name]] == [strip(r) for r in first[name] + second[name]], (cut, name)
+        assert one["balances.json"] == second["balances.json"], cut

@@ -532,6 +532,79 @@ def test_a_lot_expires_on_the_wall_clock_after_a_restart(kafka_broker):
         assert w.errors() == []
 
 
+def test_the_sweep_waits_for_a_backlog_so_an_older_call_is_paid_from_the_lot_it_used(kafka_broker):
+    """SPEC v1.1 (6, Event time): the worker sweeps a partition only while it has no unread
+    input. A call made before the lot expired, read after the expiry (the worker was down),
+    is paid from the lot; the sweep then forfeits what is left."""
+    broker = kafka_broker.bootstrap
+    tenant = "backlog"
+    with RaterWorker(broker, name="w6-sweep-backlog", extra_args=["--sweep-interval", "1"]) as w:
+        expires = _lot_expiring_soon(broker, w, tenant, 15)
+        w.stop()
+        wait_for(lambda: datetime.now(timezone.utc) > expires + timedelta(seconds=2), 30, what="the expiry")
+        # 60 s at 0.05 (447, 60/60) = 0.05, started 10 s before the lot expired
+        call = {"cdr_id": "c1", "tenant_id": tenant, "call_type": "international", "to": "+447700900123",
+                "started_at": iso(expires - timedelta(seconds=10)), "duration_seconds": 60}  # fmt: skip
+        produce(broker, w.topics.cdrs, [(tenant, call)])
+        w.start()
+        [rated] = wait_for(lambda: [r.value for r in consume_all(broker, w.topics.rated)], 40, what="the call rated",
+                           workers=(w,))  # fmt: skip
+        assert (rated["charge"], rated["balance_after"]) == ("0.050000", "3.450000")
+
+        def expired():
+            return [r.value for r in consume_all(broker, w.topics.events) if r.value["type"] == "funds_expired"]
+
+        [event] = wait_for(expired, 40, interval=1.0, what="funds_expired from the sweep", workers=(w,))
+        assert (event["cause"]["kind"], event["amount"], event["balance"]) == ("sweep", "3.450000", "0.000000")
+        assert w.errors() == []
+
+
+def test_a_late_payment_answer_after_the_sweep_timed_the_request_out_is_credited(kafka_broker):
+    """SPEC v1.1: the sweep times the request out on the wall clock; the answer that comes
+    after it still adds the lot, and lifts the suspension the timeout caused."""
+    broker = kafka_broker.bootstrap
+    tenant = "late-pay"
+    now = now_utc()
+    with RaterWorker(broker, name="w6-late-answer", extra_args=["--sweep-interval", "1"]) as w:
+        setup = iso(now - timedelta(hours=3))
+        stream = [
+            {"command_id": "setup", "tenant_id": tenant, "command": "configure_account", "occurred_at": setup,
+             "rate_plan": "standard-usd"},
+            {"command_id": "f1", "tenant_id": tenant, "command": "add_funds", "occurred_at": setup, "amount": "6"},
+            {"command_id": "ar", "tenant_id": tenant, "command": "configure_account", "occurred_at": setup,
+             "auto_recharge": {"enabled": True, "threshold": "5", "amount": "20",
+                               "payment_method": {"type": "card", "expires": "2030-01"}}},
+            # 30 min at 0.05 (447, 60/60) = 1.50: 6.00 -> 4.50, request 1 at the call's end, now - 1.5 h
+            {"cdr_id": "c1", "tenant_id": tenant, "call_type": "international", "to": "+447700900123",
+             "started_at": iso(now - timedelta(hours=2)), "duration_seconds": 1800},
+        ]  # fmt: skip
+        produce(broker, w.topics.commands, [(tenant, r) for r in stream])
+
+        def timed_out():
+            return [r.value for r in consume_all(broker, w.topics.events)
+                    if r.value["type"] == "auto_recharge_failed"]  # fmt: skip
+
+        [failed] = wait_for(timed_out, 40, interval=1.0, what="the sweep's timeout", workers=(w,))
+        assert (failed["cause"]["kind"], failed["reason"], failed["request_id"]) == ("sweep", "timeout", f"{tenant}/recharge/1")
+        [request] = [r.value for r in consume_all(broker, w.topics.requests)]
+        assert request["requested_at"] == iso(now - timedelta(hours=1, minutes=30))
+        assert w.get(f"/tenants/{tenant}").json()["auto_recharge"]["suspended"] is True
+
+        answer = {"command_id": "pay-1", "tenant_id": tenant, "command": "payment_result",
+                  "occurred_at": iso(now_utc()), "request_id": f"{tenant}/recharge/1", "status": "succeeded"}  # fmt: skip
+        produce(broker, w.topics.commands, [(tenant, answer)])
+        wait_for(lambda: w.records_done() == 5, 30, what="the late answer applied", workers=(w,))
+        view = w.get(f"/tenants/{tenant}").json()
+        assert view["balance"] == "24.500000"
+        assert [(x["lot_id"], x["remaining"], x["source"]) for x in view["lots"]] == [
+            ("f1", "4.500000", "manual"), (f"{tenant}/recharge/1", "20.000000", "auto_recharge")]
+        assert (view["auto_recharge"]["suspended"], view["auto_recharge"]["pending_request_id"]) == (False, None)
+        succeeded = [r.value for r in consume_all(broker, w.topics.events) if r.value["type"] == "auto_recharge_succeeded"]
+        assert [(e["cause"]["id"], e["amount"], e["balance"]) for e in succeeded] == [("pay-1", "20.000000", "24.500000")]
+        assert consume_all(broker, w.topics.rejects) == []
+        assert w.errors() == []
+
+
 # ---------------------------------------------------------------------------- 7. two workers
 
 
