@@ -5,11 +5,13 @@
 //!    each reports its amount in an output.
 //! 2. A record is applied at most once: its id is checked before anything changes and
 //!    remembered in the same account value (`remember`).
-//! 3. A rejected record changes nothing: every check runs before the first mutation
-//!    (the one exception, a late payment answer, is `time_out_late_answer`).
+//! 3. A rejected record changes nothing: every check runs before the first mutation,
+//!    with no exception (a request's own answer never times it out).
 //! 4. Events follow crossings: `finish` compares the balance before the record with the
 //!    balance after all of its effects, then emits the auto-recharge request.
 //! 5. Outputs are a pure function of (account, record): event ids hash tenant, cause, type.
+//! 6. A charged card is never lost (SPEC v1.1): a request that times out is kept in
+//!    `timed_out_requests` for the horizon, and a late `succeeded` credits its lot once.
 //!
 //! Outputs are written straight to JSON bytes, byte for byte as orjson writes the Python
 //! core's dicts (the key order of each dict is the order of the fields here).
@@ -53,6 +55,10 @@ pub struct Account {
     pub pending_requested_at: i64,
     pub pending_amount: i128,
     pub recharge_count: i64,
+    /// Requests that timed out, kept for the horizon (SPEC v1.1): id -> (amount, time of the timeout).
+    pub timed_out_requests: IndexMap<String, (i128, i64)>,
+    /// The request whose timeout caused the suspension in force, if that is its cause.
+    pub suspended_by: Option<String>,
     pub lots: Vec<Lot>,
     pub debt: i128,
     pub domestic_seconds_used: IndexMap<String, i64>,
@@ -79,6 +85,8 @@ impl Account {
             pending_requested_at: 0,
             pending_amount: 0,
             recharge_count: 0,
+            timed_out_requests: IndexMap::new(),
+            suspended_by: None,
             lots: Vec::new(),
             debt: 0,
             domestic_seconds_used: IndexMap::new(),
@@ -248,10 +256,17 @@ fn expire(acct: &mut Account, at: i64, em: &mut Emitter) {
     }
 }
 
-fn timeout(acct: &mut Account, at: i64, em: &mut Emitter) {
-    if acct.pending_request_id.is_some() && at - acct.pending_requested_at > RECHARGE_TIMEOUT {
+/// Time out the pending request if it is more than an hour old at `at`; never when the
+/// record is that request's own answer (`answer_to`), which is applied as on time.
+fn timeout(acct: &mut Account, at: i64, em: &mut Emitter, answer_to: Option<&str>) {
+    if acct.pending_request_id.is_some()
+        && acct.pending_request_id.as_deref() != answer_to
+        && at - acct.pending_requested_at > RECHARGE_TIMEOUT
+    {
         let request_id = acct.pending_request_id.take().expect("checked");
         acct.recharge_suspended = true;
+        acct.suspended_by = Some(request_id.clone());
+        acct.timed_out_requests.insert(request_id.clone(), (acct.pending_amount, at));
         em.emit(acct, "auto_recharge_failed", &request_id, &[F::S("request_id", &request_id), F::S("reason", "timeout")]);
     }
 }
@@ -288,7 +303,17 @@ fn credit(acct: &mut Account, amount: i128, lot_id: &str, purchased_at: i64, sou
 }
 
 /// Crossings, then auto-recharge: the tail of SPEC 6's order of events.
-fn finish(acct: &mut Account, before: i128, at: i64, em: &mut Emitter, out: &mut Outcome, after: Option<i128>) {
+/// `requested_at`: the time a request made now carries when it is not the event time (a
+/// CDR's end, v1.1).
+fn finish(
+    acct: &mut Account,
+    before: i128,
+    at: i64,
+    em: &mut Emitter,
+    out: &mut Outcome,
+    after: Option<i128>,
+    requested_at: Option<i64>,
+) {
     let after = after.unwrap_or_else(|| acct.balance());
     let threshold = acct.low_balance_threshold;
     if after < before {
@@ -310,13 +335,14 @@ fn finish(acct: &mut Account, before: i128, at: i64, em: &mut Emitter, out: &mut
     let method = ar.payment_method.as_ref().expect("enabled auto-recharge has a card");
     if method.expires.as_str() < month_key(at).as_str() {
         acct.recharge_suspended = true;
+        acct.suspended_by = None;
         em.emit(acct, "auto_recharge_failed", "card_expired", &[F::S("reason", "card_expired")]);
         return;
     }
     acct.recharge_count += 1;
     let request_id = format!("{}/recharge/{}", acct.tenant_id, acct.recharge_count);
     acct.pending_request_id = Some(request_id.clone());
-    acct.pending_requested_at = at;
+    acct.pending_requested_at = requested_at.unwrap_or(at);
     acct.pending_amount = ar.amount;
     let amount = format_money(ar.amount);
     em.emit(acct, "auto_recharge_requested", "", &[F::S("amount", &amount), F::S("request_id", &request_id)]);
@@ -328,7 +354,10 @@ fn finish(acct: &mut Account, before: i128, at: i64, em: &mut Emitter, out: &mut
         .str("amount", &amount)
         .str("currency", &acct.currency);
     write_payment_method(o.key("payment_method"), &ar);
-    o.str("requested_at", &em.occurred_text);
+    match requested_at {
+        None => o.str("requested_at", &em.occurred_text),
+        Some(t) => o.str("requested_at", &format_time(t)),
+    };
     o.end();
     out.recharge_requests.push(buf);
 }
@@ -358,6 +387,10 @@ fn remember(acct: &mut Account, cdr: bool, record_id: &str, at: i64, horizon: i6
         acct.seen_cdrs.retain(|_, t| *t >= cutoff);
         let cutoff = acct.command_watermark - horizon;
         acct.seen_commands.retain(|_, t| *t >= cutoff);
+        // A timed-out request is kept for the horizon of the tenant's event time after
+        // its timeout (SPEC v1.1), on the same deterministic schedule as the ids.
+        let cutoff = watermark - horizon;
+        acct.timed_out_requests.retain(|_, (_, t)| *t >= cutoff);
     }
 }
 
@@ -436,7 +469,7 @@ fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i6
     let started_text = utc_text(&cdr.started_at_text, at);
     let mut em = Emitter { kind: "cdr", cause_id: cdr.cdr_id.clone(), occurred_text: started_text.clone(), events: Vec::new(), types: Vec::new() };
     expire(acct, at, &mut em);
-    timeout(acct, at, &mut em);
+    timeout(acct, at, &mut em, None);
     let billable = billable_seconds(cdr.duration, rate.first_increment, rate.next_increment);
     let mut covered = 0;
     if cdr.call_type == "domestic" && billable != 0 {
@@ -477,7 +510,7 @@ fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i6
     crate::json::write_object(o.key("attributes"), &cdr.attributes);
     o.end();
     out.rated = Some(buf);
-    finish(acct, before, at, &mut em, &mut out, Some(after));
+    finish(acct, before, at, &mut em, &mut out, Some(after), Some(at + cdr.duration * crate::time::SECOND));
     out.events = em.events;
     out.event_types = em.types;
     if at > acct.cdr_watermark {
@@ -488,7 +521,7 @@ fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i6
 }
 
 fn apply_command(
-    mut acct: Option<&mut Account>,
+    acct: Option<&mut Account>,
     cmd: &Command,
     tables: &Tables,
     horizon: i64,
@@ -517,11 +550,6 @@ fn apply_command(
             );
         }
     }
-    if let (CommandKind::PaymentResult { request_id, .. }, Some(a)) = (&cmd.kind, acct.as_deref_mut()) {
-        if a.pending_request_id.as_deref() == Some(request_id.as_str()) && at - a.pending_requested_at > RECHARGE_TIMEOUT {
-            return (time_out_late_answer(a, cmd, request_id, horizon), None);
-        }
-    }
     let rejected = match &cmd.kind {
         CommandKind::Configure { rate_plan, currency, .. } => check_configure(acct.as_deref(), rate_plan, currency, tables),
         CommandKind::AddFunds { currency, purchased_at, .. } => {
@@ -529,10 +557,13 @@ fn apply_command(
         }
         CommandKind::PaymentResult { request_id, .. } => {
             let a = acct.as_deref().expect("checked");
-            if a.pending_request_id.as_deref() != Some(request_id.as_str()) {
+            if a.pending_request_id.as_deref() != Some(request_id.as_str()) && !a.timed_out_requests.contains_key(request_id) {
                 Some(reject(
                     "unknown_request",
-                    format!("request_id: {} is not the pending recharge request", repr(request_id)),
+                    format!(
+                        "request_id: {} is neither the pending recharge request nor one that timed out",
+                        repr(request_id)
+                    ),
                 ))
             } else {
                 None
@@ -561,7 +592,11 @@ fn apply_command(
     let before = acct.balance();
     let mut em = Emitter { kind: "command", cause_id: cmd.command_id.clone(), occurred_text: format_time(at), events: Vec::new(), types: Vec::new() };
     expire(acct, at, &mut em);
-    timeout(acct, at, &mut em);
+    let answer_to = match &cmd.kind {
+        CommandKind::PaymentResult { request_id, .. } => Some(request_id.as_str()),
+        _ => None,
+    };
+    timeout(acct, at, &mut em, answer_to);
     match &cmd.kind {
         CommandKind::Configure { rate_plan, low_balance_threshold, included_domestic_minutes, auto_recharge, .. } => {
             if let Some(p) = rate_plan {
@@ -576,6 +611,7 @@ fn apply_command(
             if let Some(ar) = auto_recharge {
                 acct.auto_recharge = Some(ar.clone());
                 acct.recharge_suspended = false;
+                acct.suspended_by = None;
             }
         }
         CommandKind::AddFunds { amount, purchased_at, .. } => {
@@ -592,25 +628,20 @@ fn apply_command(
                 ],
             );
         }
+        CommandKind::PaymentResult { request_id, succeeded, .. }
+            if acct.pending_request_id.as_deref() != Some(request_id.as_str()) =>
+        {
+            apply_late_answer(acct, request_id, *succeeded, at, &mut em);
+        }
         CommandKind::PaymentResult { succeeded: true, .. } => {
             let request_id = acct.pending_request_id.take().expect("checked");
             let amount = acct.pending_amount;
-            let expires_at = credit(acct, amount, &request_id, at, "auto_recharge");
-            em.emit(
-                acct,
-                "auto_recharge_succeeded",
-                "",
-                &[
-                    F::S("amount", &format_money(amount)),
-                    F::S("request_id", &request_id),
-                    F::S("lot_id", &request_id),
-                    F::S("expires_at", &format_time(expires_at)),
-                ],
-            );
+            credit_recharge(acct, &request_id, amount, at, &mut em);
         }
         CommandKind::PaymentResult { succeeded: false, reason, .. } => {
             let request_id = acct.pending_request_id.take().expect("checked");
             acct.recharge_suspended = true;
+            acct.suspended_by = None;
             em.emit(
                 acct,
                 "auto_recharge_failed",
@@ -619,7 +650,7 @@ fn apply_command(
             );
         }
     }
-    finish(acct, before, at, &mut em, &mut out, None);
+    finish(acct, before, at, &mut em, &mut out, None, None);
     out.events = em.events;
     out.event_types = em.types;
     if at > acct.command_watermark {
@@ -682,32 +713,34 @@ fn check_add_funds(acct: &Account, cmd: &Command, currency: &Option<String>, pur
     None
 }
 
-/// The answer to a request more than an hour old at the answer's own time: the timeout
-/// is applied (caused by this command), then the answer is rejected `unknown_request`,
-/// and its id is remembered like an applied record's (see rater/ledger.py).
-fn time_out_late_answer(acct: &mut Account, cmd: &Command, request_id: &str, horizon: i64) -> Outcome {
-    let at = cmd.occurred_at;
-    let before = acct.balance();
-    let mut em = Emitter { kind: "command", cause_id: cmd.command_id.clone(), occurred_text: format_time(at), events: Vec::new(), types: Vec::new() };
-    expire(acct, at, &mut em);
-    timeout(acct, at, &mut em);
-    let mut out = reject(
-        "unknown_request",
-        format!(
-            "request_id: {} timed out (requested at {}, more than an hour before this answer)",
-            repr(request_id),
-            format_time(acct.pending_requested_at)
-        ),
+fn credit_recharge(acct: &mut Account, request_id: &str, amount: i128, at: i64, em: &mut Emitter) {
+    let expires_at = credit(acct, amount, request_id, at, "auto_recharge");
+    em.emit(
+        acct,
+        "auto_recharge_succeeded",
+        "",
+        &[
+            F::S("amount", &format_money(amount)),
+            F::S("request_id", request_id),
+            F::S("lot_id", request_id),
+            F::S("expires_at", &format_time(expires_at)),
+        ],
     );
-    out.has_account = true;
-    finish(acct, before, at, &mut em, &mut out, None);
-    out.events = em.events;
-    out.event_types = em.types;
-    if at > acct.command_watermark {
-        acct.command_watermark = at;
+}
+
+/// The answer to a request that timed out (SPEC v1.1): the first answer settles it.
+/// `succeeded` credits the lot as on time and lifts the suspension when this request's
+/// timeout caused it; `failed` writes nothing. Either way the request is forgotten.
+fn apply_late_answer(acct: &mut Account, request_id: &str, succeeded: bool, at: i64, em: &mut Emitter) {
+    let (amount, _) = acct.timed_out_requests.shift_remove(request_id).expect("checked");
+    if !succeeded {
+        return;
     }
-    remember(acct, false, &cmd.command_id, at, horizon);
-    out
+    credit_recharge(acct, request_id, amount, at, em);
+    if acct.suspended_by.as_deref() == Some(request_id) {
+        acct.recharge_suspended = false;
+        acct.suspended_by = None;
+    }
 }
 
 /// The wall-clock sweep: expire lots and time out a pending recharge with no traffic.
@@ -724,8 +757,8 @@ pub fn sweep(acct: &mut Account, now: i64) -> Option<Outcome> {
     let before = acct.balance();
     let mut em = Emitter { kind: "sweep", cause_id, occurred_text: format_time(now), events: Vec::new(), types: Vec::new() };
     expire(acct, now, &mut em);
-    timeout(acct, now, &mut em);
-    finish(acct, before, now, &mut em, &mut out, None);
+    timeout(acct, now, &mut em, None);
+    finish(acct, before, now, &mut em, &mut out, None, None);
     out.events = em.events;
     out.event_types = em.types;
     Some(out)
