@@ -313,28 +313,31 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let b = s.as_bytes();
     let mut run = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            8 => b"\\b",
-            12 => b"\\f",
-            c if c < 0x20 => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&b[run..i]);
-        if esc.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(c >> 4) as usize]);
-            out.push(HEX[(c & 15) as usize]);
-        } else {
-            out.extend_from_slice(esc);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            i += 1;
+            continue;
         }
-        run = i + 1;
+        out.extend_from_slice(&b[run..i]);
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            8 => out.extend_from_slice(b"\\b"),
+            12 => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(c >> 4) as usize]);
+                out.push(HEX[(c & 15) as usize]);
+            }
+        }
+        i += 1;
+        run = i;
     }
     out.extend_from_slice(&b[run..]);
     out.push(b'"');
