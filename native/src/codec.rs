@@ -10,9 +10,9 @@
 use crate::json::{self, write_str, Obj, Value};
 use crate::ledger::{write_payment_method, Account, Lot};
 use crate::records::{AutoRecharge, PaymentMethod};
-use indexmap::IndexMap;
+use crate::json::Map;
 
-fn write_ids(out: &mut Vec<u8>, m: &IndexMap<String, i64>) {
+fn write_ids(out: &mut Vec<u8>, m: &Map<String, i64>) {
     out.push(b'{');
     for (n, (k, v)) in m.iter().enumerate() {
         if n > 0 {
@@ -99,7 +99,7 @@ pub fn encode_account(a: &Account) -> Vec<u8> {
     out
 }
 
-fn field<'a>(m: &'a IndexMap<String, Value>, k: &str) -> Result<&'a Value, String> {
+fn field<'a>(m: &'a Map<String, Value>, k: &str) -> Result<&'a Value, String> {
     m.get(k).ok_or_else(|| format!("no field {k:?}"))
 }
 
@@ -121,7 +121,7 @@ fn string(v: &Value, what: &str) -> Result<String, String> {
     }
 }
 
-fn ids(v: &Value, what: &str) -> Result<IndexMap<String, i64>, String> {
+fn ids(v: &Value, what: &str) -> Result<Map<String, i64>, String> {
     let Value::Object(m) = v else {
         return Err(format!("{what}: not an object"));
     };
@@ -202,14 +202,14 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
         recharge_count: i64_(field(m, "rc")?, "rc")?,
         // Absent from accounts written before SPEC v1.1 (as in rater/state.py).
         timed_out_requests: match m.get("tor") {
-            None => IndexMap::new(),
+            None => Map::default(),
             Some(Value::Object(t)) => t
                 .iter()
                 .map(|(k, v)| match v {
                     Value::Array(x) if x.len() == 2 => Ok((k.clone(), (int(&x[0], "tor")?, i64_(&x[1], "tor")?))),
                     _ => Err("tor: a request is not [amount, timed out at]".to_string()),
                 })
-                .collect::<Result<IndexMap<_, _>, _>>()?,
+                .collect::<Result<Map<_, _>, _>>()?,
             Some(_) => return Err("tor: not an object".into()),
         },
         suspended_by: match m.get("sb") {

@@ -8,6 +8,10 @@
 
 use indexmap::IndexMap;
 
+/// An insertion-ordered map (a Python dict's order) with a fast hash seeded per process:
+/// the keys are record fields and ids from the input, so the seed matters.
+pub type Map<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     Null,
@@ -17,12 +21,12 @@ pub enum Value {
     Float(f64),
     Str(String),
     Array(Vec<Value>),
-    Object(IndexMap<String, Value>),
+    Object(Map<String, Value>),
 }
 
 impl Value {
     /// The value of a key, with JSON null read as absent (Python's `dict.get` on null).
-    pub fn get<'a>(obj: &'a IndexMap<String, Value>, key: &str) -> Option<&'a Value> {
+    pub fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
         match obj.get(key) {
             None | Some(Value::Null) => None,
             Some(v) => Some(v),
@@ -102,7 +106,7 @@ impl Parser<'_> {
     fn object(&mut self) -> Result<Value, String> {
         self.enter()?;
         self.i += 1;
-        let mut map = IndexMap::new();
+        let mut map = Map::default();
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -424,7 +428,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-pub fn write_object(out: &mut Vec<u8>, map: &IndexMap<String, Value>) {
+pub fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
     out.push(b'{');
     for (n, (k, x)) in map.iter().enumerate() {
         if n > 0 {

@@ -24,7 +24,7 @@ use crate::records::{AutoRecharge, Cdr, Command, CommandKind, Record};
 use crate::time::{add_months, format_time, month_key, previous_month_key, utc_text, DAY, HOUR};
 use blake2::digest::consts::U16;
 use blake2::{Blake2b, Digest};
-use indexmap::IndexMap;
+use crate::json::Map;
 
 pub const DEFAULT_HORIZON: i64 = 7 * DAY;
 pub const FUTURE_LIMIT: i64 = 24 * HOUR;
@@ -56,14 +56,14 @@ pub struct Account {
     pub pending_amount: i128,
     pub recharge_count: i64,
     /// Requests that timed out, kept for the horizon (SPEC v1.1): id -> (amount, time of the timeout).
-    pub timed_out_requests: IndexMap<String, (i128, i64)>,
+    pub timed_out_requests: Map<String, (i128, i64)>,
     /// The request whose timeout caused the suspension in force, if that is its cause.
     pub suspended_by: Option<String>,
     pub lots: Vec<Lot>,
     pub debt: i128,
-    pub domestic_seconds_used: IndexMap<String, i64>,
-    pub seen_cdrs: IndexMap<String, i64>,
-    pub seen_commands: IndexMap<String, i64>,
+    pub domestic_seconds_used: Map<String, i64>,
+    pub seen_cdrs: Map<String, i64>,
+    pub seen_commands: Map<String, i64>,
     pub cdr_watermark: i64,
     pub command_watermark: i64,
     pub pruned_at: i64,
@@ -85,13 +85,13 @@ impl Account {
             pending_requested_at: 0,
             pending_amount: 0,
             recharge_count: 0,
-            timed_out_requests: IndexMap::new(),
+            timed_out_requests: Map::default(),
             suspended_by: None,
             lots: Vec::new(),
             debt: 0,
-            domestic_seconds_used: IndexMap::new(),
-            seen_cdrs: IndexMap::new(),
-            seen_commands: IndexMap::new(),
+            domestic_seconds_used: Map::default(),
+            seen_cdrs: Map::default(),
+            seen_commands: Map::default(),
             cdr_watermark: NEVER,
             command_watermark: NEVER,
             pruned_at: NEVER,

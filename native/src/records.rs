@@ -7,7 +7,7 @@ use crate::money::parse_money;
 use crate::pyrepr::{head, repr};
 use crate::rates::CALL_TYPES;
 use crate::time::parse_time;
-use indexmap::IndexMap;
+use crate::json::Map;
 use std::sync::OnceLock;
 
 pub const MAX_DURATION: i128 = 86_400;
@@ -33,7 +33,7 @@ pub struct Cdr {
     pub started_at: i64,
     pub started_at_text: String,
     pub duration: i64,
-    pub attributes: IndexMap<String, Value>,
+    pub attributes: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,7 +181,7 @@ pub fn decode(raw: &[u8], key: Option<&str>) -> Result<Record, Invalid> {
     Ok(record)
 }
 
-fn id(obj: &IndexMap<String, Value>, name: &str, tenant: &str, limit: usize) -> Result<String, Invalid> {
+fn id(obj: &Map<String, Value>, name: &str, tenant: &str, limit: usize) -> Result<String, Invalid> {
     match Value::get(obj, name) {
         None => Err(invalid(format!("{name}: required"), Some(tenant))),
         Some(Value::Str(s)) if (1..=limit).contains(&s.chars().count()) => Ok(s.clone()),
@@ -189,7 +189,7 @@ fn id(obj: &IndexMap<String, Value>, name: &str, tenant: &str, limit: usize) -> 
     }
 }
 
-fn tenant(obj: &IndexMap<String, Value>) -> Result<String, Invalid> {
+fn tenant(obj: &Map<String, Value>) -> Result<String, Invalid> {
     match Value::get(obj, "tenant_id") {
         None => Err(invalid("tenant_id: required", None)),
         Some(Value::Str(s)) if is_tenant(s) => Ok(s.clone()),
@@ -197,7 +197,7 @@ fn tenant(obj: &IndexMap<String, Value>) -> Result<String, Invalid> {
     }
 }
 
-fn time(obj: &IndexMap<String, Value>, name: &str, tenant: &str) -> Result<i64, Invalid> {
+fn time(obj: &Map<String, Value>, name: &str, tenant: &str) -> Result<i64, Invalid> {
     match Value::get(obj, name) {
         None => Err(invalid(format!("{name}: required"), Some(tenant))),
         Some(v) => parse_time(v).map_err(|e| invalid(format!("{name}: {e}"), Some(tenant))),
@@ -205,7 +205,7 @@ fn time(obj: &IndexMap<String, Value>, name: &str, tenant: &str) -> Result<i64, 
 }
 
 fn money(
-    obj: &IndexMap<String, Value>,
+    obj: &Map<String, Value>,
     name: &str,
     tenant: &str,
     minimum: i128,
@@ -227,7 +227,7 @@ fn money(
 
 const E164_RULE: &str = "must be an E.164 number (+ then 2 to 15 digits, the first not 0)";
 
-fn validate_cdr(obj: IndexMap<String, Value>) -> Result<Cdr, Invalid> {
+fn validate_cdr(obj: Map<String, Value>) -> Result<Cdr, Invalid> {
     let tenant = tenant(&obj)?;
     let t = Some(tenant.as_str());
     let cdr_id = id(&obj, "cdr_id", &tenant, 128)?;
@@ -262,7 +262,7 @@ fn validate_cdr(obj: IndexMap<String, Value>) -> Result<Cdr, Invalid> {
         }
     };
     const CDR_FIELDS: [&str; 7] = ["cdr_id", "tenant_id", "call_type", "to", "from", "started_at", "duration_seconds"];
-    let attributes: IndexMap<String, Value> =
+    let attributes: Map<String, Value> =
         obj.into_iter().filter(|(k, _)| !CDR_FIELDS.contains(&k.as_str())).collect();
     Ok(Cdr { cdr_id, tenant_id: tenant, call_type, to, from, started_at, started_at_text: started_text, duration, attributes })
 }
@@ -281,7 +281,7 @@ fn allowed(command: &str, k: &str) -> bool {
         }
 }
 
-fn currency(obj: &IndexMap<String, Value>, tenant: &str) -> Result<Option<String>, Invalid> {
+fn currency(obj: &Map<String, Value>, tenant: &str) -> Result<Option<String>, Invalid> {
     match Value::get(obj, "currency") {
         None => Ok(None),
         Some(Value::Str(s)) if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) => Ok(Some(s.clone())),
@@ -289,7 +289,7 @@ fn currency(obj: &IndexMap<String, Value>, tenant: &str) -> Result<Option<String
     }
 }
 
-fn validate_command(obj: IndexMap<String, Value>) -> Result<Command, Invalid> {
+fn validate_command(obj: Map<String, Value>) -> Result<Command, Invalid> {
     let tenant = tenant(&obj)?;
     let t = Some(tenant.as_str());
     let command_id = id(&obj, "command_id", &tenant, 128)?;
