@@ -7,7 +7,7 @@
 //! with its version byte (`\x02` ...), which no JSON text starts with, so a reader tells
 //! the formats apart from the first byte and an upgrade reads what the old code wrote.
 
-use crate::json::{self, write_str, Obj, Value};
+use crate::json::{self, write_str, Obj, Object, Value};
 use crate::ledger::{write_payment_method, Account, Lot};
 use crate::records::{AutoRecharge, PaymentMethod};
 use crate::json::Map;
@@ -99,7 +99,7 @@ pub fn encode_account(a: &Account) -> Vec<u8> {
     out
 }
 
-fn field<'a>(m: &'a Map<String, Value>, k: &str) -> Result<&'a Value, String> {
+fn field<'o, 'v>(m: &'o Object<'v>, k: &str) -> Result<&'o Value<'v>, String> {
     m.get(k).ok_or_else(|| format!("no field {k:?}"))
 }
 
@@ -116,7 +116,7 @@ fn i64_(v: &Value, what: &str) -> Result<i64, String> {
 
 fn string(v: &Value, what: &str) -> Result<String, String> {
     match v {
-        Value::Str(s) => Ok(s.clone()),
+        Value::Str(s) => Ok(s.to_string()),
         _ => Err(format!("{what}: not a string")),
     }
 }
@@ -125,7 +125,7 @@ fn ids(v: &Value, what: &str) -> Result<Map<String, i64>, String> {
     let Value::Object(m) = v else {
         return Err(format!("{what}: not an object"));
     };
-    m.iter().map(|(k, v)| Ok((k.clone(), i64_(v, what)?))).collect()
+    m.iter().map(|(k, v)| Ok((k.to_string(), i64_(v, what)?))).collect()
 }
 
 fn auto_recharge(v: &Value) -> Result<Option<AutoRecharge>, String> {
@@ -206,7 +206,7 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
             Some(Value::Object(t)) => t
                 .iter()
                 .map(|(k, v)| match v {
-                    Value::Array(x) if x.len() == 2 => Ok((k.clone(), (int(&x[0], "tor")?, i64_(&x[1], "tor")?))),
+                    Value::Array(x) if x.len() == 2 => Ok((k.to_string(), (int(&x[0], "tor")?, i64_(&x[1], "tor")?))),
                     _ => Err("tor: a request is not [amount, timed out at]".to_string()),
                 })
                 .collect::<Result<Map<_, _>, _>>()?,

@@ -7,29 +7,139 @@
 //! floats in orjson's shortest form.
 
 use indexmap::IndexMap;
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 /// An insertion-ordered map (a Python dict's order) with a fast hash seeded per process:
-/// the keys are record fields and ids from the input, so the seed matters.
+/// the keys are ids from the input, so the seed matters.
 pub type Map<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 
+/// A parsed JSON value; strings without escapes borrow from the input.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Bool(bool),
     /// An integer literal within i64 or u64 range.
     Int(i128),
     Float(f64),
-    Str(String),
-    Array(Vec<Value>),
-    Object(Map<String, Value>),
+    Str(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
+    Object(Object<'a>),
 }
 
-impl Value {
+/// Objects this size or smaller are searched key by key; a larger one gets a hash index
+/// (a record has about ten keys; a hostile one may have a hundred thousand).
+const LINEAR: usize = 16;
+
+/// A JSON object as a Python dict holds it: keys in first-insertion order, a repeated key
+/// keeping its first position and taking the last value.
+#[derive(Clone, Debug, Default)]
+pub struct Object<'a> {
+    entries: Vec<(Cow<'a, str>, Value<'a>)>,
+    index: Option<HashMap<String, usize, foldhash::fast::RandomState>>,
+}
+
+impl PartialEq for Object<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl<'a> Object<'a> {
+    pub fn insert(&mut self, k: Cow<'a, str>, v: Value<'a>) {
+        if let Some(ix) = &mut self.index {
+            if let Some(&i) = ix.get(k.as_ref()) {
+                self.entries[i].1 = v;
+                return;
+            }
+            ix.insert(k.to_string(), self.entries.len());
+            self.entries.push((k, v));
+            return;
+        }
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == k) {
+            e.1 = v;
+            return;
+        }
+        self.entries.push((k, v));
+        if self.entries.len() > LINEAR {
+            let mut ix = HashMap::with_capacity_and_hasher(self.entries.len() * 2, Default::default());
+            for (i, (key, _)) in self.entries.iter().enumerate() {
+                ix.insert(key.to_string(), i);
+            }
+            self.index = Some(ix);
+        }
+    }
+
+    /// Entries known to have distinct keys (taken from another object).
+    pub fn from_distinct(entries: Vec<(Cow<'a, str>, Value<'a>)>) -> Self {
+        let mut o = Object { entries, index: None };
+        if o.entries.len() > LINEAR {
+            let mut ix = HashMap::with_capacity_and_hasher(o.entries.len() * 2, Default::default());
+            for (i, (key, _)) in o.entries.iter().enumerate() {
+                ix.insert(key.to_string(), i);
+            }
+            o.index = Some(ix);
+        }
+        o
+    }
+
+    pub fn get(&self, k: &str) -> Option<&Value<'a>> {
+        match &self.index {
+            Some(ix) => ix.get(k).map(|&i| &self.entries[i].1),
+            None => self.entries.iter().find(|e| e.0 == k).map(|e| &e.1),
+        }
+    }
+
+    pub fn contains_key(&self, k: &str) -> bool {
+        self.get(k).is_some()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value<'a>)> {
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn into_entries(self) -> Vec<(Cow<'a, str>, Value<'a>)> {
+        self.entries
+    }
+
+    pub fn into_owned(self) -> Object<'static> {
+        Object {
+            entries: self.entries.into_iter().map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned())).collect(),
+            index: self.index,
+        }
+    }
+}
+
+impl Value<'_> {
     /// The value of a key, with JSON null read as absent (Python's `dict.get` on null).
-    pub fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    pub fn get<'o, 'v>(obj: &'o Object<'v>, key: &str) -> Option<&'o Value<'v>> {
         match obj.get(key) {
             None | Some(Value::Null) => None,
             Some(v) => Some(v),
+        }
+    }
+
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Int(i) => Value::Int(i),
+            Value::Float(f) => Value::Float(f),
+            Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
+            Value::Array(items) => Value::Array(items.into_iter().map(Value::into_owned).collect()),
+            Value::Object(o) => Value::Object(o.into_owned()),
         }
     }
 }
@@ -37,6 +147,7 @@ impl Value {
 const MAX_DEPTH: usize = 1024;
 
 pub struct Parser<'a> {
+    s: &'a str,
     b: &'a [u8],
     i: usize,
     depth: usize,
@@ -44,11 +155,11 @@ pub struct Parser<'a> {
 
 /// Parse one JSON document. The error text is this parser's own; callers that need
 /// orjson's exact message ask orjson (the reject detail quotes it).
-pub fn parse(b: &[u8]) -> Result<Value, String> {
-    if std::str::from_utf8(b).is_err() {
+pub fn parse(b: &[u8]) -> Result<Value<'_>, String> {
+    let Ok(s) = std::str::from_utf8(b) else {
         return Err("str is not valid UTF-8".into());
-    }
-    let mut p = Parser { b, i: 0, depth: 0 };
+    };
+    let mut p = Parser { s, b, i: 0, depth: 0 };
     p.ws();
     if p.i >= b.len() {
         return Err("empty document".into());
@@ -61,7 +172,7 @@ pub fn parse(b: &[u8]) -> Result<Value, String> {
     Ok(v)
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn ws(&mut self) {
         while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
             self.i += 1;
@@ -72,7 +183,7 @@ impl Parser<'_> {
         self.b.get(self.i).copied()
     }
 
-    fn lit(&mut self, word: &[u8], v: Value) -> Result<Value, String> {
+    fn lit(&mut self, word: &[u8], v: Value<'a>) -> Result<Value<'a>, String> {
         if self.b.len() >= self.i + word.len() && &self.b[self.i..self.i + word.len()] == word {
             self.i += word.len();
             Ok(v)
@@ -81,7 +192,7 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self) -> Result<Value, String> {
+    fn value(&mut self) -> Result<Value<'a>, String> {
         match self.peek() {
             None => Err("unexpected end of data".into()),
             Some(b'{') => self.object(),
@@ -103,10 +214,10 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn object(&mut self) -> Result<Value, String> {
+    fn object(&mut self) -> Result<Value<'a>, String> {
         self.enter()?;
         self.i += 1;
-        let mut map = Map::default();
+        let mut map = Object::default();
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -141,7 +252,7 @@ impl Parser<'_> {
         Ok(Value::Object(map))
     }
 
-    fn array(&mut self) -> Result<Value, String> {
+    fn array(&mut self) -> Result<Value<'a>, String> {
         self.enter()?;
         self.i += 1;
         let mut items = Vec::new();
@@ -181,16 +292,17 @@ impl Parser<'_> {
         Ok(v)
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<Cow<'a, str>, String> {
         self.i += 1; // the opening quote
         let start = self.i;
-        // Fast path: no escapes.
+        // Fast path: no escapes, borrowed. The input is valid UTF-8 and quotes and
+        // backslashes are ASCII, so these are character boundaries.
         while self.i < self.b.len() {
             let c = self.b[self.i];
             if c == b'"' {
-                let s = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| "invalid UTF-8")?;
+                let s = &self.s[start..self.i];
                 self.i += 1;
-                return Ok(s.to_owned());
+                return Ok(Cow::Borrowed(s));
             }
             if c == b'\\' {
                 break;
@@ -200,60 +312,66 @@ impl Parser<'_> {
             }
             self.i += 1;
         }
-        let mut out: Vec<u8> = self.b[start..self.i].to_vec();
+        let mut out = String::from(&self.s[start..self.i]);
+        let mut run = self.i;
         loop {
             let Some(c) = self.peek() else {
                 return Err("unexpected end of data".into());
             };
-            self.i += 1;
-            match c {
-                b'"' => break,
-                b'\\' => {
-                    let Some(e) = self.peek() else {
-                        return Err("unexpected end of data".into());
-                    };
-                    self.i += 1;
-                    match e {
-                        b'"' => out.push(b'"'),
-                        b'\\' => out.push(b'\\'),
-                        b'/' => out.push(b'/'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'n' => out.push(b'\n'),
-                        b'r' => out.push(b'\r'),
-                        b't' => out.push(b'\t'),
-                        b'u' => {
-                            let u = self.hex4()?;
-                            let cp = if (0xD800..0xDC00).contains(&u) {
-                                if self.b.get(self.i) != Some(&b'\\') || self.b.get(self.i + 1) != Some(&b'u') {
-                                    return Err("no low surrogate in string".into());
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err("invalid low surrogate in string".into());
-                                }
-                                0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)
-                            } else if (0xDC00..0xE000).contains(&u) {
-                                return Err("invalid high surrogate in string".into());
-                            } else {
-                                u
-                            };
-                            let ch = char::from_u32(cp).ok_or("invalid escape")?;
-                            let mut buf = [0u8; 4];
-                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                        }
-                        _ => return Err("invalid escaped character in string".into()),
-                    }
-                }
-                c if c < 0x20 => return Err("unexpected control character in string".into()),
-                c => out.push(c),
+            if c == b'"' {
+                out.push_str(&self.s[run..self.i]);
+                self.i += 1;
+                break;
             }
+            if c < 0x20 {
+                return Err("unexpected control character in string".into());
+            }
+            if c != b'\\' {
+                self.i += 1;
+                continue;
+            }
+            out.push_str(&self.s[run..self.i]);
+            self.i += 1;
+            let Some(e) = self.peek() else {
+                return Err("unexpected end of data".into());
+            };
+            self.i += 1;
+            match e {
+                b'"' => out.push('"'),
+                b'\\' => out.push('\\'),
+                b'/' => out.push('/'),
+                b'b' => out.push('\u{8}'),
+                b'f' => out.push('\u{c}'),
+                b'n' => out.push('\n'),
+                b'r' => out.push('\r'),
+                b't' => out.push('\t'),
+                b'u' => {
+                    let u = self.hex4()?;
+                    let cp = if (0xD800..0xDC00).contains(&u) {
+                        if self.b.get(self.i) != Some(&b'\\') || self.b.get(self.i + 1) != Some(&b'u') {
+                            return Err("no low surrogate in string".into());
+                        }
+                        self.i += 2;
+                        let lo = self.hex4()?;
+                        if !(0xDC00..0xE000).contains(&lo) {
+                            return Err("invalid low surrogate in string".into());
+                        }
+                        0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)
+                    } else if (0xDC00..0xE000).contains(&u) {
+                        return Err("invalid high surrogate in string".into());
+                    } else {
+                        u
+                    };
+                    out.push(char::from_u32(cp).ok_or("invalid escape")?);
+                }
+                _ => return Err("invalid escaped character in string".into()),
+            }
+            run = self.i;
         }
-        String::from_utf8(out).map_err(|_| "invalid UTF-8".into())
+        Ok(Cow::Owned(out))
     }
 
-    fn number(&mut self) -> Result<Value, String> {
+    fn number(&mut self) -> Result<Value<'a>, String> {
         let start = self.i;
         if self.peek() == Some(b'-') {
             self.i += 1;
@@ -296,7 +414,7 @@ impl Parser<'_> {
                 self.i += 1;
             }
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| "invalid number")?;
+        let text = &self.s[start..self.i];
         if !is_float {
             if let Ok(v) = text.parse::<i128>() {
                 if v >= i64::MIN as i128 && v <= u64::MAX as i128 {
@@ -428,7 +546,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-pub fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+pub fn write_object(out: &mut Vec<u8>, map: &Object) {
     out.push(b'{');
     for (n, (k, x)) in map.iter().enumerate() {
         if n > 0 {

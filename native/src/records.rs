@@ -2,12 +2,11 @@
 //! reason and detail, with the same checks in the same order as rater/records.py (the
 //! detail texts are compared byte for byte by the differential tests).
 
-use crate::json::{self, Value};
+use crate::json::{self, Object, Value};
 use crate::money::parse_money;
 use crate::pyrepr::{head, repr};
 use crate::rates::CALL_TYPES;
 use crate::time::parse_time;
-use crate::json::Map;
 use std::sync::OnceLock;
 
 pub const MAX_DURATION: i128 = 86_400;
@@ -24,7 +23,7 @@ fn invalid(detail: impl Into<String>, tenant: Option<&str>) -> Invalid {
 }
 
 #[derive(Debug, Clone)]
-pub struct Cdr {
+pub struct Cdr<'a> {
     pub cdr_id: String,
     pub tenant_id: String,
     pub call_type: &'static str,
@@ -33,7 +32,7 @@ pub struct Cdr {
     pub started_at: i64,
     pub started_at_text: String,
     pub duration: i64,
-    pub attributes: Map<String, Value>,
+    pub attributes: Object<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,12 +79,12 @@ pub struct Command {
 }
 
 #[derive(Debug, Clone)]
-pub enum Record {
-    Cdr(Cdr),
+pub enum Record<'a> {
+    Cdr(Cdr<'a>),
     Command(Command),
 }
 
-impl Record {
+impl Record<'_> {
     pub fn tenant_id(&self) -> &str {
         match self {
             Record::Cdr(c) => &c.tenant_id,
@@ -109,13 +108,13 @@ pub enum JsonVerdict {
 }
 pub static JSON_ERROR: OnceLock<fn(&[u8]) -> JsonVerdict> = OnceLock::new();
 
-fn not_json(raw: &[u8], own: String) -> Result<Value, Invalid> {
+fn not_json(raw: &[u8], own: String) -> Result<Value<'static>, Invalid> {
     let detail = match JSON_ERROR.get() {
         Some(hook) => match hook(raw) {
             JsonVerdict::Message(m) => m,
             JsonVerdict::Canonical(bytes) => {
                 if let Ok(v) = json::parse(&bytes) {
-                    return Ok(v);
+                    return Ok(v.into_owned());
                 }
                 head(&format!("not valid JSON: {own}"), 300).to_owned()
             }
@@ -147,8 +146,8 @@ pub fn is_e164(s: &str) -> bool {
 }
 
 /// Parse and validate one input record; `key` is the Kafka key, when there is one.
-pub fn decode(raw: &[u8], key: Option<&str>) -> Result<Record, Invalid> {
-    let v = match json::parse(raw) {
+pub fn decode<'a>(raw: &'a [u8], key: Option<&str>) -> Result<Record<'a>, Invalid> {
+    let v: Value<'a> = match json::parse(raw) {
         Ok(v) => v,
         Err(own) => not_json(raw, own)?,
     };
@@ -161,7 +160,7 @@ pub fn decode(raw: &[u8], key: Option<&str>) -> Result<Record, Invalid> {
         Record::Command(validate_command(obj)?)
     } else {
         let tenant = match obj.get("tenant_id") {
-            Some(Value::Str(t)) if is_tenant(t) => Some(t.as_str()),
+            Some(Value::Str(t)) if is_tenant(t) => Some(t.as_ref()),
             _ => None,
         };
         return Err(invalid(
@@ -181,23 +180,23 @@ pub fn decode(raw: &[u8], key: Option<&str>) -> Result<Record, Invalid> {
     Ok(record)
 }
 
-fn id(obj: &Map<String, Value>, name: &str, tenant: &str, limit: usize) -> Result<String, Invalid> {
+fn id(obj: &Object, name: &str, tenant: &str, limit: usize) -> Result<String, Invalid> {
     match Value::get(obj, name) {
         None => Err(invalid(format!("{name}: required"), Some(tenant))),
-        Some(Value::Str(s)) if (1..=limit).contains(&s.chars().count()) => Ok(s.clone()),
+        Some(Value::Str(s)) if (1..=limit).contains(&s.chars().count()) => Ok(s.to_string()),
         Some(_) => Err(invalid(format!("{name}: must be a string of 1 to {limit} characters"), Some(tenant))),
     }
 }
 
-fn tenant(obj: &Map<String, Value>) -> Result<String, Invalid> {
+fn tenant(obj: &Object) -> Result<String, Invalid> {
     match Value::get(obj, "tenant_id") {
         None => Err(invalid("tenant_id: required", None)),
-        Some(Value::Str(s)) if is_tenant(s) => Ok(s.clone()),
+        Some(Value::Str(s)) if is_tenant(s) => Ok(s.to_string()),
         Some(_) => Err(invalid("tenant_id: must be 1 to 64 of A-Z a-z 0-9 . _ : -", None)),
     }
 }
 
-fn time(obj: &Map<String, Value>, name: &str, tenant: &str) -> Result<i64, Invalid> {
+fn time(obj: &Object, name: &str, tenant: &str) -> Result<i64, Invalid> {
     match Value::get(obj, name) {
         None => Err(invalid(format!("{name}: required"), Some(tenant))),
         Some(v) => parse_time(v).map_err(|e| invalid(format!("{name}: {e}"), Some(tenant))),
@@ -205,7 +204,7 @@ fn time(obj: &Map<String, Value>, name: &str, tenant: &str) -> Result<i64, Inval
 }
 
 fn money(
-    obj: &Map<String, Value>,
+    obj: &Object,
     name: &str,
     tenant: &str,
     minimum: i128,
@@ -227,13 +226,13 @@ fn money(
 
 const E164_RULE: &str = "must be an E.164 number (+ then 2 to 15 digits, the first not 0)";
 
-fn validate_cdr(obj: Map<String, Value>) -> Result<Cdr, Invalid> {
+fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
     let tenant = tenant(&obj)?;
     let t = Some(tenant.as_str());
     let cdr_id = id(&obj, "cdr_id", &tenant, 128)?;
     let call_type = match Value::get(&obj, "call_type") {
         None => return Err(invalid("call_type: required", t)),
-        Some(Value::Str(s)) => match CALL_TYPES.iter().find(|c| **c == s.as_str()) {
+        Some(Value::Str(s)) => match CALL_TYPES.iter().find(|c| **c == s.as_ref()) {
             Some(c) => *c,
             None => return Err(invalid(format!("call_type: must be one of {}", CALL_TYPES.join(", ")), t)),
         },
@@ -241,16 +240,16 @@ fn validate_cdr(obj: Map<String, Value>) -> Result<Cdr, Invalid> {
     };
     let to = match Value::get(&obj, "to") {
         None => return Err(invalid("to: required", t)),
-        Some(Value::Str(s)) if is_e164(s) => s.clone(),
+        Some(Value::Str(s)) if is_e164(s) => s.to_string(),
         Some(_) => return Err(invalid(format!("to: {E164_RULE}"), t)),
     };
     let from = match Value::get(&obj, "from") {
         None => None,
-        Some(Value::Str(s)) if is_e164(s) => Some(s.clone()),
+        Some(Value::Str(s)) if is_e164(s) => Some(s.to_string()),
         Some(_) => return Err(invalid(format!("from: {E164_RULE}"), t)),
     };
     let started_text = match Value::get(&obj, "started_at") {
-        Some(Value::Str(s)) => s.clone(),
+        Some(Value::Str(s)) => s.to_string(),
         _ => String::new(),
     };
     let started_at = time(&obj, "started_at", &tenant)?;
@@ -262,8 +261,9 @@ fn validate_cdr(obj: Map<String, Value>) -> Result<Cdr, Invalid> {
         }
     };
     const CDR_FIELDS: [&str; 7] = ["cdr_id", "tenant_id", "call_type", "to", "from", "started_at", "duration_seconds"];
-    let attributes: Map<String, Value> =
-        obj.into_iter().filter(|(k, _)| !CDR_FIELDS.contains(&k.as_str())).collect();
+    let attributes = Object::from_distinct(
+        obj.into_entries().into_iter().filter(|(k, _)| !CDR_FIELDS.contains(&k.as_ref())).collect(),
+    );
     Ok(Cdr { cdr_id, tenant_id: tenant, call_type, to, from, started_at, started_at_text: started_text, duration, attributes })
 }
 
@@ -281,20 +281,20 @@ fn allowed(command: &str, k: &str) -> bool {
         }
 }
 
-fn currency(obj: &Map<String, Value>, tenant: &str) -> Result<Option<String>, Invalid> {
+fn currency(obj: &Object, tenant: &str) -> Result<Option<String>, Invalid> {
     match Value::get(obj, "currency") {
         None => Ok(None),
-        Some(Value::Str(s)) if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) => Ok(Some(s.clone())),
+        Some(Value::Str(s)) if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) => Ok(Some(s.to_string())),
         Some(_) => Err(invalid("currency: must be an ISO 4217 code such as USD", Some(tenant))),
     }
 }
 
-fn validate_command(obj: Map<String, Value>) -> Result<Command, Invalid> {
+fn validate_command(obj: Object<'_>) -> Result<Command, Invalid> {
     let tenant = tenant(&obj)?;
     let t = Some(tenant.as_str());
     let command_id = id(&obj, "command_id", &tenant, 128)?;
     let command: &'static str = match Value::get(&obj, "command") {
-        Some(Value::Str(s)) if COMMANDS.contains(&s.as_str()) => COMMANDS.iter().find(|c| **c == s.as_str()).expect("listed"),
+        Some(Value::Str(s)) if COMMANDS.contains(&s.as_ref()) => COMMANDS.iter().find(|c| **c == s.as_ref()).expect("listed"),
         _ => return Err(invalid(format!("command: must be one of {}", COMMANDS.join(", ")), t)),
     };
     let occurred_at = time(&obj, "occurred_at", &tenant)?;
@@ -307,7 +307,7 @@ fn validate_command(obj: Map<String, Value>) -> Result<Command, Invalid> {
         "configure_account" => {
             let rate_plan = match Value::get(&obj, "rate_plan") {
                 None => None,
-                Some(Value::Str(s)) if (1..=64).contains(&s.chars().count()) => Some(s.clone()),
+                Some(Value::Str(s)) if (1..=64).contains(&s.chars().count()) => Some(s.to_string()),
                 Some(_) => {
                     return Err(invalid("rate_plan: must be a plan id (a string of 1 to 64 characters)", t))
                 }
@@ -353,7 +353,7 @@ fn validate_command(obj: Map<String, Value>) -> Result<Command, Invalid> {
             };
             let reason = match Value::get(&obj, "reason") {
                 None => None,
-                Some(Value::Str(s)) if (1..=256).contains(&s.chars().count()) => Some(s.clone()),
+                Some(Value::Str(s)) if (1..=256).contains(&s.chars().count()) => Some(s.to_string()),
                 Some(_) => return Err(invalid("reason: must be a string of 1 to 256 characters", t)),
             };
             CommandKind::PaymentResult { request_id, succeeded, reason }
@@ -368,7 +368,7 @@ fn auto_recharge(ar: &Value, tenant: &str) -> Result<AutoRecharge, Invalid> {
         return Err(invalid("auto_recharge: must be an object", t));
     };
     for k in ar.keys() {
-        if !["enabled", "threshold", "amount", "payment_method"].contains(&k.as_str()) {
+        if !["enabled", "threshold", "amount", "payment_method"].contains(&k) {
             return Err(invalid(format!("auto_recharge.{}: not a field of auto_recharge", head(k, 64)), t));
         }
     }
@@ -390,7 +390,7 @@ fn auto_recharge(ar: &Value, tenant: &str) -> Result<AutoRecharge, Invalid> {
         return Err(invalid("auto_recharge.payment_method: must be an object", t));
     };
     for k in pm.keys() {
-        if !["type", "expires", "last4"].contains(&k.as_str()) {
+        if !["type", "expires", "last4"].contains(&k) {
             return Err(invalid(
                 format!("auto_recharge.payment_method.{}: not a field of payment_method", head(k, 64)),
                 t,
@@ -401,12 +401,12 @@ fn auto_recharge(ar: &Value, tenant: &str) -> Result<AutoRecharge, Invalid> {
         return Err(invalid("auto_recharge.payment_method.type: must be card", t));
     }
     let expires = match pm.get("expires") {
-        Some(Value::Str(s)) if is_card_month(s) => s.clone(),
+        Some(Value::Str(s)) if is_card_month(s) => s.to_string(),
         _ => return Err(invalid("auto_recharge.payment_method.expires: must be YYYY-MM", t)),
     };
     let last4 = match Value::get(pm, "last4") {
         None => None,
-        Some(Value::Str(s)) if s.len() == 4 && s.bytes().all(|c| c.is_ascii_digit()) => Some(s.clone()),
+        Some(Value::Str(s)) if s.len() == 4 && s.bytes().all(|c| c.is_ascii_digit()) => Some(s.to_string()),
         Some(_) => return Err(invalid("auto_recharge.payment_method.last4: must be 4 digits", t)),
     };
     out.payment_method = Some(PaymentMethod { expires, last4 });
