@@ -430,6 +430,16 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// Whether any of 8 bytes is below 0x20, a quote or a backslash (bit tricks on a u64).
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64)) != 0
+}
+
 /// A string as orjson writes it, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -437,6 +447,13 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut run = 0;
     let mut i = 0;
     while i < b.len() {
+        if i + 8 <= b.len() {
+            let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+            if !needs_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
         let c = b[i];
         if c >= 0x20 && c != b'"' && c != b'\\' {
             i += 1;
@@ -664,6 +681,27 @@ mod tests {
         assert!(parse(deep_ok.as_bytes()).is_ok());
         let deep_bad = format!("{}{}", "[".repeat(1025), "]".repeat(1025));
         assert!(parse(deep_bad.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn long_strings_escape_in_any_position() {
+        for n in 0..20 {
+            for bad in ['"', '\\', '\u{1}', '\u{1f}'] {
+                let text: String = "abcdefghijklmnopqrst".chars().take(n).chain([bad]).chain("uvwxyz0123456".chars()).collect();
+                let mut o = Vec::new();
+                write_str(&mut o, &text);
+                let want = match bad {
+                    '"' => "\\\"".to_string(),
+                    '\\' => "\\\\".to_string(),
+                    c => format!("\\u{:04x}", c as u32),
+                };
+                assert_eq!(String::from_utf8(o).unwrap(), format!("\"{}{}uvwxyz0123456\"", &"abcdefghijklmnopqrst"[..n], want));
+            }
+        }
+        // Bytes of 0x80 and above (UTF-8) are never escaped.
+        let mut o = Vec::new();
+        write_str(&mut o, "ééééééééé€");
+        assert_eq!(String::from_utf8(o).unwrap(), "\"ééééééééé€\"");
     }
 
     #[test]

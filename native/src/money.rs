@@ -117,15 +117,36 @@ fn parse_float(f: f64) -> Result<i128, String> {
 
 /// Micro-units with exactly 6 fractional digits: -30000 -> "-0.030000".
 pub fn format_money(micro: i128) -> String {
-    let neg = micro < 0;
-    let a = micro.unsigned_abs();
-    let whole = a / 1_000_000;
-    let frac = a % 1_000_000;
-    if neg {
-        format!("-{whole}.{frac:06}")
-    } else {
-        format!("{whole}.{frac:06}")
+    let mut out = String::with_capacity(24);
+    if micro < 0 {
+        out.push('-');
     }
+    let a = micro.unsigned_abs();
+    let mut digits = [0u8; 40];
+    let mut n = 0;
+    let mut whole = a / 1_000_000;
+    loop {
+        digits[n] = b'0' + (whole % 10) as u8;
+        n += 1;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    for k in (0..n).rev() {
+        out.push(digits[k] as char);
+    }
+    out.push('.');
+    let mut frac = (a % 1_000_000) as u32;
+    let mut f = [b'0'; 6];
+    for k in (0..6).rev() {
+        f[k] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    for c in f {
+        out.push(c as char);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -166,5 +187,6 @@ mod tests {
         assert_eq!(format_money(-30_000), "-0.030000");
         assert_eq!(format_money(12_500_000), "12.500000");
         assert_eq!(format_money(0), "0.000000");
+        assert_eq!(format_money(-1_234_567_891_000_001), "-1234567891.000001");
     }
 }

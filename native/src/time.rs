@@ -208,12 +208,37 @@ fn split(micro: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
 }
 
 pub fn format_time(micro: i64) -> String {
-    let (y, m, d, h, mi, s, us) = split(micro);
-    if us != 0 {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
+    let (y, m, d, h, mi, sec, us) = split(micro);
+    let mut out = String::with_capacity(28);
+    let push = |out: &mut String, v: i64, width: usize| {
+        let text = v.to_string();
+        for _ in text.len()..width {
+            out.push('0');
+        }
+        out.push_str(&text);
+    };
+    if (0..10000).contains(&y) {
+        let y = y as u32;
+        for div in [1000, 100, 10, 1] {
+            out.push((b'0' + (y / div % 10) as u8) as char);
+        }
     } else {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+        push(&mut out, y, 4);
     }
+    for (sep, v) in [('-', m), ('-', d), ('T', h), (':', mi), (':', sec)] {
+        out.push(sep);
+        out.push((b'0' + (v / 10) as u8) as char);
+        out.push((b'0' + (v % 10) as u8) as char);
+    }
+    if us != 0 {
+        out.push('.');
+        let us = us as u32;
+        for div in [100_000, 10_000, 1000, 100, 10, 1] {
+            out.push((b'0' + (us / div % 10) as u8) as char);
+        }
+    }
+    out.push('Z');
+    out
 }
 
 /// `format_time(micro)`, reusing `text` when it is already written that way.
@@ -263,6 +288,8 @@ mod tests {
         assert_eq!(parse_time_text("2026-11-24T11:00:00+01:00"), Ok(1_795_514_400 * SECOND));
         assert_eq!(parse_time_text("2026-11-24t10:00:00.5z"), Ok(1_795_514_400 * SECOND + 500_000));
         assert_eq!(format_time(1_795_514_400 * SECOND + 500_000), "2026-11-24T10:00:00.500000Z");
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_795_514_400 * SECOND + 7), "2026-11-24T10:00:00.000007Z");
         assert_eq!(
             parse_time_text("2026-11-24T10:00:00"),
             Err("has no zone offset: '2026-11-24T10:00:00'".into())
