@@ -6,7 +6,9 @@ Writes the benchmark's input shape (``rater.traffic``: setup commands, skewed te
 1 % bad records, top-ups) as JSON lines once, then runs ``rater rate`` on it with each
 engine, alternating (python, native, python, native, ...), and reports each engine's
 median records/s as ``rater rate`` reports them (reading, rating, writing the outputs)
-and the median wall time of the whole process (start-up and ``balances.json`` included).
+and the median wall time of the whole process (start-up and ``balances.json`` included),
+and records per CPU second of the whole process (its own rusage: on a shared machine the
+steadiest of the three).
 The outputs of the two engines are compared byte for byte on every run.
 """
 
@@ -44,17 +46,23 @@ def write_input(path: str, records: int, tenants: int, seed: int) -> int:
     return n
 
 
-def run_once(engine: str, path: str, out: str) -> tuple[float, float]:
+def run_once(engine: str, path: str, out: str) -> tuple[float, float, float]:
+    """(records/s as reported, records/s over the whole process, records per CPU second
+    of the whole process: user + system, from the child's own rusage)."""
     cmd = [sys.executable, "-m", "rater", "rate", "--engine", engine, "--rates", RATES, "--out", out,
            "--now", "2026-12-31T00:00:00Z", path]  # fmt: skip
+    err_path = out + ".err"
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
+    _pid, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    m = re.search(r"([\d,]+) records in ([\d.]+) s \(([\d,]+)/s\)", proc.stderr)
-    if proc.returncode != 0 or m is None:
-        raise SystemExit(f"rater rate --engine {engine} failed: {proc.stderr[-2000:]}")
+    text = open(err_path, encoding="utf-8", errors="replace").read()
+    m = re.search(r"([\d,]+) records in ([\d.]+) s \(([\d,]+)/s\)", text)
+    if os.waitstatus_to_exitcode(status) != 0 or m is None:
+        raise SystemExit(f"rater rate --engine {engine} failed: {text[-2000:]}")
     records = int(m.group(1).replace(",", ""))
-    return records / float(m.group(2)), records / wall
+    return records / float(m.group(2)), records / wall, records / (usage.ru_utime + usage.ru_stime)
 
 
 def main() -> None:
@@ -70,12 +78,15 @@ def main() -> None:
         print(f"input: {n:,} lines, {os.path.getsize(path) / 2**20:.1f} MiB, {a.tenants:,} tenants", flush=True)
         rates: dict[str, list[float]] = {"python": [], "native": []}
         walls: dict[str, list[float]] = {"python": [], "native": []}
+        cpus: dict[str, list[float]] = {"python": [], "native": []}
         for run in range(a.runs):
             for engine in ("python", "native"):
-                r, w = run_once(engine, path, os.path.join(tmp, engine))
+                r, w, c = run_once(engine, path, os.path.join(tmp, engine))
                 rates[engine].append(r)
                 walls[engine].append(w)
-                print(f"run {run + 1} {engine:6s}: {r:12,.0f} records/s ({w:,.0f}/s over the whole process)", flush=True)
+                cpus[engine].append(c)
+                print(f"run {run + 1} {engine:6s}: {r:12,.0f} records/s ({w:,.0f}/s over the whole process, "
+                      f"{c:,.0f} per CPU second)", flush=True)  # fmt: skip
             same = all(filecmp.cmp(os.path.join(tmp, "python", f), os.path.join(tmp, "native", f), shallow=False)
                        for f in FILES)  # fmt: skip
             print(f"run {run + 1} outputs identical: {same}", flush=True)
@@ -83,8 +94,10 @@ def main() -> None:
                 raise SystemExit("the engines' outputs differ")
         py, nat = statistics.median(rates["python"]), statistics.median(rates["native"])
         pyw, natw = statistics.median(walls["python"]), statistics.median(walls["native"])
+        pyc, natc = statistics.median(cpus["python"]), statistics.median(cpus["native"])
         print(f"median python {py:,.0f}/s, native {nat:,.0f}/s: {nat / py:.1f}x "
-              f"(whole process: {pyw:,.0f}/s vs {natw:,.0f}/s, {natw / pyw:.1f}x)")  # fmt: skip
+              f"(whole process: {pyw:,.0f}/s vs {natw:,.0f}/s, {natw / pyw:.1f}x; "
+              f"per CPU second: {pyc:,.0f} vs {natc:,.0f}, {natc / pyc:.1f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

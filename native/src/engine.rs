@@ -6,7 +6,7 @@ use crate::json::{write_str, Obj};
 use crate::ledger::{self, Account, Outcome, Status};
 use crate::rates::Tables;
 use crate::records::{decode, Record};
-use std::collections::HashMap;
+use crate::rates::HashMap;
 
 /// Where a record came from, as the reject names it.
 pub enum Source<'a> {
@@ -108,7 +108,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(tables: Tables, horizon: i64) -> Engine {
-        Engine { tables, accounts: HashMap::new(), horizon, tally: Tally::default() }
+        Engine { tables, accounts: HashMap::default(), horizon, tally: Tally::default() }
     }
 
     fn count(&mut self, kind: &'static str, out: &Outcome, call_type: Option<&'static str>, currency: Option<String>) {

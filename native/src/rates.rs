@@ -3,7 +3,8 @@
 //! them the same way and answers the same lookups.
 
 use crate::money::format_money;
-use std::collections::HashMap;
+/// Hash maps with a fast hash seeded per process (keys come from the input).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub const CALL_TYPES: [&str; 4] = ["conference_dialout", "international", "toll_free", "domestic"];
 
@@ -49,7 +50,7 @@ pub struct Plan {
 impl Plan {
     pub fn new(plan_id: String, currency: String, mut rows: Vec<Row>) -> Plan {
         rows.sort_by(|a, b| (&a.call_type, &a.prefix, a.effective_from).cmp(&(&b.call_type, &b.prefix, b.effective_from)));
-        let mut types: HashMap<String, ByType> = HashMap::new();
+        let mut types: HashMap<String, ByType> = HashMap::default();
         for r in rows {
             let t = types.entry(r.call_type.clone()).or_default();
             let entry = t.by_prefix.entry(r.prefix.clone()).or_default();
