@@ -40,6 +40,7 @@ class WorkerConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     standby_replicas: int = 1
+    engine: str | None = None  # "native" or "python"; None: native when built (rater/native_engine.py)
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +59,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-port", type=int, default=int(e("WEB_PORT", str(d.web_port))), help="HTTP port (RATER_WEB_PORT)")
     p.add_argument("--advertised-host", default=e("ADVERTISED_HOST"),
                    help="host other workers use to reach this one (RATER_ADVERTISED_HOST; default: the web host)")
+    p.add_argument("--engine", choices=("native", "python"), default=e("ENGINE"),
+                   help="rating core: native (Rust, the default when built) or python (RATER_ENGINE)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=int(e("BATCH_SIZE", str(d.batch_size))), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")
     p.add_argument("--account-cache", type=int, default=int(e("ACCOUNT_CACHE", str(d.account_cache))),
                    help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)")
@@ -95,5 +98,5 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         log_level=args.log_level, security_protocol=args.security_protocol,
         sasl_mechanism=args.sasl_mechanism, sasl_username=args.sasl_username,
         sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile, standby_replicas=args.standby_replicas,
+        ssl_keyfile=args.ssl_keyfile, standby_replicas=args.standby_replicas, engine=args.engine,
     )  # fmt: skip

@@ -10,9 +10,10 @@ the extension is built, else the Python one (``choose``).
 from __future__ import annotations
 
 import os
-from collections import Counter
-from typing import Any
+from dataclasses import fields
+from typing import Any, Callable, Iterable
 
+from .batch import BatchProcessor, BatchResult, Message, Topics
 from .engine import Engine, Tally
 from .ledger import DEFAULT_HORIZON, Account
 from .rates import RateTables
@@ -82,6 +83,7 @@ class NativeEngine:
         self._tables = tables
         self.horizon = horizon
         self.native = rater_native.Engine(plans_arg(tables), horizon)
+        self._tally = Tally()
         for acct in (accounts or {}).values():
             self.native.put_account(encode_account(acct))
 
@@ -113,11 +115,107 @@ class NativeEngine:
 
     @property
     def tally(self) -> Tally:
-        d = self.native.tally()
-        return Tally(
-            outcomes=Counter(d["outcomes"]),
-            reasons=Counter(d["reasons"]),
-            charged=Counter(d["charged"]),
-            billable=Counter(d["billable"]),
-            events=Counter(d["events"]),
-        )
+        """The counts so far, in ``Tally`` form (the native counts are added in on read)."""
+        d = self.native.take_tally()
+        t = self._tally
+        t.outcomes.update(d["outcomes"])
+        t.reasons.update(d["reasons"])
+        t.charged.update(d["charged"])
+        t.billable.update(d["billable"])
+        t.events.update(d["events"])
+        return t
+
+    @tally.setter
+    def tally(self, tally: Tally) -> None:
+        """Count into ``tally`` from now on (the worker's metrics hand theirs in)."""
+        self.native.take_tally()
+        self._tally = tally
+
+
+_ACCOUNT_FIELDS = tuple(f.name for f in fields(Account) if f.name != "older_seen")
+
+
+class NativeBatchProcessor(BatchProcessor):
+    """``BatchProcessor`` (rater/batch.py) on the native engine, for the Kafka worker.
+
+    Same routing, same outputs (already encoded by the engine) and the same changed
+    accounts, as Python ``Account`` objects: the worker's account cache, id segments,
+    sweep and views keep working on those. Within a batch the native engine holds the
+    accounts: one it does not hold is loaded through the worker's ``load`` (its cache,
+    then the store) and handed over in the stored form; at the end of the batch each
+    changed account is read back into the very object ``load`` returned (the cache
+    holds that object), and the native engine forgets them all, so the Python objects
+    stay the one copy between batches.
+    """
+
+    def __init__(self, tables: RateTables, partitions: int, topics: Topics,
+                 load: Callable[[str], Account | None]):  # fmt: skip
+        self.partitions = partitions
+        self.topics = topics
+        self.load = load
+        self.engine = NativeEngine(tables)  # type: ignore[assignment]
+        self._loaded: dict[str, Account] = {}
+        self._changed: dict[str, int] = {}
+
+    def _load_stored(self, tenant: str) -> bytes | None:
+        acct = self.load(tenant)
+        if acct is None:
+            return None
+        self._loaded[tenant] = acct
+        return encode_account(acct)
+
+    def _older_seen(self, tenant: str, cdr_id: str) -> bool:
+        acct = self._loaded.get(tenant)
+        return acct is not None and acct.older_seen is not None and acct.older_seen(acct, cdr_id)
+
+    def begin(self) -> BatchResult:
+        self.engine.native.clear_accounts()
+        self._loaded.clear()
+        self._changed.clear()
+        return BatchResult()
+
+    def feed(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
+        process = self.engine.native.process_hosted
+        load, older_seen = self._load_stored, self._older_seen
+        t = self.topics
+        out = result.outputs
+        changed = self._changed
+        for msg in messages:
+            home = self.home_partition(msg)
+            if home is not None and home[0] != msg.partition:
+                result.forwards.append((msg, home[0], home[1]))
+                result.records[(msg.topic, "forwarded")] += 1
+                continue
+            key_text = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+            source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+            (_kind, tenant, status, _reason, _detail, rated, events, requests, reject,
+             has_account) = process(msg.value or b"", key_text, source, now, load, older_seen)  # fmt: skip
+            tenant_key = tenant.encode() if tenant else msg.key
+            if rated is not None:
+                out.append((t.rated, tenant_key, rated))
+            for e in events:
+                out.append((t.events, tenant_key, e))
+            for r in requests:
+                out.append((t.requests, tenant_key, r))
+            if reject is not None:
+                out.append((t.rejects, msg.key, reject))
+            result.records[(msg.topic, status)] += 1
+            if (status == "applied" or events) and has_account:
+                changed[tenant] = msg.partition
+
+    def end(self, result: BatchResult) -> BatchResult:
+        native = self.engine.native
+        for tenant, partition in self._changed.items():
+            fresh = decode_account(native.get_account(tenant))
+            acct = self._loaded.get(tenant)
+            if acct is None:  # created by this batch
+                acct = fresh
+            else:
+                for name in _ACCOUNT_FIELDS:
+                    setattr(acct, name, getattr(fresh, name))
+            result.accounts[tenant] = (partition, acct)
+        native.clear_accounts()
+        self._loaded.clear()
+        self._changed.clear()
+        _ = self.engine.tally  # fold the batch's counts into the tally the worker reads
+        return result

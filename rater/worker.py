@@ -68,6 +68,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from . import gctune, intake, ledger
 from .batch import BatchProcessor, BatchResult, Message, Topics
+from .native_engine import NativeBatchProcessor
+from .native_engine import choose as choose_engine
 from .config import WorkerConfig
 from .idstore import SEP as SEGMENT_SEP
 from .idstore import IdSegments, is_segment_key
@@ -161,7 +163,11 @@ class RaterWorker:
         self.stats.rate_tables_loaded_at = time.time()
         self.app = self._build_app()
         intake.install(self.app, frozenset((cfg.topics.cdrs, cfg.topics.commands)), self.take, self.on_stop)
-        self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self._load)
+        # The rating core: native (Rust) when built, else or when asked the Python one;
+        # both behind BatchProcessor's interface (rater/native_engine.py).
+        self.engine_name = choose_engine(cfg.engine)
+        processor_class = NativeBatchProcessor if self.engine_name == "native" else BatchProcessor
+        self.processor = processor_class(tables, cfg.partitions, cfg.topics, self._load)
         self.processor.engine.tally = self.stats.tally
         self.lock = asyncio.Lock()
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
@@ -272,8 +278,8 @@ class RaterWorker:
             gctune.freeze_startup()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self._request_reload)
-            log.info("worker started: broker %s, %d partitions, rate tables %s, web http://%s:%d",
-                     self.cfg.broker, self.cfg.partitions, self.stats.rate_tables_version,
+            log.info("worker started: broker %s, %d partitions, rate tables %s, %s engine, web http://%s:%d",
+                     self.cfg.broker, self.cfg.partitions, self.stats.rate_tables_version, self.engine_name,
                      self.cfg.web_host, self.cfg.web_port)  # fmt: skip
 
         @app.on_rebalance_complete.connect
@@ -950,6 +956,13 @@ def run(cfg: WorkerConfig) -> int:
         for p in problems:
             print(f"rater: {p}")
         print(f"rater: {cfg.rates_dir}: the rate tables do not load; not starting")
+        return 2
+    from .native_engine import EngineUnavailable
+
+    try:
+        choose_engine(cfg.engine)
+    except EngineUnavailable as exc:
+        print(f"rater: {exc}")
         return 2
     quiet = logging.getLogger("aiokafka")
     level = quiet.level

@@ -99,6 +99,14 @@ pub fn reject_record(reason: &str, detail: &str, raw: &[u8], source: &Source, te
     out
 }
 
+/// Where the worker's accounts live between batches, as the engine sees it.
+pub trait Host {
+    /// The tenant's account, or None when it has none.
+    fn load(&mut self, tenant: &str) -> Option<Account>;
+    /// Whether `cdr_id` is among the ids moved out of `acct` into segments.
+    fn older_seen(&mut self, acct: &Account, cdr_id: &str) -> bool;
+}
+
 pub struct Engine {
     pub tables: Tables,
     pub accounts: HashMap<String, Account>,
@@ -127,6 +135,19 @@ impl Engine {
     }
 
     pub fn process(&mut self, raw: &[u8], key: Option<&str>, source: &Source, now: i64) -> Processed {
+        self.process_with(raw, key, source, now, None)
+    }
+
+    /// `process` for a driver that keeps the accounts elsewhere (the Kafka worker): an
+    /// account not held here is asked of `host` first.
+    pub fn process_with(
+        &mut self,
+        raw: &[u8],
+        key: Option<&str>,
+        source: &Source,
+        now: i64,
+        mut host: Option<&mut dyn Host>,
+    ) -> Processed {
         let record = match decode(raw, key) {
             Ok(r) => r,
             Err(e) => {
@@ -142,8 +163,18 @@ impl Engine {
             Record::Cdr(c) => ("cdr", Some(c.call_type)),
             Record::Command(_) => ("command", None),
         };
+        if let Some(h) = host.as_deref_mut() {
+            if !self.accounts.contains_key(&tenant) {
+                if let Some(a) = h.load(&tenant) {
+                    self.accounts.insert(tenant.clone(), a);
+                }
+            }
+        }
         let acct = self.accounts.get_mut(&tenant);
-        let (out, created) = ledger::apply(acct, &record, &self.tables, now, self.horizon);
+        let (out, created) = match host {
+            Some(h) => ledger::apply_with(acct, &record, &self.tables, now, self.horizon, &mut |a, id| h.older_seen(a, id)),
+            None => ledger::apply(acct, &record, &self.tables, now, self.horizon),
+        };
         if let Some(a) = created {
             self.accounts.insert(tenant.clone(), a);
         }

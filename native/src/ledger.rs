@@ -394,6 +394,10 @@ fn remember(acct: &mut Account, cdr: bool, record_id: &str, at: i64, horizon: i6
     }
 }
 
+/// Whether a CDR id is among those the Kafka worker moved out of the account into id
+/// segments (rater/idstore.py); asked only for an account that lists segments.
+pub type OlderSeen<'h> = &'h mut dyn FnMut(&Account, &str) -> bool;
+
 /// Apply one record to its tenant's account. `acct` is changed in place when applied; a
 /// `configure_account` that creates the account returns it as the second value.
 pub fn apply(
@@ -402,6 +406,18 @@ pub fn apply(
     tables: &Tables,
     now: i64,
     horizon: i64,
+) -> (Outcome, Option<Account>) {
+    apply_with(acct, record, tables, now, horizon, &mut |_, _| false)
+}
+
+/// `apply`, with the worker's question about ids moved to segments.
+pub fn apply_with(
+    acct: Option<&mut Account>,
+    record: &Record,
+    tables: &Tables,
+    now: i64,
+    horizon: i64,
+    older_seen: OlderSeen,
 ) -> (Outcome, Option<Account>) {
     let at = record.event_time();
     if at > now + FUTURE_LIMIT {
@@ -419,17 +435,17 @@ pub fn apply(
         );
     }
     match record {
-        Record::Cdr(c) => (apply_cdr(acct, c, tables, horizon), None),
+        Record::Cdr(c) => (apply_cdr(acct, c, tables, horizon, older_seen), None),
         Record::Command(c) => apply_command(acct, c, tables, horizon),
     }
 }
 
-fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i64) -> Outcome {
+fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i64, older_seen: OlderSeen) -> Outcome {
     // Checks: nothing changes until all have passed.
     let Some(acct) = acct else {
         return reject("unknown_tenant", format!("tenant_id: no account for {}", repr(&cdr.tenant_id)));
     };
-    if acct.seen_cdrs.contains_key(&cdr.cdr_id) {
+    if acct.seen_cdrs.contains_key(&cdr.cdr_id) || (!acct.id_segments.is_empty() && older_seen(acct, &cdr.cdr_id)) {
         return duplicate();
     }
     let at = cdr.started_at;

@@ -2,7 +2,8 @@
 //! Bytes in, bytes out; no per-record Python objects on the offline path.
 
 use crate::codec;
-use crate::engine::{Engine, Outputs, Source};
+use crate::engine::{Engine, Host, Outputs, Processed, Source};
+use crate::ledger::Account;
 use crate::pyrepr::NON_ASCII_REPR;
 use crate::rates::{Plan, Row, Tables};
 use crate::records::{JsonVerdict, JSON_ERROR};
@@ -58,6 +59,79 @@ fn orjson_verdict(raw: &[u8]) -> JsonVerdict {
     })
 }
 
+type SourceParts = (Option<String>, String, u64, i64, i64);
+
+fn source_parts(source: &Bound<'_, PyDict>) -> PyResult<SourceParts> {
+    let file: Option<String> = source.get_item("file")?.map(|v| v.extract()).transpose()?;
+    let line: u64 = source.get_item("line")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
+    let topic: String = source.get_item("topic")?.map(|v| v.extract()).transpose()?.unwrap_or_default();
+    let partition: i64 = source.get_item("partition")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
+    let offset: i64 = source.get_item("offset")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
+    Ok((file, topic, line, partition, offset))
+}
+
+fn processed(py: Python<'_>, p: Processed) -> PyResult<Bound<'_, PyAny>> {
+    let o = p.outcome;
+    let events: Vec<Bound<PyBytes>> = o.events.iter().map(|e| PyBytes::new(py, e)).collect();
+    let requests: Vec<Bound<PyBytes>> = o.recharge_requests.iter().map(|e| PyBytes::new(py, e)).collect();
+    let t = (
+        p.kind,
+        p.tenant_id,
+        o.status.name(),
+        o.reason,
+        o.detail,
+        o.rated.map(|r| PyBytes::new(py, &r)),
+        events,
+        requests,
+        p.reject.map(|r| PyBytes::new(py, &r)),
+        o.has_account,
+    );
+    t.into_pyobject(py).map(|b| b.into_any())
+}
+
+/// The worker's callbacks; the first exception is kept and raised after the record.
+struct PyHost<'py> {
+    load: Bound<'py, PyAny>,
+    older_seen: Bound<'py, PyAny>,
+    error: Option<PyErr>,
+}
+
+impl Host for PyHost<'_> {
+    fn load(&mut self, tenant: &str) -> Option<Account> {
+        if self.error.is_some() {
+            return None;
+        }
+        let got = self.load.call1((tenant,)).and_then(|v| v.extract::<Option<Vec<u8>>>());
+        match got {
+            Ok(None) => None,
+            Ok(Some(bytes)) => match codec::decode_account(&bytes) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    self.error = Some(PyValueError::new_err(format!("account of {tenant:?}: {e}")));
+                    None
+                }
+            },
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+
+    fn older_seen(&mut self, acct: &Account, cdr_id: &str) -> bool {
+        if self.error.is_some() {
+            return false;
+        }
+        match self.older_seen.call1((acct.tenant_id.as_str(), cdr_id)).and_then(|v| v.is_truthy()) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+}
+
 #[pyclass(name = "Engine", module = "rater_native")]
 struct PyEngine {
     inner: Engine,
@@ -87,37 +161,49 @@ impl PyEngine {
         source: &Bound<'py, PyDict>,
         now: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let file: Option<String> = source.get_item("file")?.map(|v| v.extract()).transpose()?;
-        let topic: String;
+        let (file, topic, line, partition, offset) = source_parts(source)?;
         let src = match &file {
-            Some(f) => {
-                let line: u64 = source.get_item("line")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
-                Source::File { file: f, line }
-            }
-            None => {
-                topic = source.get_item("topic")?.map(|v| v.extract()).transpose()?.unwrap_or_default();
-                let partition: i64 = source.get_item("partition")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
-                let offset: i64 = source.get_item("offset")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
-                Source::Kafka { topic: &topic, partition, offset }
-            }
+            Some(f) => Source::File { file: f, line },
+            None => Source::Kafka { topic: &topic, partition, offset },
         };
         let p = self.inner.process(raw, key, &src, now);
-        let o = p.outcome;
-        let events: Vec<Bound<PyBytes>> = o.events.iter().map(|e| PyBytes::new(py, e)).collect();
-        let requests: Vec<Bound<PyBytes>> = o.recharge_requests.iter().map(|e| PyBytes::new(py, e)).collect();
-        let t = (
-            p.kind,
-            p.tenant_id,
-            o.status.name(),
-            o.reason,
-            o.detail,
-            o.rated.map(|r| PyBytes::new(py, &r)),
-            events,
-            requests,
-            p.reject.map(|r| PyBytes::new(py, &r)),
-            o.has_account,
-        );
-        t.into_pyobject(py).map(|b| b.into_any())
+        processed(py, p)
+    }
+
+    /// `process` for the Kafka worker: an account this engine does not hold is asked of
+    /// `load(tenant) -> bytes | None` (the stored form), and a CDR id not among an
+    /// account's recent ids, when the account lists id segments, of
+    /// `older_seen(tenant, cdr_id) -> bool`. An exception in either is raised here.
+    #[pyo3(signature = (raw, key, source, now, load, older_seen))]
+    #[allow(clippy::too_many_arguments)]
+    fn process_hosted<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &[u8],
+        key: Option<&str>,
+        source: &Bound<'py, PyDict>,
+        now: i64,
+        load: Bound<'py, PyAny>,
+        older_seen: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (file, topic, line, partition, offset) = source_parts(source)?;
+        let src = match &file {
+            Some(f) => Source::File { file: f, line },
+            None => Source::Kafka { topic: &topic, partition, offset },
+        };
+        let mut host = PyHost { load, older_seen, error: None };
+        let p = self.inner.process_with(raw, key, &src, now, Some(&mut host));
+        if let Some(e) = host.error {
+            return Err(e);
+        }
+        processed(py, p)
+    }
+
+    /// The counts since the last call, then zero (the worker adds them to its metrics).
+    fn take_tally<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = self.tally(py)?;
+        self.inner.tally = Default::default();
+        Ok(d)
     }
 
     /// Whole JSON lines of one input file (`rater rate`): returns (records, rated,
