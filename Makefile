@@ -8,7 +8,7 @@ NATIVE_STAMP := $(VENV)/.native
 NATIVE_SRC   := $(wildcard native/src/*.rs) native/Cargo.toml native/pyproject.toml
 CARGO_MISSING := cargo is not on PATH (install Rust: https://rustup.rs); the native engine is not built
 
-.PHONY: venv native native-check test test-fast test-all demo chaos bench check-rates broker-start broker-stop clean
+.PHONY: venv native native-check test test-fast test-all demo chaos bench check-rates broker-start broker-stop promtool clean
 
 venv: $(STAMP) $(NATIVE_STAMP)
 
@@ -65,5 +65,19 @@ broker-start: venv
 broker-stop: venv
 	$(VENV)/bin/rater dev-broker stop
 
+## promtool (Prometheus v3.5.0, the compose image's version) built from its Go module into
+## .tools/bin, for tests/test_alerts.py. `go install ...@version` refuses this module (its
+## go.mod has replace directives), so the module's source is built as the main module.
+PROMETHEUS_MODULE ?= github.com/prometheus/prometheus@v0.305.0
+promtool: .tools/bin/promtool
+
+.tools/bin/promtool:
+	@command -v go >/dev/null || { echo "make promtool needs Go 1.23 or newer (https://go.dev/dl/)"; exit 1; }
+	rm -rf .tools/src/prometheus && mkdir -p .tools/src .tools/bin
+	dir=$$(go mod download -json $(PROMETHEUS_MODULE) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	  test -n "$$dir" && cp -r "$$dir" .tools/src/prometheus
+	chmod -R u+w .tools/src/prometheus
+	cd .tools/src/prometheus && GOFLAGS=-mod=mod go build -o ../../bin/promtool ./cmd/promtool
+
 clean:
-	rm -rf $(VENV) native/target .kafka/dev .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) native/target .kafka/dev .pytest_cache .hypothesis build *.egg-info .tools

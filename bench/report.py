@@ -1,4 +1,4 @@
-"""docs/benchmarks.md and docs/benchmarks.png from bench/results/{full,quick}.json.
+"""docs/benchmarks.md and docs/benchmarks.png from bench/results/{full,quick,authorize}.json.
 
     python -m bench.report      # re-render without measuring again
 
@@ -258,7 +258,36 @@ def plot(res: dict, s: dict, path: Path) -> None:
 # ------------------------------------------------------------------------------ markdown
 
 
-def render(full: dict | None, quick: dict | None) -> str:
+def authorize_section(results: list[dict | None]) -> list[str]:
+    """Authorize with a destination under load (``bench/authorize.py``), from the newest
+    results that measured it (a full or quick run, or ``--only authorize``)."""
+    found = sorted((r for r in results if r and r.get("authorize")), key=lambda r: r["started"])
+    if not found:
+        return []
+    res = found[-1]
+    a = res["authorize"]
+    rows = []
+    rated = a.get("rated_while_asked_per_s")
+    loaded = f"offered {a['load_cdrs_per_s']:,} CDRs/s" + (f", rating {rated:,.0f}/s meanwhile" if rated is not None else "")
+    for label, what in (("idle", "idle"), ("loaded", loaded)):
+        r = a[label]
+        rows.append([what, f"{r['rps']:,.0f}", ms(r["p50_ms"]) if r["p50_ms"] >= 10 else f"{r['p50_ms']:.1f} ms",
+                     ms(r["p99_ms"]) if r["p99_ms"] >= 10 else f"{r['p99_ms']:.1f} ms",
+                     f"{r['answers']:,}", ", ".join(f"{k}: {v:,}" for k, v in r["statuses"].items())])  # fmt: skip
+    conc = a["idle"]["concurrency"]
+    L = ["## Authorize with a destination", "",
+         f"`GET /tenants/<id>/authorize?call_type=international&to=%2B...` against one worker "
+         f"({a['tenants']:,} tenants, {conc} connections asking in a closed loop, each answer with a rate and "
+         f"`max_seconds`), measured by `{res['argv']}` on {res['started']}: first with the worker idle, then "
+         "while `bench/pacer.py` offers it CDRs. Latency is from sending the request to reading the whole answer. "
+         f"The client runs on the same cores as the worker and the broker; the load average was "
+         f"{' / '.join(res['machine'].get('loadavg_at_start', []))} at the start (other work shares the machine), "
+         "so the figures move from run to run.", ""]
+    L += table(["worker", "answers/s", "p50", "p99", "answers", "HTTP statuses"], rows)
+    return L + [""]
+
+
+def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> str:
     res = full or quick
     assert res is not None
     s = summary(res)
@@ -477,6 +506,7 @@ def render(full: dict | None, quick: dict | None) -> str:
                 L += [""]
                 L += table(["share", "function (file)"], [[pct(v), f"`{f}`"] for f, v in offp["self"][:12]])
             L += [""]
+    L += authorize_section([full, quick, auth])
     if ANALYSIS.exists():
         L += [ANALYSIS.read_text().strip(), ""]
     # commands
@@ -518,7 +548,7 @@ def write() -> list[Path]:
     res = full or quick
     if res is None:
         raise SystemExit("no results in bench/results/")
-    DOC.write_text(render(full, quick))
+    DOC.write_text(render(full, quick, load("authorize")))
     plot(res, summary(res), PLOT)
     return [DOC, PLOT]
 

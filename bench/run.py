@@ -22,6 +22,11 @@ Phases (every process it starts is stopped by its pid at the end, whatever happe
    accounts is stopped and started again on its state dir; seconds to /readyz 200; RSS
    per 100,000 accounts against an idle worker.
 6. *Profile* (once): py-spy on a worker rating the input, top frames by share.
+7. *Authorize* (once): ``bench/authorize.py`` asks a worker ``authorize?call_type=&to=``
+   in a closed loop (``--authorize-concurrency`` connections, ``--authorize-seconds``),
+   first idle, then while ``bench/pacer.py`` offers it ``--authorize-load`` CDRs/s;
+   answers/s and p50/p99. ``--only authorize`` runs just this phase (into
+   bench/results/authorize.json unless ``--results`` says otherwise).
 
 Results go to bench/results/<quick|full>.json, then docs/benchmarks.md and
 docs/benchmarks.png are rendered from them (``bench/report.py``).
@@ -67,9 +72,9 @@ def dumps(obj: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(obj)))
 
 FULL = dict(cdrs=1_000_000, tenants=10_000, runs=3, worker_cap=100.0, latency_seconds=20.0, latency_drain=10.0,
-            latency_tenants=1_000, restart_accounts=100_000, profile_seconds=30.0)
+            latency_tenants=1_000, restart_accounts=100_000, profile_seconds=30.0, authorize_seconds=20.0)
 QUICK = dict(cdrs=30_000, tenants=1_000, runs=1, worker_cap=25.0, latency_seconds=4.0, latency_drain=4.0,
-             latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0)  # fmt: skip
+             latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0, authorize_seconds=8.0)  # fmt: skip
 
 
 # Each turns one of the worker's optimisations off (docs/benchmarks.md, "What each change bought").
@@ -453,6 +458,71 @@ class Bench:
             f"p50 {_fmt_ms(out['p50_ms'])}, p99 {_fmt_ms(out['p99_ms'])}, p99.9 {_fmt_ms(out['p999_ms'])}")  # fmt: skip
         return out
 
+    # --- authorize ----------------------------------------------------------------------
+
+    def measure_authorize(self) -> dict:
+        """Answers/s and latency of ``authorize?call_type=&to=`` against one worker (the
+        latency phase's tenants), idle and while the pacer offers it CDRs."""
+        a = self.args
+        base = f"{self.prefix}-auth"
+        cdrs = f"{base}-cdrs"
+        asyncio.run(kio.create_topics(self.bootstrap, [cdrs], a.partitions))
+        topics = self.out_topics(base, cdrs, commands=self.lat_commands)
+        w = self.track(self.worker("auth", topics, app_id=base, debug=False))
+        w.start()
+        ask_cmd = [sys.executable, "-m", "bench.authorize", "--url", w.url, "--tenants", str(a.latency_tenants),
+                   "--seed", str(a.seed), "--at", str(self.lat_at), "--seconds", str(a.authorize_seconds),
+                   "--concurrency", str(a.authorize_concurrency)]  # fmt: skip
+        load = a.authorize_load
+        pacer_cmd = [sys.executable, "-m", "bench.pacer", "--broker", self.bootstrap, "--topic", cdrs,
+                     "--partitions", str(a.partitions), "--rate", str(load), "--seconds", str(a.authorize_seconds + 4),
+                     "--tenants", str(a.latency_tenants), "--seed", str(a.seed), "--at", str(self.lat_at),
+                     "--run-id", "A"]  # fmt: skip
+        shown = " ".join(_shown(ask_cmd)).replace("http://$BROKER", "http://127.0.0.1:$WORKER_PORT")
+        self.results["commands"].setdefault("authorize", shown)
+        out: dict[str, Any] = {"load_cdrs_per_s": load, "tenants": a.latency_tenants}
+        try:
+            w.wait_ready()
+            w.wait_records(self.lat_setup, timeout=120, interval=0.2)
+
+            def ask(label: str) -> dict:
+                proc = self.track(Proc(ask_cmd, self.work / f"authorize-{label}.log"))
+                proc.start()
+                proc.popen.wait(timeout=a.authorize_seconds + 60)  # type: ignore[union-attr]
+                self.finish(proc)
+                lines = proc.log_path.read_text().splitlines()
+                return orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))
+
+            out["idle"] = ask("idle")
+            before = w.records() or 0
+            pacer = self.track(Proc(pacer_cmd, self.work / "pacer-authorize.log"))
+            pacer.start()
+            # The pacer draws its records before its clock starts ("ready" on stderr):
+            # ask only once the CDRs flow.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and (w.records() or 0) <= before:
+                time.sleep(0.1)
+            time.sleep(1.0)
+            rated0, t0 = w.records() or 0, time.monotonic()
+            out["loaded"] = ask("loaded")
+            # What the worker rated meanwhile: it must keep up with the offered CDRs.
+            out["rated_while_asked_per_s"] = round(((w.records() or 0) - rated0) / (time.monotonic() - t0), 1)
+            pacer.popen.wait(timeout=a.authorize_seconds + 120)  # type: ignore[union-attr]
+            self.finish(pacer)
+            lines = pacer.log_path.read_text().splitlines()
+            paced = orjson.loads(next(l for l in reversed(lines) if l.startswith("{")))
+            out["paced_rate"] = paced["rate"]
+            out["worker_cpu_s"] = round(w.cpu(), 1)
+        finally:
+            self.finish(w)
+        self.drop_topics(base)
+        shutil.rmtree(w.state_dir, ignore_errors=True)
+        for label in ("idle", "loaded"):
+            r = out[label]
+            log(f"authorize {label}: {r['rps']:,.0f} answers/s, p50 {_fmt_ms(r['p50_ms'])}, p99 {_fmt_ms(r['p99_ms'])}, "
+                f"statuses {r['statuses']}")  # fmt: skip
+        return out
+
     # --- restart ------------------------------------------------------------------------
 
     def measure_restart(self) -> dict:
@@ -606,6 +676,11 @@ class Bench:
         self.results["settings"] = {k: v for k, v in vars(a).items() if k not in ("broker",)}
         self.results["argv"] = " ".join(["python -m bench.run", *sys.argv[1:]])
         self.start_broker()
+        if a.only == "authorize":
+            self.prepare_latency()
+            self.results["authorize"] = self.measure_authorize()
+            self.results["elapsed_s"] = round(time.monotonic() - began)
+            return self.results
         self.prepare_input()
         self.prepare_latency()
         rates = [int(r) for r in a.latency_rates.split(",") if r]
@@ -631,6 +706,8 @@ class Bench:
             self.results["restart"] = self.measure_restart()
         if not a.no_profile:
             self.results["profile"] = self.profile_worker()
+        if not a.no_authorize:
+            self.results["authorize"] = self.measure_authorize()
         self.results["elapsed_s"] = round(time.monotonic() - began)
         return self.results
 
@@ -736,6 +813,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the worker with each optimisation turned off (once each)")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--no-authorize", action="store_true")
+    p.add_argument("--only", choices=("authorize",), help="run one phase alone")
+    p.add_argument("--authorize-seconds", type=float)
+    p.add_argument("--authorize-concurrency", type=int, default=8, help="connections asking at once")
+    p.add_argument("--authorize-load", type=int, default=1000, help="CDRs/s offered while it is asked")
     p.add_argument("--no-report", action="store_true", help="keep the results JSON, do not rewrite docs/")
     p.add_argument("--results", help="results JSON path (default bench/results/<quick|full>.json)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, inputs)")
@@ -762,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.cleanup()
     RESULTS_DIR.mkdir(exist_ok=True)
-    path = Path(args.results) if args.results else RESULTS_DIR / f"{bench.mode}.json"
+    name = "authorize" if args.only == "authorize" else bench.mode
+    path = Path(args.results) if args.results else RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     log(f"results in {path} ({results['elapsed_s']} s)")
     if not args.no_report:

@@ -32,6 +32,12 @@ def register(sub) -> None:
     add_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("notify", help="email and webhook notifications from balance events (SPEC 11)")
+    from .notify.config import add_notify_arguments
+
+    add_notify_arguments(p)
+    p.set_defaults(func=cmd_notify)
+
     p = sub.add_parser("dev-broker", help="run a local Apache Kafka broker from Maven Central jars",
                        add_help=False)  # fmt: skip
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -43,6 +49,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .worker import run
 
     return run(config_from_args(args))
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+    from .notify.config import config_from_args
+    from .notify.service import run
+
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        raise UsageError(f"notify: {exc}") from None
+    return run(cfg)
 
 
 def cmd_dev_broker(args: argparse.Namespace) -> int:

@@ -12,8 +12,12 @@
    latest balance events (consumed from ``balance-events``) and URLs to try with curl.
    On a terminal it redraws one screen with ANSI escapes; otherwise (or ``--plain``)
    it prints a status line every few seconds.
-5. At the end, or on Ctrl-C, stops the simulator, the worker and the broker, and prints
-   a summary.
+5. Starts ``rater notify`` (log in ``.kafka/demo/notify.log``) with an SMTP sink in this
+   process (aiosmtpd on a free loopback port) and a contacts file naming one address per
+   simulated tenant (``.kafka/demo/contacts.csv``); the view shows the emails the sink
+   received and their latest subjects, and the notifier's retried and dead-lettered counts.
+6. At the end, or on Ctrl-C, stops the simulator, the notifier, the worker and the broker,
+   and prints a summary.
 """
 
 from __future__ import annotations
@@ -204,6 +208,11 @@ class Demo:
         self.broker_dir = self.dir / "broker"
         self.worker_log = self.dir / "worker.log"
         self.sim_log = self.dir / "simulate.log"
+        self.notify_log = self.dir / "notify.log"
+        self.notify: subprocess.Popen | None = None
+        self.notify_base = ""
+        self.sink: MailSink | None = None
+        self.notify_snap: dict[str, float] = {}
         self.broker: devbroker.BrokerInfo | None = None
         self.worker: subprocess.Popen | None = None
         self.sim: subprocess.Popen | None = None
@@ -262,6 +271,33 @@ class Demo:
                                            cwd=self.root, start_new_session=True,
                                            preexec_fn=_die_with_parent)  # fmt: skip
 
+    def start_notifier(self) -> None:
+        """An SMTP sink here, a contacts file for the simulated tenants, and `rater notify`."""
+        assert self.broker is not None
+        try:
+            self.sink = MailSink()
+        except ImportError:
+            self.say("aiosmtpd is not installed (it comes with the test extra): no notifications in this demo")
+            return
+        from .traffic import tenant_id_of
+
+        contacts = self.dir / "contacts.csv"
+        n = self.args.tenants
+        contacts.write_text("tenant_id,email\n" + "".join(
+            f"{tenant_id_of(i, n)},admin@{tenant_id_of(i, n)}.example\n" for i in range(n)))  # fmt: skip
+        port = _free_port()
+        self.notify_base = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "rater", "notify", "--broker", self.broker.bootstrap,
+               "--group-id", "rater-demo-notify", "--contacts", str(contacts), "--smtp-host", "127.0.0.1",
+               "--smtp-port", str(self.sink.port), "--smtp-from", "rater-demo@localhost",
+               "--state-dir", str(self.dir / "notify"), "--web-port", str(port)]  # fmt: skip
+        self.say(f"starting rater notify (email to an SMTP sink on 127.0.0.1:{self.sink.port}, "
+                 f"log {self._rel(self.notify_log)})")  # fmt: skip
+        with open(self.notify_log, "ab") as log:
+            self.notify = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                           cwd=self.root, start_new_session=True,
+                                           preexec_fn=_die_with_parent)  # fmt: skip
+
     def rates_dir(self) -> Path:
         return Path(self.args.rates).resolve() if self.args.rates else self.root / "rate_tables"
 
@@ -299,6 +335,11 @@ class Demo:
         if self.sim is not None and self.sim.poll() is None:
             self.say("stopping the simulator...")
             _stop_process(self.sim, 15)
+        if self.notify is not None and self.notify.poll() is None:
+            self.say("stopping rater notify...")
+            _stop_process(self.notify, 20)
+        if self.sink is not None:
+            self.sink.stop()
         if self.worker is not None and self.worker.poll() is None:
             self.final_snapshot()
             self.say("stopping the worker...")
@@ -377,6 +418,14 @@ class Demo:
             await consumer.stop()
 
     async def refresh(self) -> None:
+        if self.notify_base:
+            status, body = await asyncio.to_thread(_http, self.notify_base + "/metrics", 1.0)
+            if status == 200:
+                snap: dict[str, float] = {}
+                for name, samples in parse_metrics(body.decode("utf-8", "replace")).items():
+                    for labels, value in samples:
+                        snap[f"{name}:{labels.get('channel', '')}"] = value
+                self.notify_snap = snap
         status, body = await asyncio.to_thread(_http, self.base + "/metrics", 2.0)
         if status == 200:
             self.snap = Snapshot(parse_metrics(body.decode("utf-8", "replace")))
@@ -446,6 +495,10 @@ class Demo:
         lines.append(f"{lab('auto-recharge')} {_recharge_line(snap.events, s)}")
         sim = _tail_line(self.sim_log).removeprefix("simulate: ")
         lines.append(f"{lab('simulator')} {sim}")
+        if self.sink is not None:
+            lines.append(f"{lab('notifications')} {self.notify_line()}")
+            for subject in self.sink.last(3):
+                lines.append(s(f"  {subject}", "2"))
         lines.append("")
         lines.append(s(f"Lowest balances (GET /tenants/<id>)", "1;4"))
         hdr = f"  {'tenant':<18}{'plan':<14}{'balance':>14}  {'cur':<4}{'low at':>9}  {'lots':>4}  {'auto-recharge':<22}{'intl/toll-free'}"
@@ -492,8 +545,17 @@ class Demo:
         example = self.rows[0]["tenant_id"] if self.rows else "acme-0000"
         lines.append(f"  curl -s {self.base}/metrics | grep rater_records_total")
         lines.append(f"  curl -s {self.base}/tenants/{example}")
-        lines.append(f"  curl -s '{self.base}/tenants/{example}/authorize?call_type=international'")
+        lines.append(f"  curl -s '{self.base}/tenants/{example}/authorize?call_type=international&to=%2B447700900123'")
         return [_clip(line, width) for line in lines]
+
+    def notify_line(self) -> str:
+        if self.sink is None:
+            return "off"
+        n = self.notify_snap
+        state = "" if self.notify is None or self.notify.poll() is None else f" (rater notify exited {self.notify.returncode})"
+        return (f"{_num(self.sink.count())} emails received by the sink 127.0.0.1:{self.sink.port}; notify sent "
+                f"{_num(n.get('rater_notify_sent_total:email', 0))}, retried {_num(n.get('rater_notify_retried_total:email', 0))}, "
+                f"dead-lettered {_num(n.get('rater_notify_dead_lettered_total:email', 0))}{state}")  # fmt: skip
 
     def plain_line(self) -> str:
         snap = self.snap
@@ -507,7 +569,8 @@ class Demo:
                 f"rejected {_num(rec.get(('cdrs', 'rejected'), 0))} duplicate {_num(rec.get(('cdrs', 'duplicate'), 0))} "
                 f"| commands applied {_num(rec.get(('tenant-commands', 'applied'), 0))} | rejects {rejects} "
                 f"| tenants ok {_num(snap.tenants.get('ok', 0))} low {_num(snap.tenants.get('low', 0))} "
-                f"negative {_num(snap.tenants.get('negative', 0))} | lowest: {lowest or '-'}")  # fmt: skip
+                f"negative {_num(snap.tenants.get('negative', 0))} | lowest: {lowest or '-'}"
+                + (f" | emails {_num(self.sink.count())}" if self.sink else ""))  # fmt: skip
 
     def draw(self) -> None:
         size = shutil.get_terminal_size((120, 40))
@@ -584,10 +647,14 @@ class Demo:
             print(f"  balance events   {_events_line(snap.events, Style(False))}")
             print(f"  auto-recharge    {_recharge_line(snap.events, Style(False))}")
             print(f"  tenants          " + ", ".join(f"{st} {_num(snap.tenants.get(st, 0))}" for st in ("ok", "low", "negative")))
+        if self.sink is not None:
+            print(f"  notifications    {self.notify_line()}")
+            for subject in self.sink.last(3):
+                print(f"                   {subject}")
         if self.rows:
             low = ", ".join(f"{r.get('tenant_id')} {_money(r.get('balance'))} {r.get('currency', '')}" for r in self.rows[:3])
             print(f"  lowest balances  {low}")
-        print(f"  logs             {self._rel(self.worker_log)}, {self._rel(self.sim_log)}, "
+        print(f"  logs             {self._rel(self.worker_log)}, {self._rel(self.sim_log)}, {self._rel(self.notify_log)}, "
               f"{self._rel(self.broker_dir / 'logs')}")  # fmt: skip
 
     async def main(self) -> int:
@@ -604,6 +671,7 @@ class Demo:
         if not await self.wait_ready():
             return 130 if self.stop.is_set() else 1
         self.say("worker ready")
+        self.start_notifier()
         self.consume_task = asyncio.create_task(self.consume())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.consuming.wait(), timeout=15)
@@ -615,6 +683,47 @@ class Demo:
             print(_tail(self.worker_log), file=sys.stderr)
             return 1
         return 0  # Ctrl-C is the way to end a demo without --duration
+
+
+class MailSink:
+    """An SMTP server on loopback (aiosmtpd, in a thread of this process) that keeps the
+    count and the latest subjects of what it receives: where the demo's emails go."""
+
+    def __init__(self) -> None:
+        import email
+        import email.policy
+        import threading
+
+        from aiosmtpd.controller import Controller
+
+        self._lock = threading.Lock()
+        self._count = 0
+        self._subjects: collections.deque[str] = collections.deque(maxlen=10)
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                with sink._lock:
+                    sink._count += 1
+                    sink._subjects.append(f"to {', '.join(envelope.rcpt_tos)}: {' '.join(str(msg['Subject']).split())}")
+                return "250 OK"
+
+        self.port = _free_port()
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def count(self) -> int:
+        with self._lock:
+            return self._count
+
+    def last(self, n: int) -> list[str]:
+        with self._lock:
+            return list(self._subjects)[-n:][::-1]
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._controller.stop()
 
 
 def _events_line(events: dict[str, float], s: Style) -> str:

@@ -121,6 +121,34 @@ def charge(rate: Rate, charged_seconds: int) -> int:
     return rate.connection_fee + (rate.rate_per_minute * charged_seconds + 30) // 60
 
 
+MAX_DURATION = 86_400  # SPEC 3: the longest call a CDR may carry
+
+
+def longest_affordable(rate: Rate, budget: int, limit: int = MAX_DURATION) -> int:
+    """The longest duration ``d`` in ``0..limit`` whose ``charge(rate, billable_seconds(d))``
+    is at most ``budget`` micro-units (SPEC 10, ``max_seconds``); 0 when no call is.
+
+    Closed form over the monotone charge. With ``left = budget - connection_fee``, the
+    rounded part ``(rate * c + 30) // 60 <= left`` holds exactly for
+    ``c <= (60 * left + 29) // rate``; the billable seconds are ``F, F + X, F + 2X, ...``,
+    so the answer is the largest of those at most that bound, and a call of that many
+    seconds is billed exactly that many (any longer call is billed the next step up).
+    A zero budget or less affords no charged second: a call costs the fee and at least
+    one increment, except on a free rate."""
+    if budget < 0:
+        return 0
+    left = budget - rate.connection_fee
+    if left < 0:
+        return 0  # the fee alone is more than the balance
+    if rate.rate_per_minute == 0:
+        return limit
+    seconds = (60 * left + 29) // rate.rate_per_minute
+    first, nxt = rate.first_increment, rate.next_increment
+    if seconds < first:
+        return 0
+    return min(first + (seconds - first) // nxt * nxt, limit)
+
+
 def _parse_plan(name: str, text: str, problems: list[str]) -> RatePlan | None:
     plan_id = name[: -len(".csv")]
     if not _PLAN_ID_RE.fullmatch(plan_id):

@@ -226,6 +226,12 @@ def now_micros() -> int:
     return time.time_ns() // 1000
 
 
+def tenant_id_of(i: int, n: int) -> str:
+    """The id of the ``i``-th of ``n`` simulated tenants (``acme-0000``); no seed involved."""
+    width = max(4, len(str(n)))
+    return f"{TENANT_NAMES[i % len(TENANT_NAMES)]}-{i:0{width}d}"
+
+
 def tenants(n: int, seed: int, tables: RateTables, *, at: int | None = None,
             funds_scale: float = 1.0, plans: tuple[tuple[str, float], ...] = PLAN_MIX) -> list[dict[str, Any]]:  # fmt: skip
     """``n`` tenant profiles, the same for the same seed (and ``at``, which only dates
@@ -242,10 +248,8 @@ def tenants(n: int, seed: int, tables: RateTables, *, at: int | None = None,
     ranks = list(range(1, n + 1))
     rng.shuffle(ranks)
     out = []
-    width = max(4, len(str(n)))
     for i in range(n):
-        name = TENANT_NAMES[i % len(TENANT_NAMES)]
-        tenant_id = f"{name}-{i:0{width}d}"
+        tenant_id = tenant_id_of(i, n)
         plan = plan_ids[bisect.bisect_right(plan_cum, rng.random() * plan_cum[-1])]
         funds = int(min(2000.0, max(10.0, rng.lognormvariate(math.log(80.0), 0.9))) * 100 * funds_scale)
         funds = max(funds, 1)

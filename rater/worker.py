@@ -66,7 +66,7 @@ from faust.streams import _current_event
 from faust.types import TP
 from prometheus_client.registry import CollectorRegistry
 
-from . import gctune, intake, ledger
+from . import gctune, intake, ledger, web
 from .batch import BatchProcessor, BatchResult, Message, Topics
 from .native_engine import NativeBatchProcessor
 from .native_engine import choose as choose_engine
@@ -78,9 +78,8 @@ from .metrics import WorkerStats, tenant_state
 from .offsets import Continuity
 from .partitioning import partition_for
 from .rates import RateTables, check_rate_tables
-from .records import TENANT_RE
 from .sending import send_all
-from .state import decode_account, encode_account, to_view
+from .state import decode_account, encode_account
 
 log = logging.getLogger("rater")
 
@@ -90,7 +89,6 @@ COMMIT_EVERY = 1.0  # seconds between offset commits of finished batches
 # without waiting for the whole of the next batch.
 YIELD_EVERY = 100
 _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
-CALL_TYPES = ("conference_dialout", "international", "toll_free", "domestic")
 # Per partition database. faust's defaults are 3 write buffers of 64 MiB and a 2 GiB block
 # cache for *each* partition, so RSS grows with write volume up to gigabytes; these bound a
 # worker's RocksDB memory to about 8 x (2 x 8 + 16) MiB with 8 partitions. Accounts are
@@ -810,84 +808,7 @@ class RaterWorker:
     # --- web --------------------------------------------------------------------------------------
 
     def _register_web(self) -> None:
-        app = self.app
-        worker = self
-
-        def error(web, status: int, reason: str, detail: str):
-            return web.json({"error": reason, "detail": detail}, status=status)
-
-        @app.page("/healthz")
-        async def healthz(web, request):
-            return web.json({"status": "ok"})
-
-        @app.page("/readyz")
-        async def readyz(web, request):
-            ok, why = worker.ready()
-            return web.json({"ready": ok, "reason": why}, status=200 if ok else 503)
-
-        @app.page("/metrics")
-        async def metrics(web, request):
-            from prometheus_client import generate_latest
-
-            return web.bytes(generate_latest(worker.registry), content_type="text/plain; version=0.0.4")
-
-        async def routed(web, request, tenant: str):
-            """The response of the worker that owns the tenant, or None if that is us."""
-            if request.headers.get("X-Rater-Routed"):
-                return None
-            try:
-                dest = app.router.key_store(worker.accounts.name, tenant.encode())
-            except KeyError:
-                return error(web, 503, "unavailable", "the tenant's partition is not assigned yet")
-            if str(dest).rstrip("/") == str(app.conf.canonical_url).rstrip("/"):
-                return None
-            try:
-                async with app.http_client.request(
-                    method="GET", url=request.url.with_host(dest.host).with_port(dest.port),
-                    headers={"X-Rater-Routed": "1"},
-                ) as response:  # fmt: skip
-                    return web.bytes(await response.read(), content_type=response.content_type,
-                                     status=response.status)  # fmt: skip
-            except Exception as exc:  # the owner is gone mid-rebalance
-                return error(web, 503, "unavailable", f"the owning worker did not answer ({type(exc).__name__})")
-
-        @app.page("/tenants/{tenant}")
-        async def tenant_view(web, request, tenant):
-            if not TENANT_RE.fullmatch(tenant):
-                return error(web, 400, "invalid_tenant_id", "a tenant id is 1 to 64 of A-Z a-z 0-9 . _ : -")
-            forwarded = await routed(web, request, tenant)
-            if forwarded is not None:
-                return forwarded
-            acct = worker._read(tenant)
-            if acct is None:
-                return error(web, 404, "unknown_tenant", f"no account for {tenant!r}")
-            return web.bytes(orjson.dumps(to_view(acct)), content_type="application/json")
-
-        @app.page("/tenants/{tenant}/authorize")
-        async def authorize(web, request, tenant):
-            if not TENANT_RE.fullmatch(tenant):
-                return error(web, 400, "invalid_tenant_id", "a tenant id is 1 to 64 of A-Z a-z 0-9 . _ : -")
-            call_type = request.query.get("call_type")
-            if call_type not in CALL_TYPES:
-                return error(web, 400, "invalid_call_type", f"call_type must be one of {', '.join(CALL_TYPES)}")
-            forwarded = await routed(web, request, tenant)
-            if forwarded is not None:
-                return forwarded
-            acct = worker._read(tenant)
-            if acct is None:
-                return web.json({"allowed": False, "reason": "unknown_tenant", "balance": None}, status=404)
-            body = authorization(acct, call_type)
-            return web.json(body)
-
-
-def authorization(acct: ledger.Account, call_type: str) -> dict[str, Any]:
-    """SPEC 10: international and toll-free calls are refused while the balance is below zero."""
-    from .money import format_money
-
-    balance = acct.balance
-    if balance < 0 and call_type in ledger.BLOCKED_BELOW_ZERO:
-        return {"allowed": False, "reason": "below_zero", "balance": format_money(balance), "currency": acct.currency}
-    return {"allowed": True, "reason": "ok", "balance": format_money(balance), "currency": acct.currency}
+        web.register(self)  # the views: rater/web.py
 
 
 def client_kwargs(cfg: WorkerConfig) -> dict[str, Any]:

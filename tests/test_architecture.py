@@ -8,7 +8,7 @@ import sys
 import pytest
 
 CORE = ["money", "timeutil", "rates", "records", "ledger", "engine", "batch", "state", "partitioning",
-        "idstore", "offsets", "offline"]  # fmt: skip
+        "idstore", "offsets", "offline", "authorize", "notify.messages", "notify.progress"]  # fmt: skip
 FRAMEWORKS = ("faust", "aiokafka", "mode", "rocksdict", "aiohttp")
 
 

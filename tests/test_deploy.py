@@ -50,6 +50,7 @@ RATER_TOPICS = {
     "balance-events",
     "recharge-requests",
     "rater-rejects",
+    "notify-dead-letter",
 }
 REQUIRED_WORKER_HOST_PORTS = {"rater-1": 6066, "rater-2": 6067}
 WORKER_ENV = {
@@ -353,6 +354,36 @@ def test_simulator(services):
     assert sim.get("healthcheck", {}).get("disable") is True
 
 
+def test_notify_sends_to_mailpit_with_the_repository_contacts(services, compose):
+    notify = services["notify"]
+    command = notify["command"] if isinstance(notify["command"], list) else notify["command"].split()
+    assert command == ["notify"]
+    assert notify.get("image") == services["rater-1"].get("image")
+    env = env_of(notify)
+    assert env["RATER_BROKER"] == "kafka:9092"
+    assert env["RATER_NOTIFY_SMTP_HOST"] in services
+    mailpit = services[env["RATER_NOTIFY_SMTP_HOST"]]
+    assert mailpit["image"].startswith("axllent/mailpit:")
+    assert env["RATER_NOTIFY_SMTP_PORT"] == "1025"  # Mailpit's SMTP port
+    assert resolve_in_container(notify, env["RATER_NOTIFY_CONTACTS"]) == ROOT / "deploy" / "notify" / "contacts.csv"
+    # The image's HEALTHCHECK probes RATER_WEB_PORT (6066): notify serves /healthz there.
+    assert env["RATER_NOTIFY_WEB_PORT"] == "6066" and env["RATER_NOTIFY_WEB_HOST"] == "0.0.0.0"
+    assert list(container_ports(notify).values()) == [6066]
+    state = {m["target"]: m for m in mounts_of(notify)}[env["RATER_NOTIFY_STATE_DIR"]]
+    assert state["type"] == "volume" and state["source"] in (compose.get("volumes") or {})
+    assert depends_on(notify).get("kafka-init") == "service_completed_successfully"
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    assert [t for sc in jobs["rater-notify"]["static_configs"] for t in sc["targets"]] == ["notify:6066"]
+
+
+def test_the_compose_contacts_file_names_the_simulated_tenants():
+    from rater.notify.contacts import load_contacts
+    from rater.traffic import tenant_id_of
+
+    contacts = load_contacts(str(ROOT / "deploy" / "notify" / "contacts.csv"))
+    assert sorted(contacts.emails) == sorted(tenant_id_of(i, 200) for i in range(200))
+
+
 def test_named_volumes_are_declared(services, compose):
     declared = set(compose.get("volumes") or {})
     for name, service in services.items():
@@ -560,14 +591,14 @@ def test_dashboard_metric_names_are_served():
 
 
 REQUIRED_EXPRS = [
-    'sum by (outcome) (rate(rater_records_total{topic="cdrs"}[1m]))',
-    "sum by (currency) (rate(rater_charged_total[5m]))",
-    "sum by (reason) (rate(rater_rejects_total[5m]))",
-    "sum by (type) (rate(rater_balance_events_total[5m]))",
-    'sum(rater_tenants{state="negative"})',
-    "sum by (topic, partition) (rater_consumer_lag)",
-    "histogram_quantile(0.99, sum by (le) (rate(rater_processing_seconds_bucket[1m])))",
-    "histogram_quantile(0.50, sum by (le) (rate(rater_processing_seconds_bucket[1m])))",
+    'sum by (outcome) (rate(rater_records_total{topic="cdrs", instance=~"$instance"}[1m]))',
+    'sum by (currency) (rate(rater_charged_total{instance=~"$instance"}[5m]))',
+    'sum by (reason) (rate(rater_rejects_total{instance=~"$instance"}[5m]))',
+    'sum by (type) (rate(rater_balance_events_total{instance=~"$instance"}[5m]))',
+    'sum(rater_tenants{state="negative", instance=~"$instance"})',
+    'sum by (topic, partition) (rater_consumer_lag{instance=~"$instance"})',
+    'histogram_quantile(0.99, sum by (le) (rate(rater_processing_seconds_bucket{instance=~"$instance"}[1m])))',
+    'histogram_quantile(0.50, sum by (le) (rate(rater_processing_seconds_bucket{instance=~"$instance"}[1m])))',
 ]
 
 
@@ -681,6 +712,15 @@ def test_dashboards_use_provisioned_datasources():
     builtin = {"-- Grafana --", "grafana", "-- Mixed --", "-- Dashboard --"}
     for path in dashboard_files():
         dashboard = json.loads(path.read_text(encoding="utf-8"))
+        # A datasource variable of the dashboard stands for any Prometheus datasource; its
+        # default must be a provisioned one.
+        variables = set()
+        for var in (dashboard.get("templating") or {}).get("list", []):
+            if var.get("type") == "datasource":
+                assert var["query"] == "prometheus", path.name
+                assert var["current"]["value"] in provisioned, f"{path.name}: default {var['current']} not provisioned"
+                variables |= {f"${var['name']}", f"${{{var['name']}}}"}
+        provisioned_or_var = provisioned | variables
         holders = list(iter_panels(dashboard.get("panels")))
         holders += [t for p in holders for t in p.get("targets") or []]
         holders += (dashboard.get("annotations") or {}).get("list", [])
@@ -690,4 +730,26 @@ def test_dashboards_use_provisioned_datasources():
             if ds is None:
                 continue
             uid = ds.get("uid") if isinstance(ds, dict) else ds
-            assert uid in provisioned | builtin, f"{path.name}: unknown datasource {ds!r}"
+            assert uid in provisioned_or_var | builtin, f"{path.name}: unknown datasource {ds!r}"
+
+
+def test_rater_dashboard_has_datasource_and_instance_variables_used_by_every_query():
+    dashboard = json.loads((DASHBOARDS_DIR / "rater.json").read_text(encoding="utf-8"))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    instance = variables["instance"]
+    assert instance["type"] == "query" and instance["datasource"]["uid"] == "${datasource}"
+    assert instance["includeAll"] and instance["multi"] and instance["allValue"] == ".*"
+    assert "instance" in instance["definition"]
+    for panel in iter_panels(dashboard["panels"]):
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            expr = target["expr"]
+            # Every selector of a worker metric is narrowed to the chosen workers.
+            selectors = re.findall(r"\b(rater_[a-z0-9_]+)(\{[^}]*\})?", expr)
+            assert selectors, expr
+            for name, matchers in selectors:
+                assert 'instance=~"$instance"' in matchers, f"{panel['title']}: {name} in {expr}"

@@ -29,7 +29,7 @@ from rater.timeutil import TimeError, parse_time  # noqa: E402
 
 EXPECTED_SCHEMAS = {
     "common", "cdr", "tenant-command", "rated-cdr", "balance-event", "recharge-request",
-    "reject", "account", "balances",
+    "reject", "account", "balances", "notify-dead-letter",
 }
 EVENT_TYPES = {
     "funds_added", "funds_expired", "low_balance", "below_zero", "balance_restored",

@@ -651,6 +651,9 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
                 assert (r.status, r.json()) == (200, off1["balances"][tenant]), (tenant, w.name)
             r = b.get(f"/tenants/{tenant}/authorize?call_type=domestic")
             assert r.status == 200 and r.json()["balance"] == off1["balances"][tenant]["balance"]
+            # The destination survives the forwarding (percent-encoded '+' included).
+            body = b.get(f"/tenants/{tenant}/authorize?call_type=international&to=%2B447700900123").json()
+            assert (body["rate"]["plan"], body["rate"]["prefix"]) == (plans[tenant], "447"), (tenant, body)
 
         # One worker leaves; the records keep coming.
         assert b.stop() == 0
