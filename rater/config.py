@@ -40,7 +40,7 @@ class WorkerConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     standby_replicas: int = 1
-    engine: str | None = None  # "native" or "python"; None: native when built (rater/native_engine.py)
+    engine: str | None = None  # "native" or "python"; None: python for the worker (rater/native_engine.py)
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advertised-host", default=e("ADVERTISED_HOST"),
                    help="host other workers use to reach this one (RATER_ADVERTISED_HOST; default: the web host)")
     p.add_argument("--engine", choices=("native", "python"), default=e("ENGINE"),
-                   help="rating core: native (Rust, the default when built) or python (RATER_ENGINE)")  # fmt: skip
+                   help="rating core: python (the worker's default) or native (Rust, when built) (RATER_ENGINE)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=int(e("BATCH_SIZE", str(d.batch_size))), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")
     p.add_argument("--account-cache", type=int, default=int(e("ACCOUNT_CACHE", str(d.account_cache))),
                    help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)")

@@ -35,9 +35,10 @@ def available() -> bool:
     return rater_native is not None
 
 
-def choose(name: str | None = None) -> str:
-    """The engine to run: ``name``, else ``RATER_ENGINE``, else native when built."""
-    name = name or os.environ.get("RATER_ENGINE") or ("native" if available() else "python")
+def choose(name: str | None = None, default: str | None = None) -> str:
+    """The engine to run: ``name``, else ``RATER_ENGINE``, else ``default``, else native
+    when built. (The worker passes ``default="python"``: see ``NativeBatchProcessor``.)"""
+    name = name or os.environ.get("RATER_ENGINE") or default or ("native" if available() else "python")
     if name not in ENGINES:
         raise EngineUnavailable(f"engine {name!r}: must be native or python")
     if name == "native" and not available():
@@ -146,6 +147,11 @@ class NativeBatchProcessor(BatchProcessor):
     changed account is read back into the very object ``load`` returned (the cache
     holds that object), and the native engine forgets them all, so the Python objects
     stay the one copy between batches.
+
+    That round trip costs more than the faster rating saves when a batch touches many
+    accounts (measured in process, batches of 5,000: 17 against 21 µs of CPU per record
+    over 1,000 tenants, but 34 against 23 µs over 10,000), so the worker runs the
+    Python engine unless asked for this one (``--engine native``, ``RATER_ENGINE``).
     """
 
     def __init__(self, tables: RateTables, partitions: int, topics: Topics,

@@ -161,9 +161,9 @@ class RaterWorker:
         self.stats.rate_tables_loaded_at = time.time()
         self.app = self._build_app()
         intake.install(self.app, frozenset((cfg.topics.cdrs, cfg.topics.commands)), self.take, self.on_stop)
-        # The rating core: native (Rust) when built, else or when asked the Python one;
-        # both behind BatchProcessor's interface (rater/native_engine.py).
-        self.engine_name = choose_engine(cfg.engine)
+        # The rating core, both behind BatchProcessor's interface: the Python one unless
+        # the native one is asked for (why: NativeBatchProcessor, rater/native_engine.py).
+        self.engine_name = choose_engine(cfg.engine, default="python")
         processor_class = NativeBatchProcessor if self.engine_name == "native" else BatchProcessor
         self.processor = processor_class(tables, cfg.partitions, cfg.topics, self._load)
         self.processor.engine.tally = self.stats.tally
@@ -881,7 +881,7 @@ def run(cfg: WorkerConfig) -> int:
     from .native_engine import EngineUnavailable
 
     try:
-        choose_engine(cfg.engine)
+        choose_engine(cfg.engine, default="python")
     except EngineUnavailable as exc:
         print(f"rater: {exc}")
         return 2
