@@ -7,10 +7,10 @@
 //! with its version byte (`\x02` ...), which no JSON text starts with, so a reader tells
 //! the formats apart from the first byte and an upgrade reads what the old code wrote.
 
+use crate::json::Map;
 use crate::json::{self, write_str, Obj, Object, Value};
 use crate::ledger::{write_payment_method, Account, Lot};
 use crate::records::{AutoRecharge, PaymentMethod};
-use crate::json::Map;
 
 fn write_ids(out: &mut Vec<u8>, m: &Map<String, i64>) {
     out.push(b'{');
@@ -39,7 +39,9 @@ pub fn encode_account(a: &Account) -> Vec<u8> {
             None => k.extend_from_slice(b"null"),
             Some(ar) => {
                 let mut x = Obj::new(k);
-                x.bool("enabled", ar.enabled).int("threshold", ar.threshold).int("amount", ar.amount);
+                x.bool("enabled", ar.enabled)
+                    .int("threshold", ar.threshold)
+                    .int("amount", ar.amount);
                 write_payment_method(x.key("payment_method"), ar);
                 x.end();
             }
@@ -72,7 +74,9 @@ pub fn encode_account(a: &Account) -> Vec<u8> {
             }
             k.push(b'[');
             write_str(k, &l.lot_id);
-            k.extend_from_slice(format!(",{},{},{},", l.remaining, l.purchased_at, l.expires_at).as_bytes());
+            k.extend_from_slice(
+                format!(",{},{},{},", l.remaining, l.purchased_at, l.expires_at).as_bytes(),
+            );
             write_str(k, &l.source);
             k.push(b']');
         }
@@ -82,7 +86,9 @@ pub fn encode_account(a: &Account) -> Vec<u8> {
     write_ids(o.key("dom"), &a.domestic_seconds_used);
     write_ids(o.key("sc"), &a.seen_cdrs);
     write_ids(o.key("sm"), &a.seen_commands);
-    o.int("cw", a.cdr_watermark as i128).int("mw", a.command_watermark as i128).int("pa", a.pruned_at as i128);
+    o.int("cw", a.cdr_watermark as i128)
+        .int("mw", a.command_watermark as i128)
+        .int("pa", a.pruned_at as i128);
     {
         let k = o.key("sg");
         k.push(b'[');
@@ -125,7 +131,9 @@ fn ids(v: &Value, what: &str) -> Result<Map<String, i64>, String> {
     let Value::Object(m) = v else {
         return Err(format!("{what}: not an object"));
     };
-    m.iter().map(|(k, v)| Ok((k.to_string(), i64_(v, what)?))).collect()
+    m.iter()
+        .map(|(k, v)| Ok((k.to_string(), i64_(v, what)?)))
+        .collect()
 }
 
 fn auto_recharge(v: &Value) -> Result<Option<AutoRecharge>, String> {
@@ -171,7 +179,9 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
                 expires_at: i64_(&x[3], "expires_at")?,
                 source: string(&x[4], "source")?,
             }),
-            _ => Err("lots: a lot is not [id, remaining, purchased_at, expires_at, source]".to_string()),
+            _ => Err(
+                "lots: a lot is not [id, remaining, purchased_at, expires_at, source]".to_string(),
+            ),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let id_segments = match m.get("sg") {
@@ -206,7 +216,9 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
             Some(Value::Object(t)) => t
                 .iter()
                 .map(|(k, v)| match v {
-                    Value::Array(x) if x.len() == 2 => Ok((k.to_string(), (int(&x[0], "tor")?, i64_(&x[1], "tor")?))),
+                    Value::Array(x) if x.len() == 2 => {
+                        Ok((k.to_string(), (int(&x[0], "tor")?, i64_(&x[1], "tor")?)))
+                    }
                     _ => Err("tor: a request is not [amount, timed out at]".to_string()),
                 })
                 .collect::<Result<Map<_, _>, _>>()?,
@@ -259,7 +271,10 @@ mod tests {
         let a = decode_account(py).unwrap();
         assert_eq!(a.balance(), 9_968_500);
         assert_eq!(a.pending_request_id.as_deref(), Some("acme/recharge/1"));
-        assert_eq!(a.timed_out_requests["acme/recharge/0"], (15_000_000, 1_795_510_000_000_000));
+        assert_eq!(
+            a.timed_out_requests["acme/recharge/0"],
+            (15_000_000, 1_795_510_000_000_000)
+        );
         assert_eq!(encode_account(&a), py.to_vec());
     }
 }

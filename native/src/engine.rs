@@ -4,14 +4,21 @@
 
 use crate::json::{write_str, Obj};
 use crate::ledger::{self, Account, Outcome, Status};
+use crate::rates::HashMap;
 use crate::rates::Tables;
 use crate::records::{decode, Record};
-use crate::rates::HashMap;
 
 /// Where a record came from, as the reject names it.
 pub enum Source<'a> {
-    File { file: &'a str, line: u64 },
-    Kafka { topic: &'a str, partition: i64, offset: i64 },
+    File {
+        file: &'a str,
+        line: u64,
+    },
+    Kafka {
+        topic: &'a str,
+        partition: i64,
+        offset: i64,
+    },
 }
 
 #[derive(Default, Debug, Clone)]
@@ -49,7 +56,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64(raw: &[u8]) -> String {
     let mut s = String::with_capacity(raw.len().div_ceil(3) * 4);
     for chunk in raw.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for k in 0..4 {
             if k <= chunk.len() {
@@ -62,21 +73,34 @@ pub fn base64(raw: &[u8]) -> String {
     s
 }
 
-pub fn reject_record(reason: &str, detail: &str, raw: &[u8], source: &Source, tenant_id: Option<&str>) -> Vec<u8> {
+pub fn reject_record(
+    reason: &str,
+    detail: &str,
+    raw: &[u8],
+    source: &Source,
+    tenant_id: Option<&str>,
+) -> Vec<u8> {
     let (text, encoding) = match std::str::from_utf8(raw) {
         Ok(t) => (std::borrow::Cow::Borrowed(t), "utf-8"),
         Err(_) => (std::borrow::Cow::Owned(base64(raw)), "base64"),
     };
     let where_ = match source {
         Source::File { file, line } => format!("{file}\x1f{line}"),
-        Source::Kafka { topic, partition, offset } => format!("{topic}\x1f{partition}\x1f{offset}"),
+        Source::Kafka {
+            topic,
+            partition,
+            offset,
+        } => format!("{topic}\x1f{partition}\x1f{offset}"),
     };
     let mut out = Vec::with_capacity(200 + raw.len());
     let mut o = Obj::new(&mut out);
-    o.str("event_id", &ledger::event_id(tenant_id.unwrap_or(""), "reject", &where_, "reject", ""))
-        .str("reason", reason)
-        .str("detail", detail)
-        .opt_str("tenant_id", tenant_id);
+    o.str(
+        "event_id",
+        &ledger::event_id(tenant_id.unwrap_or(""), "reject", &where_, "reject", ""),
+    )
+    .str("reason", reason)
+    .str("detail", detail)
+    .opt_str("tenant_id", tenant_id);
     {
         let k = o.key("source");
         let mut s = Obj::new(k);
@@ -84,8 +108,14 @@ pub fn reject_record(reason: &str, detail: &str, raw: &[u8], source: &Source, te
             Source::File { file, line } => {
                 s.str("file", file).int("line", *line as i128);
             }
-            Source::Kafka { topic, partition, offset } => {
-                s.str("topic", topic).int("partition", *partition as i128).int("offset", *offset as i128);
+            Source::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                s.str("topic", topic)
+                    .int("partition", *partition as i128)
+                    .int("offset", *offset as i128);
             }
         }
         s.end();
@@ -116,17 +146,36 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(tables: Tables, horizon: i64) -> Engine {
-        Engine { tables, accounts: HashMap::default(), horizon, tally: Tally::default() }
+        Engine {
+            tables,
+            accounts: HashMap::default(),
+            horizon,
+            tally: Tally::default(),
+        }
     }
 
-    fn count(&mut self, kind: &'static str, out: &Outcome, call_type: Option<&'static str>, currency: Option<String>) {
-        *self.tally.outcomes.entry((kind, out.status.name())).or_default() += 1;
+    fn count(
+        &mut self,
+        kind: &'static str,
+        out: &Outcome,
+        call_type: Option<&'static str>,
+        currency: Option<String>,
+    ) {
+        *self
+            .tally
+            .outcomes
+            .entry((kind, out.status.name()))
+            .or_default() += 1;
         if out.status == Status::Rejected {
             *self.tally.reasons.entry(out.reason).or_default() += 1;
         }
         if out.rated.is_some() {
             let ct = call_type.expect("a rated record is a CDR");
-            *self.tally.charged.entry((currency.unwrap_or_default(), ct)).or_default() += out.charge;
+            *self
+                .tally
+                .charged
+                .entry((currency.unwrap_or_default(), ct))
+                .or_default() += out.charge;
             *self.tally.billable.entry(ct).or_default() += out.billable_seconds;
         }
         for t in &out.event_types {
@@ -134,7 +183,13 @@ impl Engine {
         }
     }
 
-    pub fn process(&mut self, raw: &[u8], key: Option<&str>, source: &Source, now: i64) -> Processed {
+    pub fn process(
+        &mut self,
+        raw: &[u8],
+        key: Option<&str>,
+        source: &Source,
+        now: i64,
+    ) -> Processed {
         self.process_with(raw, key, source, now, None)
     }
 
@@ -154,8 +209,14 @@ impl Engine {
                 let mut out = Outcome::rejected(e.reason, e.detail);
                 out.has_account = false;
                 self.count("unknown", &out, None, None);
-                let reject = reject_record(e.reason, &out.detail, raw, source, e.tenant_id.as_deref());
-                return Processed { kind: "unknown", tenant_id: e.tenant_id, outcome: out, reject: Some(reject) };
+                let reject =
+                    reject_record(e.reason, &out.detail, raw, source, e.tenant_id.as_deref());
+                return Processed {
+                    kind: "unknown",
+                    tenant_id: e.tenant_id,
+                    outcome: out,
+                    reject: Some(reject),
+                };
             }
         };
         let tenant = record.tenant_id().to_owned();
@@ -172,26 +233,55 @@ impl Engine {
         }
         let acct = self.accounts.get_mut(&tenant);
         let (out, created) = match host {
-            Some(h) => ledger::apply_with(acct, &record, &self.tables, now, self.horizon, &mut |a, id| h.older_seen(a, id)),
+            Some(h) => ledger::apply_with(
+                acct,
+                &record,
+                &self.tables,
+                now,
+                self.horizon,
+                &mut |a, id| h.older_seen(a, id),
+            ),
             None => ledger::apply(acct, &record, &self.tables, now, self.horizon),
         };
         if let Some(a) = created {
             self.accounts.insert(tenant.clone(), a);
         }
-        let currency = if out.has_account { self.accounts.get(&tenant).map(|a| a.currency.clone()) } else { None };
-        self.count(kind, &out, call_type, currency);
-        let reject = if out.status == Status::Rejected {
-            Some(reject_record(out.reason, &out.detail, raw, source, Some(&tenant)))
+        let currency = if out.has_account {
+            self.accounts.get(&tenant).map(|a| a.currency.clone())
         } else {
             None
         };
-        Processed { kind, tenant_id: Some(tenant), outcome: out, reject }
+        self.count(kind, &out, call_type, currency);
+        let reject = if out.status == Status::Rejected {
+            Some(reject_record(
+                out.reason,
+                &out.detail,
+                raw,
+                source,
+                Some(&tenant),
+            ))
+        } else {
+            None
+        };
+        Processed {
+            kind,
+            tenant_id: Some(tenant),
+            outcome: out,
+            reject,
+        }
     }
 
     /// The lines of a JSON-lines chunk (whole lines; `first_line` is the number of its
     /// first), as `rater rate` reads them: `\r`/`\n` stripped from a line's end, blank
     /// lines skipped but counted. Returns the records processed.
-    pub fn rate_lines(&mut self, data: &[u8], file: &str, first_line: u64, now: i64, sinks: &mut Outputs) -> u64 {
+    pub fn rate_lines(
+        &mut self,
+        data: &[u8],
+        file: &str,
+        first_line: u64,
+        now: i64,
+        sinks: &mut Outputs,
+    ) -> u64 {
         let mut records = 0;
         let mut lineno = first_line;
         let mut rest = data;
@@ -208,11 +298,22 @@ impl Engine {
             let raw = &line[..end];
             let this_line = lineno;
             lineno += 1;
-            if raw.iter().all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)) {
+            if raw
+                .iter()
+                .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+            {
                 continue;
             }
             records += 1;
-            let p = self.process(raw, None, &Source::File { file, line: this_line }, now);
+            let p = self.process(
+                raw,
+                None,
+                &Source::File {
+                    file,
+                    line: this_line,
+                },
+                now,
+            );
             let out = p.outcome;
             if let Some(r) = &out.rated {
                 push_line(&mut sinks.rated, r);

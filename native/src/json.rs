@@ -62,7 +62,8 @@ impl<'a> Object<'a> {
         }
         self.entries.push((k, v));
         if self.entries.len() > LINEAR {
-            let mut ix = HashMap::with_capacity_and_hasher(self.entries.len() * 2, Default::default());
+            let mut ix =
+                HashMap::with_capacity_and_hasher(self.entries.len() * 2, Default::default());
             for (i, (key, _)) in self.entries.iter().enumerate() {
                 ix.insert(key.to_string(), i);
             }
@@ -72,7 +73,10 @@ impl<'a> Object<'a> {
 
     /// Entries known to have distinct keys (taken from another object).
     pub fn from_distinct(entries: Vec<(Cow<'a, str>, Value<'a>)>) -> Self {
-        let mut o = Object { entries, index: None };
+        let mut o = Object {
+            entries,
+            index: None,
+        };
         if o.entries.len() > LINEAR {
             let mut ix = HashMap::with_capacity_and_hasher(o.entries.len() * 2, Default::default());
             for (i, (key, _)) in o.entries.iter().enumerate() {
@@ -116,7 +120,11 @@ impl<'a> Object<'a> {
 
     pub fn into_owned(self) -> Object<'static> {
         Object {
-            entries: self.entries.into_iter().map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned())).collect(),
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
+                .collect(),
             index: self.index,
         }
     }
@@ -159,7 +167,12 @@ pub fn parse(b: &[u8]) -> Result<Value<'_>, String> {
     let Ok(s) = std::str::from_utf8(b) else {
         return Err("str is not valid UTF-8".into());
     };
-    let mut p = Parser { s, b, i: 0, depth: 0 };
+    let mut p = Parser {
+        s,
+        b,
+        i: 0,
+        depth: 0,
+    };
     p.ws();
     if p.i >= b.len() {
         return Err("empty document".into());
@@ -285,7 +298,9 @@ impl<'a> Parser<'a> {
         }
         let mut v = 0u32;
         for k in 0..4 {
-            let d = (self.b[self.i + k] as char).to_digit(16).ok_or("invalid escape")?;
+            let d = (self.b[self.i + k] as char)
+                .to_digit(16)
+                .ok_or("invalid escape")?;
             v = v * 16 + d;
         }
         self.i += 4;
@@ -348,7 +363,9 @@ impl<'a> Parser<'a> {
                 b'u' => {
                     let u = self.hex4()?;
                     let cp = if (0xD800..0xDC00).contains(&u) {
-                        if self.b.get(self.i) != Some(&b'\\') || self.b.get(self.i + 1) != Some(&b'u') {
+                        if self.b.get(self.i) != Some(&b'\\')
+                            || self.b.get(self.i + 1) != Some(&b'u')
+                        {
                             return Err("no low surrogate in string".into());
                         }
                         self.i += 2;
@@ -663,17 +680,42 @@ mod tests {
 
     #[test]
     fn big_integers_become_floats_and_repeated_keys_keep_the_last_value() {
-        assert_eq!(parse(b"18446744073709551615").unwrap(), Value::Int(18446744073709551615));
-        assert_eq!(dump(&parse(b"18446744073709551616").unwrap()), "1.8446744073709552e+19");
-        assert_eq!(dump(&parse(b"-9223372036854775809").unwrap()), "-9.223372036854776e+18");
-        assert_eq!(dump(&parse(b"{\"a\":1,\"a\":2,\"b\":3}").unwrap()), "{\"a\":2,\"b\":3}");
+        assert_eq!(
+            parse(b"18446744073709551615").unwrap(),
+            Value::Int(18446744073709551615)
+        );
+        assert_eq!(
+            dump(&parse(b"18446744073709551616").unwrap()),
+            "1.8446744073709552e+19"
+        );
+        assert_eq!(
+            dump(&parse(b"-9223372036854775809").unwrap()),
+            "-9.223372036854776e+18"
+        );
+        assert_eq!(
+            dump(&parse(b"{\"a\":1,\"a\":2,\"b\":3}").unwrap()),
+            "{\"a\":2,\"b\":3}"
+        );
     }
 
     #[test]
     fn what_orjson_refuses_is_refused() {
         for bad in [
-            &b"1e999"[..], b"\"\\ud800\"", b"\"\\udc00x\"", b"01", b"1.", b".5", b"\"a\tb\"", b"{}x",
-            b"\xef\xbb\xbf{}", b"\"\xff\"", b"", b"nul", b"NaN", b"[1,]", b"{\"a\":1,}",
+            &b"1e999"[..],
+            b"\"\\ud800\"",
+            b"\"\\udc00x\"",
+            b"01",
+            b"1.",
+            b".5",
+            b"\"a\tb\"",
+            b"{}x",
+            b"\xef\xbb\xbf{}",
+            b"\"\xff\"",
+            b"",
+            b"nul",
+            b"NaN",
+            b"[1,]",
+            b"{\"a\":1,}",
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
@@ -687,7 +729,12 @@ mod tests {
     fn long_strings_escape_in_any_position() {
         for n in 0..20 {
             for bad in ['"', '\\', '\u{1}', '\u{1f}'] {
-                let text: String = "abcdefghijklmnopqrst".chars().take(n).chain([bad]).chain("uvwxyz0123456".chars()).collect();
+                let text: String = "abcdefghijklmnopqrst"
+                    .chars()
+                    .take(n)
+                    .chain([bad])
+                    .chain("uvwxyz0123456".chars())
+                    .collect();
                 let mut o = Vec::new();
                 write_str(&mut o, &text);
                 let want = match bad {
@@ -695,7 +742,10 @@ mod tests {
                     '\\' => "\\\\".to_string(),
                     c => format!("\\u{:04x}", c as u32),
                 };
-                assert_eq!(String::from_utf8(o).unwrap(), format!("\"{}{}uvwxyz0123456\"", &"abcdefghijklmnopqrst"[..n], want));
+                assert_eq!(
+                    String::from_utf8(o).unwrap(),
+                    format!("\"{}{}uvwxyz0123456\"", &"abcdefghijklmnopqrst"[..n], want)
+                );
             }
         }
         // Bytes of 0x80 and above (UTF-8) are never escaped.
@@ -708,6 +758,9 @@ mod tests {
     fn strings_escape_only_what_json_needs() {
         let mut o = Vec::new();
         write_str(&mut o, "\u{0}\u{1f}\u{7f}\u{2028} é\"\\/\u{8}\u{c}\u{1a}");
-        assert_eq!(String::from_utf8(o).unwrap(), "\"\\u0000\\u001f\u{7f}\u{2028} é\\\"\\\\/\\b\\f\\u001a\"");
+        assert_eq!(
+            String::from_utf8(o).unwrap(),
+            "\"\\u0000\\u001f\u{7f}\u{2028} é\\\"\\\\/\\b\\f\\u001a\""
+        );
     }
 }

@@ -16,6 +16,7 @@
 //! Outputs are written straight to JSON bytes, byte for byte as orjson writes the Python
 //! core's dicts (the key order of each dict is the order of the fields here).
 
+use crate::json::Map;
 use crate::json::{write_str, Obj};
 use crate::money::format_money;
 use crate::pyrepr::repr;
@@ -24,7 +25,6 @@ use crate::records::{AutoRecharge, Cdr, Command, CommandKind, Record};
 use crate::time::{add_months, format_time, month_key, previous_month_key, utc_text, DAY, HOUR};
 use blake2::digest::consts::U16;
 use blake2::{Blake2b, Digest};
-use crate::json::Map;
 
 pub const DEFAULT_HORIZON: i64 = 7 * DAY;
 pub const FUTURE_LIMIT: i64 = 24 * HOUR;
@@ -211,17 +211,21 @@ impl Emitter {
     fn emit(&mut self, acct: &Account, type_: &'static str, extra: &str, fields: &[F]) {
         let mut out = Vec::with_capacity(320);
         let mut o = Obj::new(&mut out);
-        o.str("event_id", &event_id(&acct.tenant_id, self.kind, &self.cause_id, type_, extra))
-            .str("type", type_)
-            .str("tenant_id", &acct.tenant_id)
-            .str("occurred_at", &self.occurred_text);
+        o.str(
+            "event_id",
+            &event_id(&acct.tenant_id, self.kind, &self.cause_id, type_, extra),
+        )
+        .str("type", type_)
+        .str("tenant_id", &acct.tenant_id)
+        .str("occurred_at", &self.occurred_text);
         {
             let c = o.key("cause");
             let mut co = Obj::new(c);
             co.str("kind", self.kind).str("id", &self.cause_id);
             co.end();
         }
-        o.str("balance", &format_money(acct.balance())).str("currency", &acct.currency);
+        o.str("balance", &format_money(acct.balance()))
+            .str("currency", &acct.currency);
         for f in fields {
             match f {
                 F::S(k, v) => {
@@ -266,8 +270,14 @@ fn timeout(acct: &mut Account, at: i64, em: &mut Emitter, answer_to: Option<&str
         let request_id = acct.pending_request_id.take().expect("checked");
         acct.recharge_suspended = true;
         acct.suspended_by = Some(request_id.clone());
-        acct.timed_out_requests.insert(request_id.clone(), (acct.pending_amount, at));
-        em.emit(acct, "auto_recharge_failed", &request_id, &[F::S("request_id", &request_id), F::S("reason", "timeout")]);
+        acct.timed_out_requests
+            .insert(request_id.clone(), (acct.pending_amount, at));
+        em.emit(
+            acct,
+            "auto_recharge_failed",
+            &request_id,
+            &[F::S("request_id", &request_id), F::S("reason", "timeout")],
+        );
     }
 }
 
@@ -293,7 +303,13 @@ fn credit(acct: &mut Account, amount: i128, lot_id: &str, purchased_at: i64, sou
     let paid = acct.debt.min(amount);
     acct.debt -= paid;
     let expires_at = add_months(purchased_at, LOT_LIFETIME_MONTHS);
-    let lot = Lot { lot_id: lot_id.to_owned(), remaining: amount - paid, purchased_at, expires_at, source: source.to_owned() };
+    let lot = Lot {
+        lot_id: lot_id.to_owned(),
+        remaining: amount - paid,
+        purchased_at,
+        expires_at,
+        source: source.to_owned(),
+    };
     if lot.remaining != 0 {
         let key = lot_key(&lot);
         let i = acct.lots.partition_point(|x| lot_key(x) <= key);
@@ -318,7 +334,12 @@ fn finish(
     let threshold = acct.low_balance_threshold;
     if after < before {
         if threshold > 0 && before >= threshold && threshold > after {
-            em.emit(acct, "low_balance", "", &[F::S("threshold", &format_money(threshold))]);
+            em.emit(
+                acct,
+                "low_balance",
+                "",
+                &[F::S("threshold", &format_money(threshold))],
+            );
         }
         if before >= 0 && 0 > after {
             em.emit(acct, "below_zero", "", &[F::Blocked]);
@@ -329,14 +350,26 @@ fn finish(
     let Some(ar) = acct.auto_recharge.clone() else {
         return;
     };
-    if !(ar.enabled && !acct.recharge_suspended && acct.pending_request_id.is_none() && after < ar.threshold) {
+    if !(ar.enabled
+        && !acct.recharge_suspended
+        && acct.pending_request_id.is_none()
+        && after < ar.threshold)
+    {
         return;
     }
-    let method = ar.payment_method.as_ref().expect("enabled auto-recharge has a card");
+    let method = ar
+        .payment_method
+        .as_ref()
+        .expect("enabled auto-recharge has a card");
     if method.expires.as_str() < month_key(at).as_str() {
         acct.recharge_suspended = true;
         acct.suspended_by = None;
-        em.emit(acct, "auto_recharge_failed", "card_expired", &[F::S("reason", "card_expired")]);
+        em.emit(
+            acct,
+            "auto_recharge_failed",
+            "card_expired",
+            &[F::S("reason", "card_expired")],
+        );
         return;
     }
     acct.recharge_count += 1;
@@ -345,14 +378,28 @@ fn finish(
     acct.pending_requested_at = requested_at.unwrap_or(at);
     acct.pending_amount = ar.amount;
     let amount = format_money(ar.amount);
-    em.emit(acct, "auto_recharge_requested", "", &[F::S("amount", &amount), F::S("request_id", &request_id)]);
+    em.emit(
+        acct,
+        "auto_recharge_requested",
+        "",
+        &[F::S("amount", &amount), F::S("request_id", &request_id)],
+    );
     let mut buf = Vec::with_capacity(300);
     let mut o = Obj::new(&mut buf);
-    o.str("event_id", &event_id(&acct.tenant_id, em.kind, &em.cause_id, "recharge_request", ""))
-        .str("request_id", &request_id)
-        .str("tenant_id", &acct.tenant_id)
-        .str("amount", &amount)
-        .str("currency", &acct.currency);
+    o.str(
+        "event_id",
+        &event_id(
+            &acct.tenant_id,
+            em.kind,
+            &em.cause_id,
+            "recharge_request",
+            "",
+        ),
+    )
+    .str("request_id", &request_id)
+    .str("tenant_id", &acct.tenant_id)
+    .str("amount", &amount)
+    .str("currency", &acct.currency);
     write_payment_method(o.key("payment_method"), &ar);
     match requested_at {
         None => o.str("requested_at", &em.occurred_text),
@@ -377,7 +424,11 @@ pub fn write_payment_method(out: &mut Vec<u8>, ar: &AutoRecharge) {
 }
 
 fn remember(acct: &mut Account, cdr: bool, record_id: &str, at: i64, horizon: i64) {
-    let seen = if cdr { &mut acct.seen_cdrs } else { &mut acct.seen_commands };
+    let seen = if cdr {
+        &mut acct.seen_cdrs
+    } else {
+        &mut acct.seen_commands
+    };
     seen.insert(record_id.to_owned(), at);
     let watermark = acct.cdr_watermark.max(acct.command_watermark);
     if watermark - acct.pruned_at >= PRUNE_EVERY {
@@ -421,7 +472,11 @@ pub fn apply_with(
 ) -> (Outcome, Option<Account>) {
     let at = record.event_time();
     if at > now + FUTURE_LIMIT {
-        let name = if matches!(record, Record::Cdr(_)) { "started_at" } else { "occurred_at" };
+        let name = if matches!(record, Record::Cdr(_)) {
+            "started_at"
+        } else {
+            "occurred_at"
+        };
         return (
             reject(
                 "invalid_timestamp",
@@ -440,12 +495,23 @@ pub fn apply_with(
     }
 }
 
-fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i64, older_seen: OlderSeen) -> Outcome {
+fn apply_cdr(
+    acct: Option<&mut Account>,
+    cdr: &Cdr,
+    tables: &Tables,
+    horizon: i64,
+    older_seen: OlderSeen,
+) -> Outcome {
     // Checks: nothing changes until all have passed.
     let Some(acct) = acct else {
-        return reject("unknown_tenant", format!("tenant_id: no account for {}", repr(&cdr.tenant_id)));
+        return reject(
+            "unknown_tenant",
+            format!("tenant_id: no account for {}", repr(&cdr.tenant_id)),
+        );
     };
-    if acct.seen_cdrs.contains_key(&cdr.cdr_id) || (!acct.id_segments.is_empty() && older_seen(acct, &cdr.cdr_id)) {
+    if acct.seen_cdrs.contains_key(&cdr.cdr_id)
+        || (!acct.id_segments.is_empty() && older_seen(acct, &cdr.cdr_id))
+    {
         return duplicate();
     }
     let at = cdr.started_at;
@@ -462,7 +528,10 @@ fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i6
     let Some(plan) = tables.plans.get(&acct.rate_plan) else {
         return reject(
             "unknown_rate_plan",
-            format!("rate_plan: the account's plan {} is not loaded", repr(&acct.rate_plan)),
+            format!(
+                "rate_plan: the account's plan {} is not loaded",
+                repr(&acct.rate_plan)
+            ),
         );
     };
     let Some(rate) = plan.lookup(cdr.call_type, &cdr.to[1..], at) else {
@@ -483,7 +552,13 @@ fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i6
     out.has_account = true;
     let before = acct.balance();
     let started_text = utc_text(&cdr.started_at_text, at);
-    let mut em = Emitter { kind: "cdr", cause_id: cdr.cdr_id.clone(), occurred_text: started_text.clone(), events: Vec::new(), types: Vec::new() };
+    let mut em = Emitter {
+        kind: "cdr",
+        cause_id: cdr.cdr_id.clone(),
+        occurred_text: started_text.clone(),
+        events: Vec::new(),
+        types: Vec::new(),
+    };
     expire(acct, at, &mut em);
     timeout(acct, at, &mut em, None);
     let billable = billable_seconds(cdr.duration, rate.first_increment, rate.next_increment);
@@ -491,12 +566,15 @@ fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i6
     if cdr.call_type == "domestic" && billable != 0 {
         let month = month_key(at);
         let used = acct.domestic_seconds_used.get(&month).copied().unwrap_or(0);
-        covered = (acct.included_domestic_minutes * 60 - used).max(0).min(billable);
+        covered = (acct.included_domestic_minutes * 60 - used)
+            .max(0)
+            .min(billable);
         if covered != 0 {
             // Python's `d[month] = used + covered` keeps an existing key's position.
             *acct.domestic_seconds_used.entry(month.clone()).or_insert(0) = used + covered;
             let previous = previous_month_key(&month);
-            acct.domestic_seconds_used.retain(|m, _| m.as_str() >= previous.as_str());
+            acct.domestic_seconds_used
+                .retain(|m, _| m.as_str() >= previous.as_str());
         }
     }
     let amount = charge(rate, billable - covered);
@@ -506,27 +584,38 @@ fn apply_cdr(acct: Option<&mut Account>, cdr: &Cdr, tables: &Tables, horizon: i6
     out.billable_seconds = billable;
     let mut buf = Vec::with_capacity(600);
     let mut o = Obj::new(&mut buf);
-    o.str("event_id", &event_id(&acct.tenant_id, "cdr", &cdr.cdr_id, "rated_cdr", ""))
-        .str("cdr_id", &cdr.cdr_id)
-        .str("tenant_id", &acct.tenant_id)
-        .str("call_type", cdr.call_type)
-        .str("to", &cdr.to)
-        .opt_str("from", cdr.from.as_deref())
-        .str("started_at", &started_text)
-        .int("duration_seconds", cdr.duration as i128)
-        .int("billable_seconds", billable as i128)
-        .int("covered_seconds", covered as i128)
-        .str("rate_plan", &acct.rate_plan)
-        .str("rate_prefix", &rate.prefix)
-        .str("rate_per_minute", &rate.rate_text)
-        .str("connection_fee", &rate.fee_text)
-        .str("charge", &format_money(amount))
-        .str("currency", &acct.currency)
-        .str("balance_after", &format_money(after));
+    o.str(
+        "event_id",
+        &event_id(&acct.tenant_id, "cdr", &cdr.cdr_id, "rated_cdr", ""),
+    )
+    .str("cdr_id", &cdr.cdr_id)
+    .str("tenant_id", &acct.tenant_id)
+    .str("call_type", cdr.call_type)
+    .str("to", &cdr.to)
+    .opt_str("from", cdr.from.as_deref())
+    .str("started_at", &started_text)
+    .int("duration_seconds", cdr.duration as i128)
+    .int("billable_seconds", billable as i128)
+    .int("covered_seconds", covered as i128)
+    .str("rate_plan", &acct.rate_plan)
+    .str("rate_prefix", &rate.prefix)
+    .str("rate_per_minute", &rate.rate_text)
+    .str("connection_fee", &rate.fee_text)
+    .str("charge", &format_money(amount))
+    .str("currency", &acct.currency)
+    .str("balance_after", &format_money(after));
     crate::json::write_object(o.key("attributes"), &cdr.attributes);
     o.end();
     out.rated = Some(buf);
-    finish(acct, before, at, &mut em, &mut out, Some(after), Some(at + cdr.duration * crate::time::SECOND));
+    finish(
+        acct,
+        before,
+        at,
+        &mut em,
+        &mut out,
+        Some(after),
+        Some(at + cdr.duration * crate::time::SECOND),
+    );
     out.events = em.events;
     out.event_types = em.types;
     if at > acct.cdr_watermark {
@@ -546,7 +635,13 @@ fn apply_command(
     let is_configure = matches!(cmd.kind, CommandKind::Configure { .. });
     // Checks: nothing changes until all have passed.
     if acct.is_none() && !is_configure {
-        return (reject("unknown_tenant", format!("tenant_id: no account for {}", repr(&cmd.tenant_id))), None);
+        return (
+            reject(
+                "unknown_tenant",
+                format!("tenant_id: no account for {}", repr(&cmd.tenant_id)),
+            ),
+            None,
+        );
     }
     if let Some(a) = acct.as_deref() {
         if a.seen_commands.contains_key(&cmd.command_id) {
@@ -567,13 +662,26 @@ fn apply_command(
         }
     }
     let rejected = match &cmd.kind {
-        CommandKind::Configure { rate_plan, currency, .. } => check_configure(acct.as_deref(), rate_plan, currency, tables),
-        CommandKind::AddFunds { currency, purchased_at, .. } => {
-            check_add_funds(acct.as_deref().expect("checked"), cmd, currency, *purchased_at)
-        }
+        CommandKind::Configure {
+            rate_plan,
+            currency,
+            ..
+        } => check_configure(acct.as_deref(), rate_plan, currency, tables),
+        CommandKind::AddFunds {
+            currency,
+            purchased_at,
+            ..
+        } => check_add_funds(
+            acct.as_deref().expect("checked"),
+            cmd,
+            currency,
+            *purchased_at,
+        ),
         CommandKind::PaymentResult { request_id, .. } => {
             let a = acct.as_deref().expect("checked");
-            if a.pending_request_id.as_deref() != Some(request_id.as_str()) && !a.timed_out_requests.contains_key(request_id) {
+            if a.pending_request_id.as_deref() != Some(request_id.as_str())
+                && !a.timed_out_requests.contains_key(request_id)
+            {
                 Some(reject(
                     "unknown_request",
                     format!(
@@ -595,18 +703,32 @@ fn apply_command(
     let acct: &mut Account = match acct {
         Some(a) => a,
         None => {
-            let CommandKind::Configure { rate_plan: Some(plan_id), .. } = &cmd.kind else {
+            let CommandKind::Configure {
+                rate_plan: Some(plan_id),
+                ..
+            } = &cmd.kind
+            else {
                 unreachable!("checked by check_configure")
             };
             let plan = &tables.plans[plan_id];
-            created = Some(Account::new(cmd.tenant_id.clone(), plan.plan_id.clone(), plan.currency.clone()));
+            created = Some(Account::new(
+                cmd.tenant_id.clone(),
+                plan.plan_id.clone(),
+                plan.currency.clone(),
+            ));
             created.as_mut().expect("just made")
         }
     };
     let mut out = Outcome::new(Status::Applied);
     out.has_account = true;
     let before = acct.balance();
-    let mut em = Emitter { kind: "command", cause_id: cmd.command_id.clone(), occurred_text: format_time(at), events: Vec::new(), types: Vec::new() };
+    let mut em = Emitter {
+        kind: "command",
+        cause_id: cmd.command_id.clone(),
+        occurred_text: format_time(at),
+        events: Vec::new(),
+        types: Vec::new(),
+    };
     expire(acct, at, &mut em);
     let answer_to = match &cmd.kind {
         CommandKind::PaymentResult { request_id, .. } => Some(request_id.as_str()),
@@ -614,7 +736,13 @@ fn apply_command(
     };
     timeout(acct, at, &mut em, answer_to);
     match &cmd.kind {
-        CommandKind::Configure { rate_plan, low_balance_threshold, included_domestic_minutes, auto_recharge, .. } => {
+        CommandKind::Configure {
+            rate_plan,
+            low_balance_threshold,
+            included_domestic_minutes,
+            auto_recharge,
+            ..
+        } => {
             if let Some(p) = rate_plan {
                 acct.rate_plan = p.clone();
             }
@@ -630,7 +758,11 @@ fn apply_command(
                 acct.suspended_by = None;
             }
         }
-        CommandKind::AddFunds { amount, purchased_at, .. } => {
+        CommandKind::AddFunds {
+            amount,
+            purchased_at,
+            ..
+        } => {
             let purchased_at = purchased_at.unwrap_or(at);
             let expires_at = credit(acct, *amount, &cmd.command_id, purchased_at, "manual");
             em.emit(
@@ -644,17 +776,25 @@ fn apply_command(
                 ],
             );
         }
-        CommandKind::PaymentResult { request_id, succeeded, .. }
-            if acct.pending_request_id.as_deref() != Some(request_id.as_str()) =>
-        {
+        CommandKind::PaymentResult {
+            request_id,
+            succeeded,
+            ..
+        } if acct.pending_request_id.as_deref() != Some(request_id.as_str()) => {
             apply_late_answer(acct, request_id, *succeeded, at, &mut em);
         }
-        CommandKind::PaymentResult { succeeded: true, .. } => {
+        CommandKind::PaymentResult {
+            succeeded: true, ..
+        } => {
             let request_id = acct.pending_request_id.take().expect("checked");
             let amount = acct.pending_amount;
             credit_recharge(acct, &request_id, amount, at, &mut em);
         }
-        CommandKind::PaymentResult { succeeded: false, reason, .. } => {
+        CommandKind::PaymentResult {
+            succeeded: false,
+            reason,
+            ..
+        } => {
             let request_id = acct.pending_request_id.take().expect("checked");
             acct.recharge_suspended = true;
             acct.suspended_by = None;
@@ -662,7 +802,10 @@ fn apply_command(
                 acct,
                 "auto_recharge_failed",
                 "",
-                &[F::S("request_id", &request_id), F::S("reason", reason.as_deref().unwrap_or("declined"))],
+                &[
+                    F::S("request_id", &request_id),
+                    F::S("reason", reason.as_deref().unwrap_or("declined")),
+                ],
             );
         }
     }
@@ -683,18 +826,29 @@ fn check_configure(
     tables: &Tables,
 ) -> Option<Outcome> {
     if acct.is_none() && rate_plan.is_none() {
-        return Some(reject("invalid_record", "rate_plan: required when the account is created".into()));
+        return Some(reject(
+            "invalid_record",
+            "rate_plan: required when the account is created".into(),
+        ));
     }
     let cur: String = match rate_plan {
         Some(plan_id) => {
             let Some(plan) = tables.plans.get(plan_id) else {
-                return Some(reject("unknown_rate_plan", format!("rate_plan: no plan {} is loaded", repr(plan_id))));
+                return Some(reject(
+                    "unknown_rate_plan",
+                    format!("rate_plan: no plan {} is loaded", repr(plan_id)),
+                ));
             };
             if let Some(a) = acct {
                 if plan.currency != a.currency {
                     return Some(reject(
                         "currency_mismatch",
-                        format!("rate_plan: plan {} is in {}, the account in {}", repr(plan_id), plan.currency, a.currency),
+                        format!(
+                            "rate_plan: plan {} is in {}, the account in {}",
+                            repr(plan_id),
+                            plan.currency,
+                            a.currency
+                        ),
                     ));
                 }
             }
@@ -704,18 +858,29 @@ fn check_configure(
     };
     if let Some(c) = currency {
         if *c != cur {
-            return Some(reject("currency_mismatch", format!("currency: {c} is not the account's currency {cur}")));
+            return Some(reject(
+                "currency_mismatch",
+                format!("currency: {c} is not the account's currency {cur}"),
+            ));
         }
     }
     None
 }
 
-fn check_add_funds(acct: &Account, cmd: &Command, currency: &Option<String>, purchased_at: Option<i64>) -> Option<Outcome> {
+fn check_add_funds(
+    acct: &Account,
+    cmd: &Command,
+    currency: &Option<String>,
+    purchased_at: Option<i64>,
+) -> Option<Outcome> {
     if let Some(c) = currency {
         if *c != acct.currency {
             return Some(reject(
                 "currency_mismatch",
-                format!("currency: {c} is not the account's currency {}", acct.currency),
+                format!(
+                    "currency: {c} is not the account's currency {}",
+                    acct.currency
+                ),
             ));
         }
     }
@@ -723,7 +888,10 @@ fn check_add_funds(acct: &Account, cmd: &Command, currency: &Option<String>, pur
     if add_months(purchased_at, LOT_LIFETIME_MONTHS) <= cmd.occurred_at {
         return Some(reject(
             "invalid_record",
-            format!("purchased_at: funds bought at {} have expired by occurred_at", format_time(purchased_at)),
+            format!(
+                "purchased_at: funds bought at {} have expired by occurred_at",
+                format_time(purchased_at)
+            ),
         ));
     }
     None
@@ -747,8 +915,17 @@ fn credit_recharge(acct: &mut Account, request_id: &str, amount: i128, at: i64, 
 /// The answer to a request that timed out (SPEC v1.1): the first answer settles it.
 /// `succeeded` credits the lot as on time and lifts the suspension when this request's
 /// timeout caused it; `failed` writes nothing. Either way the request is forgotten.
-fn apply_late_answer(acct: &mut Account, request_id: &str, succeeded: bool, at: i64, em: &mut Emitter) {
-    let (amount, _) = acct.timed_out_requests.shift_remove(request_id).expect("checked");
+fn apply_late_answer(
+    acct: &mut Account,
+    request_id: &str,
+    succeeded: bool,
+    at: i64,
+    em: &mut Emitter,
+) {
+    let (amount, _) = acct
+        .timed_out_requests
+        .shift_remove(request_id)
+        .expect("checked");
     if !succeeded {
         return;
     }
@@ -762,16 +939,29 @@ fn apply_late_answer(acct: &mut Account, request_id: &str, succeeded: bool, at: 
 /// The wall-clock sweep: expire lots and time out a pending recharge with no traffic.
 /// None when nothing is due.
 pub fn sweep(acct: &mut Account, now: i64) -> Option<Outcome> {
-    let due_lot = acct.lots.first().filter(|l| l.expires_at <= now).map(|l| l.lot_id.clone());
-    let due_request = acct.pending_request_id.is_some() && now - acct.pending_requested_at > RECHARGE_TIMEOUT;
+    let due_lot = acct
+        .lots
+        .first()
+        .filter(|l| l.expires_at <= now)
+        .map(|l| l.lot_id.clone());
+    let due_request =
+        acct.pending_request_id.is_some() && now - acct.pending_requested_at > RECHARGE_TIMEOUT;
     if due_lot.is_none() && !due_request {
         return None;
     }
-    let cause_id = due_lot.or_else(|| acct.pending_request_id.clone()).unwrap_or_default();
+    let cause_id = due_lot
+        .or_else(|| acct.pending_request_id.clone())
+        .unwrap_or_default();
     let mut out = Outcome::new(Status::Applied);
     out.has_account = true;
     let before = acct.balance();
-    let mut em = Emitter { kind: "sweep", cause_id, occurred_text: format_time(now), events: Vec::new(), types: Vec::new() };
+    let mut em = Emitter {
+        kind: "sweep",
+        cause_id,
+        occurred_text: format_time(now),
+        events: Vec::new(),
+        types: Vec::new(),
+    };
     expire(acct, now, &mut em);
     timeout(acct, now, &mut em, None);
     finish(acct, before, now, &mut em, &mut out, None, None);
@@ -794,6 +984,9 @@ mod tests {
     #[test]
     fn event_ids_are_blake2b_128_of_the_cause() {
         // hashlib.blake2b(b"t1\x1fcdr\x1fc1\x1frated_cdr\x1f", digest_size=16).hexdigest()
-        assert_eq!(event_id("t1", "cdr", "c1", "rated_cdr", ""), "0c1db3a4ace76a73551eca58b9b67cd8");
+        assert_eq!(
+            event_id("t1", "cdr", "c1", "rated_cdr", ""),
+            "0c1db3a4ace76a73551eca58b9b67cd8"
+        );
     }
 }

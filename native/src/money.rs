@@ -44,7 +44,10 @@ pub fn parse_money_text(text: &str) -> Result<i128, String> {
         // "." in text and [+-]?[0-9]+\.[0-9]{7,}
         if let Some(f) = frac {
             if all_digits(whole) && all_digits(f) && f.len() >= 7 {
-                return Err(format!("has more than 6 fractional digits: {}", repr(head(text, 40))));
+                return Err(format!(
+                    "has more than 6 fractional digits: {}",
+                    repr(head(text, 40))
+                ));
             }
         }
         return Err(format!("is not a decimal amount: {}", repr(head(text, 40))));
@@ -85,7 +88,11 @@ pub fn py_float_repr(f: f64) -> String {
             }
         }
     } else {
-        let mant = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits.clone() };
+        let mant = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits.clone()
+        };
         let esign = if e < 0 { "-" } else { "+" };
         format!("{sign}{mant}e{esign}{:02}", e.abs())
     }
@@ -100,7 +107,10 @@ fn parse_float(f: f64) -> Result<i128, String> {
     let (digits, e) = float_digits(f);
     let scale = e - (digits.len() as i32 - 1);
     if scale < -6 {
-        return Err(format!("has more than 6 fractional digits: {}", repr(head(&py_float_repr(f), 40))));
+        return Err(format!(
+            "has more than 6 fractional digits: {}",
+            repr(head(&py_float_repr(f), 40))
+        ));
     }
     // abs(d) > 10**12: from 10^13 up always; at 10^12 unless it is exactly 10^12.
     if e >= 13 || (e == 12 && digits != "1") {
@@ -170,14 +180,31 @@ mod tests {
             parse_money(&Value::Str("1.1234567".into())),
             Err("has more than 6 fractional digits: '1.1234567'".into())
         );
-        assert_eq!(parse_money(&Value::Str("1e2".into())), Err("is not a decimal amount: '1e2'".into()));
-        assert_eq!(parse_money(&Value::Float(1e13)), Err("is out of range".into()));
-        assert_eq!(parse_money(&Value::Float(1e12)), Ok(1_000_000_000_000 * MICRO));
+        assert_eq!(
+            parse_money(&Value::Str("1e2".into())),
+            Err("is not a decimal amount: '1e2'".into())
+        );
+        assert_eq!(
+            parse_money(&Value::Float(1e13)),
+            Err("is out of range".into())
+        );
+        assert_eq!(
+            parse_money(&Value::Float(1e12)),
+            Ok(1_000_000_000_000 * MICRO)
+        );
     }
 
     #[test]
     fn python_float_repr() {
-        for (f, want) in [(1e-7, "1e-07"), (1e16, "1e+16"), (1.5e-5, "1.5e-05"), (0.0001, "0.0001"), (100.0, "100.0"), (1e22, "1e+22"), (123.25, "123.25")] {
+        for (f, want) in [
+            (1e-7, "1e-07"),
+            (1e16, "1e+16"),
+            (1.5e-5, "1.5e-05"),
+            (0.0001, "0.0001"),
+            (100.0, "100.0"),
+            (1e22, "1e+22"),
+            (123.25, "123.25"),
+        ] {
             assert_eq!(py_float_repr(f), want);
         }
     }

@@ -11,7 +11,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-type PlanArg = (String, String, Vec<(String, String, i128, i128, i64, i64, i64)>);
+type PlanArg = (
+    String,
+    String,
+    Vec<(String, String, i128, i128, i64, i64, i64)>,
+);
 
 fn tables(plans: Vec<PlanArg>) -> Tables {
     let mut t = Tables::default();
@@ -28,14 +32,18 @@ fn tables(plans: Vec<PlanArg>) -> Tables {
                 effective_from: eff,
             })
             .collect();
-        t.plans.insert(plan_id.clone(), Plan::new(plan_id, currency, rows));
+        t.plans
+            .insert(plan_id.clone(), Plan::new(plan_id, currency, rows));
     }
     t
 }
 
 fn py_repr(s: &str) -> String {
     Python::with_gil(|py| {
-        PyString::new(py, s).repr().map(|r| r.to_string()).unwrap_or_else(|_| format!("{s:?}"))
+        PyString::new(py, s)
+            .repr()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| format!("{s:?}"))
     })
 }
 
@@ -46,7 +54,10 @@ fn orjson_verdict(raw: &[u8]) -> JsonVerdict {
             Err(e) => return JsonVerdict::Message(format!("not valid JSON: {e}")),
         };
         match orjson.call_method1("loads", (PyBytes::new(py, raw),)) {
-            Ok(v) => match orjson.call_method1("dumps", (v,)).and_then(|b| b.extract::<Vec<u8>>()) {
+            Ok(v) => match orjson
+                .call_method1("dumps", (v,))
+                .and_then(|b| b.extract::<Vec<u8>>())
+            {
                 Ok(bytes) => JsonVerdict::Canonical(bytes),
                 Err(e) => JsonVerdict::Message(format!("not valid JSON: {e}")),
             },
@@ -63,17 +74,37 @@ type SourceParts = (Option<String>, String, u64, i64, i64);
 
 fn source_parts(source: &Bound<'_, PyDict>) -> PyResult<SourceParts> {
     let file: Option<String> = source.get_item("file")?.map(|v| v.extract()).transpose()?;
-    let line: u64 = source.get_item("line")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
-    let topic: String = source.get_item("topic")?.map(|v| v.extract()).transpose()?.unwrap_or_default();
-    let partition: i64 = source.get_item("partition")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
-    let offset: i64 = source.get_item("offset")?.map(|v| v.extract()).transpose()?.unwrap_or(0);
+    let line: u64 = source
+        .get_item("line")?
+        .map(|v| v.extract())
+        .transpose()?
+        .unwrap_or(0);
+    let topic: String = source
+        .get_item("topic")?
+        .map(|v| v.extract())
+        .transpose()?
+        .unwrap_or_default();
+    let partition: i64 = source
+        .get_item("partition")?
+        .map(|v| v.extract())
+        .transpose()?
+        .unwrap_or(0);
+    let offset: i64 = source
+        .get_item("offset")?
+        .map(|v| v.extract())
+        .transpose()?
+        .unwrap_or(0);
     Ok((file, topic, line, partition, offset))
 }
 
 fn processed(py: Python<'_>, p: Processed) -> PyResult<Bound<'_, PyAny>> {
     let o = p.outcome;
     let events: Vec<Bound<PyBytes>> = o.events.iter().map(|e| PyBytes::new(py, e)).collect();
-    let requests: Vec<Bound<PyBytes>> = o.recharge_requests.iter().map(|e| PyBytes::new(py, e)).collect();
+    let requests: Vec<Bound<PyBytes>> = o
+        .recharge_requests
+        .iter()
+        .map(|e| PyBytes::new(py, e))
+        .collect();
     let t = (
         p.kind,
         p.tenant_id,
@@ -101,7 +132,10 @@ impl Host for PyHost<'_> {
         if self.error.is_some() {
             return None;
         }
-        let got = self.load.call1((tenant,)).and_then(|v| v.extract::<Option<Vec<u8>>>());
+        let got = self
+            .load
+            .call1((tenant,))
+            .and_then(|v| v.extract::<Option<Vec<u8>>>());
         match got {
             Ok(None) => None,
             Ok(Some(bytes)) => match codec::decode_account(&bytes) {
@@ -122,7 +156,11 @@ impl Host for PyHost<'_> {
         if self.error.is_some() {
             return false;
         }
-        match self.older_seen.call1((acct.tenant_id.as_str(), cdr_id)).and_then(|v| v.is_truthy()) {
+        match self
+            .older_seen
+            .call1((acct.tenant_id.as_str(), cdr_id))
+            .and_then(|v| v.is_truthy())
+        {
             Ok(b) => b,
             Err(e) => {
                 self.error = Some(e);
@@ -141,7 +179,9 @@ struct PyEngine {
 impl PyEngine {
     #[new]
     fn new(plans: Vec<PlanArg>, horizon: i64) -> Self {
-        PyEngine { inner: Engine::new(tables(plans), horizon) }
+        PyEngine {
+            inner: Engine::new(tables(plans), horizon),
+        }
     }
 
     /// Swap in other rate tables (the worker's reload); the accounts stay.
@@ -164,7 +204,11 @@ impl PyEngine {
         let (file, topic, line, partition, offset) = source_parts(source)?;
         let src = match &file {
             Some(f) => Source::File { file: f, line },
-            None => Source::Kafka { topic: &topic, partition, offset },
+            None => Source::Kafka {
+                topic: &topic,
+                partition,
+                offset,
+            },
         };
         let p = self.inner.process(raw, key, &src, now);
         processed(py, p)
@@ -189,10 +233,20 @@ impl PyEngine {
         let (file, topic, line, partition, offset) = source_parts(source)?;
         let src = match &file {
             Some(f) => Source::File { file: f, line },
-            None => Source::Kafka { topic: &topic, partition, offset },
+            None => Source::Kafka {
+                topic: &topic,
+                partition,
+                offset,
+            },
         };
-        let mut host = PyHost { load, older_seen, error: None };
-        let p = self.inner.process_with(raw, key, &src, now, Some(&mut host));
+        let mut host = PyHost {
+            load,
+            older_seen,
+            error: None,
+        };
+        let p = self
+            .inner
+            .process_with(raw, key, &src, now, Some(&mut host));
         if let Some(e) = host.error {
             return Err(e);
         }
@@ -215,14 +269,22 @@ impl PyEngine {
         file: &str,
         first_line: u64,
         now: i64,
-    ) -> (u64, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+    ) -> (
+        u64,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+    ) {
         // Outputs are about twice the input for rated CDRs and less for the others.
         let mut sinks = Outputs {
             rated: Vec::with_capacity(data.len() * 2),
             events: Vec::with_capacity(data.len() / 2),
             ..Outputs::default()
         };
-        let n = self.inner.rate_lines(data, file, first_line, now, &mut sinks);
+        let n = self
+            .inner
+            .rate_lines(data, file, first_line, now, &mut sinks);
         (
             n,
             PyBytes::new(py, &sinks.rated),
@@ -240,7 +302,10 @@ impl PyEngine {
     }
 
     fn get_account<'py>(&self, py: Python<'py>, tenant: &str) -> Option<Bound<'py, PyBytes>> {
-        self.inner.accounts.get(tenant).map(|a| PyBytes::new(py, &codec::encode_account(a)))
+        self.inner
+            .accounts
+            .get(tenant)
+            .map(|a| PyBytes::new(py, &codec::encode_account(a)))
     }
 
     fn drop_account(&mut self, tenant: &str) {
@@ -261,7 +326,10 @@ impl PyEngine {
     fn accounts<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
         let mut items: Vec<_> = self.inner.accounts.iter().collect();
         items.sort_by(|a, b| a.0.cmp(b.0));
-        items.into_iter().map(|(t, a)| (t.clone(), PyBytes::new(py, &codec::encode_account(a)))).collect()
+        items
+            .into_iter()
+            .map(|(t, a)| (t.clone(), PyBytes::new(py, &codec::encode_account(a))))
+            .collect()
     }
 
     fn balance(&self, tenant: &str) -> Option<i128> {

@@ -6,7 +6,12 @@ use crate::money::format_money;
 /// Hash maps with a fast hash seeded per process (keys come from the input).
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-pub const CALL_TYPES: [&str; 4] = ["conference_dialout", "international", "toll_free", "domestic"];
+pub const CALL_TYPES: [&str; 4] = [
+    "conference_dialout",
+    "international",
+    "toll_free",
+    "domestic",
+];
 
 #[derive(Debug, Clone)]
 pub struct Rate {
@@ -49,7 +54,13 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(plan_id: String, currency: String, mut rows: Vec<Row>) -> Plan {
-        rows.sort_by(|a, b| (&a.call_type, &a.prefix, a.effective_from).cmp(&(&b.call_type, &b.prefix, b.effective_from)));
+        rows.sort_by(|a, b| {
+            (&a.call_type, &a.prefix, a.effective_from).cmp(&(
+                &b.call_type,
+                &b.prefix,
+                b.effective_from,
+            ))
+        });
         let mut types: HashMap<String, ByType> = HashMap::default();
         for r in rows {
             let t = types.entry(r.call_type.clone()).or_default();
@@ -72,7 +83,11 @@ impl Plan {
             lengths.dedup();
             t.lengths = lengths;
         }
-        Plan { plan_id, currency, types }
+        Plan {
+            plan_id,
+            currency,
+            types,
+        }
     }
 
     /// Longest prefix of `digits` with a row in force at `started_at`, then the latest
@@ -157,10 +172,29 @@ mod tests {
             next_increment: 60,
             effective_from: eff,
         };
-        let plan = Plan::new("p".into(), "USD".into(), vec![row("44", 1, 0), row("447", 2, 100), row("447", 3, 200)]);
-        assert_eq!(plan.lookup("international", "447700", 50).unwrap().rate_per_minute, 1);
-        assert_eq!(plan.lookup("international", "447700", 150).unwrap().rate_per_minute, 2);
-        assert_eq!(plan.lookup("international", "447700", 250).unwrap().rate_per_minute, 3);
+        let plan = Plan::new(
+            "p".into(),
+            "USD".into(),
+            vec![row("44", 1, 0), row("447", 2, 100), row("447", 3, 200)],
+        );
+        assert_eq!(
+            plan.lookup("international", "447700", 50)
+                .unwrap()
+                .rate_per_minute,
+            1
+        );
+        assert_eq!(
+            plan.lookup("international", "447700", 150)
+                .unwrap()
+                .rate_per_minute,
+            2
+        );
+        assert_eq!(
+            plan.lookup("international", "447700", 250)
+                .unwrap()
+                .rate_per_minute,
+            3
+        );
         assert!(plan.lookup("domestic", "447700", 250).is_none());
     }
 }

@@ -19,7 +19,11 @@ pub struct Invalid {
 }
 
 fn invalid(detail: impl Into<String>, tenant: Option<&str>) -> Invalid {
-    Invalid { reason: "invalid_record", detail: detail.into(), tenant_id: tenant.map(str::to_owned) }
+    Invalid {
+        reason: "invalid_record",
+        detail: detail.into(),
+        tenant_id: tenant.map(str::to_owned),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +125,11 @@ fn not_json(raw: &[u8], own: String) -> Result<Value<'static>, Invalid> {
         },
         None => head(&format!("not valid JSON: {own}"), 300).to_owned(),
     };
-    Err(Invalid { reason: "invalid_json", detail, tenant_id: None })
+    Err(Invalid {
+        reason: "invalid_json",
+        detail,
+        tenant_id: None,
+    })
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -137,12 +145,17 @@ fn json_type(v: &Value) -> &'static str {
 
 pub fn is_tenant(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
 }
 
 pub fn is_e164(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() >= 3 && b.len() <= 16 && b[0] == b'+' && (b'1'..=b'9').contains(&b[1]) && b[2..].iter().all(u8::is_ascii_digit)
+    b.len() >= 3
+        && b.len() <= 16
+        && b[0] == b'+'
+        && (b'1'..=b'9').contains(&b[1])
+        && b[2..].iter().all(u8::is_ascii_digit)
 }
 
 /// Parse and validate one input record; `key` is the Kafka key, when there is one.
@@ -152,7 +165,10 @@ pub fn decode<'a>(raw: &'a [u8], key: Option<&str>) -> Result<Record<'a>, Invali
         Err(own) => not_json(raw, own)?,
     };
     let Value::Object(obj) = v else {
-        return Err(invalid(format!("the record must be a JSON object, not {}", json_type(&v)), None));
+        return Err(invalid(
+            format!("the record must be a JSON object, not {}", json_type(&v)),
+            None,
+        ));
     };
     let record = if obj.contains_key("cdr_id") {
         Record::Cdr(validate_cdr(obj)?)
@@ -172,7 +188,11 @@ pub fn decode<'a>(raw: &'a [u8], key: Option<&str>) -> Result<Record<'a>, Invali
         let t = record.tenant_id();
         if k != t {
             return Err(invalid(
-                format!("tenant_id: {} does not match the record key {}", repr(t), repr(head(k, 80))),
+                format!(
+                    "tenant_id: {} does not match the record key {}",
+                    repr(t),
+                    repr(head(k, 80))
+                ),
                 Some(t),
             ));
         }
@@ -184,7 +204,10 @@ fn id(obj: &Object, name: &str, tenant: &str, limit: usize) -> Result<String, In
     match Value::get(obj, name) {
         None => Err(invalid(format!("{name}: required"), Some(tenant))),
         Some(Value::Str(s)) if (1..=limit).contains(&s.chars().count()) => Ok(s.to_string()),
-        Some(_) => Err(invalid(format!("{name}: must be a string of 1 to {limit} characters"), Some(tenant))),
+        Some(_) => Err(invalid(
+            format!("{name}: must be a string of 1 to {limit} characters"),
+            Some(tenant),
+        )),
     }
 }
 
@@ -192,7 +215,10 @@ fn tenant(obj: &Object) -> Result<String, Invalid> {
     match Value::get(obj, "tenant_id") {
         None => Err(invalid("tenant_id: required", None)),
         Some(Value::Str(s)) if is_tenant(s) => Ok(s.to_string()),
-        Some(_) => Err(invalid("tenant_id: must be 1 to 64 of A-Z a-z 0-9 . _ : -", None)),
+        Some(_) => Err(invalid(
+            "tenant_id: must be 1 to 64 of A-Z a-z 0-9 . _ : -",
+            None,
+        )),
     }
 }
 
@@ -234,9 +260,19 @@ fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
         None => return Err(invalid("call_type: required", t)),
         Some(Value::Str(s)) => match CALL_TYPES.iter().find(|c| **c == s.as_ref()) {
             Some(c) => *c,
-            None => return Err(invalid(format!("call_type: must be one of {}", CALL_TYPES.join(", ")), t)),
+            None => {
+                return Err(invalid(
+                    format!("call_type: must be one of {}", CALL_TYPES.join(", ")),
+                    t,
+                ))
+            }
         },
-        Some(_) => return Err(invalid(format!("call_type: must be one of {}", CALL_TYPES.join(", ")), t)),
+        Some(_) => {
+            return Err(invalid(
+                format!("call_type: must be one of {}", CALL_TYPES.join(", ")),
+                t,
+            ))
+        }
     };
     let to = match Value::get(&obj, "to") {
         None => return Err(invalid("to: required", t)),
@@ -257,14 +293,38 @@ fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
         None => return Err(invalid("duration_seconds: required", t)),
         Some(Value::Int(d)) if (0..=MAX_DURATION).contains(d) => *d as i64,
         Some(_) => {
-            return Err(invalid(format!("duration_seconds: must be an integer from 0 to {MAX_DURATION}"), t))
+            return Err(invalid(
+                format!("duration_seconds: must be an integer from 0 to {MAX_DURATION}"),
+                t,
+            ))
         }
     };
-    const CDR_FIELDS: [&str; 7] = ["cdr_id", "tenant_id", "call_type", "to", "from", "started_at", "duration_seconds"];
+    const CDR_FIELDS: [&str; 7] = [
+        "cdr_id",
+        "tenant_id",
+        "call_type",
+        "to",
+        "from",
+        "started_at",
+        "duration_seconds",
+    ];
     let attributes = Object::from_distinct(
-        obj.into_entries().into_iter().filter(|(k, _)| !CDR_FIELDS.contains(&k.as_ref())).collect(),
+        obj.into_entries()
+            .into_iter()
+            .filter(|(k, _)| !CDR_FIELDS.contains(&k.as_ref()))
+            .collect(),
     );
-    Ok(Cdr { cdr_id, tenant_id: tenant, call_type, to, from, started_at, started_at_text: started_text, duration, attributes })
+    Ok(Cdr {
+        cdr_id,
+        tenant_id: tenant,
+        call_type,
+        to,
+        from,
+        started_at,
+        started_at_text: started_text,
+        duration,
+        attributes,
+    })
 }
 
 const COMMANDS: [&str; 3] = ["configure_account", "add_funds", "payment_result"];
@@ -273,9 +333,14 @@ const COMMON: [&str; 4] = ["command_id", "tenant_id", "command", "occurred_at"];
 fn allowed(command: &str, k: &str) -> bool {
     COMMON.contains(&k)
         || match command {
-            "configure_account" => {
-                ["rate_plan", "currency", "low_balance_threshold", "included_domestic_minutes", "auto_recharge"].contains(&k)
-            }
+            "configure_account" => [
+                "rate_plan",
+                "currency",
+                "low_balance_threshold",
+                "included_domestic_minutes",
+                "auto_recharge",
+            ]
+            .contains(&k),
             "add_funds" => ["amount", "purchased_at", "reference", "currency"].contains(&k),
             _ => ["request_id", "status", "reason"].contains(&k),
         }
@@ -284,8 +349,13 @@ fn allowed(command: &str, k: &str) -> bool {
 fn currency(obj: &Object, tenant: &str) -> Result<Option<String>, Invalid> {
     match Value::get(obj, "currency") {
         None => Ok(None),
-        Some(Value::Str(s)) if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) => Ok(Some(s.to_string())),
-        Some(_) => Err(invalid("currency: must be an ISO 4217 code such as USD", Some(tenant))),
+        Some(Value::Str(s)) if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) => {
+            Ok(Some(s.to_string()))
+        }
+        Some(_) => Err(invalid(
+            "currency: must be an ISO 4217 code such as USD",
+            Some(tenant),
+        )),
     }
 }
 
@@ -294,13 +364,23 @@ fn validate_command(obj: Object<'_>) -> Result<Command, Invalid> {
     let t = Some(tenant.as_str());
     let command_id = id(&obj, "command_id", &tenant, 128)?;
     let command: &'static str = match Value::get(&obj, "command") {
-        Some(Value::Str(s)) if COMMANDS.contains(&s.as_ref()) => COMMANDS.iter().find(|c| **c == s.as_ref()).expect("listed"),
-        _ => return Err(invalid(format!("command: must be one of {}", COMMANDS.join(", ")), t)),
+        Some(Value::Str(s)) if COMMANDS.contains(&s.as_ref()) => {
+            COMMANDS.iter().find(|c| **c == s.as_ref()).expect("listed")
+        }
+        _ => {
+            return Err(invalid(
+                format!("command: must be one of {}", COMMANDS.join(", ")),
+                t,
+            ))
+        }
     };
     let occurred_at = time(&obj, "occurred_at", &tenant)?;
     for k in obj.keys() {
         if !allowed(command, k) {
-            return Err(invalid(format!("{}: not a field of {command}", head(k, 64)), t));
+            return Err(invalid(
+                format!("{}: not a field of {command}", head(k, 64)),
+                t,
+            ));
         }
     }
     let kind = match command {
@@ -309,7 +389,10 @@ fn validate_command(obj: Object<'_>) -> Result<Command, Invalid> {
                 None => None,
                 Some(Value::Str(s)) if (1..=64).contains(&s.chars().count()) => Some(s.to_string()),
                 Some(_) => {
-                    return Err(invalid("rate_plan: must be a plan id (a string of 1 to 64 characters)", t))
+                    return Err(invalid(
+                        "rate_plan: must be a plan id (a string of 1 to 64 characters)",
+                        t,
+                    ))
                 }
             };
             let currency = currency(&obj, &tenant)?;
@@ -328,7 +411,13 @@ fn validate_command(obj: Object<'_>) -> Result<Command, Invalid> {
                 None => None,
                 Some(ar) => Some(auto_recharge(ar, &tenant)?),
             };
-            CommandKind::Configure { rate_plan, currency, low_balance_threshold, included_domestic_minutes, auto_recharge }
+            CommandKind::Configure {
+                rate_plan,
+                currency,
+                low_balance_threshold,
+                included_domestic_minutes,
+                auto_recharge,
+            }
         }
         "add_funds" => {
             let amount = money(&obj, "amount", &tenant, 1, true)?.expect("required");
@@ -339,10 +428,19 @@ fn validate_command(obj: Object<'_>) -> Result<Command, Invalid> {
             match Value::get(&obj, "reference") {
                 None => {}
                 Some(Value::Str(s)) if s.chars().count() <= 256 => {}
-                Some(_) => return Err(invalid("reference: must be a string of at most 256 characters", t)),
+                Some(_) => {
+                    return Err(invalid(
+                        "reference: must be a string of at most 256 characters",
+                        t,
+                    ))
+                }
             }
             let currency = currency(&obj, &tenant)?;
-            CommandKind::AddFunds { amount, purchased_at, currency }
+            CommandKind::AddFunds {
+                amount,
+                purchased_at,
+                currency,
+            }
         }
         _ => {
             let request_id = id(&obj, "request_id", &tenant, 200)?;
@@ -353,13 +451,29 @@ fn validate_command(obj: Object<'_>) -> Result<Command, Invalid> {
             };
             let reason = match Value::get(&obj, "reason") {
                 None => None,
-                Some(Value::Str(s)) if (1..=256).contains(&s.chars().count()) => Some(s.to_string()),
-                Some(_) => return Err(invalid("reason: must be a string of 1 to 256 characters", t)),
+                Some(Value::Str(s)) if (1..=256).contains(&s.chars().count()) => {
+                    Some(s.to_string())
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        "reason: must be a string of 1 to 256 characters",
+                        t,
+                    ))
+                }
             };
-            CommandKind::PaymentResult { request_id, succeeded, reason }
+            CommandKind::PaymentResult {
+                request_id,
+                succeeded,
+                reason,
+            }
         }
     };
-    Ok(Command { command_id, tenant_id: tenant, occurred_at, kind })
+    Ok(Command {
+        command_id,
+        tenant_id: tenant,
+        occurred_at,
+        kind,
+    })
 }
 
 fn auto_recharge(ar: &Value, tenant: &str) -> Result<AutoRecharge, Invalid> {
@@ -369,45 +483,83 @@ fn auto_recharge(ar: &Value, tenant: &str) -> Result<AutoRecharge, Invalid> {
     };
     for k in ar.keys() {
         if !["enabled", "threshold", "amount", "payment_method"].contains(&k) {
-            return Err(invalid(format!("auto_recharge.{}: not a field of auto_recharge", head(k, 64)), t));
+            return Err(invalid(
+                format!(
+                    "auto_recharge.{}: not a field of auto_recharge",
+                    head(k, 64)
+                ),
+                t,
+            ));
         }
     }
     let enabled = match ar.get("enabled") {
         Some(Value::Bool(b)) => *b,
         _ => return Err(invalid("auto_recharge.enabled: required, true or false", t)),
     };
-    let prefixed = |e: Invalid| Invalid { detail: format!("auto_recharge.{}", e.detail), ..e };
+    let prefixed = |e: Invalid| Invalid {
+        detail: format!("auto_recharge.{}", e.detail),
+        ..e
+    };
     let threshold = money(ar, "threshold", tenant, 0, enabled).map_err(prefixed)?;
     let amount = money(ar, "amount", tenant, 1, enabled).map_err(prefixed)?;
-    let mut out = AutoRecharge { enabled, threshold: threshold.unwrap_or(0), amount: amount.unwrap_or(0), payment_method: None };
+    let mut out = AutoRecharge {
+        enabled,
+        threshold: threshold.unwrap_or(0),
+        amount: amount.unwrap_or(0),
+        payment_method: None,
+    };
     let Some(pm) = Value::get(ar, "payment_method") else {
         if enabled {
-            return Err(invalid("auto_recharge.payment_method: required when enabled", t));
+            return Err(invalid(
+                "auto_recharge.payment_method: required when enabled",
+                t,
+            ));
         }
         return Ok(out);
     };
     let Value::Object(pm) = pm else {
-        return Err(invalid("auto_recharge.payment_method: must be an object", t));
+        return Err(invalid(
+            "auto_recharge.payment_method: must be an object",
+            t,
+        ));
     };
     for k in pm.keys() {
         if !["type", "expires", "last4"].contains(&k) {
             return Err(invalid(
-                format!("auto_recharge.payment_method.{}: not a field of payment_method", head(k, 64)),
+                format!(
+                    "auto_recharge.payment_method.{}: not a field of payment_method",
+                    head(k, 64)
+                ),
                 t,
             ));
         }
     }
     if !matches!(pm.get("type"), Some(Value::Str(s)) if s == "card") {
-        return Err(invalid("auto_recharge.payment_method.type: must be card", t));
+        return Err(invalid(
+            "auto_recharge.payment_method.type: must be card",
+            t,
+        ));
     }
     let expires = match pm.get("expires") {
         Some(Value::Str(s)) if is_card_month(s) => s.to_string(),
-        _ => return Err(invalid("auto_recharge.payment_method.expires: must be YYYY-MM", t)),
+        _ => {
+            return Err(invalid(
+                "auto_recharge.payment_method.expires: must be YYYY-MM",
+                t,
+            ))
+        }
     };
     let last4 = match Value::get(pm, "last4") {
         None => None,
-        Some(Value::Str(s)) if s.len() == 4 && s.bytes().all(|c| c.is_ascii_digit()) => Some(s.to_string()),
-        Some(_) => return Err(invalid("auto_recharge.payment_method.last4: must be 4 digits", t)),
+        Some(Value::Str(s)) if s.len() == 4 && s.bytes().all(|c| c.is_ascii_digit()) => {
+            Some(s.to_string())
+        }
+        Some(_) => {
+            return Err(invalid(
+                "auto_recharge.payment_method.last4: must be 4 digits",
+                t,
+            ))
+        }
     };
     out.payment_method = Some(PaymentMethod { expires, last4 });
     Ok(out)
@@ -432,18 +584,25 @@ mod tests {
 
     #[test]
     fn each_field_is_named_in_its_reject() {
-        assert_eq!(detail("[1]"), "the record must be a JSON object, not an array");
+        assert_eq!(
+            detail("[1]"),
+            "the record must be a JSON object, not an array"
+        );
         assert_eq!(detail(r#"{"cdr_id":"c1"}"#), "tenant_id: required");
         assert_eq!(
             detail(r#"{"cdr_id":"c1","tenant_id":"t","call_type":"x"}"#),
             "call_type: must be one of conference_dialout, international, toll_free, domestic"
         );
         assert_eq!(
-            detail(r#"{"command":"add_funds","command_id":"a","tenant_id":"t","occurred_at":"2026-01-01T00:00:00Z","amount":"-1"}"#),
+            detail(
+                r#"{"command":"add_funds","command_id":"a","tenant_id":"t","occurred_at":"2026-01-01T00:00:00Z","amount":"-1"}"#
+            ),
             "amount: must be > 0"
         );
         assert_eq!(
-            detail(r#"{"command":"add_funds","command_id":"a","tenant_id":"t","occurred_at":"2026-01-01T00:00:00Z","x":1}"#),
+            detail(
+                r#"{"command":"add_funds","command_id":"a","tenant_id":"t","occurred_at":"2026-01-01T00:00:00Z","x":1}"#
+            ),
             "x: not a field of add_funds"
         );
     }

@@ -95,7 +95,11 @@ fn fast_utc(b: &[u8]) -> Option<i64> {
     if !(MIN_YEAR..=MAX_YEAR).contains(&y) || datetime_check(y, mo, d, 0, 0, 0).is_err() {
         return None;
     }
-    let (h, mi, s) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let (h, mi, s) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     if h > 23 || mi > 59 || s > 59 {
         return None;
     }
@@ -111,7 +115,9 @@ fn looks_zoneless(b: &[u8]) -> bool {
         && b[7] == b'-'
         && b[8..10].iter().all(u8::is_ascii_digit)
         && matches!(b[10], b'T' | b't' | b' ')
-        && b[11..].iter().all(|c| c.is_ascii_digit() || *c == b':' || *c == b'.')
+        && b[11..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || *c == b':' || *c == b'.')
 }
 
 pub fn parse_time_text(value: &str) -> Result<i64, String> {
@@ -129,7 +135,11 @@ pub fn parse_time_text(value: &str) -> Result<i64, String> {
     // ([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})
     // (?:\.([0-9]{1,9}))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))
     if b.len() < 20
-        || !(b[4] == b'-' && b[7] == b'-' && matches!(b[10], b'T' | b't') && b[13] == b':' && b[16] == b':')
+        || !(b[4] == b'-'
+            && b[7] == b'-'
+            && matches!(b[10], b'T' | b't')
+            && b[13] == b':'
+            && b[16] == b':')
     {
         return Err(bad());
     }
@@ -175,16 +185,28 @@ pub fn parse_time_text(value: &str) -> Result<i64, String> {
         ));
     }
     if let Err(e) = datetime_check(y, mo, d, h, mi, s) {
-        return Err(format!("is not a valid date and time: {} ({e})", repr(head(value, 40))));
+        return Err(format!(
+            "is not a valid date and time: {} ({e})",
+            repr(head(value, 40))
+        ));
     }
     let mut micro = days_from_civil(y, mo, d) * DAY + ((h * 60 + mi) * 60 + s) * SECOND;
     if !frac.is_empty() {
-        let f6: Vec<u8> = frac.iter().take(6).copied().chain(std::iter::repeat(b'0')).take(6).collect();
+        let f6: Vec<u8> = frac
+            .iter()
+            .take(6)
+            .copied()
+            .chain(std::iter::repeat(b'0'))
+            .take(6)
+            .collect();
         micro += digits(&f6).expect("digits");
     }
     if let Some((plus, oh, om)) = offset {
         if oh > 23 || om > 59 {
-            return Err(format!("has an invalid zone offset: {}", repr(head(value, 40))));
+            return Err(format!(
+                "has an invalid zone offset: {}",
+                repr(head(value, 40))
+            ));
         }
         let off = (oh * 60 + om) * MINUTE;
         micro = if plus { micro - off } else { micro + off };
@@ -204,7 +226,15 @@ fn split(micro: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
     let rem = micro.rem_euclid(DAY);
     let (y, m, d) = civil_from_days(days);
     let secs = rem / SECOND;
-    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60, rem % SECOND)
+    (
+        y,
+        m,
+        d,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        rem % SECOND,
+    )
 }
 
 pub fn format_time(micro: i64) -> String {
@@ -284,12 +314,27 @@ mod tests {
     #[test]
     fn times_in_and_out() {
         // 2026-11-24T10:00:00Z = 1795514400 s since the epoch (date -d ... +%s).
-        assert_eq!(parse_time_text("2026-11-24T10:00:00Z"), Ok(1_795_514_400 * SECOND));
-        assert_eq!(parse_time_text("2026-11-24T11:00:00+01:00"), Ok(1_795_514_400 * SECOND));
-        assert_eq!(parse_time_text("2026-11-24t10:00:00.5z"), Ok(1_795_514_400 * SECOND + 500_000));
-        assert_eq!(format_time(1_795_514_400 * SECOND + 500_000), "2026-11-24T10:00:00.500000Z");
+        assert_eq!(
+            parse_time_text("2026-11-24T10:00:00Z"),
+            Ok(1_795_514_400 * SECOND)
+        );
+        assert_eq!(
+            parse_time_text("2026-11-24T11:00:00+01:00"),
+            Ok(1_795_514_400 * SECOND)
+        );
+        assert_eq!(
+            parse_time_text("2026-11-24t10:00:00.5z"),
+            Ok(1_795_514_400 * SECOND + 500_000)
+        );
+        assert_eq!(
+            format_time(1_795_514_400 * SECOND + 500_000),
+            "2026-11-24T10:00:00.500000Z"
+        );
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_time(1_795_514_400 * SECOND + 7), "2026-11-24T10:00:00.000007Z");
+        assert_eq!(
+            format_time(1_795_514_400 * SECOND + 7),
+            "2026-11-24T10:00:00.000007Z"
+        );
         assert_eq!(
             parse_time_text("2026-11-24T10:00:00"),
             Err("has no zone offset: '2026-11-24T10:00:00'".into())
