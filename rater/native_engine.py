@@ -83,7 +83,9 @@ class NativeEngine:
             raise EngineUnavailable("the native engine is not built")
         self._tables = tables
         self.horizon = horizon
-        self.native = rater_native.Engine(plans_arg(tables), horizon)
+        # An i64 of microseconds (292,000 years); any longer horizon acts the same.
+        clamped = max(min(horizon, 2**63 - 1), -(2**63))
+        self.native = rater_native.Engine(plans_arg(tables), clamped)
         self._tally = Tally()
         for acct in (accounts or {}).values():
             self.native.put_account(encode_account(acct))

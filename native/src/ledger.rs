@@ -434,13 +434,13 @@ fn remember(acct: &mut Account, cdr: bool, record_id: &str, at: i64, horizon: i6
     if watermark - acct.pruned_at >= PRUNE_EVERY {
         // Deterministic in the record sequence, so split runs prune exactly like one run.
         acct.pruned_at = watermark;
-        let cutoff = acct.cdr_watermark - horizon;
+        let cutoff = acct.cdr_watermark.saturating_sub(horizon);
         acct.seen_cdrs.retain(|_, t| *t >= cutoff);
-        let cutoff = acct.command_watermark - horizon;
+        let cutoff = acct.command_watermark.saturating_sub(horizon);
         acct.seen_commands.retain(|_, t| *t >= cutoff);
         // A timed-out request is kept for the horizon of the tenant's event time after
         // its timeout (SPEC v1.1), on the same deterministic schedule as the ids.
-        let cutoff = watermark - horizon;
+        let cutoff = watermark.saturating_sub(horizon);
         acct.timed_out_requests.retain(|_, (_, t)| *t >= cutoff);
     }
 }
@@ -471,7 +471,7 @@ pub fn apply_with(
     older_seen: OlderSeen,
 ) -> (Outcome, Option<Account>) {
     let at = record.event_time();
-    if at > now + FUTURE_LIMIT {
+    if at > now.saturating_add(FUTURE_LIMIT) {
         let name = if matches!(record, Record::Cdr(_)) {
             "started_at"
         } else {
@@ -515,7 +515,7 @@ fn apply_cdr(
         return duplicate();
     }
     let at = cdr.started_at;
-    if at < acct.cdr_watermark - horizon {
+    if at < acct.cdr_watermark.saturating_sub(horizon) {
         return reject(
             "too_late",
             format!(
@@ -647,7 +647,7 @@ fn apply_command(
         if a.seen_commands.contains_key(&cmd.command_id) {
             return (duplicate(), None);
         }
-        if at < a.command_watermark - horizon {
+        if at < a.command_watermark.saturating_sub(horizon) {
             return (
                 reject(
                     "too_late",
