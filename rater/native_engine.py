@@ -3,8 +3,9 @@ behind the same interface as the Python ``Engine`` (``rater/engine.py``).
 
 The Python core stays the reference: ``tests/test_native_diff.py`` feeds both engines
 the same records and compares their outputs and accounts byte for byte. Which engine
-runs is ``--engine native|python`` (or ``RATER_ENGINE``); by default the native one when
-the extension is built, else the Python one (``choose``).
+runs is ``--engine native|python`` (or ``RATER_ENGINE``); by default, for ``rater rate``
+the native one when the extension is built, else the Python one, and for the worker the
+Python one (``choose``; why the worker's default differs: ``NativeBatchProcessor``).
 """
 
 from __future__ import annotations
