@@ -10,11 +10,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Install the package (with the RocksDB table store) before copying the rate
-# tables, so that editing a table does not rebuild the dependency layer.
-COPY pyproject.toml README.md ./
+# The dependencies first, pinned by constraints.txt (the same versions as CI and
+# `make venv`), from a stub package: a change to the code or the rate tables
+# does not rebuild this layer.
+COPY pyproject.toml README.md LICENSE constraints.txt ./
+RUN mkdir rater && touch rater/__init__.py \
+    && pip install -c constraints.txt . \
+    && pip uninstall -y rater \
+    && rm -rf rater build
+
+# Then the package itself, its dependencies already installed.
 COPY rater ./rater
-RUN pip install ".[rocksdb]"
+RUN pip install --no-deps . && rm -rf build
 
 # Default rate tables baked into the image; docker-compose.yml mounts the
 # repository's ./rate_tables over this directory read-only.

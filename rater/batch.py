@@ -20,10 +20,12 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from .engine import Engine
+from .bounds import DEFAULT_MAX_RECORD_BYTES, MAX_OUTPUT_BYTES, output_too_large_detail
+from .engine import Engine, reject_record
 from .ledger import Account, Outcome
 from .partitioning import partition_for
 from .rates import RateTables
+from .records import TENANT_RE
 
 _TENANT_PROBE = b'"tenant_id"'
 
@@ -51,17 +53,21 @@ class Topics:
 class BatchResult:
     forwards: list[tuple[Message, int, bytes]] = field(default_factory=list)  # msg, partition, key
     outputs: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # topic, key, value
+    origins: list[Message] = field(default_factory=list)  # the input record of each output
     accounts: dict[str, tuple[int, Account]] = field(default_factory=dict)
     records: Counter = field(default_factory=Counter)  # (topic, outcome)
 
 
 class BatchProcessor:
     def __init__(self, tables: RateTables, partitions: int, topics: Topics,
-                 load: Callable[[str], Account | None]):  # fmt: skip
+                 load: Callable[[str], Account | None],
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 max_output_bytes: int = MAX_OUTPUT_BYTES):  # fmt: skip
         self.partitions = partitions
         self.topics = topics
         self.load = load
-        self.engine = Engine(tables, _Accounts(load))
+        self.max_output_bytes = max_output_bytes
+        self.engine = Engine(tables, _Accounts(load), max_record_bytes=max_record_bytes)
 
     @property
     def tables(self) -> RateTables:
@@ -78,8 +84,8 @@ class BatchProcessor:
         if key:
             return partition_for(key, self.partitions), key  # lru_cache'd (rater/partitioning.py)
         value = msg.value
-        if not value or _TENANT_PROBE not in value:
-            return None
+        if not value or len(value) > self.engine.max_record_bytes or _TENANT_PROBE not in value:
+            return None  # too large: rejected where it is, never decoded
         try:
             tenant = orjson.loads(value).get("tenant_id")
         except (orjson.JSONDecodeError, AttributeError):
@@ -110,6 +116,7 @@ class BatchProcessor:
         dumps = orjson.dumps
         t = self.topics
         out = result.outputs
+        origins = result.origins
         for msg in messages:
             home = self.home_partition(msg)
             if home is not None and home[0] != msg.partition:
@@ -120,9 +127,10 @@ class BatchProcessor:
             if msg.key is not None:
                 key_text = msg.key.decode("utf-8", "replace")
             source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-            p = self.engine.process(msg.value or b"", key_text, source, now)
+            p = self.engine.process(msg.value, key_text, source, now)
             o: Outcome = p.outcome
             tenant_key = p.tenant_id.encode() if p.tenant_id else msg.key
+            first = len(out)
             if o.rated is not None:
                 out.append((t.rated, tenant_key, dumps(o.rated)))
             for e in o.events:
@@ -131,9 +139,24 @@ class BatchProcessor:
                 out.append((t.requests, tenant_key, dumps(r)))
             if p.reject is not None:
                 out.append((t.rejects, msg.key, dumps(p.reject)))
+            for i in range(first, len(out)):
+                origins.append(msg)
+                if len(out[i][2]) > self.max_output_bytes:  # never sent: the broker would refuse it
+                    out[i] = self.output_refused(msg, out[i][0], len(out[i][2]), self.max_output_bytes)
             result.records[(msg.topic, o.status)] += 1
             if (o.status == "applied" or o.events) and o.account is not None:
                 result.accounts[o.account.tenant_id] = (msg.partition, o.account)
+
+    def output_refused(self, msg: Message, topic: str, size: int, limit: int | None) -> tuple[str, bytes | None, bytes]:
+        """The reject (topic, key, value) that stands in for an output of ``msg`` too large
+        to write: over ``limit``, or refused by the broker (``limit`` None). What the
+        record did to its account stands: a call that happened is charged (SPEC 6)."""
+        key_text = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+        tenant = key_text if key_text is not None and TENANT_RE.fullmatch(key_text) else None
+        source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+        detail = output_too_large_detail(topic, size, limit)
+        reject = reject_record("invalid_record", detail, msg.value or b"", source, tenant)
+        return self.topics.rejects, msg.key, orjson.dumps(reject)
 
 
 class _Accounts(dict):

@@ -28,9 +28,18 @@ def cmd_rate(args: argparse.Namespace) -> int:
     from . import offline
     from .rates import check_rate_tables
 
+    if args.inputs.count("-") > 1:
+        raise UsageError("-: standard input can be read once")
     for path in args.inputs:
+        if path == "-":
+            continue
+        if os.path.isdir(path):
+            raise UsageError(f"{path}: is a directory, not an input file")
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such input file")
+    _check_out_dir(args.out)
+    if args.state:
+        _check_state_path(args.state)
     tables, problems = check_rate_tables(args.rates)
     if tables is None:
         for p in problems:
@@ -52,8 +61,36 @@ def cmd_rate(args: argparse.Namespace) -> int:
         )
     except StateError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # a disk that fills up, a file removed under us
+        raise UsageError(f"{exc.filename or args.out}: {exc.strerror or exc}") from None
     print(offline.summary(result), file=sys.stderr)
     return 0
+
+
+def _check_out_dir(out: str) -> None:
+    """Before anything is rated: OUTDIR is (or can be made) a writable directory."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the directory ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the directory is not writable")
+
+
+def _check_state_path(state: str) -> None:
+    """Before anything is rated: the state can be saved at the end (else the run's
+    accounts would be lost after its outputs were written)."""
+    if os.path.isdir(state):
+        raise UsageError(f"--state {state}: is a directory, not a state file")
+    directory = os.path.dirname(os.path.abspath(state))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--state {state}: the directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--state {state}: the directory {directory} is not writable")
+    if os.path.exists(state) and not os.access(state, os.R_OK):
+        raise UsageError(f"--state {state}: the file is not readable")
 
 
 def cmd_rates_check(args: argparse.Namespace) -> int:
@@ -62,7 +99,7 @@ def cmd_rates_check(args: argparse.Namespace) -> int:
     tables, problems = check_rate_tables(args.dir)
     if tables is None:
         for p in problems:
-            print(p)
+            print(p, file=sys.stderr)
         print(f"{len(problems)} problem(s) in {args.dir}", file=sys.stderr)
         return 1
     for plan in sorted(tables.plans.values(), key=lambda p: p.plan_id):
@@ -72,8 +109,18 @@ def cmd_rates_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rater")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rater", description="Kafka-native usage rater for telephony prepaid credit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("rate", help="rate JSON-lines files offline (SPEC 9)")
@@ -85,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long ids are remembered for duplicates (default 7)")  # fmt: skip
     p.add_argument("--engine", choices=("native", "python"), default=None,
                    help="rating core: native (Rust, the default when built) or python; env RATER_ENGINE")  # fmt: skip
-    p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl")
+    p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl", help="JSON-lines files, applied in order; - is standard input")
     p.set_defaults(func=cmd_rate)
 
     p = sub.add_parser("rates", help="rate-table tools")
@@ -106,6 +153,13 @@ def _add_optional_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["dev-broker"]:
+        # Its own parser, flags and all: argparse's REMAINDER does not take a leading
+        # "--help" (it would be refused as an unknown argument of `rater`).
+        from . import devbroker
+
+        return devbroker.cli(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -9,18 +9,35 @@ import sys
 
 
 def register(sub) -> None:
-    from .config import add_worker_arguments
+    from .config import DefaultsFormatter, add_worker_arguments, positive_int
 
-    p = sub.add_parser("worker", help="run the Kafka worker (faust-streaming)")
+    p = sub.add_parser("worker", help="run the Kafka worker (faust-streaming)", formatter_class=DefaultsFormatter,
+                       description="Rate the input topics on Kafka. Every flag has a RATER_* variable; a "
+                                   "default shown below comes from that variable when it is set.")  # fmt: skip
     add_worker_arguments(p)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("produce", help="publish CDRs and commands from JSON-lines files to Kafka")
-    p.add_argument("files", nargs="+", metavar="FILE.jsonl")
-    p.add_argument("--broker", default=os.environ.get("RATER_BROKER", "127.0.0.1:9092"))
-    p.add_argument("--topic", help="publish every line to this one topic, keeping their order")
-    p.add_argument("--cdrs-topic", default=os.environ.get("RATER_TOPIC_CDRS", "cdrs"))
-    p.add_argument("--commands-topic", default=os.environ.get("RATER_TOPIC_COMMANDS", "tenant-commands"))
+    e = os.environ.get
+    p = sub.add_parser("produce", help="publish CDRs and commands from JSON-lines files to Kafka",
+                       description="Publish the lines of JSON-lines files to Kafka, keyed by tenant. By default "
+                                   "every line goes to the CDR topic, in file order: SPEC 2 lets either input "
+                                   "topic carry either kind, and one topic keeps a tenant's commands and CDRs "
+                                   "in order. Missing topics are created with --partitions.",
+                       formatter_class=DefaultsFormatter)  # fmt: skip
+    p.add_argument("files", nargs="+", metavar="FILE.jsonl", help="JSON-lines files, published in order")
+    p.add_argument("--broker", default=e("RATER_BROKER", "127.0.0.1:9092"), help="bootstrap servers (RATER_BROKER)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--topic", help="publish every line to this topic (default: --cdrs-topic)")
+    where.add_argument("--split", action="store_true",
+                       help="publish commands to --commands-topic and CDRs to --cdrs-topic; the worker then "
+                            "applies them in arrival order, not file order")  # fmt: skip
+    p.add_argument("--cdrs-topic", default=e("RATER_TOPIC_CDRS", "cdrs"), help="the CDR topic (RATER_TOPIC_CDRS)")
+    p.add_argument("--commands-topic", default=e("RATER_TOPIC_COMMANDS", "tenant-commands"),
+                   help="the command topic, used with --split (RATER_TOPIC_COMMANDS)")  # fmt: skip
+    p.add_argument("--partitions", type=positive_int("--partitions", "RATER_PARTITIONS"), default=e("RATER_PARTITIONS", "8"),
+                   help="partitions of a topic created because it is missing; the worker's --partitions (RATER_PARTITIONS)")
+    p.add_argument("--replication", type=positive_int("--replication", "RATER_REPLICATION"),
+                   default=e("RATER_REPLICATION", "1"), help="replication factor of created topics (RATER_REPLICATION)")
     p.add_argument("--partitioner", choices=("murmur2", "random", "crc32"), default="murmur2",
                    help="how to pick partitions: murmur2 (the Java client's, SPEC 2), or a wrong one "
                         "to exercise the worker's re-routing")  # fmt: skip
@@ -45,10 +62,36 @@ def register(sub) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from .cli import UsageError
     from .config import config_from_args
+
+    cfg = config_from_args(args)
+    problem = _cannot_listen(cfg.web_host, cfg.web_port)
+    if problem:  # faust would find out after joining the group, with a traceback
+        raise UsageError(f"cannot listen on {cfg.web_host}:{cfg.web_port} (--web-host, --web-port): {problem}")
+    from . import weblog
     from .worker import run
 
-    return run(config_from_args(args))
+    weblog.install()
+    return run(cfg)
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the HTTP server could not bind ``host:port``, or None when it can."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"unknown host ({exc.strerror})"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            s.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
@@ -70,14 +113,21 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from .cli import UsageError
     from .producer import produce_files
 
     for path in args.files:
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such input file")
-    counts = asyncio.run(produce_files(args.files, args.broker, args.topic, args.cdrs_topic,
-                                       args.commands_topic, args.partitioner))  # fmt: skip
+    topic = None if args.split else (args.topic or args.cdrs_topic)
+    try:
+        counts = asyncio.run(produce_files(args.files, args.broker, topic, args.cdrs_topic, args.commands_topic,
+                                           args.partitioner, args.partitions, args.replication))  # fmt: skip
+    except (KafkaError, OSError, TimeoutError) as exc:
+        why = " ".join(str(exc).split())
+        raise UsageError(f"cannot publish to Kafka at {args.broker}: {type(exc).__name__}: {why}"[:400]) from None
     print(", ".join(f"{n:,} to {topic}" for topic, n in sorted(counts.items())) or "nothing to publish",
           file=sys.stderr)  # fmt: skip
     return 0

@@ -7,10 +7,83 @@ import os
 from dataclasses import dataclass, field
 
 from .batch import Topics
+from .bounds import DEFAULT_MAX_RECORD_BYTES
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"RATER_{name}", default)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each flag's default (taken from the environment when set there),
+    except for flags without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text or not action.option_strings:
+            return text
+        if "password" in action.dest:  # from the environment: never printed
+            return f"{text} (default: set)"
+        return f"{text} (default: %(default)s)"
+
+
+def positive_int(flag: str, variable: str, minimum: int = 1):
+    """An argparse ``type`` for a whole number >= ``minimum``. argparse also applies it to
+    a string default, so a value from the environment is checked like the flag's."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({flag} or {variable})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum} ({flag} or {variable})")
+        return value
+
+    convert.__name__ = "whole number"
+    return convert
+
+
+def positive_float(flag: str, variable: str):
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({flag} or {variable})") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0 ({flag} or {variable})")
+        return value
+
+    convert.__name__ = "number"
+    return convert
+
+
+def non_negative_float(flag: str, variable: str):
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({flag} or {variable})") from None
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0 ({flag} or {variable})")
+        return value
+
+    convert.__name__ = "number"
+    return convert
+
+
+def one_of(flag: str, variable: str, options: tuple[str, ...], fold=None):
+    """An argparse ``type`` for one of ``options``. argparse checks ``choices`` only on the
+    command line, never on a default, so a value from the environment is checked here."""
+
+    def convert(text: str) -> str:
+        value = fold(text) if fold else text
+        if value not in options:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(options)} ({flag} or {variable})")
+        return value
+
+    convert.__name__ = "choice"
+    return convert
 
 
 @dataclass
@@ -41,6 +114,23 @@ class WorkerConfig:
     ssl_keyfile: str | None = None
     standby_replicas: int = 1
     engine: str | None = None  # "native" or "python"; None: python for the worker (rater/native_engine.py)
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+
+def port(flag: str, variable: str, minimum: int = 0):
+    """An argparse ``type`` for a TCP port number, checked like ``positive_int``."""
+
+    def convert(text: str) -> int:
+        value = positive_int(flag, variable, minimum)(text)
+        if value > 65535:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a port number, {minimum} to 65535 ({flag} or {variable})")
+        return value
+
+    convert.__name__ = "port"
+    return convert
+
+
+port_number = port("--web-port", "RATER_WEB_PORT")
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,37 +138,48 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     e = _env
     p.add_argument("--broker", default=e("BROKER", d.broker), help="bootstrap servers, host:port[,host:port] (RATER_BROKER)")
     p.add_argument("--app-id", default=e("APP_ID", d.app_id), help="consumer group and changelog prefix (RATER_APP_ID)")
-    p.add_argument("--partitions", type=int, default=int(e("PARTITIONS", str(d.partitions))),
+    p.add_argument("--partitions", type=positive_int("--partitions", "RATER_PARTITIONS"), default=e("PARTITIONS", str(d.partitions)),
                    help="partitions of the input topics, created when missing (RATER_PARTITIONS)")
-    p.add_argument("--replication", type=int, default=int(e("REPLICATION", str(d.replication))),
+    p.add_argument("--replication", type=positive_int("--replication", "RATER_REPLICATION"), default=e("REPLICATION", str(d.replication)),
                    help="replication factor of created topics (RATER_REPLICATION)")
     p.add_argument("--rates", dest="rates_dir", default=e("RATES_DIR", d.rates_dir), help="rate-table directory (RATER_RATES_DIR)")
     p.add_argument("--state-dir", default=e("STATE_DIR", d.state_dir), help="local state (RocksDB) directory (RATER_STATE_DIR)")
-    p.add_argument("--store", choices=("rocksdb", "memory"), default=e("STORE", d.store), help="table store (RATER_STORE)")
+    p.add_argument("--store", type=one_of("--store", "RATER_STORE", ("rocksdb", "memory")), choices=("rocksdb", "memory"),
+                   default=e("STORE", d.store), help="table store: memory replays the changelog at start (RATER_STORE)")
     p.add_argument("--web-host", default=e("WEB_HOST", d.web_host), help="address the HTTP server binds (RATER_WEB_HOST)")
-    p.add_argument("--web-port", type=int, default=int(e("WEB_PORT", str(d.web_port))), help="HTTP port (RATER_WEB_PORT)")
+    p.add_argument("--web-port", type=port_number, default=e("WEB_PORT", str(d.web_port)), help="HTTP port (RATER_WEB_PORT)")
     p.add_argument("--advertised-host", default=e("ADVERTISED_HOST"),
                    help="host other workers use to reach this one (RATER_ADVERTISED_HOST; default: the web host)")
     p.add_argument("--engine", choices=("native", "python"), default=e("ENGINE"),
                    help="rating core: python (the worker's default) or native (Rust, when built) (RATER_ENGINE)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=int(e("BATCH_SIZE", str(d.batch_size))), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")
-    p.add_argument("--account-cache", type=int, default=int(e("ACCOUNT_CACHE", str(d.account_cache))),
+    p.add_argument("--batch-size", type=positive_int("--batch-size", "RATER_BATCH_SIZE"), default=e("BATCH_SIZE", str(d.batch_size)), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")
+    p.add_argument("--account-cache", type=positive_int("--account-cache", "RATER_ACCOUNT_CACHE", 0), default=e("ACCOUNT_CACHE", str(d.account_cache)),
                    help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)")
-    p.add_argument("--sweep-interval", type=float, default=float(e("SWEEP_INTERVAL", str(d.sweep_interval))),
+    p.add_argument("--sweep-interval", type=positive_float("--sweep-interval", "RATER_SWEEP_INTERVAL"), default=e("SWEEP_INTERVAL", str(d.sweep_interval)),
                    help="seconds between wall-clock expiry sweeps (RATER_SWEEP_INTERVAL)")
-    p.add_argument("--log-format", choices=("text", "json"), default=e("LOG_FORMAT", d.log_format), help="(RATER_LOG_FORMAT)")
-    p.add_argument("--log-level", default=e("LOG_LEVEL", d.log_level), help="(RATER_LOG_LEVEL)")
-    p.add_argument("--security-protocol", default=e("SECURITY_PROTOCOL", d.security_protocol),
-                   choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), help="(RATER_SECURITY_PROTOCOL)")
-    p.add_argument("--sasl-mechanism", default=e("SASL_MECHANISM", d.sasl_mechanism),
-                   choices=("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"), help="(RATER_SASL_MECHANISM)")
+    p.add_argument("--log-format", type=one_of("--log-format", "RATER_LOG_FORMAT", ("text", "json")), choices=("text", "json"),
+                   default=e("LOG_FORMAT", d.log_format), help="json: one JSON object per line (RATER_LOG_FORMAT)")
+    levels = ("debug", "info", "warning", "error", "critical")
+    p.add_argument("--log-level", type=one_of("--log-level", "RATER_LOG_LEVEL", levels, str.lower), choices=levels,
+                   default=e("LOG_LEVEL", d.log_level), help="(RATER_LOG_LEVEL)")
+    protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    p.add_argument("--security-protocol", default=e("SECURITY_PROTOCOL", d.security_protocol), choices=protocols,
+                   type=one_of("--security-protocol", "RATER_SECURITY_PROTOCOL", protocols), help="(RATER_SECURITY_PROTOCOL)")
+    mechanisms = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+    p.add_argument("--sasl-mechanism", default=e("SASL_MECHANISM", d.sasl_mechanism), choices=mechanisms,
+                   type=one_of("--sasl-mechanism", "RATER_SASL_MECHANISM", mechanisms), help="(RATER_SASL_MECHANISM)")
     p.add_argument("--sasl-username", default=e("SASL_USERNAME"), help="(RATER_SASL_USERNAME)")
     p.add_argument("--sasl-password", default=e("SASL_PASSWORD"), help="(RATER_SASL_PASSWORD; prefer the variable to the flag)")
     p.add_argument("--ssl-cafile", default=e("SSL_CAFILE"), help="(RATER_SSL_CAFILE)")
     p.add_argument("--ssl-certfile", default=e("SSL_CERTFILE"), help="(RATER_SSL_CERTFILE)")
     p.add_argument("--ssl-keyfile", default=e("SSL_KEYFILE"), help="(RATER_SSL_KEYFILE)")
-    p.add_argument("--standby-replicas", type=int, default=int(e("STANDBY_REPLICAS", str(d.standby_replicas))),
+    p.add_argument("--standby-replicas", type=positive_int("--standby-replicas", "RATER_STANDBY_REPLICAS", 0),
+                   default=e("STANDBY_REPLICAS", str(d.standby_replicas)),
                    help="standby copies of each table partition on other workers (RATER_STANDBY_REPLICAS)")
+    p.add_argument("--max-record-bytes", type=positive_int("--max-record-bytes", "RATER_MAX_RECORD_BYTES", 1024),
+                   default=e("MAX_RECORD_BYTES", str(d.max_record_bytes)),
+                   help="larger input records are rejected (invalid_record, record too large) before they are "
+                        "decoded; keep it well under the broker's message.max.bytes (RATER_MAX_RECORD_BYTES)")
     for name, attr in (("cdrs", "cdrs"), ("commands", "commands"), ("rated", "rated"), ("events", "events"),
                        ("requests", "requests"), ("rejects", "rejects")):  # fmt: skip
         p.add_argument(f"--topic-{name}", dest=f"topic_{attr}", default=e(f"TOPIC_{name.upper()}", getattr(d.topics, attr)),
@@ -98,5 +199,6 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         log_level=args.log_level, security_protocol=args.security_protocol,
         sasl_mechanism=args.sasl_mechanism, sasl_username=args.sasl_username,
         sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile, standby_replicas=args.standby_replicas, engine=args.engine,
+        ssl_keyfile=args.ssl_keyfile, standby_replicas=args.standby_replicas,
+        max_record_bytes=args.max_record_bytes, engine=args.engine,
     )  # fmt: skip

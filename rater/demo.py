@@ -155,6 +155,7 @@ class Snapshot:
             self.records[(labels.get("topic", ""), labels.get("outcome", ""))] += v
         self.rejects = {lb.get("reason", ""): v for lb, v in metrics.get("rater_rejects_total", [])}
         self.events = {lb.get("type", ""): v for lb, v in metrics.get("rater_balance_events_total", [])}
+        self.recharge_failures = {lb.get("reason", ""): v for lb, v in metrics.get("rater_auto_recharge_failures_total", [])}
         self.tenants = {lb.get("state", ""): v for lb, v in metrics.get("rater_tenants", [])}
         self.charged: collections.Counter = collections.Counter()
         for labels, v in metrics.get("rater_charged_total", []):
@@ -492,7 +493,7 @@ class Demo:
         charged = ", ".join(f"{v:,.2f} {c}" for c, v in sorted(snap.charged.items())) or "-"
         lines.append(f"{lab('tenants')} {states}      {s('charged', '1')} {charged}")
         lines.append(f"{lab('balance events')} {_events_line(snap.events, s)}")
-        lines.append(f"{lab('auto-recharge')} {_recharge_line(snap.events, s)}")
+        lines.append(f"{lab('auto-recharge')} {_recharge_line(snap.events, snap.recharge_failures)}")
         sim = _tail_line(self.sim_log).removeprefix("simulate: ")
         lines.append(f"{lab('simulator')} {sim}")
         if self.sink is not None:
@@ -645,7 +646,7 @@ class Demo:
             print(f"  rejects          {', '.join(f'{k} {_num(v)}' for k, v in sorted(snap.rejects.items())) or 'none'}")
             print(f"  charged          {', '.join(f'{v:,.2f} {c}' for c, v in sorted(snap.charged.items())) or '-'}")
             print(f"  balance events   {_events_line(snap.events, Style(False))}")
-            print(f"  auto-recharge    {_recharge_line(snap.events, Style(False))}")
+            print(f"  auto-recharge    {_recharge_line(snap.events, snap.recharge_failures)}")
             print(f"  tenants          " + ", ".join(f"{st} {_num(snap.tenants.get(st, 0))}" for st in ("ok", "low", "negative")))
         if self.sink is not None:
             print(f"  notifications    {self.notify_line()}")
@@ -735,8 +736,18 @@ def _events_line(events: dict[str, float], s: Style) -> str:
     return ", ".join(parts)
 
 
-def _recharge_line(events: dict[str, float], s: Style) -> str:
-    return ", ".join(f"{_num(events.get('auto_recharge_' + k, 0))} {k}" for k in ("requested", "succeeded", "failed"))
+def _recharge_line(events: dict[str, float], failures: dict[str, float]) -> str:
+    """Counts that add up: of the requests, succeeded + failed + pending; the failures
+    for an expired card are apart, as no request was made for them. (A request that
+    timed out and was paid later counts as failed and as succeeded, so pending is then
+    not shown below zero.)"""
+    requested = events.get("auto_recharge_requested", 0)
+    succeeded = events.get("auto_recharge_succeeded", 0)
+    expired = failures.get("card_expired", 0)
+    failed = events.get("auto_recharge_failed", 0) - expired
+    pending = max(requested - succeeded - failed, 0)
+    return (f"{_num(requested)} requested: {_num(succeeded)} succeeded, {_num(failed)} failed, {_num(pending)} pending; "
+            f"{_num(expired)} not requested (card expired)")
 
 
 def _event_detail(e: dict[str, Any]) -> str:

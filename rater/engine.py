@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 
 from . import ledger
+from .bounds import DEFAULT_MAX_RECORD_BYTES, raw_fields, too_large_detail
 from .ledger import Account, Outcome
 from .rates import RateTables
-from .records import Invalid, decode, raw_text
+from .records import Invalid, decode
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class Tally:
     charged: Counter = field(default_factory=Counter)  # (currency, call_type) -> micro
     billable: Counter = field(default_factory=Counter)  # call_type -> seconds
     events: Counter = field(default_factory=Counter)  # type -> n
+    recharge_failures: Counter = field(default_factory=Counter)  # auto_recharge_failed reason -> n
 
     def add(self, kind: str, out: Outcome, call_type: str | None, currency: str | None) -> None:
         self.outcomes[(kind, out.status)] += 1
@@ -38,13 +40,18 @@ class Tally:
             self.charged[(currency, call_type)] += out.charge
             self.billable[call_type] += out.billable_seconds
         for e in out.events:
-            self.events[e["type"]] += 1
+            self.count_event(e)
+
+    def count_event(self, e: dict[str, Any]) -> None:
+        self.events[e["type"]] += 1
+        if e["type"] == "auto_recharge_failed":
+            self.recharge_failures[e.get("reason", "")] += 1
 
 
 def reject_record(
     reason: str, detail: str, raw: bytes, source: dict[str, Any], tenant_id: str | None
 ) -> dict[str, Any]:
-    text, encoding = raw_text(raw)
+    """The reject of SPEC 8; ``raw`` is cut to a bounded size (``rater/bounds.py``)."""
     where = "\x1f".join(str(v) for v in source.values())
     return {
         "event_id": ledger.event_id(tenant_id or "", "reject", where, "reject"),
@@ -52,8 +59,7 @@ def reject_record(
         "detail": detail,
         "tenant_id": tenant_id,
         "source": source,
-        "raw": text,
-        "raw_encoding": encoding,
+        **raw_fields(raw),
     }
 
 
@@ -67,20 +73,25 @@ class Processed:
 
 class Engine:
     def __init__(self, tables: RateTables, accounts: dict[str, Account] | None = None,
-                 horizon: int = ledger.DEFAULT_HORIZON):  # fmt: skip
+                 horizon: int = ledger.DEFAULT_HORIZON,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):  # fmt: skip
         self.tables = tables
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.horizon = horizon
+        self.max_record_bytes = max_record_bytes
         self.tally = Tally()
 
-    def process(self, raw: bytes, key: str | None, source: dict[str, Any], now: int) -> Processed:
+    def process(self, raw: bytes | None, key: str | None, source: dict[str, Any], now: int) -> Processed:
+        """``raw`` None: a Kafka record with a null value (a tombstone), rejected as such."""
         try:
+            if raw is not None and len(raw) > self.max_record_bytes:  # before decoding: its outputs could not be written
+                raise Invalid("invalid_record", too_large_detail(len(raw), self.max_record_bytes))
             record = decode(raw, key)
         except Invalid as exc:
             out = Outcome("rejected", reason=exc.reason, detail=exc.detail)
             self.tally.add("unknown", out, None, None)
             return Processed("unknown", exc.tenant_id, out,
-                             reject_record(exc.reason, exc.detail, raw, source, exc.tenant_id))  # fmt: skip
+                             reject_record(exc.reason, exc.detail, raw or b"", source, exc.tenant_id))  # fmt: skip
         tenant = record.tenant_id
         acct = self.accounts.get(tenant)
         out = ledger.apply(acct, record, self.tables, now, self.horizon)

@@ -13,6 +13,10 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from .engine import Tally
@@ -31,6 +35,19 @@ class WorkerStats:
         self.rate_tables_loaded_at = 0.0
         self.processing = BatchHistogram(PROCESSING_BUCKETS)
         registry.register(_Collector(self))
+        # The standard process_* (CPU, memory, open files, start time) and python_*
+        # (version, garbage collections) families, as the default registry has them.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+
+
+def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The body and content type for a scrape, negotiated from its Accept header as
+    prometheus-client does: OpenMetrics for a scraper that asks for it, else the
+    Prometheus text format 0.0.4."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
 
 
 PROCESSING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -95,6 +112,12 @@ class _Collector:
         m = CounterMetricFamily("rater_balance_events", "Balance events emitted by type", labels=["type"])
         for type_, n in sorted(t.events.items()):
             m.add_metric([type_], n)
+        yield m
+        m = CounterMetricFamily("rater_auto_recharge_failures",
+                                "auto_recharge_failed events by reason (card_expired: no request was made)",
+                                labels=["reason"])  # fmt: skip
+        for reason, n in sorted(t.recharge_failures.items()):
+            m.add_metric([reason], n)
         yield m
         g = GaugeMetricFamily("rater_tenants", "Tenants of this worker's partitions by balance state", labels=["state"])
         counts = Counter(s.tenant_state.values())

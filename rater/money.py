@@ -41,6 +41,8 @@ def parse_money(value: object) -> int:
     if m is None:
         if "." in text and re.fullmatch(r"[+-]?[0-9]+\.[0-9]{7,}", text):
             raise MoneyError(f"has more than 6 fractional digits: {text[:40]!r}")
+        if re.fullmatch(r"[+-]?[0-9]+(?:\.[0-9]{1,6})?", text):  # well formed, too many digits
+            raise MoneyError("is out of range")
         raise MoneyError(f"is not a decimal amount: {text[:40]!r}")
     sign, whole, frac = m.groups()
     micro = int(whole) * MICRO + (int(frac.ljust(6, "0")) if frac else 0)

@@ -15,6 +15,7 @@ from dataclasses import fields
 from typing import Any, Callable, Iterable
 
 from .batch import BatchProcessor, BatchResult, Message, Topics
+from .bounds import DEFAULT_MAX_RECORD_BYTES, MAX_OUTPUT_BYTES
 from .engine import Engine, Tally
 from .ledger import DEFAULT_HORIZON, Account
 from .rates import RateTables
@@ -79,14 +80,15 @@ class NativeEngine:
     name = "native"
 
     def __init__(self, tables: RateTables, accounts: dict[str, Account] | None = None,
-                 horizon: int = DEFAULT_HORIZON):  # fmt: skip
+                 horizon: int = DEFAULT_HORIZON, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):  # fmt: skip
         if rater_native is None:
             raise EngineUnavailable("the native engine is not built")
         self._tables = tables
         self.horizon = horizon
         # An i64 of microseconds (292,000 years); any longer horizon acts the same.
         clamped = max(min(horizon, 2**63 - 1), -(2**63))
-        self.native = rater_native.Engine(plans_arg(tables), clamped)
+        self.max_record_bytes = max_record_bytes
+        self.native = rater_native.Engine(plans_arg(tables), clamped, max_record_bytes)
         self._tally = Tally()
         for acct in (accounts or {}).values():
             self.native.put_account(encode_account(acct))
@@ -100,7 +102,7 @@ class NativeEngine:
         self._tables = tables
         self.native.set_tables(plans_arg(tables))
 
-    def process_bytes(self, raw: bytes, key: str | None, source: dict[str, Any], now: int):
+    def process_bytes(self, raw: bytes | None, key: str | None, source: dict[str, Any], now: int):
         """One record: (status, reason, detail, rated, events, requests, reject), outputs
         as encoded JSON."""
         (_kind, _tenant, status, reason, detail, rated, events, requests, reject,
@@ -127,6 +129,7 @@ class NativeEngine:
         t.charged.update(d["charged"])
         t.billable.update(d["billable"])
         t.events.update(d["events"])
+        t.recharge_failures.update(d["recharge_failures"])
         return t
 
     @tally.setter
@@ -158,11 +161,14 @@ class NativeBatchProcessor(BatchProcessor):
     """
 
     def __init__(self, tables: RateTables, partitions: int, topics: Topics,
-                 load: Callable[[str], Account | None]):  # fmt: skip
+                 load: Callable[[str], Account | None],
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 max_output_bytes: int = MAX_OUTPUT_BYTES):  # fmt: skip
         self.partitions = partitions
         self.topics = topics
         self.load = load
-        self.engine = NativeEngine(tables)  # type: ignore[assignment]
+        self.max_output_bytes = max_output_bytes
+        self.engine = NativeEngine(tables, max_record_bytes=max_record_bytes)  # type: ignore[assignment]
         self._loaded: dict[str, Account] = {}
         self._changed: dict[str, int] = {}
 
@@ -188,6 +194,7 @@ class NativeBatchProcessor(BatchProcessor):
         load, older_seen = self._load_stored, self._older_seen
         t = self.topics
         out = result.outputs
+        origins = result.origins
         changed = self._changed
         for msg in messages:
             home = self.home_partition(msg)
@@ -198,8 +205,9 @@ class NativeBatchProcessor(BatchProcessor):
             key_text = msg.key.decode("utf-8", "replace") if msg.key is not None else None
             source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
             (_kind, tenant, status, _reason, _detail, rated, events, requests, reject,
-             has_account) = process(msg.value or b"", key_text, source, now, load, older_seen)  # fmt: skip
+             has_account) = process(msg.value, key_text, source, now, load, older_seen)  # fmt: skip
             tenant_key = tenant.encode() if tenant else msg.key
+            first = len(out)
             if rated is not None:
                 out.append((t.rated, tenant_key, rated))
             for e in events:
@@ -208,6 +216,10 @@ class NativeBatchProcessor(BatchProcessor):
                 out.append((t.requests, tenant_key, r))
             if reject is not None:
                 out.append((t.rejects, msg.key, reject))
+            for i in range(first, len(out)):
+                origins.append(msg)
+                if len(out[i][2]) > self.max_output_bytes:  # never sent: the broker would refuse it
+                    out[i] = self.output_refused(msg, out[i][0], len(out[i][2]), self.max_output_bytes)
             result.records[(msg.topic, status)] += 1
             if (status == "applied" or events) and has_account:
                 changed[tenant] = msg.partition

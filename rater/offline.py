@@ -59,28 +59,37 @@ class _Progress:
             self.stream.write("\n")
 
 
+STDIN = "-"  # an input named "-" is standard input (named "-" in rejects too)
 CHUNK = 4 << 20  # bytes of input handed to the engine at a time (whole lines)
 
 
 def _chunks(path: str):
-    """(first line number, whole lines) of a file, about ``CHUNK`` bytes at a time."""
+    """(first line number, whole lines) of a file or of standard input, about ``CHUNK``
+    bytes at a time."""
+    if path == STDIN:
+        yield from _chunks_of(sys.stdin.buffer)
+        return
     with open(path, "rb") as f:
-        line = 1
-        rest = b""
-        while True:
-            block = f.read(CHUNK)
-            if not block:
-                break
-            data = rest + block
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                rest = data
-                continue
-            yield line, data[:cut]
-            line += data.count(b"\n", 0, cut)
-            rest = data[cut:]
-        if rest:
-            yield line, rest
+        yield from _chunks_of(f)
+
+
+def _chunks_of(f):
+    line = 1
+    rest = b""
+    while True:
+        block = f.read(CHUNK)
+        if not block:
+            break
+        data = rest + block
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            rest = data
+            continue
+        yield line, data[:cut]
+        line += data.count(b"\n", 0, cut)
+        rest = data[cut:]
+    if rest:
+        yield line, rest
 
 
 def run(
@@ -90,14 +99,14 @@ def run(
     now: int,
     state_path: str | None = None,
     horizon: int = DEFAULT_HORIZON,
-    progress_stream: IO[str] = sys.stderr,
+    progress_stream: IO[str] | None = None,
     engine_name: str = "python",
 ) -> RunResult:
     accounts = load_state(state_path) if state_path else {}
     engine = make_engine(engine_name, tables, accounts, horizon)
     os.makedirs(out_dir, exist_ok=True)
-    total_bytes = sum(os.path.getsize(p) for p in inputs)
-    progress = _Progress(total_bytes, progress_stream)
+    total_bytes = sum(os.path.getsize(p) for p in inputs if p != STDIN)
+    progress = _Progress(total_bytes, progress_stream or sys.stderr)  # stderr as it is now, not at import
     files = {name: open(os.path.join(out_dir, name), "wb", buffering=1 << 20) for name in OUTPUT_FILES}
     rated_f, events_f, requests_f, rejects_f = (files[n] for n in OUTPUT_FILES)
     started = time.perf_counter()

@@ -1,5 +1,8 @@
 """``rater produce``: JSON lines to the input topics, keyed by tenant.
 
+By default every line goes to one topic (the CDR topic), so a tenant's commands and CDRs
+are applied in file order; ``--split`` sends commands to the command topic.
+
 A line that is not a JSON object with a tenant goes through unchanged (no key), so the
 worker rejects it with its reason; a blank line carries nothing and is skipped.
 """
@@ -43,7 +46,15 @@ def route(line: bytes, topic: str | None, cdrs_topic: str, commands_topic: str) 
 
 
 async def produce_files(files: list[str], broker: str, topic: str | None, cdrs_topic: str,
-                        commands_topic: str, partitioner: str = "murmur2") -> Counter:  # fmt: skip
+                        commands_topic: str, partitioner: str = "murmur2", partitions: int = 8,
+                        replication: int = 1) -> Counter:  # fmt: skip
+    """Publish the lines of ``files`` in order: all to ``topic``, or (``topic`` None) CDRs to
+    ``cdrs_topic`` and commands to ``commands_topic``. Topics that do not exist are created
+    first with ``partitions`` (``rater/topics.py``), never left to the broker's default."""
+    from .topics import create_missing
+
+    await create_missing({"bootstrap_servers": broker}, [topic] if topic else [cdrs_topic, commands_topic],
+                         partitions, replication)  # fmt: skip
     kwargs = {}
     if partitioner != "murmur2":
         kwargs["partitioner"] = _WrongPartitioner(partitioner)

@@ -168,6 +168,10 @@ def _parse_plan(name: str, text: str, problems: list[str]) -> RatePlan | None:
         if header is None:
             header = [cell.strip() for cell in row]
             header_line = line
+            if not any(col in COLUMNS for col in header):  # a data row where the header belongs
+                problems.append(f"{name}:{line}: no header row: the first row must name the columns "
+                                f"({', '.join(REQUIRED_COLUMNS)}, ...), not {','.join(row)[:60]!r}")  # fmt: skip
+                return None
             for col in header:
                 if col not in COLUMNS:
                     problems.append(f"{name}:{line}: unknown column {col!r}")
@@ -311,7 +315,9 @@ def check_rate_tables(directory: str) -> tuple[RateTables | None, list[str]]:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            problems.append(f"{name}: not UTF-8 text (byte {exc.start})")
+            line = data.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            problems.append(f"{name}:{line}: not UTF-8 text (byte {column} of the line is 0x{data[exc.start]:02x})")
             continue
         plan = _parse_plan(name, text, problems)
         if plan is not None:

@@ -9,6 +9,7 @@ rate tables: those checks (``unknown_tenant``, ``no_rate`` ...) are the ledger's
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any, TypeGuard, cast
 
@@ -126,14 +127,25 @@ def raw_text(raw: bytes) -> tuple[str, str]:
         return base64.b64encode(raw).decode("ascii"), "base64"
 
 
-def decode(raw: bytes | str, key: str | None = None) -> Record:
-    """Parse and validate one input record. ``key`` is the Kafka key, when there is one."""
+def decode(raw: bytes | str | None, key: str | None = None) -> Record:
+    """Parse and validate one input record. ``key`` is the Kafka key, when there is one;
+    ``raw`` None is a Kafka record with a null value (a tombstone)."""
+    if raw is None:
+        raise Invalid("invalid_json", "null value (a Kafka tombstone): there is no record")
+    if not raw:
+        raise Invalid("invalid_json", "empty value: there is no record")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Invalid("invalid_json", f"not valid JSON: {exc}"[:300]) from None
     if not isinstance(obj, dict):
         raise Invalid("invalid_record", f"the record must be a JSON object, not {_json_type(obj)}")
+    repeated = _repeated_key(raw, obj)
+    if repeated is not None:
+        tenant = obj.get("tenant_id")
+        raise Invalid("invalid_record", f"{repeated[:80]}: the key appears more than once in an object "
+                      "(readers may take either value)", tenant if repeated != "tenant_id" and isinstance(tenant, str)
+                      and TENANT_RE.fullmatch(tenant) else None)  # fmt: skip
     if "cdr_id" in obj:
         record: Record = validate_cdr(obj)
     elif "command" in obj:
@@ -152,6 +164,59 @@ def decode(raw: bytes | str, key: str | None = None) -> Record:
             record.tenant_id,
         )
     return record
+
+
+_SPACE_BEFORE_COLON = re.compile(rb'"[ \t\r\n]+:')
+
+
+def _repeated_key(raw: bytes | str, obj: dict) -> str | None:
+    """The first key that appears twice in one object of ``raw`` (at any depth), or None.
+
+    orjson, like most parsers, keeps the last of repeated keys; another reader may keep
+    the first, so such a record is ambiguous and refused (docs/decisions.md).
+
+    Fast path, exact: with no backslash in the text no string holds a ``"``, so every
+    ``":`` ends a key; with no space between a key and its colon, their count is the
+    number of keys written. It equals the number of keys parsed exactly when none
+    repeats. Otherwise the text is parsed a second time, pair by pair."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if b"\\" not in data and not _SPACE_BEFORE_COLON.search(data) and data.count(b'":') == _count_keys(obj):
+        return None
+    found: list[str] = []
+
+    def pairs(items: list) -> dict:
+        seen = set()
+        for k, _v in items:
+            if k in seen and not found:
+                found.append(k)
+            seen.add(k)
+        return dict(items)
+
+    json.loads(data, object_pairs_hook=pairs)
+    return found[0] if found else None
+
+
+def _count_keys(obj: dict) -> int:
+    n = len(obj)
+    for v in obj.values():
+        if v.__class__ is dict:
+            n += _count_keys(v)
+        elif v.__class__ is list:
+            n += _count_list(v)
+    return n
+
+
+def _count_list(items: list) -> int:
+    n = 0
+    for v in items:
+        if v.__class__ is dict:
+            n += _count_keys(v)
+        elif v.__class__ is list:
+            n += _count_list(v)
+    return n
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _json_type(v: object) -> str:
@@ -174,6 +239,8 @@ def _id(obj: dict, name: str, tenant: str | None, limit: int = 128) -> str:
         if v is None:
             raise Invalid("invalid_record", f"{name}: required", tenant)
         raise Invalid("invalid_record", f"{name}: must be a string of 1 to {limit} characters", tenant)
+    if _CONTROL_RE.search(v):
+        raise Invalid("invalid_record", f"{name}: must not contain control characters (U+0000 to U+001F, U+007F to U+009F)", tenant)
     return v
 
 

@@ -7,12 +7,16 @@ output of a batch, and every changed account, through here and waits for the fut
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from typing import Iterable
+from typing import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from .partitioning import partition_for
+
+log = logging.getLogger("rater")
 
 Record = tuple[str, int | None, bytes | None, bytes | None, list | None]  # topic, partition, key, value, headers
 
@@ -44,12 +48,12 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[Record]) -> Del
         for key, value, headers in items:
             if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
                 if n == 0:
-                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
+                    raise MessageSizeTooLargeError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
                 pending.append((topic, partition, n, await producer.send_batch(batch, topic, partition=partition)))
                 batch = producer.create_batch()
                 n = 0
                 if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
+                    raise MessageSizeTooLargeError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
             n += 1
         pending.append((topic, partition, n, await producer.send_batch(batch, topic, partition=partition)))
     delivery = Delivery()
@@ -60,3 +64,43 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[Record]) -> Del
         if last > delivery.last_offset.get(key, -1):
             delivery.last_offset[key] = last
     return delivery
+
+
+async def send_outputs(
+    producer: AIOKafkaProducer,
+    records: list[Record],
+    one_by_one: Callable[[], Awaitable[AIOKafkaProducer]],
+    replace: Callable[[int], Record | None],
+) -> bool:
+    """``send_all``, and when Kafka refuses a record for its size (``MessageSizeTooLargeError``,
+    the broker's ``message.max.bytes`` or the topic's ``max.message.bytes``), every record
+    again, one at a time, each refused one replaced by ``replace(index)`` (the reject of its
+    input, ``rater/bounds.py``), so one record never stops the stream. Returns False when
+    that fallback ran: the caller's idempotent ``producer`` is then unusable (a refused
+    batch breaks its sequence numbers) and must be replaced.
+
+    The fallback uses a producer from ``one_by_one`` (not idempotent; closed here) and
+    waits for each record before the next, so the order within every partition is kept.
+    Records written before the refusal are written again: outputs are at least once,
+    with stable event ids (SPEC 7)."""
+    try:
+        await send_all(producer, records)
+        return True
+    except MessageSizeTooLargeError as exc:
+        log.warning("Kafka refused an output for its size (%s); writing the batch's %d outputs one by one",
+                    exc, len(records))  # fmt: skip
+    plain = await one_by_one()
+    try:
+        for i, record in enumerate(records):
+            try:
+                await send_all(plain, [record])
+            except MessageSizeTooLargeError:
+                instead = replace(i)
+                if instead is None:
+                    raise
+                log.warning("output %s of %d bytes refused for its size; its input is rejected instead",
+                            record[0], len(record[3] or b""))  # fmt: skip
+                await send_all(plain, [instead])
+    finally:
+        await plain.stop()
+    return False

@@ -2,9 +2,9 @@
 
 What it does, in order:
 
-1. Waits until the worker's topics exist (a worker creates them when it starts; the
-   simulator never lets the broker auto-create an input topic with the wrong partition
-   count).
+1. Creates the topics it uses that do not exist yet, with ``--partitions`` as the
+   worker does (``rater/topics.py``); it never lets the broker auto-create an input
+   topic with the broker's default partition count.
 2. Publishes the setup of ``--tenants`` tenants (``rater.traffic.setup_commands``) to
    ``tenant-commands`` and waits until the worker has applied them: it watches
    ``balance-events`` for the ``funds_added`` of every tenant's initial top-up (the
@@ -51,6 +51,8 @@ TICK = 0.02  # seconds between bursts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import positive_int
+
     e = os.environ.get
     p.add_argument("--broker", default=e("RATER_BROKER", "127.0.0.1:9092"), help="bootstrap servers (RATER_BROKER)")
     p.add_argument("--tenants", type=int, default=200, help="number of tenants (default 200)")
@@ -75,6 +77,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setup-timeout", type=float, default=60.0,
                    help="seconds to wait for the topics and for the worker to apply the setup (default 60)")  # fmt: skip
     p.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines (default 5)")
+    p.add_argument("--partitions", type=positive_int("--partitions", "RATER_PARTITIONS"), default=e("RATER_PARTITIONS", "8"),
+                   help="partitions of a topic created because it is missing; the worker's --partitions "
+                        "(RATER_PARTITIONS, default 8)")  # fmt: skip
+    p.add_argument("--replication", type=positive_int("--replication", "RATER_REPLICATION"),
+                   default=e("RATER_REPLICATION", "1"), help="replication factor of created topics (RATER_REPLICATION, default 1)")
     p.add_argument("--cdrs-topic", default=e("RATER_TOPIC_CDRS", "cdrs"))
     p.add_argument("--commands-topic", default=e("RATER_TOPIC_COMMANDS", "tenant-commands"))
     p.add_argument("--requests-topic", default=e("RATER_TOPIC_REQUESTS", "recharge-requests"))
@@ -260,36 +267,26 @@ class Simulator:
             self.log(self.status())
 
     async def _wait_for_topics(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
-        from aiokafka.errors import KafkaConnectionError
+        """Create the topics it uses that do not exist yet, with ``--partitions``, as the
+        worker does (``rater/topics.py``): never left to the broker's default count."""
+        from aiokafka.errors import KafkaError
+
+        from .topics import create_missing
 
         a = self.args
-        wanted = {a.cdrs_topic, a.commands_topic, a.events_topic}
+        wanted = [a.cdrs_topic, a.commands_topic, a.events_topic]
         if not a.no_payments:
-            wanted.add(a.requests_topic)
-        deadline = time.monotonic() + a.setup_timeout
-        self.phase = "waiting for the topics"
-        admin = AIOKafkaAdminClient(bootstrap_servers=a.broker, request_timeout_ms=10_000)
+            wanted.append(a.requests_topic)
+        self.phase = "checking the topics"
         try:
-            await asyncio.wait_for(admin.start(), timeout=max(a.setup_timeout, 1))
-        except (KafkaConnectionError, asyncio.TimeoutError, OSError) as exc:
-            raise SimulatorError(f"cannot reach the broker at {a.broker} ({type(exc).__name__})") from None
-        told = False
-        try:
-            while True:
-                missing = wanted - set(await admin.list_topics())
-                if not missing:
-                    return
-                if time.monotonic() > deadline:
-                    raise SimulatorError(f"topics {', '.join(sorted(missing))} do not exist after "
-                                         f"{a.setup_timeout:.0f}s; start a rater worker first (it creates them)")  # fmt: skip
-                if not told:
-                    self.log(f"waiting for topics {', '.join(sorted(missing))} (a rater worker creates them)")
-                    told = True
-                if await self._sleep(0.5):
-                    return
-        finally:
-            await admin.close()
+            created = await asyncio.wait_for(
+                create_missing({"bootstrap_servers": a.broker}, wanted, a.partitions, a.replication,
+                               timeout=max(a.setup_timeout, 1)),
+                timeout=max(a.setup_timeout, 1) + 5)  # fmt: skip
+        except (KafkaError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+            raise SimulatorError(f"cannot reach the broker at {a.broker} or create its topics ({type(exc).__name__})") from None
+        if created:
+            self.log(f"created topics {', '.join(created)} with {a.partitions} partitions")
 
     async def _consumer_at_end(self, topic: str):
         """A group-less consumer of every partition of ``topic``, positioned at its end now."""

@@ -91,9 +91,12 @@ def register(worker: RaterWorker) -> None:
 
     @app.page("/metrics")
     async def metrics(web, request):
-        from prometheus_client import generate_latest
+        # The format the scraper asks for (OpenMetrics or the text format 0.0.4), as
+        # prometheus-client negotiates it (rater/metrics.py).
+        from .metrics import render
 
-        return web.bytes(generate_latest(worker.registry), content_type="text/plain; version=0.0.4")
+        body, content_type = render(worker.registry, request.headers.get("Accept"))
+        return web.bytes(body, headers={"Content-Type": content_type})  # it has a charset: not content_type=
 
     @app.page("/openapi.json")
     async def openapi(web, request):

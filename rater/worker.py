@@ -78,7 +78,7 @@ from .metrics import WorkerStats, tenant_state
 from .offsets import Continuity
 from .partitioning import partition_for
 from .rates import RateTables, check_rate_tables
-from .sending import send_all
+from .sending import send_all, send_outputs
 from .state import decode_account, encode_account
 
 log = logging.getLogger("rater")
@@ -140,6 +140,7 @@ class _Writes:
     """One batch's writes, worked out in memory; ``RaterWorker._finish`` carries them out."""
 
     produce: list = field(default_factory=list)  # step 3: outputs and forwards (send_all records)
+    origins: list = field(default_factory=list)  # the input Message of each produce record (None: the sweep's)
     segments: list = field(default_factory=list)  # step 4, phase A: id segments
     accounts: list = field(default_factory=list)  # step 4, phase B: the changed accounts
     positions: dict = field(default_factory=dict)  # (topic, partition) -> last offset
@@ -165,7 +166,8 @@ class RaterWorker:
         # the native one is asked for (why: NativeBatchProcessor, rater/native_engine.py).
         self.engine_name = choose_engine(cfg.engine, default="python")
         processor_class = NativeBatchProcessor if self.engine_name == "native" else BatchProcessor
-        self.processor = processor_class(tables, cfg.partitions, cfg.topics, self._load)
+        self.processor = processor_class(tables, cfg.partitions, cfg.topics, self._load,
+                                         max_record_bytes=cfg.max_record_bytes)  # fmt: skip
         self.processor.engine.tally = self.stats.tally
         self.lock = asyncio.Lock()
         self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
@@ -204,6 +206,9 @@ class RaterWorker:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             web_enabled=True,
+            # Faust's own views (/router, /table/<name>/<key>/, /graph, /stats) would show
+            # raw table data and internals to anyone who reaches the port: only ours are served.
+            web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
             web_bind=cfg.web_host,
             web_port=cfg.web_port,
             web_host=host,
@@ -219,6 +224,8 @@ class RaterWorker:
             stream_wait_empty=True,
             autodiscover=False,
             loghandlers=[_json_handler()] if cfg.log_format == "json" else [],
+            # JSON: ours is the only handler (mode's own text handler would log every line twice).
+            logging_config=_only_added_handlers(cfg.log_level) if cfg.log_format == "json" else None,
         )
         t = cfg.topics
         self.inputs = app.topic(t.cdrs, t.commands, key_type=bytes, value_type=bytes,
@@ -503,7 +510,7 @@ class RaterWorker:
             t2 = time.monotonic()
             # Step 3: outputs and forwards, acknowledged by Kafka.
             if w.produce:
-                await send_all(await self._producer(), w.produce)
+                await self._send_outputs(w)
             t3 = time.monotonic()
             # Step 4: id segments, then the accounts, onto the changelog and into the store.
             if w.segments:
@@ -581,6 +588,28 @@ class RaterWorker:
             self.producer = producer
         return self.producer
 
+    async def _send_outputs(self, w: _Writes) -> None:
+        """Step 3's writes; an output Kafka refuses for its size is replaced by the reject
+        of its input (``rater/sending.py``, ``rater/bounds.py``) instead of stopping."""
+
+        def replace(i: int):
+            origin = w.origins[i]
+            if origin is None:
+                return None
+            topic, _partition, _key, value, _headers = w.produce[i]
+            rtopic, key, reject = self.processor.output_refused(origin, topic, len(value or b""), None)
+            return (rtopic, None, key, reject, None)
+
+        async def one_by_one() -> AIOKafkaProducer:
+            plain = AIOKafkaProducer(**client_kwargs(self.cfg), acks="all", linger_ms=0, max_request_size=8 << 20)
+            await plain.start()
+            return plain
+
+        producer = await self._producer()
+        if not await send_outputs(producer, w.produce, one_by_one, replace):
+            self.producer = None  # its sequence numbers are broken by the refused batch
+            await producer.stop()
+
     def _writes(self, result: BatchResult) -> _Writes:
         """Every write of steps 3 and 4 for ``result``, as bytes, taken from the accounts
         now: the next batch changes the same account objects while these are written."""
@@ -591,6 +620,8 @@ class RaterWorker:
             headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
             produce.append((msg.topic, partition, key, msg.value, headers))
             log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
+        w.origins = [msg for msg, _p, _k in result.forwards] + result.origins
+        w.origins += [None] * (len(result.forwards) + len(result.outputs) - len(w.origins))
         for topic, key, value in result.outputs:
             produce.append((topic, None, key, value, None))
         accounts = result.accounts
@@ -702,7 +733,7 @@ class RaterWorker:
                 key = tenant.encode()
                 for e in out.events:
                     result.outputs.append((t.events, key, orjson.dumps(e)))
-                    self.stats.tally.events[e["type"]] += 1
+                    self.stats.tally.count_event(e)
                 for r in out.recharge_requests:
                     result.outputs.append((t.requests, key, orjson.dumps(r)))
                 result.accounts[tenant] = (partition, acct)
@@ -906,6 +937,10 @@ def run(cfg: WorkerConfig) -> int:
     fw = faust.Worker(worker.app, loglevel=cfg.log_level.upper(), quiet=True)
     fw.execute_from_commandline()
     return 0
+
+
+def _only_added_handlers(level: str) -> dict:
+    return {"version": 1, "disable_existing_loggers": False, "root": {"level": level.upper(), "handlers": []}}
 
 
 def _json_handler() -> logging.Handler:

@@ -159,15 +159,18 @@ async def produce_async(
     records: Iterable[tuple[Any, Any] | tuple[Any, Any, int | None]],
     *,
     headers: Sequence[tuple[str, bytes]] | None = None,
+    max_request_size: int = 1048576,
 ) -> list[tuple[int, int]]:
-    """Send ``(key, value)`` or ``(key, value, partition)`` tuples with acks=all.
+    """Send ``(key, value)`` or ``(key, value, partition)`` tuples with acks=all
+    (records larger than ``max_request_size`` are refused by the client).
 
     str keys/values are UTF-8 encoded, bytes sent as is, anything else as JSON.
     Returns ``(partition, offset)`` of each record, in order.
     """
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                max_request_size=max_request_size)  # fmt: skip
     await producer.start()
     try:
         futs = []

@@ -344,6 +344,21 @@ def test_workers(services, workers, compose):
     assert len(state_volumes) == len(workers), "each worker needs its own state volume"
 
 
+def test_every_worker_advertises_its_own_host_so_queries_are_forwarded(services, workers):
+    """Without RATER_ADVERTISED_HOST every worker advertises its web host, 0.0.0.0, which
+    the worker turns into 127.0.0.1: each would answer from its own store (issue 13)."""
+    advertised = {}
+    for name in workers:
+        env = env_of(services[name])
+        host = env.get("RATER_ADVERTISED_HOST")
+        assert host, f"{name}: no RATER_ADVERTISED_HOST"
+        assert host not in ("0.0.0.0", "::", "127.0.0.1", "localhost"), f"{name}: {host}"
+        # The name other containers resolve: the service name or its hostname.
+        assert host in (name, services[name].get("hostname")), f"{name}: advertises {host}"
+        advertised[name] = host
+    assert len(set(advertised.values())) == len(workers) >= 2, advertised
+
+
 def test_simulator(services):
     sim = services["simulator"]
     command = sim["command"] if isinstance(sim["command"], list) else sim["command"].split()
@@ -464,7 +479,14 @@ def test_dockerfile_shape():
     for kw, args in instructions:
         by_kw.setdefault(kw, []).append(args)
     assert instructions[0] == ("FROM", "python:3.11-slim")
-    assert any('pip install ".[rocksdb]"' in a or "pip install .[rocksdb]" in a for a in by_kw["RUN"])
+    # Dependencies from the pins, before the code is copied (issue 13): a code change
+    # does not rebuild the dependency layer, and the versions are those of CI.
+    kinds = [kw + " " + args for kw, args in instructions]
+    deps = next(i for i, k in enumerate(kinds) if k.startswith("RUN") and "pip install -c constraints.txt ." in k)
+    code = next(i for i, k in enumerate(kinds) if k.startswith("COPY rater "))
+    pkg = next(i for i, k in enumerate(kinds) if k.startswith("RUN") and "pip install --no-deps ." in k)
+    assert deps < code < pkg
+    assert "constraints.txt" in next(k for k in kinds[:deps] if k.startswith("COPY"))
     users = by_kw.get("USER", [])
     assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
     assert json.loads(by_kw["ENTRYPOINT"][-1]) == ["rater"]
@@ -478,10 +500,61 @@ def test_pyproject_provides_what_the_image_uses():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     project = pyproject["project"]
     assert "rater" in project["scripts"], "ENTRYPOINT rater needs the console script"
-    assert "rocksdb" in project["optional-dependencies"], "pip install .[rocksdb] needs the extra"
+    # RocksDB is the default store: a plain `pip install` must bring it (issue 13).
+    assert any(d.split("==")[0] == "rocksdict" for d in project["dependencies"]), project["dependencies"]
     readme = project.get("readme")
     if isinstance(readme, str):
         assert (ROOT / readme).is_file(), f"pyproject readme {readme} is missing: pip install . fails"
+
+
+def test_dockerignore_keeps_local_state_out_of_the_image():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}  # fmt: skip
+    assert {".git", ".venv", ".kafka", ".rater-state"} <= ignored
+    # Nothing the Dockerfile copies is ignored.
+    for kw, args in dockerfile_instructions():
+        if kw == "COPY":
+            for source in args.split()[:-1]:
+                assert source not in ignored, source
+
+
+def test_the_licence_file_is_the_declared_licence():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.split()[:5] == ["Apache", "License", "Version", "2.0,", "January"]
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"constraints.txt: {line!r} is not name==version"
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_constraints_pin_every_dependency_the_package_declares_at_its_version():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _constraints()
+    declared = list(project["dependencies"]) + [d for ds in project["optional-dependencies"].values() for d in ds]
+    for dep in declared:
+        name, _, version = dep.partition("==")
+        assert pins.get(name.lower()) == version, (dep, pins.get(name.lower()))
+    # The transitive ones the issue names are pinned too.
+    assert {"mode-streaming", "aiohttp", "yarl", "multidict", "venusian", "croniter"} <= set(pins)
+
+
+def test_make_test_installs_with_the_constraints_and_without_the_bench_extras():
+    makefile = (ROOT / "Makefile").read_text()
+    venv_rule = makefile[makefile.index("$(STAMP): "):makefile.index("@touch $(STAMP)")]
+    assert "-c $(CONSTRAINTS)" in venv_rule and "'.[test]'" in venv_rule and "bench" not in venv_rule
+    bench_rule = makefile[makefile.index("$(BENCH_STAMP): "):]
+    assert "-c $(CONSTRAINTS) -e '.[bench]'" in bench_rule.split("\n\n")[0]
+    assert "\nbench: bench-venv\n" in makefile
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
 # --------------------------------------------------------------------------

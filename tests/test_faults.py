@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import contextlib
 import os
 import random
@@ -484,11 +485,28 @@ def _hostile(tenant: str, other: str, at: str) -> list[tuple[str | None, bytes, 
         key = t if isinstance(t, str) and t else tenant
         out.append((key, _json(rec), R, "?"))
     # 1 MB, just under the broker's default maximum: a record with a huge attribute and a
-    # bad "to" (its reject carries the whole raw text), and 1 MB of unterminated JSON.
+    # bad "to", and 1 MB of unterminated JSON. Both are over --max-record-bytes (512 KiB):
+    # "record too large", never decoded, so no tenant is read (rater/bounds.py).
     big = {**cdr, "cdr_id": "h-big1", "to": "not a number", "note": ""}
     pad = 1_000_000 - len(_json(big))
-    out.append((tenant, _json({**big, "note": "n" * pad}), R, tenant))
-    out.append((tenant, b'{"cdr_id":"h-big2","tenant_id":"' + tenant.encode() + b'","x":"' + b"y" * 999_900, J, None))
+    out.append((tenant, _json({**big, "note": "n" * pad}), R, None))
+    out.append((tenant, b'{"cdr_id":"h-big2","tenant_id":"' + tenant.encode() + b'","x":"' + b"y" * 999_900, R, None))
+    return out
+
+
+RAW_LIMIT = 16 * 1024  # a reject's raw holds at most this many bytes of the input (docs/decisions.md)
+
+
+def _expected_raw(value: bytes) -> dict:
+    """The raw fields of a reject of ``value``, as the contract states them."""
+    cut = value[:RAW_LIMIT]
+    try:
+        value.decode("utf-8")
+        out = {"raw": cut.decode("utf-8", "ignore"), "raw_encoding": "utf-8"}
+    except UnicodeDecodeError:
+        out = {"raw": base64.b64encode(cut).decode(), "raw_encoding": "base64"}
+    if len(value) > RAW_LIMIT:
+        out.update(raw_truncated=True, raw_size=len(value), raw_sha256=hashlib.sha256(value).hexdigest())
     return out
 
 
@@ -587,12 +605,11 @@ def test_hostile_input_is_rejected_with_reasons_while_valid_records_are_rated(ka
                 problems.append(f"hostile #{i}: empty detail")
             if r.key != key:
                 problems.append(f"hostile #{i}: reject key {r.key!r}, want the input's {key!r}")
-            try:
-                want_raw = (value.decode("utf-8"), "utf-8")
-            except UnicodeDecodeError:
-                want_raw = (base64.b64encode(value).decode(), "base64")
-            if (v["raw"], v["raw_encoding"]) != want_raw:
-                problems.append(f"hostile #{i}: raw is not the input's bytes")
+            want_raw = _expected_raw(value)
+            if {k: v.get(k) for k in want_raw} != want_raw or ("raw_truncated" in v) != ("raw_truncated" in want_raw):
+                problems.append(f"hostile #{i}: raw is not the input's bytes (cut to 16 KiB with its size and hash)")
+            if len(value) > 512 * 1024 and not v["detail"].startswith("record too large: "):
+                problems.append(f"hostile #{i}: {len(value)} bytes but {v['detail']!r}")
         assert problems == [], "\n".join(problems)
         assert rejects == {}, f"unexpected rejects: {[r.value['detail'] for r in rejects.values()]}"
 

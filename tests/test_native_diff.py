@@ -400,3 +400,54 @@ def test_the_native_batch_step_changes_the_loaded_objects_in_place(test_tables):
     result = proc.process([Message("cdrs", 0, 9, b"t1", call)], NOW)
     assert result.accounts["t1"][1] is cached
     assert cached.balance == 5_000_000 - 60_000  # one minute at 0.06 (test-usd, prefix 44)
+
+
+_CDR = b'"cdr_id":"c1","tenant_id":"t1","call_type":"domestic","to":"+12125550100","started_at":"2026-11-10T00:00:00Z","duration_seconds":60'
+
+
+@pytest.mark.parametrize("raw", [
+    b'{' + _CDR + b',"cdr_id":"c2"}',  # a repeated top-level key
+    b'{' + _CDR + b',"x":{"a":1,"b":{"c":1,"c":2},"a":2}}',  # the inner object ends first: c
+    b'{"tenant_id":"t1","tenant_id":"t2","cdr_id":"c"}',  # the repeated key is tenant_id
+    b'{"command_id":"a\\u0001","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"1"}',
+    b'{"command_id":"a\xc2\x85","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"1"}',
+    b'{"command_id":"a","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"99999999999999"}',
+    b'{"command_id":"a","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"12345678901234.5"}',
+    b"",
+    b"x" * 20_000,  # not JSON, raw cut to 16 KiB with its size and hash
+    b"\xff" * 20_000,  # not UTF-8: base64 of the first 16 KiB
+    "é".encode() * 10_000,  # a cut inside a two-byte character
+    b'{' + _CDR + b',"pad":"' + b"y" * 600_000 + b'"}',  # over the 512 KiB record limit
+])  # fmt: skip
+def test_bounds_repeated_keys_and_control_characters_reject_as_python_does(test_tables, raw):
+    py, nat = _engines(test_tables)
+    run_both(py, nat, [raw])
+    run_both(py, nat, [raw], ["t1"])
+
+
+def test_a_tombstone_is_rejected_as_python_does(test_tables):
+    py, nat = _engines(test_tables)
+    src = {"topic": "cdrs", "partition": 0, "offset": 5}
+    assert py.process_bytes(None, "t1", src, NOW) == nat.process_bytes(None, "t1", src, NOW)
+    msgs = [Message("cdrs", partition_for(b"t1", 4), 1, b"t1", None)]
+    stores = (_Store(), _Store())
+    a = BatchProcessor(test_tables, 4, Topics(), stores[0].load).process(msgs, NOW)
+    b = NativeBatchProcessor(test_tables, 4, Topics(), stores[1].load).process(msgs, NOW)
+    assert a.outputs == b.outputs and a.records == b.records and len(b.origins) == 1
+
+
+def test_an_output_over_the_size_bound_is_replaced_by_the_same_reject(test_tables):
+    """A rated CDR larger than max_output_bytes (its attributes) becomes the reject of
+    its input, on both engines, and the call is still charged."""
+    stores = (_Store(), _Store())
+    procs = (BatchProcessor(test_tables, 1, Topics(), stores[0].load, max_output_bytes=2_000),
+             NativeBatchProcessor(test_tables, 1, Topics(), stores[1].load, max_output_bytes=2_000))  # fmt: skip
+    setup = [orjson.dumps({"command_id": "c", "tenant_id": "t1", "command": "configure_account",
+                           "occurred_at": "2026-11-01T00:00:00Z", "rate_plan": "test-usd"}),
+             b'{' + _CDR + b',"note":"' + b"z" * 3_000 + b'"}']  # fmt: skip
+    msgs = [Message("cdrs", 0, i, b"t1", r) for i, r in enumerate(setup)]
+    a, b = (p.process(msgs, NOW) for p in procs)
+    assert a.outputs == b.outputs
+    # The rated CDR's place holds its reject; the call went below zero (no funds): below_zero.
+    assert [t for t, _k, _v in b.outputs] == ["rater-rejects", "balance-events"]
+    assert encode_account(a.accounts["t1"][1]) == encode_account(b.accounts["t1"][1])

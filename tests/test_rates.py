@@ -147,3 +147,41 @@ def test_shipped_rate_tables_load():
     here = os.path.join(os.path.dirname(__file__), "..", "rate_tables")
     tables = load_rate_tables(here)
     assert {"standard-usd", "standard-eur"} <= set(tables.plans)
+
+
+def _file_problems(tmp_path, name: str, data: bytes) -> list[str]:
+    d = tmp_path / "r"
+    d.mkdir(exist_ok=True)
+    (d / name).write_bytes(data)
+    tables, problems = check_rate_tables(str(d))
+    assert tables is None
+    return problems
+
+
+def test_a_file_without_a_header_row_is_one_problem_saying_so(tmp_path):
+    assert _file_problems(tmp_path, "p.csv", b"international,44,,USD,0.02,,60,60,\ninternational,1,,USD,0.01,,60,60,\n") == [
+        "p.csv:1: no header row: the first row must name the columns (call_type, prefix, currency, "
+        "rate_per_minute, ...), not 'international,44,,USD,0.02,,60,60,'"]
+
+
+def test_non_utf8_names_the_line_and_the_byte_in_it(tmp_path):
+    data = b"call_type,prefix,currency,rate_per_minute,destination\ninternational,1,USD,0.1,ok\ninternational,44,USD,0.1,Gro\xdfbritannien\n"
+    # Line 3; "international,44,USD,0.1,Gro" is 28 bytes, so 0xdf is its 29th.
+    assert _file_problems(tmp_path, "p.csv", data) == ["p.csv:3: not UTF-8 text (byte 29 of the line is 0xdf)"]
+
+
+def test_an_amount_with_too_many_digits_is_out_of_range_not_malformed(tmp_path):
+    data = b"call_type,prefix,currency,rate_per_minute\ninternational,1,USD,99999999999999999999\n"
+    assert _file_problems(tmp_path, "p.csv", data) == ["p.csv:2: rate_per_minute is out of range"]
+
+
+def test_rates_check_prints_problems_to_stderr_and_exits_1(tmp_path, capsys):
+    from rater import cli
+
+    (tmp_path / "p.csv").write_text("call_type,prefix,currency,rate_per_minute\nintl,1,USD,0.1\n")
+    assert cli.main(["rates", "check", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        "p.csv:2: call_type 'intl' is not one of conference_dialout, international, toll_free, domestic",
+        f"1 problem(s) in {tmp_path}"]

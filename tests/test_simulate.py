@@ -174,21 +174,24 @@ def test_simulated_traffic_is_rated_and_recharges_are_answered(kafka_broker, top
 
 
 @pytest.mark.kafka
-def test_simulate_refuses_to_create_the_input_topics(kafka_broker):
+def test_simulate_creates_missing_topics_with_the_configured_partitions(kafka_broker):
+    # No worker: simulate creates the topics itself (never the broker's default of 1
+    # partition, which a worker would then refuse), sends the setup, and goes on.
     s = uuid.uuid4().hex[:8]
     missing = {name: f"absent-{name}-{s}" for name in ("cdrs", "commands", "requests", "events")}
-    sim = _simulate(kafka_broker.bootstrap, missing, "--duration", "1", "--setup-timeout", "2", timeout=30)
-    assert sim.returncode == 1
-    assert "start a rater worker first" in sim.stderr
-    assert not set(missing.values()) & set(asyncio.run(_list_topics(kafka_broker.bootstrap)))
+    sim = _simulate(kafka_broker.bootstrap, missing, "--duration", "1", "--setup-timeout", "2", "--rate", "20",
+                    "--tenants", "3", "--partitions", "3", timeout=60)  # fmt: skip
+    assert sim.returncode == 0, sim.stderr
+    assert "with 3 partitions" in sim.stderr
+    assert asyncio.run(_partition_counts(kafka_broker.bootstrap, list(missing.values()))) == {t: 3 for t in missing.values()}
 
 
-async def _list_topics(broker: str) -> list[str]:
+async def _partition_counts(broker: str, names: list[str]) -> dict[str, int]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=broker)
     await admin.start()
     try:
-        return await admin.list_topics()
+        return {m["topic"]: len(m["partitions"]) for m in await admin.describe_topics(names)}
     finally:
         await admin.close()

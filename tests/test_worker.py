@@ -434,9 +434,9 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
     with RaterWorker(broker, name="w5-metrics") as w:
         t = w.topics
         # Commands first (to the commands topic), then the calls (to the cdrs topic).
-        rater_produce(broker, [cmd_file], "--cdrs-topic", t.cdrs, "--commands-topic", t.commands)
+        rater_produce(broker, [cmd_file], "--split", "--cdrs-topic", t.cdrs, "--commands-topic", t.commands)
         wait_for(lambda: w.records_done() == 8, 60, what="commands done", workers=(w,))
-        rater_produce(broker, [cdr_file], "--cdrs-topic", t.cdrs, "--commands-topic", t.commands)
+        rater_produce(broker, [cdr_file], "--split", "--cdrs-topic", t.cdrs, "--commands-topic", t.commands)
         wait_for(lambda: w.records_done() == 18, 60, what="cdrs done", workers=(w,))
 
         m = w.metrics()

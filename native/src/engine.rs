@@ -7,6 +7,7 @@ use crate::ledger::{self, Account, Outcome, Status};
 use crate::rates::HashMap;
 use crate::rates::Tables;
 use crate::records::{decode, Record};
+use sha2::{Digest, Sha256};
 
 /// Where a record came from, as the reject names it.
 pub enum Source<'a> {
@@ -28,6 +29,7 @@ pub struct Tally {
     pub charged: HashMap<(String, &'static str), i128>,
     pub billable: HashMap<&'static str, i64>,
     pub events: HashMap<&'static str, u64>,
+    pub recharge_failures: HashMap<String, u64>,
 }
 
 /// The outputs of records as JSON lines, appended in order.
@@ -73,6 +75,22 @@ pub fn base64(raw: &[u8]) -> String {
     s
 }
 
+/// rater/bounds.py: the input bytes a reject's `raw` holds at most, and the largest input.
+pub const RAW_LIMIT: usize = 16 * 1024;
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// The longest prefix of `b` that is whole UTF-8 characters (b is a prefix of UTF-8 text).
+fn utf8_prefix(b: &[u8]) -> &[u8] {
+    match std::str::from_utf8(b) {
+        Ok(_) => b,
+        Err(e) => &b[..e.valid_up_to()],
+    }
+}
+
+pub fn too_large_detail(size: usize, limit: usize) -> String {
+    format!("record too large: {size} bytes, the limit is {limit} (--max-record-bytes)")
+}
+
 pub fn reject_record(
     reason: &str,
     detail: &str,
@@ -80,9 +98,15 @@ pub fn reject_record(
     source: &Source,
     tenant_id: Option<&str>,
 ) -> Vec<u8> {
+    // rater/bounds.py raw_fields: at most RAW_LIMIT bytes of the input; text or base64 by
+    // what the whole input is; a cut inside a character drops that character's bytes.
+    let cut = &raw[..raw.len().min(RAW_LIMIT)];
     let (text, encoding) = match std::str::from_utf8(raw) {
-        Ok(t) => (std::borrow::Cow::Borrowed(t), "utf-8"),
-        Err(_) => (std::borrow::Cow::Owned(base64(raw)), "base64"),
+        Ok(_) => (
+            String::from_utf8_lossy(utf8_prefix(cut)).into_owned(),
+            "utf-8",
+        ),
+        Err(_) => (base64(cut), "base64"),
     };
     let where_ = match source {
         Source::File { file, line } => format!("{file}\x1f{line}"),
@@ -125,6 +149,13 @@ pub fn reject_record(
         write_str(k, &text);
     }
     o.str("raw_encoding", encoding);
+    if cut.len() < raw.len() {
+        let digest = Sha256::digest(raw);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        o.bool("raw_truncated", true)
+            .int("raw_size", raw.len() as i128)
+            .str("raw_sha256", &hex);
+    }
     o.end();
     out
 }
@@ -142,6 +173,8 @@ pub struct Engine {
     pub accounts: HashMap<String, Account>,
     pub horizon: i64,
     pub tally: Tally,
+    /// A larger input is rejected before it is decoded (rater/bounds.py).
+    pub max_record_bytes: usize,
 }
 
 impl Engine {
@@ -151,6 +184,7 @@ impl Engine {
             accounts: HashMap::default(),
             horizon,
             tally: Tally::default(),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 
@@ -181,11 +215,15 @@ impl Engine {
         for t in &out.event_types {
             *self.tally.events.entry(t).or_default() += 1;
         }
+        for r in &out.recharge_failures {
+            *self.tally.recharge_failures.entry(r.clone()).or_default() += 1;
+        }
     }
 
+    /// `raw` None: a Kafka record with a null value (a tombstone), rejected as such.
     pub fn process(
         &mut self,
-        raw: &[u8],
+        raw: Option<&[u8]>,
         key: Option<&str>,
         source: &Source,
         now: i64,
@@ -197,13 +235,22 @@ impl Engine {
     /// account not held here is asked of `host` first.
     pub fn process_with(
         &mut self,
-        raw: &[u8],
+        raw: Option<&[u8]>,
         key: Option<&str>,
         source: &Source,
         now: i64,
         mut host: Option<&mut dyn Host>,
     ) -> Processed {
-        let record = match decode(raw, key) {
+        let decoded = match raw {
+            Some(r) if r.len() > self.max_record_bytes => Err(crate::records::Invalid {
+                reason: "invalid_record",
+                detail: too_large_detail(r.len(), self.max_record_bytes),
+                tenant_id: None,
+            }),
+            _ => decode(raw, key),
+        };
+        let raw = raw.unwrap_or(b"");
+        let record = match decoded {
             Ok(r) => r,
             Err(e) => {
                 let mut out = Outcome::rejected(e.reason, e.detail);
@@ -306,7 +353,7 @@ impl Engine {
             }
             records += 1;
             let p = self.process(
-                raw,
+                Some(raw),
                 None,
                 &Source::File {
                     file,

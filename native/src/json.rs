@@ -46,19 +46,20 @@ impl PartialEq for Object<'_> {
 }
 
 impl<'a> Object<'a> {
-    pub fn insert(&mut self, k: Cow<'a, str>, v: Value<'a>) {
+    /// Insert; false when the key was already there (its value is replaced).
+    pub fn insert(&mut self, k: Cow<'a, str>, v: Value<'a>) -> bool {
         if let Some(ix) = &mut self.index {
             if let Some(&i) = ix.get(k.as_ref()) {
                 self.entries[i].1 = v;
-                return;
+                return false;
             }
             ix.insert(k.to_string(), self.entries.len());
             self.entries.push((k, v));
-            return;
+            return true;
         }
         if let Some(e) = self.entries.iter_mut().find(|e| e.0 == k) {
             e.1 = v;
-            return;
+            return false;
         }
         self.entries.push((k, v));
         if self.entries.len() > LINEAR {
@@ -69,6 +70,7 @@ impl<'a> Object<'a> {
             }
             self.index = Some(ix);
         }
+        true
     }
 
     /// Entries known to have distinct keys (taken from another object).
@@ -159,11 +161,19 @@ pub struct Parser<'a> {
     b: &'a [u8],
     i: usize,
     depth: usize,
+    /// The first key that appears twice in one object, objects taken in the order they
+    /// end (as Python's `json.loads(object_pairs_hook=...)` meets them).
+    repeated: Option<String>,
 }
 
 /// Parse one JSON document. The error text is this parser's own; callers that need
 /// orjson's exact message ask orjson (the reject detail quotes it).
 pub fn parse(b: &[u8]) -> Result<Value<'_>, String> {
+    parse_noting_repeats(b).map(|(v, _)| v)
+}
+
+/// `parse`, and the first repeated key (see `Parser::repeated`).
+pub fn parse_noting_repeats(b: &[u8]) -> Result<(Value<'_>, Option<String>), String> {
     let Ok(s) = std::str::from_utf8(b) else {
         return Err("str is not valid UTF-8".into());
     };
@@ -172,6 +182,7 @@ pub fn parse(b: &[u8]) -> Result<Value<'_>, String> {
         b,
         i: 0,
         depth: 0,
+        repeated: None,
     };
     p.ws();
     if p.i >= b.len() {
@@ -182,7 +193,7 @@ pub fn parse(b: &[u8]) -> Result<Value<'_>, String> {
     if p.i != b.len() {
         return Err("unexpected content after document".into());
     }
-    Ok(v)
+    Ok((v, p.repeated))
 }
 
 impl<'a> Parser<'a> {
@@ -231,6 +242,7 @@ impl<'a> Parser<'a> {
         self.enter()?;
         self.i += 1;
         let mut map = Object::default();
+        let mut first_repeat: Option<String> = None;
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -250,7 +262,14 @@ impl<'a> Parser<'a> {
             self.i += 1;
             self.ws();
             let v = self.value()?;
-            map.insert(k, v);
+            let noted = if first_repeat.is_none() {
+                Some(k.clone())
+            } else {
+                None
+            };
+            if !map.insert(k, v) && first_repeat.is_none() {
+                first_repeat = noted.map(Cow::into_owned);
+            }
             self.ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -262,6 +281,9 @@ impl<'a> Parser<'a> {
             }
         }
         self.depth -= 1;
+        if self.repeated.is_none() {
+            self.repeated = first_repeat;
+        }
         Ok(Value::Object(map))
     }
 

@@ -131,6 +131,8 @@ pub struct Outcome {
     pub rated: Option<Vec<u8>>,
     pub events: Vec<Vec<u8>>,
     pub event_types: Vec<&'static str>,
+    /// The `reason` of each `auto_recharge_failed` event, in order (for the metrics).
+    pub recharge_failures: Vec<String>,
     pub recharge_requests: Vec<Vec<u8>>,
     pub reason: &'static str,
     pub detail: String,
@@ -153,6 +155,7 @@ impl Outcome {
             rated: None,
             events: Vec::new(),
             event_types: Vec::new(),
+            recharge_failures: Vec::new(),
             recharge_requests: Vec::new(),
             reason: "",
             detail: String::new(),
@@ -205,6 +208,7 @@ struct Emitter {
     occurred_text: String,
     events: Vec<Vec<u8>>,
     types: Vec<&'static str>,
+    failures: Vec<String>,
 }
 
 impl Emitter {
@@ -239,6 +243,13 @@ impl Emitter {
         o.end();
         self.events.push(out);
         self.types.push(type_);
+        if type_ == "auto_recharge_failed" {
+            for f in fields {
+                if let F::S("reason", r) = f {
+                    self.failures.push((*r).to_owned());
+                }
+            }
+        }
     }
 }
 
@@ -558,6 +569,7 @@ fn apply_cdr(
         occurred_text: started_text.clone(),
         events: Vec::new(),
         types: Vec::new(),
+        failures: Vec::new(),
     };
     expire(acct, at, &mut em);
     timeout(acct, at, &mut em, None);
@@ -618,6 +630,7 @@ fn apply_cdr(
     );
     out.events = em.events;
     out.event_types = em.types;
+    out.recharge_failures = em.failures;
     if at > acct.cdr_watermark {
         acct.cdr_watermark = at;
     }
@@ -728,6 +741,7 @@ fn apply_command(
         occurred_text: format_time(at),
         events: Vec::new(),
         types: Vec::new(),
+        failures: Vec::new(),
     };
     expire(acct, at, &mut em);
     let answer_to = match &cmd.kind {
@@ -812,6 +826,7 @@ fn apply_command(
     finish(acct, before, at, &mut em, &mut out, None, None);
     out.events = em.events;
     out.event_types = em.types;
+    out.recharge_failures = em.failures;
     if at > acct.command_watermark {
         acct.command_watermark = at;
     }
@@ -961,12 +976,14 @@ pub fn sweep(acct: &mut Account, now: i64) -> Option<Outcome> {
         occurred_text: format_time(now),
         events: Vec::new(),
         types: Vec::new(),
+        failures: Vec::new(),
     };
     expire(acct, now, &mut em);
     timeout(acct, now, &mut em, None);
     finish(acct, before, now, &mut em, &mut out, None, None);
     out.events = em.events;
     out.event_types = em.types;
+    out.recharge_failures = em.failures;
     Some(out)
 }
 

@@ -50,6 +50,10 @@ pub fn parse_money_text(text: &str) -> Result<i128, String> {
                 ));
             }
         }
+        // [+-]?[0-9]+(?:\.[0-9]{1,6})?: well formed, too many digits
+        if all_digits(whole) && frac.is_none_or(|f| all_digits(f) && f.len() <= 6) {
+            return Err("is out of range".into());
+        }
         return Err(format!("is not a decimal amount: {}", repr(head(text, 40))));
     }
     let mut micro: i128 = whole.parse::<i128>().expect("digits") * MICRO;

@@ -178,10 +178,11 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    fn new(plans: Vec<PlanArg>, horizon: i64) -> Self {
-        PyEngine {
-            inner: Engine::new(tables(plans), horizon),
-        }
+    #[pyo3(signature = (plans, horizon, max_record_bytes = crate::engine::DEFAULT_MAX_RECORD_BYTES))]
+    fn new(plans: Vec<PlanArg>, horizon: i64, max_record_bytes: usize) -> Self {
+        let mut inner = Engine::new(tables(plans), horizon);
+        inner.max_record_bytes = max_record_bytes;
+        PyEngine { inner }
     }
 
     /// Swap in other rate tables (the worker's reload); the accounts stay.
@@ -196,7 +197,7 @@ impl PyEngine {
     fn process<'py>(
         &mut self,
         py: Python<'py>,
-        raw: &[u8],
+        raw: Option<&[u8]>,
         key: Option<&str>,
         source: &Bound<'py, PyDict>,
         now: i64,
@@ -223,7 +224,7 @@ impl PyEngine {
     fn process_hosted<'py>(
         &mut self,
         py: Python<'py>,
-        raw: &[u8],
+        raw: Option<&[u8]>,
         key: Option<&str>,
         source: &Bound<'py, PyDict>,
         now: i64,
@@ -365,6 +366,11 @@ impl PyEngine {
             events.set_item(k, n)?;
         }
         d.set_item("events", events)?;
+        let failures = PyDict::new(py);
+        for (k, n) in &t.recharge_failures {
+            failures.set_item(k, n)?;
+        }
+        d.set_item("recharge_failures", failures)?;
         Ok(d)
     }
 }

@@ -159,10 +159,25 @@ pub fn is_e164(s: &str) -> bool {
 }
 
 /// Parse and validate one input record; `key` is the Kafka key, when there is one.
-pub fn decode<'a>(raw: &'a [u8], key: Option<&str>) -> Result<Record<'a>, Invalid> {
-    let v: Value<'a> = match json::parse(raw) {
-        Ok(v) => v,
-        Err(own) => not_json(raw, own)?,
+/// `raw` None is a Kafka record with a null value (a tombstone).
+pub fn decode<'a>(raw: Option<&'a [u8]>, key: Option<&str>) -> Result<Record<'a>, Invalid> {
+    let Some(raw) = raw else {
+        return Err(Invalid {
+            reason: "invalid_json",
+            detail: "null value (a Kafka tombstone): there is no record".into(),
+            tenant_id: None,
+        });
+    };
+    if raw.is_empty() {
+        return Err(Invalid {
+            reason: "invalid_json",
+            detail: "empty value: there is no record".into(),
+            tenant_id: None,
+        });
+    }
+    let (v, repeated): (Value<'a>, Option<String>) = match json::parse_noting_repeats(raw) {
+        Ok(x) => x,
+        Err(own) => (not_json(raw, own)?, None),
     };
     let Value::Object(obj) = v else {
         return Err(invalid(
@@ -170,6 +185,20 @@ pub fn decode<'a>(raw: &'a [u8], key: Option<&str>) -> Result<Record<'a>, Invali
             None,
         ));
     };
+    if let Some(k) = repeated {
+        // Parsers keep either of a repeated key's values: the record is ambiguous.
+        let tenant = match obj.get("tenant_id") {
+            Some(Value::Str(t)) if k != "tenant_id" && is_tenant(t) => Some(t.as_ref()),
+            _ => None,
+        };
+        return Err(invalid(
+            format!(
+                "{}: the key appears more than once in an object (readers may take either value)",
+                head(&k, 80)
+            ),
+            tenant,
+        ));
+    }
     let record = if obj.contains_key("cdr_id") {
         Record::Cdr(validate_cdr(obj)?)
     } else if obj.contains_key("command") {
@@ -203,7 +232,17 @@ pub fn decode<'a>(raw: &'a [u8], key: Option<&str>) -> Result<Record<'a>, Invali
 fn id(obj: &Object, name: &str, tenant: &str, limit: usize) -> Result<String, Invalid> {
     match Value::get(obj, name) {
         None => Err(invalid(format!("{name}: required"), Some(tenant))),
-        Some(Value::Str(s)) if (1..=limit).contains(&s.chars().count()) => Ok(s.to_string()),
+        Some(Value::Str(s)) if (1..=limit).contains(&s.chars().count()) => {
+            if s.chars()
+                .any(|c| matches!(c as u32, 0..=0x1f | 0x7f..=0x9f))
+            {
+                return Err(invalid(
+                    format!("{name}: must not contain control characters (U+0000 to U+001F, U+007F to U+009F)"),
+                    Some(tenant),
+                ));
+            }
+            Ok(s.to_string())
+        }
         Some(_) => Err(invalid(
             format!("{name}: must be a string of 1 to {limit} characters"),
             Some(tenant),
@@ -579,7 +618,7 @@ mod tests {
     use super::*;
 
     fn detail(raw: &str) -> String {
-        decode(raw.as_bytes(), None).unwrap_err().detail
+        decode(Some(raw.as_bytes()), None).unwrap_err().detail
     }
 
     #[test]

@@ -54,6 +54,10 @@ def parse_types(text: str) -> frozenset[str]:
 
 
 def add_notify_arguments(p: argparse.ArgumentParser) -> None:
+    # Types that check a value from the environment as the flag's (rater/config.py):
+    # a bad variable is one line from `rater notify`, and no other command sees it.
+    from ..config import non_negative_float, one_of, port, positive_float, positive_int
+
     d = NotifyConfig()
     e = _env
     p.add_argument("--broker", default=e("RATER_BROKER", d.broker), help="bootstrap servers (RATER_BROKER)")
@@ -61,7 +65,7 @@ def add_notify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic-events", default=e("RATER_TOPIC_EVENTS", d.topic_events), help="(RATER_TOPIC_EVENTS)")
     p.add_argument("--topic-dead-letter", default=e("RATER_NOTIFY_DEAD_LETTER_TOPIC", d.topic_dead_letter),
                    help="where events go after the last try (RATER_NOTIFY_DEAD_LETTER_TOPIC)")  # fmt: skip
-    p.add_argument("--replication", type=int, default=int(e("RATER_REPLICATION", "1") or 1),
+    p.add_argument("--replication", type=positive_int("--replication", "RATER_REPLICATION"), default=e("RATER_REPLICATION") or "1",
                    help="replication factor of the dead-letter topic when it is created (RATER_REPLICATION)")
     p.add_argument("--types", default=e("RATER_NOTIFY_TYPES", ",".join(DEFAULT_TYPES)),
                    help="comma-separated balance event types to notify about (RATER_NOTIFY_TYPES; default: "
@@ -69,36 +73,45 @@ def add_notify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contacts", default=e("RATER_NOTIFY_CONTACTS"),
                    help="tenant_id,email CSV; reloaded when it changes (RATER_NOTIFY_CONTACTS)")
     p.add_argument("--smtp-host", default=e("RATER_NOTIFY_SMTP_HOST"), help="SMTP server; email is off without it (RATER_NOTIFY_SMTP_HOST)")
-    p.add_argument("--smtp-port", type=int, default=int(e("RATER_NOTIFY_SMTP_PORT", "25") or 25), help="(RATER_NOTIFY_SMTP_PORT)")
+    p.add_argument("--smtp-port", type=port("--smtp-port", "RATER_NOTIFY_SMTP_PORT", 1), default=e("RATER_NOTIFY_SMTP_PORT") or "25",
+                   help="(RATER_NOTIFY_SMTP_PORT)")
     p.add_argument("--smtp-from", default=e("RATER_NOTIFY_SMTP_FROM", "rater@localhost"), help="sender address (RATER_NOTIFY_SMTP_FROM)")
     p.add_argument("--smtp-security", choices=("none", "starttls", "ssl"), default=e("RATER_NOTIFY_SMTP_SECURITY", "none"),
+                   type=one_of("--smtp-security", "RATER_NOTIFY_SMTP_SECURITY", ("none", "starttls", "ssl")),
                    help="(RATER_NOTIFY_SMTP_SECURITY)")  # fmt: skip
     p.add_argument("--smtp-username", default=e("RATER_NOTIFY_SMTP_USERNAME"), help="(RATER_NOTIFY_SMTP_USERNAME)")
     p.add_argument("--smtp-password", default=e("RATER_NOTIFY_SMTP_PASSWORD"), help="(RATER_NOTIFY_SMTP_PASSWORD; prefer the variable)")
     p.add_argument("--webhook-url", default=e("RATER_NOTIFY_WEBHOOK_URL"), help="POST every event here; off without it (RATER_NOTIFY_WEBHOOK_URL)")
-    p.add_argument("--webhook-timeout", type=float, default=float(e("RATER_NOTIFY_WEBHOOK_TIMEOUT", "10") or 10),
+    p.add_argument("--webhook-timeout", type=positive_float("--webhook-timeout", "RATER_NOTIFY_WEBHOOK_TIMEOUT"),
+                   default=e("RATER_NOTIFY_WEBHOOK_TIMEOUT") or "10",
                    help="seconds (RATER_NOTIFY_WEBHOOK_TIMEOUT)")  # fmt: skip
     p.add_argument("--state-dir", default=e("RATER_NOTIFY_STATE_DIR", d.state_dir),
                    help="where the ids of handled events are kept (RATER_NOTIFY_STATE_DIR)")
-    p.add_argument("--horizon-days", type=float, default=float(e("RATER_NOTIFY_HORIZON_DAYS", "7") or 7),
+    p.add_argument("--horizon-days", type=positive_float("--horizon-days", "RATER_NOTIFY_HORIZON_DAYS"),
+                   default=e("RATER_NOTIFY_HORIZON_DAYS") or "7",
                    help="how long handled ids are kept (RATER_NOTIFY_HORIZON_DAYS)")  # fmt: skip
-    p.add_argument("--attempts", type=int, default=int(e("RATER_NOTIFY_ATTEMPTS", "5") or 5),
+    p.add_argument("--attempts", type=positive_int("--attempts", "RATER_NOTIFY_ATTEMPTS"), default=e("RATER_NOTIFY_ATTEMPTS") or "5",
                    help="tries of one delivery before the dead letter (RATER_NOTIFY_ATTEMPTS)")
-    p.add_argument("--backoff", type=float, default=float(e("RATER_NOTIFY_BACKOFF", "1") or 1),
+    p.add_argument("--backoff", type=non_negative_float("--backoff", "RATER_NOTIFY_BACKOFF"), default=e("RATER_NOTIFY_BACKOFF") or "1",
                    help="seconds before the 2nd try, doubled for each next one (RATER_NOTIFY_BACKOFF)")
-    p.add_argument("--backoff-max", type=float, default=float(e("RATER_NOTIFY_BACKOFF_MAX", "60") or 60),
+    p.add_argument("--backoff-max", type=non_negative_float("--backoff-max", "RATER_NOTIFY_BACKOFF_MAX"),
+                   default=e("RATER_NOTIFY_BACKOFF_MAX") or "60",
                    help="longest wait between tries (RATER_NOTIFY_BACKOFF_MAX)")
-    p.add_argument("--max-in-flight", type=int, default=int(e("RATER_NOTIFY_MAX_IN_FLIGHT", "10000") or 10000),
+    p.add_argument("--max-in-flight", type=positive_int("--max-in-flight", "RATER_NOTIFY_MAX_IN_FLIGHT"),
+                   default=e("RATER_NOTIFY_MAX_IN_FLIGHT") or "10000",
                    help="events read but not yet handled before reading pauses (RATER_NOTIFY_MAX_IN_FLIGHT)")
     p.add_argument("--web-host", default=e("RATER_NOTIFY_WEB_HOST", d.web_host), help="(RATER_NOTIFY_WEB_HOST)")
-    p.add_argument("--web-port", type=int, default=int(e("RATER_NOTIFY_WEB_PORT", str(d.web_port)) or d.web_port),
+    p.add_argument("--web-port", type=port("--web-port", "RATER_NOTIFY_WEB_PORT"), default=e("RATER_NOTIFY_WEB_PORT") or str(d.web_port),
                    help="/healthz and /metrics (RATER_NOTIFY_WEB_PORT)")  # fmt: skip
-    p.add_argument("--log-format", choices=("text", "json"), default=e("RATER_LOG_FORMAT", "text"), help="(RATER_LOG_FORMAT)")
+    p.add_argument("--log-format", choices=("text", "json"), default=e("RATER_LOG_FORMAT", "text"), help="(RATER_LOG_FORMAT)",
+                   type=one_of("--log-format", "RATER_LOG_FORMAT", ("text", "json")))
     p.add_argument("--log-level", default=e("RATER_LOG_LEVEL", "info"), help="(RATER_LOG_LEVEL)")
-    p.add_argument("--security-protocol", default=e("RATER_SECURITY_PROTOCOL", "PLAINTEXT"),
-                   choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), help="(RATER_SECURITY_PROTOCOL)")
-    p.add_argument("--sasl-mechanism", default=e("RATER_SASL_MECHANISM", "SCRAM-SHA-512"),
-                   choices=("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"), help="(RATER_SASL_MECHANISM)")
+    protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    p.add_argument("--security-protocol", default=e("RATER_SECURITY_PROTOCOL", "PLAINTEXT"), choices=protocols,
+                   type=one_of("--security-protocol", "RATER_SECURITY_PROTOCOL", protocols), help="(RATER_SECURITY_PROTOCOL)")
+    mechanisms = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+    p.add_argument("--sasl-mechanism", default=e("RATER_SASL_MECHANISM", "SCRAM-SHA-512"), choices=mechanisms,
+                   type=one_of("--sasl-mechanism", "RATER_SASL_MECHANISM", mechanisms), help="(RATER_SASL_MECHANISM)")
     p.add_argument("--sasl-username", default=e("RATER_SASL_USERNAME"), help="(RATER_SASL_USERNAME)")
     p.add_argument("--sasl-password", default=e("RATER_SASL_PASSWORD"), help="(RATER_SASL_PASSWORD)")
     p.add_argument("--ssl-cafile", default=e("RATER_SSL_CAFILE"), help="(RATER_SSL_CAFILE)")
