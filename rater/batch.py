@@ -56,6 +56,7 @@ class BatchResult:
     origins: list[Message] = field(default_factory=list)  # the input record of each output
     accounts: dict[str, tuple[int, Account]] = field(default_factory=dict)
     records: Counter = field(default_factory=Counter)  # (topic, outcome)
+    skipped: int = 0  # records ``judged`` said were judged before (a replay): nothing done
 
 
 class BatchProcessor:
@@ -68,6 +69,10 @@ class BatchProcessor:
         self.load = load
         self.max_output_bytes = max_output_bytes
         self.engine = Engine(tables, _Accounts(load), max_record_bytes=max_record_bytes)
+        # The worker's question for a record that names a tenant, while it replays a batch
+        # whose accounts were partly written (``rater/applied.py``): was this record
+        # judged before? Then it is skipped: no outputs, no account change.
+        self.judged: Callable[[Message, bytes], bool] | None = None
 
     @property
     def tables(self) -> RateTables:
@@ -122,6 +127,9 @@ class BatchProcessor:
             if home is not None and home[0] != msg.partition:
                 result.forwards.append((msg, home[0], home[1]))
                 result.records[(msg.topic, "forwarded")] += 1
+                continue
+            if self.judged is not None and home is not None and self.judged(msg, home[1]):
+                result.skipped += 1
                 continue
             key_text = None
             if msg.key is not None:

@@ -83,12 +83,24 @@ def from_stored(d: dict[str, Any]) -> Account:
     )
 
 
-def encode_account(a: Account) -> bytes:
-    return orjson.dumps(to_stored(a))
+def encode_account(a: Account, judged: dict[str, int] | None = None) -> bytes:
+    """The stored form as bytes. ``judged`` (the Kafka worker's): per input topic, the
+    last offset of the account's partition that the batch writing this value had judged
+    (``rater/applied.py``); ``decode_account`` ignores it."""
+    d = to_stored(a)
+    if judged:
+        d["in"] = judged
+    return orjson.dumps(d)
 
 
 def decode_account(data: bytes) -> Account:
     return from_stored(orjson.loads(data))
+
+
+def decode_judged(data: bytes) -> tuple[Account, dict[str, int]]:
+    """``decode_account`` and the ``judged`` offsets the value was written with ({} if none)."""
+    d = orjson.loads(data)
+    return from_stored(d), d.get("in") or {}
 
 
 def to_view(a: Account) -> dict[str, Any]:

@@ -11,6 +11,13 @@ Commit protocol of one batch (``take``, ``handle_batch``, ``_finish``)
    the fetch if a rebalance began since; check each partition's run of offsets against
    the next expected one (``rater/offsets.py``): already-applied records are dropped, a
    hole is sought back over and fetched again.
+   1b. A partition newly assigned starts at its committed offset, or after its applied
+   mark (step 4C) if that is further (``_resume_at``): those records were judged, and
+   their outputs and accounts are durable.
+   1c. Up to the partition's end at that start, a record whose tenant's stored account
+   was written by a batch that had judged the record (the account's ``"in"`` offsets,
+   step 4B) is skipped (``_judged_before``): a crash inside step 4 wrote that account and
+   not the mark.
 2. Apply: ``BatchProcessor`` routes, decodes, validates and applies the records to the
    accounts (cached, in flight, or read from the table), in memory; then every write of
    steps 3 and 4 is made into bytes (``_writes``). Nothing has been written. The batch is
@@ -21,20 +28,29 @@ Commit protocol of one batch (``take``, ``handle_batch``, ``_finish``)
 3. Produce the outputs (rated CDRs, balance events, recharge requests, rejects) and the
    misrouted records forwarded to their partition, and wait until Kafka has acknowledged
    every one (``acks=all``).
-4. Write each changed account once onto the table's changelog topic, one record per
-   account holding its balance, lots *and* the ids it has applied (id segments first,
-   ``rater/idstore.py``); wait for every acknowledgement; then write the same values and
-   the changelog offset into the local RocksDB store, one atomic batch per partition.
+4. A: id segments (``rater/idstore.py``), acknowledged. B: each changed account once
+   onto the table's changelog topic, one record per account holding its balance, lots,
+   the ids it has applied *and* the batch's last offsets of its partition. C, sent with B
+   and after the accounts of its partition: each input partition's applied mark, the
+   batch's last offset there (``rater/applied.py``). Wait for every acknowledgement; then
+   write the same values and the changelog offset into the local store, one atomic batch
+   per partition.
 5. Commit the batch's offsets (``_commit_positions``: after a batch at most once a
    second, on a 1 s timer, and on revocation). Only offsets whose step 4 is done.
 
 A crash before 3 completes: nothing is committed; the batch is consumed again from the
 same state and gives the same outputs, with the same ids. Between 3 and 4: outputs are
 out, the state is not; the replay applies the records again from the old state and writes
-the same outputs again (same ids, same content: consumers drop repeats). Inside 4, after
+the same outputs again (same ids, same content: consumers drop repeats; only a record
+near the 24-hour future limit depends on the clock, ``docs/crash-safety.md``). Inside 4, after
 an acknowledgement and before the local write: faust's recovery brings the local store
-up to the changelog. Between 4 and 5: state is saved, offsets are not; the replay finds
-every id in the account and applies nothing (outputs were written in 3). After 5: done.
+up to the changelog. Inside 4B, some accounts of a partition written and no mark: their
+tenants' records are skipped (1c), the others applied again from the old state. Between
+4 and 5: state is saved, offsets are not; the worker resumes
+after the applied mark and judges none of the batch's records again (outputs were written
+in 3): a rejected record would otherwise be judged against the state its own batch left
+(an account created after it, a request made after its answer, a later clock). After 5:
+done.
 So each debit lands exactly once in the account, and each output is written at least
 once with a stable id. Any exception ends the process, so no half-done batch is followed
 by another (the batch rated meanwhile was not handed over, and is replayed too). The
@@ -66,7 +82,7 @@ from faust.streams import _current_event
 from faust.types import TP
 from prometheus_client.registry import CollectorRegistry
 
-from . import gctune, intake, ledger, web
+from . import applied, gctune, intake, ledger, web
 from .batch import BatchProcessor, BatchResult, Message, Topics
 from .native_engine import NativeBatchProcessor
 from .native_engine import choose as choose_engine
@@ -78,8 +94,9 @@ from .metrics import WorkerStats, tenant_state
 from .offsets import Continuity
 from .partitioning import partition_for
 from .rates import RateTables, check_rate_tables
+from .records import TENANT_RE
 from .sending import send_all, send_outputs
-from .state import decode_account, encode_account
+from .state import decode_account, decode_judged, encode_account
 
 log = logging.getLogger("rater")
 
@@ -89,6 +106,12 @@ COMMIT_EVERY = 1.0  # seconds between offset commits of finished batches
 # without waiting for the whole of the next batch.
 YIELD_EVERY = 100
 _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
+# Fault injection for the crash tests (``tests/test_replay.py``): ``after-step-4`` ends the
+# process right after the first input batch's step 4, before its offsets can be committed;
+# ``inside-step-4`` ends it after the first account record of that batch is on the
+# changelog and in the store, before the others and the applied marks (a SIGKILL at exactly
+# that moment). Never set in production.
+_FAILPOINT = os.environ.get("RATER_FAILPOINT", "")
 # Per partition database. faust's defaults are 3 write buffers of 64 MiB and a 2 GiB block
 # cache for *each* partition, so RSS grows with write volume up to gigabytes; these bound a
 # worker's RocksDB memory to about 8 x (2 x 8 + 16) MiB with 8 partitions. Accounts are
@@ -174,6 +197,10 @@ class RaterWorker:
         self.positions: dict[tuple[str, int], int] = {}  # last offset processed
         self.cache: dict[str, tuple[ledger.Account, dict]] = {}  # tenant -> (account, its durable ids)
         self.continuity = Continuity()
+        # Input partitions that may hold records a crashed batch judged and partly wrote
+        # (step 1c): (topic, partition) -> (first, last) offsets where a record may be one.
+        self.suspect: dict[tuple[str, int], tuple[int, int]] = {}
+        self.judged_in: dict[str, dict] = {}  # tenant -> offsets its stored value was judged through, if suspect
         self.generation = -1
         self.rescan = True
         self.last_commit = 0.0
@@ -318,7 +345,11 @@ class RaterWorker:
         raw = self._get_raw(tenant.encode())
         if raw is None:
             return None
-        acct = decode_account(raw)
+        if self.suspect:
+            acct, judged = decode_judged(raw)
+            self._note_judged(tenant, judged)
+        else:
+            acct = decode_account(raw)
         durable = self.segments.wrap(acct)
         self.durable[tenant] = durable
         self._remember_account(tenant, acct, durable)
@@ -401,13 +432,15 @@ class RaterWorker:
             if generation != self.generation:
                 self.generation = generation
                 self.continuity.reset()
+                self.suspect.clear()
+                self.judged_in.clear()
             active = self._active_tps()
             messages: list[Message] = []
             seeks: dict[TP, int] = {}
             new = [tp for tp in chunks if tp in active and not self.continuity.knows(tp)]
             if new:
-                for tp, start in (await self._start_offsets(new)).items():
-                    self.continuity.start(tp, start)
+                for tp, committed in (await self._start_offsets(new)).items():
+                    self.continuity.start(tp, self._resume_at(tp, committed))
             for tp, records in chunks.items():
                 if tp not in active:
                     continue  # revoked, or not ours yet: the assignment seeks it to committed
@@ -427,6 +460,71 @@ class RaterWorker:
                 await consumer.seek_wait(seeks)
             if messages:
                 await self.handle_batch(messages, arrived)
+
+    def _resume_at(self, tp: TP, committed: int) -> int:
+        """Step 1b: where a newly assigned partition resumes. Its committed offset, unless
+        the accounts table's applied mark (``rater/applied.py``) is at or past it: the
+        worker that wrote the mark crashed between step 4 and step 5, the records up to
+        the mark have their outputs acknowledged (step 3) and their accounts durable
+        (step 4), and judging them again against the newer state could change their
+        outcome. They are skipped (the continuity check drops them: below the expected
+        offset) and their offsets become committable."""
+        key = (tp.topic, tp.partition)
+        mark = self._applied_mark(tp.topic, tp.partition)
+        start = applied.resume_offset(committed, mark)
+        if start > committed:
+            self.positions[key] = max(self.positions.get(key, -1), start - 1)
+            log.info("%s/%d: applied up to offset %d before the last commit (%d); resuming at %d",
+                     tp.topic, tp.partition, start - 1, committed, start)  # fmt: skip
+        # Step 1c: a batch past the mark may have written some of its accounts before a
+        # crash (step 4 sends more than one producer batch to a partition when its
+        # accounts pass 1 MB). Each account value says how far its batch had judged its
+        # partition; up to what Kafka held at this start, a record whose tenant's stored
+        # account was judged past it is skipped (``_judged_before``).
+        try:
+            high = self.app.consumer.highwater(tp)
+        except Exception:
+            high = None
+        if high is None or start < high:
+            self.suspect[key] = (start, high - 1 if high is not None else 2**62)
+        return start
+
+    def _note_judged(self, tenant: str, judged: dict) -> None:
+        """Step 1c, on reading an account from the store: remember how far the batch that
+        wrote it had judged, if that may be past where its partition resumed (or the
+        other input topic's partition has not started yet). Keeping more is harmless: a
+        value written by a batch that finished step 4 was judged only up to the mark,
+        below every record of the suspect range."""
+        partition = partition_for(tenant.encode(), self.cfg.partitions)
+        for topic, offset in judged.items():
+            span = self.suspect.get((topic, partition))
+            if span is None or offset >= span[0]:
+                self.judged_in[tenant] = judged
+                return
+
+    def _judged_before(self, msg: Message, key: bytes) -> bool:
+        """Step 1c, per record of a suspect range: judged by the crashed batch whose write
+        of this tenant's account landed (its outputs were acknowledged in step 3 before)."""
+        span = self.suspect.get((msg.topic, msg.partition))
+        if span is None or msg.offset > span[1]:
+            return False
+        tenant = key.decode("utf-8", "replace")
+        if not TENANT_RE.fullmatch(tenant):
+            return False  # not a tenant's key (the record is rejected, whatever the state)
+        self.processor.engine.accounts.get(tenant)  # read it now (``_load`` notes its offsets)
+        judged = self.judged_in.get(tenant)
+        return judged is not None and judged.get(msg.topic, -1) >= msg.offset
+
+    def _applied_mark(self, topic: str, partition: int) -> int | None:
+        """The applied mark of an input partition: as the last batch handed over wrote
+        it, else as the store holds it (from the changelog, after faust's recovery)."""
+        key = applied.mark_key(topic, partition)
+        found, value = self.in_flight.get(key)
+        if not found:
+            store = self.accounts.data
+            db_for = getattr(store, "_db_for_partition", None)
+            value = db_for(partition).get(key) if db_for is not None else store.get(key)
+        return applied.decode_mark(value)
 
     async def _start_offsets(self, tps: list[TP]) -> dict[TP, int]:
         """Where newly assigned partitions start: the committed offset, else the log start,
@@ -463,21 +561,31 @@ class RaterWorker:
         # Step 2: apply, in memory, and work out every write of steps 3 and 4. While the
         # previous batch is being written, let its acknowledgements in every few records.
         processor = self.processor
+        processor.judged = self._judged_before if self.suspect else None
         result = processor.begin()
         for i in range(0, len(messages), YIELD_EVERY):
             processor.feed(result, messages[i : i + YIELD_EVERY], now)
             if self.finishing is not None and not self.finishing.done():
                 await asyncio.sleep(0)
         processor.end(result)
-        writes = self._writes(result)
+        positions: dict[tuple[str, int], int] = {}
+        for m in messages:
+            positions[(m.topic, m.partition)] = m.offset
+        if self.suspect:
+            for key, offset in positions.items():
+                span = self.suspect.get(key)
+                if span is not None and offset >= span[1]:
+                    del self.suspect[key]
+            if not self.suspect:
+                self.judged_in.clear()
+        if result.skipped:
+            log.info("skipped %d record(s) judged before a crash (their accounts were written)", result.skipped)
+        writes = self._writes(result, positions)
         writes.arrived, writes.t0, writes.t1 = arrived, t0, time.monotonic()
         if _DEBUG_BATCHES:  # how old the records were when the batch began (their Kafka timestamps)
             stamps = [m.timestamp for m in messages]
             writes.ages = (now // 1000 - max(stamps), now // 1000 - min(stamps))
         writes.messages = len(messages)
-        positions = writes.positions
-        for m in messages:
-            positions[(m.topic, m.partition)] = m.offset
         # The previous batch's steps 3 to 5 ran while this one was applied: wait for them.
         await self._drain()
         writes.handed = time.monotonic()
@@ -512,14 +620,24 @@ class RaterWorker:
             if w.produce:
                 await self._send_outputs(w)
             t3 = time.monotonic()
-            # Step 4: id segments, then the accounts, onto the changelog and into the store.
+            # Step 4: A id segments, then B the accounts and C the applied marks (one list,
+            # marks last in their partition), onto the changelog and into the store.
             if w.segments:
                 await self._deliver(w.segments)
+            if _FAILPOINT == "inside-step-4" and w.messages and w.accounts:
+                await self._deliver(w.accounts[:1])
+                log.warning("failpoint inside-step-4: exiting after 1 of %d changelog record(s)", len(w.accounts))
+                logging.shutdown()
+                os._exit(75)
             if w.accounts:
                 await self._deliver(w.accounts)
             self.in_flight.done(w.segments)
             self.in_flight.done(w.accounts)
             done = time.monotonic()
+            if _FAILPOINT == "after-step-4" and w.messages:
+                log.warning("failpoint after-step-4: exiting before the offsets of %d record(s) are committed", w.messages)
+                logging.shutdown()
+                os._exit(75)
         except BaseException:
             # Nothing of this batch is committed: stop hard and let a restart replay it.
             log.exception("writing a batch failed; stopping the worker so the batch is replayed")
@@ -557,6 +675,8 @@ class RaterWorker:
             for tp in revoked:
                 self.positions.pop((tp.topic, tp.partition), None)
             self.continuity.reset()
+            self.suspect.clear()
+            self.judged_in.clear()
             self.cache.clear()  # another worker may change these accounts from now on
 
     async def _commit_positions(self) -> None:
@@ -610,10 +730,14 @@ class RaterWorker:
             self.producer = None  # its sequence numbers are broken by the refused batch
             await producer.stop()
 
-    def _writes(self, result: BatchResult) -> _Writes:
+    def _writes(self, result: BatchResult, positions: dict[tuple[str, int], int] | None = None) -> _Writes:
         """Every write of steps 3 and 4 for ``result``, as bytes, taken from the accounts
-        now: the next batch changes the same account objects while these are written."""
+        now: the next batch changes the same account objects while these are written.
+        ``positions``: the batch's last offset of each input partition (none for the
+        sweep), written as applied marks after the accounts (step 4, phase C)."""
         w = _Writes()
+        if positions:
+            w.positions = positions
         w.records = result.records
         produce = w.produce
         for msg, partition, key in result.forwards:
@@ -625,21 +749,27 @@ class RaterWorker:
         for topic, key, value in result.outputs:
             produce.append((topic, None, key, value, None))
         accounts = result.accounts
-        if not accounts:
-            return w
         changelog = self.accounts.changelog_topic.get_topic_name()
         # Phase A: id segments the accounts will stop holding (``IdSegments.plan``).
         for tenant, (partition, acct) in accounts.items():
             durable = self.durable.pop(tenant, {})
             for key, value in self.segments.plan(acct, durable, self.processor.engine.horizon):
                 w.segments.append((changelog, partition, key, value, None))
-        # Phase B: the accounts.
+        # Phase B: the accounts, each with how far its batch judged its partition (step 1c).
+        judged: dict[int, dict[str, int]] = {}
+        for (topic, partition), offset in w.positions.items():
+            judged.setdefault(partition, {})[topic] = offset
         tenant_states = self.stats.tenant_state
         for tenant, (partition, acct) in accounts.items():
-            key, value = tenant.encode(), encode_account(acct)
+            key, value = tenant.encode(), encode_account(acct, judged.get(partition))
             w.accounts.append((changelog, partition, key, value, None))
             tenant_states[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
             self._note_due(tenant, acct)
+        # Phase C: how far each input partition is applied (``rater/applied.py``), in the
+        # same changelog partition as the accounts and after them, so a mark that is
+        # durable vouches for every account written before it. Sent with phase B.
+        for (topic, partition), offset in w.positions.items():
+            w.accounts.append((changelog, partition, applied.mark_key(topic, partition), applied.encode_mark(offset), None))
         return w
 
     async def _deliver(self, records: list) -> None:
@@ -756,8 +886,8 @@ class RaterWorker:
             items = list(store.items())
         n = 0
         for key, value in items:
-            if value is None or key.startswith(b"__faust") or is_segment_key(key):
-                continue  # faust keeps its offsets here too; id segments are not accounts
+            if value is None or key.startswith(b"__faust") or is_segment_key(key) or applied.is_mark_key(key):
+                continue  # faust keeps its offsets here too; id segments and applied marks are not accounts
             tenant = key.decode()
             if partition_for(key, self.cfg.partitions) not in owned:
                 continue

@@ -4,18 +4,29 @@ restarted at random moments, compared with ``rater rate`` on the same input.
     python -m tests.chaos --records 200000 --tenants 1000 --kills 10      # make chaos
     (tests/test_chaos.py runs a small size of it in CI)
 
+The stream (``generate``) holds, besides CDRs, commands, auto-recharge answers, platform
+retries and bad records, records whose outcome depends on state that later records change
+(issue 12, with ``depends=True``, as the kill loop runs it): tenants whose account is
+created mid-stream, after calls of theirs (``unknown_tenant``); tenants whose rate plan
+changes back and forth mid-stream between ``standard-usd`` and a narrow plan without
+India and Germany (``no_rate``, ``chaos-narrow-usd``, written into the work dir's rate
+tables); and payment answers that may come before their request (``unknown_request``).
+A replay that judged any of them again against the newer state would differ.
+
 What it checks, after the stream is fully consumed:
 - every tenant's account (``GET /tenants/<id>``) equals ``balances.json`` of the offline
   run, to the micro-unit;
 - every rated CDR, balance event and recharge request of the offline run was written at
-  least once; repeats have the same event_id and the same content; nothing else was
-  written; rejects match on reason, detail and raw bytes.
+  least once; nothing else was written; rejects match on reason, detail and raw bytes;
+- every ``event_id`` written more than once (rated CDRs, balance events, recharge
+  requests and rejects alike) carries byte-identical content each time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import os
 import random
 import shutil
@@ -42,9 +53,36 @@ def _iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def generate(path: str, records: int, tenants: int, seed: int) -> None:
+NARROW_PLAN = "chaos-narrow-usd"
+# A USD plan without India (+91) and Germany (+49): the calls of ``generate``'s numbers
+# there are ``no_rate`` while a tenant is on it.
+NARROW_CSV = """call_type,prefix,destination,currency,rate_per_minute,connection_fee,first_increment,next_increment
+international,44,United Kingdom,USD,0.0500,0,60,60
+conference_dialout,1,United States / Canada,USD,0.0150,0,60,60
+toll_free,1800,United States toll free,USD,0.0200,0,60,60
+domestic,1,United States,USD,0.0100,0,60,60
+"""
+
+
+def rate_tables(work: str) -> str:
+    """The project's rate tables and the narrow plan, in ``work``/rates."""
+    out = os.path.join(work, "rates")
+    os.makedirs(out, exist_ok=True)
+    for path in glob.glob(os.path.join(ROOT, "rate_tables", "*.csv")):
+        shutil.copy(path, out)
+    with open(os.path.join(out, f"{NARROW_PLAN}.csv"), "w") as f:
+        f.write(NARROW_CSV)
+    return out
+
+
+def generate(path: str, records: int, tenants: int, seed: int, depends: bool = False) -> None:
     """Setup commands, then CDRs with auto-recharge answers and a few bad records, with
-    event times in the last day (so nothing is too far ahead of any processing clock)."""
+    event times in the last day (so nothing is too far ahead of any processing clock).
+
+    ``depends``: also records whose outcome depends on later records (see the module
+    docstring); the rate tables must then include ``NARROW_PLAN`` (``rate_tables``).
+    One tenant in ten (index 1 mod 10) is created mid-stream; one in ten (3 mod 10)
+    switches plans."""
     rng = random.Random(seed)
     base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=26)
     numbers = [("international", "+442071234567"), ("international", "+4915112345678"),
@@ -52,6 +90,8 @@ def generate(path: str, records: int, tenants: int, seed: int) -> None:
                ("domestic", "+14155550123"), ("international", "+919876543210")]  # fmt: skip
     names = [f"c{i:05d}" for i in range(tenants)]
     requests = Counter()
+    late = {t: rng.randrange(0, max(records // 2, 1)) for i, t in enumerate(names) if depends and i % 10 == 1}
+    on_narrow: dict[str, bool] = {}
     n = 0
     with open(path, "wb") as f:
         def put(rec) -> None:
@@ -59,24 +99,35 @@ def generate(path: str, records: int, tenants: int, seed: int) -> None:
             f.write((rec if isinstance(rec, bytes) else orjson.dumps(rec)) + b"\n")
             n += 1
 
-        for i, t in enumerate(names):
+        def setup(i: int, t: str, at: datetime) -> None:
             cfg = {"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account",
-                   "occurred_at": _iso(base), "rate_plan": "standard-usd", "low_balance_threshold": "10",
+                   "occurred_at": _iso(at), "rate_plan": "standard-usd", "low_balance_threshold": "10",
                    "included_domestic_minutes": 30}  # fmt: skip
             if i % 2 == 0:
                 cfg["auto_recharge"] = {"enabled": True, "threshold": "5", "amount": "20",
                                         "payment_method": {"type": "card", "expires": "2030-12"}}  # fmt: skip
             put(cfg)
             put({"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds",
-                 "occurred_at": _iso(base), "amount": str(rng.choice([5, 15, 30]))})  # fmt: skip
+                 "occurred_at": _iso(at), "amount": str(rng.choice([5, 15, 30]))})  # fmt: skip
+
+        for i, t in enumerate(names):
+            if t not in late:
+                setup(i, t, base)
         step = timedelta(hours=24) / max(records, 1)
         i = 0
         while n < records:
             at = base + timedelta(minutes=1) + step * i
+            for t in [t for t, when in late.items() if when <= i]:  # accounts created mid-stream
+                del late[t]
+                setup(int(t[1:]), t, at)
             i += 1
             t = rng.choice(names)
             roll = rng.random()
-            if roll < 0.002:
+            if depends and roll < 0.1 and int(t[1:]) % 10 == 3:  # a plan change mid-stream
+                on_narrow[t] = not on_narrow.get(t, False)
+                put({"command_id": f"{t}-plan-{i}", "tenant_id": t, "command": "configure_account",
+                     "occurred_at": _iso(at), "rate_plan": NARROW_PLAN if on_narrow[t] else "standard-usd"})  # fmt: skip
+            elif roll < 0.002:
                 put(b'{"cdr_id": "broken", ')
             elif roll < 0.004:
                 put({"cdr_id": f"x{i}", "tenant_id": "nobody", "call_type": "international",
@@ -112,6 +163,7 @@ class Report:
     seconds: float = 0.0
     repeats: dict = field(default_factory=dict)  # output kind -> records written more than once
     segments: int = 0  # id segments cut (rater/idstore.py): tenants with >= 2,000 ids did
+    rejects: Counter = field(default_factory=Counter)  # reason -> rejects of the offline run
     mismatches: list = field(default_factory=list)
 
     def ok(self) -> bool:
@@ -119,10 +171,11 @@ class Report:
 
 
 class WorkerProcess:
-    def __init__(self, bootstrap: str, app_id: str, topics: dict, state_dir: str, log_path: str, partitions: int):
+    def __init__(self, bootstrap: str, app_id: str, topics: dict, state_dir: str, log_path: str, partitions: int,
+                 rates: str = os.path.join(ROOT, "rate_tables")):  # fmt: skip
         self.port = _free_port()
         self.args = RATER + [
-            "worker", "--broker", bootstrap, "--rates", os.path.join(ROOT, "rate_tables"),
+            "worker", "--broker", bootstrap, "--rates", rates,
             "--state-dir", state_dir, "--web-port", str(self.port), "--partitions", str(partitions),
             "--app-id", app_id, "--standby-replicas", "0", "--sweep-interval", "3600",
         ] + [x for k, v in topics.items() for x in (f"--topic-{k}", v)]  # fmt: skip
@@ -273,7 +326,8 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
     called between the accounts and the outputs (the kill loop stops its worker there).
 
     Returns (mismatches, repeats): a list of differences, empty when the run matches, and
-    per output kind how many records were written more than once (same id, same content).
+    per output kind how many records were written more than once (same id, and the same
+    bytes: a repeat with other bytes is a mismatch, for rejects too).
     """
     mismatches: list[str] = []
     repeats: dict[str, int] = {}
@@ -296,8 +350,9 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
             first = seen.setdefault(rec["event_id"], value)
             if first is not value:
                 n_repeats += 1
-                if orjson.loads(first) != rec:
-                    mismatches.append(f"{kind}: event {rec['event_id']} repeated with other content")
+                if first != value:
+                    mismatches.append(f"{kind}: event {rec['event_id']} repeated with other content: "
+                                      f"{first[:300]!r} then {value[:300]!r}")  # fmt: skip
         repeats[kind] = n_repeats
         expected = {}
         with open(os.path.join(offline_dir, name), "rb") as f:
@@ -315,7 +370,13 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
         if differ:
             mismatches.append(f"{kind}: {len(differ)} records differ from the offline run")
     raw = asyncio.run(_read_topic(bootstrap, _topic(topics, "rejects")))
-    by_id = {orjson.loads(v)["event_id"]: orjson.loads(v) for v in raw}
+    first_bytes: dict[str, bytes] = {}
+    for value in raw:
+        event_id = orjson.loads(value)["event_id"]
+        first = first_bytes.setdefault(event_id, value)
+        if first is not value and first != value:
+            mismatches.append(f"rejects: {event_id} repeated with other content: {first[:300]!r} then {value[:300]!r}")
+    by_id = {k: orjson.loads(v) for k, v in first_bytes.items()}
     repeats["rejects"] = len(raw) - len(by_id)
     got_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in by_id.values())
     with open(os.path.join(offline_dir, "rejects.jsonl"), "rb") as f:
@@ -336,12 +397,16 @@ def run_kill_loop(bootstrap: str, records: int, tenants: int, kills: int, seed: 
     topics = {k: f"{app_id}-{v}" for k, v in (("cdrs", "cdrs"), ("commands", "cmds"), ("rated", "rated"),
                                               ("events", "events"), ("requests", "requests"), ("rejects", "rejects"))}  # fmt: skip
     inp = os.path.join(work, "input.jsonl")
-    generate(inp, records, tenants, seed)
+    rates = rate_tables(work)
+    generate(inp, records, tenants, seed, depends=True)
     report = Report(records=sum(1 for _ in open(inp, "rb")))
     offline_out = os.path.join(work, "offline")
-    subprocess.run(RATER + ["rate", "--rates", os.path.join(ROOT, "rate_tables"), "--out", offline_out, inp],
+    subprocess.run(RATER + ["rate", "--rates", rates, "--out", offline_out, inp],
                    check=True, cwd=ROOT, stderr=subprocess.DEVNULL)  # fmt: skip
-    worker = WorkerProcess(bootstrap, app_id, topics, os.path.join(work, "state"), os.path.join(work, "worker.log"), partitions)
+    with open(os.path.join(offline_out, "rejects.jsonl"), "rb") as f:
+        report.rejects = Counter(orjson.loads(line)["reason"] for line in f)
+    worker = WorkerProcess(bootstrap, app_id, topics, os.path.join(work, "state"), os.path.join(work, "worker.log"),
+                           partitions, rates)  # fmt: skip
     worker.start()
     worker.wait_ready()
     producer = _produce(bootstrap, inp, topics["cdrs"])
@@ -395,7 +460,7 @@ def main() -> int:
         for run in range(args.runs):
             r = run_kill_loop(bootstrap, args.records, args.tenants, args.kills, seed=args.seed + run)
             print(f"run {run + 1}: {r.records:,} records, {r.kills} kills, {r.seconds:.0f} s, "
-                  f"repeats {r.repeats}, {r.segments} id segments, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}")  # fmt: skip
+                  f"repeats {r.repeats}, {r.segments} id segments, offline rejects {dict(r.rejects)}, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}")  # fmt: skip
             failures += not r.ok()
     finally:
         if info is not None:

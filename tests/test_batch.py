@@ -81,3 +81,26 @@ def test_a_batch_fed_in_parts_gives_what_one_process_gives(tmp_path):
     assert list(parts.accounts) == ["acme"]
     assert parts.accounts["acme"][1].balance == 5_000_000 - 120_000  # two minutes at 0.06
     assert parts.records == {("cdrs", "applied"): 4}
+
+
+def test_a_record_the_worker_says_was_judged_before_is_skipped_and_writes_nothing(tmp_path):
+    # The worker's step 1c (rater/worker.py): after a crash inside step 4, records whose
+    # account was written are not judged again. Here offsets up to 1 count as judged.
+    proc, _ = _processor(tmp_path)
+    p = _java_partition(b"acme", 4)
+    asked = []
+
+    def judged(msg, key):
+        asked.append((msg.offset, key))
+        return msg.offset <= 1
+
+    proc.judged = judged
+    msgs = [_msg(cdr("c0", "+442071234567", 60), p, 0), _msg(configure(), p, 1), _msg(funds("5", "f1"), p, 2),
+            _msg(cdr("c1", "+442071234567", 60), p, 3)]  # fmt: skip
+    result = proc.process(msgs, NOW)
+    assert asked == [(0, b"acme"), (1, b"acme"), (2, b"acme"), (3, b"acme")]
+    assert result.skipped == 2
+    # Offset 1 (the account's creation) skipped: the funds and the call find no account.
+    assert [orjson.loads(v)["reason"] for t, _k, v in result.outputs] == ["unknown_tenant", "unknown_tenant"]
+    assert result.accounts == {}
+    assert result.records == {("cdrs", "rejected"): 2}

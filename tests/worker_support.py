@@ -111,6 +111,7 @@ class RaterWorker:
         name: str = "worker",
         ready_timeout: float = READY_TIMEOUT,
         precreate_inputs: bool = False,
+        env: dict[str, str] | None = None,
     ):
         self.broker = broker
         self.topics = topics or WorkerTopics.unique(name)
@@ -124,6 +125,7 @@ class RaterWorker:
         self.name = name
         self.ready_timeout = ready_timeout
         self.precreate_inputs = precreate_inputs
+        self.env = dict(env or {})  # extra environment of the next start (e.g. RATER_FAILPOINT)
         self.log_path = Path(self._tmp.name) / "worker.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -164,7 +166,7 @@ class RaterWorker:
         log = open(self.log_path, "ab")
         log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
         log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         try:
             self.proc = subprocess.Popen(
                 self.command(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
