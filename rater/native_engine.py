@@ -169,6 +169,7 @@ class NativeBatchProcessor(BatchProcessor):
         self.load = load
         self.max_output_bytes = max_output_bytes
         self.engine = NativeEngine(tables, max_record_bytes=max_record_bytes)  # type: ignore[assignment]
+        self.judged: Callable[[Message, bytes], bool] | None = None  # as BatchProcessor's
         self._loaded: dict[str, Account] = {}
         self._changed: dict[str, int] = {}
 
@@ -201,6 +202,9 @@ class NativeBatchProcessor(BatchProcessor):
             if home is not None and home[0] != msg.partition:
                 result.forwards.append((msg, home[0], home[1]))
                 result.records[(msg.topic, "forwarded")] += 1
+                continue
+            if self.judged is not None and home is not None and self.judged(msg, home[1]):
+                result.skipped += 1
                 continue
             key_text = msg.key.decode("utf-8", "replace") if msg.key is not None else None
             source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}

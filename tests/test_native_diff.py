@@ -451,3 +451,21 @@ def test_an_output_over_the_size_bound_is_replaced_by_the_same_reject(test_table
     # The rated CDR's place holds its reject; the call went below zero (no funds): below_zero.
     assert [t for t, _k, _v in b.outputs] == ["rater-rejects", "balance-events"]
     assert encode_account(a.accounts["t1"][1]) == encode_account(b.accounts["t1"][1])
+
+
+def test_records_judged_before_are_skipped_alike(test_tables):
+    """The worker's replay skip (rater/applied.py): both batch steps skip the same records."""
+    recs = [orjson.dumps({"command_id": "c", "tenant_id": "t1", "command": "configure_account",
+                          "occurred_at": "2026-11-01T00:00:00Z", "rate_plan": "test-usd"}),
+            orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds",
+                          "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"}),
+            b'{' + _CDR + b'}']  # fmt: skip
+    msgs = [Message("cdrs", 0, i, b"t1", r) for i, r in enumerate(recs)]
+    results = []
+    for cls in (BatchProcessor, NativeBatchProcessor):
+        proc = cls(test_tables, 1, Topics(), _Store().load)
+        proc.judged = lambda msg, key: msg.offset <= 1
+        results.append(proc.process(msgs, NOW))
+    a, b = results
+    assert a.skipped == b.skipped == 2
+    assert a.outputs == b.outputs and a.records == b.records and a.accounts.keys() == b.accounts.keys()
