@@ -170,6 +170,8 @@ class NativeBatchProcessor(BatchProcessor):
         self.max_output_bytes = max_output_bytes
         self.engine = NativeEngine(tables, max_record_bytes=max_record_bytes)  # type: ignore[assignment]
         self.judged: Callable[[Message, bytes], bool] | None = None  # as BatchProcessor's
+        # The worker reads an account through the engine's accounts (``_judged_before``).
+        self.engine.accounts = _LoadedAccounts(self)  # type: ignore[attr-defined]
         self._loaded: dict[str, Account] = {}
         self._changed: dict[str, int] = {}
 
@@ -244,3 +246,20 @@ class NativeBatchProcessor(BatchProcessor):
         self._changed.clear()
         _ = self.engine.tally  # fold the batch's counts into the tally the worker reads
         return result
+
+
+class _LoadedAccounts:
+    """``BatchProcessor.engine.accounts`` for the native batch step: ``get`` loads through
+    the worker's ``load`` (as the Python step's accounts do), within the batch."""
+
+    def __init__(self, processor: NativeBatchProcessor):
+        self._processor = processor
+
+    def get(self, tenant: str, default: Any = None) -> Account | None:
+        p = self._processor
+        acct = p._loaded.get(tenant)
+        if acct is None:
+            acct = p.load(tenant)
+            if acct is not None:
+                p._loaded[tenant] = acct
+        return acct if acct is not None else default
