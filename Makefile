@@ -3,14 +3,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The native engine (native/, Rust via PyO3): built into the venv when cargo is on PATH.
+NATIVE_STAMP := $(VENV)/.native
+NATIVE_SRC   := $(wildcard native/src/*.rs) native/Cargo.toml native/pyproject.toml
+CARGO_MISSING := cargo is not on PATH (install Rust: https://rustup.rs); the native engine is not built
 BENCH_STAMP := $(VENV)/.bench-installed
 # Every transitive dependency pinned (mode-streaming, aiohttp, ...), the same here, in CI
 # and in the Docker image; regenerate with `make constraints`.
 CONSTRAINTS := constraints.txt
 
-.PHONY: venv lint test test-fast test-all demo chaos bench bench-venv constraints check-rates broker-start broker-stop promtool clean
+.PHONY: venv lint native native-check test test-fast test-all demo chaos bench bench-venv constraints check-rates broker-start broker-stop promtool clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(NATIVE_STAMP)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rater needs Python 3.11 or newer")'
@@ -18,6 +22,21 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[test]'
 	@touch $(STAMP)
+
+## The native engine, release profile, into the venv; without cargo rater runs the Python engine.
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
+	@if command -v cargo >/dev/null; then \
+		$(PY) -m pip install -q ./native && touch $(NATIVE_STAMP); \
+	else echo "make: $(CARGO_MISSING)"; fi
+
+native: $(NATIVE_STAMP)
+
+## The crate's own checks: clippy with warnings as errors, and its unit tests.
+native-check:
+	@command -v cargo >/dev/null || { echo "make: $(CARGO_MISSING)"; exit 1; }
+	cd native && PYO3_PYTHON=$(abspath $(PY)) nice cargo clippy --all-targets --features python -- -D warnings
+	cd native && nice cargo clippy --all-targets -- -D warnings
+	cd native && nice cargo test -q
 
 ## The benchmark's extras (matplotlib, py-spy, mypy...), only for `make bench`.
 bench-venv: $(BENCH_STAMP)
@@ -31,7 +50,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 ## The whole suite (real Kafka broker included), with slow scenarios at their small CI size.
-test: venv
+test: venv native-check
 	$(PY) -m pytest -q -m "not slow"
 
 ## The core only: no broker (under a minute on 2 cores).
@@ -87,4 +106,4 @@ promtool: .tools/bin/promtool
 	cd .tools/src/prometheus && GOFLAGS=-mod=mod go build -o ../../bin/promtool ./cmd/promtool
 
 clean:
-	rm -rf $(VENV) .kafka/dev .pytest_cache .hypothesis build *.egg-info .tools
+	rm -rf $(VENV) native/target .kafka/dev .pytest_cache .hypothesis build *.egg-info .tools

@@ -123,7 +123,9 @@ def load(mode: str) -> dict | None:
 def summary(res: dict) -> dict[str, Any]:
     runs = res["runs"]
     s: dict[str, Any] = {}
-    for key in ("worker", "relay_batch", "relay_send", "offline"):
+    for key in ("worker", "relay_batch", "relay_send", "offline", "offline_python"):
+        if key not in runs[0]:  # results from before the native engine: no python offline run
+            continue
         s[key] = {f: med([r[key].get(f) for r in runs]) for f in runs[0][key] if isinstance(runs[0][key][f], (int, float))}
     s["worker_finished"] = all(r["worker"]["finished"] for r in runs)
     s["worker_capped_runs"] = sum(not r["worker"]["finished"] for r in runs)
@@ -176,6 +178,10 @@ def verdicts(res: dict, s: dict) -> list[list[str]]:
     off = s["offline"]["rate"]
     rows.append(["`rater rate` ≥ 100,000 records/s", f"{off:,.0f} records/s",
                  "met" if off >= TARGETS["offline_rate"] else f"missed: {TARGETS['offline_rate'] / off:,.1f}× short"])
+    if "offline_python" in s:
+        x = med([r["offline"]["rate"] / r["offline_python"]["rate"] for r in res["runs"]])
+        rows.append(["`rater rate --engine native` ≥ 10 × `--engine python`", f"{x:,.1f}×",
+                     "met" if x >= 10 else f"missed: {10 / x:,.1f}× short"])
     rs = res.get("restart")
     if rs:
         ready = med(rs["ready_s"])
@@ -427,6 +433,14 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         f"peak RSS {n0(off['peak_rss_mib'])} MiB (all accounts in memory).",
         "",
     ]
+    if "offline_python" in s:
+        offp = s["offline_python"]
+        L += [
+            f"Engine: {res['runs'][0]['offline'].get('engine', 'python')}. The same input with `--engine python` "
+            f"in the same runs: {n0(offp['rate'])} records/s ({n0(offp['wall_rate'])} records/s over the whole "
+            f"process), peak RSS {n0(offp['peak_rss_mib'])} MiB.",
+            "",
+        ]
     rs = res.get("restart")
     if rs:
         L += ["## Restart and memory per account", ""]

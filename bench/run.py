@@ -325,13 +325,20 @@ class Bench:
 
     # --- offline ------------------------------------------------------------------------
 
-    def measure_offline(self, run: int) -> dict:
-        out_dir = self.work / f"offline-{run}"
+    def measure_offline(self, run: int, engine: str = "native") -> dict:
+        """``rater rate --engine ENGINE`` on the input; "native" falls back to the Python
+        engine (and says so in the results) when the extension is not built."""
+        from rater.core.native_engine import available
+
+        if engine == "native" and not available():
+            engine = "python"
+        name = "offline" if engine == "native" else "offline_python"
+        out_dir = self.work / f"{name}-{run}"
         now = format_time((traffic.now_micros() // SECOND) * SECOND)
-        cmd = [sys.executable, "-m", "rater", "rate", "--rates", str(RATES_DIR), "--out", str(out_dir),
-               "--now", now, str(self.jsonl)]
-        self.results["commands"].setdefault("offline", " ".join(_shown(cmd)))
-        err_path = self.work / f"offline-{run}.err"
+        cmd = [sys.executable, "-m", "rater", "rate", "--engine", engine, "--rates", str(RATES_DIR),
+               "--out", str(out_dir), "--now", now, str(self.jsonl)]
+        self.results["commands"].setdefault(name, " ".join(_shown(cmd)))
+        err_path = self.work / f"{name}-{run}.err"
         t0 = time.perf_counter()
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
@@ -366,8 +373,9 @@ class Bench:
         shutil.rmtree(out_dir, ignore_errors=True)
         cpu = usage.ru_utime + usage.ru_stime
         out = {"records": records, "seconds": seconds, "rate": records / seconds, "wall_s": round(wall, 2),
-               "wall_rate": records / wall, "cpu_s": round(cpu, 2), "peak_rss_mib": hwm[0] / 1024}
-        log(f"offline: {records:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s ({wall:.1f} s wall with start-up)")
+               "wall_rate": records / wall, "cpu_s": round(cpu, 2), "peak_rss_mib": hwm[0] / 1024,
+               "engine": engine}
+        log(f"offline ({engine}): {records:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s ({wall:.1f} s wall with start-up)")
         return out
 
     # --- latency ------------------------------------------------------------------------
@@ -683,7 +691,8 @@ class Bench:
             r["worker"] = self.measure_worker(f"w{run}", a.worker_cap)
             r["relay_batch"] = self.measure_relay(f"rb{run}", "batch")
             r["relay_send"] = self.measure_relay(f"rs{run}", "send")
-            r["offline"] = self.measure_offline(run)
+            r["offline"] = self.measure_offline(run, "native")
+            r["offline_python"] = self.measure_offline(run, "python")
             r["latency"] = [self.measure_latency(run, rate) for rate in rates]
             self.results["runs"].append(r)
         if a.ablation:

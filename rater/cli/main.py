@@ -43,11 +43,18 @@ def cmd_rate(args: argparse.Namespace) -> int:
             print(f"rater: {p}", file=sys.stderr)
         raise UsageError(f"{args.rates}: the rate tables do not load ({len(problems)} problem(s))")
     now = _now_arg(args.now)
+    from rater.core.native_engine import EngineUnavailable, choose
     from rater.statefile import StateError
 
     try:
+        engine = choose(args.engine)
+    except EngineUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+    try:
         result = offline.run(
-            args.inputs, tables, args.out, now, args.state, args.horizon_days * 86400 * SECOND
+            args.inputs, tables, args.out, now, args.state, args.horizon_days * 86400 * SECOND,
+            engine_name=engine,
         )
     except StateError as exc:
         raise UsageError(str(exc)) from None
@@ -120,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--now", metavar="TIME", help="processing clock (RFC 3339); default: the wall clock")
     p.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON // (86400 * SECOND),
                    help="how long ids are remembered for duplicates (default 7)")
+    p.add_argument("--engine", choices=("native", "python"), default=None,
+                   help="rating core: native (Rust, the default when built) or python; env RATER_ENGINE")
     p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl", help="JSON-lines files, applied in order; - is standard input")
     p.set_defaults(func=cmd_rate)
 

@@ -68,11 +68,14 @@ class BatchProcessor:
         self.partitions = partitions
         self.topics = topics
         self.max_output_bytes = max_output_bytes
-        self.engine = Engine(tables, _Accounts(load), max_record_bytes=max_record_bytes)
+        self.engine = self._engine(tables, load, max_record_bytes)
         # The worker's question for a record that names a tenant, while it replays a batch
         # whose accounts were partly written (``rater/core/applied.py``): was this record
         # judged before? Then it is skipped: no outputs, no account change.
         self.judged: Callable[[Message, bytes], bool] | None = None
+
+    def _engine(self, tables: RateTables, load: Callable[[str], Account | None], max_record_bytes: int) -> Engine:
+        return Engine(tables, _Accounts(load), max_record_bytes=max_record_bytes)
 
     @property
     def tables(self) -> RateTables:
@@ -119,17 +122,8 @@ class BatchProcessor:
 
     def feed(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
         dumps = orjson.dumps
-        t = self.topics
-        out = result.outputs
-        origins = result.origins
         for msg in messages:
-            home = self.home_partition(msg)
-            if home is not None and home[0] != msg.partition:
-                result.forwards.append((msg, home[0], home[1]))
-                result.records[(msg.topic, "forwarded")] += 1
-                continue
-            if self.judged is not None and home is not None and self.judged(msg, home[1]):
-                result.skipped += 1
+            if self._settled(result, msg):
                 continue
             key_text = None
             if msg.key is not None:
@@ -138,16 +132,39 @@ class BatchProcessor:
             p = self.engine.process(msg.value, key_text, source, now)
             o: Outcome = p.outcome
             tenant_key = p.tenant_id.encode() if p.tenant_id else msg.key
-            first = len(out)
-            for kind, body in outputs_of(o, p.reject):  # rater/core/routing.py
-                out.append((getattr(t, kind), msg.key if kind == "rejects" else tenant_key, dumps(body)))
-            for i in range(first, len(out)):
-                origins.append(msg)
-                if len(out[i][2]) > self.max_output_bytes:  # never sent: the broker would refuse it
-                    out[i] = self.output_refused(msg, out[i][0], len(out[i][2]), self.max_output_bytes)
+            self._emit(result, msg, tenant_key, [(kind, dumps(body)) for kind, body in outputs_of(o, p.reject)])
             result.records[(msg.topic, o.status)] += 1
             if (o.status == "applied" or o.events) and o.account is not None:
                 result.accounts[o.account.tenant_id] = (msg.partition, o.account)
+
+    # The steps every batch processor shares (``NativeBatchProcessor`` too).
+
+    def _settled(self, result: BatchResult, msg: Message) -> bool:
+        """A record on the wrong partition is forwarded, one judged before a crash skipped
+        (``judged``): True when that is all there is to do with ``msg``."""
+        home = self.home_partition(msg)
+        if home is not None and home[0] != msg.partition:
+            result.forwards.append((msg, home[0], home[1]))
+            result.records[(msg.topic, "forwarded")] += 1
+            return True
+        if self.judged is not None and home is not None and self.judged(msg, home[1]):
+            result.skipped += 1
+            return True
+        return False
+
+    def _emit(self, result: BatchResult, msg: Message, tenant_key: bytes | None,
+              encoded: Iterable[tuple[str, bytes]]) -> None:
+        """The encoded outputs of ``msg`` (kind, bytes; ``rater/core/routing.py``) onto their
+        topics, rejects keyed as the input was; one over the size bound is replaced by its reject."""
+        t = self.topics
+        out = result.outputs
+        first = len(out)
+        for kind, value in encoded:
+            out.append((getattr(t, kind), msg.key if kind == "rejects" else tenant_key, value))
+        for i in range(first, len(out)):
+            result.origins.append(msg)
+            if len(out[i][2]) > self.max_output_bytes:  # never sent: the broker would refuse it
+                out[i] = self.output_refused(msg, out[i][0], len(out[i][2]), self.max_output_bytes)
 
     def output_refused(self, msg: Message, topic: str, size: int, limit: int | None) -> tuple[str, bytes | None, bytes]:
         """The reject (topic, key, value) that stands in for an output of ``msg`` too large

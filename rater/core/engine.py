@@ -12,11 +12,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from rater.core import ledger
 from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES, raw_fields, too_large_detail
 from rater.core.ledger import Account, Outcome
 from rater.core.rates import RateTables
 from rater.core.records import Invalid, decode
+from rater.core.routing import KINDS, outputs_of
 
 
 @dataclass(slots=True)
@@ -106,3 +109,47 @@ class Engine:
         if out.status == "rejected":
             reject = reject_record(out.reason, out.detail, raw, source, tenant)
         return Processed(record.kind, tenant, out, reject)
+
+    # The interface the native engine shares (rater/core/native_engine.py): encoded outputs.
+
+    name = "python"
+
+    def process_bytes(self, raw: bytes, key: str | None, source: dict[str, Any], now: int):
+        """One record: (status, reason, detail, rated, events, requests, reject), outputs
+        encoded as the drivers write them."""
+        p = self.process(raw, key, source, now)
+        o = p.outcome
+        dumps = orjson.dumps
+        return (
+            o.status,
+            o.reason,
+            o.detail,
+            dumps(o.rated) if o.rated is not None else None,
+            [dumps(e) for e in o.events],
+            [dumps(r) for r in o.recharge_requests],
+            dumps(p.reject) if p.reject is not None else None,
+        )
+
+    def rate_lines(self, data: bytes, path: str, first_line: int, now: int):
+        """Whole JSON lines of one input file, as ``rater rate`` reads them (a line's
+        trailing CR/LF stripped, blank lines skipped but counted): (records, rated,
+        events, requests, rejects), each output newline-terminated JSON lines."""
+        dumps = orjson.dumps
+        nl = orjson.OPT_APPEND_NEWLINE
+        by_kind: dict[str, list[bytes]] = {kind: [] for kind in KINDS}
+        records = 0
+        for lineno, line in enumerate(data.split(b"\n"), first_line):
+            raw = line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue  # a blank line carries no record
+            records += 1
+            p = self.process(raw, None, {"file": path, "line": lineno}, now)
+            for kind, body in outputs_of(p.outcome, p.reject):  # rater/core/routing.py
+                by_kind[kind].append(dumps(body, option=nl))
+        return records, *(b"".join(by_kind[kind]) for kind in KINDS)
+
+    def account(self, tenant: str) -> Account | None:
+        return self.accounts.get(tenant)
+
+    def accounts_dict(self) -> dict[str, Account]:
+        return self.accounts

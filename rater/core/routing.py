@@ -8,9 +8,17 @@ file, the sweep (events and requests only) to its topic.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 KINDS = ("rated", "events", "requests", "rejects")
+
+
+class Encoded(NamedTuple):
+    """An outcome whose outputs are already bytes (the native engine's), for ``outputs_of``."""
+
+    rated: bytes | None
+    events: list
+    recharge_requests: list
 
 
 def outputs_of(outcome: Any, reject: dict | None = None) -> list[tuple[str, dict]]:

@@ -29,6 +29,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from rater.connection import broker_credentials, client_kwargs
 from rater.core.batch import BatchProcessor
+from rater.core.native_engine import EngineUnavailable, NativeBatchProcessor
+from rater.core.native_engine import choose as choose_engine
 from rater.core.rates import RateTables, check_rate_tables
 from rater.jsonlog import JsonFormatter
 from rater.worker import adapter, gctune, web
@@ -61,8 +63,12 @@ class RaterWorker:
         inputs = frozenset((cfg.topics.cdrs, cfg.topics.commands))
         self.port = adapter.FaustPort(self.app, self.accounts, inputs, cfg)
         self.store = AccountStore(self.port, cfg.partitions, cfg.account_cache)
-        self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self.store.load,
-                                        max_record_bytes=cfg.max_record_bytes)
+        # The rating core, both behind BatchProcessor's interface: the Python one unless
+        # the native one is asked for (why: NativeBatchProcessor, rater/core/native_engine.py).
+        self.engine_name = choose_engine(cfg.engine, default="python")
+        processor_class = NativeBatchProcessor if self.engine_name == "native" else BatchProcessor
+        self.processor = processor_class(tables, cfg.partitions, cfg.topics, self.store.load,
+                                         max_record_bytes=cfg.max_record_bytes)
         self.processor.engine.tally = self.stats.tally
         self.pipeline = CommitPipeline(self.port, self.store, self.processor, self._on_batch, self._on_account)
         self.sweeper = Sweeper(self.pipeline, self.port, cfg.topics, cfg.partitions, self.stats, self._lag)
@@ -163,8 +169,8 @@ class RaterWorker:
             gctune.freeze_startup()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self.rates.request_reload)
-            log.info("worker started: broker %s, %d partitions, rate tables %s, web http://%s:%d",
-                     self.cfg.broker, self.cfg.partitions, self.stats.rate_tables_version,
+            log.info("worker started: broker %s, %d partitions, rate tables %s, %s engine, web http://%s:%d",
+                     self.cfg.broker, self.cfg.partitions, self.stats.rate_tables_version, self.engine_name,
                      self.cfg.web_host, self.cfg.web_port)
 
         @app.on_rebalance_complete.connect
@@ -258,6 +264,11 @@ def run(cfg: WorkerConfig) -> int:
         for p in problems:
             print(f"rater: {p}")
         print(f"rater: {cfg.rates_dir}: the rate tables do not load; not starting")
+        return 2
+    try:
+        choose_engine(cfg.engine, default="python")
+    except EngineUnavailable as exc:
+        print(f"rater: {exc}")
         return 2
     quiet = logging.getLogger("aiokafka")
     level = quiet.level

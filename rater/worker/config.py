@@ -109,6 +109,7 @@ class WorkerConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     standby_replicas: int = 1
+    engine: str | None = None  # "native" or "python"; None: python for the worker (rater/core/native_engine.py)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
@@ -145,6 +146,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-port", type=port_number, default=e("WEB_PORT", str(d.web_port)), help="HTTP port (RATER_WEB_PORT)")
     p.add_argument("--advertised-host", default=e("ADVERTISED_HOST"),
                    help="host other workers use to reach this one (RATER_ADVERTISED_HOST; default: the web host)")
+    p.add_argument("--engine", choices=("native", "python"), default=e("ENGINE"),
+                   help="rating core: python (the worker's default) or native (Rust, when built) (RATER_ENGINE)")
     p.add_argument("--batch-size", type=positive_int("--batch-size", "RATER_BATCH_SIZE"), default=e("BATCH_SIZE", str(d.batch_size)), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")  # noqa: E501
     p.add_argument("--account-cache", type=positive_int("--account-cache", "RATER_ACCOUNT_CACHE", 0), default=e("ACCOUNT_CACHE", str(d.account_cache)),  # noqa: E501
                    help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)")
@@ -193,5 +196,5 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         sasl_mechanism=args.sasl_mechanism, sasl_username=args.sasl_username,
         sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile, standby_replicas=args.standby_replicas,
-        max_record_bytes=args.max_record_bytes,
+        max_record_bytes=args.max_record_bytes, engine=args.engine,
     )

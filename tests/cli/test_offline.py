@@ -19,12 +19,17 @@ def _read_jsonl(path):
         return [orjson.loads(line) for line in f]
 
 
-@pytest.fixture
-def worked(tmp_path, monkeypatch):
+@pytest.fixture(params=["native", "python"])
+def worked(request, tmp_path, monkeypatch):
+    """The worked example rated by each engine (native skipped when it is not built)."""
+    from rater.core.native_engine import available
+
+    if request.param == "native" and not available():
+        pytest.skip("the native engine is not built")
     monkeypatch.chdir(EXAMPLES)
     out = tmp_path / "out"
-    assert main(["rate", "--rates", "../rate_tables", "--out", str(out), "--now", "2026-11-25T00:00:00Z",
-                 "worked-example.jsonl"]) == 0
+    assert main(["rate", "--engine", request.param, "--rates", "../rate_tables", "--out", str(out),
+                 "--now", "2026-11-25T00:00:00Z", "worked-example.jsonl"]) == 0
     return out
 
 

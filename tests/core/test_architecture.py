@@ -39,5 +39,5 @@ def test_the_core_list_holds_every_core_module():
     assert {m for m in CORE if m.startswith("rater.core.")} == {
         "rater.core." + m
         for m in ("applied", "authorize", "batch", "bounds", "codec", "continuity", "engine", "idsegments",
-                  "ledger", "money", "partitioning", "rates", "records", "routing", "timeutil")
+                  "ledger", "money", "native_engine", "partitioning", "rates", "records", "routing", "timeutil")
     }

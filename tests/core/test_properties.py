@@ -4,11 +4,13 @@ import copy
 import os
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rater import offline
 from rater.core.money import parse_money
+from rater.core.native_engine import available as native_available
 from tests.support.ledger import NOW, Book, write_tables
 
 TENANTS = ("t1", "t2", "t3")
@@ -100,9 +102,13 @@ def test_applying_a_record_a_second_time_changes_nothing(tmp_path_factory, strea
     assert book.engine.accounts == before
 
 
-def _run(tmp, tables, files, state=None, tag="out"):
+# The offline properties hold for both engines (the native one when it is built).
+ENGINES = ["python"] + (["native"] if native_available() else [])
+
+
+def _run(tmp, tables, files, state=None, tag="out", engine="python"):
     out = os.path.join(tmp, tag)
-    offline.run(files, tables, out, NOW, state)
+    offline.run(files, tables, out, NOW, state, engine_name=engine)
     result = {}
     for name in offline.OUTPUT_FILES:
         with open(os.path.join(out, name), "rb") as f:
@@ -114,7 +120,8 @@ def _run(tmp, tables, files, state=None, tag="out"):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stream=streams, cut=st.integers(0, 60))
-def test_split_runs_with_state_equal_one_run(tmp_path_factory, stream, cut):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_split_runs_with_state_equal_one_run(tmp_path_factory, engine, stream, cut):
     tmp = str(tmp_path_factory.mktemp("split"))
     tables = write_tables(os.path.join(tmp, "rates"))
     cut = min(cut, len(stream))
@@ -123,10 +130,10 @@ def test_split_runs_with_state_equal_one_run(tmp_path_factory, stream, cut):
     for path, recs in ((whole, stream), (a, stream[:cut]), (b, stream[cut:])):
         with open(path, "wb") as f:
             f.writelines(orjson.dumps(r) + b"\n" for r in recs)
-    one = _run(tmp, tables, [whole], tag="one")
+    one = _run(tmp, tables, [whole], tag="one", engine=engine)
     state = os.path.join(tmp, "state.json")
-    first = _run(tmp, tables, [a], state, tag="first")
-    second = _run(tmp, tables, [b], state, tag="second")
+    first = _run(tmp, tables, [a], state, tag="first", engine=engine)
+    second = _run(tmp, tables, [b], state, tag="second", engine=engine)
     for name in offline.OUTPUT_FILES:
         strip = (lambda r: {k: v for k, v in r.items() if k not in ("source", "event_id")}) if name == "rejects.jsonl" else (lambda r: r)
         assert [strip(r) for r in one[name]] == [strip(r) for r in first[name] + second[name]], name
@@ -187,11 +194,12 @@ LATE_ANSWERS = [
 ]
 
 
-def test_a_state_run_split_at_every_line_of_late_answers_equals_one_run(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_state_run_split_at_every_line_of_late_answers_equals_one_run(tmp_path, engine):
     tables = write_tables(str(tmp_path / "rates"))
     whole = tmp_path / "whole.jsonl"
     whole.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in LATE_ANSWERS))
-    one = _run(str(tmp_path), tables, [str(whole)], tag="one")
+    one = _run(str(tmp_path), tables, [str(whole)], tag="one", engine=engine)
     events = [(e["cause"]["id"], e["type"], e.get("reason"), e["balance"]) for e in one["balance-events.jsonl"]]
     assert events == [  # worked out by hand, see the comments of LATE_ANSWERS
         ("f1", "funds_added", None, "6.000000"),
@@ -212,8 +220,8 @@ def test_a_state_run_split_at_every_line_of_late_answers_equals_one_run(tmp_path
         a.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in LATE_ANSWERS[:cut]))
         b.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in LATE_ANSWERS[cut:]))
         state = str(tmp_path / f"state{cut}.json")
-        first = _run(str(tmp_path), tables, [str(a)], state, tag=f"first{cut}")
-        second = _run(str(tmp_path), tables, [str(b)], state, tag=f"second{cut}")
+        first = _run(str(tmp_path), tables, [str(a)], state, tag=f"first{cut}", engine=engine)
+        second = _run(str(tmp_path), tables, [str(b)], state, tag=f"second{cut}", engine=engine)
         for name in offline.OUTPUT_FILES:
             strip = (lambda r: {k: v for k, v in r.items() if k not in ("source", "event_id")}) if name == "rejects.jsonl" else (lambda r: r)  # noqa: E501
             assert [strip(r) for r in one[name]] == [strip(r) for r in first[name] + second[name]], (cut, name)

@@ -166,12 +166,20 @@ def interleave(per_tenant: list[list[dict]]) -> list[dict]:
 # ---------------------------------------------------------------------------- 1. the worked example
 
 
-def test_the_worked_example_through_kafka_gives_the_expected_files(kafka_broker):
+def _engines():
+    """Both engines for the worker tests that run on each (native when it is built)."""
+    from rater.core.native_engine import available
+
+    return ["python", pytest.param("native", marks=pytest.mark.skipif(not available(), reason="not built"))]
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_the_worked_example_through_kafka_gives_the_expected_files(kafka_broker, engine):
     _require_example_window()
     broker = kafka_broker.bootstrap
     expected = {name: read_jsonl(EXPECTED / f"{name}.jsonl") for name in ("rated-cdrs", "balance-events", "recharge-requests", "rejects")}
     expected_balances = orjson.loads((EXPECTED / "balances.json").read_bytes())
-    with WorkerProcess(broker, name="w1-example") as w:
+    with WorkerProcess(broker, name="w1-example", extra_args=["--engine", engine]) as w:
         t = w.topics
         rater_produce(broker, [WORKED], "--topic", t.cdrs)
         wait_for(lambda: w.records_done() == 15, 60, what="15 records done", workers=(w,))
@@ -801,7 +809,8 @@ def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_brok
         assert any("rate tables reloaded" in json.loads(line)["msg"] for line in ours)
 
 
-def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka_broker):
+@pytest.mark.parametrize("engine", _engines())
+def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka_broker, engine):
     # rater/core/idsegments.py: once an account has been stored with SEGMENT_AT ids or more, its
     # next write moves them into a segment record. Old ids sent again must be duplicates
     # both while the account is cached and after a restart (read from the local store).
@@ -817,7 +826,7 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
         return [{"cdr_id": f"seg-{tag}{i}", "tenant_id": "seg", "call_type": "international", "to": "+919876543210",
                  "started_at": iso(start + timedelta(seconds=offset + i)), "duration_seconds": 60} for i in ids]
 
-    with WorkerProcess(broker, name="w-segments") as w:
+    with WorkerProcess(broker, name="w-segments", extra_args=["--engine", engine]) as w:
         t = w.topics
         produce(broker, t.commands, [("seg", orjson.dumps(c)) for c in setup])
         produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("a", range(n), 1)])

@@ -1,0 +1,393 @@
+//! One input record's bytes to its outputs' bytes, for every driver: decode (`records`),
+//! apply (`ledger`), and a refusal turned into the reject record of SPEC 8. The accounts
+//! are held here, natively; the driver hands them in and takes them out encoded.
+
+use crate::json::{write_str, Obj};
+use crate::ledger::{self, Account, Outcome, Status};
+use crate::rates::HashMap;
+use crate::rates::Tables;
+use crate::records::{decode, Record};
+use sha2::{Digest, Sha256};
+
+/// Where a record came from, as the reject names it.
+pub enum Source<'a> {
+    File {
+        file: &'a str,
+        line: u64,
+    },
+    Kafka {
+        topic: &'a str,
+        partition: i64,
+        offset: i64,
+    },
+}
+
+#[derive(Default, Debug, Clone)]
+pub struct Tally {
+    pub outcomes: HashMap<(&'static str, &'static str), u64>,
+    pub reasons: HashMap<&'static str, u64>,
+    pub charged: HashMap<(String, &'static str), i128>,
+    pub billable: HashMap<&'static str, i64>,
+    pub events: HashMap<&'static str, u64>,
+    pub recharge_failures: HashMap<String, u64>,
+}
+
+/// The outputs of records as JSON lines, appended in order.
+#[derive(Default)]
+pub struct Outputs {
+    pub rated: Vec<u8>,
+    pub events: Vec<u8>,
+    pub requests: Vec<u8>,
+    pub rejects: Vec<u8>,
+}
+
+fn push_line(sink: &mut Vec<u8>, item: &[u8]) {
+    sink.extend_from_slice(item);
+    sink.push(b'\n');
+}
+
+pub struct Processed {
+    pub kind: &'static str,
+    pub tenant_id: Option<String>,
+    pub outcome: Outcome,
+    pub reject: Option<Vec<u8>>,
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+pub fn base64(raw: &[u8]) -> String {
+    let mut s = String::with_capacity(raw.len().div_ceil(3) * 4);
+    for chunk in raw.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for k in 0..4 {
+            if k <= chunk.len() {
+                s.push(B64[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// rater/bounds.py: the input bytes a reject's `raw` holds at most, and the largest input.
+pub const RAW_LIMIT: usize = 16 * 1024;
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// The longest prefix of `b` that is whole UTF-8 characters (b is a prefix of UTF-8 text).
+fn utf8_prefix(b: &[u8]) -> &[u8] {
+    match std::str::from_utf8(b) {
+        Ok(_) => b,
+        Err(e) => &b[..e.valid_up_to()],
+    }
+}
+
+pub fn too_large_detail(size: usize, limit: usize) -> String {
+    format!("record too large: {size} bytes, the limit is {limit} (--max-record-bytes)")
+}
+
+pub fn reject_record(
+    reason: &str,
+    detail: &str,
+    raw: &[u8],
+    source: &Source,
+    tenant_id: Option<&str>,
+) -> Vec<u8> {
+    // rater/bounds.py raw_fields: at most RAW_LIMIT bytes of the input; text or base64 by
+    // what the whole input is; a cut inside a character drops that character's bytes.
+    let cut = &raw[..raw.len().min(RAW_LIMIT)];
+    let (text, encoding) = match std::str::from_utf8(raw) {
+        Ok(_) => (
+            String::from_utf8_lossy(utf8_prefix(cut)).into_owned(),
+            "utf-8",
+        ),
+        Err(_) => (base64(cut), "base64"),
+    };
+    let where_ = match source {
+        Source::File { file, line } => format!("{file}\x1f{line}"),
+        Source::Kafka {
+            topic,
+            partition,
+            offset,
+        } => format!("{topic}\x1f{partition}\x1f{offset}"),
+    };
+    let mut out = Vec::with_capacity(200 + raw.len());
+    let mut o = Obj::new(&mut out);
+    o.str(
+        "event_id",
+        &ledger::event_id(tenant_id.unwrap_or(""), "reject", &where_, "reject", ""),
+    )
+    .str("reason", reason)
+    .str("detail", detail)
+    .opt_str("tenant_id", tenant_id);
+    {
+        let k = o.key("source");
+        let mut s = Obj::new(k);
+        match source {
+            Source::File { file, line } => {
+                s.str("file", file).int("line", *line as i128);
+            }
+            Source::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                s.str("topic", topic)
+                    .int("partition", *partition as i128)
+                    .int("offset", *offset as i128);
+            }
+        }
+        s.end();
+    }
+    {
+        let k = o.key("raw");
+        write_str(k, &text);
+    }
+    o.str("raw_encoding", encoding);
+    if cut.len() < raw.len() {
+        let digest = Sha256::digest(raw);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        o.bool("raw_truncated", true)
+            .int("raw_size", raw.len() as i128)
+            .str("raw_sha256", &hex);
+    }
+    o.end();
+    out
+}
+
+/// Where the worker's accounts live between batches, as the engine sees it.
+pub trait Host {
+    /// The tenant's account, or None when it has none.
+    fn load(&mut self, tenant: &str) -> Option<Account>;
+    /// Whether `cdr_id` is among the ids moved out of `acct` into segments.
+    fn older_seen(&mut self, acct: &Account, cdr_id: &str) -> bool;
+}
+
+pub struct Engine {
+    pub tables: Tables,
+    pub accounts: HashMap<String, Account>,
+    pub horizon: i64,
+    pub tally: Tally,
+    /// A larger input is rejected before it is decoded (rater/bounds.py).
+    pub max_record_bytes: usize,
+}
+
+impl Engine {
+    pub fn new(tables: Tables, horizon: i64) -> Engine {
+        Engine {
+            tables,
+            accounts: HashMap::default(),
+            horizon,
+            tally: Tally::default(),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+
+    fn count(
+        &mut self,
+        kind: &'static str,
+        out: &Outcome,
+        call_type: Option<&'static str>,
+        currency: Option<String>,
+    ) {
+        *self
+            .tally
+            .outcomes
+            .entry((kind, out.status.name()))
+            .or_default() += 1;
+        if out.status == Status::Rejected {
+            *self.tally.reasons.entry(out.reason).or_default() += 1;
+        }
+        if out.rated.is_some() {
+            let ct = call_type.expect("a rated record is a CDR");
+            *self
+                .tally
+                .charged
+                .entry((currency.unwrap_or_default(), ct))
+                .or_default() += out.charge;
+            *self.tally.billable.entry(ct).or_default() += out.billable_seconds;
+        }
+        for t in &out.event_types {
+            *self.tally.events.entry(t).or_default() += 1;
+        }
+        for r in &out.recharge_failures {
+            *self.tally.recharge_failures.entry(r.clone()).or_default() += 1;
+        }
+    }
+
+    /// `raw` None: a Kafka record with a null value (a tombstone), rejected as such.
+    pub fn process(
+        &mut self,
+        raw: Option<&[u8]>,
+        key: Option<&str>,
+        source: &Source,
+        now: i64,
+    ) -> Processed {
+        self.process_with(raw, key, source, now, None)
+    }
+
+    /// `process` for a driver that keeps the accounts elsewhere (the Kafka worker): an
+    /// account not held here is asked of `host` first.
+    pub fn process_with(
+        &mut self,
+        raw: Option<&[u8]>,
+        key: Option<&str>,
+        source: &Source,
+        now: i64,
+        mut host: Option<&mut dyn Host>,
+    ) -> Processed {
+        let decoded = match raw {
+            Some(r) if r.len() > self.max_record_bytes => Err(crate::records::Invalid {
+                reason: "invalid_record",
+                detail: too_large_detail(r.len(), self.max_record_bytes),
+                tenant_id: None,
+            }),
+            _ => decode(raw, key),
+        };
+        let raw = raw.unwrap_or(b"");
+        let record = match decoded {
+            Ok(r) => r,
+            Err(e) => {
+                let mut out = Outcome::rejected(e.reason, e.detail);
+                out.has_account = false;
+                self.count("unknown", &out, None, None);
+                let reject =
+                    reject_record(e.reason, &out.detail, raw, source, e.tenant_id.as_deref());
+                return Processed {
+                    kind: "unknown",
+                    tenant_id: e.tenant_id,
+                    outcome: out,
+                    reject: Some(reject),
+                };
+            }
+        };
+        let tenant = record.tenant_id().to_owned();
+        let (kind, call_type) = match &record {
+            Record::Cdr(c) => ("cdr", Some(c.call_type)),
+            Record::Command(_) => ("command", None),
+        };
+        if let Some(h) = host.as_deref_mut() {
+            if !self.accounts.contains_key(&tenant) {
+                if let Some(a) = h.load(&tenant) {
+                    self.accounts.insert(tenant.clone(), a);
+                }
+            }
+        }
+        let acct = self.accounts.get_mut(&tenant);
+        let (out, created) = match host {
+            Some(h) => ledger::apply_with(
+                acct,
+                &record,
+                &self.tables,
+                now,
+                self.horizon,
+                &mut |a, id| h.older_seen(a, id),
+            ),
+            None => ledger::apply(acct, &record, &self.tables, now, self.horizon),
+        };
+        if let Some(a) = created {
+            self.accounts.insert(tenant.clone(), a);
+        }
+        let currency = if out.has_account {
+            self.accounts.get(&tenant).map(|a| a.currency.clone())
+        } else {
+            None
+        };
+        self.count(kind, &out, call_type, currency);
+        let reject = if out.status == Status::Rejected {
+            Some(reject_record(
+                out.reason,
+                &out.detail,
+                raw,
+                source,
+                Some(&tenant),
+            ))
+        } else {
+            None
+        };
+        Processed {
+            kind,
+            tenant_id: Some(tenant),
+            outcome: out,
+            reject,
+        }
+    }
+
+    /// The lines of a JSON-lines chunk (whole lines; `first_line` is the number of its
+    /// first), as `rater rate` reads them: `\r`/`\n` stripped from a line's end, blank
+    /// lines skipped but counted. Returns the records processed.
+    pub fn rate_lines(
+        &mut self,
+        data: &[u8],
+        file: &str,
+        first_line: u64,
+        now: i64,
+        sinks: &mut Outputs,
+    ) -> u64 {
+        let mut records = 0;
+        let mut lineno = first_line;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (line, next) = match rest.iter().position(|c| *c == b'\n') {
+                Some(i) => (&rest[..i + 1], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            let mut end = line.len();
+            while end > 0 && matches!(line[end - 1], b'\r' | b'\n') {
+                end -= 1;
+            }
+            let raw = &line[..end];
+            let this_line = lineno;
+            lineno += 1;
+            if raw
+                .iter()
+                .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+            {
+                continue;
+            }
+            records += 1;
+            let p = self.process(
+                Some(raw),
+                None,
+                &Source::File {
+                    file,
+                    line: this_line,
+                },
+                now,
+            );
+            let out = p.outcome;
+            if let Some(r) = &out.rated {
+                push_line(&mut sinks.rated, r);
+            }
+            for e in &out.events {
+                push_line(&mut sinks.events, e);
+            }
+            for r in &out.recharge_requests {
+                push_line(&mut sinks.requests, r);
+            }
+            if let Some(r) = &p.reject {
+                push_line(&mut sinks.rejects, r);
+            }
+        }
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_as_python_writes_it() {
+        // base64.b64encode(b"\xff\xfe") == b"//4=", of b"abc\xff" == b"YWJj/w==".
+        assert_eq!(base64(b"\xff\xfe"), "//4=");
+        assert_eq!(base64(b"abc\xff"), "YWJj/w==");
+        assert_eq!(base64(b"abc"), "YWJj");
+    }
+}

@@ -1,0 +1,18 @@
+//! rater's rating core in Rust (SPEC v1.1 sections 1 and 3 to 8): the same rules as the
+//! Python core (rater/money.py, timeutil.py, records.py, rates.py, ledger.py, engine.py,
+//! state.py), which stays the readable reference; the differential tests
+//! (tests/test_native_diff.py) hold the two byte for byte equal.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod engine;
+pub mod json;
+pub mod ledger;
+pub mod money;
+pub mod pyrepr;
+pub mod rates;
+pub mod records;
+pub mod time;
+
+#[cfg(feature = "python")]
+mod python;
