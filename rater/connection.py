@@ -2,8 +2,10 @@
 
 Every Kafka client of the product is built from these: the worker's faust app
 (``broker_credentials``), its producer and admin client, ``rater notify``'s clients,
-``rater produce`` and ``rater simulate`` (``client_kwargs``; the last two connect in
-plain text for now: ``KafkaSettings(broker)``).
+``rater produce`` and ``rater simulate`` (``client_kwargs``).
+The four commands take the same flags (``add_connection_arguments``: ``--broker``,
+``--security-protocol``, ``--sasl-*``, ``--ssl-*``, each with its ``RATER_*`` variable,
+checked like the flag) and read them back with ``settings_from_args``.
 ``settings`` is duck-typed: anything with ``broker``, ``security_protocol``,
 ``sasl_mechanism``, ``sasl_username``, ``sasl_password``, ``ssl_cafile``, ``ssl_certfile``
 and ``ssl_keyfile`` (``WorkerConfig`` has them).
@@ -11,6 +13,8 @@ and ``ssl_keyfile`` (``WorkerConfig`` has them).
 
 from __future__ import annotations
 
+import argparse
+import os
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +32,42 @@ class KafkaSettings:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+DEFAULT_BROKER = "127.0.0.1:9092"
+DEFAULT_MECHANISM = "SCRAM-SHA-512"
+
+
+def add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    """The Kafka connection flags of ``worker``, ``notify``, ``produce`` and ``simulate``, in a
+    group of their own. Each defaults to its ``RATER_*`` variable; a bad protocol or mechanism
+    from the environment is refused like the flag's (one line naming flag and variable). The
+    password is never printed: ``--help`` (``DefaultsFormatter``) says only that it is set."""
+    from rater.worker.config import one_of  # imports no faust (rater/worker/__init__.py)
+
+    e = os.environ.get
+    g = p.add_argument_group("Kafka connection")
+    g.add_argument("--broker", default=e("RATER_BROKER", DEFAULT_BROKER), help="bootstrap servers, host:port[,host:port] (RATER_BROKER)")
+    g.add_argument("--security-protocol", default=e("RATER_SECURITY_PROTOCOL", "PLAINTEXT"), choices=PROTOCOLS,
+                   type=one_of("--security-protocol", "RATER_SECURITY_PROTOCOL", PROTOCOLS), help="(RATER_SECURITY_PROTOCOL)")
+    g.add_argument("--sasl-mechanism", default=e("RATER_SASL_MECHANISM", DEFAULT_MECHANISM), choices=MECHANISMS,
+                   type=one_of("--sasl-mechanism", "RATER_SASL_MECHANISM", MECHANISMS), help="(RATER_SASL_MECHANISM)")
+    g.add_argument("--sasl-username", default=e("RATER_SASL_USERNAME"), help="(RATER_SASL_USERNAME)")
+    g.add_argument("--sasl-password", default=e("RATER_SASL_PASSWORD"), help="(RATER_SASL_PASSWORD; prefer the variable to the flag)")
+    g.add_argument("--ssl-cafile", default=e("RATER_SSL_CAFILE"), help="(RATER_SSL_CAFILE)")
+    g.add_argument("--ssl-certfile", default=e("RATER_SSL_CERTFILE"), help="(RATER_SSL_CERTFILE)")
+    g.add_argument("--ssl-keyfile", default=e("RATER_SSL_KEYFILE"), help="(RATER_SSL_KEYFILE)")
+
+
+def settings_from_args(args: argparse.Namespace) -> KafkaSettings:
+    """The settings of the flags ``add_connection_arguments`` added."""
+    return KafkaSettings(
+        broker=args.broker, security_protocol=args.security_protocol, sasl_mechanism=args.sasl_mechanism,
+        sasl_username=args.sasl_username, sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+    )
 
 
 def ssl_context(settings: Any) -> ssl.SSLContext | None:

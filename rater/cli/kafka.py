@@ -11,6 +11,7 @@ from rater.cli.errors import UsageError
 
 
 def register(sub) -> None:
+    from rater.connection import add_connection_arguments
     from rater.worker.config import DefaultsFormatter, add_worker_arguments, positive_int
 
     p = sub.add_parser("worker", help="run the Kafka worker (faust-streaming)", formatter_class=DefaultsFormatter,
@@ -27,7 +28,7 @@ def register(sub) -> None:
                                    "in order. Missing topics are created with --partitions.",
                        formatter_class=DefaultsFormatter)
     p.add_argument("files", nargs="+", metavar="FILE.jsonl", help="JSON-lines files, published in order")
-    p.add_argument("--broker", default=e("RATER_BROKER", "127.0.0.1:9092"), help="bootstrap servers (RATER_BROKER)")
+    add_connection_arguments(p)  # --broker, --security-protocol, --sasl-*, --ssl-*: as the worker (rater/connection.py)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--topic", help="publish every line to this topic (default: --cdrs-topic)")
     where.add_argument("--split", action="store_true",
@@ -115,6 +116,7 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
 def cmd_produce(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
+    from rater.connection import settings_from_args
     from rater.sim.produce import produce_files
 
     for path in args.files:
@@ -122,7 +124,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: no such input file")
     topic = None if args.split else (args.topic or args.cdrs_topic)
     try:
-        counts = asyncio.run(produce_files(args.files, args.broker, topic, args.cdrs_topic, args.commands_topic,
+        counts = asyncio.run(produce_files(args.files, settings_from_args(args), topic, args.cdrs_topic, args.commands_topic,
                                            args.partitioner, args.partitions, args.replication))
     except (KafkaError, OSError, TimeoutError) as exc:
         why = " ".join(str(exc).split())

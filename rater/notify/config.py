@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from rater.connection import client_kwargs
+from rater.connection import add_connection_arguments, client_kwargs, settings_from_args
 
 from .channels import SmtpSettings
 from .messages import ALL_TYPES, DEFAULT_TYPES
@@ -61,7 +61,6 @@ def add_notify_arguments(p: argparse.ArgumentParser) -> None:
 
     d = NotifyConfig()
     e = _env
-    p.add_argument("--broker", default=e("RATER_BROKER", d.broker), help="bootstrap servers (RATER_BROKER)")
     p.add_argument("--group-id", default=e("RATER_NOTIFY_GROUP_ID", d.group_id), help="consumer group (RATER_NOTIFY_GROUP_ID)")
     p.add_argument("--topic-events", default=e("RATER_TOPIC_EVENTS", d.topic_events), help="(RATER_TOPIC_EVENTS)")
     p.add_argument("--topic-dead-letter", default=e("RATER_NOTIFY_DEAD_LETTER_TOPIC", d.topic_dead_letter),
@@ -107,15 +106,7 @@ def add_notify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=("text", "json"), default=e("RATER_LOG_FORMAT", "text"), help="(RATER_LOG_FORMAT)",
                    type=one_of("--log-format", "RATER_LOG_FORMAT", ("text", "json")))
     p.add_argument("--log-level", default=e("RATER_LOG_LEVEL", "info"), help="(RATER_LOG_LEVEL)")
-    protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-    p.add_argument("--security-protocol", default=e("RATER_SECURITY_PROTOCOL", "PLAINTEXT"), choices=protocols,
-                   type=one_of("--security-protocol", "RATER_SECURITY_PROTOCOL", protocols), help="(RATER_SECURITY_PROTOCOL)")
-    mechanisms = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
-    p.add_argument("--sasl-mechanism", default=e("RATER_SASL_MECHANISM", "SCRAM-SHA-512"), choices=mechanisms,
-                   type=one_of("--sasl-mechanism", "RATER_SASL_MECHANISM", mechanisms), help="(RATER_SASL_MECHANISM)")
-    p.add_argument("--sasl-username", default=e("RATER_SASL_USERNAME"), help="(RATER_SASL_USERNAME)")
-    p.add_argument("--sasl-password", default=e("RATER_SASL_PASSWORD"), help="(RATER_SASL_PASSWORD)")
-    p.add_argument("--ssl-cafile", default=e("RATER_SSL_CAFILE"), help="(RATER_SSL_CAFILE)")
+    add_connection_arguments(p)  # --broker, --security-protocol, --sasl-*, --ssl-*: as the worker (rater/connection.py)
 
 
 def config_from_args(args: argparse.Namespace) -> NotifyConfig:
@@ -134,7 +125,7 @@ def config_from_args(args: argparse.Namespace) -> NotifyConfig:
         raise ValueError(f"--webhook-url {args.webhook_url!r} must start with http:// or https://")
     if args.attempts < 1:
         raise ValueError("--attempts must be at least 1")
-    kafka = client_kwargs(args)  # rater/connection.py, as the worker's clients
+    kafka = client_kwargs(settings_from_args(args))  # rater/connection.py, as the worker's clients
     del kafka["bootstrap_servers"]  # given as cfg.broker
     return NotifyConfig(
         broker=args.broker, group_id=args.group_id, topic_events=args.topic_events,

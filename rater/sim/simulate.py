@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from rater.connection import KafkaSettings, client_kwargs
+from rater.connection import add_connection_arguments, client_kwargs, settings_from_args
 from rater.core.rates import RateTableError, load_rate_tables
 from rater.sim import traffic
 
@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from rater.worker.config import positive_int
 
     e = os.environ.get
-    p.add_argument("--broker", default=e("RATER_BROKER", "127.0.0.1:9092"), help="bootstrap servers (RATER_BROKER)")
+    add_connection_arguments(p)  # --broker, --security-protocol, --sasl-*, --ssl-*: as the worker (rater/connection.py)
     p.add_argument("--tenants", type=int, default=200, help="number of tenants (default 200)")
     p.add_argument("--rate", type=float, default=200.0, help="records per second (default 200)")
     p.add_argument("--duration", type=float, default=0.0,
@@ -204,7 +204,7 @@ class Simulator:
             await self._wait_for_topics()
             if self.stop.is_set():
                 return 0
-            self.producer = AIOKafkaProducer(**client_kwargs(KafkaSettings(a.broker)), acks="all", linger_ms=5,
+            self.producer = AIOKafkaProducer(**client_kwargs(settings_from_args(a)), acks="all", linger_ms=5,
                                              enable_idempotence=True)
             await self.producer.start()
             events = await self._consumer_at_end(a.events_topic)
@@ -281,7 +281,7 @@ class Simulator:
         self.phase = "checking the topics"
         try:
             created = await asyncio.wait_for(
-                create_missing(client_kwargs(KafkaSettings(a.broker)), wanted, a.partitions, a.replication,
+                create_missing(client_kwargs(settings_from_args(a)), wanted, a.partitions, a.replication,
                                timeout=max(a.setup_timeout, 1)),
                 timeout=max(a.setup_timeout, 1) + 5)
         except (KafkaError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
@@ -293,7 +293,7 @@ class Simulator:
         """A group-less consumer of every partition of ``topic``, positioned at its end now."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        consumer = AIOKafkaConsumer(**client_kwargs(KafkaSettings(self.args.broker)), enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(**client_kwargs(settings_from_args(self.args)), enable_auto_commit=False,
                                     auto_offset_reset="latest", isolation_level="read_committed")
         await consumer.start()
         try:

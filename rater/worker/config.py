@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from rater.connection import add_connection_arguments, settings_from_args
 from rater.core.batch import Topics
 from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES
 
@@ -132,7 +134,7 @@ port_number = port("--web-port", "RATER_WEB_PORT")
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     d = WorkerConfig()
     e = _env
-    p.add_argument("--broker", default=e("BROKER", d.broker), help="bootstrap servers, host:port[,host:port] (RATER_BROKER)")
+    add_connection_arguments(p)  # --broker, --security-protocol, --sasl-*, --ssl-* (rater/connection.py)
     p.add_argument("--app-id", default=e("APP_ID", d.app_id), help="consumer group and changelog prefix (RATER_APP_ID)")
     p.add_argument("--partitions", type=positive_int("--partitions", "RATER_PARTITIONS"), default=e("PARTITIONS", str(d.partitions)),
                    help="partitions of the input topics, created when missing (RATER_PARTITIONS)")
@@ -158,17 +160,6 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     levels = ("debug", "info", "warning", "error", "critical")
     p.add_argument("--log-level", type=one_of("--log-level", "RATER_LOG_LEVEL", levels, str.lower), choices=levels,
                    default=e("LOG_LEVEL", d.log_level), help="(RATER_LOG_LEVEL)")
-    protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-    p.add_argument("--security-protocol", default=e("SECURITY_PROTOCOL", d.security_protocol), choices=protocols,
-                   type=one_of("--security-protocol", "RATER_SECURITY_PROTOCOL", protocols), help="(RATER_SECURITY_PROTOCOL)")
-    mechanisms = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
-    p.add_argument("--sasl-mechanism", default=e("SASL_MECHANISM", d.sasl_mechanism), choices=mechanisms,
-                   type=one_of("--sasl-mechanism", "RATER_SASL_MECHANISM", mechanisms), help="(RATER_SASL_MECHANISM)")
-    p.add_argument("--sasl-username", default=e("SASL_USERNAME"), help="(RATER_SASL_USERNAME)")
-    p.add_argument("--sasl-password", default=e("SASL_PASSWORD"), help="(RATER_SASL_PASSWORD; prefer the variable to the flag)")
-    p.add_argument("--ssl-cafile", default=e("SSL_CAFILE"), help="(RATER_SSL_CAFILE)")
-    p.add_argument("--ssl-certfile", default=e("SSL_CERTFILE"), help="(RATER_SSL_CERTFILE)")
-    p.add_argument("--ssl-keyfile", default=e("SSL_KEYFILE"), help="(RATER_SSL_KEYFILE)")
     p.add_argument("--standby-replicas", type=positive_int("--standby-replicas", "RATER_STANDBY_REPLICAS", 0),
                    default=e("STANDBY_REPLICAS", str(d.standby_replicas)),
                    help="standby copies of each table partition on other workers (RATER_STANDBY_REPLICAS)")
@@ -188,13 +179,10 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         events=args.topic_events, requests=args.topic_requests, rejects=args.topic_rejects,
     )
     return WorkerConfig(
-        broker=args.broker, app_id=args.app_id, partitions=args.partitions, replication=args.replication,
+        **dataclasses.asdict(settings_from_args(args)), app_id=args.app_id, partitions=args.partitions, replication=args.replication,
         rates_dir=args.rates_dir, state_dir=args.state_dir, store=args.store, web_host=args.web_host,
         web_port=args.web_port, advertised_host=args.advertised_host, topics=topics,
         batch_size=args.batch_size, account_cache=args.account_cache, sweep_interval=args.sweep_interval, log_format=args.log_format,
-        log_level=args.log_level, security_protocol=args.security_protocol,
-        sasl_mechanism=args.sasl_mechanism, sasl_username=args.sasl_username,
-        sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile, standby_replicas=args.standby_replicas,
+        log_level=args.log_level, standby_replicas=args.standby_replicas,
         max_record_bytes=args.max_record_bytes, engine=args.engine,
     )
