@@ -14,8 +14,11 @@ and ``ssl_keyfile`` (``WorkerConfig`` has them).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +71,36 @@ def settings_from_args(args: argparse.Namespace) -> KafkaSettings:
         sasl_username=args.sasl_username, sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
     )
+
+
+class LastKafkaError(logging.Handler):
+    """Keeps the last error aiokafka logged (the reason of a failed connection, such as
+    "SaslAuthenticationFailed", is only in its log) instead of printing it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            self.message = " ".join(record.getMessage().split())
+
+
+@contextlib.contextmanager
+def kafka_errors_kept() -> Iterator[LastKafkaError]:
+    """For a command without logging of its own (``produce``, ``simulate``): aiokafka's
+    warnings and errors are not printed as loose lines; the last error is kept for the
+    command's one-line message."""
+    logger = logging.getLogger("aiokafka")
+    handler = LastKafkaError()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def ssl_context(settings: Any) -> ssl.SSLContext | None:

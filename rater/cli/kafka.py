@@ -116,19 +116,21 @@ def cmd_dev_broker(args: argparse.Namespace) -> int:
 def cmd_produce(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from rater.connection import settings_from_args
+    from rater.connection import kafka_errors_kept, settings_from_args
     from rater.sim.produce import produce_files
 
     for path in args.files:
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such input file")
     topic = None if args.split else (args.topic or args.cdrs_topic)
-    try:
-        counts = asyncio.run(produce_files(args.files, settings_from_args(args), topic, args.cdrs_topic, args.commands_topic,
-                                           args.partitioner, args.partitions, args.replication))
-    except (KafkaError, OSError, TimeoutError) as exc:
-        why = " ".join(str(exc).split())
-        raise UsageError(f"cannot publish to Kafka at {args.broker}: {type(exc).__name__}: {why}"[:400]) from None
+    with kafka_errors_kept() as last:
+        try:
+            counts = asyncio.run(produce_files(args.files, settings_from_args(args), topic, args.cdrs_topic,
+                                               args.commands_topic, args.partitioner, args.partitions, args.replication))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # aiokafka's own reason (a refused SASL login, say) is in its log, not in the exception.
+            why = last.message or " ".join(str(exc).split())
+            raise UsageError(f"cannot publish to Kafka at {args.broker}: {type(exc).__name__}: {why}"[:400]) from None
     print(", ".join(f"{n:,} to {topic}" for topic, n in sorted(counts.items())) or "nothing to publish",
           file=sys.stderr)
     return 0

@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from rater.connection import add_connection_arguments, client_kwargs, settings_from_args
+from rater.connection import add_connection_arguments, client_kwargs, kafka_errors_kept, settings_from_args
 from rater.core.rates import RateTableError, load_rate_tables
 from rater.sim import traffic
 
@@ -279,13 +279,16 @@ class Simulator:
         if not a.no_payments:
             wanted.append(a.requests_topic)
         self.phase = "checking the topics"
-        try:
-            created = await asyncio.wait_for(
-                create_missing(client_kwargs(settings_from_args(a)), wanted, a.partitions, a.replication,
-                               timeout=max(a.setup_timeout, 1)),
-                timeout=max(a.setup_timeout, 1) + 5)
-        except (KafkaError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-            raise SimulatorError(f"cannot reach the broker at {a.broker} or create its topics ({type(exc).__name__})") from None
+        with kafka_errors_kept() as last:  # the first connection: aiokafka logs why it failed (a refused SASL login)
+            try:
+                created = await asyncio.wait_for(
+                    create_missing(client_kwargs(settings_from_args(a)), wanted, a.partitions, a.replication,
+                                   timeout=max(a.setup_timeout, 1)),
+                    timeout=max(a.setup_timeout, 1) + 5)
+            except (KafkaError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+                why = f": {last.message}" if last.message else ""
+                raise SimulatorError(f"cannot reach the broker at {a.broker} or create its topics "
+                                     f"({type(exc).__name__}){why}"[:400]) from None
         if created:
             self.log(f"created topics {', '.join(created)} with {a.partitions} partitions")
 

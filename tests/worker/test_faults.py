@@ -728,3 +728,82 @@ def test_a_wrong_sasl_password_is_a_clear_one_line_error(scram_broker, tmp_path)
     assert len(lines) == 1, output[-3000:]
     assert lines[0].startswith("rater: ") and re.search(r"auth|password|SASL|SCRAM", lines[0], re.I), lines[0]
     report(f"wrong SASL password: exit {proc.returncode} after {took:.1f} s: {lines[0]}")
+
+
+def _produce_over_sasl(scram_broker, tmp_path, topic: str, password: str) -> subprocess.CompletedProcess:
+    """`rater produce` with the worker's connection flags, the password in RATER_SASL_PASSWORD."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"cdr_id": "p-1", "tenant_id": "scram-co"}\n{"cdr_id": "p-2", "tenant_id": "scram-co"}\nnot json\n')
+    cmd = [sys.executable, "-m", "rater", "produce", str(src), "--broker", scram_broker.sasl_bootstrap,
+           "--topic", topic, "--partitions", "1", *_sasl()[:-2]]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RATER_SASL_PASSWORD=password)
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("rater produce hung for 90 s on the SASL listener")
+
+
+def test_rater_produce_publishes_over_sasl_scram(scram_broker, tmp_path):
+    """The connection flags of issue 16 reach `rater produce`'s admin client and producer: the
+    SASL listener accepts nothing else, so the three lines arriving prove SCRAM was used."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = unique("f6-produce")
+    proc = _produce_over_sasl(scram_broker, tmp_path, topic, "secret")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == f"3 to {topic}"
+
+    async def read(n: int) -> list[tuple[bytes | None, bytes]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=scram_broker.sasl_bootstrap, **SASL_CLIENT)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            out: list[tuple[bytes | None, bytes]] = []
+            deadline = time.monotonic() + 30
+            while len(out) < n and time.monotonic() < deadline:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    out += [(m.key, m.value) for m in msgs]
+            return out
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(read(3)) == [
+        (b"scram-co", b'{"cdr_id": "p-1", "tenant_id": "scram-co"}'),
+        (b"scram-co", b'{"cdr_id": "p-2", "tenant_id": "scram-co"}'),
+        (None, b"not json"),
+    ]
+
+
+def test_rater_produce_with_a_wrong_sasl_password_is_a_one_line_error(scram_broker, tmp_path):
+    proc = _produce_over_sasl(scram_broker, tmp_path, unique("f6-produce-bad"), "wrong-password")
+    output = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode != 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output[-3000:]
+    assert lines[0].startswith(f"rater: cannot publish to Kafka at {scram_broker.sasl_bootstrap}: "), lines[0]
+    assert "SaslAuthenticationFailed" in lines[0], lines[0]  # aiokafka's reason, kept from its log
+    report(f"rater produce, wrong SASL password: exit {proc.returncode}: {lines[0]}")
+
+
+def test_rater_simulate_with_a_wrong_sasl_password_names_the_refusal(scram_broker, tmp_path):
+    """`rater simulate` takes the same connection flags; a refused login is named in its error."""
+    base = unique("f6-sim")
+    cmd = [sys.executable, "-m", "rater", "simulate", "--broker", scram_broker.sasl_bootstrap, "--duration", "1",
+           "--setup-timeout", "20", "--cdrs-topic", f"{base}-cdrs", "--commands-topic", f"{base}-commands",
+           "--events-topic", f"{base}-events", "--requests-topic", f"{base}-requests", *_sasl()[:-2]]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RATER_SASL_PASSWORD="wrong-password")
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("rater simulate hung for 90 s with a wrong SASL password")
+    output = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("rater: ")]
+    assert len(errors) == 1, output[-3000:]
+    assert errors[0].startswith(f"rater: simulate: cannot reach the broker at {scram_broker.sasl_bootstrap} "), errors[0]
+    assert "SaslAuthenticationFailed" in errors[0], errors[0]
+    assert "Unable connect" not in output.replace(errors[0], ""), output[-3000:]  # no loose aiokafka lines
