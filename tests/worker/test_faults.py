@@ -11,7 +11,8 @@
    of nesting, huge numbers, wrong types for every field, null keys, a key naming another
    tenant: each is rejected with its reason, valid records interleaved with them are rated
    at a normal pace, and no account changes.
-5. SASL/SCRAM end to end, on a broker of its own; a wrong password is a one-line error.
+5. SASL/SCRAM end to end, on a broker of its own; a wrong password is a one-line error;
+   ``rater produce`` and ``rater simulate`` take the same connection flags.
 
 The comparisons with ``rater rate`` are ``tests/support/chaos.py``'s (``compare``). Workers run
 with ``--sweep-interval 3600``: the chaos input's recharge requests are a day old on the
