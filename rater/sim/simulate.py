@@ -295,20 +295,20 @@ class Simulator:
     async def _consumer_at_end(self, topic: str):
         """A group-less consumer of every partition of ``topic``, positioned at its end now."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
 
         consumer = AIOKafkaConsumer(**client_kwargs(settings_from_args(self.args)), enable_auto_commit=False,
                                     auto_offset_reset="latest", isolation_level="read_committed")
         await consumer.start()
         try:
-            parts = consumer.partitions_for_topic(topic)
-            deadline = time.monotonic() + 10
-            while not parts:
-                if time.monotonic() > deadline:
-                    raise SimulatorError(f"no partitions for topic {topic}")
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
-                parts = consumer.partitions_for_topic(topic)
-                if not parts:
-                    await asyncio.sleep(0.2)
+            # The producer's public partitions_for waits for the topic's metadata (the
+            # consumer has no public call that refreshes it).
+            try:
+                parts = await asyncio.wait_for(self.producer.partitions_for(topic), 10)
+            except (KafkaError, asyncio.TimeoutError, TimeoutError):
+                parts = None
+            if not parts:
+                raise SimulatorError(f"no partitions for topic {topic}")
             tps = [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             await consumer.seek_to_end(*tps)
