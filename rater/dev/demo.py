@@ -28,7 +28,6 @@ import collections
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import orjson
 
 from rater.dev import broker as devbroker
+from rater.dev.brokerlib import repo_root
 from rater.dev.demoview import (
     EVENTS_SHOWN,
     LOWEST,
@@ -45,31 +45,37 @@ from rater.dev.demoview import (
     Snapshot,
     Style,
     _http,
-    _stop_process,
     _tail,
     parse_metrics,
 )
-from rater.dev.procs import die_with_parent, free_port
+from rater.dev.procs import Child, ChildFailed, WorkerChild, free_port
+from rater.worker.topics import partitions_of
 
 PARTITIONS = 4
+
+
+def _stop(child: Child, timeout: float) -> None:
+    """SIGTERM, and SIGKILL after ``timeout``: the demo ends whatever a child does."""
+    with contextlib.suppress(ChildFailed):
+        child.stop(timeout)
 
 
 class Demo(DemoScreen):
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.root = devbroker.repo_root()
+        self.root = repo_root()
         self.dir = self.root / ".kafka" / "demo"
         self.broker_dir = self.dir / "broker"
         self.worker_log = self.dir / "worker.log"
         self.sim_log = self.dir / "simulate.log"
         self.notify_log = self.dir / "notify.log"
-        self.notify: subprocess.Popen | None = None
+        self.notify: Child | None = None
         self.notify_base = ""
         self.sink: MailSink | None = None
         self.notify_snap: dict[str, float] = {}
         self.broker: devbroker.BrokerInfo | None = None
-        self.worker: subprocess.Popen | None = None
-        self.sim: subprocess.Popen | None = None
+        self.worker: WorkerChild | None = None
+        self.sim: Child | None = None
         self.port = 0
         self.base = ""
         self.stop = asyncio.Event()
@@ -114,16 +120,13 @@ class Demo(DemoScreen):
 
     def start_worker(self) -> None:
         assert self.broker is not None
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "rater", "worker", "--broker", self.broker.bootstrap,
-               "--rates", str(self.rates_dir()), "--state-dir", str(self.dir / "state"),
-               "--web-port", str(self.port), "--partitions", str(PARTITIONS), "--app-id", "rater-demo"]
+        self.worker = WorkerChild(self.broker.bootstrap, app_id="rater-demo", topics={},
+                                  state_dir=self.dir / "state", log_path=self.worker_log,
+                                  rates_dir=self.rates_dir(), partitions=PARTITIONS)
+        self.port = self.worker.web_port
+        self.base = self.worker.url
         self.say(f"starting a worker (web {self.base}, log {self._rel(self.worker_log)})...")
-        with open(self.worker_log, "ab") as log:
-            self.worker = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                           cwd=self.root, start_new_session=True,
-                                           preexec_fn=die_with_parent)
+        self.worker.start()
 
     def start_notifier(self) -> None:
         """An SMTP sink here, a contacts file for the simulated tenants, and `rater notify`."""
@@ -147,10 +150,7 @@ class Demo(DemoScreen):
                "--state-dir", str(self.dir / "notify"), "--web-port", str(port)]
         self.say(f"starting rater notify (email to an SMTP sink on 127.0.0.1:{self.sink.port}, "
                  f"log {self._rel(self.notify_log)})")
-        with open(self.notify_log, "ab") as log:
-            self.notify = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                           cwd=self.root, start_new_session=True,
-                                           preexec_fn=die_with_parent)
+        self.notify = Child(cmd, self.notify_log, name="rater notify").start()
 
     def rates_dir(self) -> Path:
         return Path(self.args.rates).resolve() if self.args.rates else self.root / "rate_tables"
@@ -159,7 +159,7 @@ class Demo(DemoScreen):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop.is_set():
             assert self.worker is not None
-            if self.worker.poll() is not None:
+            if not self.worker.alive():
                 self.say(f"the worker exited ({self.worker.returncode}); the end of {self._rel(self.worker_log)}:")
                 print(_tail(self.worker_log), file=sys.stderr)
                 return False
@@ -179,25 +179,22 @@ class Demo(DemoScreen):
                "--bad-share", str(a.bad_share), "--seed", str(a.seed), "--rates", str(self.rates_dir()),
                "--funds-scale", str(a.funds_scale), "--status-interval", "1"]
         self.say(f"starting the simulator ({a.tenants} tenants, {a.rate:g} records/s, log {self._rel(self.sim_log)})")
-        with open(self.sim_log, "ab") as log:
-            self.sim = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=self.root, start_new_session=True,
-                                        preexec_fn=die_with_parent)
+        self.sim = Child(cmd, self.sim_log, name="rater simulate").start()
         self.sim_started = time.monotonic()
 
     def shutdown(self) -> None:
-        if self.sim is not None and self.sim.poll() is None:
+        if self.sim is not None and self.sim.alive():
             self.say("stopping the simulator...")
-            _stop_process(self.sim, 15)
-        if self.notify is not None and self.notify.poll() is None:
+            _stop(self.sim, 15)
+        if self.notify is not None and self.notify.alive():
             self.say("stopping rater notify...")
-            _stop_process(self.notify, 20)
+            _stop(self.notify, 20)
         if self.sink is not None:
             self.sink.stop()
-        if self.worker is not None and self.worker.poll() is None:
+        if self.worker is not None and self.worker.alive():
             self.final_snapshot()
             self.say("stopping the worker...")
-            _stop_process(self.worker, 30)
+            _stop(self.worker, 30)
         if self.broker is not None:
             self.say("stopping the broker...")
             with contextlib.suppress(devbroker.DevBrokerError):
@@ -237,16 +234,8 @@ class Demo(DemoScreen):
                                     auto_offset_reset="latest")
         await consumer.start()
         try:
-            tps = []
-            for topic in ("rated-cdrs", "balance-events"):
-                parts = None
-                for _ in range(50):
-                    parts = consumer.partitions_for_topic(topic)
-                    if parts:
-                        break
-                    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
-                    await asyncio.sleep(0.2)
-                tps += [TopicPartition(topic, p) for p in sorted(parts or ())]
+            parts = await partitions_of({"bootstrap_servers": self.broker.bootstrap}, ("rated-cdrs", "balance-events"))
+            tps = [TopicPartition(topic, p) for topic, ps in parts.items() for p in ps]
             consumer.assign(tps)
             await consumer.seek_to_end(*tps)
             for tp in tps:  # resolve "the end" now, before the simulator sends anything
