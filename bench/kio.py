@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rater.core.partitioning import partition_for
+from rater.worker.topics import partitions_of
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout: float = 30.0) -> None:
@@ -89,6 +90,7 @@ class Offsets:
     """A consumer without a group that reads end offsets and single records."""
 
     def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                          auto_offset_reset="earliest", metadata_max_age_ms=1000)
 
@@ -100,18 +102,9 @@ class Offsets:
         await self.consumer.stop()
 
     async def tps(self, topics: Iterable[str]) -> list[TopicPartition]:
-        out = []
-        for topic in topics:
-            parts = self.consumer.partitions_for_topic(topic)
-            for _ in range(50):
-                if parts:
-                    break
-                await self.consumer._client.force_metadata_update()  # noqa: SLF001 - no public way
-                parts = self.consumer.partitions_for_topic(topic)
-                if not parts:
-                    await asyncio.sleep(0.1)
-            out += [TopicPartition(topic, p) for p in sorted(parts or ())]
-        return out
+        topics = list(topics)
+        parts = await partitions_of({"bootstrap_servers": self.bootstrap}, topics, timeout=5.0)
+        return [TopicPartition(topic, p) for topic in topics for p in parts.get(topic, ())]
 
     async def total(self, topics: Iterable[str]) -> int:
         """Records in ``topics`` (end minus beginning offsets)."""

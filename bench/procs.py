@@ -1,4 +1,5 @@
-"""Processes the benchmark starts and what it reads about them from /proc.
+"""Processes the benchmark starts (on ``rater.dev.procs.Child``/``WorkerChild``, the one
+wrapper of a subprocess) and what it reads about them from /proc.
 
 CPU time is ``utime + stime`` of ``/proc/<pid>/stat`` (all threads of the process), peak
 RSS is ``VmHWM`` and current RSS ``VmRSS`` of ``/proc/<pid>/status``: no psutil. Every
@@ -9,15 +10,10 @@ never by name.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from rater.dev.procs import free_port
+from rater.dev.procs import Child, WorkerChild, http_status
 
 ROOT = Path(__file__).resolve().parent.parent
 RATES_DIR = ROOT / "rate_tables"
@@ -43,16 +39,6 @@ def status_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return None, b""
-
-
 def records_total(metrics_text: bytes) -> int:
     """Sum of ``rater_records_total`` over every label set."""
     total = 0.0
@@ -62,35 +48,10 @@ def records_total(metrics_text: bytes) -> int:
     return int(total)
 
 
-class Proc:
-    """One subprocess with its log in a file; ``stop`` ends it by pid."""
+class Measured:
+    """CPU and memory of a running child (``Child.pid``), from /proc."""
 
-    def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str] | None = None):
-        self.cmd = cmd
-        self.log_path = log_path
-        self.env = env
-        self.popen: subprocess.Popen | None = None
-        self.started = 0.0
-
-    def start(self) -> "Proc":
-        log = open(self.log_path, "ab")
-        try:
-            self.started = time.monotonic()
-            self.popen = subprocess.Popen(
-                self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=ROOT, env=self.env, start_new_session=True,
-            )
-        finally:
-            log.close()
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+    pid: int
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
@@ -101,76 +62,31 @@ class Proc:
     def rss_kib(self) -> int:
         return status_kib(self.pid, "VmRSS")
 
-    def stop(self, timeout: float = 20.0) -> int | None:
-        if self.popen is None:
-            return None
-        if self.popen.poll() is None:
-            try:
-                os.kill(self.popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.kill(self.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.popen.wait(10)
-        return self.popen.returncode
 
-    def tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+class Proc(Measured, Child):
+    """One subprocess of the benchmark (a relay, the pacer, ...), with its log in a file."""
+
+    def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str] | None = None):
+        super().__init__(cmd, log_path, env, name=Path(log_path).stem)
 
 
-class WorkerProc(Proc):
-    """A ``rater worker`` subprocess with its own app id, topics, state dir and port."""
+class WorkerProc(Measured, WorkerChild):
+    """A ``rater worker`` of the benchmark: no wall-clock sweep (it would add outputs after
+    the last one), ``--batch-size``, and per-batch log lines when ``debug_batches``."""
 
     def __init__(self, broker: str, *, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path,
                  partitions: int, batch_size: int, debug_batches: bool = False,
                  extra: list[str] | None = None):
-        self.port = free_port()
-        self.app_id = app_id
-        self.topics = topics
-        self.state_dir = state_dir
-        cmd = [
-            sys.executable, "-m", "rater", "worker",
-            "--broker", broker, "--app-id", app_id, "--partitions", str(partitions),
-            "--rates", str(RATES_DIR), "--state-dir", str(state_dir), "--web-port", str(self.port),
-            "--batch-size", str(batch_size),
-            # No wall-clock sweep during a measurement: it would add outputs after the last one.
-            "--sweep-interval", "3600",
-        ]
-        for name, topic in topics.items():
-            cmd += [f"--topic-{name}", topic]
-        cmd += extra or []
-        env = dict(os.environ)
-        env.pop("RATER_DEBUG_BATCHES", None)
-        if debug_batches:
-            env["RATER_DEBUG_BATCHES"] = "1"
-        super().__init__(cmd, log_path, env)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        extra_args = ["--batch-size", str(batch_size), "--sweep-interval", "3600", *(extra or [])]
+        super().__init__(broker, app_id=app_id, topics=topics, state_dir=state_dir, log_path=log_path,
+                         rates_dir=RATES_DIR, partitions=partitions, extra_args=extra_args,
+                         env={"RATER_DEBUG_BATCHES": "1" if debug_batches else ""})
 
     def wait_ready(self, timeout: float = 120.0, interval: float = 0.05) -> float:
-        """Seconds from process start to the first 200 of /readyz."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"worker exited during startup:\n{self.tail()}")
-            status, _ = http_get(self.url + "/readyz", timeout=1.0)
-            if status == 200:
-                return time.monotonic() - self.started
-            time.sleep(interval)
-        raise RuntimeError(f"worker not ready after {timeout:.0f} s:\n{self.tail()}")
+        return super().wait_ready(timeout, interval)
 
     def records(self) -> int | None:
-        status, body = http_get(self.url + "/metrics", timeout=5.0)
+        status, body = http_status(self.url + "/metrics", timeout=5.0)
         if status != 200:
             return None
         return records_total(body)

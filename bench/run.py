@@ -149,7 +149,7 @@ class Bench:
         w = WorkerProc(self.bootstrap, app_id=app_id, topics=topics, state_dir=state_dir,
                        log_path=self.work / f"{name}.log", partitions=self.args.partitions,
                        batch_size=self.args.batch_size, debug_batches=debug, extra=extra)
-        self.results["commands"].setdefault("worker", " ".join(_shown(w.cmd)))
+        self.results["commands"].setdefault("worker", " ".join(_shown(w.command())))
         return w
 
     def out_topics(self, base: str, cdrs: str, commands: str | None = None) -> dict[str, str]:
@@ -614,9 +614,8 @@ class Bench:
         w = self.track(self.worker("prof", topics, app_id=base))
         raw = self.work / ("profile-worker.txt" if tool == "py-spy" else "profile-worker.pstats")
         if tool == "pyinstrument":
-            i = w.cmd.index("-m")
-            w.cmd[i:i + 2] = ["-m", "pyinstrument", "--interval", "0.01", "-r", "pstats", "-o", str(raw), "-m", "rater"]
-        self.results["commands"]["profile"] = " ".join(_shown(w.cmd)) if tool == "pyinstrument" else (
+            w.launcher = [sys.executable, "-m", "pyinstrument", "--interval", "0.01", "-r", "pstats", "-o", str(raw), "-m"]
+        self.results["commands"]["profile"] = " ".join(_shown(w.command())) if tool == "pyinstrument" else (
             "py-spy record --pid <worker pid> --rate 100 --duration N --format raw --function --nonblocking --output F")
         w.start()
         note = ""

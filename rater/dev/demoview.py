@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -74,20 +73,6 @@ def _tail(path: Path, n: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").strip().splitlines()[-n:])
     except OSError:
         return ""
-
-
-def _stop_process(proc: subprocess.Popen | None, timeout: float) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
 
 
 def _num(n: float) -> str:
@@ -265,7 +250,7 @@ class DemoScreen:
         if self.sink is None:
             return "off"
         n = self.notify_snap
-        state = "" if self.notify is None or self.notify.poll() is None else f" (rater notify exited {self.notify.returncode})"
+        state = "" if self.notify is None or self.notify.alive() else f" (rater notify exited {self.notify.returncode})"
         return (f"{_num(self.sink.count())} emails received by the sink 127.0.0.1:{self.sink.port}; notify sent "
                 f"{_num(n.get('rater_notify_sent_total:email', 0))}, retried {_num(n.get('rater_notify_retried_total:email', 0))}, "
                 f"dead-lettered {_num(n.get('rater_notify_dead_lettered_total:email', 0))}{state}")
@@ -309,10 +294,10 @@ class DemoScreen:
                     last_plain = tick
                     print(self.plain_line(), flush=True)
                 assert self.worker is not None and self.sim is not None
-                if self.worker.poll() is not None:
+                if not self.worker.alive():
                     self.worker_died = True
                     break
-                if self.sim.poll() is not None:
+                if not self.sim.alive():
                     if self.sim_ended is None:
                         self.sim_ended = time.monotonic()
                         self.last_total = -1.0

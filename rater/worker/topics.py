@@ -42,3 +42,25 @@ async def create_missing(client: dict[str, Any], names: Iterable[str], partition
         return missing
     finally:
         await admin.close()
+
+
+async def partitions_of(client: dict[str, Any], names: Iterable[str], timeout: float = 10.0) -> dict[str, list[int]]:
+    """The partitions of those of ``names`` that exist, from the broker's metadata (public
+    admin API: a consumer's ``partitions_for_topic`` only knows topics its client tracks).
+    Waits up to ``timeout`` for all of them to show."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    wanted = list(dict.fromkeys(names))
+    admin = AIOKafkaAdminClient(**client)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            meta = await admin.describe_topics(wanted)
+            found = {m["topic"]: sorted(p["partition"] for p in m["partitions"])
+                     for m in meta if m.get("error_code", 0) == 0 and m["partitions"]}
+            if len(found) == len(wanted) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 from rater.core.partitioning import partition_for
 from rater.dev.demoview import parse_metrics
-from rater.dev.procs import free_port
+from rater.dev.procs import WorkerChild, http_status
 from rater.sim.traffic import BAD_KINDS
 from tests.support.kafka import consume_all
 
@@ -27,18 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RATES = ROOT / "rate_tables"
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
-
 def _metrics(base: str) -> dict:
-    status, body = _get(base + "/metrics")
+    status, body = http_status(base + "/metrics")
     assert status == 200
     return parse_metrics(body.decode())
 
@@ -65,30 +53,14 @@ def topics():
 
 @pytest.fixture
 def worker(kafka_broker, topics, tmp_path):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "rater", "worker", "--broker", kafka_broker.bootstrap, "--rates", str(RATES),
-           "--state-dir", str(tmp_path / "state"), "--web-port", str(port), "--partitions", "4",
-           "--app-id", "sim-" + topics["cdrs"].rsplit("-", 1)[1]]
-    for name, topic in topics.items():
-        cmd += [f"--topic-{name}", topic]
-    log = open(tmp_path / "worker.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    app_id = "sim-" + topics["cdrs"].rsplit("-", 1)[1]
+    w = WorkerChild(kafka_broker.bootstrap, app_id=app_id, topics=topics, state_dir=tmp_path / "state",
+                    log_path=tmp_path / "worker.log", rates_dir=RATES, partitions=4)
     try:
-        deadline = time.monotonic() + 45
-        while _get(base + "/readyz")[0] != 200:
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "worker not ready after 45 s"
-            time.sleep(0.3)
-        yield base
+        w.start().wait_ready(45)
+        yield w.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        w.stop()
 
 
 def _simulate(broker: str, topics: dict, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -36,9 +33,8 @@ from typing import Any, Callable
 
 import orjson
 
-from rater.dev.procs import die_with_parent, free_port
+from rater.dev.procs import ROOT, WorkerChild
 
-ROOT = Path(__file__).resolve().parents[2]
 RATES_DIR = ROOT / "rate_tables"
 READY_TIMEOUT = 60.0
 # Logged at ERROR by aiokafka and retried: the first group join on a new broker.
@@ -66,11 +62,12 @@ class WorkerTopics:
             events=f"{base}-events", requests=f"{base}-requests", rejects=f"{base}-rejects",
         )
 
+    def items(self) -> list[tuple[str, str]]:
+        """(name, topic) pairs: the worker's ``--topic-<name>`` flags."""
+        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+
     def args(self) -> list[str]:
-        out = []
-        for f in dataclasses.fields(self):
-            out += [f"--topic-{f.name}", getattr(self, f.name)]
-        return out
+        return [arg for name, topic in self.items() for arg in (f"--topic-{name}", topic)]
 
 
 @dataclasses.dataclass
@@ -91,7 +88,13 @@ class WorkerFailed(AssertionError):
     pass
 
 
-class WorkerProcess:
+class WorkerProcess(WorkerChild):
+    """The test harness around ``rater.dev.procs.WorkerChild``: a context manager with a
+    temporary state dir and log, and what the tests look at (HTTP answers, metrics, errors
+    in the log)."""
+
+    Failed = WorkerFailed
+
     def __init__(
         self,
         broker: str,
@@ -108,45 +111,21 @@ class WorkerProcess:
         precreate_inputs: bool = False,
         env: dict[str, str] | None = None,
     ):
-        self.broker = broker
-        self.topics = topics or WorkerTopics.unique(name)
-        self.app_id = app_id or unique(f"{name}-app")
-        self.partitions = partitions
         self._tmp = tempfile.TemporaryDirectory(prefix=f"rater-{name}-")
-        self.state_dir = Path(state_dir) if state_dir is not None else Path(self._tmp.name) / "state"
-        self.web_port = web_port or free_port()
-        self.rates_dir = Path(rates_dir)
-        self.extra_args = list(extra_args)
-        self.name = name
+        tmp = Path(self._tmp.name)
+        super().__init__(
+            broker, app_id=app_id or unique(f"{name}-app"), topics=topics or WorkerTopics.unique(name),
+            state_dir=Path(state_dir) if state_dir is not None else tmp / "state", log_path=tmp / "worker.log",
+            rates_dir=Path(rates_dir), partitions=partitions, web_port=web_port, extra_args=extra_args,
+            env=env, name=name,
+        )
         self.ready_timeout = ready_timeout
         self.precreate_inputs = precreate_inputs
-        self.env = dict(env or {})  # extra environment of the next start (e.g. RATER_FAILPOINT)
-        self.log_path = Path(self._tmp.name) / "worker.log"
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
 
     # --- lifecycle --------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "rater", "worker",
-            "--broker", self.broker,
-            "--rates", str(self.rates_dir),
-            "--state-dir", str(self.state_dir),
-            "--web-port", str(self.web_port),
-            "--partitions", str(self.partitions),
-            "--app-id", self.app_id,
-            *self.topics.args(),
-            *self.extra_args,
-        ]
-
     def start(self, wait: bool = True, timeout: float | None = None) -> "WorkerProcess":
         """Start the process; with ``wait``, return once ``/readyz`` says ready."""
-        assert self.proc is None or self.proc.poll() is not None, "the worker is already running"
         if self.precreate_inputs and self.starts == 0:
             # The worker creates missing topics itself, but describes the input topics
             # right after creating them and may see 0 partitions (the broker's metadata
@@ -157,76 +136,21 @@ class WorkerProcess:
 
             for topic in (self.topics.cdrs, self.topics.commands):
                 create_topic(self.broker, topic, self.partitions)
-        self.starts += 1
-        log = open(self.log_path, "ab")
-        log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
-        log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
-        try:
-            self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True, preexec_fn=die_with_parent,
-            )
-        finally:
-            log.close()
+        super().start()
         if wait:
             self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout or self.ready_timeout)
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                code = None if self.proc is None else self.proc.returncode
-                raise WorkerFailed(f"{self.name} exited with status {code} before it was ready\n{self.tail()}")
-            try:
-                r = self.get("/readyz", timeout=2)
-                if r.status == 200:
-                    return
-                last = f"{r.status} {r.body[:200]!r}"
-            except OSError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.2)
-        raise WorkerFailed(f"{self.name} not ready after {timeout or self.ready_timeout:.0f} s ({last})\n{self.tail()}")
+    def wait_ready(self, timeout: float | None = None, interval: float = 0.2) -> float:
+        return super().wait_ready(timeout or self.ready_timeout, interval)
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait for a clean exit; SIGKILL after ``timeout``. Returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait(10)
-                raise WorkerFailed(f"{self.name} did not stop within {timeout:.0f} s of SIGTERM\n{self.tail()}")
-        return self.proc.returncode
-
-    def kill(self) -> int | None:
-        """SIGKILL: a crash, nothing flushed or committed."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self._signal(signal.SIGKILL)
-            self.proc.wait(10)
-        return self.proc.returncode
+        return self.alive()
 
     def restart(self, wait: bool = True, timeout: float | None = None) -> "WorkerProcess":
         """SIGTERM, then start again on the same state dir, port, app id and topics."""
         self.stop()
         return self.start(wait=wait, timeout=timeout)
-
-    def _signal(self, sig: int) -> None:
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, sig)  # its own session: the group id is its pid
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> "WorkerProcess":
         try:
@@ -251,16 +175,6 @@ class WorkerProcess:
             self._tmp.cleanup()
 
     # --- looking at it ------------------------------------------------------------------
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def tail(self, n: int = 40) -> str:
-        lines = self.log().splitlines()
-        return "\n".join(lines[-n:])
 
     def errors(self) -> list[str]:
         """Errors in the log: each ``ERROR``/``CRITICAL`` line or traceback with the lines

@@ -97,8 +97,8 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
     try:
         # The first pass: one batch, then the failpoint ends the process after its step 4.
         first.start(wait=False)
-        assert first.proc is not None
-        code = first.proc.wait(120)
+        assert first.popen is not None
+        code = first.popen.wait(120)
         assert code == 75, f"the failpoint did not end the worker (status {code})\n{first.tail()}"
         assert "failpoint after-step-4: exiting before the offsets of 9 record(s)" in first.log(), first.tail()
         rejects_first = consume_all(broker, topics.rejects, 30)
@@ -181,8 +181,8 @@ def test_a_replay_after_a_crash_inside_the_account_write_skips_the_records_of_ac
                     env={"RATER_FAILPOINT": "inside-step-4"})
     try:
         w.start(wait=False)
-        assert w.proc is not None
-        code = w.proc.wait(120)
+        assert w.popen is not None
+        code = w.popen.wait(120)
         assert code == 75, f"the failpoint did not end the worker (status {code})\n{w.tail()}"
         # rp-a's account, then rp-d's, then the applied mark: 3 changelog records, 1 written.
         assert "failpoint inside-step-4: exiting after 1 of 3 changelog record(s)" in w.log(), w.tail()

@@ -794,13 +794,13 @@ def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_brok
         first = [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"]
         # A broken table is refused: the worker keeps the version it has.
         (rates / "broken.csv").write_text("call_type,prefix,currency,rate_per_minute\nintl,44,USD,x\n")
-        w._signal(_signal.SIGHUP)
+        w.signal(_signal.SIGHUP)
         wait_for(lambda: "not reloaded" in w.log(), 30, what="refused reload", workers=(w,))
         assert [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"] == first
         # A valid change is loaded, and the metric shows the new version.
         (rates / "broken.csv").unlink()
         shutil.copy(rates / "mini-usd.csv", rates / "mini2-usd.csv")
-        w._signal(_signal.SIGHUP)
+        w.signal(_signal.SIGHUP)
         wait_for(lambda: [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"] != first, 30,
                  what="reloaded version", workers=(w,))
         # --log-format json: every line the worker logs on its own is one JSON object.
