@@ -1,4 +1,4 @@
-//! The account codec: the stored form that rater/state.py writes (`to_stored`, encoded
+//! The account codec: the stored form that rater/core/codec.py writes (`to_stored`, encoded
 //! by orjson), byte for byte, so a state file or changelog written by either engine is
 //! read by the other, and one written by the Python core before the native engine
 //! existed is read as it is.
@@ -210,7 +210,7 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
         pending_requested_at: i64_(field(m, "pra")?, "pra")?,
         pending_amount: int(field(m, "pam")?, "pam")?,
         recharge_count: i64_(field(m, "rc")?, "rc")?,
-        // Absent from accounts written before SPEC v1.1 (as in rater/state.py).
+        // Absent from accounts written before SPEC v1.1 (as in rater/core/codec.py).
         timed_out_requests: match m.get("tor") {
             None => Map::default(),
             Some(Value::Object(t)) => t
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn an_account_written_by_the_python_codec_reads_and_writes_back_the_same() {
-        // Written by rater.state.encode_account (orjson) for an account with one lot, a
+        // Written by rater.core.codec.encode_account (orjson) for an account with one lot, a
         // card, a pending request and remembered ids.
         let py = br#"{"t":"acme","p":"standard-usd","c":"USD","lbt":5000000,"idm":100,"ar":{"enabled":true,"threshold":1000000,"amount":20000000,"payment_method":{"type":"card","expires":"2027-01","last4":"4242"}},"rs":false,"pr":"acme/recharge/1","pra":1795514400000000,"pam":20000000,"rc":1,"tor":{"acme/recharge/0":[15000000,1795510000000000]},"sb":"acme/recharge/0","lots":[["f1",9968500,1795514400000000,1827050400000000,"manual"]],"debt":0,"dom":{"2026-11":60},"sc":{"c1":1795514400000000},"sm":{"f1":1795514400000000},"cw":1795514400000000,"mw":1795514400000000,"pa":1795514400000000,"sg":[],"ns":0}"#;
         let a = decode_account(py).unwrap();

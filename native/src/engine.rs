@@ -75,7 +75,7 @@ pub fn base64(raw: &[u8]) -> String {
     s
 }
 
-/// rater/bounds.py: the input bytes a reject's `raw` holds at most, and the largest input.
+/// rater/core/bounds.py: the input bytes a reject's `raw` holds at most, and the largest input.
 pub const RAW_LIMIT: usize = 16 * 1024;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 512 * 1024;
 
@@ -98,7 +98,7 @@ pub fn reject_record(
     source: &Source,
     tenant_id: Option<&str>,
 ) -> Vec<u8> {
-    // rater/bounds.py raw_fields: at most RAW_LIMIT bytes of the input; text or base64 by
+    // rater/core/bounds.py raw_fields: at most RAW_LIMIT bytes of the input; text or base64 by
     // what the whole input is; a cut inside a character drops that character's bytes.
     let cut = &raw[..raw.len().min(RAW_LIMIT)];
     let (text, encoding) = match std::str::from_utf8(raw) {
@@ -173,7 +173,7 @@ pub struct Engine {
     pub accounts: HashMap<String, Account>,
     pub horizon: i64,
     pub tally: Tally,
-    /// A larger input is rejected before it is decoded (rater/bounds.py).
+    /// A larger input is rejected before it is decoded (rater/core/bounds.py).
     pub max_record_bytes: usize,
 }
 

@@ -1,4 +1,4 @@
-//! The ledger of a tenant (SPEC 4 to 7), the same rules as rater/ledger.py in the same
+//! The ledger of a tenant (SPEC 4 to 7), the same rules as rater/core/ledger.py in the same
 //! order; read that file's theory of operation first, it holds here line by line:
 //!
 //! 1. Money is conserved: only `debit`, `credit` and `expire` change lots or debt, and
@@ -457,7 +457,7 @@ fn remember(acct: &mut Account, cdr: bool, record_id: &str, at: i64, horizon: i6
 }
 
 /// Whether a CDR id is among those the Kafka worker moved out of the account into id
-/// segments (rater/idstore.py); asked only for an account that lists segments.
+/// segments (rater/core/idsegments.py); asked only for an account that lists segments.
 pub type OlderSeen<'h> = &'h mut dyn FnMut(&Account, &str) -> bool;
 
 /// Apply one record to its tenant's account. `acct` is changed in place when applied; a

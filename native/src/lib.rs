@@ -1,7 +1,7 @@
 //! rater's rating core in Rust (SPEC v1.1 sections 1 and 3 to 8): the same rules as the
-//! Python core (rater/money.py, timeutil.py, records.py, rates.py, ledger.py, engine.py,
+//! Python core (rater/core/money.py, timeutil.py, records.py, rates.py, ledger.py, engine.py,
 //! state.py), which stays the readable reference; the differential tests
-//! (tests/test_native_diff.py) hold the two byte for byte equal.
+//! (tests/core/test_native_diff.py) hold the two byte for byte equal.
 #![forbid(unsafe_code)]
 
 pub mod codec;

@@ -1,4 +1,4 @@
-//! Money (SPEC 1): wire amounts to integer micro-units and back, as rater/money.py does.
+//! Money (SPEC 1): wire amounts to integer micro-units and back, as rater/core/money.py does.
 
 use crate::json::{float_digits, Value};
 use crate::pyrepr::{head, repr};

@@ -1,4 +1,4 @@
-//! The Python module `rater_native`: the engine behind rater/native_engine.py.
+//! The Python module `rater_native`: the engine behind rater/core/native_engine.py.
 //! Bytes in, bytes out; no per-record Python objects on the offline path.
 
 use crate::codec;
@@ -295,7 +295,7 @@ impl PyEngine {
         )
     }
 
-    /// Hand an account over in the stored form (rater/state.py `encode_account`).
+    /// Hand an account over in the stored form (rater/core/codec.py `encode_account`).
     fn put_account(&mut self, stored: &[u8]) -> PyResult<()> {
         let a = codec::decode_account(stored).map_err(PyValueError::new_err)?;
         self.inner.accounts.insert(a.tenant_id.clone(), a);
@@ -337,7 +337,7 @@ impl PyEngine {
         self.inner.accounts.get(tenant).map(|a| a.balance())
     }
 
-    /// The counts for the summary and metrics: a dict of the rater.engine.Tally fields.
+    /// The counts for the summary and metrics: a dict of the rater.core.engine.Tally fields.
     fn tally<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let t = &self.inner.tally;
         let d = PyDict::new(py);
@@ -382,7 +382,7 @@ fn recode_account<'py>(py: Python<'py>, stored: &[u8]) -> PyResult<Bound<'py, Py
     Ok(PyBytes::new(py, &codec::encode_account(&a)))
 }
 
-/// The event id of SPEC 7 (rater.ledger.event_id).
+/// The event id of SPEC 7 (rater.core.ledger.event_id).
 #[pyfunction]
 #[pyo3(signature = (tenant, kind, cause_id, type_, extra = ""))]
 fn event_id(tenant: &str, kind: &str, cause_id: &str, type_: &str, extra: &str) -> String {

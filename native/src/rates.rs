@@ -1,5 +1,5 @@
 //! Rate tables (SPEC 4): lookup and charge. The CSV files are read and checked by the
-//! Python loader (rater/rates.py), which hands the parsed rows over; this module indexes
+//! Python loader (rater/core/rates.py), which hands the parsed rows over; this module indexes
 //! them the same way and answers the same lookups.
 
 use crate::money::format_money;

@@ -1,5 +1,5 @@
 //! Input records (SPEC 3 and 5): bytes to a validated `Cdr` or `Command`, or the reject
-//! reason and detail, with the same checks in the same order as rater/records.py (the
+//! reason and detail, with the same checks in the same order as rater/core/records.py (the
 //! detail texts are compared byte for byte by the differential tests).
 
 use crate::json::{self, Object, Value};

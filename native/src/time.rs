@@ -1,4 +1,4 @@
-//! Timestamps (SPEC 1) as rater/timeutil.py reads and writes them: RFC 3339 with a zone
+//! Timestamps (SPEC 1) as rater/core/timeutil.py reads and writes them: RFC 3339 with a zone
 //! in, i64 UTC microseconds inside, `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` out.
 
 use crate::json::Value;

@@ -1,6 +1,6 @@
 """Which fetched input records the worker may apply: every offset once, in order, no holes.
 
-The worker takes its input records in bulk from the consumer (``rater/worker/intake.py``), so
+The worker takes its input records in bulk from the consumer (``rater/worker/adapter.py``, ``BulkConsumer``), so
 nothing stands between Kafka and the commit protocol that could skip a record. This
 module is the check that nothing did: it knows, for every input partition of the
 current assignment, the next offset the worker must apply, and judges each fetched run
