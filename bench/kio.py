@@ -161,9 +161,8 @@ async def read_all(bootstrap: str, topics: list[str], timeout: float = 300.0) ->
     await consumer.start()
     out: list[tuple[bytes, int]] = []
     try:
-        off = Offsets.__new__(Offsets)
-        off.consumer = consumer
-        tps = await off.tps(topics)
+        parts = await partitions_of({"bootstrap_servers": bootstrap}, topics, timeout=5.0)
+        tps = [TopicPartition(topic, p) for topic in topics for p in parts.get(topic, ())]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
