@@ -8,6 +8,7 @@ use crate::rates::HashMap;
 use crate::rates::Tables;
 use crate::records::{decode, Record};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 /// Where a record came from, as the reject names it.
 pub enum Source<'a> {
@@ -26,10 +27,48 @@ pub enum Source<'a> {
 pub struct Tally {
     pub outcomes: HashMap<(&'static str, &'static str), u64>,
     pub reasons: HashMap<&'static str, u64>,
-    pub charged: HashMap<(String, &'static str), i128>,
+    /// (currency, call type) -> micro-units; a handful of entries, searched in order.
+    pub charged: Vec<((String, &'static str), i128)>,
     pub billable: HashMap<&'static str, i64>,
     pub events: HashMap<&'static str, u64>,
     pub recharge_failures: HashMap<String, u64>,
+}
+
+impl Tally {
+    fn add(
+        &mut self,
+        kind: &'static str,
+        out: &Outcome,
+        call_type: Option<&'static str>,
+        currency: Option<&str>,
+    ) {
+        *self
+            .outcomes
+            .entry((kind, out.status.name()))
+            .or_default() += 1;
+        if out.status == Status::Rejected {
+            *self.reasons.entry(out.reason).or_default() += 1;
+        }
+        if out.rated.is_some() {
+            let ct = call_type.expect("a rated record is a CDR");
+            let currency = currency.unwrap_or_default();
+            let charged = &mut self.charged;
+            match charged
+                .iter_mut()
+                .find(|((c, t), _)| *t == ct && c == currency)
+            {
+                Some((_, n)) => *n += out.charge,
+                None => charged.push(((currency.to_owned(), ct), out.charge)),
+            }
+            *self.billable.entry(ct).or_default() += out.billable_seconds;
+        }
+        for t in &out.event_types {
+            *self.events.entry(t).or_default() += 1;
+        }
+        for r in &out.recharge_failures {
+            *self.recharge_failures.entry(r.clone()).or_default() += 1;
+        }
+    }
 }
 
 /// The outputs of records as JSON lines, appended in order.
@@ -46,11 +85,36 @@ fn push_line(sink: &mut Vec<u8>, item: &[u8]) {
     sink.push(b'\n');
 }
 
+/// The position of the first `\n`, eight bytes at a time.
+fn find_newline(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
+            ^ (ONES * b'\n' as u64);
+        if w.wrapping_sub(ONES) & !w & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|c| *c == b'\n').map(|p| i + p)
+}
+
 pub struct Processed {
     pub kind: &'static str,
     pub tenant_id: Option<String>,
     pub outcome: Outcome,
     pub reject: Option<Vec<u8>>,
+}
+
+/// `Processed` with the tenant id borrowed from the input where it can be (the offline
+/// path does not keep it).
+struct Handled<'r> {
+    kind: &'static str,
+    tenant_id: Option<Cow<'r, str>>,
+    outcome: Outcome,
+    reject: Option<Vec<u8>>,
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -188,38 +252,6 @@ impl Engine {
         }
     }
 
-    fn count(
-        &mut self,
-        kind: &'static str,
-        out: &Outcome,
-        call_type: Option<&'static str>,
-        currency: Option<String>,
-    ) {
-        *self
-            .tally
-            .outcomes
-            .entry((kind, out.status.name()))
-            .or_default() += 1;
-        if out.status == Status::Rejected {
-            *self.tally.reasons.entry(out.reason).or_default() += 1;
-        }
-        if out.rated.is_some() {
-            let ct = call_type.expect("a rated record is a CDR");
-            *self
-                .tally
-                .charged
-                .entry((currency.unwrap_or_default(), ct))
-                .or_default() += out.charge;
-            *self.tally.billable.entry(ct).or_default() += out.billable_seconds;
-        }
-        for t in &out.event_types {
-            *self.tally.events.entry(t).or_default() += 1;
-        }
-        for r in &out.recharge_failures {
-            *self.tally.recharge_failures.entry(r.clone()).or_default() += 1;
-        }
-    }
-
     /// `raw` None: a Kafka record with a null value (a tombstone), rejected as such.
     pub fn process(
         &mut self,
@@ -239,8 +271,25 @@ impl Engine {
         key: Option<&str>,
         source: &Source,
         now: i64,
-        mut host: Option<&mut dyn Host>,
+        host: Option<&mut dyn Host>,
     ) -> Processed {
+        let h = self.handle(raw, key, source, now, host);
+        Processed {
+            kind: h.kind,
+            tenant_id: h.tenant_id.map(Cow::into_owned),
+            outcome: h.outcome,
+            reject: h.reject,
+        }
+    }
+
+    fn handle<'r>(
+        &mut self,
+        raw: Option<&'r [u8]>,
+        key: Option<&str>,
+        source: &Source,
+        now: i64,
+        mut host: Option<&mut dyn Host>,
+    ) -> Handled<'r> {
         let decoded = match raw {
             Some(r) if r.len() > self.max_record_bytes => Err(crate::records::Invalid {
                 reason: "invalid_record",
@@ -255,30 +304,30 @@ impl Engine {
             Err(e) => {
                 let mut out = Outcome::rejected(e.reason, e.detail);
                 out.has_account = false;
-                self.count("unknown", &out, None, None);
+                self.tally.add("unknown", &out, None, None);
                 let reject =
                     reject_record(e.reason, &out.detail, raw, source, e.tenant_id.as_deref());
-                return Processed {
+                return Handled {
                     kind: "unknown",
-                    tenant_id: e.tenant_id,
+                    tenant_id: e.tenant_id.map(Cow::Owned),
                     outcome: out,
                     reject: Some(reject),
                 };
             }
         };
-        let tenant = record.tenant_id().to_owned();
+        let tenant = record.tenant_cow();
         let (kind, call_type) = match &record {
             Record::Cdr(c) => ("cdr", Some(c.call_type)),
             Record::Command(_) => ("command", None),
         };
         if let Some(h) = host.as_deref_mut() {
-            if !self.accounts.contains_key(&tenant) {
+            if !self.accounts.contains_key(tenant.as_ref()) {
                 if let Some(a) = h.load(&tenant) {
-                    self.accounts.insert(tenant.clone(), a);
+                    self.accounts.insert(tenant.to_string(), a);
                 }
             }
         }
-        let acct = self.accounts.get_mut(&tenant);
+        let acct = self.accounts.get_mut(tenant.as_ref());
         let (out, created) = match host {
             Some(h) => ledger::apply_with(
                 acct,
@@ -291,14 +340,14 @@ impl Engine {
             None => ledger::apply(acct, &record, &self.tables, now, self.horizon),
         };
         if let Some(a) = created {
-            self.accounts.insert(tenant.clone(), a);
+            self.accounts.insert(tenant.to_string(), a);
         }
-        let currency = if out.has_account {
-            self.accounts.get(&tenant).map(|a| a.currency.clone())
+        let currency = if out.has_account && out.rated.is_some() {
+            self.accounts.get(tenant.as_ref()).map(|a| a.currency.as_str())
         } else {
             None
         };
-        self.count(kind, &out, call_type, currency);
+        self.tally.add(kind, &out, call_type, currency);
         let reject = if out.status == Status::Rejected {
             Some(reject_record(
                 out.reason,
@@ -310,7 +359,7 @@ impl Engine {
         } else {
             None
         };
-        Processed {
+        Handled {
             kind,
             tenant_id: Some(tenant),
             outcome: out,
@@ -333,7 +382,7 @@ impl Engine {
         let mut lineno = first_line;
         let mut rest = data;
         while !rest.is_empty() {
-            let (line, next) = match rest.iter().position(|c| *c == b'\n') {
+            let (line, next) = match find_newline(rest) {
                 Some(i) => (&rest[..i + 1], &rest[i + 1..]),
                 None => (rest, &rest[rest.len()..]),
             };
@@ -352,7 +401,7 @@ impl Engine {
                 continue;
             }
             records += 1;
-            let p = self.process(
+            let p = self.handle(
                 Some(raw),
                 None,
                 &Source::File {
@@ -360,6 +409,7 @@ impl Engine {
                     line: this_line,
                 },
                 now,
+                None,
             );
             let out = p.outcome;
             if let Some(r) = &out.rated {

@@ -37,6 +37,20 @@ const LINEAR: usize = 16;
 pub struct Object<'a> {
     entries: Vec<(Cow<'a, str>, Value<'a>)>,
     index: Option<HashMap<String, usize, foldhash::fast::RandomState>>,
+    /// One bit per key's `key_bit`: a key whose bit is clear is not there (the common
+    /// insert skips the search).
+    bits: u64,
+}
+
+/// A bit of a key's length and end bytes, for `Object::bits`.
+#[inline]
+fn key_bit(k: &str) -> u64 {
+    let b = k.as_bytes();
+    let (first, last) = match (b.first(), b.last()) {
+        (Some(f), Some(l)) => (*f as usize, *l as usize),
+        _ => (0, 0),
+    };
+    1 << ((b.len() * 7 + first * 3 + last) & 63)
 }
 
 impl PartialEq for Object<'_> {
@@ -57,10 +71,14 @@ impl<'a> Object<'a> {
             self.entries.push((k, v));
             return true;
         }
-        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == k) {
-            e.1 = v;
-            return false;
+        let bit = key_bit(&k);
+        if self.bits & bit != 0 {
+            if let Some(e) = self.entries.iter_mut().find(|e| e.0 == k) {
+                e.1 = v;
+                return false;
+            }
         }
+        self.bits |= bit;
         self.entries.push((k, v));
         if self.entries.len() > LINEAR {
             let mut ix =
@@ -75,9 +93,11 @@ impl<'a> Object<'a> {
 
     /// Entries known to have distinct keys (taken from another object).
     pub fn from_distinct(entries: Vec<(Cow<'a, str>, Value<'a>)>) -> Self {
+        let bits = entries.iter().fold(0, |b, (k, _)| b | key_bit(k));
         let mut o = Object {
             entries,
             index: None,
+            bits,
         };
         if o.entries.len() > LINEAR {
             let mut ix = HashMap::with_capacity_and_hasher(o.entries.len() * 2, Default::default());
@@ -128,6 +148,7 @@ impl<'a> Object<'a> {
                 .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
                 .collect(),
             index: self.index,
+            bits: self.bits,
         }
     }
 }
@@ -249,6 +270,8 @@ impl<'a> Parser<'a> {
             self.depth -= 1;
             return Ok(Value::Object(map));
         }
+        // A record has about eight keys: one allocation for most objects.
+        map.entries.reserve(8);
         loop {
             self.ws();
             if self.peek() != Some(b'"') {
@@ -334,6 +357,13 @@ impl<'a> Parser<'a> {
         let start = self.i;
         // Fast path: no escapes, borrowed. The input is valid UTF-8 and quotes and
         // backslashes are ASCII, so these are character boundaries.
+        while self.i + 8 <= self.b.len() {
+            let w = u64::from_le_bytes(self.b[self.i..self.i + 8].try_into().expect("8 bytes"));
+            if needs_escape(w) {
+                break;
+            }
+            self.i += 8;
+        }
         while self.i < self.b.len() {
             let c = self.b[self.i];
             if c == b'"' {
@@ -479,10 +509,38 @@ fn needs_escape(w: u64) -> bool {
     below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64)) != 0
 }
 
+/// Whether a string needs no escape at all (the common case): eight bytes at a time, no
+/// early exit.
+#[inline]
+fn plain(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(8);
+    let mut bad = false;
+    for w in &mut words {
+        bad |= needs_escape(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    !words
+        .remainder()
+        .iter()
+        .fold(bad, |bad, &c| bad | (c < 0x20) | (c == b'"') | (c == b'\\'))
+}
+
 /// A string as orjson writes it, quotes included.
+#[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let b = s.as_bytes();
+    if plain(b) {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
+    write_escaped(out, b);
+}
+
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'"');
     let mut run = 0;
     let mut i = 0;
     while i < b.len() {
@@ -519,6 +577,61 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&b[run..]);
     out.push(b'"');
+}
+
+/// A short ASCII text held inline, without an allocation: money amounts and event ids,
+/// written several times per record.
+#[derive(Clone, Copy)]
+pub struct Short {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for Short {
+    fn default() -> Self {
+        Short {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Short {
+    /// Append an ASCII byte (panics past 48 bytes: callers write bounded texts).
+    pub fn push(&mut self, c: u8) {
+        debug_assert!(c.is_ascii());
+        self.buf[self.len] = c;
+        self.len += 1;
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
+    }
+}
+
+impl std::ops::Deref for Short {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for Short {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// Shortest round-trip digits and the exponent of the first one: 1.5e-7 -> ("15", -7).
@@ -626,21 +739,25 @@ impl<'a> Obj<'a> {
         out.push(b'{');
         Obj { out, first: true }
     }
-    pub fn key(&mut self, k: &str) -> &mut Vec<u8> {
+    /// A field name: one of the outputs' own names, which never need an escape.
+    pub fn key(&mut self, k: &'static str) -> &mut Vec<u8> {
+        debug_assert!(plain(k.as_bytes()));
+        self.out.reserve(k.len() + 4);
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        write_str(self.out, k);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.out
     }
-    pub fn str(&mut self, k: &str, v: &str) -> &mut Self {
+    pub fn str(&mut self, k: &'static str, v: &str) -> &mut Self {
         let o = self.key(k);
         write_str(o, v);
         self
     }
-    pub fn opt_str(&mut self, k: &str, v: Option<&str>) -> &mut Self {
+    pub fn opt_str(&mut self, k: &'static str, v: Option<&str>) -> &mut Self {
         let o = self.key(k);
         match v {
             Some(s) => write_str(o, s),
@@ -648,17 +765,17 @@ impl<'a> Obj<'a> {
         }
         self
     }
-    pub fn int(&mut self, k: &str, v: i128) -> &mut Self {
+    pub fn int(&mut self, k: &'static str, v: i128) -> &mut Self {
         let o = self.key(k);
         write_int(o, v);
         self
     }
-    pub fn bool(&mut self, k: &str, v: bool) -> &mut Self {
+    pub fn bool(&mut self, k: &'static str, v: bool) -> &mut Self {
         let o = self.key(k);
         o.extend_from_slice(if v { b"true" } else { b"false" });
         self
     }
-    pub fn raw(&mut self, k: &str, v: &[u8]) -> &mut Self {
+    pub fn raw(&mut self, k: &'static str, v: &[u8]) -> &mut Self {
         let o = self.key(k);
         o.extend_from_slice(v);
         self

@@ -341,38 +341,31 @@ impl PyEngine {
     fn tally<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let t = &self.inner.tally;
         let d = PyDict::new(py);
-        let outcomes = PyDict::new(py);
-        for ((k, s), n) in &t.outcomes {
-            outcomes.set_item((k, s), n)?;
-        }
-        d.set_item("outcomes", outcomes)?;
-        let reasons = PyDict::new(py);
-        for (k, n) in &t.reasons {
-            reasons.set_item(k, n)?;
-        }
-        d.set_item("reasons", reasons)?;
-        let charged = PyDict::new(py);
-        for ((c, ct), n) in &t.charged {
-            charged.set_item((c, ct), n)?;
-        }
-        d.set_item("charged", charged)?;
-        let billable = PyDict::new(py);
-        for (k, n) in &t.billable {
-            billable.set_item(k, n)?;
-        }
-        d.set_item("billable", billable)?;
-        let events = PyDict::new(py);
-        for (k, n) in &t.events {
-            events.set_item(k, n)?;
-        }
-        d.set_item("events", events)?;
-        let failures = PyDict::new(py);
-        for (k, n) in &t.recharge_failures {
-            failures.set_item(k, n)?;
-        }
-        d.set_item("recharge_failures", failures)?;
+        put_counts(&d, "outcomes", &t.outcomes)?;
+        put_counts(&d, "reasons", &t.reasons)?;
+        put_counts(&d, "charged", t.charged.iter().map(|(k, n)| (k, n)))?;
+        put_counts(&d, "billable", &t.billable)?;
+        put_counts(&d, "events", &t.events)?;
+        put_counts(&d, "recharge_failures", &t.recharge_failures)?;
         Ok(d)
     }
+}
+
+/// `d[name] = {key: count, ...}`.
+fn put_counts<'py, K, V>(
+    d: &Bound<'py, PyDict>,
+    name: &str,
+    counts: impl IntoIterator<Item = (K, V)>,
+) -> PyResult<()>
+where
+    K: IntoPyObject<'py>,
+    V: IntoPyObject<'py>,
+{
+    let inner = PyDict::new(d.py());
+    for (k, n) in counts {
+        inner.set_item(k, n)?;
+    }
+    d.set_item(name, inner)
 }
 
 /// Decode and re-encode an account in the stored form (tests of the codec).
@@ -386,7 +379,7 @@ fn recode_account<'py>(py: Python<'py>, stored: &[u8]) -> PyResult<Bound<'py, Py
 #[pyfunction]
 #[pyo3(signature = (tenant, kind, cause_id, type_, extra = ""))]
 fn event_id(tenant: &str, kind: &str, cause_id: &str, type_: &str, extra: &str) -> String {
-    crate::ledger::event_id(tenant, kind, cause_id, type_, extra)
+    crate::ledger::event_id(tenant, kind, cause_id, type_, extra).to_string()
 }
 
 #[pymodule]

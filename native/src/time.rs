@@ -2,6 +2,7 @@
 //! in, i64 UTC microseconds inside, `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` out.
 
 use crate::json::Value;
+use std::borrow::Cow;
 use crate::pyrepr::{head, repr};
 
 pub const SECOND: i64 = 1_000_000;
@@ -272,12 +273,12 @@ pub fn format_time(micro: i64) -> String {
 }
 
 /// `format_time(micro)`, reusing `text` when it is already written that way.
-pub fn utc_text(text: &str, micro: i64) -> String {
+pub fn utc_text(text: &str, micro: i64) -> Cow<'_, str> {
     let b = text.as_bytes();
-    if text.chars().count() == 20 && b.len() == 20 && b[19] == b'Z' && b[10] == b'T' {
-        return text.to_owned();
+    if b.len() == 20 && b.is_ascii() && b[19] == b'Z' && b[10] == b'T' {
+        return Cow::Borrowed(text);
     }
-    format_time(micro)
+    Cow::Owned(format_time(micro))
 }
 
 /// Calendar months later, the day clamped to the month's end.
