@@ -6,7 +6,7 @@ use crate::json::{write_str, Obj};
 use crate::ledger::{self, Account, Outcome, Status};
 use crate::rates::HashMap;
 use crate::rates::Tables;
-use crate::records::{decode, Record};
+use crate::records::{decode, Invalid, Record};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
@@ -84,6 +84,58 @@ fn push_line(sink: &mut Vec<u8>, item: &[u8]) {
     sink.extend_from_slice(item);
     sink.push(b'\n');
 }
+
+/// `records::decode`, after the size bound (rater/bounds.py): a larger input is refused
+/// before it is parsed. Pure: `rate_lines` runs it on a second thread.
+fn decode_bounded<'r>(
+    raw: Option<&'r [u8]>,
+    key: Option<&str>,
+    max_record_bytes: usize,
+) -> Result<Record<'r>, Invalid> {
+    match raw {
+        Some(r) if r.len() > max_record_bytes => Err(Invalid {
+            reason: "invalid_record",
+            detail: too_large_detail(r.len(), max_record_bytes),
+            tenant_id: None,
+        }),
+        _ => decode(raw, key),
+    }
+}
+
+/// The non-blank lines of a chunk with their numbers, as `rater rate` reads them: `\r`/`\n`
+/// stripped from a line's end, blank lines skipped but counted.
+fn lines(data: &[u8], first_line: u64) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut rest = data;
+    let mut lineno = first_line;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let (line, next) = match find_newline(rest) {
+                Some(i) => (&rest[..i + 1], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            let mut end = line.len();
+            while end > 0 && matches!(line[end - 1], b'\r' | b'\n') {
+                end -= 1;
+            }
+            let raw = &line[..end];
+            let this_line = lineno;
+            lineno += 1;
+            if !raw
+                .iter()
+                .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+            {
+                return Some((this_line, raw));
+            }
+        }
+        None
+    })
+}
+
+/// Lines decoded ahead by `rate_lines`'s second thread, handed over this many at a time.
+const DECODE_BATCH: usize = 256;
+/// A chunk smaller than this is rated on one thread (a thread costs more than it saves).
+const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 
 /// The position of the first `\n`, eight bytes at a time.
 fn find_newline(b: &[u8]) -> Option<usize> {
@@ -288,17 +340,22 @@ impl Engine {
         key: Option<&str>,
         source: &Source,
         now: i64,
+        host: Option<&mut dyn Host>,
+    ) -> Handled<'r> {
+        let decoded = decode_bounded(raw, key, self.max_record_bytes);
+        self.apply_decoded(decoded, raw.unwrap_or(b""), source, now, host)
+    }
+
+    /// The second half of `handle`: a decoded record (or its refusal) applied to its
+    /// account, counted, and a refusal turned into its reject.
+    fn apply_decoded<'r>(
+        &mut self,
+        decoded: Result<Record<'r>, Invalid>,
+        raw: &[u8],
+        source: &Source,
+        now: i64,
         mut host: Option<&mut dyn Host>,
     ) -> Handled<'r> {
-        let decoded = match raw {
-            Some(r) if r.len() > self.max_record_bytes => Err(crate::records::Invalid {
-                reason: "invalid_record",
-                detail: too_large_detail(r.len(), self.max_record_bytes),
-                tenant_id: None,
-            }),
-            _ => decode(raw, key),
-        };
-        let raw = raw.unwrap_or(b"");
         let record = match decoded {
             Ok(r) => r,
             Err(e) => {
@@ -367,6 +424,37 @@ impl Engine {
         }
     }
 
+    /// Every account's view (`view::write_view`) as one JSON object keyed by tenant, in
+    /// tenant order: `balances.json` before its indentation.
+    pub fn views_json(&self) -> Vec<u8> {
+        let mut items: Vec<_> = self.accounts.iter().collect();
+        items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(400 * items.len() + 2);
+        out.push(b'{');
+        for (n, (tenant, acct)) in items.into_iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            write_str(&mut out, tenant);
+            out.push(b':');
+            crate::view::write_view(&mut out, acct);
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// The tenants whose balance is below zero, sorted.
+    pub fn below_zero(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.balance() < 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        t.sort_unstable();
+        t
+    }
+
     /// The lines of a JSON-lines chunk (whole lines; `first_line` is the number of its
     /// first), as `rater rate` reads them: `\r`/`\n` stripped from a line's end, blank
     /// lines skipped but counted. Returns the records processed.
@@ -378,54 +466,75 @@ impl Engine {
         now: i64,
         sinks: &mut Outputs,
     ) -> u64 {
-        let mut records = 0;
-        let mut lineno = first_line;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (line, next) = match find_newline(rest) {
-                Some(i) => (&rest[..i + 1], &rest[i + 1..]),
-                None => (rest, &rest[rest.len()..]),
-            };
-            rest = next;
-            let mut end = line.len();
-            while end > 0 && matches!(line[end - 1], b'\r' | b'\n') {
-                end -= 1;
+        let parallel = data.len() >= PARALLEL_MIN_BYTES
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        if !parallel {
+            let mut records = 0;
+            for (line, raw) in lines(data, first_line) {
+                records += 1;
+                let decoded = decode_bounded(Some(raw), None, self.max_record_bytes);
+                self.rate_one(decoded, raw, file, line, now, sinks);
             }
-            let raw = &line[..end];
-            let this_line = lineno;
-            lineno += 1;
-            if raw
-                .iter()
-                .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
-            {
-                continue;
-            }
-            records += 1;
-            let p = self.handle(
-                Some(raw),
-                None,
-                &Source::File {
-                    file,
-                    line: this_line,
-                },
-                now,
-                None,
-            );
-            let out = p.outcome;
-            if let Some(r) = &out.rated {
-                push_line(&mut sinks.rated, r);
-            }
-            for e in &out.events {
-                push_line(&mut sinks.events, e);
-            }
-            for r in &out.recharge_requests {
-                push_line(&mut sinks.requests, r);
-            }
-            if let Some(r) = &p.reject {
-                push_line(&mut sinks.rejects, r);
-            }
+            return records;
         }
-        records
+        // Decoding depends on nothing but the line: a second thread decodes ahead while
+        // this one applies the records in order, so the outputs are the same bytes.
+        let max = self.max_record_bytes;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<_>>(8);
+            scope.spawn(move || {
+                let mut batch = Vec::with_capacity(DECODE_BATCH);
+                for (line, raw) in lines(data, first_line) {
+                    let mut decoded = decode_bounded(Some(raw), None, max);
+                    // The rated record's event id needs no account: hashed here too.
+                    if let Ok(Record::Cdr(c)) = &mut decoded {
+                        c.rated_event_id = Some(ledger::rated_event_id(&c.tenant_id, &c.cdr_id));
+                    }
+                    batch.push((line, raw, decoded));
+                    if batch.len() == DECODE_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(DECODE_BATCH));
+                        if tx.send(full).is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(batch);
+            });
+            let mut records = 0;
+            for batch in rx {
+                for (line, raw, decoded) in batch {
+                    records += 1;
+                    self.rate_one(decoded, raw, file, line, now, sinks);
+                }
+            }
+            records
+        })
+    }
+
+    /// One decoded line of `rate_lines`, its outputs appended to `sinks`.
+    fn rate_one(
+        &mut self,
+        decoded: Result<Record, Invalid>,
+        raw: &[u8],
+        file: &str,
+        line: u64,
+        now: i64,
+        sinks: &mut Outputs,
+    ) {
+        let p = self.apply_decoded(decoded, raw, &Source::File { file, line }, now, None);
+        let out = p.outcome;
+        if let Some(r) = &out.rated {
+            push_line(&mut sinks.rated, r);
+        }
+        for e in &out.events {
+            push_line(&mut sinks.events, e);
+        }
+        for r in &out.recharge_requests {
+            push_line(&mut sinks.requests, r);
+        }
+        if let Some(r) = &p.reject {
+            push_line(&mut sinks.rejects, r);
+        }
     }
 }
 

@@ -359,7 +359,10 @@ impl<'a> Parser<'a> {
         // backslashes are ASCII, so these are character boundaries.
         while self.i + 8 <= self.b.len() {
             let w = u64::from_le_bytes(self.b[self.i..self.i + 8].try_into().expect("8 bytes"));
-            if needs_escape(w) {
+            let bits = escape_bits(w);
+            if bits != 0 {
+                // Straight to the first quote, backslash or control byte.
+                self.i += (bits.trailing_zeros() / 8) as usize;
                 break;
             }
             self.i += 8;
@@ -499,14 +502,21 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Whether any of 8 bytes is below 0x20, a quote or a backslash (bit tricks on a u64).
+/// The high bit of each of 8 bytes (little-endian) that is below 0x20, a quote or a
+/// backslash; the lowest set bit is exact (a borrow only runs up from a real match).
 #[inline]
-fn needs_escape(w: u64) -> bool {
+fn escape_bits(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64)) != 0
+    below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))
+}
+
+/// Whether any of 8 bytes is below 0x20, a quote or a backslash.
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    escape_bits(w) != 0
 }
 
 /// Whether a string needs no escape at all (the common case): eight bytes at a time, no
@@ -689,8 +699,38 @@ pub fn write_float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
+/// The decimal digits of `n` at the end of `buf`; returns where they start. In u64
+/// arithmetic when `n` fits (every count, duration and amount in range).
+pub fn decimal(buf: &mut [u8; 40], n: u128) -> usize {
+    fn run<T: Copy + PartialEq + From<u8> + std::ops::Rem<Output = T> + std::ops::Div<Output = T>>(
+        buf: &mut [u8; 40],
+        mut n: T,
+        digit: impl Fn(T) -> u8,
+    ) -> usize {
+        let (ten, zero) = (T::from(10), T::from(0));
+        let mut at = buf.len();
+        loop {
+            at -= 1;
+            buf[at] = b'0' + digit(n % ten);
+            n = n / ten;
+            if n == zero {
+                return at;
+            }
+        }
+    }
+    match u64::try_from(n) {
+        Ok(w) => run(buf, w, |d| d as u8),
+        Err(_) => run(buf, n, |d| d as u8),
+    }
+}
+
 pub fn write_int(out: &mut Vec<u8>, v: i128) {
-    out.extend_from_slice(v.to_string().as_bytes());
+    let mut digits = [0u8; 40];
+    let at = decimal(&mut digits, v.unsigned_abs());
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 pub fn write_value(out: &mut Vec<u8>, v: &Value) {
@@ -735,11 +775,14 @@ pub struct Obj<'a> {
 }
 
 impl<'a> Obj<'a> {
+    #[inline]
     pub fn new(out: &'a mut Vec<u8>) -> Self {
         out.push(b'{');
         Obj { out, first: true }
     }
+
     /// A field name: one of the outputs' own names, which never need an escape.
+    #[inline]
     pub fn key(&mut self, k: &'static str) -> &mut Vec<u8> {
         debug_assert!(plain(k.as_bytes()));
         self.out.reserve(k.len() + 4);
@@ -752,11 +795,13 @@ impl<'a> Obj<'a> {
         self.out.extend_from_slice(b"\":");
         self.out
     }
+    #[inline]
     pub fn str(&mut self, k: &'static str, v: &str) -> &mut Self {
         let o = self.key(k);
         write_str(o, v);
         self
     }
+    #[inline]
     pub fn opt_str(&mut self, k: &'static str, v: Option<&str>) -> &mut Self {
         let o = self.key(k);
         match v {
@@ -765,6 +810,7 @@ impl<'a> Obj<'a> {
         }
         self
     }
+    #[inline]
     pub fn int(&mut self, k: &'static str, v: i128) -> &mut Self {
         let o = self.key(k);
         write_int(o, v);
@@ -780,6 +826,7 @@ impl<'a> Obj<'a> {
         o.extend_from_slice(v);
         self
     }
+    #[inline]
     pub fn end(self) {
         self.out.push(b'}');
     }

@@ -519,6 +519,11 @@ pub fn apply_with(
     }
 }
 
+/// The event id of a CDR's rated record.
+pub fn rated_event_id(tenant_id: &str, cdr_id: &str) -> Short {
+    event_id(tenant_id, "cdr", cdr_id, "rated_cdr", "")
+}
+
 fn apply_cdr(
     acct: Option<&mut Account>,
     cdr: &Cdr,
@@ -607,28 +612,30 @@ fn apply_cdr(
     let after = acct.balance();
     out.charge = amount;
     out.billable_seconds = billable;
+    // The event id depends on the record alone: `rate_lines` may have hashed it ahead.
+    let rated_id = match cdr.rated_event_id {
+        Some(id) if cdr.tenant_id == acct.tenant_id => id,
+        _ => rated_event_id(&acct.tenant_id, &cdr.cdr_id),
+    };
     let mut buf = Vec::with_capacity(600);
     let mut o = Obj::new(&mut buf);
-    o.str(
-        "event_id",
-        &event_id(&acct.tenant_id, "cdr", &cdr.cdr_id, "rated_cdr", ""),
-    )
-    .str("cdr_id", &cdr.cdr_id)
-    .str("tenant_id", &acct.tenant_id)
-    .str("call_type", cdr.call_type)
-    .str("to", &cdr.to)
-    .opt_str("from", cdr.from.as_deref())
-    .str("started_at", &started_text)
-    .int("duration_seconds", cdr.duration as i128)
-    .int("billable_seconds", billable as i128)
-    .int("covered_seconds", covered as i128)
-    .str("rate_plan", &acct.rate_plan)
-    .str("rate_prefix", &rate.prefix)
-    .str("rate_per_minute", &rate.rate_text)
-    .str("connection_fee", &rate.fee_text)
-    .str("charge", &format_money(amount))
-    .str("currency", &acct.currency)
-    .str("balance_after", &format_money(after));
+    o.str("event_id", &rated_id)
+        .str("cdr_id", &cdr.cdr_id)
+        .str("tenant_id", &acct.tenant_id)
+        .str("call_type", cdr.call_type)
+        .str("to", &cdr.to)
+        .opt_str("from", cdr.from.as_deref())
+        .str("started_at", &started_text)
+        .int("duration_seconds", cdr.duration as i128)
+        .int("billable_seconds", billable as i128)
+        .int("covered_seconds", covered as i128)
+        .str("rate_plan", &acct.rate_plan)
+        .str("rate_prefix", &rate.prefix)
+        .str("rate_per_minute", &rate.rate_text)
+        .str("connection_fee", &rate.fee_text)
+        .str("charge", &format_money(amount))
+        .str("currency", &acct.currency)
+        .str("balance_after", &format_money(after));
     crate::json::write_object(o.key("attributes"), &cdr.attributes);
     o.end();
     out.rated = Some(buf);

@@ -1,6 +1,6 @@
 //! Money (SPEC 1): wire amounts to integer micro-units and back, as rater/money.py does.
 
-use crate::json::{float_digits, Short, Value};
+use crate::json::{decimal, float_digits, Short, Value};
 use crate::pyrepr::{head, repr};
 
 pub const MICRO: i128 = 1_000_000;
@@ -138,31 +138,9 @@ pub fn format_money(micro: i128) -> Short {
     }
     let a = micro.unsigned_abs();
     let mut digits = [0u8; 40];
-    let mut n = 0;
-    let whole = a / 1_000_000;
-    // u64 arithmetic when it fits (always, for amounts within MAX_ABS_MICRO).
-    if let Ok(mut w) = u64::try_from(whole) {
-        loop {
-            digits[n] = b'0' + (w % 10) as u8;
-            n += 1;
-            w /= 10;
-            if w == 0 {
-                break;
-            }
-        }
-    } else {
-        let mut w = whole;
-        loop {
-            digits[n] = b'0' + (w % 10) as u8;
-            n += 1;
-            w /= 10;
-            if w == 0 {
-                break;
-            }
-        }
-    }
-    for k in (0..n).rev() {
-        out.push(digits[k]);
+    let at = decimal(&mut digits, a / 1_000_000);
+    for &d in &digits[at..] {
+        out.push(d);
     }
     out.push(b'.');
     let mut frac = (a % 1_000_000) as u32;

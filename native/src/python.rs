@@ -173,6 +173,8 @@ impl Host for PyHost<'_> {
 #[pyclass(name = "Engine", module = "rater_native")]
 struct PyEngine {
     inner: Engine,
+    /// `rate_lines`'s output buffers, kept between calls (their pages stay mapped).
+    sinks: Outputs,
 }
 
 #[pymethods]
@@ -182,7 +184,10 @@ impl PyEngine {
     fn new(plans: Vec<PlanArg>, horizon: i64, max_record_bytes: usize) -> Self {
         let mut inner = Engine::new(tables(plans), horizon);
         inner.max_record_bytes = max_record_bytes;
-        PyEngine { inner }
+        PyEngine {
+            inner,
+            sinks: Outputs::default(),
+        }
     }
 
     /// Swap in other rate tables (the worker's reload); the accounts stay.
@@ -277,15 +282,19 @@ impl PyEngine {
         Bound<'py, PyBytes>,
         Bound<'py, PyBytes>,
     ) {
-        // Outputs are about twice the input for rated CDRs and less for the others.
-        let mut sinks = Outputs {
-            rated: Vec::with_capacity(data.len() * 2),
-            events: Vec::with_capacity(data.len() / 2),
-            ..Outputs::default()
-        };
-        let n = self
-            .inner
-            .rate_lines(data, file, first_line, now, &mut sinks);
+        let (engine, sinks) = (&mut self.inner, &mut self.sinks);
+        for s in [
+            &mut sinks.rated,
+            &mut sinks.events,
+            &mut sinks.requests,
+            &mut sinks.rejects,
+        ] {
+            s.clear();
+        }
+        // Rated CDRs are about two and a half times their input: one growth at most.
+        sinks.rated.reserve(data.len() * 3);
+        // Without the GIL: the caller may write the previous chunk's outputs meanwhile.
+        let n = py.allow_threads(|| engine.rate_lines(data, file, first_line, now, sinks));
         (
             n,
             PyBytes::new(py, &sinks.rated),
@@ -293,6 +302,17 @@ impl PyEngine {
             PyBytes::new(py, &sinks.requests),
             PyBytes::new(py, &sinks.rejects),
         )
+    }
+
+    /// Every account's view (rater/core/codec.py `to_view`) as one JSON object keyed by
+    /// tenant, in tenant order.
+    fn views<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.views_json())
+    }
+
+    /// The tenants whose balance is below zero, sorted.
+    fn below_zero(&self) -> Vec<String> {
+        self.inner.below_zero()
     }
 
     /// Hand an account over in the stored form (rater/state.py `encode_account`).

@@ -2,7 +2,7 @@
 //! reason and detail, with the same checks in the same order as rater/records.py (the
 //! detail texts are compared byte for byte by the differential tests).
 
-use crate::json::{self, Object, Value};
+use crate::json::{self, Object, Short, Value};
 use crate::money::parse_money;
 use crate::pyrepr::{head, repr};
 use crate::rates::CALL_TYPES;
@@ -39,6 +39,8 @@ pub struct Cdr<'a> {
     pub started_at_text: Cow<'a, str>,
     pub duration: i64,
     pub attributes: Object<'a>,
+    /// Its rated record's event id (`ledger::rated_event_id`), when hashed ahead.
+    pub rated_event_id: Option<Short>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -357,11 +359,22 @@ fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
     // One pass over the keys (they are distinct: a repeated key was refused), then the
     // checks in the order of rater/records.py; JSON null reads as absent.
     let mut f: [Option<&Value>; 7] = [None; 7];
-    for (k, v) in obj.iter() {
-        if let Some(i) = cdr_field(k) {
-            if !matches!(v, Value::Null) {
-                f[i] = Some(v);
+    // Where each field is among the entries, and which of the first 64 are fields.
+    let mut at = [usize::MAX; 7];
+    let mut field_bits = 0u64;
+    let mut extras = 0;
+    for (n, (k, v)) in obj.iter().enumerate() {
+        match cdr_field(k) {
+            Some(i) => {
+                at[i] = n;
+                if n < 64 {
+                    field_bits |= 1 << n;
+                }
+                if !matches!(v, Value::Null) {
+                    f[i] = Some(v);
+                }
             }
+            None => extras += 1,
         }
     }
     let [cdr_id_v, tenant_v, call_type_v, to_v, from_v, started_v, duration_v] = f;
@@ -418,24 +431,33 @@ fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
         started_at_text: Cow::Borrowed(""),
         duration,
         attributes: Object::default(),
+        rated_event_id: None,
     };
     let mut rest = obj.into_entries();
-    rest.retain_mut(|(k, v)| {
-        let Some(i) = cdr_field(k) else {
-            return true;
-        };
-        let v = std::mem::replace(v, Value::Null);
-        match i {
-            0 => cdr.cdr_id = take_str(v),
-            1 => cdr.tenant_id = take_str(v),
-            3 => cdr.to = take_str(v),
-            4 if matches!(v, Value::Str(_)) => cdr.from = Some(take_str(v)),
-            5 => cdr.started_at_text = take_str(v),
-            _ => {}
-        }
-        false
-    });
-    cdr.attributes = Object::from_distinct(rest);
+    let mut take = |i: usize| match at[i] {
+        usize::MAX => Value::Null,
+        n => std::mem::replace(&mut rest[n].1, Value::Null),
+    };
+    cdr.cdr_id = take_str(take(0));
+    cdr.tenant_id = take_str(take(1));
+    cdr.to = take_str(take(3));
+    if let v @ Value::Str(_) = take(4) {
+        cdr.from = Some(take_str(v));
+    }
+    cdr.started_at_text = take_str(take(5));
+    if extras > 0 {
+        let mut n = 0;
+        rest.retain(|(k, _)| {
+            let field = if n < 64 {
+                field_bits & 1 << n != 0
+            } else {
+                cdr_field(k).is_some()
+            };
+            n += 1;
+            !field
+        });
+        cdr.attributes = Object::from_distinct(rest);
+    }
     Ok(cdr)
 }
 
