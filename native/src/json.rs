@@ -519,19 +519,23 @@ fn needs_escape(w: u64) -> bool {
     escape_bits(w) != 0
 }
 
-/// Whether a string needs no escape at all (the common case): eight bytes at a time, no
-/// early exit.
+/// Whether a string needs no escape at all (the common case): eight bytes at a time.
 #[inline]
 fn plain(b: &[u8]) -> bool {
-    let mut words = b.chunks_exact(8);
-    let mut bad = false;
-    for w in &mut words {
-        bad |= needs_escape(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    if b.len() < 8 {
+        return !b
+            .iter()
+            .fold(false, |bad, &c| bad | (c < 0x20) | (c == b'"') | (c == b'\\'));
     }
-    !words
-        .remainder()
-        .iter()
-        .fold(bad, |bad, &c| bad | (c < 0x20) | (c == b'"') | (c == b'\\'))
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    let mut bad = needs_escape(word(b.len() - 8));
+    let mut at = 0;
+    while at + 8 <= b.len() {
+        bad |= needs_escape(word(at));
+        at += 8;
+    }
+    !bad
 }
 
 /// A string as orjson writes it, quotes included.
