@@ -76,21 +76,14 @@ def _chunks(path: str):
 
 def _chunks_of(f):
     line = 1
-    rest = b""
     while True:
         block = f.read(CHUNK)
         if not block:
             break
-        data = rest + block
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            rest = data
-            continue
-        yield line, data[:cut]
-        line += data.count(b"\n", 0, cut)
-        rest = data[cut:]
-    if rest:
-        yield line, rest
+        if not block.endswith(b"\n"):
+            block += f.readline()  # the rest of the block's last line: one copy of the block
+        yield line, block
+        line += block.count(b"\n")
 
 
 def run(
