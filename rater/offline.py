@@ -12,7 +12,7 @@ import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Iterator
 
 import orjson
 
@@ -102,16 +102,18 @@ def run(
     total_bytes = sum(os.path.getsize(p) for p in inputs if p != STDIN)
     progress = _Progress(total_bytes, progress_stream or sys.stderr)  # stderr as it is now, not at import
     # Unbuffered: each chunk's outputs are one write per file, made by one thread while
-    # the engine rates the next chunk (the native engine lets go of the GIL meanwhile).
+    # the engine rates the next chunk (the native engine lets go of the GIL meanwhile),
+    # and the chunk after it is read by another.
     files = [open(os.path.join(out_dir, name), "wb", buffering=0) for name in OUTPUT_FILES]
     started = time.perf_counter()
     records = 0
     done_bytes = 0
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rater-write") as writer:
+        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="rater-write") as writer,
+              ThreadPoolExecutor(max_workers=1, thread_name_prefix="rater-read") as reader):
             writing: Future | None = None
             for path in inputs:
-                for first_line, data in _chunks(path):
+                for first_line, data in _read_ahead(_chunks(path), reader):
                     n, *outputs = engine.rate_lines(data, path, first_line, now)
                     records += n
                     done_bytes += len(data)
@@ -134,6 +136,14 @@ def run(
         save_state(state_path, engine.accounts_dict())
     below = engine.below_zero()
     return RunResult(engine.tally, records, time.perf_counter() - started, below)
+
+
+def _read_ahead(items: Iterator, reader: ThreadPoolExecutor) -> Iterator:
+    """The items of ``items``, the next one taken by ``reader`` while this one is used."""
+    coming = reader.submit(next, items, None)
+    while (item := coming.result()) is not None:
+        coming = reader.submit(next, items, None)
+        yield item
 
 
 def _write_chunk(files: list[IO[bytes]], outputs: list[bytes]) -> None:
