@@ -36,7 +36,9 @@ const LINEAR: usize = 16;
 #[derive(Clone, Debug, Default)]
 pub struct Object<'a> {
     entries: Vec<(Cow<'a, str>, Value<'a>)>,
-    index: Option<HashMap<String, usize, foldhash::fast::RandomState>>,
+    /// Boxed: most objects have none, and a smaller `Value` moves faster (80 bytes to 48).
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<String, usize, foldhash::fast::RandomState>>>,
     /// One bit per key's `key_bit`: a key whose bit is clear is not there (the common
     /// insert skips the search).
     bits: u64,
@@ -86,7 +88,7 @@ impl<'a> Object<'a> {
             for (i, (key, _)) in self.entries.iter().enumerate() {
                 ix.insert(key.to_string(), i);
             }
-            self.index = Some(ix);
+            self.index = Some(Box::new(ix));
         }
         true
     }
@@ -104,7 +106,7 @@ impl<'a> Object<'a> {
             for (i, (key, _)) in o.entries.iter().enumerate() {
                 ix.insert(key.to_string(), i);
             }
-            o.index = Some(ix);
+            o.index = Some(Box::new(ix));
         }
         o
     }
