@@ -42,10 +42,7 @@ impl Tally {
         call_type: Option<&'static str>,
         currency: Option<&str>,
     ) {
-        *self
-            .outcomes
-            .entry((kind, out.status.name()))
-            .or_default() += 1;
+        *self.outcomes.entry((kind, out.status.name())).or_default() += 1;
         if out.status == Status::Rejected {
             *self.reasons.entry(out.reason).or_default() += 1;
         }
@@ -143,8 +140,8 @@ fn find_newline(b: &[u8]) -> Option<usize> {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
     while i + 8 <= b.len() {
-        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
-            ^ (ONES * b'\n' as u64);
+        let w =
+            u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes")) ^ (ONES * b'\n' as u64);
         if w.wrapping_sub(ONES) & !w & HIGH != 0 {
             break;
         }
@@ -400,7 +397,9 @@ impl Engine {
             self.accounts.insert(tenant.to_string(), a);
         }
         let currency = if out.has_account && out.rated.is_some() {
-            self.accounts.get(tenant.as_ref()).map(|a| a.currency.as_str())
+            self.accounts
+                .get(tenant.as_ref())
+                .map(|a| a.currency.as_str())
         } else {
             None
         };

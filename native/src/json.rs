@@ -526,9 +526,9 @@ fn needs_escape(w: u64) -> bool {
 fn plain(b: &[u8]) -> bool {
     let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
     if b.len() < 8 {
-        return !b
-            .iter()
-            .fold(false, |bad, &c| bad | (c < 0x20) | (c == b'"') | (c == b'\\'));
+        return !b.iter().fold(false, |bad, &c| {
+            bad | (c < 0x20) | (c == b'"') | (c == b'\\')
+        });
     }
     // Whole words, then the last eight bytes (overlapping the previous word).
     let mut bad = needs_escape(word(b.len() - 8));
@@ -623,6 +623,22 @@ impl Short {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
     }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Up to 24 bytes in lowercase hex.
+    pub fn hex(bytes: &[u8]) -> Short {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = Short::default();
+        for (pair, b) in s.buf.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[(b >> 4) as usize];
+            pair[1] = HEX[(b & 15) as usize];
+        }
+        s.len = 2 * bytes.len().min(24);
+        s
+    }
 }
 
 impl std::ops::Deref for Short {
@@ -708,7 +724,9 @@ pub fn write_float(out: &mut Vec<u8>, f: f64) {
 /// The decimal digits of `n` at the end of `buf`; returns where they start. In u64
 /// arithmetic when `n` fits (every count, duration and amount in range).
 pub fn decimal(buf: &mut [u8; 40], n: u128) -> usize {
-    fn run<T: Copy + PartialEq + From<u8> + std::ops::Rem<Output = T> + std::ops::Div<Output = T>>(
+    fn run<
+        T: Copy + PartialEq + From<u8> + std::ops::Rem<Output = T> + std::ops::Div<Output = T>,
+    >(
         buf: &mut [u8; 40],
         mut n: T,
         digit: impl Fn(T) -> u8,
@@ -805,6 +823,15 @@ impl<'a> Obj<'a> {
     pub fn str(&mut self, k: &'static str, v: &str) -> &mut Self {
         let o = self.key(k);
         write_str(o, v);
+        self
+    }
+    /// A `Short` value: ASCII digits, hex, signs and points, which need no escape.
+    #[inline]
+    pub fn short(&mut self, k: &'static str, v: &Short) -> &mut Self {
+        let o = self.key(k);
+        o.push(b'"');
+        o.extend_from_slice(v.as_bytes());
+        o.push(b'"');
         self
     }
     #[inline]

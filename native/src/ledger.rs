@@ -175,8 +175,6 @@ fn duplicate() -> Outcome {
     o
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// blake2b-128 of `tenant \x1f kind \x1f cause \x1f type \x1f extra`, in hex (SPEC 7).
 pub fn event_id(tenant: &str, kind: &str, cause_id: &str, type_: &str, extra: &str) -> Short {
     // The message in one piece (on the stack when short): one update, not nine.
@@ -198,13 +196,7 @@ pub fn event_id(tenant: &str, kind: &str, cause_id: &str, type_: &str, extra: &s
         msg[at..at + part.len()].copy_from_slice(part.as_bytes());
         at += part.len();
     }
-    let digest = Blake2b::<U16>::digest(&*msg);
-    let mut s = Short::default();
-    for b in digest {
-        s.push(HEX[(b >> 4) as usize]);
-        s.push(HEX[(b & 15) as usize]);
-    }
-    s
+    Short::hex(&Blake2b::<U16>::digest(&*msg))
 }
 
 /// One extra field of a balance event, after the common ones.
@@ -240,7 +232,7 @@ impl Emitter<'_> {
             co.str("kind", self.kind).str("id", self.cause_id);
             co.end();
         }
-        o.str("balance", &format_money(acct.balance()))
+        o.short("balance", &format_money(acct.balance()))
             .str("currency", &acct.currency);
         for f in fields {
             match f {
@@ -619,7 +611,7 @@ fn apply_cdr(
     };
     let mut buf = Vec::with_capacity(600);
     let mut o = Obj::new(&mut buf);
-    o.str("event_id", &rated_id)
+    o.short("event_id", &rated_id)
         .str("cdr_id", &cdr.cdr_id)
         .str("tenant_id", &acct.tenant_id)
         .str("call_type", cdr.call_type)
@@ -633,9 +625,9 @@ fn apply_cdr(
         .str("rate_prefix", &rate.prefix)
         .str("rate_per_minute", &rate.rate_text)
         .str("connection_fee", &rate.fee_text)
-        .str("charge", &format_money(amount))
+        .short("charge", &format_money(amount))
         .str("currency", &acct.currency)
-        .str("balance_after", &format_money(after));
+        .short("balance_after", &format_money(after));
     crate::json::write_object(o.key("attributes"), &cdr.attributes);
     o.end();
     out.rated = Some(buf);

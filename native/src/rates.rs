@@ -54,9 +54,7 @@ fn prefix_key(prefix: &str) -> Option<u64> {
     if prefix.len() > MAX_PREFIX || !prefix.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    let value = prefix
-        .bytes()
-        .fold(0u64, |v, c| v * 10 + (c - b'0') as u64);
+    let value = prefix.bytes().fold(0u64, |v, c| v * 10 + (c - b'0') as u64);
     Some(value << 4 | prefix.len() as u64)
 }
 

@@ -33,11 +33,14 @@ pub fn write_view(out: &mut Vec<u8>, a: &Account) {
         }
         lots.push(b']');
     }
-    o.str("low_balance_threshold", &format_money(a.low_balance_threshold))
-        .int(
-            "included_domestic_minutes",
-            a.included_domestic_minutes as i128,
-        );
+    o.str(
+        "low_balance_threshold",
+        &format_money(a.low_balance_threshold),
+    )
+    .int(
+        "included_domestic_minutes",
+        a.included_domestic_minutes as i128,
+    );
     if a.auto_recharge.is_some() || a.pending_request_id.is_some() || a.recharge_suspended {
         let k = o.key("auto_recharge");
         let mut ar = Obj::new(k);
