@@ -340,14 +340,14 @@ impl Engine {
         host: Option<&mut dyn Host>,
     ) -> Handled<'r> {
         let decoded = decode_bounded(raw, key, self.max_record_bytes);
-        self.apply_decoded(decoded, raw.unwrap_or(b""), source, now, host)
+        self.apply_decoded(&decoded, raw.unwrap_or(b""), source, now, host)
     }
 
     /// The second half of `handle`: a decoded record (or its refusal) applied to its
     /// account, counted, and a refusal turned into its reject.
     fn apply_decoded<'r>(
         &mut self,
-        decoded: Result<Record<'r>, Invalid>,
+        decoded: &Result<Record<'r>, Invalid>,
         raw: &[u8],
         source: &Source,
         now: i64,
@@ -356,14 +356,14 @@ impl Engine {
         let record = match decoded {
             Ok(r) => r,
             Err(e) => {
-                let mut out = Outcome::rejected(e.reason, e.detail);
+                let mut out = Outcome::rejected(e.reason, e.detail.clone());
                 out.has_account = false;
                 self.tally.add("unknown", &out, None, None);
                 let reject =
                     reject_record(e.reason, &out.detail, raw, source, e.tenant_id.as_deref());
                 return Handled {
                     kind: "unknown",
-                    tenant_id: e.tenant_id.map(Cow::Owned),
+                    tenant_id: e.tenant_id.clone().map(Cow::Owned),
                     outcome: out,
                     reject: Some(reject),
                 };
@@ -385,13 +385,13 @@ impl Engine {
         let (out, created) = match host {
             Some(h) => ledger::apply_with(
                 acct,
-                &record,
+                record,
                 &self.tables,
                 now,
                 self.horizon,
                 &mut |a, id| h.older_seen(a, id),
             ),
-            None => ledger::apply(acct, &record, &self.tables, now, self.horizon),
+            None => ledger::apply(acct, record, &self.tables, now, self.horizon),
         };
         if let Some(a) = created {
             self.accounts.insert(tenant.to_string(), a);
@@ -472,15 +472,18 @@ impl Engine {
             for (line, raw) in lines(data, first_line) {
                 records += 1;
                 let decoded = decode_bounded(Some(raw), None, self.max_record_bytes);
-                self.rate_one(decoded, raw, file, line, now, sinks);
+                self.rate_one(&decoded, raw, file, line, now, sinks);
             }
             return records;
         }
         // Decoding depends on nothing but the line: a second thread decodes ahead while
-        // this one applies the records in order, so the outputs are the same bytes.
+        // this one applies the records in order, so the outputs are the same bytes. The
+        // batches go back to it to be dropped: their records' memory is freed by the
+        // thread that allocated it (cheaper in the C allocator), their vectors reused.
         let max = self.max_record_bytes;
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<_>>(8);
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<_>>();
             scope.spawn(move || {
                 let mut batch = Vec::with_capacity(DECODE_BATCH);
                 for (line, raw) in lines(data, first_line) {
@@ -491,21 +494,33 @@ impl Engine {
                     }
                     batch.push((line, raw, decoded));
                     if batch.len() == DECODE_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(DECODE_BATCH));
-                        if tx.send(full).is_err() {
+                        let next = match done_rx.try_recv() {
+                            Ok(mut used) => {
+                                used.clear();
+                                used
+                            }
+                            Err(_) => Vec::with_capacity(DECODE_BATCH),
+                        };
+                        if tx.send(std::mem::replace(&mut batch, next)).is_err() {
                             return;
                         }
                     }
                 }
                 let _ = tx.send(batch);
+                drop(tx);
+                for used in done_rx {
+                    drop(used);
+                }
             });
             let mut records = 0;
             for batch in rx {
-                for (line, raw, decoded) in batch {
+                for (line, raw, decoded) in &batch {
                     records += 1;
-                    self.rate_one(decoded, raw, file, line, now, sinks);
+                    self.rate_one(decoded, raw, file, *line, now, sinks);
                 }
+                let _ = done_tx.send(batch);
             }
+            drop(done_tx);
             records
         })
     }
@@ -513,7 +528,7 @@ impl Engine {
     /// One decoded line of `rate_lines`, its outputs appended to `sinks`.
     fn rate_one(
         &mut self,
-        decoded: Result<Record, Invalid>,
+        decoded: &Result<Record, Invalid>,
         raw: &[u8],
         file: &str,
         line: u64,
