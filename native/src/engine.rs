@@ -6,8 +6,9 @@ use crate::json::{write_str, Obj};
 use crate::ledger::{self, Account, Outcome, Status};
 use crate::rates::HashMap;
 use crate::rates::Tables;
-use crate::records::{decode, Record};
+use crate::records::{decode, Invalid, Record};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 /// Where a record came from, as the reject names it.
 pub enum Source<'a> {
@@ -26,10 +27,45 @@ pub enum Source<'a> {
 pub struct Tally {
     pub outcomes: HashMap<(&'static str, &'static str), u64>,
     pub reasons: HashMap<&'static str, u64>,
-    pub charged: HashMap<(String, &'static str), i128>,
+    /// (currency, call type) -> micro-units; a handful of entries, searched in order.
+    pub charged: Vec<((String, &'static str), i128)>,
     pub billable: HashMap<&'static str, i64>,
     pub events: HashMap<&'static str, u64>,
     pub recharge_failures: HashMap<String, u64>,
+}
+
+impl Tally {
+    fn add(
+        &mut self,
+        kind: &'static str,
+        out: &Outcome,
+        call_type: Option<&'static str>,
+        currency: Option<&str>,
+    ) {
+        *self.outcomes.entry((kind, out.status.name())).or_default() += 1;
+        if out.status == Status::Rejected {
+            *self.reasons.entry(out.reason).or_default() += 1;
+        }
+        if out.rated.is_some() {
+            let ct = call_type.expect("a rated record is a CDR");
+            let currency = currency.unwrap_or_default();
+            let charged = &mut self.charged;
+            match charged
+                .iter_mut()
+                .find(|((c, t), _)| *t == ct && c == currency)
+            {
+                Some((_, n)) => *n += out.charge,
+                None => charged.push(((currency.to_owned(), ct), out.charge)),
+            }
+            *self.billable.entry(ct).or_default() += out.billable_seconds;
+        }
+        for t in &out.event_types {
+            *self.events.entry(t).or_default() += 1;
+        }
+        for r in &out.recharge_failures {
+            *self.recharge_failures.entry(r.clone()).or_default() += 1;
+        }
+    }
 }
 
 /// The outputs of records as JSON lines, appended in order.
@@ -46,11 +82,88 @@ fn push_line(sink: &mut Vec<u8>, item: &[u8]) {
     sink.push(b'\n');
 }
 
+/// `records::decode`, after the size bound (rater/bounds.py): a larger input is refused
+/// before it is parsed. Pure: `rate_lines` runs it on a second thread.
+fn decode_bounded<'r>(
+    raw: Option<&'r [u8]>,
+    key: Option<&str>,
+    max_record_bytes: usize,
+) -> Result<Record<'r>, Invalid> {
+    match raw {
+        Some(r) if r.len() > max_record_bytes => Err(Invalid {
+            reason: "invalid_record",
+            detail: too_large_detail(r.len(), max_record_bytes),
+            tenant_id: None,
+        }),
+        _ => decode(raw, key),
+    }
+}
+
+/// The non-blank lines of a chunk with their numbers, as `rater rate` reads them: `\r`/`\n`
+/// stripped from a line's end, blank lines skipped but counted.
+fn lines(data: &[u8], first_line: u64) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut rest = data;
+    let mut lineno = first_line;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let (line, next) = match find_newline(rest) {
+                Some(i) => (&rest[..i + 1], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            let mut end = line.len();
+            while end > 0 && matches!(line[end - 1], b'\r' | b'\n') {
+                end -= 1;
+            }
+            let raw = &line[..end];
+            let this_line = lineno;
+            lineno += 1;
+            if !raw
+                .iter()
+                .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+            {
+                return Some((this_line, raw));
+            }
+        }
+        None
+    })
+}
+
+/// Lines decoded ahead by `rate_lines`'s second thread, handed over this many at a time.
+const DECODE_BATCH: usize = 256;
+/// A chunk smaller than this is rated on one thread (a thread costs more than it saves).
+const PARALLEL_MIN_BYTES: usize = 256 * 1024;
+
+/// The position of the first `\n`, eight bytes at a time.
+fn find_newline(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let w =
+            u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes")) ^ (ONES * b'\n' as u64);
+        if w.wrapping_sub(ONES) & !w & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|c| *c == b'\n').map(|p| i + p)
+}
+
 pub struct Processed {
     pub kind: &'static str,
     pub tenant_id: Option<String>,
     pub outcome: Outcome,
     pub reject: Option<Vec<u8>>,
+}
+
+/// `Processed` with the tenant id borrowed from the input where it can be (the offline
+/// path does not keep it).
+struct Handled<'r> {
+    kind: &'static str,
+    tenant_id: Option<Cow<'r, str>>,
+    outcome: Outcome,
+    reject: Option<Vec<u8>>,
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -188,38 +301,6 @@ impl Engine {
         }
     }
 
-    fn count(
-        &mut self,
-        kind: &'static str,
-        out: &Outcome,
-        call_type: Option<&'static str>,
-        currency: Option<String>,
-    ) {
-        *self
-            .tally
-            .outcomes
-            .entry((kind, out.status.name()))
-            .or_default() += 1;
-        if out.status == Status::Rejected {
-            *self.tally.reasons.entry(out.reason).or_default() += 1;
-        }
-        if out.rated.is_some() {
-            let ct = call_type.expect("a rated record is a CDR");
-            *self
-                .tally
-                .charged
-                .entry((currency.unwrap_or_default(), ct))
-                .or_default() += out.charge;
-            *self.tally.billable.entry(ct).or_default() += out.billable_seconds;
-        }
-        for t in &out.event_types {
-            *self.tally.events.entry(t).or_default() += 1;
-        }
-        for r in &out.recharge_failures {
-            *self.tally.recharge_failures.entry(r.clone()).or_default() += 1;
-        }
-    }
-
     /// `raw` None: a Kafka record with a null value (a tombstone), rejected as such.
     pub fn process(
         &mut self,
@@ -239,66 +320,90 @@ impl Engine {
         key: Option<&str>,
         source: &Source,
         now: i64,
-        mut host: Option<&mut dyn Host>,
+        host: Option<&mut dyn Host>,
     ) -> Processed {
-        let decoded = match raw {
-            Some(r) if r.len() > self.max_record_bytes => Err(crate::records::Invalid {
-                reason: "invalid_record",
-                detail: too_large_detail(r.len(), self.max_record_bytes),
-                tenant_id: None,
-            }),
-            _ => decode(raw, key),
-        };
-        let raw = raw.unwrap_or(b"");
+        let h = self.handle(raw, key, source, now, host);
+        Processed {
+            kind: h.kind,
+            tenant_id: h.tenant_id.map(Cow::into_owned),
+            outcome: h.outcome,
+            reject: h.reject,
+        }
+    }
+
+    fn handle<'r>(
+        &mut self,
+        raw: Option<&'r [u8]>,
+        key: Option<&str>,
+        source: &Source,
+        now: i64,
+        host: Option<&mut dyn Host>,
+    ) -> Handled<'r> {
+        let decoded = decode_bounded(raw, key, self.max_record_bytes);
+        self.apply_decoded(&decoded, raw.unwrap_or(b""), source, now, host)
+    }
+
+    /// The second half of `handle`: a decoded record (or its refusal) applied to its
+    /// account, counted, and a refusal turned into its reject.
+    fn apply_decoded<'r>(
+        &mut self,
+        decoded: &Result<Record<'r>, Invalid>,
+        raw: &[u8],
+        source: &Source,
+        now: i64,
+        mut host: Option<&mut dyn Host>,
+    ) -> Handled<'r> {
         let record = match decoded {
             Ok(r) => r,
             Err(e) => {
-                let mut out = Outcome::rejected(e.reason, e.detail);
+                let mut out = Outcome::rejected(e.reason, e.detail.clone());
                 out.has_account = false;
-                self.count("unknown", &out, None, None);
+                self.tally.add("unknown", &out, None, None);
                 let reject =
                     reject_record(e.reason, &out.detail, raw, source, e.tenant_id.as_deref());
-                return Processed {
+                return Handled {
                     kind: "unknown",
-                    tenant_id: e.tenant_id,
+                    tenant_id: e.tenant_id.clone().map(Cow::Owned),
                     outcome: out,
                     reject: Some(reject),
                 };
             }
         };
-        let tenant = record.tenant_id().to_owned();
+        let tenant = record.tenant_cow();
         let (kind, call_type) = match &record {
             Record::Cdr(c) => ("cdr", Some(c.call_type)),
             Record::Command(_) => ("command", None),
         };
         if let Some(h) = host.as_deref_mut() {
-            if !self.accounts.contains_key(&tenant) {
+            if !self.accounts.contains_key(tenant.as_ref()) {
                 if let Some(a) = h.load(&tenant) {
-                    self.accounts.insert(tenant.clone(), a);
+                    self.accounts.insert(tenant.to_string(), a);
                 }
             }
         }
-        let acct = self.accounts.get_mut(&tenant);
+        let acct = self.accounts.get_mut(tenant.as_ref());
         let (out, created) = match host {
             Some(h) => ledger::apply_with(
                 acct,
-                &record,
+                record,
                 &self.tables,
                 now,
                 self.horizon,
                 &mut |a, id| h.older_seen(a, id),
             ),
-            None => ledger::apply(acct, &record, &self.tables, now, self.horizon),
+            None => ledger::apply(acct, record, &self.tables, now, self.horizon),
         };
         if let Some(a) = created {
-            self.accounts.insert(tenant.clone(), a);
+            self.accounts.insert(tenant.to_string(), a);
         }
-        let currency = if out.has_account {
-            self.accounts.get(&tenant).map(|a| a.currency.clone())
+        let currency = if out.has_account && out.rated.is_some() {
+            self.accounts
+                .get(tenant.as_ref())
+                .map(|a| a.currency.as_str())
         } else {
             None
         };
-        self.count(kind, &out, call_type, currency);
+        self.tally.add(kind, &out, call_type, currency);
         let reject = if out.status == Status::Rejected {
             Some(reject_record(
                 out.reason,
@@ -310,12 +415,43 @@ impl Engine {
         } else {
             None
         };
-        Processed {
+        Handled {
             kind,
             tenant_id: Some(tenant),
             outcome: out,
             reject,
         }
+    }
+
+    /// Every account's view (`view::write_view`) as one JSON object keyed by tenant, in
+    /// tenant order: `balances.json` before its indentation.
+    pub fn views_json(&self) -> Vec<u8> {
+        let mut items: Vec<_> = self.accounts.iter().collect();
+        items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(400 * items.len() + 2);
+        out.push(b'{');
+        for (n, (tenant, acct)) in items.into_iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            write_str(&mut out, tenant);
+            out.push(b':');
+            crate::view::write_view(&mut out, acct);
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// The tenants whose balance is below zero, sorted.
+    pub fn below_zero(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.balance() < 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        t.sort_unstable();
+        t
     }
 
     /// The lines of a JSON-lines chunk (whole lines; `first_line` is the number of its
@@ -329,53 +465,90 @@ impl Engine {
         now: i64,
         sinks: &mut Outputs,
     ) -> u64 {
-        let mut records = 0;
-        let mut lineno = first_line;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (line, next) = match rest.iter().position(|c| *c == b'\n') {
-                Some(i) => (&rest[..i + 1], &rest[i + 1..]),
-                None => (rest, &rest[rest.len()..]),
-            };
-            rest = next;
-            let mut end = line.len();
-            while end > 0 && matches!(line[end - 1], b'\r' | b'\n') {
-                end -= 1;
+        let parallel = data.len() >= PARALLEL_MIN_BYTES
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        if !parallel {
+            let mut records = 0;
+            for (line, raw) in lines(data, first_line) {
+                records += 1;
+                let decoded = decode_bounded(Some(raw), None, self.max_record_bytes);
+                self.rate_one(&decoded, raw, file, line, now, sinks);
             }
-            let raw = &line[..end];
-            let this_line = lineno;
-            lineno += 1;
-            if raw
-                .iter()
-                .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
-            {
-                continue;
-            }
-            records += 1;
-            let p = self.process(
-                Some(raw),
-                None,
-                &Source::File {
-                    file,
-                    line: this_line,
-                },
-                now,
-            );
-            let out = p.outcome;
-            if let Some(r) = &out.rated {
-                push_line(&mut sinks.rated, r);
-            }
-            for e in &out.events {
-                push_line(&mut sinks.events, e);
-            }
-            for r in &out.recharge_requests {
-                push_line(&mut sinks.requests, r);
-            }
-            if let Some(r) = &p.reject {
-                push_line(&mut sinks.rejects, r);
-            }
+            return records;
         }
-        records
+        // Decoding depends on nothing but the line: a second thread decodes ahead while
+        // this one applies the records in order, so the outputs are the same bytes. The
+        // batches go back to it to be dropped: their records' memory is freed by the
+        // thread that allocated it (cheaper in the C allocator), their vectors reused.
+        let max = self.max_record_bytes;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<_>>(8);
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<_>>();
+            scope.spawn(move || {
+                let mut batch = Vec::with_capacity(DECODE_BATCH);
+                for (line, raw) in lines(data, first_line) {
+                    let mut decoded = decode_bounded(Some(raw), None, max);
+                    // The rated record's event id needs no account: hashed here too.
+                    if let Ok(Record::Cdr(c)) = &mut decoded {
+                        c.rated_event_id = Some(ledger::rated_event_id(&c.tenant_id, &c.cdr_id));
+                    }
+                    batch.push((line, raw, decoded));
+                    if batch.len() == DECODE_BATCH {
+                        let next = match done_rx.try_recv() {
+                            Ok(mut used) => {
+                                used.clear();
+                                used
+                            }
+                            Err(_) => Vec::with_capacity(DECODE_BATCH),
+                        };
+                        if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(batch);
+                drop(tx);
+                for used in done_rx {
+                    drop(used);
+                }
+            });
+            let mut records = 0;
+            for batch in rx {
+                for (line, raw, decoded) in &batch {
+                    records += 1;
+                    self.rate_one(decoded, raw, file, *line, now, sinks);
+                }
+                let _ = done_tx.send(batch);
+            }
+            drop(done_tx);
+            records
+        })
+    }
+
+    /// One decoded line of `rate_lines`, its outputs appended to `sinks`.
+    fn rate_one(
+        &mut self,
+        decoded: &Result<Record, Invalid>,
+        raw: &[u8],
+        file: &str,
+        line: u64,
+        now: i64,
+        sinks: &mut Outputs,
+    ) {
+        let p = self.apply_decoded(decoded, raw, &Source::File { file, line }, now, None);
+        let out = p.outcome;
+        if let Some(r) = &out.rated {
+            push_line(&mut sinks.rated, r);
+        }
+        for e in &out.events {
+            push_line(&mut sinks.events, e);
+        }
+        for r in &out.recharge_requests {
+            push_line(&mut sinks.requests, r);
+        }
+        if let Some(r) = &p.reject {
+            push_line(&mut sinks.rejects, r);
+        }
     }
 }
 

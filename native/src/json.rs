@@ -36,7 +36,23 @@ const LINEAR: usize = 16;
 #[derive(Clone, Debug, Default)]
 pub struct Object<'a> {
     entries: Vec<(Cow<'a, str>, Value<'a>)>,
-    index: Option<HashMap<String, usize, foldhash::fast::RandomState>>,
+    /// Boxed: most objects have none, and a smaller `Value` moves faster (80 bytes to 48).
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<String, usize, foldhash::fast::RandomState>>>,
+    /// One bit per key's `key_bit`: a key whose bit is clear is not there (the common
+    /// insert skips the search).
+    bits: u64,
+}
+
+/// A bit of a key's length and end bytes, for `Object::bits`.
+#[inline]
+fn key_bit(k: &str) -> u64 {
+    let b = k.as_bytes();
+    let (first, last) = match (b.first(), b.last()) {
+        (Some(f), Some(l)) => (*f as usize, *l as usize),
+        _ => (0, 0),
+    };
+    1 << ((b.len() * 7 + first * 3 + last) & 63)
 }
 
 impl PartialEq for Object<'_> {
@@ -57,10 +73,14 @@ impl<'a> Object<'a> {
             self.entries.push((k, v));
             return true;
         }
-        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == k) {
-            e.1 = v;
-            return false;
+        let bit = key_bit(&k);
+        if self.bits & bit != 0 {
+            if let Some(e) = self.entries.iter_mut().find(|e| e.0 == k) {
+                e.1 = v;
+                return false;
+            }
         }
+        self.bits |= bit;
         self.entries.push((k, v));
         if self.entries.len() > LINEAR {
             let mut ix =
@@ -68,23 +88,25 @@ impl<'a> Object<'a> {
             for (i, (key, _)) in self.entries.iter().enumerate() {
                 ix.insert(key.to_string(), i);
             }
-            self.index = Some(ix);
+            self.index = Some(Box::new(ix));
         }
         true
     }
 
     /// Entries known to have distinct keys (taken from another object).
     pub fn from_distinct(entries: Vec<(Cow<'a, str>, Value<'a>)>) -> Self {
+        let bits = entries.iter().fold(0, |b, (k, _)| b | key_bit(k));
         let mut o = Object {
             entries,
             index: None,
+            bits,
         };
         if o.entries.len() > LINEAR {
             let mut ix = HashMap::with_capacity_and_hasher(o.entries.len() * 2, Default::default());
             for (i, (key, _)) in o.entries.iter().enumerate() {
                 ix.insert(key.to_string(), i);
             }
-            o.index = Some(ix);
+            o.index = Some(Box::new(ix));
         }
         o
     }
@@ -128,6 +150,7 @@ impl<'a> Object<'a> {
                 .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
                 .collect(),
             index: self.index,
+            bits: self.bits,
         }
     }
 }
@@ -249,6 +272,8 @@ impl<'a> Parser<'a> {
             self.depth -= 1;
             return Ok(Value::Object(map));
         }
+        // A record has about eight keys: one allocation for most objects.
+        map.entries.reserve(8);
         loop {
             self.ws();
             if self.peek() != Some(b'"') {
@@ -334,6 +359,16 @@ impl<'a> Parser<'a> {
         let start = self.i;
         // Fast path: no escapes, borrowed. The input is valid UTF-8 and quotes and
         // backslashes are ASCII, so these are character boundaries.
+        while self.i + 8 <= self.b.len() {
+            let w = u64::from_le_bytes(self.b[self.i..self.i + 8].try_into().expect("8 bytes"));
+            let bits = escape_bits(w);
+            if bits != 0 {
+                // Straight to the first quote, backslash or control byte.
+                self.i += (bits.trailing_zeros() / 8) as usize;
+                break;
+            }
+            self.i += 8;
+        }
         while self.i < self.b.len() {
             let c = self.b[self.i];
             if c == b'"' {
@@ -469,20 +504,59 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Whether any of 8 bytes is below 0x20, a quote or a backslash (bit tricks on a u64).
+/// The high bit of each of 8 bytes (little-endian) that is below 0x20, a quote or a
+/// backslash; the lowest set bit is exact (a borrow only runs up from a real match).
 #[inline]
-fn needs_escape(w: u64) -> bool {
+fn escape_bits(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64)) != 0
+    below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))
+}
+
+/// Whether any of 8 bytes is below 0x20, a quote or a backslash.
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    escape_bits(w) != 0
+}
+
+/// Whether a string needs no escape at all (the common case): eight bytes at a time.
+#[inline]
+fn plain(b: &[u8]) -> bool {
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    if b.len() < 8 {
+        return !b.iter().fold(false, |bad, &c| {
+            bad | (c < 0x20) | (c == b'"') | (c == b'\\')
+        });
+    }
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    let mut bad = needs_escape(word(b.len() - 8));
+    let mut at = 0;
+    while at + 8 <= b.len() {
+        bad |= needs_escape(word(at));
+        at += 8;
+    }
+    !bad
 }
 
 /// A string as orjson writes it, quotes included.
+#[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let b = s.as_bytes();
+    if plain(b) {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
+    write_escaped(out, b);
+}
+
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'"');
     let mut run = 0;
     let mut i = 0;
     while i < b.len() {
@@ -519,6 +593,77 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&b[run..]);
     out.push(b'"');
+}
+
+/// A short ASCII text held inline, without an allocation: money amounts and event ids,
+/// written several times per record.
+#[derive(Clone, Copy)]
+pub struct Short {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for Short {
+    fn default() -> Self {
+        Short {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Short {
+    /// Append an ASCII byte (panics past 48 bytes: callers write bounded texts).
+    pub fn push(&mut self, c: u8) {
+        debug_assert!(c.is_ascii());
+        self.buf[self.len] = c;
+        self.len += 1;
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Up to 24 bytes in lowercase hex.
+    pub fn hex(bytes: &[u8]) -> Short {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = Short::default();
+        for (pair, b) in s.buf.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[(b >> 4) as usize];
+            pair[1] = HEX[(b & 15) as usize];
+        }
+        s.len = 2 * bytes.len().min(24);
+        s
+    }
+}
+
+impl std::ops::Deref for Short {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for Short {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// Shortest round-trip digits and the exponent of the first one: 1.5e-7 -> ("15", -7).
@@ -576,8 +721,40 @@ pub fn write_float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
+/// The decimal digits of `n` at the end of `buf`; returns where they start. In u64
+/// arithmetic when `n` fits (every count, duration and amount in range).
+pub fn decimal(buf: &mut [u8; 40], n: u128) -> usize {
+    fn run<
+        T: Copy + PartialEq + From<u8> + std::ops::Rem<Output = T> + std::ops::Div<Output = T>,
+    >(
+        buf: &mut [u8; 40],
+        mut n: T,
+        digit: impl Fn(T) -> u8,
+    ) -> usize {
+        let (ten, zero) = (T::from(10), T::from(0));
+        let mut at = buf.len();
+        loop {
+            at -= 1;
+            buf[at] = b'0' + digit(n % ten);
+            n = n / ten;
+            if n == zero {
+                return at;
+            }
+        }
+    }
+    match u64::try_from(n) {
+        Ok(w) => run(buf, w, |d| d as u8),
+        Err(_) => run(buf, n, |d| d as u8),
+    }
+}
+
 pub fn write_int(out: &mut Vec<u8>, v: i128) {
-    out.extend_from_slice(v.to_string().as_bytes());
+    let mut digits = [0u8; 40];
+    let at = decimal(&mut digits, v.unsigned_abs());
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 pub fn write_value(out: &mut Vec<u8>, v: &Value) {
@@ -622,25 +799,43 @@ pub struct Obj<'a> {
 }
 
 impl<'a> Obj<'a> {
+    #[inline]
     pub fn new(out: &'a mut Vec<u8>) -> Self {
         out.push(b'{');
         Obj { out, first: true }
     }
-    pub fn key(&mut self, k: &str) -> &mut Vec<u8> {
+
+    /// A field name: one of the outputs' own names, which never need an escape.
+    #[inline]
+    pub fn key(&mut self, k: &'static str) -> &mut Vec<u8> {
+        debug_assert!(plain(k.as_bytes()));
+        self.out.reserve(k.len() + 4);
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        write_str(self.out, k);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.out
     }
-    pub fn str(&mut self, k: &str, v: &str) -> &mut Self {
+    #[inline]
+    pub fn str(&mut self, k: &'static str, v: &str) -> &mut Self {
         let o = self.key(k);
         write_str(o, v);
         self
     }
-    pub fn opt_str(&mut self, k: &str, v: Option<&str>) -> &mut Self {
+    /// A `Short` value: ASCII digits, hex, signs and points, which need no escape.
+    #[inline]
+    pub fn short(&mut self, k: &'static str, v: &Short) -> &mut Self {
+        let o = self.key(k);
+        o.push(b'"');
+        o.extend_from_slice(v.as_bytes());
+        o.push(b'"');
+        self
+    }
+    #[inline]
+    pub fn opt_str(&mut self, k: &'static str, v: Option<&str>) -> &mut Self {
         let o = self.key(k);
         match v {
             Some(s) => write_str(o, s),
@@ -648,21 +843,23 @@ impl<'a> Obj<'a> {
         }
         self
     }
-    pub fn int(&mut self, k: &str, v: i128) -> &mut Self {
+    #[inline]
+    pub fn int(&mut self, k: &'static str, v: i128) -> &mut Self {
         let o = self.key(k);
         write_int(o, v);
         self
     }
-    pub fn bool(&mut self, k: &str, v: bool) -> &mut Self {
+    pub fn bool(&mut self, k: &'static str, v: bool) -> &mut Self {
         let o = self.key(k);
         o.extend_from_slice(if v { b"true" } else { b"false" });
         self
     }
-    pub fn raw(&mut self, k: &str, v: &[u8]) -> &mut Self {
+    pub fn raw(&mut self, k: &'static str, v: &[u8]) -> &mut Self {
         let o = self.key(k);
         o.extend_from_slice(v);
         self
     }
+    #[inline]
     pub fn end(self) {
         self.out.push(b'}');
     }

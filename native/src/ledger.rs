@@ -17,7 +17,7 @@
 //! core's dicts (the key order of each dict is the order of the fields here).
 
 use crate::json::Map;
-use crate::json::{write_str, Obj};
+use crate::json::{write_str, Obj, Short};
 use crate::money::format_money;
 use crate::pyrepr::repr;
 use crate::rates::{billable_seconds, charge, Tables};
@@ -175,60 +175,64 @@ fn duplicate() -> Outcome {
     o
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// blake2b-128 of `tenant \x1f kind \x1f cause \x1f type \x1f extra`, in hex (SPEC 7).
-pub fn event_id(tenant: &str, kind: &str, cause_id: &str, type_: &str, extra: &str) -> String {
-    let mut h = Blake2b::<U16>::new();
+pub fn event_id(tenant: &str, kind: &str, cause_id: &str, type_: &str, extra: &str) -> Short {
+    // The message in one piece (on the stack when short): one update, not nine.
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    let len = tenant.len() + kind.len() + cause_id.len() + type_.len() + extra.len() + 4;
+    let msg: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let mut at = 0;
     for (n, part) in [tenant, kind, cause_id, type_, extra].iter().enumerate() {
         if n > 0 {
-            h.update(b"\x1f");
+            msg[at] = 0x1f;
+            at += 1;
         }
-        h.update(part.as_bytes());
+        msg[at..at + part.len()].copy_from_slice(part.as_bytes());
+        at += part.len();
     }
-    let digest = h.finalize();
-    let mut s = String::with_capacity(32);
-    for b in digest {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
+    Short::hex(&Blake2b::<U16>::digest(&*msg))
 }
 
 /// One extra field of a balance event, after the common ones.
 enum F<'a> {
-    S(&'a str, &'a str),
+    S(&'static str, &'a str),
     Blocked,
 }
 
 /// Collects the balance events of one cause, in the order they happen.
-struct Emitter {
+struct Emitter<'c> {
     kind: &'static str,
-    cause_id: String,
-    occurred_text: String,
+    cause_id: &'c str,
+    occurred_text: &'c str,
     events: Vec<Vec<u8>>,
     types: Vec<&'static str>,
     failures: Vec<String>,
 }
 
-impl Emitter {
+impl Emitter<'_> {
     fn emit(&mut self, acct: &Account, type_: &'static str, extra: &str, fields: &[F]) {
         let mut out = Vec::with_capacity(320);
         let mut o = Obj::new(&mut out);
         o.str(
             "event_id",
-            &event_id(&acct.tenant_id, self.kind, &self.cause_id, type_, extra),
+            &event_id(&acct.tenant_id, self.kind, self.cause_id, type_, extra),
         )
         .str("type", type_)
         .str("tenant_id", &acct.tenant_id)
-        .str("occurred_at", &self.occurred_text);
+        .str("occurred_at", self.occurred_text);
         {
             let c = o.key("cause");
             let mut co = Obj::new(c);
-            co.str("kind", self.kind).str("id", &self.cause_id);
+            co.str("kind", self.kind).str("id", self.cause_id);
             co.end();
         }
-        o.str("balance", &format_money(acct.balance()))
+        o.short("balance", &format_money(acct.balance()))
             .str("currency", &acct.currency);
         for f in fields {
             match f {
@@ -358,7 +362,7 @@ fn finish(
     } else if before < 0 && 0 <= after {
         em.emit(acct, "balance_restored", "", &[]);
     }
-    let Some(ar) = acct.auto_recharge.clone() else {
+    let Some(ar) = &acct.auto_recharge else {
         return;
     };
     if !(ar.enabled
@@ -368,6 +372,7 @@ fn finish(
     {
         return;
     }
+    let ar = ar.clone();
     let method = ar
         .payment_method
         .as_ref()
@@ -402,7 +407,7 @@ fn finish(
         &event_id(
             &acct.tenant_id,
             em.kind,
-            &em.cause_id,
+            em.cause_id,
             "recharge_request",
             "",
         ),
@@ -413,7 +418,7 @@ fn finish(
     .str("currency", &acct.currency);
     write_payment_method(o.key("payment_method"), &ar);
     match requested_at {
-        None => o.str("requested_at", &em.occurred_text),
+        None => o.str("requested_at", em.occurred_text),
         Some(t) => o.str("requested_at", &format_time(t)),
     };
     o.end();
@@ -506,6 +511,11 @@ pub fn apply_with(
     }
 }
 
+/// The event id of a CDR's rated record.
+pub fn rated_event_id(tenant_id: &str, cdr_id: &str) -> Short {
+    event_id(tenant_id, "cdr", cdr_id, "rated_cdr", "")
+}
+
 fn apply_cdr(
     acct: Option<&mut Account>,
     cdr: &Cdr,
@@ -520,7 +530,7 @@ fn apply_cdr(
             format!("tenant_id: no account for {}", repr(&cdr.tenant_id)),
         );
     };
-    if acct.seen_cdrs.contains_key(&cdr.cdr_id)
+    if acct.seen_cdrs.contains_key(cdr.cdr_id.as_ref())
         || (!acct.id_segments.is_empty() && older_seen(acct, &cdr.cdr_id))
     {
         return duplicate();
@@ -565,8 +575,8 @@ fn apply_cdr(
     let started_text = utc_text(&cdr.started_at_text, at);
     let mut em = Emitter {
         kind: "cdr",
-        cause_id: cdr.cdr_id.clone(),
-        occurred_text: started_text.clone(),
+        cause_id: &cdr.cdr_id,
+        occurred_text: &started_text,
         events: Vec::new(),
         types: Vec::new(),
         failures: Vec::new(),
@@ -594,28 +604,30 @@ fn apply_cdr(
     let after = acct.balance();
     out.charge = amount;
     out.billable_seconds = billable;
+    // The event id depends on the record alone: `rate_lines` may have hashed it ahead.
+    let rated_id = match cdr.rated_event_id {
+        Some(id) if cdr.tenant_id == acct.tenant_id => id,
+        _ => rated_event_id(&acct.tenant_id, &cdr.cdr_id),
+    };
     let mut buf = Vec::with_capacity(600);
     let mut o = Obj::new(&mut buf);
-    o.str(
-        "event_id",
-        &event_id(&acct.tenant_id, "cdr", &cdr.cdr_id, "rated_cdr", ""),
-    )
-    .str("cdr_id", &cdr.cdr_id)
-    .str("tenant_id", &acct.tenant_id)
-    .str("call_type", cdr.call_type)
-    .str("to", &cdr.to)
-    .opt_str("from", cdr.from.as_deref())
-    .str("started_at", &started_text)
-    .int("duration_seconds", cdr.duration as i128)
-    .int("billable_seconds", billable as i128)
-    .int("covered_seconds", covered as i128)
-    .str("rate_plan", &acct.rate_plan)
-    .str("rate_prefix", &rate.prefix)
-    .str("rate_per_minute", &rate.rate_text)
-    .str("connection_fee", &rate.fee_text)
-    .str("charge", &format_money(amount))
-    .str("currency", &acct.currency)
-    .str("balance_after", &format_money(after));
+    o.short("event_id", &rated_id)
+        .str("cdr_id", &cdr.cdr_id)
+        .str("tenant_id", &acct.tenant_id)
+        .str("call_type", cdr.call_type)
+        .str("to", &cdr.to)
+        .opt_str("from", cdr.from.as_deref())
+        .str("started_at", &started_text)
+        .int("duration_seconds", cdr.duration as i128)
+        .int("billable_seconds", billable as i128)
+        .int("covered_seconds", covered as i128)
+        .str("rate_plan", &acct.rate_plan)
+        .str("rate_prefix", &rate.prefix)
+        .str("rate_per_minute", &rate.rate_text)
+        .str("connection_fee", &rate.fee_text)
+        .short("charge", &format_money(amount))
+        .str("currency", &acct.currency)
+        .short("balance_after", &format_money(after));
     crate::json::write_object(o.key("attributes"), &cdr.attributes);
     o.end();
     out.rated = Some(buf);
@@ -735,10 +747,11 @@ fn apply_command(
     let mut out = Outcome::new(Status::Applied);
     out.has_account = true;
     let before = acct.balance();
+    let occurred_text = format_time(at);
     let mut em = Emitter {
         kind: "command",
-        cause_id: cmd.command_id.clone(),
-        occurred_text: format_time(at),
+        cause_id: &cmd.command_id,
+        occurred_text: &occurred_text,
         events: Vec::new(),
         types: Vec::new(),
         failures: Vec::new(),
@@ -970,10 +983,11 @@ pub fn sweep(acct: &mut Account, now: i64) -> Option<Outcome> {
     let mut out = Outcome::new(Status::Applied);
     out.has_account = true;
     let before = acct.balance();
+    let occurred_text = format_time(now);
     let mut em = Emitter {
         kind: "sweep",
-        cause_id,
-        occurred_text: format_time(now),
+        cause_id: &cause_id,
+        occurred_text: &occurred_text,
         events: Vec::new(),
         types: Vec::new(),
         failures: Vec::new(),

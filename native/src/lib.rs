@@ -13,6 +13,7 @@ pub mod pyrepr;
 pub mod rates;
 pub mod records;
 pub mod time;
+pub mod view;
 
 #[cfg(feature = "python")]
 mod python;

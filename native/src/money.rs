@@ -1,6 +1,6 @@
 //! Money (SPEC 1): wire amounts to integer micro-units and back, as rater/core/money.py does.
 
-use crate::json::{float_digits, Value};
+use crate::json::{decimal, float_digits, Short, Value};
 use crate::pyrepr::{head, repr};
 
 pub const MICRO: i128 = 1_000_000;
@@ -129,28 +129,20 @@ fn parse_float(f: f64) -> Result<i128, String> {
     Ok(micro)
 }
 
-/// Micro-units with exactly 6 fractional digits: -30000 -> "-0.030000".
-pub fn format_money(micro: i128) -> String {
-    let mut out = String::with_capacity(24);
+/// Micro-units with exactly 6 fractional digits: -30000 -> "-0.030000" (inline text,
+/// no allocation: it is written several times per record).
+pub fn format_money(micro: i128) -> Short {
+    let mut out = Short::default();
     if micro < 0 {
-        out.push('-');
+        out.push(b'-');
     }
     let a = micro.unsigned_abs();
     let mut digits = [0u8; 40];
-    let mut n = 0;
-    let mut whole = a / 1_000_000;
-    loop {
-        digits[n] = b'0' + (whole % 10) as u8;
-        n += 1;
-        whole /= 10;
-        if whole == 0 {
-            break;
-        }
+    let at = decimal(&mut digits, a / 1_000_000);
+    for &d in &digits[at..] {
+        out.push(d);
     }
-    for k in (0..n).rev() {
-        out.push(digits[k] as char);
-    }
-    out.push('.');
+    out.push(b'.');
     let mut frac = (a % 1_000_000) as u32;
     let mut f = [b'0'; 6];
     for k in (0..6).rev() {
@@ -158,7 +150,7 @@ pub fn format_money(micro: i128) -> String {
         frac /= 10;
     }
     for c in f {
-        out.push(c as char);
+        out.push(c);
     }
     out
 }

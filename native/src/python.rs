@@ -173,6 +173,8 @@ impl Host for PyHost<'_> {
 #[pyclass(name = "Engine", module = "rater_native")]
 struct PyEngine {
     inner: Engine,
+    /// `rate_lines`'s output buffers, kept between calls (their pages stay mapped).
+    sinks: Outputs,
 }
 
 #[pymethods]
@@ -182,7 +184,10 @@ impl PyEngine {
     fn new(plans: Vec<PlanArg>, horizon: i64, max_record_bytes: usize) -> Self {
         let mut inner = Engine::new(tables(plans), horizon);
         inner.max_record_bytes = max_record_bytes;
-        PyEngine { inner }
+        PyEngine {
+            inner,
+            sinks: Outputs::default(),
+        }
     }
 
     /// Swap in other rate tables (the worker's reload); the accounts stay.
@@ -277,15 +282,19 @@ impl PyEngine {
         Bound<'py, PyBytes>,
         Bound<'py, PyBytes>,
     ) {
-        // Outputs are about twice the input for rated CDRs and less for the others.
-        let mut sinks = Outputs {
-            rated: Vec::with_capacity(data.len() * 2),
-            events: Vec::with_capacity(data.len() / 2),
-            ..Outputs::default()
-        };
-        let n = self
-            .inner
-            .rate_lines(data, file, first_line, now, &mut sinks);
+        let (engine, sinks) = (&mut self.inner, &mut self.sinks);
+        for s in [
+            &mut sinks.rated,
+            &mut sinks.events,
+            &mut sinks.requests,
+            &mut sinks.rejects,
+        ] {
+            s.clear();
+        }
+        // Rated CDRs are about two and a half times their input: one growth at most.
+        sinks.rated.reserve(data.len() * 3);
+        // Without the GIL: the caller may write the previous chunk's outputs meanwhile.
+        let n = py.allow_threads(|| engine.rate_lines(data, file, first_line, now, sinks));
         (
             n,
             PyBytes::new(py, &sinks.rated),
@@ -293,6 +302,17 @@ impl PyEngine {
             PyBytes::new(py, &sinks.requests),
             PyBytes::new(py, &sinks.rejects),
         )
+    }
+
+    /// Every account's view (rater/core/codec.py `to_view`) as one JSON object keyed by
+    /// tenant, in tenant order.
+    fn views<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.views_json())
+    }
+
+    /// The tenants whose balance is below zero, sorted.
+    fn below_zero(&self) -> Vec<String> {
+        self.inner.below_zero()
     }
 
     /// Hand an account over in the stored form (rater/core/codec.py `encode_account`).
@@ -341,38 +361,31 @@ impl PyEngine {
     fn tally<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let t = &self.inner.tally;
         let d = PyDict::new(py);
-        let outcomes = PyDict::new(py);
-        for ((k, s), n) in &t.outcomes {
-            outcomes.set_item((k, s), n)?;
-        }
-        d.set_item("outcomes", outcomes)?;
-        let reasons = PyDict::new(py);
-        for (k, n) in &t.reasons {
-            reasons.set_item(k, n)?;
-        }
-        d.set_item("reasons", reasons)?;
-        let charged = PyDict::new(py);
-        for ((c, ct), n) in &t.charged {
-            charged.set_item((c, ct), n)?;
-        }
-        d.set_item("charged", charged)?;
-        let billable = PyDict::new(py);
-        for (k, n) in &t.billable {
-            billable.set_item(k, n)?;
-        }
-        d.set_item("billable", billable)?;
-        let events = PyDict::new(py);
-        for (k, n) in &t.events {
-            events.set_item(k, n)?;
-        }
-        d.set_item("events", events)?;
-        let failures = PyDict::new(py);
-        for (k, n) in &t.recharge_failures {
-            failures.set_item(k, n)?;
-        }
-        d.set_item("recharge_failures", failures)?;
+        put_counts(&d, "outcomes", &t.outcomes)?;
+        put_counts(&d, "reasons", &t.reasons)?;
+        put_counts(&d, "charged", t.charged.iter().map(|(k, n)| (k, n)))?;
+        put_counts(&d, "billable", &t.billable)?;
+        put_counts(&d, "events", &t.events)?;
+        put_counts(&d, "recharge_failures", &t.recharge_failures)?;
         Ok(d)
     }
+}
+
+/// `d[name] = {key: count, ...}`.
+fn put_counts<'py, K, V>(
+    d: &Bound<'py, PyDict>,
+    name: &str,
+    counts: impl IntoIterator<Item = (K, V)>,
+) -> PyResult<()>
+where
+    K: IntoPyObject<'py>,
+    V: IntoPyObject<'py>,
+{
+    let inner = PyDict::new(d.py());
+    for (k, n) in counts {
+        inner.set_item(k, n)?;
+    }
+    d.set_item(name, inner)
 }
 
 /// Decode and re-encode an account in the stored form (tests of the codec).
@@ -386,7 +399,7 @@ fn recode_account<'py>(py: Python<'py>, stored: &[u8]) -> PyResult<Bound<'py, Py
 #[pyfunction]
 #[pyo3(signature = (tenant, kind, cause_id, type_, extra = ""))]
 fn event_id(tenant: &str, kind: &str, cause_id: &str, type_: &str, extra: &str) -> String {
-    crate::ledger::event_id(tenant, kind, cause_id, type_, extra)
+    crate::ledger::event_id(tenant, kind, cause_id, type_, extra).to_string()
 }
 
 #[pymodule]

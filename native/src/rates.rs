@@ -39,17 +39,31 @@ pub struct Row {
 
 #[derive(Debug, Default)]
 struct ByType {
-    /// prefix -> (effective_from ascending, rates in the same order)
-    by_prefix: HashMap<String, (Vec<i64>, Vec<Rate>)>,
+    /// prefix (`prefix_key`) -> (effective_from ascending, rates in the same order)
+    by_prefix: HashMap<u64, (Vec<i64>, Vec<Rate>)>,
     /// the prefix lengths with rows, longest first
     lengths: Vec<usize>,
+}
+
+/// The longest prefix a lookup can match: an E.164 number has at most 15 digits.
+const MAX_PREFIX: usize = 15;
+
+/// A prefix of up to 15 digits as one number: its value and its length (leading zeros
+/// count). None for anything else, which no E.164 number's digits can match.
+fn prefix_key(prefix: &str) -> Option<u64> {
+    if prefix.len() > MAX_PREFIX || !prefix.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let value = prefix.bytes().fold(0u64, |v, c| v * 10 + (c - b'0') as u64);
+    Some(value << 4 | prefix.len() as u64)
 }
 
 #[derive(Debug)]
 pub struct Plan {
     pub plan_id: String,
     pub currency: String,
-    types: HashMap<String, ByType>,
+    /// call type -> its rows; four call types at most, searched in order.
+    types: Vec<(String, ByType)>,
 }
 
 impl Plan {
@@ -61,10 +75,19 @@ impl Plan {
                 b.effective_from,
             ))
         });
-        let mut types: HashMap<String, ByType> = HashMap::default();
+        let mut types: Vec<(String, ByType)> = Vec::new();
         for r in rows {
-            let t = types.entry(r.call_type.clone()).or_default();
-            let entry = t.by_prefix.entry(r.prefix.clone()).or_default();
+            let Some(key) = prefix_key(&r.prefix) else {
+                continue;
+            };
+            let t = match types.iter().position(|(ct, _)| *ct == r.call_type) {
+                Some(i) => &mut types[i].1,
+                None => {
+                    types.push((r.call_type.clone(), ByType::default()));
+                    &mut types.last_mut().expect("pushed").1
+                }
+            };
+            let entry = t.by_prefix.entry(key).or_default();
             entry.0.push(r.effective_from);
             entry.1.push(Rate {
                 prefix: r.prefix,
@@ -73,12 +96,12 @@ impl Plan {
                 first_increment: r.first_increment,
                 next_increment: r.next_increment,
                 effective_from: r.effective_from,
-                rate_text: format_money(r.rate_per_minute),
-                fee_text: format_money(r.connection_fee),
+                rate_text: format_money(r.rate_per_minute).to_string(),
+                fee_text: format_money(r.connection_fee).to_string(),
             });
         }
-        for t in types.values_mut() {
-            let mut lengths: Vec<usize> = t.by_prefix.keys().map(String::len).collect();
+        for (_, t) in types.iter_mut() {
+            let mut lengths: Vec<usize> = t.by_prefix.keys().map(|k| (k & 15) as usize).collect();
             lengths.sort_unstable_by(|a, b| b.cmp(a));
             lengths.dedup();
             t.lengths = lengths;
@@ -93,12 +116,24 @@ impl Plan {
     /// Longest prefix of `digits` with a row in force at `started_at`, then the latest
     /// `effective_from`; a prefix whose rows all start later falls through to a shorter one.
     pub fn lookup(&self, call_type: &str, digits: &str, started_at: i64) -> Option<&Rate> {
-        let t = self.types.get(call_type)?;
+        let t = &self.types.iter().find(|(ct, _)| ct == call_type)?.1;
+        // The value of each leading run of digits: prefixes[n] for the first n (only a
+        // run of digits can equal a prefix).
+        let d = digits.as_bytes();
+        let usable = d
+            .iter()
+            .take(MAX_PREFIX)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let mut prefixes = [0u64; MAX_PREFIX + 1];
+        for n in 1..=usable {
+            prefixes[n] = prefixes[n - 1] * 10 + (d[n - 1] - b'0') as u64;
+        }
         for &n in &t.lengths {
-            if n > digits.len() {
+            if n > usable {
                 continue;
             }
-            let Some((starts, rates)) = t.by_prefix.get(&digits[..n]) else {
+            let Some((starts, rates)) = t.by_prefix.get(&(prefixes[n] << 4 | n as u64)) else {
                 continue;
             };
             let i = starts.partition_point(|s| *s <= started_at);

@@ -2,11 +2,12 @@
 //! reason and detail, with the same checks in the same order as rater/core/records.py (the
 //! detail texts are compared byte for byte by the differential tests).
 
-use crate::json::{self, Object, Value};
+use crate::json::{self, Object, Short, Value};
 use crate::money::parse_money;
 use crate::pyrepr::{head, repr};
 use crate::rates::CALL_TYPES;
 use crate::time::parse_time;
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 pub const MAX_DURATION: i128 = 86_400;
@@ -26,17 +27,20 @@ fn invalid(detail: impl Into<String>, tenant: Option<&str>) -> Invalid {
     }
 }
 
+/// A CDR; its texts borrow from the input when they hold no escapes.
 #[derive(Debug, Clone)]
 pub struct Cdr<'a> {
-    pub cdr_id: String,
-    pub tenant_id: String,
+    pub cdr_id: Cow<'a, str>,
+    pub tenant_id: Cow<'a, str>,
     pub call_type: &'static str,
-    pub to: String,
-    pub from: Option<String>,
+    pub to: Cow<'a, str>,
+    pub from: Option<Cow<'a, str>>,
     pub started_at: i64,
-    pub started_at_text: String,
+    pub started_at_text: Cow<'a, str>,
     pub duration: i64,
     pub attributes: Object<'a>,
+    /// Its rated record's event id (`ledger::rated_event_id`), when hashed ahead.
+    pub rated_event_id: Option<Short>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,11 +92,18 @@ pub enum Record<'a> {
     Command(Command),
 }
 
-impl Record<'_> {
+impl<'a> Record<'a> {
     pub fn tenant_id(&self) -> &str {
         match self {
             Record::Cdr(c) => &c.tenant_id,
             Record::Command(c) => &c.tenant_id,
+        }
+    }
+    /// The tenant id, borrowed from the input when it can be.
+    pub fn tenant_cow(&self) -> Cow<'a, str> {
+        match self {
+            Record::Cdr(c) => c.tenant_id.clone(),
+            Record::Command(c) => Cow::Owned(c.tenant_id.clone()),
         }
     }
     pub fn event_time(&self) -> i64 {
@@ -230,7 +241,17 @@ pub fn decode<'a>(raw: Option<&'a [u8]>, key: Option<&str>) -> Result<Record<'a>
 }
 
 fn id(obj: &Object, name: &str, tenant: &str, limit: usize) -> Result<String, Invalid> {
-    match Value::get(obj, name) {
+    check_id(Value::get(obj, name), name, tenant, limit).map(str::to_owned)
+}
+
+/// An id field's value (None: absent or null), checked.
+fn check_id<'v>(
+    v: Option<&'v Value>,
+    name: &str,
+    tenant: &str,
+    limit: usize,
+) -> Result<&'v str, Invalid> {
+    match v {
         None => Err(invalid(format!("{name}: required"), Some(tenant))),
         Some(Value::Str(s)) if (1..=limit).contains(&s.chars().count()) => {
             if s.chars()
@@ -241,7 +262,7 @@ fn id(obj: &Object, name: &str, tenant: &str, limit: usize) -> Result<String, In
                     Some(tenant),
                 ));
             }
-            Ok(s.to_string())
+            Ok(s)
         }
         Some(_) => Err(invalid(
             format!("{name}: must be a string of 1 to {limit} characters"),
@@ -251,9 +272,13 @@ fn id(obj: &Object, name: &str, tenant: &str, limit: usize) -> Result<String, In
 }
 
 fn tenant(obj: &Object) -> Result<String, Invalid> {
-    match Value::get(obj, "tenant_id") {
+    check_tenant(Value::get(obj, "tenant_id")).map(str::to_owned)
+}
+
+fn check_tenant<'v>(v: Option<&'v Value>) -> Result<&'v str, Invalid> {
+    match v {
         None => Err(invalid("tenant_id: required", None)),
-        Some(Value::Str(s)) if is_tenant(s) => Ok(s.to_string()),
+        Some(Value::Str(s)) if is_tenant(s) => Ok(s),
         Some(_) => Err(invalid(
             "tenant_id: must be 1 to 64 of A-Z a-z 0-9 . _ : -",
             None,
@@ -262,7 +287,11 @@ fn tenant(obj: &Object) -> Result<String, Invalid> {
 }
 
 fn time(obj: &Object, name: &str, tenant: &str) -> Result<i64, Invalid> {
-    match Value::get(obj, name) {
+    check_time(Value::get(obj, name), name, tenant)
+}
+
+fn check_time(v: Option<&Value>, name: &str, tenant: &str) -> Result<i64, Invalid> {
+    match v {
         None => Err(invalid(format!("{name}: required"), Some(tenant))),
         Some(v) => parse_time(v).map_err(|e| invalid(format!("{name}: {e}"), Some(tenant))),
     }
@@ -291,11 +320,68 @@ fn money(
 
 const E164_RULE: &str = "must be an E.164 number (+ then 2 to 15 digits, the first not 0)";
 
+/// The fields of a CDR, in the order of `Cdr`; the other keys are its attributes.
+const CDR_FIELDS: [&str; 7] = [
+    "cdr_id",
+    "tenant_id",
+    "call_type",
+    "to",
+    "from",
+    "started_at",
+    "duration_seconds",
+];
+
+/// A CDR field's position in `CDR_FIELDS` (told apart by length first).
+#[inline]
+fn cdr_field(k: &str) -> Option<usize> {
+    let i = match k.len() {
+        6 => 0,
+        9 if k.as_bytes()[0] == b't' => 1,
+        9 => 2,
+        2 => 3,
+        4 => 4,
+        10 => 5,
+        16 => 6,
+        _ => return None,
+    };
+    (CDR_FIELDS[i] == k).then_some(i)
+}
+
+/// The string of a value checked to be one, moved out (a borrowed one stays borrowed).
+fn take_str<'a>(v: Value<'a>) -> Cow<'a, str> {
+    match v {
+        Value::Str(s) => s,
+        _ => Cow::Borrowed(""),
+    }
+}
+
 fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
-    let tenant = tenant(&obj)?;
-    let t = Some(tenant.as_str());
-    let cdr_id = id(&obj, "cdr_id", &tenant, 128)?;
-    let call_type = match Value::get(&obj, "call_type") {
+    // One pass over the keys (they are distinct: a repeated key was refused), then the
+    // checks in the order of rater/records.py; JSON null reads as absent.
+    let mut f: [Option<&Value>; 7] = [None; 7];
+    // Where each field is among the entries, and which of the first 64 are fields.
+    let mut at = [usize::MAX; 7];
+    let mut field_bits = 0u64;
+    let mut extras = 0;
+    for (n, (k, v)) in obj.iter().enumerate() {
+        match cdr_field(k) {
+            Some(i) => {
+                at[i] = n;
+                if n < 64 {
+                    field_bits |= 1 << n;
+                }
+                if !matches!(v, Value::Null) {
+                    f[i] = Some(v);
+                }
+            }
+            None => extras += 1,
+        }
+    }
+    let [cdr_id_v, tenant_v, call_type_v, to_v, from_v, started_v, duration_v] = f;
+    let tenant = check_tenant(tenant_v)?;
+    let t = Some(tenant);
+    check_id(cdr_id_v, "cdr_id", tenant, 128)?;
+    let call_type = match call_type_v {
         None => return Err(invalid("call_type: required", t)),
         Some(Value::Str(s)) => match CALL_TYPES.iter().find(|c| **c == s.as_ref()) {
             Some(c) => *c,
@@ -313,22 +399,18 @@ fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
             ))
         }
     };
-    let to = match Value::get(&obj, "to") {
+    match to_v {
         None => return Err(invalid("to: required", t)),
-        Some(Value::Str(s)) if is_e164(s) => s.to_string(),
+        Some(Value::Str(s)) if is_e164(s) => {}
         Some(_) => return Err(invalid(format!("to: {E164_RULE}"), t)),
-    };
-    let from = match Value::get(&obj, "from") {
-        None => None,
-        Some(Value::Str(s)) if is_e164(s) => Some(s.to_string()),
+    }
+    match from_v {
+        None => {}
+        Some(Value::Str(s)) if is_e164(s) => {}
         Some(_) => return Err(invalid(format!("from: {E164_RULE}"), t)),
-    };
-    let started_text = match Value::get(&obj, "started_at") {
-        Some(Value::Str(s)) => s.to_string(),
-        _ => String::new(),
-    };
-    let started_at = time(&obj, "started_at", &tenant)?;
-    let duration = match Value::get(&obj, "duration_seconds") {
+    }
+    let started_at = check_time(started_v, "started_at", tenant)?;
+    let duration = match duration_v {
         None => return Err(invalid("duration_seconds: required", t)),
         Some(Value::Int(d)) if (0..=MAX_DURATION).contains(d) => *d as i64,
         Some(_) => {
@@ -338,32 +420,45 @@ fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
             ))
         }
     };
-    const CDR_FIELDS: [&str; 7] = [
-        "cdr_id",
-        "tenant_id",
-        "call_type",
-        "to",
-        "from",
-        "started_at",
-        "duration_seconds",
-    ];
-    let attributes = Object::from_distinct(
-        obj.into_entries()
-            .into_iter()
-            .filter(|(k, _)| !CDR_FIELDS.contains(&k.as_ref()))
-            .collect(),
-    );
-    Ok(Cdr {
-        cdr_id,
-        tenant_id: tenant,
+    // All checked: move the texts out, the other keys stay as the attributes.
+    let mut cdr = Cdr {
+        cdr_id: Cow::Borrowed(""),
+        tenant_id: Cow::Borrowed(""),
         call_type,
-        to,
-        from,
+        to: Cow::Borrowed(""),
+        from: None,
         started_at,
-        started_at_text: started_text,
+        started_at_text: Cow::Borrowed(""),
         duration,
-        attributes,
-    })
+        attributes: Object::default(),
+        rated_event_id: None,
+    };
+    let mut rest = obj.into_entries();
+    let mut take = |i: usize| match at[i] {
+        usize::MAX => Value::Null,
+        n => std::mem::replace(&mut rest[n].1, Value::Null),
+    };
+    cdr.cdr_id = take_str(take(0));
+    cdr.tenant_id = take_str(take(1));
+    cdr.to = take_str(take(3));
+    if let v @ Value::Str(_) = take(4) {
+        cdr.from = Some(take_str(v));
+    }
+    cdr.started_at_text = take_str(take(5));
+    if extras > 0 {
+        let mut n = 0;
+        rest.retain(|(k, _)| {
+            let field = if n < 64 {
+                field_bits & 1 << n != 0
+            } else {
+                cdr_field(k).is_some()
+            };
+            n += 1;
+            !field
+        });
+        cdr.attributes = Object::from_distinct(rest);
+    }
+    Ok(cdr)
 }
 
 const COMMANDS: [&str; 3] = ["configure_account", "add_funds", "payment_result"];

@@ -3,6 +3,7 @@
 
 use crate::json::Value;
 use crate::pyrepr::{head, repr};
+use std::borrow::Cow;
 
 pub const SECOND: i64 = 1_000_000;
 pub const MINUTE: i64 = 60 * SECOND;
@@ -272,12 +273,12 @@ pub fn format_time(micro: i64) -> String {
 }
 
 /// `format_time(micro)`, reusing `text` when it is already written that way.
-pub fn utc_text(text: &str, micro: i64) -> String {
+pub fn utc_text(text: &str, micro: i64) -> Cow<'_, str> {
     let b = text.as_bytes();
-    if text.chars().count() == 20 && b.len() == 20 && b[19] == b'Z' && b[10] == b'T' {
-        return text.to_owned();
+    if b.len() == 20 && b.is_ascii() && b[19] == b'Z' && b[10] == b'T' {
+        return Cow::Borrowed(text);
     }
-    format_time(micro)
+    Cow::Owned(format_time(micro))
 }
 
 /// Calendar months later, the day clamped to the month's end.
@@ -294,16 +295,36 @@ pub fn add_months(micro: i64, months: i64) -> i64 {
 /// The calendar month (UTC) of a time, as `YYYY-MM`.
 pub fn month_key(micro: i64) -> String {
     let (y, m, _d) = civil_from_days(micro.div_euclid(DAY));
-    format!("{y:04}-{m:02}")
+    year_month(y, m)
+}
+
+/// `YYYY-MM` (a year outside 0..=9999 as `format!("{y:04}")` writes it).
+fn year_month(y: i64, m: i64) -> String {
+    if !(0..10000).contains(&y) {
+        return format!("{y:04}-{m:02}");
+    }
+    let mut s = String::with_capacity(7);
+    for d in [
+        y / 1000,
+        y / 100 % 10,
+        y / 10 % 10,
+        y % 10,
+        -1,
+        m / 10,
+        m % 10,
+    ] {
+        s.push(if d < 0 { '-' } else { (b'0' + d as u8) as char });
+    }
+    s
 }
 
 pub fn previous_month_key(key: &str) -> String {
     let y: i64 = key[..4].parse().unwrap_or(0);
     let m: i64 = key[5..7].parse().unwrap_or(1);
     if m == 1 {
-        format!("{:04}-12", y - 1)
+        year_month(y - 1, 12)
     } else {
-        format!("{y:04}-{:02}", m - 1)
+        year_month(y, m - 1)
     }
 }
 

@@ -16,6 +16,7 @@ import orjson
 
 from rater.core import ledger
 from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES, raw_fields, too_large_detail
+from rater.core.codec import to_view
 from rater.core.ledger import Account, Outcome
 from rater.core.rates import RateTables
 from rater.core.records import Invalid, decode
@@ -153,3 +154,11 @@ class Engine:
 
     def accounts_dict(self) -> dict[str, Account]:
         return self.accounts
+
+    def views(self) -> dict[str, dict[str, Any]]:
+        """Every account's view (``to_view``), in tenant order: ``balances.json``."""
+        return {tid: to_view(a) for tid, a in sorted(self.accounts.items())}
+
+    def below_zero(self) -> list[str]:
+        """The tenants whose balance is below zero, sorted."""
+        return sorted(t for t, a in self.accounts.items() if a.balance < 0)

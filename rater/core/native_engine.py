@@ -14,6 +14,8 @@ import os
 from dataclasses import fields
 from typing import Any, Callable, Iterable
 
+import orjson
+
 from rater.core.batch import BatchProcessor, BatchResult, Message
 from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES
 from rater.core.codec import decode_account, encode_account
@@ -119,6 +121,14 @@ class NativeEngine:
 
     def accounts_dict(self) -> dict[str, Account]:
         return {t: decode_account(b) for t, b in self.native.accounts()}
+
+    def views(self) -> dict[str, dict[str, Any]]:
+        """``Engine.views``, written natively: no account is decoded into Python objects
+        (its remembered ids are most of its stored form)."""
+        return orjson.loads(self.native.views())
+
+    def below_zero(self) -> list[str]:
+        return self.native.below_zero()
 
     @property
     def tally(self) -> Tally:

@@ -14,11 +14,12 @@ import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Callable
-
-import aiohttp
+from typing import TYPE_CHECKING, Callable
 
 from .messages import Event, render_email
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class DeliveryError(Exception):
@@ -165,12 +166,18 @@ class WebhookChannel:
         self._session: aiohttp.ClientSession | None = None
 
     async def _client(self) -> aiohttp.ClientSession:
+        # Imported here: every rater command reads this module (its options), and aiohttp
+        # costs a fifth of a second to import.
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
 
     async def send(self, event: Event, body: bytes, on_accepted: Callable[[], None] = lambda: None) -> None:
         """Returns on a 2xx answer, after ``on_accepted`` (called as soon as the status is read)."""
+        import aiohttp
+
         session = await self._client()
         headers = {**self.headers, "Content-Type": "application/json", "Idempotency-Key": event.event_id}
         try:

@@ -141,6 +141,9 @@ def assert_same_accounts(py: Engine, nat: NativeEngine) -> None:
     assert sorted(py.accounts) == nat.native.tenants()
     for tenant, acct in py.accounts.items():
         assert nat.native.get_account(tenant) == encode_account(acct), tenant
+    # balances.json: the native view (written in Rust) against to_view, as orjson writes them.
+    assert orjson.dumps(nat.views()) == orjson.dumps(py.views())
+    assert nat.below_zero() == py.below_zero()
 
 
 def run_both(py: Engine, nat: NativeEngine, raws: list[bytes], keys=None, now: int = NOW, seen: Counter | None = None):
