@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod engine;
+pub mod held;
 pub mod json;
 pub mod ledger;
 pub mod money;
@@ -14,5 +15,7 @@ pub mod rates;
 pub mod records;
 pub mod time;
 
+#[cfg(feature = "python")]
+mod pyheld;
 #[cfg(feature = "python")]
 mod python;
