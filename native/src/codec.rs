@@ -14,7 +14,16 @@ use crate::records::{AutoRecharge, PaymentMethod};
 
 fn write_ids(out: &mut Vec<u8>, m: &Map<String, i64>) {
     out.push(b'{');
-    for (n, (k, v)) in m.iter().enumerate() {
+    write_id_entries(out, m.iter());
+    out.push(b'}');
+}
+
+/// `"id":time` entries, comma-separated (the inside of an id map's object).
+pub fn write_id_entries<'m>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'m String, &'m i64)>,
+) {
+    for (n, (k, v)) in entries.enumerate() {
         if n > 0 {
             out.push(b',');
         }
@@ -22,10 +31,15 @@ fn write_ids(out: &mut Vec<u8>, m: &Map<String, i64>) {
         out.push(b':');
         out.extend_from_slice(v.to_string().as_bytes());
     }
-    out.push(b'}');
 }
 
 pub fn encode_account(a: &Account) -> Vec<u8> {
+    encode_account_with(a, &mut |out| write_ids(out, &a.seen_cdrs))
+}
+
+/// `encode_account`, the recent CDR ids (`"sc"`, the bulk of a busy account) written by
+/// `write_sc` (the worker's held accounts keep them encoded between batches).
+pub fn encode_account_with(a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + 40 * (a.seen_cdrs.len() + a.seen_commands.len()));
     let mut o = Obj::new(&mut out);
     o.str("t", &a.tenant_id)
@@ -84,7 +98,7 @@ pub fn encode_account(a: &Account) -> Vec<u8> {
     }
     o.int("debt", a.debt);
     write_ids(o.key("dom"), &a.domestic_seconds_used);
-    write_ids(o.key("sc"), &a.seen_cdrs);
+    write_sc(o.key("sc"));
     write_ids(o.key("sm"), &a.seen_commands);
     o.int("cw", a.cdr_watermark as i128)
         .int("mw", a.command_watermark as i128)

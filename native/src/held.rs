@@ -100,15 +100,28 @@ impl<V> Generations<V> {
         self.young.insert(k, v);
     }
 
-    /// Back under the limit, if over it.
-    pub fn bound(&mut self) {
+    /// Back under the limit, if over it, keeping every entry `keep` names.
+    pub fn bound(&mut self, keep: impl Fn(&str) -> bool) {
         if self.len() <= self.limit {
             return;
         }
-        self.old = std::mem::take(&mut self.young);
+        let kept: Vec<String> = self.old.keys().filter(|k| keep(k)).cloned().collect();
+        let mut young = std::mem::take(&mut self.young);
+        for k in kept {
+            if let Some(v) = self.old.remove(&k) {
+                young.insert(k, v);
+            }
+        }
+        self.old = young;
         let over = self.old.len().saturating_sub(self.limit);
         if over > 0 {
-            let gone: Vec<String> = self.old.keys().take(over).cloned().collect();
+            let gone: Vec<String> = self
+                .old
+                .keys()
+                .filter(|k| !keep(k))
+                .take(over)
+                .cloned()
+                .collect();
             for k in gone {
                 self.old.remove(&k);
             }
@@ -121,10 +134,25 @@ impl<V> Generations<V> {
     }
 }
 
-/// A held account and its durable ids.
+/// A held account, its durable ids and its recent CDR ids as last encoded.
 pub struct Slot {
     pub acct: Account,
     pub durable: Vec<String>,
+    pub ids: Option<EncodedIds>,
+}
+
+/// Accounts with this many recent CDR ids keep them encoded (`EncodedIds`).
+pub const IDS_KEPT_ENCODED: usize = 32;
+
+/// The recent CDR ids of a held account as its last write encoded them (the inside of its
+/// `"sc"` object). Between two prunes (`pruned_at` unchanged) and two segment moves the
+/// ledger only adds ids, at the end, so the next write copies these bytes and encodes only
+/// the ids added since: an account written once per batch costs its new ids, not all of
+/// them (format 1 writes every recent id in every value).
+pub struct EncodedIds {
+    pruned_at: i64,
+    n: usize,
+    body: Vec<u8>,
 }
 
 /// One changed account, planned: its segment writes (key, value; None deletes), its
@@ -142,8 +170,9 @@ pub struct Planned {
 
 pub struct Held {
     pub accounts: Generations<Slot>,
-    /// The durable ids of the accounts lent to the engine for this batch (when any).
-    lent: HashMap<String, Vec<String>>,
+    /// The durable and encoded ids of the accounts lent to the engine for this batch
+    /// (when it has any).
+    lent: HashMap<String, (Vec<String>, Option<EncodedIds>)>,
     /// The accounts the batch (or the sweep) changed, in order, with their partition.
     pub changed: Map<String, i64>,
     /// The ids in each tenant's segments, once read (`IdSegments.older_ids`).
@@ -177,8 +206,9 @@ impl Held {
     /// The held account, moved out for the engine's batch.
     pub fn lend(&mut self, tenant: &str) -> Option<Account> {
         let slot = self.accounts.take(tenant)?;
-        if !slot.durable.is_empty() {
-            self.lent.insert(tenant.to_owned(), slot.durable);
+        if !slot.durable.is_empty() || slot.ids.is_some() {
+            self.lent
+                .insert(tenant.to_owned(), (slot.durable, slot.ids));
         }
         Some(slot.acct)
     }
@@ -188,7 +218,7 @@ impl Held {
         let acct = codec::decode_account(stored)?;
         let durable = durable_ids(&acct.seen_cdrs);
         if !durable.is_empty() {
-            self.lent.insert(tenant.to_owned(), durable);
+            self.lent.insert(tenant.to_owned(), (durable, None));
         }
         Ok(acct)
     }
@@ -197,15 +227,29 @@ impl Held {
     pub fn hold_read(&mut self, tenant: &str, stored: &[u8]) -> Result<(), String> {
         let acct = codec::decode_account(stored)?;
         let durable = durable_ids(&acct.seen_cdrs);
-        self.accounts.put(tenant.to_owned(), Slot { acct, durable });
+        self.accounts.put(
+            tenant.to_owned(),
+            Slot {
+                acct,
+                durable,
+                ids: None,
+            },
+        );
+        self.bound();
         Ok(())
+    }
+
+    /// Held accounts back under the cache limit; a changed account not yet planned stays.
+    fn bound(&mut self) {
+        let changed = &self.changed;
+        self.accounts.bound(|k| changed.contains_key(k));
     }
 
     /// The engine's accounts come back at the end of its batch.
     pub fn end_batch(&mut self, engine_accounts: &mut HashMap<String, Account>) {
         for (tenant, acct) in engine_accounts.drain() {
-            let durable = self.lent.remove(&tenant).unwrap_or_default();
-            self.accounts.put(tenant, Slot { acct, durable });
+            let (durable, ids) = self.lent.remove(&tenant).unwrap_or_default();
+            self.accounts.put(tenant, Slot { acct, durable, ids });
         }
         self.lent.clear();
     }
@@ -218,7 +262,14 @@ impl Held {
             Some(slot) => slot.durable,
             None => durable_ids(&acct.seen_cdrs),
         };
-        self.accounts.put(tenant.clone(), Slot { acct, durable });
+        self.accounts.put(
+            tenant.clone(),
+            Slot {
+                acct,
+                durable,
+                ids: None,
+            },
+        );
         self.changed.insert(tenant, partition);
         Ok(())
     }
@@ -242,7 +293,7 @@ impl Held {
         }
         let seen = ids.contains(cdr_id);
         self.older.put(tenant.to_owned(), ids);
-        self.older.bound();
+        self.older.bound(|_| false);
         seen
     }
 
@@ -260,8 +311,13 @@ impl Held {
             let Some(slot) = self.accounts.get_mut(&tenant) else {
                 continue; // not reachable: a changed account is held until here
             };
+            let recent = slot.acct.seen_cdrs.len();
             let segments = plan_segments(&mut slot.acct, &slot.durable, horizon, &mut self.older);
-            let value = encode_judged(&slot.acct, judged.get(&partition).map(|v| v.as_slice()));
+            if slot.acct.seen_cdrs.len() != recent {
+                slot.ids = None; // ids moved out: encode them all again
+            }
+            let judged = judged.get(&partition).map(|v| v.as_slice());
+            let value = encode_judged(&slot.acct, &mut slot.ids, judged);
             slot.durable = durable_ids(&slot.acct.seen_cdrs);
             out.push(Planned {
                 due: due(&slot.acct),
@@ -273,15 +329,49 @@ impl Held {
                 value,
             });
         }
-        self.accounts.bound();
+        self.bound();
         out
     }
 }
 
 /// The stored form with how far the batch judged the account's partition (`"in"`), as
-/// `encode_account(acct, judged)` writes it.
-pub fn encode_judged(acct: &Account, judged: Option<&[(String, i64)]>) -> Vec<u8> {
-    let mut out = codec::encode_account(acct);
+/// `encode_account(acct, judged)` writes it; the recent ids from `ids` and into it.
+pub fn encode_judged(
+    acct: &Account,
+    ids: &mut Option<EncodedIds>,
+    judged: Option<&[(String, i64)]>,
+) -> Vec<u8> {
+    let sc = &acct.seen_cdrs;
+    if ids
+        .as_ref()
+        .is_some_and(|c| c.pruned_at != acct.pruned_at || c.n > sc.len())
+    {
+        *ids = None;
+    }
+    if ids.is_none() && sc.len() >= IDS_KEPT_ENCODED {
+        *ids = Some(EncodedIds {
+            pruned_at: acct.pruned_at,
+            n: 0,
+            body: Vec::with_capacity(40 * sc.len()),
+        });
+    }
+    let mut out = codec::encode_account_with(acct, &mut |out| {
+        out.push(b'{');
+        match ids.as_mut() {
+            Some(c) => {
+                if c.n < sc.len() {
+                    if c.n > 0 {
+                        c.body.push(b',');
+                    }
+                    codec::write_id_entries(&mut c.body, sc.iter().skip(c.n));
+                    c.n = sc.len();
+                }
+                out.extend_from_slice(&c.body);
+            }
+            None => codec::write_id_entries(out, sc.iter()),
+        }
+        out.push(b'}');
+    });
     if let Some(j) = judged.filter(|j| !j.is_empty()) {
         out.pop(); // the closing brace
         out.extend_from_slice(b",\"in\":{");
@@ -302,10 +392,10 @@ pub fn encode_judged(acct: &Account, judged: Option<&[(String, i64)]>) -> Vec<u8
 /// expiry, or its pending request's timeout, whichever comes first.
 pub fn due(acct: &Account) -> Option<i64> {
     let lot = acct.lots.first().map(|l| l.expires_at);
-    let request = acct
-        .pending_request_id
-        .as_ref()
-        .map(|_| acct.pending_requested_at.saturating_add(RECHARGE_TIMEOUT + 1));
+    let request = acct.pending_request_id.as_ref().map(|_| {
+        acct.pending_requested_at
+            .saturating_add(RECHARGE_TIMEOUT + 1)
+    });
     match (lot, request) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -341,7 +431,11 @@ fn plan_segments(
     if moved.len() >= SEGMENT_AT {
         let n = acct.next_segment;
         acct.next_segment += 1;
-        let latest = moved.iter().map(|k| recent[k.as_str()]).max().unwrap_or(i64::MIN);
+        let latest = moved
+            .iter()
+            .map(|k| recent[k.as_str()])
+            .max()
+            .unwrap_or(i64::MIN);
         let mut value = Vec::with_capacity(moved.iter().map(|k| k.len() + 1).sum());
         for (i, k) in moved.iter().enumerate() {
             if i > 0 {
@@ -375,26 +469,49 @@ mod tests {
         for k in ["a", "b", "c"] {
             g.put(k.into(), 0);
         }
-        g.bound();
+        g.bound(|_| false);
         assert_eq!(g.len(), 3);
-        g.put("d".into(), 0); // a, b, c turn old; d alone is young
-        g.bound();
-        assert!(g.len() <= 3);
-        g.put("a".into(), 1);
+        g.put("d".into(), 0);
+        g.bound(|k| k != "a"); // all four turn old; one goes, not one `keep` names
+        assert_eq!(g.len(), 3);
+        assert!(g.contains("b") && g.contains("c") && g.contains("d"));
+        g.put("b".into(), 1);
         g.put("e".into(), 1);
-        g.bound();
-        assert!(g.len() <= 3 && g.contains("a") && g.contains("e"));
+        g.bound(|k| k == "c"); // b and e were used since, c is kept: d goes
+        assert!(g.contains("b") && g.contains("e") && g.contains("c") && !g.contains("d"));
+        assert_eq!(g.len(), 3);
     }
 
     #[test]
     fn judged_offsets_go_last_in_the_value_as_python_writes_them() {
         let a = acct("t1");
         let plain = codec::encode_account(&a);
-        let v = encode_judged(&a, Some(&[("cdrs".into(), 7), ("tenant-commands".into(), 3)]));
+        let v = encode_judged(
+            &a,
+            &mut None,
+            Some(&[("cdrs".into(), 7), ("tenant-commands".into(), 3)]),
+        );
         let mut expected = plain[..plain.len() - 1].to_vec();
         expected.extend_from_slice(br#","in":{"cdrs":7,"tenant-commands":3}}"#);
         assert_eq!(v, expected);
-        assert_eq!(encode_judged(&a, Some(&[])), plain);
+        assert_eq!(encode_judged(&a, &mut None, Some(&[])), plain);
+    }
+
+    #[test]
+    fn ids_kept_encoded_give_the_bytes_of_a_whole_encoding_as_ids_are_added_and_pruned() {
+        let mut a = acct("t1");
+        let mut ids = None;
+        for i in 0..100i64 {
+            a.seen_cdrs.insert(format!("c\"{i}"), 1000 + i);
+            assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
+            assert_eq!(ids.is_some(), a.seen_cdrs.len() >= IDS_KEPT_ENCODED);
+        }
+        // A prune removes ids (and moves pruned_at): the kept bytes are not used.
+        a.seen_cdrs.retain(|_, t| *t >= 1050);
+        a.pruned_at = 5;
+        assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
+        a.seen_cdrs.insert("late".into(), 9);
+        assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
     }
 
     #[test]

@@ -154,7 +154,12 @@ impl PyHeld {
 
     /// Hold the tenant's account (read from the store if it is not held or in `engine`'s
     /// batch); whether it has one.
-    fn hold(&mut self, py: Python<'_>, engine: PyRef<'_, PyEngine>, tenant: &str) -> PyResult<bool> {
+    fn hold(
+        &mut self,
+        py: Python<'_>,
+        engine: PyRef<'_, PyEngine>,
+        tenant: &str,
+    ) -> PyResult<bool> {
         if engine.inner.accounts.contains_key(tenant) || self.inner.accounts.contains(tenant) {
             return Ok(true);
         }
@@ -164,9 +169,14 @@ impl PyHeld {
     /// The tenant's account in the stored form (held, or read from the store and held).
     fn get<'py>(&mut self, py: Python<'py>, tenant: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
         if let Some(slot) = self.inner.accounts.get(tenant) {
-            return Ok(Some(PyBytes::new(py, &crate::codec::encode_account(&slot.acct))));
+            return Ok(Some(PyBytes::new(
+                py,
+                &crate::codec::encode_account(&slot.acct),
+            )));
         }
-        Ok(self.read_and_hold(py, tenant)?.map(|raw| PyBytes::new(py, &raw)))
+        Ok(self
+            .read_and_hold(py, tenant)?
+            .map(|raw| PyBytes::new(py, &raw)))
     }
 
     /// An account changed outside the engine (the sweep), in the stored form.
@@ -199,7 +209,13 @@ impl PyHeld {
                 segments.append((changelog, p.partition, PyBytes::new(py, &key), value, &none))?;
             }
             let key = PyBytes::new(py, p.tenant.as_bytes());
-            accounts.append((changelog, p.partition, key, PyBytes::new(py, &p.value), &none))?;
+            accounts.append((
+                changelog,
+                p.partition,
+                key,
+                PyBytes::new(py, &p.value),
+                &none,
+            ))?;
             notes.append((p.tenant, p.due, p.balance, p.threshold))?;
         }
         Ok((segments, accounts, notes))
