@@ -7,7 +7,9 @@ What the worker does per batch outside Kafka: step 2 (``BatchProcessor`` or
 (``CommitPipeline.plan``: the changed accounts made into changelog bytes by the account
 store, their id segments, ``plan_writes``, the sweep index) and the hand-over, in batches
 of 5,000 records (the worker's default) over 8 partitions. The writes land in an
-in-memory table between batches, untimed (faust's RocksDB write). CPU time of this
+in-memory table between batches, untimed (faust's RocksDB write). The cycle collector
+is set as the worker sets it (``rater/worker/gctune.py``), and the input, built before the
+runs, is frozen out of its view (the worker holds one fetch at a time). CPU time of this
 process (``time.process_time``) over the records of the whole input, setup commands
 included; each grid point runs each engine alternately, medians of ``--runs``.
 
@@ -40,6 +42,7 @@ from rater.core.partitioning import partition_for
 from rater.core.rates import load_rate_tables
 from rater.core.timeutil import SECOND, parse_time
 from rater.sim import traffic
+from rater.worker import gctune
 from rater.worker.pipeline import CommitPipeline
 from rater.worker.store import AccountStore, NativeAccountStore
 
@@ -172,17 +175,21 @@ def main() -> None:
     if not available():
         raise SystemExit("the native engine is not built (make native)")
     tables = load_rate_tables(RATES)
+    gctune.tune()
     engines = ("python", "native")
     rows = []
     for records in (int(x) for x in a.records.split(",")):
         for tenants in (int(x) for x in a.tenants.split(",")):
             for activity in ("skewed", "even"):
                 msgs = make_input(records, tenants, activity, tables)
+                gc.collect()
+                gc.freeze()
                 cpu: dict[str, list[float]] = {e: [] for e in engines}
                 for _ in range(a.runs):
                     for e in engines:
                         seconds, *_ = run_batches(e, tables, msgs)
                         cpu[e].append(seconds * 1e6 / len(msgs))
+                gc.unfreeze()
                 row = {"records": len(msgs), "tenants": tenants, "activity": activity,
                        **{f"{e}_us": statistics.median(cpu[e]) for e in engines},
                        **{f"{e}_runs": [round(x, 2) for x in cpu[e]] for e in engines}}

@@ -29,8 +29,27 @@ pub fn write_id_entries<'m>(
         }
         write_str(out, k);
         out.push(b':');
-        out.extend_from_slice(v.to_string().as_bytes());
+        push_i64(out, *v);
     }
+}
+
+/// An integer's decimal digits, with no allocation (ids are written by the thousand).
+fn push_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 pub fn encode_account(a: &Account) -> Vec<u8> {
@@ -269,6 +288,15 @@ pub fn decode_account(data: &[u8]) -> Result<Account, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_times_are_written_as_python_writes_integers() {
+        for v in [0, 7, -7, 1_795_514_400_000_000, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            push_i64(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn an_account_written_before_spec_1_1_reads_with_nothing_timed_out() {
