@@ -165,18 +165,34 @@ def rss_per_account(tables, tenants: int = 100_000, records: int = 400_000) -> d
     return out
 
 
+def report_rss(result: dict, tables) -> None:
+    result["rss"] = rss_per_account(tables)
+    for label in ("all_held", "default_cache"):
+        r = result["rss"][label]
+        print(f"RSS per account, {label} (cache {r['cache']:,}, {r['held']:,} held of "
+              f"{result['rss']['accounts']:,}): {r['bytes_per_account']:,.0f} bytes")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--records", default="50000,300000")
     p.add_argument("--tenants", default="1000,10000")
     p.add_argument("--no-rss", action="store_true")
+    p.add_argument("--rss-only", action="store_true", help="only the RSS per account (the grid from the last results)")
     a = p.parse_args()
     if not available():
         raise SystemExit("the native engine is not built (make native)")
     tables = load_rate_tables(RATES)
     gctune.tune()
     engines = ("python", "native")
+    if a.rss_only:
+        with open(OUT) as f:
+            result = json.load(f)
+        report_rss(result, tables)
+        with open(OUT, "w") as f:
+            json.dump(result, f, indent=1)
+        return
     rows = []
     for records in (int(x) for x in a.records.split(",")):
         for tenants in (int(x) for x in a.tenants.split(",")):
@@ -204,11 +220,7 @@ def main() -> None:
     print(f"spread across the grid (max / min CPU per record): python {result['python_spread']:.2f}x, "
           f"native {result['native_spread']:.2f}x")
     if not a.no_rss:
-        result["rss"] = rss_per_account(tables)
-        for label in ("all_held", "default_cache"):
-            r = result["rss"][label]
-            print(f"RSS per account, {label} (cache {r['cache']:,}, {r['held']:,} held of "
-                  f"{result['rss']['accounts']:,}): {r['bytes_per_account']:,.0f} bytes")
+        report_rss(result, tables)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         json.dump(result, f, indent=1)

@@ -142,7 +142,7 @@ pub struct Slot {
 }
 
 /// Accounts with this many recent CDR ids keep them encoded (`EncodedIds`).
-pub const IDS_KEPT_ENCODED: usize = 32;
+pub const IDS_KEPT_ENCODED: usize = 8;
 
 /// The recent CDR ids of a held account as its last write encoded them (the inside of its
 /// `"sc"` object). Between two prunes (`pruned_at` unchanged) and two segment moves the
@@ -169,7 +169,9 @@ pub struct Planned {
 }
 
 pub struct Held {
-    pub accounts: Generations<Slot>,
+    /// Boxed: a hash table's buckets are the size of its entries, and it keeps up to half
+    /// of them empty; an account is several hundred bytes.
+    pub accounts: Generations<Box<Slot>>,
     /// The durable and encoded ids of the accounts lent to the engine for this batch
     /// (when it has any).
     lent: HashMap<String, (Vec<String>, Option<EncodedIds>)>,
@@ -205,12 +207,11 @@ impl Held {
 
     /// The held account, moved out for the engine's batch.
     pub fn lend(&mut self, tenant: &str) -> Option<Account> {
-        let slot = self.accounts.take(tenant)?;
-        if !slot.durable.is_empty() || slot.ids.is_some() {
-            self.lent
-                .insert(tenant.to_owned(), (slot.durable, slot.ids));
+        let Slot { acct, durable, ids } = *self.accounts.take(tenant)?;
+        if !durable.is_empty() || ids.is_some() {
+            self.lent.insert(tenant.to_owned(), (durable, ids));
         }
-        Some(slot.acct)
+        Some(acct)
     }
 
     /// An account read from the store (its stored form), for the engine's batch.
@@ -229,11 +230,11 @@ impl Held {
         let durable = durable_ids(&acct.seen_cdrs);
         self.accounts.put(
             tenant.to_owned(),
-            Slot {
+            Box::new(Slot {
                 acct,
                 durable,
                 ids: None,
-            },
+            }),
         );
         self.bound();
         Ok(())
@@ -249,7 +250,8 @@ impl Held {
     pub fn end_batch(&mut self, engine_accounts: &mut HashMap<String, Account>) {
         for (tenant, acct) in engine_accounts.drain() {
             let (durable, ids) = self.lent.remove(&tenant).unwrap_or_default();
-            self.accounts.put(tenant, Slot { acct, durable, ids });
+            self.accounts
+                .put(tenant, Box::new(Slot { acct, durable, ids }));
         }
         self.lent.clear();
     }
@@ -264,11 +266,11 @@ impl Held {
         };
         self.accounts.put(
             tenant.clone(),
-            Slot {
+            Box::new(Slot {
                 acct,
                 durable,
                 ids: None,
-            },
+            }),
         );
         self.changed.insert(tenant, partition);
         Ok(())
