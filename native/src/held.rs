@@ -199,6 +199,12 @@ impl Held {
         self.older.clear();
     }
 
+    /// Hold no account (a rebalance, a failed sweep): nor any change not planned.
+    pub fn clear_accounts(&mut self) {
+        self.accounts.clear();
+        self.changed.clear();
+    }
+
     /// A batch starts (the engine holds no account).
     pub fn begin(&mut self) {
         self.lent.clear();

@@ -223,7 +223,7 @@ impl PyHeld {
 
     /// Hold no account (a rebalance: another worker may change them).
     fn clear_accounts(&mut self) {
-        self.inner.accounts.clear();
+        self.inner.clear_accounts();
     }
 
     /// Hold nothing: no account, no segment ids.
