@@ -17,8 +17,9 @@ Commit protocol of one batch (``take``, ``handle_batch``, ``finish``)
    account and not the mark.
 2. Apply: ``BatchProcessor`` routes, decodes, validates and applies the records to the
    accounts (cached, in flight, or read from the table: ``rater/worker/store.py``), in
-   memory; then every write of steps 3 and 4 is made into bytes (``plan_writes``,
-   ``rater/worker/plan.py``). Nothing has been written. The batch is handed to its task
+   memory; then every write of steps 3 and 4 is made into bytes (the changed accounts by
+   the store, ``AccountStore.plan``, the rest by ``plan_writes``, ``rater/worker/plan.py``).
+   Nothing has been written. The batch is handed to its task
    (``finish``) once the previous batch's task has finished: steps 3 to 5 of batch n run
    while batch n+1 goes through step 2, and Kafka and the store see the writes of one
    batch after the other, in order. Until batch n's step 4 is done, batch n+1 reads what

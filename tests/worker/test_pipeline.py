@@ -6,7 +6,9 @@ acknowledged outputs, the changelog) lives in ``FakeKafka``; a ``Process`` is on
 the worker (its port, account store, batch processor and pipeline). A crash at a named
 point kills the process there (nothing it does afterwards reaches Kafka), the next process
 starts on what was written (the local table rebuilt from the changelog, as faust's
-recovery does) and consumes to the end. The real-broker tests (``tests/worker/test_replay.py``,
+recovery does) and consumes to the end. Every test runs on both batch steps, each with
+its account store (``BatchProcessor`` and ``AccountStore``; ``NativeBatchProcessor`` and
+``NativeAccountStore`` when the native engine is built). The real-broker tests (``tests/worker/test_replay.py``,
 ``tests/worker/test_chaos.py``) stay; these check the protocol's order itself, in milliseconds.
 
 Expected values are worked out by hand from ``tests/support/ledger.py``'s plan: a call
