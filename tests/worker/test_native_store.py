@@ -271,3 +271,21 @@ def test_records_judged_before_are_skipped_alike(tables):
     # The setup was skipped: no account, so the call is rejected (unknown tenant).
     assert nat.records == Counter({("cdrs", "rejected"): 1})
     assert [t for t, *_ in nat.produce] == ["rater-rejects"]
+
+
+def test_the_sweep_expires_a_held_account_alike(tables):
+    """Funds bought 2025-11-05 expire 12 months later: the sweep (its clock 2026-12-10)
+    writes the account without them on both stores, from the native store's held account."""
+    p = partition_for(b"t1", PARTITIONS)
+    setup = [_SETUP[0], orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds",
+                                      "occurred_at": "2026-11-01T00:00:00Z", "amount": "5",
+                                      "purchased_at": "2025-11-05T00:00:00Z"})]
+    workers = [Worker(e, tables, cache_limit=10) for e in ("python", "native")]
+    for w in workers:
+        w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])
+    assert len(workers[1].store.held) == 1
+    py, nat = (w.sweep() for w in workers)
+    assert nat == py
+    (_topic, _partition, key, value, _h), = nat
+    assert key == b"t1" and decode_account(value).lots == [] and decode_account(value).balance == 0
+    assert workers[1].store.due == workers[0].store.due == {}
