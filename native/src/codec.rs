@@ -14,18 +14,51 @@ use crate::records::{AutoRecharge, PaymentMethod};
 
 fn write_ids(out: &mut Vec<u8>, m: &Map<String, i64>) {
     out.push(b'{');
-    for (n, (k, v)) in m.iter().enumerate() {
+    write_id_entries(out, m.iter());
+    out.push(b'}');
+}
+
+/// `"id":time` entries, comma-separated (the inside of an id map's object).
+pub fn write_id_entries<'m>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'m String, &'m i64)>,
+) {
+    for (n, (k, v)) in entries.enumerate() {
         if n > 0 {
             out.push(b',');
         }
         write_str(out, k);
         out.push(b':');
-        out.extend_from_slice(v.to_string().as_bytes());
+        push_i64(out, *v);
     }
-    out.push(b'}');
+}
+
+/// An integer's decimal digits, with no allocation (ids are written by the thousand).
+fn push_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 pub fn encode_account(a: &Account) -> Vec<u8> {
+    encode_account_with(a, &mut |out| write_ids(out, &a.seen_cdrs))
+}
+
+/// `encode_account`, the recent CDR ids (`"sc"`, the bulk of a busy account) written by
+/// `write_sc` (the worker's held accounts keep them encoded between batches).
+pub fn encode_account_with(a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + 40 * (a.seen_cdrs.len() + a.seen_commands.len()));
     let mut o = Obj::new(&mut out);
     o.str("t", &a.tenant_id)
@@ -84,7 +117,7 @@ pub fn encode_account(a: &Account) -> Vec<u8> {
     }
     o.int("debt", a.debt);
     write_ids(o.key("dom"), &a.domestic_seconds_used);
-    write_ids(o.key("sc"), &a.seen_cdrs);
+    write_sc(o.key("sc"));
     write_ids(o.key("sm"), &a.seen_commands);
     o.int("cw", a.cdr_watermark as i128)
         .int("mw", a.command_watermark as i128)
@@ -255,6 +288,15 @@ pub fn decode_account(data: &[u8]) -> Result<Account, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_times_are_written_as_python_writes_integers() {
+        for v in [0, 7, -7, 1_795_514_400_000_000, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            push_i64(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn an_account_written_before_spec_1_1_reads_with_nothing_timed_out() {

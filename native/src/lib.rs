@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod engine;
+pub mod held;
 pub mod json;
 pub mod ledger;
 pub mod money;
@@ -15,5 +16,7 @@ pub mod records;
 pub mod time;
 pub mod view;
 
+#[cfg(feature = "python")]
+mod pyheld;
 #[cfg(feature = "python")]
 mod python;

@@ -97,7 +97,7 @@ fn source_parts(source: &Bound<'_, PyDict>) -> PyResult<SourceParts> {
     Ok((file, topic, line, partition, offset))
 }
 
-fn processed(py: Python<'_>, p: Processed) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn processed(py: Python<'_>, p: Processed) -> PyResult<Bound<'_, PyAny>> {
     let o = p.outcome;
     let events: Vec<Bound<PyBytes>> = o.events.iter().map(|e| PyBytes::new(py, e)).collect();
     let requests: Vec<Bound<PyBytes>> = o
@@ -171,8 +171,8 @@ impl Host for PyHost<'_> {
 }
 
 #[pyclass(name = "Engine", module = "rater_native")]
-struct PyEngine {
-    inner: Engine,
+pub(crate) struct PyEngine {
+    pub(crate) inner: Engine,
     /// `rate_lines`'s output buffers, kept between calls (their pages stay mapped).
     sinks: Outputs,
 }
@@ -407,6 +407,7 @@ fn rater_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = NON_ASCII_REPR.set(py_repr);
     let _ = JSON_ERROR.set(orjson_verdict);
     m.add_class::<PyEngine>()?;
+    m.add_class::<crate::pyheld::PyHeld>()?;
     m.add_function(wrap_pyfunction!(recode_account, m)?)?;
     m.add_function(wrap_pyfunction!(event_id, m)?)?;
     let _ = PyList::empty(m.py());

@@ -4,15 +4,14 @@ behind the same interface as the Python ``Engine`` (``rater/core/engine.py``).
 The Python core stays the reference: ``tests/core/test_native_diff.py`` feeds both engines
 the same records and compares their outputs and accounts byte for byte. Which engine
 runs is ``--engine native|python`` (or ``RATER_ENGINE``); by default, for ``rater rate``
-the native one when the extension is built, else the Python one, and for the worker the
-Python one (``choose``; why the worker's default differs: ``NativeBatchProcessor``).
+and the worker, the native one when the extension is built, else the Python one
+(``choose``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import fields
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import orjson
 
@@ -42,7 +41,7 @@ def available() -> bool:
 
 def choose(name: str | None = None, default: str | None = None) -> str:
     """The engine to run: ``name``, else ``RATER_ENGINE``, else ``default``, else native
-    when built. (The worker passes ``default="python"``: see ``NativeBatchProcessor``.)"""
+    when built."""
     name = name or os.environ.get("RATER_ENGINE") or default or ("native" if available() else "python")
     if name not in ENGINES:
         raise EngineUnavailable(f"engine {name!r}: must be native or python")
@@ -150,100 +149,56 @@ class NativeEngine:
         self._tally = tally
 
 
-_ACCOUNT_FIELDS = tuple(f.name for f in fields(Account) if f.name != "older_seen")
-
-
 class NativeBatchProcessor(BatchProcessor):
     """``BatchProcessor`` (rater/core/batch.py) on the native engine, for the Kafka worker.
 
-    Same routing, same outputs (already encoded by the engine) and the same changed
-    accounts, as Python ``Account`` objects: the worker's account cache, id segments,
-    sweep and views keep working on those. Within a batch the native engine holds the
-    accounts: one it does not hold is loaded through the worker's ``load`` (its cache,
-    then the store) and handed over in the stored form; at the end of the batch each
-    changed account is read back into the very object ``load`` returned (the cache
-    holds that object), and the native engine forgets them all, so the Python objects
-    stay the one copy between batches.
-
-    That round trip costs more than the faster rating saves when a batch touches many
-    accounts (measured in process, batches of 5,000: 17 against 21 µs of CPU per record
-    over 1,000 tenants, but 34 against 23 µs over 10,000), so the worker runs the
-    Python engine unless asked for this one (``--engine native``, ``RATER_ENGINE``).
+    Same routing and the same outputs (already encoded by the engine), rated against the
+    accounts the worker's ``NativeAccountStore`` (rater/worker/store.py) holds natively
+    between batches (``store.held``, a ``rater_native.Held``): the 4th argument is that
+    store, where the Python step takes its ``load``. An account not held is read from the
+    store by the native side; the accounts the batch changed stay there, noted, and the
+    store's ``plan`` hands back their changelog values as bytes. So ``result.accounts``
+    stays empty: no Python ``Account`` crosses per record or per account.
     """
 
-    def _engine(self, tables: RateTables, load: Callable[[str], Account | None], max_record_bytes: int):
-        self.load = load
-        self._loaded: dict[str, Account] = {}
-        self._changed: dict[str, int] = {}
+    def _engine(self, tables: RateTables, store: Any, max_record_bytes: int):  # type: ignore[override]
+        self.held = store.held
         engine = NativeEngine(tables, max_record_bytes=max_record_bytes)
         # The worker reads an account through the engine's accounts (``ReplayGuard.judged_before``).
-        engine.accounts = _LoadedAccounts(self)  # type: ignore[attr-defined]
+        engine.accounts = _HeldAccounts(self)  # type: ignore[attr-defined]
         return engine
 
-    def _load_stored(self, tenant: str) -> bytes | None:
-        acct = self.load(tenant)
-        if acct is None:
-            return None
-        self._loaded[tenant] = acct
-        return encode_account(acct)
-
-    def _older_seen(self, tenant: str, cdr_id: str) -> bool:
-        acct = self._loaded.get(tenant)
-        return acct is not None and acct.older_seen is not None and acct.older_seen(acct, cdr_id)
-
     def begin(self) -> BatchResult:
-        self.engine.native.clear_accounts()
-        self._loaded.clear()
-        self._changed.clear()
+        self.held.begin(self.engine.native)
         return BatchResult()
 
     def feed(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
-        process = self.engine.native.process_hosted
-        load, older_seen = self._load_stored, self._older_seen
-        changed = self._changed
+        process = self.held.process
+        native = self.engine.native
         for msg in messages:
             if self._settled(result, msg):
                 continue
             key_text = msg.key.decode("utf-8", "replace") if msg.key is not None else None
-            source = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
             (_kind, tenant, status, _reason, _detail, rated, events, requests, reject,
-             has_account) = process(msg.value, key_text, source, now, load, older_seen)
+             _has_account) = process(native, msg.value, key_text, msg.topic, msg.partition, msg.offset, now)
             tenant_key = tenant.encode() if tenant else msg.key
             self._emit(result, msg, tenant_key, outputs_of(Encoded(rated, events, requests), reject))
             result.records[(msg.topic, status)] += 1
-            if (status == "applied" or events) and has_account:
-                changed[tenant] = msg.partition
 
     def end(self, result: BatchResult) -> BatchResult:
-        native = self.engine.native
-        for tenant, partition in self._changed.items():
-            fresh = decode_account(native.get_account(tenant))
-            acct = self._loaded.get(tenant)
-            if acct is None:  # created by this batch
-                acct = fresh
-            else:
-                for name in _ACCOUNT_FIELDS:
-                    setattr(acct, name, getattr(fresh, name))
-            result.accounts[tenant] = (partition, acct)
-        native.clear_accounts()
-        self._loaded.clear()
-        self._changed.clear()
+        self.held.end_batch(self.engine.native)
         _ = self.engine.tally  # fold the batch's counts into the tally the worker reads
         return result
 
 
-class _LoadedAccounts:
-    """``BatchProcessor.engine.accounts`` for the native batch step: ``get`` loads through
-    the worker's ``load`` (as the Python step's accounts do), within the batch."""
+class _HeldAccounts:
+    """``BatchProcessor.engine.accounts`` for the native batch step: ``get`` makes the
+    store read the account if it is not held (as the Python step's accounts do); what it
+    returns says only whether there is one."""
 
     def __init__(self, processor: NativeBatchProcessor):
         self._processor = processor
 
-    def get(self, tenant: str, default: Any = None) -> Account | None:
+    def get(self, tenant: str, default: Any = None) -> Any:
         p = self._processor
-        acct = p._loaded.get(tenant)
-        if acct is None:
-            acct = p.load(tenant)
-            if acct is not None:
-                p._loaded[tenant] = acct
-        return acct if acct is not None else default
+        return True if p.held.hold(p.engine.native, tenant) else default

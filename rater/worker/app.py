@@ -10,7 +10,8 @@ straight from faust's aiokafka consumer (``rater/worker/adapter.py``).
 - ``pipeline.CommitPipeline``: the commit protocol (steps 1-5, the replay marks, the
   batch lock, positions, the hand-over), with its theory of operation;
 - ``plan.plan_writes``: every write of a batch, pure;
-- ``store.AccountStore``: the account cache, the in-flight overlay, the id segments;
+- ``store.AccountStore``: the account cache, the in-flight overlay, the id segments
+  (``store.NativeAccountStore`` for the native engine: the accounts held natively);
 - ``sweeper.Sweeper``: the wall-clock sweep; ``ratewatch.RateTableWatcher``: reloads;
 - ``web``: the HTTP views; ``adapter``: every private faust/aiokafka touch;
 - ``connection``: the Kafka connection settings; ``config``, ``metrics``.
@@ -38,7 +39,7 @@ from rater.worker.config import WorkerConfig
 from rater.worker.metrics import WorkerStats, tenant_state
 from rater.worker.pipeline import COMMIT_EVERY, CommitPipeline, die
 from rater.worker.ratewatch import RateTableWatcher
-from rater.worker.store import AccountStore
+from rater.worker.store import AccountStore, NativeAccountStore
 from rater.worker.sweeper import Sweeper
 
 log = logging.getLogger("rater")
@@ -62,13 +63,17 @@ class RaterWorker:
         self.app = self._build_app()
         inputs = frozenset((cfg.topics.cdrs, cfg.topics.commands))
         self.port = adapter.FaustPort(self.app, self.accounts, inputs, cfg)
-        self.store = AccountStore(self.port, cfg.partitions, cfg.account_cache)
-        # The rating core, both behind BatchProcessor's interface: the Python one unless
-        # the native one is asked for (why: NativeBatchProcessor, rater/core/native_engine.py).
-        self.engine_name = choose_engine(cfg.engine, default="python")
-        processor_class = NativeBatchProcessor if self.engine_name == "native" else BatchProcessor
-        self.processor = processor_class(tables, cfg.partitions, cfg.topics, self.store.load,
-                                         max_record_bytes=cfg.max_record_bytes)
+        # The rating core, both behind BatchProcessor's interface: the native one when it
+        # is built (its accounts held natively by its store), else the Python one.
+        self.engine_name = choose_engine(cfg.engine)
+        if self.engine_name == "native":
+            self.store = NativeAccountStore(self.port, cfg.partitions, cfg.account_cache)
+            self.processor = NativeBatchProcessor(tables, cfg.partitions, cfg.topics, self.store,
+                                                  max_record_bytes=cfg.max_record_bytes)
+        else:
+            self.store = AccountStore(self.port, cfg.partitions, cfg.account_cache)
+            self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self.store.load,
+                                            max_record_bytes=cfg.max_record_bytes)
         self.processor.engine.tally = self.stats.tally
         self.pipeline = CommitPipeline(self.port, self.store, self.processor, self._on_batch, self._on_account)
         self.sweeper = Sweeper(self.pipeline, self.port, cfg.topics, cfg.partitions, self.stats, self._lag)
@@ -148,12 +153,12 @@ class RaterWorker:
             try:
                 await self.sweeper.sweep()
             except asyncio.CancelledError:
-                self.store.cache.clear()
+                self.store.clear_cache()
                 raise
             except Exception:
                 # Its accounts may be changed in memory and not written: forget them, so
                 # the next batch or sweep starts from the store (the sweep runs again).
-                self.store.cache.clear()
+                self.store.clear_cache()
                 log.exception("wall-clock sweep failed; it runs again in %.0f s", self.cfg.sweep_interval)
 
         @app.timer(interval=COMMIT_EVERY)
@@ -189,8 +194,8 @@ class RaterWorker:
         self.stats.processing.observe_many(seconds, writes.messages)
         self.stats.records.update(writes.records)
 
-    def _on_account(self, tenant: str, acct: Any) -> None:
-        self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
+    def _on_account(self, tenant: str, balance: int, threshold: int) -> None:
+        self.stats.tenant_state[tenant] = tenant_state(balance, threshold)
 
     def _read(self, tenant: str):
         """An account to show (``GET /tenants/<id>``): as stored."""
@@ -266,7 +271,7 @@ def run(cfg: WorkerConfig) -> int:
         print(f"rater: {cfg.rates_dir}: the rate tables do not load; not starting")
         return 2
     try:
-        choose_engine(cfg.engine, default="python")
+        choose_engine(cfg.engine)
     except EngineUnavailable as exc:
         print(f"rater: {exc}")
         return 2

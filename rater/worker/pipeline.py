@@ -17,8 +17,9 @@ Commit protocol of one batch (``take``, ``handle_batch``, ``finish``)
    account and not the mark.
 2. Apply: ``BatchProcessor`` routes, decodes, validates and applies the records to the
    accounts (cached, in flight, or read from the table: ``rater/worker/store.py``), in
-   memory; then every write of steps 3 and 4 is made into bytes (``plan_writes``,
-   ``rater/worker/plan.py``). Nothing has been written. The batch is handed to its task
+   memory; then every write of steps 3 and 4 is made into bytes (the changed accounts by
+   the store, ``AccountStore.plan``, the rest by ``plan_writes``, ``rater/worker/plan.py``).
+   Nothing has been written. The batch is handed to its task
    (``finish``) once the previous batch's task has finished: steps 3 to 5 of batch n run
    while batch n+1 goes through step 2, and Kafka and the store see the writes of one
    batch after the other, in order. Until batch n's step 4 is done, batch n+1 reads what
@@ -71,7 +72,7 @@ from typing import Any, Callable, Mapping, Protocol
 from rater.core import applied
 from rater.core.batch import BatchProcessor, BatchResult, Message
 from rater.core.continuity import Continuity
-from rater.worker.plan import Writes, plan_writes
+from rater.worker.plan import Writes, judged_by_partition, plan_writes
 from rater.worker.replay import ReplayGuard
 from rater.worker.store import AccountStore
 
@@ -124,12 +125,12 @@ def die(code: int, message: str, *args: Any, level: int = logging.ERROR, exc_inf
 class CommitPipeline:
     def __init__(self, port: KafkaPort, store: AccountStore, processor: BatchProcessor,
                  on_batch: Callable[[Writes, float], None] | None = None,
-                 on_account: Callable[[str, Any], None] | None = None):
+                 on_account: Callable[[str, int, int], None] | None = None):
         self.port = port
         self.store = store
         self.processor = processor
         self.on_batch = on_batch  # metrics of a finished batch (writes, seconds since it arrived)
-        self.on_account = on_account  # each account written (tenant, account): metrics
+        self.on_account = on_account  # each account written (tenant, balance, low-balance threshold): metrics
         self.lock = asyncio.Lock()
         self.positions: dict[tuple[str, int], int] = {}  # last offset whose step 4 is done
         self.continuity = Continuity()
@@ -260,17 +261,20 @@ class CommitPipeline:
         return self.replay.judged_before(msg, key, self.processor.engine.accounts.get)
 
     def plan(self, result: BatchResult, positions: dict[tuple[str, int], int] | None = None) -> Writes:
-        """``plan_writes`` for this batch (or the sweep), with the accounts noted for the sweep
-        index and the metrics."""
+        """``plan_writes`` for this batch (or the sweep): the changed accounts made into
+        bytes by the store (``AccountStore.plan``), noted for the sweep index and the metrics."""
         for msg, partition, _key in result.forwards:
             log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
         store = self.store
-        w = plan_writes(result, self.port.changelog, store.durable, store.segments.plan,
-                        self.processor.engine.horizon, positions)
-        for tenant, (_partition, acct) in result.accounts.items():
-            if self.on_account is not None:
-                self.on_account(tenant, acct)
-            store.note_due(tenant, acct)
+        changelog = self.port.changelog
+        segments, accounts, notes = store.plan(result.accounts, changelog, judged_by_partition(positions),
+                                               self.processor.engine.horizon)
+        w = plan_writes(result, changelog, segments, accounts, positions)
+        on_account = self.on_account
+        for tenant, due, balance, threshold in notes:
+            if on_account is not None:
+                on_account(tenant, balance, threshold)
+            store.set_due(tenant, due)
         return w
 
     def hand_over(self, writes: Writes, accounts: dict) -> None:
@@ -387,7 +391,7 @@ class CommitPipeline:
                 self.positions.pop((tp.topic, tp.partition), None)
             self.continuity.reset()
             self.replay.reset()
-            self.store.cache.clear()  # another worker may change these accounts from now on
+            self.store.clear_cache()  # another worker may change these accounts from now on
 
     async def commit_timer(self) -> None:
         """Batches commit as they finish; this commits the tail once the input is idle."""

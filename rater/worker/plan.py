@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from rater.core import applied
 from rater.core.batch import BatchResult
-from rater.core.codec import encode_account
-from rater.core.ledger import Account
-
-# (account, its durable ids, horizon) -> the id segment records to write first (IdSegments.plan)
-SegmentPlanner = Callable[[Account, dict, int], Iterable[tuple[bytes, bytes | None]]]
 
 
 @dataclass(slots=True, eq=False)
@@ -38,18 +32,27 @@ class Writes:
     ages: tuple = (0, 0)  # ms, the newest and the oldest record at the start (RATER_DEBUG_BATCHES)
 
 
+def judged_by_partition(positions: dict[tuple[str, int], int] | None) -> dict[int, dict[str, int]]:
+    """Per input partition, the batch's last offset of each topic there: what each account
+    value of that partition says its batch judged (step 4B, ``rater/core/applied.py``)."""
+    judged: dict[int, dict[str, int]] = {}
+    for (topic, partition), offset in (positions or {}).items():
+        judged.setdefault(partition, {})[topic] = offset
+    return judged
+
+
 def plan_writes(
     result: BatchResult,
     changelog: str,
-    durable: dict[str, dict],
-    plan_segments: SegmentPlanner,
-    horizon: int,
+    segments: list,
+    accounts: list,
     positions: dict[tuple[str, int], int] | None = None,
 ) -> Writes:
-    """Every write of steps 3 and 4 for ``result``, as bytes, taken from the accounts now
-    (the next batch changes the same account objects while these are written).
+    """Every write of steps 3 and 4 for ``result``, as bytes.
 
-    ``durable``: per tenant, the ids its stored account holds (consumed here);
+    ``segments`` and ``accounts``: the changelog records of the changed accounts, already
+    encoded by the account store (``AccountStore.plan``: id segments for phase A, the
+    accounts with how far their batch judged their partition for phase B);
     ``positions``: the batch's last offset of each input partition (none for the sweep),
     written as applied marks after the accounts (step 4, phase C)."""
     w = Writes()
@@ -64,21 +67,11 @@ def plan_writes(
     w.origins += [None] * (len(result.forwards) + len(result.outputs) - len(w.origins))
     for topic, key, value in result.outputs:
         produce.append((topic, None, key, value, None))
-    accounts = result.accounts
-    # Phase A: id segments the accounts will stop holding (``IdSegments.plan``).
-    for tenant, (partition, acct) in accounts.items():
-        for key, value in plan_segments(acct, durable.pop(tenant, {}), horizon):
-            w.segments.append((changelog, partition, key, value, None))
-    # Phase B: the accounts, each with how far its batch judged its partition (step 1c).
-    judged: dict[int, dict[str, int]] = {}
-    for (topic, partition), offset in w.positions.items():
-        judged.setdefault(partition, {})[topic] = offset
-    for tenant, (partition, acct) in accounts.items():
-        w.accounts.append((changelog, partition, tenant.encode(), encode_account(acct, judged.get(partition)), None))
+    w.segments = segments
+    w.accounts = accounts
     # Phase C: how far each input partition is applied (``rater/core/applied.py``), in the
     # same changelog partition as the accounts and after them, so a mark that is
     # durable vouches for every account written before it. Sent with phase B.
     for (topic, partition), offset in w.positions.items():
         w.accounts.append((changelog, partition, applied.mark_key(topic, partition), applied.encode_mark(offset), None))
     return w
-

@@ -11,16 +11,36 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import orjson
+
 from rater.core import ledger
-from rater.core.codec import decode_account, decode_judged
+from rater.core.codec import decode_account, decode_judged, encode_account
 from rater.core.idsegments import SEP as SEGMENT_SEP
-from rater.core.idsegments import IdSegments
+from rater.core.idsegments import IdSegments, is_segment_key
+from rater.core.native_engine import rater_native
 from rater.core.partitioning import partition_for
 from rater.worker.inflight import InFlight
 
 # Called with (tenant, the offsets its stored value was judged through) on every read
 # from the table while a replay range is open (step 1c); None otherwise.
 JudgedNote = Callable[[str, dict], None]
+
+# The writes of a batch's changed accounts, in the order they changed (``AccountStore.plan``):
+# segment records (step 4A), account records (4B), both as changelog records (topic,
+# partition, key, value, headers); and per account (tenant, when its sweep is due or None,
+# balance, low-balance threshold) for the sweep index and the metrics.
+Planned = tuple[list, list, list]
+
+
+def due_of(acct: ledger.Account) -> int | None:
+    """When the wall-clock sweep is next due for ``acct``: its first lot's expiry or its
+    pending request's timeout, whichever comes first (None: neither)."""
+    due = []
+    if acct.lots:
+        due.append(acct.lots[0].expires_at)
+    if acct.pending_request_id is not None:
+        due.append(acct.pending_requested_at + ledger.RECHARGE_TIMEOUT + 1)
+    return min(due) if due else None
 
 
 class AccountStore:
@@ -38,8 +58,12 @@ class AccountStore:
     def forget(self) -> None:
         """Another worker may change these accounts from now on, or a batch cut short
         changed some in memory: read them from the table again."""
-        self.cache.clear()
+        self.clear_cache()
         self.segments.clear()
+
+    def clear_cache(self) -> None:
+        """Hold no account: the next batch reads each from the table."""
+        self.cache.clear()
 
     def load(self, tenant: str) -> ledger.Account | None:
         """An account for the ledger: its recent ids in the record, older ones in
@@ -103,6 +127,26 @@ class AccountStore:
         found, value = self.in_flight.get(key)
         return value if found else self.port.table_get(partition, key)
 
+    def plan(self, changed: dict[str, tuple[int, ledger.Account]], changelog: str,
+             judged: dict[int, dict[str, int]], horizon: int) -> Planned:
+        """The writes of the accounts a batch (or the sweep) changed, taken from the accounts
+        now (the next batch changes the same objects while these are written). ``judged``:
+        per partition, how far the batch judged each input topic there (step 1c), written
+        into each account value of that partition (none for the sweep)."""
+        segments: list = []
+        records: list = []
+        notes: list = []
+        durable = self.durable
+        # Phase A: id segments the accounts will stop holding (``IdSegments.plan``).
+        for tenant, (partition, acct) in changed.items():
+            for key, value in self.segments.plan(acct, durable.pop(tenant, {}), horizon):
+                segments.append((changelog, partition, key, value, None))
+        # Phase B: the accounts, each with how far its batch judged its partition.
+        for tenant, (partition, acct) in changed.items():
+            records.append((changelog, partition, tenant.encode(), encode_account(acct, judged.get(partition)), None))
+            notes.append((tenant, due_of(acct), acct.balance, acct.low_balance_threshold))
+        return segments, records, notes
+
     def hand_over(self, segments: list, accounts: list, changed: dict[str, tuple[int, ledger.Account]]) -> None:
         """A batch's writes become what the next batch reads (in flight, and the cache)."""
         self.in_flight.put(segments)
@@ -118,12 +162,66 @@ class AccountStore:
         self.in_flight.done(accounts)
 
     def note_due(self, tenant: str, acct: ledger.Account) -> None:
-        due = []
-        if acct.lots:
-            due.append(acct.lots[0].expires_at)
-        if acct.pending_request_id is not None:
-            due.append(acct.pending_requested_at + ledger.RECHARGE_TIMEOUT + 1)
-        if due:
-            self.due[tenant] = min(due)
+        self.set_due(tenant, due_of(acct))
+
+    def set_due(self, tenant: str, due: int | None) -> None:
+        if due is not None:
+            self.due[tenant] = due
         else:
             self.due.pop(tenant, None)
+
+
+class NativeAccountStore(AccountStore):
+    """``AccountStore`` for the native batch step: the accounts are held natively
+    (``rater_native.Held``, ``native/src/held.rs``) between batches, as compact structs,
+    bounded by the same cache limit and emptied exactly when the Python cache is
+    (``forget``, ``clear_cache``). The native engine rates a batch against them and, at
+    the end of the batch, hands back each changed account's changelog value and segment
+    writes as bytes (``plan``): no Python ``Account`` on the hot path.
+
+    The rarer paths decode the one account they need: the sweep (``load``, then ``plan``
+    takes the swept ``Account`` back), the replay check (``hold``: it reads the account
+    through ``read``, which notes its judged offsets) and the views (``read``, the table).
+    The id segments are read, planned and cached natively too, by the rules of
+    ``IdSegments``; ``segments`` (the Python one) stays unused."""
+
+    def __init__(self, port: Any, partitions: int, cache_limit: int):
+        super().__init__(port, partitions, cache_limit)
+        if rater_native is None:
+            raise RuntimeError("the native engine is not built")
+        self.held = rater_native.Held(max(cache_limit, 0), self._read)
+
+    def _read(self, key: bytes) -> bytes | None:
+        """A table record for the native step (``get_raw``); an account read while a replay
+        range is open has its judged offsets noted (step 1c), as ``load`` does."""
+        raw = self.get_raw(key)
+        note = self.note_judged
+        if raw is not None and note is not None and not is_segment_key(key):
+            note(key.decode(), orjson.loads(raw).get("in") or {})
+        return raw
+
+    def forget(self) -> None:
+        super().forget()
+        self.held.clear()
+
+    def clear_cache(self) -> None:
+        super().clear_cache()
+        self.held.clear_accounts()
+
+    def load(self, tenant: str) -> ledger.Account | None:
+        """A copy of the account, for a change outside the batch step (the sweep): the change
+        counts once ``plan`` has it back (in ``changed``)."""
+        raw = self.held.get(tenant)
+        return decode_account(raw) if raw is not None else None
+
+    def plan(self, changed: dict[str, tuple[int, ledger.Account]], changelog: str,
+             judged: dict[int, dict[str, int]], horizon: int) -> Planned:
+        for _tenant, (partition, acct) in changed.items():
+            self.held.put(encode_account(acct), partition)
+        pairs = {partition: list(offsets.items()) for partition, offsets in judged.items()}
+        return self.held.plan(changelog, pairs, horizon)
+
+    def hand_over(self, segments: list, accounts: list, changed: dict[str, tuple[int, ledger.Account]]) -> None:
+        # The held accounts are the planned values already (``plan``).
+        self.in_flight.put(segments)
+        self.in_flight.put(accounts)

@@ -6,7 +6,9 @@ acknowledged outputs, the changelog) lives in ``FakeKafka``; a ``Process`` is on
 the worker (its port, account store, batch processor and pipeline). A crash at a named
 point kills the process there (nothing it does afterwards reaches Kafka), the next process
 starts on what was written (the local table rebuilt from the changelog, as faust's
-recovery does) and consumes to the end. The real-broker tests (``tests/worker/test_replay.py``,
+recovery does) and consumes to the end. Every test runs on both batch steps, each with
+its account store (``BatchProcessor`` and ``AccountStore``; ``NativeBatchProcessor`` and
+``NativeAccountStore`` when the native engine is built). The real-broker tests (``tests/worker/test_replay.py``,
 ``tests/worker/test_chaos.py``) stay; these check the protocol's order itself, in milliseconds.
 
 Expected values are worked out by hand from ``tests/support/ledger.py``'s plan: a call
@@ -23,12 +25,15 @@ import pytest
 
 from rater.core.batch import BatchProcessor, Message, Topics
 from rater.core.codec import decode_account
+from rater.core.native_engine import NativeBatchProcessor, available
 from rater.core.partitioning import partition_for
 from rater.worker.pipeline import CommitPipeline
-from rater.worker.store import AccountStore
+from rater.worker.store import AccountStore, NativeAccountStore
 from tests.support.ledger import NOW, cdr, configure, funds, write_tables
 
 TP = namedtuple("TP", "topic partition")
+# Both batch steps, each with its account store (the native one when it is built).
+ENGINES = ["python"] + (["native"] if available() else [])
 PARTITIONS = 2
 FETCH = 2  # records per partition per fetch: several batches per partition
 UK = "+442071234567"  # 0.060000 a minute, whole minutes
@@ -151,15 +156,23 @@ class FakePort:
         return self.table[partition].get(key)
 
 
+def worker_parts(engine: str, port, tables, cache_limit: int, partitions: int = PARTITIONS):
+    """The account store and batch processor of a worker on ``engine``, as the app wires them."""
+    if engine == "native":
+        store = NativeAccountStore(port, partitions, cache_limit)
+        return store, NativeBatchProcessor(tables, partitions, Topics(), store)
+    store = AccountStore(port, partitions, cache_limit)
+    return store, BatchProcessor(tables, partitions, Topics(), store.load)
+
+
 class Process:
     """One life of the worker over ``FakeKafka``: consumes every input to its end."""
 
     def __init__(self, kafka: FakeKafka, tables, crash_at: str | None = None, crash_batch: int = 0,
-                 pipeline_class=CommitPipeline):
+                 pipeline_class=CommitPipeline, engine: str = "python"):
         self.kafka = kafka
         self.port = FakePort(kafka, crash_at, crash_batch)
-        store = AccountStore(self.port, PARTITIONS, cache_limit=100)
-        processor = BatchProcessor(tables, PARTITIONS, Topics(), store.load)
+        store, processor = worker_parts(engine, self.port, tables, cache_limit=100)
         self.pipeline = pipeline_class(self.port, store, processor)
         self.pipeline.clock = lambda: NOW * 1000  # the same processing time in every life
 
@@ -241,14 +254,15 @@ def _outcomes(kafka: FakeKafka) -> list[tuple[str, str, str]]:
     return out
 
 
-def _run(tables, crash_at=None, crash_batch=0, pipeline_class=CommitPipeline) -> tuple[FakeKafka, bool]:
+def _run(tables, crash_at=None, crash_batch=0, pipeline_class=CommitPipeline,
+         engine="python") -> tuple[FakeKafka, bool]:
     kafka = FakeKafka(scenario())
     crashed = False
     try:
-        asyncio.run(Process(kafka, tables, crash_at, crash_batch, pipeline_class).run())
+        asyncio.run(Process(kafka, tables, crash_at, crash_batch, pipeline_class, engine).run())
     except Crash:
         crashed = True
-        asyncio.run(Process(kafka, tables, pipeline_class=pipeline_class).run())
+        asyncio.run(Process(kafka, tables, pipeline_class=pipeline_class, engine=engine).run())
     return kafka, crashed
 
 
@@ -257,9 +271,14 @@ def tables(tmp_path_factory):
     return write_tables(str(tmp_path_factory.mktemp("rates")))
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def reference(tables):
-    kafka, crashed = _run(tables)
+def reference(tables, engine):
+    kafka, crashed = _run(tables, engine=engine)
     assert not crashed
     return kafka
 
@@ -282,8 +301,9 @@ def test_without_a_crash_every_record_is_judged_once_with_hand_worked_balances(r
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_a_crash_between_any_two_steps_loses_nothing_and_applies_nothing_twice(tables, reference, point, batch):
-    kafka, crashed = _run(tables, point, batch)
+def test_a_crash_between_any_two_steps_loses_nothing_and_applies_nothing_twice(tables, engine, reference, point,
+                                                                                batch):
+    kafka, crashed = _run(tables, point, batch, engine=engine)
     if point == "1-2" and batch > 1:
         assert not crashed  # offsets are asked of the broker once per assignment
     else:

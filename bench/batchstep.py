@@ -1,0 +1,231 @@
+"""The worker's batch step in process, both engines: CPU per record over a small grid.
+
+    python -m bench.batchstep [--runs 3] [--records 50000,300000] [--tenants 1000,10000]
+
+What the worker does per batch outside Kafka: step 2 (``BatchProcessor`` or
+``NativeBatchProcessor``: route, decode, rate, apply) and the planning of steps 3 and 4
+(``CommitPipeline.plan``: the changed accounts made into changelog bytes by the account
+store, their id segments, ``plan_writes``, the sweep index) and the hand-over, in batches
+of 5,000 records (the worker's default) over 8 partitions. The writes land in an
+in-memory table between batches, untimed (faust's RocksDB write). The cycle collector
+is set as the worker sets it (``rater/worker/gctune.py``), and the input, built before the
+runs, is frozen out of its view (the worker holds one fetch at a time). CPU time of this
+process (``time.process_time``) over the records of the whole input, setup commands
+included; each grid point runs each engine alternately, medians of ``--runs``.
+
+The grid: records x tenants x activity, where activity is the ``rater.sim.traffic``
+input (skewed: Zipf-like, a few busy tenants) or the same tenants each equally busy
+(even). The accounts live in the worker's account cache (50,000, the default).
+
+Then RSS per account held natively: the accounts of 100,000 tenants (setup commands and
+300,000 CDRs, rated by the native step) are read into a fresh ``NativeAccountStore``
+(``/proc/self/statm`` before and after, divided by the accounts), with a cache of 100,000
+(every account held) and with the default 50,000.
+
+Results: printed as a table and written to ``bench/results/batchstep.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import time
+
+import orjson
+
+from rater.core.batch import BatchProcessor, Message, Topics
+from rater.core.native_engine import NativeBatchProcessor, available
+from rater.core.partitioning import partition_for
+from rater.core.rates import load_rate_tables
+from rater.core.timeutil import SECOND, parse_time
+from rater.sim import traffic
+from rater.worker import gctune
+from rater.worker.pipeline import CommitPipeline
+from rater.worker.store import AccountStore, NativeAccountStore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATES = os.path.join(ROOT, "rate_tables")
+OUT = os.path.join(ROOT, "bench", "results", "batchstep.json")
+PARTITIONS = 8
+BATCH = 5000
+CACHE = 50_000
+START = parse_time("2026-11-20T00:00:00Z")
+NOW = parse_time("2026-12-31T00:00:00Z")
+
+
+class TablePort:
+    """The Kafka port as far as step 2 and the planning use it: the local table."""
+
+    changelog = "rater-accounts-changelog"
+
+    def __init__(self):
+        self.table: dict[int, dict[bytes, bytes]] = {p: {} for p in range(PARTITIONS)}
+
+    def table_get(self, partition: int, key: bytes) -> bytes | None:
+        return self.table[partition].get(key)
+
+    def write(self, records: list) -> None:
+        for _topic, partition, key, value, _headers in records:
+            if value is None:
+                self.table[partition].pop(key, None)
+            else:
+                self.table[partition][key] = value
+
+
+def make_input(records: int, tenants: int, activity: str, tables, seed: int = 1) -> list[Message]:
+    """``records`` input records (setup commands first) as the worker consumes them."""
+    profiles = traffic.tenants(tenants, seed, tables, at=START)
+    if activity == "even":
+        for p in profiles:
+            p["activity"] = 1.0
+    setup = traffic.setup_commands(profiles, START, f"r{seed}")
+    stream = traffic.cdr_stream(profiles, tables, seed, clock=traffic.synthetic_clock(START + SECOND, 5_000),
+                                run_id=f"r{seed}", bad_share=0.01, count=max(records - len(setup), 0))
+    offsets = [0] * PARTITIONS
+    out = []
+    for rec in list(setup) + list(stream):
+        if isinstance(rec, bytes):  # not JSON: no key, rejected where it lands
+            key, topic, value = None, "cdrs", rec
+        else:
+            key = rec["tenant_id"].encode() if isinstance(rec.get("tenant_id"), str) else None
+            topic = "tenant-commands" if "command" in rec else "cdrs"
+            value = orjson.dumps(rec)
+        p = partition_for(key, PARTITIONS) if key else 0
+        out.append(Message(topic, p, offsets[p], key, value))
+        offsets[p] += 1
+        if len(out) == records:
+            break
+    return out
+
+
+def worker(engine: str, tables, cache: int = CACHE):
+    port = TablePort()
+    if engine == "native":
+        store = NativeAccountStore(port, PARTITIONS, cache)
+        processor = NativeBatchProcessor(tables, PARTITIONS, Topics(), store)
+    else:
+        store = AccountStore(port, PARTITIONS, cache)
+        processor = BatchProcessor(tables, PARTITIONS, Topics(), store.load)
+    return port, store, processor, CommitPipeline(port, store, processor)
+
+
+def run_batches(engine: str, tables, msgs: list[Message], cache: int = CACHE):
+    """CPU seconds of the batch steps over ``msgs``, and the worker's parts after them."""
+    port, store, processor, pipeline = worker(engine, tables, cache)
+    cpu = 0.0
+    gc.collect()
+    for start in range(0, len(msgs), BATCH):
+        chunk = msgs[start:start + BATCH]
+        t0 = time.process_time()
+        store.durable.clear()
+        result = processor.begin()
+        processor.feed(result, chunk, NOW)
+        processor.end(result)
+        positions = {}
+        for m in chunk:
+            positions[(m.topic, m.partition)] = m.offset
+        w = pipeline.plan(result, positions)
+        store.hand_over(w.segments, w.accounts, result.accounts)
+        cpu += time.process_time() - t0
+        port.write(w.segments)  # step 4, untimed: the store's write
+        port.write(w.accounts)
+        store.written(w.segments, w.accounts)
+    return cpu, port, store, processor
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_per_account(tables, tenants: int = 100_000, records: int = 400_000) -> dict:
+    """Bytes of RSS per account held natively (a fresh store reading every account)."""
+    msgs = make_input(records, tenants, "skewed", tables)
+    _cpu, port, _store, _proc = run_batches("native", tables, msgs)
+    names = sorted({k for part in port.table.values() for k in part if b"\x00" not in k})
+    out = {"accounts": len(names), "records": len(msgs)}
+    for label, cache in (("all_held", len(names)), ("default_cache", CACHE)):
+        _p, store, processor, _pl = worker("native", tables, cache)
+        store.port = port
+        gc.collect()
+        before = rss()
+        native = processor.engine.native
+        hold = store.held.hold
+        for name in names:
+            hold(native, name.decode())
+        gc.collect()
+        after = rss()
+        out[label] = {"cache": cache, "held": len(store.held), "rss_delta": after - before,
+                      "bytes_per_account": (after - before) / len(names)}
+        del store, processor
+        gc.collect()
+    return out
+
+
+def report_rss(result: dict, tables) -> None:
+    result["rss"] = rss_per_account(tables)
+    for label in ("all_held", "default_cache"):
+        r = result["rss"][label]
+        print(f"RSS per account, {label} (cache {r['cache']:,}, {r['held']:,} held of "
+              f"{result['rss']['accounts']:,}): {r['bytes_per_account']:,.0f} bytes")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--records", default="50000,300000")
+    p.add_argument("--tenants", default="1000,10000")
+    p.add_argument("--no-rss", action="store_true")
+    p.add_argument("--rss-only", action="store_true", help="only the RSS per account (the grid from the last results)")
+    a = p.parse_args()
+    if not available():
+        raise SystemExit("the native engine is not built (make native)")
+    tables = load_rate_tables(RATES)
+    gctune.tune()
+    engines = ("python", "native")
+    if a.rss_only:
+        with open(OUT) as f:
+            result = json.load(f)
+        report_rss(result, tables)
+        with open(OUT, "w") as f:
+            json.dump(result, f, indent=1)
+        return
+    rows = []
+    for records in (int(x) for x in a.records.split(",")):
+        for tenants in (int(x) for x in a.tenants.split(",")):
+            for activity in ("skewed", "even"):
+                msgs = make_input(records, tenants, activity, tables)
+                gc.collect()
+                gc.freeze()
+                cpu: dict[str, list[float]] = {e: [] for e in engines}
+                for _ in range(a.runs):
+                    for e in engines:
+                        seconds, *_ = run_batches(e, tables, msgs)
+                        cpu[e].append(seconds * 1e6 / len(msgs))
+                gc.unfreeze()
+                row = {"records": len(msgs), "tenants": tenants, "activity": activity,
+                       **{f"{e}_us": statistics.median(cpu[e]) for e in engines},
+                       **{f"{e}_runs": [round(x, 2) for x in cpu[e]] for e in engines}}
+                rows.append(row)
+                print(f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: "
+                      f"python {row['python_us']:6.1f} µs/record, native {row['native_us']:6.1f} "
+                      f"({row['python_us'] / row['native_us']:.2f}x)", flush=True)
+    result: dict = {"batch": BATCH, "partitions": PARTITIONS, "cache": CACHE, "runs": a.runs, "grid": rows}
+    for e in engines:
+        us = [r[f"{e}_us"] for r in rows]
+        result[f"{e}_spread"] = max(us) / min(us)
+    print(f"spread across the grid (max / min CPU per record): python {result['python_spread']:.2f}x, "
+          f"native {result['native_spread']:.2f}x")
+    if not a.no_rss:
+        report_rss(result, tables)
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    with open(OUT, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {os.path.relpath(OUT, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

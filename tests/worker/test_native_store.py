@@ -1,0 +1,291 @@
+"""The native account store against the Python one: the same writes, byte for byte.
+
+A worker in miniature (no broker): the real ``AccountStore`` or ``NativeAccountStore``,
+the real batch processor and ``CommitPipeline.plan`` over an in-memory table that each
+batch's writes land in at once. Both run the same batches; every batch's ``Writes``
+(outputs, forwards, id segments, account values with their judged offsets, applied
+marks) and the sweep index must be equal. The batches reach cache hits, evictions (a
+cache of 0, 1 and 2 accounts), ``forget`` (a rebalance), id segments moved and deleted,
+and the wall-clock sweep. Skipped when the native engine is not built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rater.core.batch import Message, Topics
+from rater.core.codec import decode_account
+from rater.core.engine import Tally
+from rater.core.idsegments import SEGMENT_AT, is_segment_key
+from rater.core.native_engine import available
+from rater.core.partitioning import partition_for
+from rater.core.timeutil import format_time, parse_time
+from rater.worker import sweeper
+from rater.worker.pipeline import CommitPipeline
+from rater.worker.sweeper import Sweeper
+from tests.core.test_native_diff import DIFF, NOW, streams
+from tests.support.ledger import write_tables
+from tests.worker.test_pipeline import TP, worker_parts
+
+pytestmark = pytest.mark.skipif(not available(), reason="the native engine is not built (pip install ./native)")
+
+PARTITIONS = 4
+SWEEP_AT = parse_time("2026-12-10T00:00:00Z")  # the sweep's wall clock: lots bought in 2025-11 expired
+
+
+class TablePort:
+    """The port of a worker whose writes land in the table as soon as they are planned."""
+
+    changelog = "rater-accounts-changelog"
+
+    def __init__(self):
+        self.table: dict[int, dict[bytes, bytes]] = {p: {} for p in range(PARTITIONS)}
+
+    def table_get(self, partition, key):
+        return self.table[partition].get(key)
+
+    def table_items(self, owned):
+        for p in owned:
+            yield from list(self.table[p].items())
+
+    def active(self):
+        return {TP("cdrs", p) for p in range(PARTITIONS)}
+
+    async def produce(self, records, replace):
+        pass
+
+    async def deliver(self, records):
+        for _topic, partition, key, value, _headers in records:
+            if value is None:
+                self.table[partition].pop(key, None)
+            else:
+                self.table[partition][key] = value
+
+
+class Worker:
+    """One engine's store, processor and pipeline over its own table."""
+
+    def __init__(self, engine: str, tables, cache_limit: int):
+        self.port = TablePort()
+        self.store, self.processor = worker_parts(engine, self.port, tables, cache_limit, PARTITIONS)
+        self.pipeline = CommitPipeline(self.port, self.store, self.processor)
+        self.stats = SimpleNamespace(tally=Tally(), tenant_state={})
+        self.sweeper = Sweeper(self.pipeline, self.port, Topics(), PARTITIONS, self.stats, lambda: [])
+
+    def batch(self, msgs: list[Message], now: int = NOW):
+        """Steps 2 to 4 of one batch, as ``handle_batch`` does them (no Kafka)."""
+        self.store.durable.clear()
+        result = self.processor.process(msgs, now)
+        positions = {}
+        for m in msgs:
+            positions[(m.topic, m.partition)] = m.offset
+        w = self.pipeline.plan(result, positions)
+        self.store.hand_over(w.segments, w.accounts, result.accounts)
+        asyncio.run(self._write(w))
+        return w
+
+    async def _write(self, w):
+        await self.port.deliver(w.segments)
+        await self.port.deliver(w.accounts)
+        self.store.written(w.segments, w.accounts)
+
+    def sweep(self):
+        """The wall-clock sweep, its clock set past every record's time; its writes."""
+        written = []
+        deliver = self.port.deliver
+
+        async def record(records):
+            written.extend(records)
+            await deliver(records)
+
+        self.port.deliver = record
+        clock = sweeper.time
+        sweeper.time = SimpleNamespace(time_ns=lambda: SWEEP_AT * 1000)
+        try:
+            asyncio.run(self.sweeper.sweep())
+        finally:
+            sweeper.time = clock
+            self.port.deliver = deliver
+        return written
+
+
+def _writes(w) -> tuple:
+    return (w.produce, [(m.topic, m.partition, m.offset) if m else None for m in w.origins],
+            w.segments, w.accounts, w.positions, w.records)
+
+
+def _messages(raws: list[bytes], wrong_every: int) -> list[Message]:
+    msgs = []
+    for i, raw in enumerate(raws):
+        try:
+            tenant = orjson.loads(raw).get("tenant_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            tenant = None
+        named = isinstance(tenant, str) and tenant
+        key = tenant.encode() if named and i % 3 else None
+        home = partition_for(tenant.encode(), PARTITIONS) if named else 0
+        partition = (home + 1) % PARTITIONS if wrong_every and i % wrong_every == 0 else home
+        msgs.append(Message("cdrs" if i % 2 else "tenant-commands", partition, i, key, raw))
+    return msgs
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    return write_tables(str(tmp_path_factory.mktemp("rates")))
+
+
+def _same_run(tables, msgs, batch, cache_limit, forget_every=0):
+    workers = [Worker(e, tables, cache_limit) for e in ("python", "native")]
+    for n, start in enumerate(range(0, len(msgs), batch)):
+        chunk = msgs[start:start + batch]
+        py, nat = (_writes(w.batch(chunk)) for w in workers)
+        assert nat == py
+        if forget_every and n % forget_every == forget_every - 1:
+            for w in workers:
+                w.store.forget()
+        assert workers[1].store.due == workers[0].store.due
+        assert len(workers[1].store.held) <= max(cache_limit, 0)
+    assert workers[1].port.table == workers[0].port.table
+    py_sweep, nat_sweep = (w.sweep() for w in workers)
+    assert nat_sweep == py_sweep
+    assert workers[1].port.table == workers[0].port.table
+    assert workers[1].store.due == workers[0].store.due
+    return workers
+
+
+@DIFF
+@given(stream=streams, batch=st.integers(1, 30), wrong_every=st.sampled_from([0, 0, 7]),
+       cache_limit=st.sampled_from([0, 1, 2, 100]), forget_every=st.sampled_from([0, 0, 2]))
+def test_batches_give_the_same_writes_from_both_stores(tables, stream, batch, wrong_every, cache_limit,
+                                                       forget_every):
+    """Cache hits, evictions, forget() and the sweep: the same writes, batch by batch."""
+    _same_run(tables, _messages(stream, wrong_every), batch, cache_limit, forget_every)
+
+
+def _cdr(tenant: str, cdr_id: str, at: int) -> bytes:
+    return orjson.dumps({"cdr_id": cdr_id, "tenant_id": tenant, "call_type": "international",
+                         "to": "+442071234567", "started_at": format_time(at), "duration_seconds": 60})
+
+
+def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables):
+    """One busy tenant: more than twice SEGMENT_AT calls over 12 days, so ids move into
+    segments (after the account holding them was written) and the first segments are
+    deleted once past the 7-day horizon; repeats of moved ids are duplicates."""
+    tenant = "busy"
+    p = partition_for(tenant.encode(), PARTITIONS)
+    setup = [orjson.dumps({"command_id": "c", "tenant_id": tenant, "command": "configure_account",
+                           "occurred_at": "2026-11-20T00:00:00Z", "rate_plan": "test-usd"}),
+             orjson.dumps({"command_id": "f", "tenant_id": tenant, "command": "add_funds",
+                           "occurred_at": "2026-11-20T00:00:00Z", "amount": "1000000"})]
+    start = parse_time("2026-11-20T00:01:00Z")
+    step = 12 * 86_400 * 10**6 // (5 * SEGMENT_AT)  # 5 x SEGMENT_AT calls over 12 days
+    raws = setup + [_cdr(tenant, f"k{i}", start + i * step) for i in range(5 * SEGMENT_AT)]
+    msgs = [Message("cdrs", p, i, tenant.encode(), r) for i, r in enumerate(raws)]
+    workers = _same_run(tables, msgs, 700, cache_limit=50)
+    table = workers[1].port.table[p]
+    acct = decode_account(table[tenant.encode()])
+    # Every call charged once (a minute at 0.060000 on test-usd to +44).
+    assert acct.balance == 1_000_000_000_000 - 5 * SEGMENT_AT * 60_000
+    # The first segments are past the horizon (deleted); the newer ones are listed and stored.
+    listed = [n for n, _latest in acct.id_segments]
+    assert listed and listed[0] >= 1 and acct.next_segment >= 3
+    assert sorted(k for k in table if is_segment_key(k)) == sorted(f"busy\x00ids\x00{n}".encode() for n in listed)
+    assert len(acct.seen_cdrs) < 2 * SEGMENT_AT
+    # Repeats of the newest ids of the newest segment (within the horizon, no longer in
+    # the account): duplicates on both, answered from the segment.
+    moved = table[f"busy\x00ids\x00{listed[-1]}".encode()].decode().split("\n")[-3:]
+    assert not set(moved) & set(acct.seen_cdrs)
+    again = [Message("cdrs", p, len(raws) + i, tenant.encode(), _cdr(tenant, k, start + int(k[1:]) * step))
+             for i, k in enumerate(moved)]
+    py, nat = (w.batch(again) for w in workers)
+    assert _writes(nat) == _writes(py)
+    assert nat.produce == [] and nat.records == Counter({("cdrs", "duplicate"): 3})
+
+
+def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
+    """The native step's held account is the value its last batch wrote: the next batch
+    charges from there (a cache hit), with no read of the table."""
+    w = Worker("native", tables, cache_limit=10)
+    p = partition_for(b"t1", PARTITIONS)
+    setup = [orjson.dumps({"command_id": "c", "tenant_id": "t1", "command": "configure_account",
+                           "occurred_at": "2026-11-01T00:00:00Z", "rate_plan": "test-usd"}),
+             orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds",
+                           "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"})]
+    w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])
+    assert len(w.store.held) == 1
+    w.port.table[p].clear()  # a read would find nothing now
+    out = w.batch([Message("cdrs", p, 2, b"t1", _cdr("t1", "k1", parse_time("2026-11-02T10:00:00Z")))])
+    (_topic, _partition, key, value, _h), mark = out.accounts
+    assert key == b"t1"
+    assert decode_account(value).balance == 5_000_000 - 60_000  # one minute at 0.060000
+    assert orjson.loads(value)["in"] == {"cdrs": 2}
+    w.store.clear_cache()
+    assert len(w.store.held) == 0
+
+
+def _both(tables, msgs, **kw):
+    workers = [Worker(e, tables, cache_limit=10) for e in ("python", "native")]
+    for w in workers:
+        for name, value in kw.items():
+            setattr(w.processor, name, value)
+    py, nat = (w.batch(msgs) for w in workers)
+    assert _writes(nat) == _writes(py)
+    return nat
+
+
+_SETUP = [orjson.dumps({"command_id": "c", "tenant_id": "t1", "command": "configure_account",
+                        "occurred_at": "2026-11-01T00:00:00Z", "rate_plan": "test-usd"}),
+          orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds",
+                        "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"})]
+
+
+def test_a_tombstone_is_rejected_alike(tables):
+    nat = _both(tables, [Message("cdrs", partition_for(b"t1", PARTITIONS), 1, b"t1", None)])
+    assert [t for t, *_ in nat.produce] == ["rater-rejects"] and nat.accounts[:-1] == []
+
+
+def test_an_output_over_the_size_bound_is_replaced_by_the_same_reject(tables):
+    """A rated CDR larger than max_output_bytes (its attributes) becomes the reject of
+    its input, on both engines, and the call is still charged."""
+    p = partition_for(b"t1", PARTITIONS)
+    big = orjson.dumps({**orjson.loads(_cdr("t1", "c1", parse_time("2026-11-10T00:00:00Z"))), "note": "z" * 3_000})
+    msgs = [Message("cdrs", p, i, b"t1", r) for i, r in enumerate(_SETUP + [big])]
+    nat = _both(tables, msgs, max_output_bytes=2_000)
+    assert [t for t, *_ in nat.produce] == ["balance-events", "rater-rejects"]  # funds_added, the rated CDR's reject
+    assert decode_account(nat.accounts[0][3]).balance == 5_000_000 - 60_000  # charged: a minute at 0.060000
+
+
+def test_records_judged_before_are_skipped_alike(tables):
+    """The worker's replay skip (rater/core/applied.py): both batch steps skip the same records."""
+    p = partition_for(b"t1", PARTITIONS)
+    call = _cdr("t1", "c1", parse_time("2026-11-10T00:00:00Z"))
+    msgs = [Message("cdrs", p, i, b"t1", r) for i, r in enumerate(_SETUP + [call])]
+    nat = _both(tables, msgs, judged=lambda msg, key: msg.offset <= 1)
+    # The setup was skipped: no account, so the call is rejected (unknown tenant).
+    assert nat.records == Counter({("cdrs", "rejected"): 1})
+    assert [t for t, *_ in nat.produce] == ["rater-rejects"]
+
+
+def test_the_sweep_expires_a_held_account_alike(tables):
+    """Funds bought 2025-11-05 expire 12 months later: the sweep (its clock 2026-12-10)
+    writes the account without them on both stores, from the native store's held account."""
+    p = partition_for(b"t1", PARTITIONS)
+    setup = [_SETUP[0], orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds",
+                                      "occurred_at": "2026-11-01T00:00:00Z", "amount": "5",
+                                      "purchased_at": "2025-11-05T00:00:00Z"})]
+    workers = [Worker(e, tables, cache_limit=10) for e in ("python", "native")]
+    for w in workers:
+        w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])
+    assert len(workers[1].store.held) == 1
+    py, nat = (w.sweep() for w in workers)
+    assert nat == py
+    (_topic, _partition, key, value, _h), = nat
+    assert key == b"t1" and decode_account(value).lots == [] and decode_account(value).balance == 0
+    assert workers[1].store.due == workers[0].store.due == {}
