@@ -48,6 +48,7 @@ $(BENCH_STAMP): $(STAMP)
 ## ruff: lint rules E, F, W, I (pyproject.toml, [tool.ruff]); CI runs it before the tests.
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## The whole suite (real Kafka broker included), with slow scenarios at their small CI size.
 test: venv native-check

@@ -44,8 +44,7 @@ def pct(sorted_ms: list[float], q: float) -> float | None:
 
 
 async def ask(url: str, tenant_ids: list[str], seconds: float, concurrency: int) -> dict:
-    paths = [f"/tenants/{t}/authorize?call_type=international&to={d}"
-             for t, d in zip(tenant_ids, itertools.cycle(DESTINATIONS))]
+    paths = [f"/tenants/{t}/authorize?call_type=international&to={d}" for t, d in zip(tenant_ids, itertools.cycle(DESTINATIONS))]
     latencies: list[float] = []
     statuses: Counter = Counter()
     allowed = limited = 0
@@ -73,9 +72,15 @@ async def ask(url: str, tenant_ids: list[str], seconds: float, concurrency: int)
     elapsed = time.monotonic() - t0
     latencies.sort()
     return {
-        "answers": len(latencies), "seconds": round(elapsed, 3), "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": pct(latencies, 0.50), "p99_ms": pct(latencies, 0.99), "max_ms": latencies[-1] if latencies else None,
-        "statuses": {str(k): v for k, v in sorted(statuses.items())}, "allowed": allowed, "with_max_seconds": limited,
+        "answers": len(latencies),
+        "seconds": round(elapsed, 3),
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": pct(latencies, 0.50),
+        "p99_ms": pct(latencies, 0.99),
+        "max_ms": latencies[-1] if latencies else None,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "allowed": allowed,
+        "with_max_seconds": limited,
         "concurrency": concurrency,
     }
 

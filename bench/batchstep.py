@@ -82,8 +82,15 @@ def make_input(records: int, tenants: int, activity: str, tables, seed: int = 1)
         for p in profiles:
             p["activity"] = 1.0
     setup = traffic.setup_commands(profiles, START, f"r{seed}")
-    stream = traffic.cdr_stream(profiles, tables, seed, clock=traffic.synthetic_clock(START + SECOND, 5_000),
-                                run_id=f"r{seed}", bad_share=0.01, count=max(records - len(setup), 0))
+    stream = traffic.cdr_stream(
+        profiles,
+        tables,
+        seed,
+        clock=traffic.synthetic_clock(START + SECOND, 5_000),
+        run_id=f"r{seed}",
+        bad_share=0.01,
+        count=max(records - len(setup), 0),
+    )
     offsets = [0] * PARTITIONS
     out = []
     for rec in list(setup) + list(stream):
@@ -118,7 +125,7 @@ def run_batches(engine: str, tables, msgs: list[Message], cache: int = CACHE):
     cpu = 0.0
     gc.collect()
     for start in range(0, len(msgs), BATCH):
-        chunk = msgs[start:start + BATCH]
+        chunk = msgs[start : start + BATCH]
         t0 = time.process_time()
         store.durable.clear()
         result = processor.begin()
@@ -158,8 +165,12 @@ def rss_per_account(tables, tenants: int = 100_000, records: int = 400_000) -> d
             hold(native, name.decode())
         gc.collect()
         after = rss()
-        out[label] = {"cache": cache, "held": len(store.held), "rss_delta": after - before,
-                      "bytes_per_account": (after - before) / len(names)}
+        out[label] = {
+            "cache": cache,
+            "held": len(store.held),
+            "rss_delta": after - before,
+            "bytes_per_account": (after - before) / len(names),
+        }
         del store, processor
         gc.collect()
     return out
@@ -169,8 +180,10 @@ def report_rss(result: dict, tables) -> None:
     result["rss"] = rss_per_account(tables)
     for label in ("all_held", "default_cache"):
         r = result["rss"][label]
-        print(f"RSS per account, {label} (cache {r['cache']:,}, {r['held']:,} held of "
-              f"{result['rss']['accounts']:,}): {r['bytes_per_account']:,.0f} bytes")
+        print(
+            f"RSS per account, {label} (cache {r['cache']:,}, {r['held']:,} held of "
+            f"{result['rss']['accounts']:,}): {r['bytes_per_account']:,.0f} bytes"
+        )
 
 
 def main() -> None:
@@ -206,19 +219,27 @@ def main() -> None:
                         seconds, *_ = run_batches(e, tables, msgs)
                         cpu[e].append(seconds * 1e6 / len(msgs))
                 gc.unfreeze()
-                row = {"records": len(msgs), "tenants": tenants, "activity": activity,
-                       **{f"{e}_us": statistics.median(cpu[e]) for e in engines},
-                       **{f"{e}_runs": [round(x, 2) for x in cpu[e]] for e in engines}}
+                row = {
+                    "records": len(msgs),
+                    "tenants": tenants,
+                    "activity": activity,
+                    **{f"{e}_us": statistics.median(cpu[e]) for e in engines},
+                    **{f"{e}_runs": [round(x, 2) for x in cpu[e]] for e in engines},
+                }
                 rows.append(row)
-                print(f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: "
-                      f"python {row['python_us']:6.1f} µs/record, native {row['native_us']:6.1f} "
-                      f"({row['python_us'] / row['native_us']:.2f}x)", flush=True)
+                print(
+                    f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: "
+                    f"python {row['python_us']:6.1f} µs/record, native {row['native_us']:6.1f} "
+                    f"({row['python_us'] / row['native_us']:.2f}x)",
+                    flush=True,
+                )
     result: dict = {"batch": BATCH, "partitions": PARTITIONS, "cache": CACHE, "runs": a.runs, "grid": rows}
     for e in engines:
         us = [r[f"{e}_us"] for r in rows]
         result[f"{e}_spread"] = max(us) / min(us)
-    print(f"spread across the grid (max / min CPU per record): python {result['python_spread']:.2f}x, "
-          f"native {result['native_spread']:.2f}x")
+    print(
+        f"spread across the grid (max / min CPU per record): python {result['python_spread']:.2f}x, native {result['native_spread']:.2f}x"
+    )
     if not a.no_rss:
         report_rss(result, tables)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)

@@ -75,8 +75,7 @@ def compile_core(work: Path) -> Path:
 
 def rate(cwd: Path, inp: Path, out: Path, now: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(out),
-           "--now", now, str(inp)]
+    cmd = [sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(out), "--now", now, str(inp)]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     m = _LINE.search(proc.stderr)
     if proc.returncode != 0 or not m:
@@ -112,14 +111,19 @@ def main(argv: list[str] | None = None) -> int:
         same = all(filecmp.cmp(work / "out-pure" / f, work / "out-compiled" / f, shallow=False) for f in OUTPUTS)
     med = {k: statistics.median(v) for k, v in rates.items()}
     result = {
-        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "records": n, "tenants": a.tenants,
-        "runs": a.runs, "modules": list(CORE), "rates": rates, "median": med,
-        "ratio": med["compiled"] / med["pure"], "identical_outputs": same,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "records": n,
+        "tenants": a.tenants,
+        "runs": a.runs,
+        "modules": list(CORE),
+        "rates": rates,
+        "median": med,
+        "ratio": med["compiled"] / med["pure"],
+        "identical_outputs": same,
         "python": sys.version.split()[0],
     }
     Path(a.results).write_text(json.dumps(result, indent=1) + "\n")
-    log(f"median pure {med['pure']:,.0f}/s, compiled {med['compiled']:,.0f}/s: {result['ratio']:.2f}x; "
-        f"outputs identical: {same}")
+    log(f"median pure {med['pure']:,.0f}/s, compiled {med['compiled']:,.0f}/s: {result['ratio']:.2f}x; outputs identical: {same}")
     return 0 if same else 1
 
 

@@ -49,8 +49,7 @@ def write_input(path: str, records: int, tenants: int, seed: int) -> int:
 def run_once(engine: str, path: str, out: str) -> tuple[float, float, float]:
     """(records/s as reported, records/s over the whole process, records per CPU second
     of the whole process: user + system, from the child's own rusage)."""
-    cmd = [sys.executable, "-m", "rater", "rate", "--engine", engine, "--rates", RATES, "--out", out,
-           "--now", "2026-12-31T00:00:00Z", path]
+    cmd = [sys.executable, "-m", "rater", "rate", "--engine", engine, "--rates", RATES, "--out", out, "--now", "2026-12-31T00:00:00Z", path]
     err_path = out + ".err"
     t0 = time.perf_counter()
     with open(err_path, "wb") as err:
@@ -85,19 +84,22 @@ def main() -> None:
                 rates[engine].append(r)
                 walls[engine].append(w)
                 cpus[engine].append(c)
-                print(f"run {run + 1} {engine:6s}: {r:12,.0f} records/s ({w:,.0f}/s over the whole process, "
-                      f"{c:,.0f} per CPU second)", flush=True)
-            same = all(filecmp.cmp(os.path.join(tmp, "python", f), os.path.join(tmp, "native", f), shallow=False)
-                       for f in FILES)
+                print(
+                    f"run {run + 1} {engine:6s}: {r:12,.0f} records/s ({w:,.0f}/s over the whole process, {c:,.0f} per CPU second)",
+                    flush=True,
+                )
+            same = all(filecmp.cmp(os.path.join(tmp, "python", f), os.path.join(tmp, "native", f), shallow=False) for f in FILES)
             print(f"run {run + 1} outputs identical: {same}", flush=True)
             if not same:
                 raise SystemExit("the engines' outputs differ")
         py, nat = statistics.median(rates["python"]), statistics.median(rates["native"])
         pyw, natw = statistics.median(walls["python"]), statistics.median(walls["native"])
         pyc, natc = statistics.median(cpus["python"]), statistics.median(cpus["native"])
-        print(f"median python {py:,.0f}/s, native {nat:,.0f}/s: {nat / py:.1f}x "
-              f"(whole process: {pyw:,.0f}/s vs {natw:,.0f}/s, {natw / pyw:.1f}x; "
-              f"per CPU second: {pyc:,.0f} vs {natc:,.0f}, {natc / pyc:.1f}x)")
+        print(
+            f"median python {py:,.0f}/s, native {nat:,.0f}/s: {nat / py:.1f}x "
+            f"(whole process: {pyw:,.0f}/s vs {natw:,.0f}/s, {natw / pyw:.1f}x; "
+            f"per CPU second: {pyc:,.0f} vs {natc:,.0f}, {natc / pyc:.1f}x)"
+        )
 
 
 if __name__ == "__main__":

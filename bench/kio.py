@@ -30,8 +30,12 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, t
         deadline = time.monotonic() + timeout
         while True:
             meta = await admin.describe_topics(names)
-            ok = all(m.get("error_code", 0) == 0 and len(m["partitions"]) == partitions
-                     and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta)
+            ok = all(
+                m.get("error_code", 0) == 0
+                and len(m["partitions"]) == partitions
+                and all(p.get("leader", -1) >= 0 for p in m["partitions"])
+                for m in meta
+            )
             if ok:
                 return
             if time.monotonic() > deadline:
@@ -64,8 +68,9 @@ def group_by_partition(items: Iterable[tuple[bytes | None, bytes]], partitions: 
 async def publish(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]], partitions: int) -> int:
     """Publish ``(key, value)`` pairs, keyed by tenant, on their murmur2 partition, in
     order within each partition; returns when Kafka has acknowledged all (acks=all)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                max_batch_size=1 << 20, max_request_size=8 << 20, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, max_batch_size=1 << 20, max_request_size=8 << 20, linger_ms=5
+    )
     await producer.start()
     try:
         pending = []
@@ -91,8 +96,9 @@ class Offsets:
 
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                         auto_offset_reset="earliest", metadata_max_age_ms=1000)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=1000
+        )
 
     async def __aenter__(self) -> "Offsets":
         await self.consumer.start()
@@ -155,9 +161,13 @@ class Offsets:
 async def read_all(bootstrap: str, topics: list[str], timeout: float = 300.0) -> list[tuple[bytes, int]]:
     """Every ``(value, timestamp ms)`` of ``topics``, from the beginning to the end offsets
     seen at the start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20,
-                                fetch_max_bytes=64 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=64 << 20,
+    )
     await consumer.start()
     out: list[tuple[bytes, int]] = []
     try:

@@ -48,8 +48,7 @@ def draw(args: argparse.Namespace) -> list[tuple[bytes, bytes]]:
 
 
 async def pace(args: argparse.Namespace, items: list[tuple[bytes, bytes]]) -> dict:
-    producer = AIOKafkaProducer(bootstrap_servers=args.broker, acks="all", enable_idempotence=True,
-                                linger_ms=0, max_batch_size=1 << 20)
+    producer = AIOKafkaProducer(bootstrap_servers=args.broker, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=1 << 20)
     await producer.start()
     try:
         n = len(items)

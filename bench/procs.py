@@ -74,13 +74,31 @@ class WorkerProc(Measured, WorkerChild):
     """A ``rater worker`` of the benchmark: no wall-clock sweep (it would add outputs after
     the last one), ``--batch-size``, and per-batch log lines when ``debug_batches``."""
 
-    def __init__(self, broker: str, *, app_id: str, topics: dict[str, str], state_dir: Path, log_path: Path,
-                 partitions: int, batch_size: int, debug_batches: bool = False,
-                 extra: list[str] | None = None):
+    def __init__(
+        self,
+        broker: str,
+        *,
+        app_id: str,
+        topics: dict[str, str],
+        state_dir: Path,
+        log_path: Path,
+        partitions: int,
+        batch_size: int,
+        debug_batches: bool = False,
+        extra: list[str] | None = None,
+    ):
         extra_args = ["--batch-size", str(batch_size), "--sweep-interval", "3600", *(extra or [])]
-        super().__init__(broker, app_id=app_id, topics=topics, state_dir=state_dir, log_path=log_path,
-                         rates_dir=RATES_DIR, partitions=partitions, extra_args=extra_args,
-                         env={"RATER_DEBUG_BATCHES": "1" if debug_batches else ""})
+        super().__init__(
+            broker,
+            app_id=app_id,
+            topics=topics,
+            state_dir=state_dir,
+            log_path=log_path,
+            rates_dir=RATES_DIR,
+            partitions=partitions,
+            extra_args=extra_args,
+            env={"RATER_DEBUG_BATCHES": "1" if debug_batches else ""},
+        )
 
     def wait_ready(self, timeout: float = 120.0, interval: float = 0.05) -> float:
         return super().wait_ready(timeout, interval)

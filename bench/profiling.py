@@ -20,11 +20,29 @@ from pathlib import Path
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 AREAS = (
-    ("rater: ledger/rates/records/engine/money/timeutil (rating)", ("rater/core/ledger.py", "rater/core/rates.py", "rater/core/records.py",
-                                                                    "rater/core/engine.py", "rater/core/money.py", "rater/core/timeutil.py")),  # noqa: E501
+    (
+        "rater: ledger/rates/records/engine/money/timeutil (rating)",
+        (
+            "rater/core/ledger.py",
+            "rater/core/rates.py",
+            "rater/core/records.py",
+            "rater/core/engine.py",
+            "rater/core/money.py",
+            "rater/core/timeutil.py",
+        ),
+    ),  # noqa: E501
     ("rater: state/idstore (account encode, decode, id segments)", ("rater/core/codec.py", "rater/core/idsegments.py")),
-    ("rater: worker/batch/sending/offline (drivers)", ("rater/worker/app.py", "rater/core/batch.py", "rater/worker/sending.py",
-                                                        "rater/core/partitioning.py", "rater/worker/metrics.py", "rater/offline.py")),
+    (
+        "rater: worker/batch/sending/offline (drivers)",
+        (
+            "rater/worker/app.py",
+            "rater/core/batch.py",
+            "rater/worker/sending.py",
+            "rater/core/partitioning.py",
+            "rater/worker/metrics.py",
+            "rater/offline.py",
+        ),
+    ),
     ("faust (streams, conductor, tables, stores)", ("faust/",)),
     ("mode (services, threads)", ("mode/",)),
     ("aiokafka (protocol, producer, consumer)", ("aiokafka/", "kafka/")),
@@ -46,8 +64,22 @@ def record(pid: int, seconds: float, out: Path, rate: int = 100) -> tuple[bool, 
     exe = py_spy()
     if exe is None:
         return False, "py-spy not found"
-    cmd = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--duration", str(int(seconds)),
-           "--format", "raw", "--function", "--nonblocking", "--output", str(out)]
+    cmd = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        "raw",
+        "--function",
+        "--nonblocking",
+        "--output",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     ok = proc.returncode == 0 and out.exists()
     return ok, (proc.stdout + proc.stderr).strip().splitlines()[-1] if (proc.stdout + proc.stderr).strip() else ""

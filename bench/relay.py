@@ -27,11 +27,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 async def relay(args: argparse.Namespace) -> None:
     consumer = AIOKafkaConsumer(
-        args.topic, bootstrap_servers=args.broker, group_id=args.group, enable_auto_commit=False,
-        auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20,
+        args.topic,
+        bootstrap_servers=args.broker,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=1 << 20,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=args.broker, acks="all", enable_idempotence=True,
-                                linger_ms=0, max_batch_size=1 << 20, max_request_size=8 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=args.broker, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=1 << 20, max_request_size=8 << 20
+    )
     await consumer.start()
     await producer.start()
     stop = asyncio.Event()

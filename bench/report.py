@@ -130,10 +130,14 @@ def summary(res: dict) -> dict[str, Any]:
     s["worker_finished"] = all(r["worker"]["finished"] for r in runs)
     s["worker_capped_runs"] = sum(not r["worker"]["finished"] for r in runs)
     s["runs"] = len(runs)
-    s["worker_batches"] = {f: med([r["worker"]["batches"].get(f) for r in runs])
-                           for f in ("mean_records", "mean_ms", "us_per_record_in_batch", "accounts_per_record")}
-    s["worker_disk"] = {f: med([(r["worker"].get("disk") or {}).get(f) for r in runs])
-                        for f in ("changelog_bytes", "output_bytes", "changelog_bytes_per_account_write", "changelog_bytes_per_record")}
+    s["worker_batches"] = {
+        f: med([r["worker"]["batches"].get(f) for r in runs])
+        for f in ("mean_records", "mean_ms", "us_per_record_in_batch", "accounts_per_record")
+    }
+    s["worker_disk"] = {
+        f: med([(r["worker"].get("disk") or {}).get(f) for r in runs])
+        for f in ("changelog_bytes", "output_bytes", "changelog_bytes_per_account_write", "changelog_bytes_per_record")
+    }
     s["ratio_batch"] = med([r["worker"]["rate"] / r["relay_batch"]["rate"] for r in runs])
     s["ratio_send"] = med([r["worker"]["rate"] / r["relay_send"]["rate"] for r in runs])
     lat: dict[int, dict] = {}
@@ -142,17 +146,24 @@ def summary(res: dict) -> dict[str, Any]:
             lat.setdefault(step["offered_rate"], []).append(step)  # type: ignore[arg-type]
     s["latency"] = {}
     for rate, steps in sorted(lat.items()):  # type: ignore[assignment]
+
         def m(f):
             vals = [st[f] for st in steps]
             if any(v is None for v in vals):
                 # unbounded in some run: the median is unbounded when most runs were
                 return None if sum(v is None for v in vals) * 2 >= len(vals) else med(vals)
             return med(vals)
+
         s["latency"][rate] = {
-            "achieved_rate": med([st["achieved_rate"] for st in steps]), "p50_ms": m("p50_ms"), "p99_ms": m("p99_ms"),
-            "p999_ms": m("p999_ms"), "rated_share": med([st["rated"] / max(st["cdrs"], 1) for st in steps]),
-            "saturated": sum(st["saturated"] for st in steps) * 2 > len(steps), "runs": len(steps),
-            "cdrs": med([st["cdrs"] for st in steps]), "rated_rate": med([st.get("rated_rate") for st in steps]),
+            "achieved_rate": med([st["achieved_rate"] for st in steps]),
+            "p50_ms": m("p50_ms"),
+            "p99_ms": m("p99_ms"),
+            "p999_ms": m("p999_ms"),
+            "rated_share": med([st["rated"] / max(st["cdrs"], 1) for st in steps]),
+            "saturated": sum(st["saturated"] for st in steps) * 2 > len(steps),
+            "runs": len(steps),
+            "cdrs": med([st["cdrs"] for st in steps]),
+            "rated_rate": med([st.get("rated_rate") for st in steps]),
         }
     return s
 
@@ -161,10 +172,20 @@ def verdicts(res: dict, s: dict) -> list[list[str]]:
     rows = []
     w = s["worker"]["rate"]
     ratio = s["ratio_batch"]
-    rows.append(["worker ≥ 0.5 × relay", f"{ratio:.3f} × the batch relay ({s['ratio_send']:.3f} × the send relay)",
-                 "met" if ratio >= TARGETS["ratio"] else f"missed: {TARGETS['ratio'] / ratio:,.0f}× short"])
-    rows.append(["worker ≥ 30,000 CDRs/s", f"{w:,.0f} records/s",
-                 "met" if w >= TARGETS["worker_rate"] else f"missed: {TARGETS['worker_rate'] / w:,.1f}× short"])
+    rows.append(
+        [
+            "worker ≥ 0.5 × relay",
+            f"{ratio:.3f} × the batch relay ({s['ratio_send']:.3f} × the send relay)",
+            "met" if ratio >= TARGETS["ratio"] else f"missed: {TARGETS['ratio'] / ratio:,.0f}× short",
+        ]
+    )
+    rows.append(
+        [
+            "worker ≥ 30,000 CDRs/s",
+            f"{w:,.0f} records/s",
+            "met" if w >= TARGETS["worker_rate"] else f"missed: {TARGETS['worker_rate'] / w:,.1f}× short",
+        ]
+    )
     l5 = s["latency"].get(5000)
     if l5:
         p99 = l5["p99_ms"]
@@ -172,25 +193,44 @@ def verdicts(res: dict, s: dict) -> list[list[str]]:
             got, verdict = f"unbounded: the worker rates {l5['rated_rate']:,.0f}/s of the 5,000/s offered", "missed: saturated"
         else:
             got = f"{p99:,.0f} ms" + (" (saturated)" if l5["saturated"] else "")
-            verdict = ("met" if p99 < TARGETS["p99_at_5000_ms"] and not l5["saturated"]
-                       else f"missed: {p99 / TARGETS['p99_at_5000_ms']:,.1f}× over" + (", saturated" if l5["saturated"] else ""))
+            verdict = (
+                "met"
+                if p99 < TARGETS["p99_at_5000_ms"] and not l5["saturated"]
+                else f"missed: {p99 / TARGETS['p99_at_5000_ms']:,.1f}× over" + (", saturated" if l5["saturated"] else "")
+            )
         rows.append(["p99 < 100 ms at 5,000/s", got, verdict])
     off = s["offline"]["rate"]
-    rows.append(["`rater rate` ≥ 100,000 records/s", f"{off:,.0f} records/s",
-                 "met" if off >= TARGETS["offline_rate"] else f"missed: {TARGETS['offline_rate'] / off:,.1f}× short"])
+    rows.append(
+        [
+            "`rater rate` ≥ 100,000 records/s",
+            f"{off:,.0f} records/s",
+            "met" if off >= TARGETS["offline_rate"] else f"missed: {TARGETS['offline_rate'] / off:,.1f}× short",
+        ]
+    )
     if "offline_python" in s:
         x = med([r["offline"]["rate"] / r["offline_python"]["rate"] for r in res["runs"]])
-        rows.append(["`rater rate --engine native` ≥ 10 × `--engine python`", f"{x:,.1f}×",
-                     "met" if x >= 10 else f"missed: {10 / x:,.1f}× short"])
+        rows.append(
+            ["`rater rate --engine native` ≥ 10 × `--engine python`", f"{x:,.1f}×", "met" if x >= 10 else f"missed: {10 / x:,.1f}× short"]
+        )
     rs = res.get("restart")
     if rs:
         ready = med(rs["ready_s"])
         scale = "" if rs["accounts"] == 100_000 else f" (with {rs['accounts']:,} accounts)"
-        rows.append(["ready < 10 s after restart, 100k accounts", f"{ready:.2f} s{scale}",
-                     "met" if ready < TARGETS["ready_s"] else f"missed: {ready / TARGETS['ready_s']:,.1f}× over"])
+        rows.append(
+            [
+                "ready < 10 s after restart, 100k accounts",
+                f"{ready:.2f} s{scale}",
+                "met" if ready < TARGETS["ready_s"] else f"missed: {ready / TARGETS['ready_s']:,.1f}× over",
+            ]
+        )
         per = rs["bytes_per_account"]
-        rows.append(["< 1 KiB RSS per account", f"{per:,.0f} bytes ({rs['mib_per_100k']:.1f} MiB per 100k)",
-                     "met" if per < TARGETS["bytes_per_account"] else f"missed: {per / TARGETS['bytes_per_account']:,.1f}× over"])
+        rows.append(
+            [
+                "< 1 KiB RSS per account",
+                f"{per:,.0f} bytes ({rs['mib_per_100k']:.1f} MiB per 100k)",
+                "met" if per < TARGETS["bytes_per_account"] else f"missed: {per / TARGETS['bytes_per_account']:,.1f}× over",
+            ]
+        )
     return rows
 
 
@@ -271,18 +311,29 @@ def authorize_section(results: list[dict | None]) -> list[str]:
     loaded = f"offered {a['load_cdrs_per_s']:,} CDRs/s" + (f", rating {rated:,.0f}/s meanwhile" if rated is not None else "")
     for label, what in (("idle", "idle"), ("loaded", loaded)):
         r = a[label]
-        rows.append([what, f"{r['rps']:,.0f}", ms(r["p50_ms"]) if r["p50_ms"] >= 10 else f"{r['p50_ms']:.1f} ms",
-                     ms(r["p99_ms"]) if r["p99_ms"] >= 10 else f"{r['p99_ms']:.1f} ms",
-                     f"{r['answers']:,}", ", ".join(f"{k}: {v:,}" for k, v in r["statuses"].items())])
+        rows.append(
+            [
+                what,
+                f"{r['rps']:,.0f}",
+                ms(r["p50_ms"]) if r["p50_ms"] >= 10 else f"{r['p50_ms']:.1f} ms",
+                ms(r["p99_ms"]) if r["p99_ms"] >= 10 else f"{r['p99_ms']:.1f} ms",
+                f"{r['answers']:,}",
+                ", ".join(f"{k}: {v:,}" for k, v in r["statuses"].items()),
+            ]
+        )
     conc = a["idle"]["concurrency"]
-    L = ["## Authorize with a destination", "",
-         f"`GET /tenants/<id>/authorize?call_type=international&to=%2B...` against one worker "
-         f"({a['tenants']:,} tenants, {conc} connections asking in a closed loop, each answer with a rate and "
-         f"`max_seconds`), measured by `{res['argv']}` on {res['started']}: first with the worker idle, then "
-         "while `bench/pacer.py` offers it CDRs. Latency is from sending the request to reading the whole answer. "
-         f"The client runs on the same cores as the worker and the broker; the load average was "
-         f"{' / '.join(res['machine'].get('loadavg_at_start', []))} at the start (other work shares the machine), "
-         "so the figures move from run to run.", ""]
+    L = [
+        "## Authorize with a destination",
+        "",
+        f"`GET /tenants/<id>/authorize?call_type=international&to=%2B...` against one worker "
+        f"({a['tenants']:,} tenants, {conc} connections asking in a closed loop, each answer with a rate and "
+        f"`max_seconds`), measured by `{res['argv']}` on {res['started']}: first with the worker idle, then "
+        "while `bench/pacer.py` offers it CDRs. Latency is from sending the request to reading the whole answer. "
+        f"The client runs on the same cores as the worker and the broker; the load average was "
+        f"{' / '.join(res['machine'].get('loadavg_at_start', []))} at the start (other work shares the machine), "
+        "so the figures move from run to run.",
+        "",
+    ]
     L += table(["worker", "answers/s", "p50", "p99", "answers", "HTTP statuses"], rows)
     return L + [""]
 
@@ -314,13 +365,22 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
     ]
     L += table(["target", "measured (median)", "verdict"], verdicts(res, s))
     L += ["", "## Machine", ""]
-    L += table(["", ""], [
-        ["cores (nproc)", str(m["nproc"])], ["memory", f"{m['memory_gib']} GiB"], ["CPU", m["cpu"]],
-        ["kernel", m["kernel"]], ["Python", m["python"]], ["aiokafka", m["aiokafka"]],
-        ["faust-streaming", m["faust"]], ["orjson", m["orjson"]], ["rocksdict", m["rocksdict"]],
-        ["Kafka broker", f"{m['kafka']} (dev broker, KRaft, one node, same machine), {m['java']}"],
-        ["load average at start", " ".join(m["loadavg_at_start"])],
-    ])
+    L += table(
+        ["", ""],
+        [
+            ["cores (nproc)", str(m["nproc"])],
+            ["memory", f"{m['memory_gib']} GiB"],
+            ["CPU", m["cpu"]],
+            ["kernel", m["kernel"]],
+            ["Python", m["python"]],
+            ["aiokafka", m["aiokafka"]],
+            ["faust-streaming", m["faust"]],
+            ["orjson", m["orjson"]],
+            ["rocksdict", m["rocksdict"]],
+            ["Kafka broker", f"{m['kafka']} (dev broker, KRaft, one node, same machine), {m['java']}"],
+            ["load average at start", " ".join(m["loadavg_at_start"])],
+        ],
+    )
     L += ["", "## Input", ""]
     L += [
         f"`rater.sim.traffic` with seed {st['seed']}: {inp['tenants']:,} tenants (plans, thresholds, auto-recharge, "
@@ -343,26 +403,81 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             f"then (`rater_records_total`) over the time from its first output's timestamp; a median of "
             f"{w['records']:,.0f} of {inp['records']:,} records were rated. "
             "The relays and `rater rate` go through the whole input."
-            if capped else "Each process goes through the whole input."
+            if capped
+            else "Each process goes through the whole input."
         ),
         "",
     ]
     rows = []
     for i, r in enumerate(res["runs"]):
-        rows.append([f"run {i + 1}", n0(r["worker"]["rate"]), n0(r["relay_batch"]["rate"]), n0(r["relay_send"]["rate"]),
-                     f"{r['worker']['rate'] / r['relay_batch']['rate']:.4f}", f"{r['worker']['rate'] / r['relay_send']['rate']:.4f}",
-                     n0(r["offline"]["rate"])])
-    rows.append(["**median**", f"**{n0(w['rate'])}**", f"**{n0(rb['rate'])}**", f"**{n0(rsd['rate'])}**",
-                 f"**{s['ratio_batch']:.4f}**", f"**{s['ratio_send']:.4f}**", f"**{n0(off['rate'])}**"])
-    L += table(["", "worker rec/s", "relay batch rec/s", "relay send rec/s", "worker / relay batch",
-                "worker / relay send", "`rater rate` rec/s"], rows)
+        rows.append(
+            [
+                f"run {i + 1}",
+                n0(r["worker"]["rate"]),
+                n0(r["relay_batch"]["rate"]),
+                n0(r["relay_send"]["rate"]),
+                f"{r['worker']['rate'] / r['relay_batch']['rate']:.4f}",
+                f"{r['worker']['rate'] / r['relay_send']['rate']:.4f}",
+                n0(r["offline"]["rate"]),
+            ]
+        )
+    rows.append(
+        [
+            "**median**",
+            f"**{n0(w['rate'])}**",
+            f"**{n0(rb['rate'])}**",
+            f"**{n0(rsd['rate'])}**",
+            f"**{s['ratio_batch']:.4f}**",
+            f"**{s['ratio_send']:.4f}**",
+            f"**{n0(off['rate'])}**",
+        ]
+    )
+    L += table(
+        ["", "worker rec/s", "relay batch rec/s", "relay send rec/s", "worker / relay batch", "worker / relay send", "`rater rate` rec/s"],
+        rows,
+    )
     L += [""]
-    L += table(["median", "records", "seconds", "rec/s", "CPU s", "CPU µs / record", "peak RSS"], [
-        ["rater worker", n0(w["records"]), n1(w["seconds"]), n0(w["rate"]), n1(w["cpu_s"]), n0(w["cpu_us_per_record"]), f"{n0(w['peak_rss_mib'])} MiB"],  # noqa: E501
-        ["relay, batch", n0(rb["records"]), n1(rb["seconds"]), n0(rb["rate"]), n1(rb["cpu_s"]), n1(rb["cpu_us_per_record"]), f"{n0(rb['peak_rss_mib'])} MiB"],  # noqa: E501
-        ["relay, send", n0(rsd["records"]), n1(rsd["seconds"]), n0(rsd["rate"]), n1(rsd["cpu_s"]), n1(rsd["cpu_us_per_record"]), f"{n0(rsd['peak_rss_mib'])} MiB"],  # noqa: E501
-        ["`rater rate`", n0(off["records"]), n1(off["seconds"]), n0(off["rate"]), n1(off["cpu_s"]), n1(off["cpu_s"] * 1e6 / off["records"]), f"{n0(off['peak_rss_mib'])} MiB"],  # noqa: E501
-    ])
+    L += table(
+        ["median", "records", "seconds", "rec/s", "CPU s", "CPU µs / record", "peak RSS"],
+        [
+            [
+                "rater worker",
+                n0(w["records"]),
+                n1(w["seconds"]),
+                n0(w["rate"]),
+                n1(w["cpu_s"]),
+                n0(w["cpu_us_per_record"]),
+                f"{n0(w['peak_rss_mib'])} MiB",
+            ],  # noqa: E501
+            [
+                "relay, batch",
+                n0(rb["records"]),
+                n1(rb["seconds"]),
+                n0(rb["rate"]),
+                n1(rb["cpu_s"]),
+                n1(rb["cpu_us_per_record"]),
+                f"{n0(rb['peak_rss_mib'])} MiB",
+            ],  # noqa: E501
+            [
+                "relay, send",
+                n0(rsd["records"]),
+                n1(rsd["seconds"]),
+                n0(rsd["rate"]),
+                n1(rsd["cpu_s"]),
+                n1(rsd["cpu_us_per_record"]),
+                f"{n0(rsd['peak_rss_mib'])} MiB",
+            ],  # noqa: E501
+            [
+                "`rater rate`",
+                n0(off["records"]),
+                n1(off["seconds"]),
+                n0(off["rate"]),
+                n1(off["cpu_s"]),
+                n1(off["cpu_s"] * 1e6 / off["records"]),
+                f"{n0(off['peak_rss_mib'])} MiB",
+            ],  # noqa: E501
+        ],
+    )
     wb = s["worker_batches"]
     L += [
         "",
@@ -373,12 +488,16 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         f"rating to their changelog acknowledged ({n0(wb['us_per_record_in_batch'])} µs per record; the next batch "
         f"is rated meanwhile, so these overlap), against a "
         f"`--batch-size` of {st['batch_size']}."
-        + (f" Each record made {wb['accounts_per_record']:.2f} account writes (an account is written once per batch "
-           f"that touches it, with every id it remembers): {s['worker_disk']['changelog_bytes'] / 2**20:,.0f} MiB went "
-           f"to the accounts changelog, {s['worker_disk']['changelog_bytes_per_account_write'] / 1024:,.1f} KiB per "
-           f"account write and {s['worker_disk']['changelog_bytes_per_record'] / 1024:,.1f} KiB per record rated, "
-           f"against {s['worker_disk']['output_bytes'] / 2**20:,.0f} MiB of outputs (rated CDRs, events, requests) "
-           "on the broker's disk." if s["worker_disk"].get("changelog_bytes_per_account_write") and wb.get("accounts_per_record") else ""),
+        + (
+            f" Each record made {wb['accounts_per_record']:.2f} account writes (an account is written once per batch "
+            f"that touches it, with every id it remembers): {s['worker_disk']['changelog_bytes'] / 2**20:,.0f} MiB went "
+            f"to the accounts changelog, {s['worker_disk']['changelog_bytes_per_account_write'] / 1024:,.1f} KiB per "
+            f"account write and {s['worker_disk']['changelog_bytes_per_record'] / 1024:,.1f} KiB per record rated, "
+            f"against {s['worker_disk']['output_bytes'] / 2**20:,.0f} MiB of outputs (rated CDRs, events, requests) "
+            "on the broker's disk."
+            if s["worker_disk"].get("changelog_bytes_per_account_write") and wb.get("accounts_per_record")
+            else ""
+        ),
         "",
         "The baseline (`bench/relay.py`) is a bare aiokafka relay with its own group: it parses each record "
         "with orjson, produces one record per input (acks=all, idempotent, same key and partition) and "
@@ -392,8 +511,15 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         L += ["### What each change bought (ablation, same run)", ""]
         rows = [["all on (the throughput median above)", "", n0(w["rate"]), "1.00", n0(w["cpu_us_per_record"])]]
         for x in abl:
-            rows.append([x["label"], f"`{x['args']}`", n0(x["rate"]), f"{x['rate'] / w['rate']:.2f}" if w["rate"] else "",
-                         n0(x["cpu_us_per_record"])])
+            rows.append(
+                [
+                    x["label"],
+                    f"`{x['args']}`",
+                    n0(x["rate"]),
+                    f"{x['rate'] / w['rate']:.2f}" if w["rate"] else "",
+                    n0(x["cpu_us_per_record"]),
+                ]
+            )
         L += table(["worker", "flags", "rec/s", "vs all on", "CPU µs / record"], rows)
         L += ["", "(One run each, same input and cap as the throughput runs, fresh app id and state dir.)", ""]
     # latency
@@ -410,19 +536,43 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
     rows = []
     for rate, x in s["latency"].items():
         sat = x["saturated"]
-        rows.append([f"{rate:,}", n0(x["achieved_rate"]), n0(x["rated_rate"]), pct(x["rated_share"]), ms(x["p50_ms"], sat),
-                     ms(x["p99_ms"], sat), ms(x["p999_ms"], sat)])
+        rows.append(
+            [
+                f"{rate:,}",
+                n0(x["achieved_rate"]),
+                n0(x["rated_rate"]),
+                pct(x["rated_share"]),
+                ms(x["p50_ms"], sat),
+                ms(x["p99_ms"], sat),
+                ms(x["p999_ms"], sat),
+            ]
+        )
     L += table(["offered CDRs/s", "achieved", "worker rated/s", "rated in time", "p50", "p99", "p99.9"], rows)
-    L += ["", "*worker rated/s*: CDRs rated over the time from the first input to the last rated CDR. "
-          "*(saturated)*: CDRs left unrated, or a median over 1 s: a queue that grows while the load lasts."]
+    L += [
+        "",
+        "*worker rated/s*: CDRs rated over the time from the first input to the last rated CDR. "
+        "*(saturated)*: CDRs left unrated, or a median over 1 s: a queue that grows while the load lasts.",
+    ]
     L += ["", "Per run:", ""]
     rows = []
     for i, r in enumerate(res["runs"]):
         for x in r["latency"]:
-            rows.append([str(i + 1), f"{x['offered_rate']:,}", n0(x["achieved_rate"]), n0(x.get("rated_rate")),
-                         f"{x['rated']:,} / {x['cdrs']:,}", ms(x["p50_ms"]), ms(x["p99_ms"]), ms(x["p999_ms"]),
-                         n1(x["worker_cpu_s"])])
-    L += table(["run", "offered", "achieved", "worker rated/s", "rated / offered", "p50", "p99", "p99.9", "worker CPU s (whole life)"], rows)  # noqa: E501
+            rows.append(
+                [
+                    str(i + 1),
+                    f"{x['offered_rate']:,}",
+                    n0(x["achieved_rate"]),
+                    n0(x.get("rated_rate")),
+                    f"{x['rated']:,} / {x['cdrs']:,}",
+                    ms(x["p50_ms"]),
+                    ms(x["p99_ms"]),
+                    ms(x["p999_ms"]),
+                    n1(x["worker_cpu_s"]),
+                ]
+            )
+    L += table(
+        ["run", "offered", "achieved", "worker rated/s", "rated / offered", "p50", "p99", "p99.9", "worker CPU s (whole life)"], rows
+    )  # noqa: E501
     L += [""]
     # offline
     L += ["## Offline: `rater rate`", ""]
@@ -451,14 +601,27 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             f"({rs['state_dir_mib']:.0f} MiB of RocksDB), {len(rs['ready_s'])} time(s):",
             "",
         ]
-        L += table(["", "median", "runs"], [
-            ["process start → /readyz 200", f"{med(rs['ready_s']):.2f} s", ", ".join(f"{x:.2f}" for x in rs["ready_s"])],
-            ["process start → sweep index rebuilt (`indexed N account(s)` in the log)", f"{med(rs['indexed_s']):.2f} s",
-             ", ".join(f"{x:.2f}" for x in rs["indexed_s"])],
-            ["RSS after the restart, index rebuilt", f"{med(rs['rss_after_restart_mib']):.0f} MiB",
-             ", ".join(f"{x:.0f}" for x in rs["rss_after_restart_mib"])],
-        ] + ([["start on an *empty* state dir → /readyz (table rebuilt from the changelog)", f"{rs['cold_ready_s']:.2f} s", "1"]]
-             if "cold_ready_s" in rs else []))
+        L += table(
+            ["", "median", "runs"],
+            [
+                ["process start → /readyz 200", f"{med(rs['ready_s']):.2f} s", ", ".join(f"{x:.2f}" for x in rs["ready_s"])],
+                [
+                    "process start → sweep index rebuilt (`indexed N account(s)` in the log)",
+                    f"{med(rs['indexed_s']):.2f} s",
+                    ", ".join(f"{x:.2f}" for x in rs["indexed_s"]),
+                ],
+                [
+                    "RSS after the restart, index rebuilt",
+                    f"{med(rs['rss_after_restart_mib']):.0f} MiB",
+                    ", ".join(f"{x:.0f}" for x in rs["rss_after_restart_mib"]),
+                ],
+            ]
+            + (
+                [["start on an *empty* state dir → /readyz (table rebuilt from the changelog)", f"{rs['cold_ready_s']:.2f} s", "1"]]
+                if "cold_ready_s" in rs
+                else []
+            ),
+        )
         L += [
             "",
             f"RSS per account: the builder's RSS with all {rs['accounts']:,} accounts touched "
@@ -476,10 +639,13 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             L += [f"Not taken: {prof.get('note')}", ""]
         else:
             pb = prof.get("batches") or {}
-            how = (f"py-spy (`record --rate 100 --function --nonblocking`, {prof['seconds']:.0f} s, "
-                   f"{prof['samples']:,} samples of non-idle threads)" if prof.get("tool", "py-spy") == "py-spy" else
-                   f"pyinstrument (py-spy was not installed: 10 ms interval, main thread only, the worker's start-up "
-                   f"included, then {prof['seconds']:.0f} s of rating)")
+            how = (
+                f"py-spy (`record --rate 100 --function --nonblocking`, {prof['seconds']:.0f} s, "
+                f"{prof['samples']:,} samples of non-idle threads)"
+                if prof.get("tool", "py-spy") == "py-spy"
+                else f"pyinstrument (py-spy was not installed: 10 ms interval, main thread only, the worker's start-up "
+                f"included, then {prof['seconds']:.0f} s of rating)"
+            )
             L += [
                 f"{how} on a worker rating the same input with the "
                 f"defaults, in a separate pass after the measured runs. The worker used "
@@ -494,14 +660,33 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             L += ["", "Top frames by self time (innermost frame):", ""]
             L += table(["share", "function (file)"], [[pct(v), f"`{f}`"] for f, v in prof["self"][:15]])
             L += ["", "Top frames by inclusive time (anywhere on the stack; the entry points and event-loop plumbing left out):", ""]
-            skip = ("runpy", "<module>", "run_until_complete", "run_forever", "_run_once", "Handle._run", "main (rater/cli/main.py",
-                    "cmd_worker", "execute_from_commandline", "run (rater/worker/app.py", "_bootstrap", "WorkerThread.run",
-                    "_start_thread", "_run_code", "_execute_actor", "_execute_task")
+            skip = (
+                "runpy",
+                "<module>",
+                "run_until_complete",
+                "run_forever",
+                "_run_once",
+                "Handle._run",
+                "main (rater/cli/main.py",
+                "cmd_worker",
+                "execute_from_commandline",
+                "run (rater/worker/app.py",
+                "_bootstrap",
+                "WorkerThread.run",
+                "_start_thread",
+                "_run_code",
+                "_execute_actor",
+                "_execute_task",
+            )
             rows = [[pct(v), f"`{f}`"] for f, v in prof["inclusive"] if not any(k in f for k in skip)][:22]
             L += table(["share", "function (file)"], rows)
             offp = prof.get("offline")
             if offp:
-                L += ["", f"`rater rate` under py-spy ({offp['samples']:,} samples at 200 Hz, a subset of the input), by area and top self frames:", ""]  # noqa: E501
+                L += [
+                    "",
+                    f"`rater rate` under py-spy ({offp['samples']:,} samples at 200 Hz, a subset of the input), by area and top self frames:",  # noqa: E501
+                    "",
+                ]
                 L += table(["area", "share"], [[a, pct(v)] for a, v in offp["areas"][:6]])
                 L += [""]
                 L += table(["share", "function (file)"], [[pct(v), f"`{f}`"] for f, v in offp["self"][:12]])
@@ -511,20 +696,48 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         L += [ANALYSIS.read_text().strip(), ""]
     # commands
     c = res["commands"]
-    L += ["## Commands", "", "```sh", "make bench                    # = python -m bench.run (full size)",
-          "python -m bench.run --quick   # smoke size", f"{res['argv']:<29} # this run", "```", "",
-          "What the harness ran (`$BROKER`, `$WORK`, `$ID` stand for the broker, the temp dir and the run's id):", "", "```sh"]
+    L += [
+        "## Commands",
+        "",
+        "```sh",
+        "make bench                    # = python -m bench.run (full size)",
+        "python -m bench.run --quick   # smoke size",
+        f"{res['argv']:<29} # this run",
+        "```",
+        "",
+        "What the harness ran (`$BROKER`, `$WORK`, `$ID` stand for the broker, the temp dir and the run's id):",
+        "",
+        "```sh",
+    ]
     for k in ("worker", "relay_batch", "relay_send", "pacer", "offline"):
         if k in c:
             prefix = "RATER_DEBUG_BATCHES=1 " if k == "worker" else ""
             L.append(f"{prefix}{c[k]}")
-    L += [c.get("profile", "py-spy record --pid <worker pid> --rate 100 --duration N --format raw --function --nonblocking --output F"),
-          "```", ""]
     L += [
-        "Settings of this run: " + ", ".join(f"`--{k.replace('_', '-')} {v}`" for k, v in st.items()
-                                             if k in ("cdrs", "tenants", "runs", "worker_cap", "latency_seconds",
-                                                      "latency_drain", "latency_tenants", "restart_accounts",
-                                                      "profile_seconds", "batch_size")) + ".",
+        c.get("profile", "py-spy record --pid <worker pid> --rate 100 --duration N --format raw --function --nonblocking --output F"),
+        "```",
+        "",
+    ]
+    L += [
+        "Settings of this run: "
+        + ", ".join(
+            f"`--{k.replace('_', '-')} {v}`"
+            for k, v in st.items()
+            if k
+            in (
+                "cdrs",
+                "tenants",
+                "runs",
+                "worker_cap",
+                "latency_seconds",
+                "latency_drain",
+                "latency_tenants",
+                "restart_accounts",
+                "profile_seconds",
+                "batch_size",
+            )
+        )
+        + ".",
         "",
     ]
     if quick and full:
@@ -536,8 +749,12 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             f"{n0(qs['worker']['rate'])} rec/s, relay batch {n0(qs['relay_batch']['rate'])} rec/s "
             f"(ratio {qs['ratio_batch']:.3f}), `rater rate` {n0(qs['offline']['rate'])} rec/s; p99 at "
             + ", ".join(f"{r:,}/s {ms(v['p99_ms'])}" for r, v in lat.items())
-            + (f"; ready after restart with {quick['restart']['accounts']:,} accounts {med(quick['restart']['ready_s']):.2f} s, "
-               f"{quick['restart']['bytes_per_account']:,.0f} bytes/account." if quick.get("restart") else "."),
+            + (
+                f"; ready after restart with {quick['restart']['accounts']:,} accounts {med(quick['restart']['ready_s']):.2f} s, "
+                f"{quick['restart']['bytes_per_account']:,.0f} bytes/account."
+                if quick.get("restart")
+                else "."
+            ),
             "",
         ]
     return "\n".join(L)

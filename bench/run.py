@@ -72,10 +72,31 @@ def dumps(obj: Any) -> bytes:
     result kept a ~4 KiB allocation (orjson 3.12 and 3.13), so a million kept ones cost 4 GiB."""
     return bytes(memoryview(orjson.dumps(obj)))
 
-FULL = dict(cdrs=1_000_000, tenants=10_000, runs=3, worker_cap=100.0, latency_seconds=20.0, latency_drain=10.0,
-            latency_tenants=1_000, restart_accounts=100_000, profile_seconds=30.0, authorize_seconds=20.0)
-QUICK = dict(cdrs=30_000, tenants=1_000, runs=1, worker_cap=25.0, latency_seconds=4.0, latency_drain=4.0,
-             latency_tenants=300, restart_accounts=10_000, profile_seconds=8.0, authorize_seconds=8.0)
+
+FULL = dict(
+    cdrs=1_000_000,
+    tenants=10_000,
+    runs=3,
+    worker_cap=100.0,
+    latency_seconds=20.0,
+    latency_drain=10.0,
+    latency_tenants=1_000,
+    restart_accounts=100_000,
+    profile_seconds=30.0,
+    authorize_seconds=20.0,
+)
+QUICK = dict(
+    cdrs=30_000,
+    tenants=1_000,
+    runs=1,
+    worker_cap=25.0,
+    latency_seconds=4.0,
+    latency_drain=4.0,
+    latency_tenants=300,
+    restart_accounts=10_000,
+    profile_seconds=8.0,
+    authorize_seconds=8.0,
+)
 
 
 # Each turns one of the worker's optimisations off (docs/benchmarks.md, "What each change bought").
@@ -142,19 +163,41 @@ class Bench:
         except Exception as exc:
             log(f"could not delete topics {prefix}*: {exc}")
 
-    def worker(self, name: str, topics: dict[str, str], *, app_id: str | None = None, state_dir: Path | None = None,
-               debug: bool = True, extra: list[str] | None = None) -> WorkerProc:
+    def worker(
+        self,
+        name: str,
+        topics: dict[str, str],
+        *,
+        app_id: str | None = None,
+        state_dir: Path | None = None,
+        debug: bool = True,
+        extra: list[str] | None = None,
+    ) -> WorkerProc:
         app_id = app_id or f"{self.prefix}-{name}"
         state_dir = state_dir or self.work / f"{name}-state"
-        w = WorkerProc(self.bootstrap, app_id=app_id, topics=topics, state_dir=state_dir,
-                       log_path=self.work / f"{name}.log", partitions=self.args.partitions,
-                       batch_size=self.args.batch_size, debug_batches=debug, extra=extra)
+        w = WorkerProc(
+            self.bootstrap,
+            app_id=app_id,
+            topics=topics,
+            state_dir=state_dir,
+            log_path=self.work / f"{name}.log",
+            partitions=self.args.partitions,
+            batch_size=self.args.batch_size,
+            debug_batches=debug,
+            extra=extra,
+        )
         self.results["commands"].setdefault("worker", " ".join(_shown(w.command())))
         return w
 
     def out_topics(self, base: str, cdrs: str, commands: str | None = None) -> dict[str, str]:
-        return {"cdrs": cdrs, "commands": commands or f"{base}-commands", "rated": f"{base}-rated",
-                "events": f"{base}-events", "requests": f"{base}-requests", "rejects": f"{base}-rejects"}
+        return {
+            "cdrs": cdrs,
+            "commands": commands or f"{base}-commands",
+            "rated": f"{base}-rated",
+            "events": f"{base}-events",
+            "requests": f"{base}-requests",
+            "rejects": f"{base}-rejects",
+        }
 
     # --- setup ------------------------------------------------------------------------
 
@@ -196,12 +239,19 @@ class Bench:
         asyncio.run(kio.publish(self.bootstrap, self.input_topic, items, a.partitions))
         pub = time.perf_counter() - t0
         self.results["input"] = {
-            "records": self.n_input, "setup_commands": setup, "cdrs_and_topups": self.n_input - setup,
-            "tenants": a.tenants, "bytes": self.jsonl.stat().st_size, "generate_s": round(gen, 1),
-            "publish_s": round(pub, 1), "publish_rate": round(self.n_input / pub),
+            "records": self.n_input,
+            "setup_commands": setup,
+            "cdrs_and_topups": self.n_input - setup,
+            "tenants": a.tenants,
+            "bytes": self.jsonl.stat().st_size,
+            "generate_s": round(gen, 1),
+            "publish_s": round(pub, 1),
+            "publish_rate": round(self.n_input / pub),
         }
-        log(f"input: {self.n_input:,} records ({setup:,} setup commands) generated in {gen:.1f} s, "
-            f"published in {pub:.1f} s to {self.input_topic}")
+        log(
+            f"input: {self.n_input:,} records ({setup:,} setup commands) generated in {gen:.1f} s, "
+            f"published in {pub:.1f} s to {self.input_topic}"
+        )
 
     # --- throughput -------------------------------------------------------------------
 
@@ -246,26 +296,39 @@ class Bench:
         if at_setup and series[-1][0] > at_setup[0] + 1:
             cdr_rate = (series[-1][1] - at_setup[1]) / (series[-1][0] - at_setup[0])
         batches = _batch_stats(w.log_path)
-        disk = {"changelog_bytes": self.topic_bytes(f"{base}-accounts-changelog"),
-                "output_bytes": sum(self.topic_bytes(topics[k]) for k in ("rated", "events", "requests", "rejects"))}
+        disk = {
+            "changelog_bytes": self.topic_bytes(f"{base}-accounts-changelog"),
+            "output_bytes": sum(self.topic_bytes(topics[k]) for k in ("rated", "events", "requests", "rejects")),
+        }
         if disk["changelog_bytes"] is not None and batches.get("accounts"):
             disk["changelog_bytes_per_account_write"] = disk["changelog_bytes"] / batches["accounts"]
             disk["changelog_bytes_per_record"] = disk["changelog_bytes"] / max(rated, 1)
         self.drop_topics(base)
         shutil.rmtree(w.state_dir, ignore_errors=True)
         out = {
-            "records": rated, "of": self.n_input, "finished": done, "seconds": round(seconds, 2),
-            "rate": rated / seconds if seconds > 0 else 0.0, "cdr_phase_rate": cdr_rate,
-            "cpu_s": round(cpu1 - cpu0, 2), "cpu_us_per_record": (cpu1 - cpu0) / rated * 1e6 if rated else None,
+            "records": rated,
+            "of": self.n_input,
+            "finished": done,
+            "seconds": round(seconds, 2),
+            "rate": rated / seconds if seconds > 0 else 0.0,
+            "cdr_phase_rate": cdr_rate,
+            "cpu_s": round(cpu1 - cpu0, 2),
+            "cpu_us_per_record": (cpu1 - cpu0) / rated * 1e6 if rated else None,
             "cpu_share": (cpu1 - cpu0) / max(time.time() - t_ready, 1e-9),
-            "peak_rss_mib": hwm / 1024, "rss_mib": rss / 1024, "ready_s": round(ready_s, 2),
+            "peak_rss_mib": hwm / 1024,
+            "rss_mib": rss / 1024,
+            "ready_s": round(ready_s, 2),
             "outputs": outputs,
-            "batch_size": self.args.batch_size, "batches": batches, "disk": disk,
+            "batch_size": self.args.batch_size,
+            "batches": batches,
+            "disk": disk,
         }
-        log(f"worker {name}: {rated:,} of {self.n_input:,} records{'' if done else ' (capped)'} in {seconds:.1f} s "
+        log(
+            f"worker {name}: {rated:,} of {self.n_input:,} records{'' if done else ' (capped)'} in {seconds:.1f} s "
             f"= {out['rate']:,.0f}/s; cpu {out['cpu_s']} s ({out['cpu_us_per_record'] or 0:.0f} µs/record), "
             f"peak RSS {out['peak_rss_mib']:.0f} MiB; batches {batches.get('mean_records', 0):.0f} records, "
-            f"{batches.get('mean_ms', 0):.1f} ms")
+            f"{batches.get('mean_ms', 0):.1f} ms"
+        )
         return out
 
     def topic_bytes(self, topic: str) -> int | None:
@@ -287,9 +350,25 @@ class Bench:
         base = f"{self.prefix}-{name}"
         out_topic = f"{base}-out"
         asyncio.run(kio.create_topics(self.bootstrap, [out_topic], self.args.partitions))
-        cmd = [sys.executable, "-m", "bench.relay", "--broker", self.bootstrap, "--topic", self.input_topic,
-               "--out", out_topic, "--group", base, "--mode", mode, "--batch-size", str(self.args.batch_size),
-               "--wait", str(self.args.relay_wait)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.relay",
+            "--broker",
+            self.bootstrap,
+            "--topic",
+            self.input_topic,
+            "--out",
+            out_topic,
+            "--group",
+            base,
+            "--mode",
+            mode,
+            "--batch-size",
+            str(self.args.batch_size),
+            "--wait",
+            str(self.args.relay_wait),
+        ]
         self.results["commands"].setdefault(f"relay_{mode}", " ".join(_shown(cmd)))
         p = self.track(Proc(cmd, self.work / f"{name}.log"))
         p.start()
@@ -303,11 +382,19 @@ class Bench:
         first, last, outputs = asyncio.run(self._edges([out_topic]))
         seconds = (last - first) / 1000
         self.drop_topics(base)
-        out = {"records": count, "seconds": round(seconds, 2), "rate": count / seconds if seconds > 0 else 0.0,
-               "cpu_s": round(cpu1 - cpu0, 2), "cpu_us_per_record": (cpu1 - cpu0) / count * 1e6,
-               "peak_rss_mib": hwm / 1024, "mode": mode}
-        log(f"relay {mode}: {count:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s; cpu {out['cpu_s']} s "
-            f"({out['cpu_us_per_record']:.1f} µs/record), peak RSS {out['peak_rss_mib']:.0f} MiB")
+        out = {
+            "records": count,
+            "seconds": round(seconds, 2),
+            "rate": count / seconds if seconds > 0 else 0.0,
+            "cpu_s": round(cpu1 - cpu0, 2),
+            "cpu_us_per_record": (cpu1 - cpu0) / count * 1e6,
+            "peak_rss_mib": hwm / 1024,
+            "mode": mode,
+        }
+        log(
+            f"relay {mode}: {count:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s; cpu {out['cpu_s']} s "
+            f"({out['cpu_us_per_record']:.1f} µs/record), peak RSS {out['peak_rss_mib']:.0f} MiB"
+        )
         return out
 
     async def _wait_total(self, topic: str, n: int, timeout: float, proc: Proc) -> int:
@@ -335,8 +422,21 @@ class Bench:
         name = "offline" if engine == "native" else "offline_python"
         out_dir = self.work / f"{name}-{run}"
         now = format_time((traffic.now_micros() // SECOND) * SECOND)
-        cmd = [sys.executable, "-m", "rater", "rate", "--engine", engine, "--rates", str(RATES_DIR),
-               "--out", str(out_dir), "--now", now, str(self.jsonl)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rater",
+            "rate",
+            "--engine",
+            engine,
+            "--rates",
+            str(RATES_DIR),
+            "--out",
+            str(out_dir),
+            "--now",
+            now,
+            str(self.jsonl),
+        ]
         self.results["commands"].setdefault(name, " ".join(_shown(cmd)))
         err_path = self.work / f"{name}-{run}.err"
         t0 = time.perf_counter()
@@ -372,9 +472,16 @@ class Bench:
         seconds = float(m.group(2))
         shutil.rmtree(out_dir, ignore_errors=True)
         cpu = usage.ru_utime + usage.ru_stime
-        out = {"records": records, "seconds": seconds, "rate": records / seconds, "wall_s": round(wall, 2),
-               "wall_rate": records / wall, "cpu_s": round(cpu, 2), "peak_rss_mib": hwm[0] / 1024,
-               "engine": engine}
+        out = {
+            "records": records,
+            "seconds": seconds,
+            "rate": records / seconds,
+            "wall_s": round(wall, 2),
+            "wall_rate": records / wall,
+            "cpu_s": round(cpu, 2),
+            "peak_rss_mib": hwm[0] / 1024,
+            "engine": engine,
+        }
         log(f"offline ({engine}): {records:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s ({wall:.1f} s wall with start-up)")
         return out
 
@@ -399,10 +506,29 @@ class Bench:
         topics = self.out_topics(base, cdrs, commands=self.lat_commands)
         w = self.track(self.worker(f"lat{rate}-r{run}", topics, app_id=base))
         w.start()
-        pacer_cmd = [sys.executable, "-m", "bench.pacer", "--broker", self.bootstrap, "--topic", cdrs,
-                     "--partitions", str(a.partitions), "--rate", str(rate), "--seconds", str(a.latency_seconds),
-                     "--tenants", str(a.latency_tenants), "--seed", str(a.seed), "--at", str(self.lat_at),
-                     "--run-id", f"L{rate}r{run}"]
+        pacer_cmd = [
+            sys.executable,
+            "-m",
+            "bench.pacer",
+            "--broker",
+            self.bootstrap,
+            "--topic",
+            cdrs,
+            "--partitions",
+            str(a.partitions),
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(a.latency_seconds),
+            "--tenants",
+            str(a.latency_tenants),
+            "--seed",
+            str(a.seed),
+            "--at",
+            str(self.lat_at),
+            "--run-id",
+            f"L{rate}r{run}",
+        ]
         self.results["commands"].setdefault("pacer", " ".join(_shown(pacer_cmd)))
         try:
             w.wait_ready()
@@ -446,17 +572,26 @@ class Bench:
         self.drop_topics(base)
         shutil.rmtree(w.state_dir, ignore_errors=True)
         out = {
-            "offered_rate": rate, "achieved_rate": paced["rate"], "pacer_worst_lag_s": paced["worst_lag_s"],
-            "cdrs": len(sent_at), "rated": len(lat), "unrated_after_drain": missing,
-            "p50_ms": _pct(lat, missing, 0.50), "p99_ms": _pct(lat, missing, 0.99),
-            "p999_ms": _pct(lat, missing, 0.999), "max_ms": lat[-1] if lat and not missing else None,
-            "rated_rate": rated_rate, "seconds": a.latency_seconds,
+            "offered_rate": rate,
+            "achieved_rate": paced["rate"],
+            "pacer_worst_lag_s": paced["worst_lag_s"],
+            "cdrs": len(sent_at),
+            "rated": len(lat),
+            "unrated_after_drain": missing,
+            "p50_ms": _pct(lat, missing, 0.50),
+            "p99_ms": _pct(lat, missing, 0.99),
+            "p999_ms": _pct(lat, missing, 0.999),
+            "max_ms": lat[-1] if lat and not missing else None,
+            "rated_rate": rated_rate,
+            "seconds": a.latency_seconds,
             # A queue that grows: CDRs left over, or the median CDR waiting over a second.
             "saturated": missing > 0.001 * len(sent_at) or _pct(lat, missing, 0.5) is None or _pct(lat, missing, 0.5) > 1000,
             "worker_cpu_s": round(cpu, 1),
         }
-        log(f"latency at {rate:,}/s: {len(lat):,} of {len(sent_at):,} rated within {a.latency_drain:.0f} s after; "
-            f"p50 {_fmt_ms(out['p50_ms'])}, p99 {_fmt_ms(out['p99_ms'])}, p99.9 {_fmt_ms(out['p999_ms'])}")
+        log(
+            f"latency at {rate:,}/s: {len(lat):,} of {len(sent_at):,} rated within {a.latency_drain:.0f} s after; "
+            f"p50 {_fmt_ms(out['p50_ms'])}, p99 {_fmt_ms(out['p99_ms'])}, p99.9 {_fmt_ms(out['p999_ms'])}"
+        )
         return out
 
     # --- authorize ----------------------------------------------------------------------
@@ -471,14 +606,47 @@ class Bench:
         topics = self.out_topics(base, cdrs, commands=self.lat_commands)
         w = self.track(self.worker("auth", topics, app_id=base, debug=False))
         w.start()
-        ask_cmd = [sys.executable, "-m", "bench.authorize", "--url", w.url, "--tenants", str(a.latency_tenants),
-                   "--seed", str(a.seed), "--at", str(self.lat_at), "--seconds", str(a.authorize_seconds),
-                   "--concurrency", str(a.authorize_concurrency)]
+        ask_cmd = [
+            sys.executable,
+            "-m",
+            "bench.authorize",
+            "--url",
+            w.url,
+            "--tenants",
+            str(a.latency_tenants),
+            "--seed",
+            str(a.seed),
+            "--at",
+            str(self.lat_at),
+            "--seconds",
+            str(a.authorize_seconds),
+            "--concurrency",
+            str(a.authorize_concurrency),
+        ]
         load = a.authorize_load
-        pacer_cmd = [sys.executable, "-m", "bench.pacer", "--broker", self.bootstrap, "--topic", cdrs,
-                     "--partitions", str(a.partitions), "--rate", str(load), "--seconds", str(a.authorize_seconds + 4),
-                     "--tenants", str(a.latency_tenants), "--seed", str(a.seed), "--at", str(self.lat_at),
-                     "--run-id", "A"]
+        pacer_cmd = [
+            sys.executable,
+            "-m",
+            "bench.pacer",
+            "--broker",
+            self.bootstrap,
+            "--topic",
+            cdrs,
+            "--partitions",
+            str(a.partitions),
+            "--rate",
+            str(load),
+            "--seconds",
+            str(a.authorize_seconds + 4),
+            "--tenants",
+            str(a.latency_tenants),
+            "--seed",
+            str(a.seed),
+            "--at",
+            str(self.lat_at),
+            "--run-id",
+            "A",
+        ]
         shown = " ".join(_shown(ask_cmd)).replace("http://$BROKER", "http://127.0.0.1:$WORKER_PORT")
         self.results["commands"].setdefault("authorize", shown)
         out: dict[str, Any] = {"load_cdrs_per_s": load, "tenants": a.latency_tenants}
@@ -520,8 +688,10 @@ class Bench:
         shutil.rmtree(w.state_dir, ignore_errors=True)
         for label in ("idle", "loaded"):
             r = out[label]
-            log(f"authorize {label}: {r['rps']:,.0f} answers/s, p50 {_fmt_ms(r['p50_ms'])}, p99 {_fmt_ms(r['p99_ms'])}, "
-                f"statuses {r['statuses']}")
+            log(
+                f"authorize {label}: {r['rps']:,.0f} answers/s, p50 {_fmt_ms(r['p50_ms'])}, p99 {_fmt_ms(r['p99_ms'])}, "
+                f"statuses {r['statuses']}"
+            )
         return out
 
     # --- restart ------------------------------------------------------------------------
@@ -536,8 +706,7 @@ class Bench:
         base = f"{self.prefix}-rs"
         topic = f"{base}-in"
         asyncio.run(kio.create_topics(self.bootstrap, [topic], a.partitions))
-        asyncio.run(kio.publish(self.bootstrap, topic, [(c["tenant_id"].encode(), dumps(c)) for c in cmds],
-                                a.partitions))
+        asyncio.run(kio.publish(self.bootstrap, topic, [(c["tenant_id"].encode(), dumps(c)) for c in cmds], a.partitions))
         topics = self.out_topics(base, topic)
         state = self.work / "rs-state"
         idle_topics = self.out_topics(f"{self.prefix}-idle", f"{self.prefix}-idle-in")
@@ -567,8 +736,10 @@ class Bench:
         per = (res["full_rss_mib"] - res["idle_rss_mib"]) * 2**20 / n
         res["bytes_per_account"] = per
         res["mib_per_100k"] = per * 100_000 / 2**20
-        log(f"restart: {n:,} accounts built in {res['build_s']} s; RSS {res['full_rss_mib']:.0f} MiB vs idle "
-            f"{res['idle_rss_mib']:.0f} MiB = {per:,.0f} bytes/account ({res['mib_per_100k']:.1f} MiB per 100k)")
+        log(
+            f"restart: {n:,} accounts built in {res['build_s']} s; RSS {res['full_rss_mib']:.0f} MiB vs idle "
+            f"{res['idle_rss_mib']:.0f} MiB = {per:,.0f} bytes/account ({res['mib_per_100k']:.1f} MiB per 100k)"
+        )
         ready, indexed, rss_after = [], [], []
         for i in range(a.runs):
             w = self.track(self.worker(f"rs-restart{i}", topics, app_id=base, state_dir=state, debug=False))
@@ -580,8 +751,10 @@ class Bench:
                 rss_after.append(w.rss_kib() / 1024)
             finally:
                 self.finish(w)
-            log(f"restart {i + 1}: ready in {ready[-1]:.2f} s, sweep index of the accounts built "
-                f"{indexed[-1]:.2f} s after start, RSS {rss_after[-1]:.0f} MiB")
+            log(
+                f"restart {i + 1}: ready in {ready[-1]:.2f} s, sweep index of the accounts built "
+                f"{indexed[-1]:.2f} s after start, RSS {rss_after[-1]:.0f} MiB"
+            )
         res["ready_s"] = ready
         res["indexed_s"] = indexed
         res["rss_after_restart_mib"] = rss_after
@@ -615,8 +788,11 @@ class Bench:
         raw = self.work / ("profile-worker.txt" if tool == "py-spy" else "profile-worker.pstats")
         if tool == "pyinstrument":
             w.launcher = [sys.executable, "-m", "pyinstrument", "--interval", "0.01", "-r", "pstats", "-o", str(raw), "-m"]
-        self.results["commands"]["profile"] = " ".join(_shown(w.command())) if tool == "pyinstrument" else (
-            "py-spy record --pid <worker pid> --rate 100 --duration N --format raw --function --nonblocking --output F")
+        self.results["commands"]["profile"] = (
+            " ".join(_shown(w.command()))
+            if tool == "pyinstrument"
+            else ("py-spy record --pid <worker pid> --rate 100 --duration N --format raw --function --nonblocking --output F")
+        )
         w.start()
         note = ""
         try:
@@ -634,9 +810,14 @@ class Bench:
         if tool == "pyinstrument":
             ok = raw.exists()
             note = "" if ok else f"pyinstrument wrote no profile:\n{w.tail()}"
-        res: dict[str, Any] = {"tool": tool, "note": note, "seconds": a.profile_seconds,
-                               "worker_cpu_share": (c1 - c0) / (t1 - t0), "records_by_end": n,
-                               "batches": _batch_stats(w.log_path)}
+        res: dict[str, Any] = {
+            "tool": tool,
+            "note": note,
+            "seconds": a.profile_seconds,
+            "worker_cpu_share": (c1 - c0) / (t1 - t0),
+            "records_by_end": n,
+            "batches": _batch_stats(w.log_path),
+        }
         if ok:
             res.update(profiling.summarize(raw) if tool == "py-spy" else profiling.summarize_pstats(raw))
             if a.keep_profiles:
@@ -653,9 +834,27 @@ class Bench:
         exe = profiling.py_spy()
         if exe:
             out = self.work / "profile-offline.txt"
-            cmd = [exe, "record", "--rate", "200", "--format", "raw", "--function", "--output", str(out), "--",
-                   sys.executable, "-m", "rater", "rate", "--rates", str(RATES_DIR), "--out",
-                   str(self.work / "offline-prof"), str(sub)]
+            cmd = [
+                exe,
+                "record",
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--function",
+                "--output",
+                str(out),
+                "--",
+                sys.executable,
+                "-m",
+                "rater",
+                "rate",
+                "--rates",
+                str(RATES_DIR),
+                "--out",
+                str(self.work / "offline-prof"),
+                str(sub),
+            ]
             subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=900)
             if out.exists():
                 res["offline"] = profiling.summarize(out)
@@ -740,10 +939,16 @@ def _batch_stats(path: Path) -> dict:
         pass
     if not sizes:
         return {}
-    return {"count": len(sizes), "mean_records": statistics.mean(sizes), "mean_ms": statistics.mean(ms),
-            "median_records": statistics.median(sizes), "median_ms": statistics.median(ms),
-            "us_per_record_in_batch": sum(ms) * 1000 / sum(sizes), "accounts": accounts,
-            "accounts_per_record": accounts / sum(sizes)}
+    return {
+        "count": len(sizes),
+        "mean_records": statistics.mean(sizes),
+        "mean_ms": statistics.mean(ms),
+        "median_records": statistics.median(sizes),
+        "median_ms": statistics.median(ms),
+        "us_per_record_in_batch": sum(ms) * 1000 / sum(sizes),
+        "accounts": accounts,
+        "accounts_per_record": accounts / sum(sizes),
+    }
 
 
 def _pct(sorted_ms: list[float], missing: int, q: float) -> float | None:
@@ -807,11 +1012,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-tenants", type=int)
     p.add_argument("--restart-accounts", type=int)
     p.add_argument("--profile-seconds", type=float)
-    p.add_argument("--profiler", choices=("auto", "py-spy", "pyinstrument"), default="auto",
-                   help="auto: py-spy when installed, else pyinstrument (the bench extra)")
+    p.add_argument(
+        "--profiler",
+        choices=("auto", "py-spy", "pyinstrument"),
+        default="auto",
+        help="auto: py-spy when installed, else pyinstrument (the bench extra)",
+    )
     p.add_argument("--no-restart", action="store_true")
-    p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure the worker with each optimisation turned off (once each)")
+    p.add_argument(
+        "--ablation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the worker with each optimisation turned off (once each)",
+    )
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-authorize", action="store_true")
     p.add_argument("--only", choices=("authorize",), help="run one phase alone")

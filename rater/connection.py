@@ -53,10 +53,20 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     e = os.environ.get
     g = p.add_argument_group("Kafka connection")
     g.add_argument("--broker", default=e("RATER_BROKER", DEFAULT_BROKER), help="bootstrap servers, host:port[,host:port] (RATER_BROKER)")
-    g.add_argument("--security-protocol", default=e("RATER_SECURITY_PROTOCOL", "PLAINTEXT"), choices=PROTOCOLS,
-                   type=one_of("--security-protocol", "RATER_SECURITY_PROTOCOL", PROTOCOLS), help="(RATER_SECURITY_PROTOCOL)")
-    g.add_argument("--sasl-mechanism", default=e("RATER_SASL_MECHANISM", DEFAULT_MECHANISM), choices=MECHANISMS,
-                   type=one_of("--sasl-mechanism", "RATER_SASL_MECHANISM", MECHANISMS), help="(RATER_SASL_MECHANISM)")
+    g.add_argument(
+        "--security-protocol",
+        default=e("RATER_SECURITY_PROTOCOL", "PLAINTEXT"),
+        choices=PROTOCOLS,
+        type=one_of("--security-protocol", "RATER_SECURITY_PROTOCOL", PROTOCOLS),
+        help="(RATER_SECURITY_PROTOCOL)",
+    )
+    g.add_argument(
+        "--sasl-mechanism",
+        default=e("RATER_SASL_MECHANISM", DEFAULT_MECHANISM),
+        choices=MECHANISMS,
+        type=one_of("--sasl-mechanism", "RATER_SASL_MECHANISM", MECHANISMS),
+        help="(RATER_SASL_MECHANISM)",
+    )
     g.add_argument("--sasl-username", default=e("RATER_SASL_USERNAME"), help="(RATER_SASL_USERNAME)")
     g.add_argument("--sasl-password", default=e("RATER_SASL_PASSWORD"), help="(RATER_SASL_PASSWORD; prefer the variable to the flag)")
     g.add_argument("--ssl-cafile", default=e("RATER_SSL_CAFILE"), help="(RATER_SSL_CAFILE)")
@@ -67,9 +77,14 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> KafkaSettings:
     """The settings of the flags ``add_connection_arguments`` added."""
     return KafkaSettings(
-        broker=args.broker, security_protocol=args.security_protocol, sasl_mechanism=args.sasl_mechanism,
-        sasl_username=args.sasl_username, sasl_password=args.sasl_password, ssl_cafile=args.ssl_cafile,
-        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        broker=args.broker,
+        security_protocol=args.security_protocol,
+        sasl_mechanism=args.sasl_mechanism,
+        sasl_username=args.sasl_username,
+        sasl_password=args.sasl_password,
+        ssl_cafile=args.ssl_cafile,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
 
 

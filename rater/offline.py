@@ -111,8 +111,10 @@ def run(
     records = 0
     done_bytes = 0
     try:
-        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="rater-write") as writer,
-              ThreadPoolExecutor(max_workers=1, thread_name_prefix="rater-read") as reader):
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="rater-write") as writer,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="rater-read") as reader,
+        ):
             writing: Future | None = None
             for path in inputs:
                 for first_line, data in _read_ahead(_chunks(path), reader):
@@ -153,7 +155,7 @@ def _write_chunk(files: list[IO[bytes]], outputs: list[bytes]) -> None:
     for f, data in zip(files, outputs):
         view = memoryview(data)
         while view:
-            view = view[f.write(view):]
+            view = view[f.write(view) :]
 
 
 def summary(result: RunResult) -> str:
@@ -176,9 +178,7 @@ def summary(result: RunResult) -> str:
     if result.tenants_below_zero:
         shown = ", ".join(result.tenants_below_zero[:10])
         more = len(result.tenants_below_zero) - 10
-        lines.append(
-            f"tenants below zero: {len(result.tenants_below_zero)} ({shown}{f', +{more} more' if more > 0 else ''})"
-        )
+        lines.append(f"tenants below zero: {len(result.tenants_below_zero)} ({shown}{f', +{more} more' if more > 0 else ''})")
     else:
         lines.append("tenants below zero: 0")
     return "\n".join(lines)

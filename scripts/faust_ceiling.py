@@ -10,8 +10,14 @@ import time
 import faust
 
 bootstrap, topic_name, partitions, expected = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-app = faust.App(f"ceiling-{int(time.time())}", broker=f"kafka://{bootstrap}", store="memory://",
-                topic_partitions=partitions, web_enabled=False, consumer_auto_offset_reset="earliest")
+app = faust.App(
+    f"ceiling-{int(time.time())}",
+    broker=f"kafka://{bootstrap}",
+    store="memory://",
+    topic_partitions=partitions,
+    web_enabled=False,
+    consumer_auto_offset_reset="earliest",
+)
 topic = app.topic(topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 state = {"n": 0, "t0": None}
 
@@ -24,8 +30,7 @@ async def drain(stream):
         state["n"] += len(events)
         if state["n"] >= expected:
             dt = time.monotonic() - state["t0"]
-            print(f"faust take_events, empty agent: {state['n']:,} events in {dt:.2f} s = {state['n'] / dt:,.0f}/s",
-                  flush=True)
+            print(f"faust take_events, empty agent: {state['n']:,} events in {dt:.2f} s = {state['n'] / dt:,.0f}/s", flush=True)
             import os
 
             os._exit(0)

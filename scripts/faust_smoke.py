@@ -92,9 +92,7 @@ def build_app(ns: argparse.Namespace):
                 "store": f"{type(store).__module__}.{type(store).__qualname__}",
                 "use_rocksdict": getattr(store, "use_rocksdict", None),
                 "db_class": [f"{type(db).__module__}.{type(db).__qualname__}" for db in store._dbs.values()][:1],
-                "persisted_offsets": {
-                    str(p): store.persisted_offset(type("TP", (), {"partition": p})()) for p in store._dbs
-                },
+                "persisted_offsets": {str(p): store.persisted_offset(type("TP", (), {"partition": p})()) for p in store._dbs},
             }
         )
 
@@ -140,13 +138,33 @@ class Worker:
         self.port = ns.web_port
         self.logfile = Path(ns.workdir) / f"worker-{tag}.log"
         args = [
-            sys.executable, __file__, "worker", "--bootstrap", ns.bootstrap, "--datadir", str(datadir),
-            "--web-port", str(self.port), "--app-id", ns.app_id, "--topic-in", ns.topic_in,
-            "--topic-out", ns.topic_out, "--guarantee", ns.guarantee, "--logfile", str(self.logfile),
-            "--session-timeout", str(ns.session_timeout), "--loglevel", ns.loglevel,
+            sys.executable,
+            __file__,
+            "worker",
+            "--bootstrap",
+            ns.bootstrap,
+            "--datadir",
+            str(datadir),
+            "--web-port",
+            str(self.port),
+            "--app-id",
+            ns.app_id,
+            "--topic-in",
+            ns.topic_in,
+            "--topic-out",
+            ns.topic_out,
+            "--guarantee",
+            ns.guarantee,
+            "--logfile",
+            str(self.logfile),
+            "--session-timeout",
+            str(ns.session_timeout),
+            "--loglevel",
+            ns.loglevel,
         ] + (["--static-id", ns.static_id] if ns.static_id else [])
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(Path(ns.workdir) / f"worker-{tag}.err", "wb"))
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(Path(ns.workdir) / f"worker-{tag}.err", "wb")
+        )
 
     def wait_totals(self, want: dict[str, int], timeout: float) -> dict[str, int] | None:
         deadline = time.monotonic() + timeout
@@ -257,8 +275,7 @@ def drive(ns: argparse.Namespace) -> int:
         while time.monotonic() < deadline:
             try:
                 cur = http_json(w.port, "/totals/")
-                progressed = sum(cur.values()) - (sum(truth.values()) - sum(
-                    1 + (i % 7) for i in range(seq - big, seq)))
+                progressed = sum(cur.values()) - (sum(truth.values()) - sum(1 + (i % 7) for i in range(seq - big, seq)))
                 if progressed > 0:
                     break
             except OSError:
@@ -285,8 +302,7 @@ def drive(ns: argparse.Namespace) -> int:
                 break
             time.sleep(0.5)
         first_s = f"{first:.1f}s" if first is not None else "never"
-        print(f"  restarted worker 5: first new progress after {first_s}, all input applied "
-              f"after {time.monotonic() - t0:.1f}s")
+        print(f"  restarted worker 5: first new progress after {first_s}, all input applied after {time.monotonic() - t0:.1f}s")
         time.sleep(3)  # let it finish whatever it replays
         got = http_json(w.port, "/totals/")
         over = {k: got.get(k, 0) - v for k, v in truth.items() if got.get(k, 0) != v}
@@ -318,10 +334,8 @@ def main() -> int:
         sp.add_argument("--topic-in", default=None)
         sp.add_argument("--topic-out", default=None)
         sp.add_argument("--loglevel", default="WARNING", help="worker log level")
-        sp.add_argument("--session-timeout", type=float, default=60.0,
-                        help="faust broker_session_timeout (s)")
-        sp.add_argument("--static-id", default=None,
-                        help="faust consumer_group_instance_id (static membership)")
+        sp.add_argument("--session-timeout", type=float, default=60.0, help="faust broker_session_timeout (s)")
+        sp.add_argument("--static-id", default=None, help="faust consumer_group_instance_id (static membership)")
     wk.add_argument("--datadir", required=True)
     wk.add_argument("--web-port", type=int, required=True)
     wk.add_argument("--logfile", default=None)
@@ -332,8 +346,7 @@ def main() -> int:
     p.add_argument("--crash-wait", type=float, default=240.0)
     p.add_argument("--crash-fresh", action="store_true", help="crash run on a fresh datadir")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--no-create-sink", action="store_true",
-                   help="leave the sink topic to broker auto-creation (1 partition)")
+    p.add_argument("--no-create-sink", action="store_true", help="leave the sink topic to broker auto-creation (1 partition)")
     ns = p.parse_args()
     if ns.cmd == "worker":
         run_worker(ns)

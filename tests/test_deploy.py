@@ -242,8 +242,7 @@ def _run_compose_cli(argv: list[str]) -> subprocess.CompletedProcess:
 def test_compose_config_with_debian_docker_compose():
     exe = shutil.which("docker-compose")
     if exe is None:
-        pytest.skip("docker-compose not installed (Debian: apt-get install docker-compose); "
-                    "schema validation still ran")
+        pytest.skip("docker-compose not installed (Debian: apt-get install docker-compose); schema validation still ran")
     result = _run_compose_cli([exe])
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stdout}\n{result.stderr}"
 
@@ -252,12 +251,9 @@ def test_compose_config_with_docker_compose_plugin():
     exe = shutil.which("docker")
     if exe is None:
         pytest.skip("docker CLI not installed; schema validation still ran")
-    probe = subprocess.run(
-        [exe, "compose", "version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-    )
+    probe = subprocess.run([exe, "compose", "version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     if probe.returncode != 0:
-        pytest.skip("docker CLI has no compose plugin (`docker compose version` failed); "
-                    "schema validation still ran")
+        pytest.skip("docker CLI has no compose plugin (`docker compose version` failed); schema validation still ran")
     result = _run_compose_cli([exe, "compose"])
     assert result.returncode == 0, f"docker compose config failed:\n{result.stdout}\n{result.stderr}"
 
@@ -308,8 +304,8 @@ def test_init_service_creates_the_rater_topics(services):
     init = services["kafka-init"]
     assert init["image"] == services["kafka"]["image"]
     assert depends_on(init) == {"kafka": "service_healthy"}
-    script = " ".join(init.get("entrypoint") or []) + " " + " ".join(
-        init["command"] if isinstance(init["command"], list) else [init["command"]]
+    script = (
+        " ".join(init.get("entrypoint") or []) + " " + " ".join(init["command"] if isinstance(init["command"], list) else [init["command"]])
     )
     assert "/opt/kafka/bin/kafka-topics.sh" in script
     assert "--create" in script and "--if-not-exists" in script
@@ -508,8 +504,7 @@ def test_pyproject_provides_what_the_image_uses():
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image():
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", ".kafka", ".rater-state"} <= ignored
     # Nothing the Dockerfile copies is ignored.
     for kw, args in dockerfile_instructions():
@@ -549,9 +544,9 @@ def test_constraints_pin_every_dependency_the_package_declares_at_its_version():
 
 def test_make_test_installs_with_the_constraints_and_without_the_bench_extras():
     makefile = (ROOT / "Makefile").read_text()
-    venv_rule = makefile[makefile.index("$(STAMP): "):makefile.index("@touch $(STAMP)")]
+    venv_rule = makefile[makefile.index("$(STAMP): ") : makefile.index("@touch $(STAMP)")]
     assert "-c $(CONSTRAINTS)" in venv_rule and "'.[test]'" in venv_rule and "bench" not in venv_rule
-    bench_rule = makefile[makefile.index("$(BENCH_STAMP): "):]
+    bench_rule = makefile[makefile.index("$(BENCH_STAMP): ") :]
     assert "-c $(CONSTRAINTS) -e '.[bench]'" in bench_rule.split("\n\n")[0]
     assert "\nbench: bench-venv\n" in makefile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
@@ -561,8 +556,20 @@ def test_make_test_installs_with_the_constraints_and_without_the_bench_extras():
 # (c) dashboard metric names are ones the worker serves
 
 PROMQL_KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
-    "and", "or", "unless", "offset", "atan2", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
 }
 
 
@@ -576,7 +583,7 @@ def promql_metric_names(expr: str) -> set[str]:
     text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     for match in re.finditer(r"(?<![\w:.])([A-Za-z_:][\w:]*)", text):
         name = match.group(1)
-        following = text[match.end():].lstrip()
+        following = text[match.end() :].lstrip()
         if following.startswith("("):  # function or aggregation
             continue
         if name.lower() in PROMQL_KEYWORDS:

@@ -31,14 +31,50 @@ def test_the_contract_names_every_topic_reason_event_type_and_field():
     text = (ROOT / "docs" / "contract.md").read_text()
     topics = Topics()
     names = [topics.cdrs, topics.commands, topics.rated, topics.events, topics.requests, topics.rejects]
-    reasons = ["invalid_json", "invalid_record", "unknown_tenant", "unknown_rate_plan", "currency_mismatch",
-               "no_rate", "too_late", "invalid_timestamp", "unknown_request"]
-    events = ["funds_added", "funds_expired", "low_balance", "below_zero", "balance_restored",
-              "auto_recharge_requested", "auto_recharge_succeeded", "auto_recharge_failed"]
-    fields = ["cdr_id", "call_type", "started_at", "duration_seconds", "command_id", "occurred_at",
-              "rate_plan", "low_balance_threshold", "included_domestic_minutes", "payment_method",
-              "billable_seconds", "covered_seconds", "rate_prefix", "balance_after", "requested_at",
-              "max_seconds", "raw_encoding", "balances.json", "--state", "/metrics", "/authorize"]
+    reasons = [
+        "invalid_json",
+        "invalid_record",
+        "unknown_tenant",
+        "unknown_rate_plan",
+        "currency_mismatch",
+        "no_rate",
+        "too_late",
+        "invalid_timestamp",
+        "unknown_request",
+    ]
+    events = [
+        "funds_added",
+        "funds_expired",
+        "low_balance",
+        "below_zero",
+        "balance_restored",
+        "auto_recharge_requested",
+        "auto_recharge_succeeded",
+        "auto_recharge_failed",
+    ]
+    fields = [
+        "cdr_id",
+        "call_type",
+        "started_at",
+        "duration_seconds",
+        "command_id",
+        "occurred_at",
+        "rate_plan",
+        "low_balance_threshold",
+        "included_domestic_minutes",
+        "payment_method",
+        "billable_seconds",
+        "covered_seconds",
+        "rate_prefix",
+        "balance_after",
+        "requested_at",
+        "max_seconds",
+        "raw_encoding",
+        "balances.json",
+        "--state",
+        "/metrics",
+        "/authorize",
+    ]
     missing = [n for n in names + reasons + events + fields if f"`{n}" not in text and n not in text]
     assert missing == []
 
@@ -48,10 +84,10 @@ def test_the_contract_names_every_topic_reason_event_type_and_field():
 # (bench/results/), whose profiles name the files as they were when measured.
 PATH_REF = re.compile(
     r"(?<![\w./])(?:rater|tests|bench|native|scripts|schemas|rate_tables|kafka|docs)/[A-Za-z0-9_./-]*[A-Za-z0-9_]"
-    r"\.(?:py|rs|md|json|toml|csv|yaml|xml|txt)\b")
+    r"\.(?:py|rs|md|json|toml|csv|yaml|xml|txt)\b"
+)
 PROSE = [p for p in DOCS if p.name != "benchmarks.md"] + [ROOT / "bench" / "analysis.md"]
-CODE = sorted(p for d in ("rater", "bench", "tests", "native/src") for p in (ROOT / d).rglob("*")
-              if p.suffix in (".py", ".rs"))
+CODE = sorted(p for d in ("rater", "bench", "tests", "native/src") for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".rs"))
 
 
 def test_every_file_path_named_in_the_docs_and_the_code_exists():

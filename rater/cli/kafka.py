@@ -14,36 +14,59 @@ def register(sub) -> None:
     from rater.connection import add_connection_arguments
     from rater.worker.config import DefaultsFormatter, add_worker_arguments, positive_int
 
-    p = sub.add_parser("worker", help="run the Kafka worker (faust-streaming)", formatter_class=DefaultsFormatter,
-                       description="Rate the input topics on Kafka. Every flag has a RATER_* variable; a "
-                                   "default shown below comes from that variable when it is set.")
+    p = sub.add_parser(
+        "worker",
+        help="run the Kafka worker (faust-streaming)",
+        formatter_class=DefaultsFormatter,
+        description="Rate the input topics on Kafka. Every flag has a RATER_* variable; a "
+        "default shown below comes from that variable when it is set.",
+    )
     add_worker_arguments(p)
     p.set_defaults(func=cmd_worker)
 
     e = os.environ.get
-    p = sub.add_parser("produce", help="publish CDRs and commands from JSON-lines files to Kafka",
-                       description="Publish the lines of JSON-lines files to Kafka, keyed by tenant. By default "
-                                   "every line goes to the CDR topic, in file order: SPEC 2 lets either input "
-                                   "topic carry either kind, and one topic keeps a tenant's commands and CDRs "
-                                   "in order. Missing topics are created with --partitions.",
-                       formatter_class=DefaultsFormatter)
+    p = sub.add_parser(
+        "produce",
+        help="publish CDRs and commands from JSON-lines files to Kafka",
+        description="Publish the lines of JSON-lines files to Kafka, keyed by tenant. By default "
+        "every line goes to the CDR topic, in file order: SPEC 2 lets either input "
+        "topic carry either kind, and one topic keeps a tenant's commands and CDRs "
+        "in order. Missing topics are created with --partitions.",
+        formatter_class=DefaultsFormatter,
+    )
     p.add_argument("files", nargs="+", metavar="FILE.jsonl", help="JSON-lines files, published in order")
     add_connection_arguments(p)  # --broker, --security-protocol, --sasl-*, --ssl-*: as the worker (rater/connection.py)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--topic", help="publish every line to this topic (default: --cdrs-topic)")
-    where.add_argument("--split", action="store_true",
-                       help="publish commands to --commands-topic and CDRs to --cdrs-topic; the worker then "
-                            "applies them in arrival order, not file order")
+    where.add_argument(
+        "--split",
+        action="store_true",
+        help="publish commands to --commands-topic and CDRs to --cdrs-topic; the worker then applies them in arrival order, not file order",
+    )
     p.add_argument("--cdrs-topic", default=e("RATER_TOPIC_CDRS", "cdrs"), help="the CDR topic (RATER_TOPIC_CDRS)")
-    p.add_argument("--commands-topic", default=e("RATER_TOPIC_COMMANDS", "tenant-commands"),
-                   help="the command topic, used with --split (RATER_TOPIC_COMMANDS)")
-    p.add_argument("--partitions", type=positive_int("--partitions", "RATER_PARTITIONS"), default=e("RATER_PARTITIONS", "8"),
-                   help="partitions of a topic created because it is missing; the worker's --partitions (RATER_PARTITIONS)")
-    p.add_argument("--replication", type=positive_int("--replication", "RATER_REPLICATION"),
-                   default=e("RATER_REPLICATION", "1"), help="replication factor of created topics (RATER_REPLICATION)")
-    p.add_argument("--partitioner", choices=("murmur2", "random", "crc32"), default="murmur2",
-                   help="how to pick partitions: murmur2 (the Java client's, SPEC 2), or a wrong one "
-                        "to exercise the worker's re-routing")
+    p.add_argument(
+        "--commands-topic",
+        default=e("RATER_TOPIC_COMMANDS", "tenant-commands"),
+        help="the command topic, used with --split (RATER_TOPIC_COMMANDS)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=positive_int("--partitions", "RATER_PARTITIONS"),
+        default=e("RATER_PARTITIONS", "8"),
+        help="partitions of a topic created because it is missing; the worker's --partitions (RATER_PARTITIONS)",
+    )
+    p.add_argument(
+        "--replication",
+        type=positive_int("--replication", "RATER_REPLICATION"),
+        default=e("RATER_REPLICATION", "1"),
+        help="replication factor of created topics (RATER_REPLICATION)",
+    )
+    p.add_argument(
+        "--partitioner",
+        choices=("murmur2", "random", "crc32"),
+        default="murmur2",
+        help="how to pick partitions: murmur2 (the Java client's, SPEC 2), or a wrong one to exercise the worker's re-routing",
+    )
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("simulate", help="generate telephony traffic and answer recharge requests")
@@ -58,8 +81,7 @@ def register(sub) -> None:
     add_notify_arguments(p)
     p.set_defaults(func=cmd_notify)
 
-    p = sub.add_parser("dev-broker", help="run a local Apache Kafka broker from Maven Central jars",
-                       add_help=False)
+    p = sub.add_parser("dev-broker", help="run a local Apache Kafka broker from Maven Central jars", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_dev_broker)
 
@@ -125,14 +147,23 @@ def cmd_produce(args: argparse.Namespace) -> int:
     topic = None if args.split else (args.topic or args.cdrs_topic)
     with kafka_errors_kept() as last:
         try:
-            counts = asyncio.run(produce_files(args.files, settings_from_args(args), topic, args.cdrs_topic,
-                                               args.commands_topic, args.partitioner, args.partitions, args.replication))
+            counts = asyncio.run(
+                produce_files(
+                    args.files,
+                    settings_from_args(args),
+                    topic,
+                    args.cdrs_topic,
+                    args.commands_topic,
+                    args.partitioner,
+                    args.partitions,
+                    args.replication,
+                )
+            )
         except (KafkaError, OSError, TimeoutError) as exc:
             # aiokafka's own reason (a refused SASL login, say) is in its log, not in the exception.
             why = last.message or " ".join(str(exc).split())
             raise UsageError(f"cannot publish to Kafka at {args.broker}: {type(exc).__name__}: {why}"[:400]) from None
-    print(", ".join(f"{n:,} to {topic}" for topic, n in sorted(counts.items())) or "nothing to publish",
-          file=sys.stderr)
+    print(", ".join(f"{n:,} to {topic}" for topic, n in sorted(counts.items())) or "nothing to publish", file=sys.stderr)
     return 0
 
 

@@ -53,7 +53,12 @@ def cmd_rate(args: argparse.Namespace) -> int:
 
     try:
         result = offline.run(
-            args.inputs, tables, args.out, now, args.state, args.horizon_days * 86400 * SECOND,
+            args.inputs,
+            tables,
+            args.out,
+            now,
+            args.state,
+            args.horizon_days * 86400 * SECOND,
             engine_name=engine,
         )
     except StateError as exc:
@@ -125,10 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output directory")
     p.add_argument("--state", metavar="FILE", help="read accounts from and save them to FILE")
     p.add_argument("--now", metavar="TIME", help="processing clock (RFC 3339); default: the wall clock")
-    p.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON // (86400 * SECOND),
-                   help="how long ids are remembered for duplicates (default 7)")
-    p.add_argument("--engine", choices=("native", "python"), default=None,
-                   help="rating core: native (Rust, the default when built) or python; env RATER_ENGINE")
+    p.add_argument(
+        "--horizon-days",
+        type=int,
+        default=DEFAULT_HORIZON // (86400 * SECOND),
+        help="how long ids are remembered for duplicates (default 7)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("native", "python"),
+        default=None,
+        help="rating core: native (Rust, the default when built) or python; env RATER_ENGINE",
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl", help="JSON-lines files, applied in order; - is standard input")
     p.set_defaults(func=cmd_rate)
 

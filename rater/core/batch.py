@@ -61,10 +61,15 @@ class BatchResult:
 
 
 class BatchProcessor:
-    def __init__(self, tables: RateTables, partitions: int, topics: Topics,
-                 load: Callable[[str], Account | None],
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 max_output_bytes: int = MAX_OUTPUT_BYTES):
+    def __init__(
+        self,
+        tables: RateTables,
+        partitions: int,
+        topics: Topics,
+        load: Callable[[str], Account | None],
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+    ):
         self.partitions = partitions
         self.topics = topics
         self.max_output_bytes = max_output_bytes
@@ -152,8 +157,7 @@ class BatchProcessor:
             return True
         return False
 
-    def _emit(self, result: BatchResult, msg: Message, tenant_key: bytes | None,
-              encoded: Iterable[tuple[str, bytes]]) -> None:
+    def _emit(self, result: BatchResult, msg: Message, tenant_key: bytes | None, encoded: Iterable[tuple[str, bytes]]) -> None:
         """The encoded outputs of ``msg`` (kind, bytes; ``rater/core/routing.py``) onto their
         topics, rejects keyed as the input was; one over the size bound is replaced by its reject."""
         t = self.topics

@@ -55,5 +55,4 @@ def too_large_detail(size: int, limit: int) -> str:
 
 def output_too_large_detail(topic: str, size: int, limit: int | None) -> str:
     over = f"over the limit of {limit} bytes" if limit is not None else "refused by the broker for its size"
-    return (f"output too large: its {topic} record is {size} bytes, {over}; "
-            "the record was applied, that output is replaced by this reject")
+    return f"output too large: its {topic} record is {size} bytes, {over}; the record was applied, that output is replaced by this reject"

@@ -50,9 +50,7 @@ class Tally:
             self.recharge_failures[e.get("reason", "")] += 1
 
 
-def reject_record(
-    reason: str, detail: str, raw: bytes, source: dict[str, Any], tenant_id: str | None
-) -> dict[str, Any]:
+def reject_record(reason: str, detail: str, raw: bytes, source: dict[str, Any], tenant_id: str | None) -> dict[str, Any]:
     """The reject of SPEC 8; ``raw`` is cut to a bounded size (``rater/core/bounds.py``)."""
     where = "\x1f".join(str(v) for v in source.values())
     return {
@@ -74,9 +72,13 @@ class Processed:
 
 
 class Engine:
-    def __init__(self, tables: RateTables, accounts: dict[str, Account] | None = None,
-                 horizon: int = ledger.DEFAULT_HORIZON,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(
+        self,
+        tables: RateTables,
+        accounts: dict[str, Account] | None = None,
+        horizon: int = ledger.DEFAULT_HORIZON,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ):
         self.tables = tables
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.horizon = horizon
@@ -92,8 +94,7 @@ class Engine:
         except Invalid as exc:
             out = Outcome("rejected", reason=exc.reason, detail=exc.detail)
             self.tally.add("unknown", out, None, None)
-            return Processed("unknown", exc.tenant_id, out,
-                             reject_record(exc.reason, exc.detail, raw or b"", source, exc.tenant_id))
+            return Processed("unknown", exc.tenant_id, out, reject_record(exc.reason, exc.detail, raw or b"", source, exc.tenant_id))
         tenant = record.tenant_id
         acct = self.accounts.get(tenant)
         out = ledger.apply(acct, record, self.tables, now, self.horizon)

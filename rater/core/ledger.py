@@ -132,9 +132,7 @@ class Outcome:
 
 def event_id(tenant_id: str, kind: str, cause_id: str, type_: str, extra: str = "") -> str:
     """A pure function of the tenant, the cause and the type (SPEC 7)."""
-    h = hashlib.blake2b(
-        f"{tenant_id}\x1f{kind}\x1f{cause_id}\x1f{type_}\x1f{extra}".encode(), digest_size=16
-    )
+    h = hashlib.blake2b(f"{tenant_id}\x1f{kind}\x1f{cause_id}\x1f{type_}\x1f{extra}".encode(), digest_size=16)
     return h.hexdigest()
 
 
@@ -190,11 +188,7 @@ def _expire(acct: Account, at: int, em: _Emitter) -> None:
 def _timeout(acct: Account, at: int, em: _Emitter, answer_to: str | None = None) -> None:
     """Time out the pending request if it is more than an hour old at ``at``; never when
     the record is that request's own answer (``answer_to``), which is applied as on time."""
-    if (
-        acct.pending_request_id is not None
-        and acct.pending_request_id != answer_to
-        and at - acct.pending_requested_at > RECHARGE_TIMEOUT
-    ):
+    if acct.pending_request_id is not None and acct.pending_request_id != answer_to and at - acct.pending_requested_at > RECHARGE_TIMEOUT:
         request_id = acct.pending_request_id
         acct.pending_request_id = None
         acct.recharge_suspended = True
@@ -226,8 +220,9 @@ def _credit(acct: Account, amount: int, lot_id: str, purchased_at: int, source: 
     return lot
 
 
-def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome, after: int | None = None,
-            requested_at: int | None = None) -> None:
+def _finish(
+    acct: Account, before: int, at: int, em: _Emitter, out: Outcome, after: int | None = None, requested_at: int | None = None
+) -> None:
     """Crossings, then auto-recharge: the tail of SPEC 6's order of events. ``after`` is
     the balance after the record's effects, when the caller has it; ``requested_at`` the
     time a request made now carries, when it is not the event time (a CDR's end, v1.1)."""
@@ -242,13 +237,7 @@ def _finish(acct: Account, before: int, at: int, em: _Emitter, out: Outcome, aft
     elif before < 0 <= after:
         em.emit("balance_restored")
     ar = acct.auto_recharge
-    if (
-        ar is not None
-        and ar["enabled"]
-        and not acct.recharge_suspended
-        and acct.pending_request_id is None
-        and after < ar["threshold"]
-    ):
+    if ar is not None and ar["enabled"] and not acct.recharge_suspended and acct.pending_request_id is None and after < ar["threshold"]:
         method = ar["payment_method"]
         request_month = month_key(at)
         if method["expires"] < request_month:  # "YYYY-MM" strings order as months do
@@ -310,8 +299,7 @@ def apply(
         name = "started_at" if record.kind == "cdr" else "occurred_at"
         return _reject(
             "invalid_timestamp",
-            f"{name}: {format_time(record.event_time)} is more than 24 hours after the "
-            f"processing clock {format_time(now)}",
+            f"{name}: {format_time(record.event_time)} is more than 24 hours after the processing clock {format_time(now)}",
         )
     if record.kind == "cdr":
         return _apply_cdr(account, record, tables, horizon)  # type: ignore[arg-type]
@@ -328,8 +316,7 @@ def _apply_cdr(acct: Account | None, cdr: Cdr, tables: RateTables, horizon: int)
     if at < acct.cdr_watermark - horizon:
         return _reject(
             "too_late",
-            f"started_at: {format_time(at)} is more than the horizon before the tenant's "
-            f"latest call at {format_time(acct.cdr_watermark)}",
+            f"started_at: {format_time(at)} is more than the horizon before the tenant's latest call at {format_time(acct.cdr_watermark)}",
         )
     plan = tables.plans.get(acct.rate_plan)
     if plan is None:
@@ -483,18 +470,14 @@ def _check_configure(acct: Account | None, cmd: Command, tables: RateTables) -> 
     else:
         currency = acct.currency  # type: ignore[union-attr]
     if "currency" in f and f["currency"] != currency:
-        return _reject(
-            "currency_mismatch", f"currency: {f['currency']} is not the account's currency {currency}"
-        )
+        return _reject("currency_mismatch", f"currency: {f['currency']} is not the account's currency {currency}")
     return None
 
 
 def _check_add_funds(acct: Account, cmd: Command) -> Outcome | None:
     f = cmd.fields
     if "currency" in f and f["currency"] != acct.currency:
-        return _reject(
-            "currency_mismatch", f"currency: {f['currency']} is not the account's currency {acct.currency}"
-        )
+        return _reject("currency_mismatch", f"currency: {f['currency']} is not the account's currency {acct.currency}")
     purchased_at = f.get("purchased_at", cmd.occurred_at)
     if add_months(purchased_at, LOT_LIFETIME_MONTHS) <= cmd.occurred_at:
         return _reject(
@@ -548,9 +531,7 @@ def sweep(acct: Account, now: int) -> Outcome | None:
     Returns None when nothing is due, so a driver can sweep every account cheaply.
     """
     due_lot = acct.lots[0] if acct.lots and acct.lots[0].expires_at <= now else None
-    due_request = (
-        acct.pending_request_id is not None and now - acct.pending_requested_at > RECHARGE_TIMEOUT
-    )
+    due_request = acct.pending_request_id is not None and now - acct.pending_requested_at > RECHARGE_TIMEOUT
     if due_lot is None and not due_request:
         return None
     # One cause for the whole sweep, named after the first thing it settles.

@@ -47,14 +47,14 @@ def choose(name: str | None = None, default: str | None = None) -> str:
         raise EngineUnavailable(f"engine {name!r}: must be native or python")
     if name == "native" and not available():
         raise EngineUnavailable(
-            "the native engine is not built (install it with `pip install ./native`, which needs cargo); "
-            "use --engine python"
+            "the native engine is not built (install it with `pip install ./native`, which needs cargo); use --engine python"
         )
     return name
 
 
-def make_engine(name: str, tables: RateTables, accounts: dict[str, Account] | None = None,
-                horizon: int = DEFAULT_HORIZON) -> Engine | NativeEngine:
+def make_engine(
+    name: str, tables: RateTables, accounts: dict[str, Account] | None = None, horizon: int = DEFAULT_HORIZON
+) -> Engine | NativeEngine:
     if name == "native":
         return NativeEngine(tables, accounts, horizon)
     return Engine(tables, accounts, horizon)
@@ -65,8 +65,7 @@ def plans_arg(tables: RateTables) -> list[tuple[str, str, list[tuple]]]:
     plans = []
     for plan in tables.plans.values():
         rows = [
-            (r.call_type, r.prefix, r.rate_per_minute, r.connection_fee, r.first_increment,
-             r.next_increment, r.effective_from)
+            (r.call_type, r.prefix, r.rate_per_minute, r.connection_fee, r.first_increment, r.next_increment, r.effective_from)
             for by_prefix in plan.index.values()
             for _starts, rates in by_prefix.values()
             for r in rates
@@ -81,8 +80,13 @@ class NativeEngine:
 
     name = "native"
 
-    def __init__(self, tables: RateTables, accounts: dict[str, Account] | None = None,
-                 horizon: int = DEFAULT_HORIZON, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(
+        self,
+        tables: RateTables,
+        accounts: dict[str, Account] | None = None,
+        horizon: int = DEFAULT_HORIZON,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ):
         if rater_native is None:
             raise EngineUnavailable("the native engine is not built")
         self._tables = tables
@@ -107,8 +111,7 @@ class NativeEngine:
     def process_bytes(self, raw: bytes | None, key: str | None, source: dict[str, Any], now: int):
         """One record: (status, reason, detail, rated, events, requests, reject), outputs
         as encoded JSON."""
-        (_kind, _tenant, status, reason, detail, rated, events, requests, reject,
-         _has) = self.native.process(raw, key, source, now)
+        (_kind, _tenant, status, reason, detail, rated, events, requests, reject, _has) = self.native.process(raw, key, source, now)
         return status, reason, detail, rated, events, requests, reject
 
     def rate_lines(self, data: bytes, path: str, first_line: int, now: int):
@@ -179,8 +182,9 @@ class NativeBatchProcessor(BatchProcessor):
             if self._settled(result, msg):
                 continue
             key_text = msg.key.decode("utf-8", "replace") if msg.key is not None else None
-            (_kind, tenant, status, _reason, _detail, rated, events, requests, reject,
-             _has_account) = process(native, msg.value, key_text, msg.topic, msg.partition, msg.offset, now)
+            (_kind, tenant, status, _reason, _detail, rated, events, requests, reject, _has_account) = process(
+                native, msg.value, key_text, msg.topic, msg.partition, msg.offset, now
+            )
             tenant_key = tenant.encode() if tenant else msg.key
             self._emit(result, msg, tenant_key, outputs_of(Encoded(rated, events, requests), reject))
             result.records[(msg.topic, status)] += 1

@@ -169,8 +169,10 @@ def _parse_plan(name: str, text: str, problems: list[str]) -> RatePlan | None:
             header = [cell.strip() for cell in row]
             header_line = line
             if not any(col in COLUMNS for col in header):  # a data row where the header belongs
-                problems.append(f"{name}:{line}: no header row: the first row must name the columns "
-                                f"({', '.join(REQUIRED_COLUMNS)}, ...), not {','.join(row)[:60]!r}")
+                problems.append(
+                    f"{name}:{line}: no header row: the first row must name the columns "
+                    f"({', '.join(REQUIRED_COLUMNS)}, ...), not {','.join(row)[:60]!r}"
+                )
                 return None
             for col in header:
                 if col not in COLUMNS:
@@ -194,17 +196,11 @@ def _parse_plan(name: str, text: str, problems: list[str]) -> RatePlan | None:
         if not plan.currency:
             plan.currency = rate.currency
         elif rate.currency != plan.currency:
-            problems.append(
-                f"{name}:{line}: currency {rate.currency} differs from {plan.currency} "
-                "of the file's first row"
-            )
+            problems.append(f"{name}:{line}: currency {rate.currency} differs from {plan.currency} of the file's first row")
             continue
         key = (rate.call_type, rate.prefix, rate.effective_from)
         if key in seen:
-            problems.append(
-                f"{name}:{line}: duplicate of line {seen[key]} "
-                f"(same call_type, prefix and effective_from)"
-            )
+            problems.append(f"{name}:{line}: duplicate of line {seen[key]} (same call_type, prefix and effective_from)")
             continue
         seen[key] = line
         rows.append(rate)
@@ -225,9 +221,7 @@ def _parse_plan(name: str, text: str, problems: list[str]) -> RatePlan | None:
     return plan
 
 
-def _parse_row(
-    name: str, line: int, plan_id: str, cells: dict[str, str], problems: list[str]
-) -> Rate | None:
+def _parse_row(name: str, line: int, plan_id: str, cells: dict[str, str], problems: list[str]) -> Rate | None:
     where = f"{name}:{line}"
     before = len(problems)
     call_type = cells.get("call_type", "")

@@ -26,9 +26,7 @@ _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _CARD_EXPIRES_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
 _LAST4_RE = re.compile(r"[0-9]{4}")
 
-CDR_FIELDS = frozenset(
-    ("cdr_id", "tenant_id", "call_type", "to", "from", "started_at", "duration_seconds")
-)
+CDR_FIELDS = frozenset(("cdr_id", "tenant_id", "call_type", "to", "from", "started_at", "duration_seconds"))
 COMMON_COMMAND_FIELDS = ("command_id", "tenant_id", "command", "occurred_at")
 COMMAND_FIELDS = {
     "configure_account": frozenset(
@@ -41,9 +39,7 @@ COMMAND_FIELDS = {
             "auto_recharge",
         )
     ),
-    "add_funds": frozenset(
-        COMMON_COMMAND_FIELDS + ("amount", "purchased_at", "reference", "currency")
-    ),
+    "add_funds": frozenset(COMMON_COMMAND_FIELDS + ("amount", "purchased_at", "reference", "currency")),
     "payment_result": frozenset(COMMON_COMMAND_FIELDS + ("request_id", "status", "reason")),
 }
 _CALL_TYPE_SET = frozenset(CALL_TYPES)
@@ -73,8 +69,7 @@ class Cdr:
     )
     kind = "cdr"
 
-    def __init__(self, cdr_id, tenant_id, call_type, to, from_, started_at, started_at_text,
-                 duration, attributes) -> None:
+    def __init__(self, cdr_id, tenant_id, call_type, to, from_, started_at, started_at_text, duration, attributes) -> None:
         self.cdr_id: str = cdr_id
         self.tenant_id: str = tenant_id
         self.call_type: str = call_type
@@ -98,8 +93,7 @@ class Command:
     __slots__ = ("command_id", "tenant_id", "command", "occurred_at", "fields")
     kind = "command"
 
-    def __init__(self, command_id: str, tenant_id: str, command: str, occurred_at: int,
-                 fields: dict[str, Any]):
+    def __init__(self, command_id: str, tenant_id: str, command: str, occurred_at: int, fields: dict[str, Any]):
         self.command_id = command_id
         self.tenant_id = tenant_id
         self.command = command
@@ -143,9 +137,11 @@ def decode(raw: bytes | str | None, key: str | None = None) -> Record:
     repeated = _repeated_key(raw, obj)
     if repeated is not None:
         tenant = obj.get("tenant_id")
-        raise Invalid("invalid_record", f"{repeated[:80]}: the key appears more than once in an object "
-                      "(readers may take either value)", tenant if repeated != "tenant_id" and isinstance(tenant, str)
-                      and TENANT_RE.fullmatch(tenant) else None)
+        raise Invalid(
+            "invalid_record",
+            f"{repeated[:80]}: the key appears more than once in an object (readers may take either value)",
+            tenant if repeated != "tenant_id" and isinstance(tenant, str) and TENANT_RE.fullmatch(tenant) else None,
+        )
     if "cdr_id" in obj:
         record: Record = validate_cdr(obj)
     elif "command" in obj:

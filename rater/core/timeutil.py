@@ -110,10 +110,7 @@ def to_datetime(micro: int) -> datetime:
 
 def format_time(micro: int) -> str:
     dt = _EPOCH + timedelta(microseconds=micro)
-    base = (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T"
-        f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
-    )
+    base = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
     if dt.microsecond:
         return f"{base}.{dt.microsecond:06d}Z"
     return base + "Z"

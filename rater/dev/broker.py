@@ -134,12 +134,11 @@ def start(
     extra = dict(extra_listeners or {})
     for name in extra:
         if not _NAME_RE.match(name) or name in ("PLAINTEXT", "CONTROLLER", SASL_LISTENER):
-            raise DevBrokerError(f"bad extra listener name {name!r}: use an upper-case name "
-                                 "other than PLAINTEXT, CONTROLLER, SASL")
+            raise DevBrokerError(f"bad extra listener name {name!r}: use an upper-case name other than PLAINTEXT, CONTROLLER, SASL")
     users = dict(scram_users or {})
     for user, pw in users.items():
         if not _SCRAM_SAFE_RE.match(user) or not _SCRAM_SAFE_RE.match(pw):
-            raise DevBrokerError(f"SCRAM user/password for {user!r} may not contain , [ ] = \" or spaces")
+            raise DevBrokerError(f'SCRAM user/password for {user!r} may not contain , [ ] = " or spaces')
 
     with _flock(d / ".lock"):
         state = _read_state(d) or {}
@@ -147,9 +146,7 @@ def start(
         if pid and _is_our_broker(int(pid), d):
             info = _info(d, state, True)
             if port is not None and port != info.port:
-                raise DevBrokerError(
-                    f"a broker already runs for {d} on port {info.port}; stop it first"
-                )
+                raise DevBrokerError(f"a broker already runs for {d} on port {info.port}; stop it first")
             missing = set(users) - set(info.scram_users)
             if missing:
                 raise DevBrokerError(f"a broker already runs for {d} without SCRAM users {sorted(missing)}; stop it first")
@@ -168,12 +165,10 @@ def start(
             cluster_id = state.get("cluster_id")
             controller_port = controller_port or state.get("controller_port")
             if not cluster_id or not controller_port:
-                raise DevBrokerError(f"{d} holds Kafka storage but no usable {STATE_FILE}; "
-                                     "delete the data dir to start afresh")
+                raise DevBrokerError(f"{d} holds Kafka storage but no usable {STATE_FILE}; delete the data dir to start afresh")
             missing = set(users) - set(state.get("scram_users") or ())
             if missing:
-                raise DevBrokerError(f"storage in {d} was formatted without SCRAM users "
-                                     f"{sorted(missing)}; delete the data dir to add them")
+                raise DevBrokerError(f"storage in {d} was formatted without SCRAM users {sorted(missing)}; delete the data dir to add them")
             users_known = list(state.get("scram_users") or ())
         else:
             cluster_id = _kafka_uuid()
@@ -220,13 +215,11 @@ def start(
         cp = f"{libs}/*"
 
         if not formatted:
-            cmd = [java, "-Xmx256m", "-cp", cp, "kafka.tools.StorageTool", "format",
-                   "--standalone", "-t", cluster_id, "-c", str(props)]
+            cmd = [java, "-Xmx256m", "-cp", cp, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)]
             for user in users_known:
                 cmd += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={users[user]}]"]
             _note(f"formatting Kafka storage in {d / 'data'}", quiet)
-            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                  cwd=d, env=_java_env(d))
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=d, env=_java_env(d))
             if proc.returncode != 0:
                 detail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
                 raise DevBrokerError(f"kafka StorageTool format failed: {detail}")
@@ -242,12 +235,18 @@ def start(
             "pid": None,
         }
         cmd = [
-            java, *JVM_HEAP,
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
+            java,
+            *JVM_HEAP,
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={_log4j_config()}",
             f"-Dkafka.logs.dir={d / 'logs'}",
-            "-cp", cp, "kafka.Kafka", str(props),
+            "-cp",
+            cp,
+            "kafka.Kafka",
+            str(props),
         ]
         out = open(d / "kafka.out", "ab")
         try:
@@ -303,8 +302,7 @@ def _wait_ready(d: Path, info: BrokerInfo, pid: int, timeout: float) -> None:
             return
         if time.monotonic() > deadline:
             raise DevBrokerError(
-                f"kafka broker not ready on {info.bootstrap} after {timeout:.0f}s ({why}); "
-                f"see {d / 'logs' / 'server.log'}"
+                f"kafka broker not ready on {info.bootstrap} after {timeout:.0f}s ({why}); see {d / 'logs' / 'server.log'}"
             )
         time.sleep(0.25)
 
@@ -369,8 +367,7 @@ def restart(
     return start(
         d,
         port=before.port,
-        extra_listeners={k: int(v.rsplit(":", 1)[1]) for k, v in before.listeners.items()
-                         if k not in ("PLAINTEXT", SASL_LISTENER)},
+        extra_listeners={k: int(v.rsplit(":", 1)[1]) for k, v in before.listeners.items() if k not in ("PLAINTEXT", SASL_LISTENER)},
         timeout=timeout,
         quiet=quiet,
     )
@@ -398,14 +395,14 @@ def cli(argv: Sequence[str] | None = None, prog: str = "rater dev-broker") -> in
     parser = argparse.ArgumentParser(prog=prog, description="Run a local single-node Kafka broker.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status,restart}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=None,
-                        help=f"broker data dir (default: {default_data_dir()})")
+    common.add_argument("--data-dir", default=None, help=f"broker data dir (default: {default_data_dir()})")
     common.add_argument("--json", action="store_true", help="print the broker info as JSON")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p_start = sub.add_parser("start", parents=[common], help="start (or find) the broker")
     p_start.add_argument("--port", type=int, default=None, help="PLAINTEXT port (default: free)")
-    p_start.add_argument("--scram-user", action="append", metavar="USER:PASSWORD",
-                         help="add a SASL_PLAINTEXT SCRAM-SHA-512 listener with this user")
+    p_start.add_argument(
+        "--scram-user", action="append", metavar="USER:PASSWORD", help="add a SASL_PLAINTEXT SCRAM-SHA-512 listener with this user"
+    )
     p_start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT)
     p_stop = sub.add_parser("stop", parents=[common], help="stop the broker")
     p_stop.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT)
@@ -426,8 +423,7 @@ def cli(argv: Sequence[str] | None = None, prog: str = "rater dev-broker") -> in
 
     try:
         if args.command == "start":
-            info = start(args.data_dir, port=args.port, scram_users=_parse_scram(args.scram_user),
-                         timeout=args.timeout, quiet=args.quiet)
+            info = start(args.data_dir, port=args.port, scram_users=_parse_scram(args.scram_user), timeout=args.timeout, quiet=args.quiet)
             emit(info)
             return 0
         if args.command == "restart":

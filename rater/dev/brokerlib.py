@@ -138,17 +138,13 @@ def _java() -> str:
         return str(Path(java_home, "bin", "java"))
     found = shutil.which("java")
     if not found:
-        raise DevBrokerError(
-            "java not found; install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"
-        )
+        raise DevBrokerError("java not found; install OpenJDK 17 (apt-get install openjdk-17-jre-headless)")
     return found
 
 
 def _check_java_version(java: str) -> None:
     try:
-        out = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=30
-        ).stderr
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
     except (OSError, subprocess.SubprocessError) as exc:
         raise DevBrokerError(f"cannot run {java} -version: {exc}") from None
     m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
@@ -166,9 +162,7 @@ def _check_java_version(java: str) -> None:
 def _mvn() -> str:
     found = shutil.which("mvn")
     if not found:
-        raise DevBrokerError(
-            "mvn not found; install Maven 3.8+ (apt-get install maven) to fetch the Kafka jars"
-        )
+        raise DevBrokerError("mvn not found; install Maven 3.8+ (apt-get install maven) to fetch the Kafka jars")
     return found
 
 
@@ -210,17 +204,20 @@ def ensure_jars(quiet: bool = False) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".libs-", dir=kafka_home()))
         try:
             cmd = [
-                mvn, "-B", "-q", "-f", str(pom),
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
                 "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={tmp}",
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
             if proc.returncode != 0:
                 tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
                 detail = " | ".join(line.strip() for line in tail if line.strip())
-                raise DevBrokerError(
-                    f"Maven could not fetch the Kafka jars (exit {proc.returncode}): {detail}"
-                )
+                raise DevBrokerError(f"Maven could not fetch the Kafka jars (exit {proc.returncode}): {detail}")
             if not any(tmp.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
                 raise DevBrokerError(f"Maven ran but kafka_2.13-{KAFKA_VERSION}.jar is missing in {tmp}")
             (tmp / ".complete").write_text(digest + "\n")
@@ -479,8 +476,7 @@ def _server_properties(
         lines += [
             f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
             f"listener.name.{lower}.sasl.enabled.mechanisms={SCRAM_MECHANISM}",
-            f"listener.name.{lower}.{mech}.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"listener.name.{lower}.{mech}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
         ]
     return "\n".join(lines) + "\n"
 

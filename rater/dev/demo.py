@@ -120,9 +120,15 @@ class Demo(DemoScreen):
 
     def start_worker(self) -> None:
         assert self.broker is not None
-        self.worker = WorkerChild(self.broker.bootstrap, app_id="rater-demo", topics={},
-                                  state_dir=self.dir / "state", log_path=self.worker_log,
-                                  rates_dir=self.rates_dir(), partitions=PARTITIONS)
+        self.worker = WorkerChild(
+            self.broker.bootstrap,
+            app_id="rater-demo",
+            topics={},
+            state_dir=self.dir / "state",
+            log_path=self.worker_log,
+            rates_dir=self.rates_dir(),
+            partitions=PARTITIONS,
+        )
         self.port = self.worker.web_port
         self.base = self.worker.url
         self.say(f"starting a worker (web {self.base}, log {self._rel(self.worker_log)})...")
@@ -140,16 +146,32 @@ class Demo(DemoScreen):
 
         contacts = self.dir / "contacts.csv"
         n = self.args.tenants
-        contacts.write_text("tenant_id,email\n" + "".join(
-            f"{tenant_id_of(i, n)},admin@{tenant_id_of(i, n)}.example\n" for i in range(n)))
+        contacts.write_text("tenant_id,email\n" + "".join(f"{tenant_id_of(i, n)},admin@{tenant_id_of(i, n)}.example\n" for i in range(n)))
         port = free_port()
         self.notify_base = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "rater", "notify", "--broker", self.broker.bootstrap,
-               "--group-id", "rater-demo-notify", "--contacts", str(contacts), "--smtp-host", "127.0.0.1",
-               "--smtp-port", str(self.sink.port), "--smtp-from", "rater-demo@localhost",
-               "--state-dir", str(self.dir / "notify"), "--web-port", str(port)]
-        self.say(f"starting rater notify (email to an SMTP sink on 127.0.0.1:{self.sink.port}, "
-                 f"log {self._rel(self.notify_log)})")
+        cmd = [
+            sys.executable,
+            "-m",
+            "rater",
+            "notify",
+            "--broker",
+            self.broker.bootstrap,
+            "--group-id",
+            "rater-demo-notify",
+            "--contacts",
+            str(contacts),
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            str(self.sink.port),
+            "--smtp-from",
+            "rater-demo@localhost",
+            "--state-dir",
+            str(self.dir / "notify"),
+            "--web-port",
+            str(port),
+        ]
+        self.say(f"starting rater notify (email to an SMTP sink on 127.0.0.1:{self.sink.port}, log {self._rel(self.notify_log)})")
         self.notify = Child(cmd, self.notify_log, name="rater notify").start()
 
     def rates_dir(self) -> Path:
@@ -174,10 +196,30 @@ class Demo(DemoScreen):
     def start_simulator(self) -> None:
         assert self.broker is not None
         a = self.args
-        cmd = [sys.executable, "-m", "rater", "simulate", "--broker", self.broker.bootstrap,
-               "--tenants", str(a.tenants), "--rate", str(a.rate), "--duration", str(a.duration),
-               "--bad-share", str(a.bad_share), "--seed", str(a.seed), "--rates", str(self.rates_dir()),
-               "--funds-scale", str(a.funds_scale), "--status-interval", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rater",
+            "simulate",
+            "--broker",
+            self.broker.bootstrap,
+            "--tenants",
+            str(a.tenants),
+            "--rate",
+            str(a.rate),
+            "--duration",
+            str(a.duration),
+            "--bad-share",
+            str(a.bad_share),
+            "--seed",
+            str(a.seed),
+            "--rates",
+            str(self.rates_dir()),
+            "--funds-scale",
+            str(a.funds_scale),
+            "--status-interval",
+            "1",
+        ]
         self.say(f"starting the simulator ({a.tenants} tenants, {a.rate:g} records/s, log {self._rel(self.sim_log)})")
         self.sim = Child(cmd, self.sim_log, name="rater simulate").start()
         self.sim_started = time.monotonic()
@@ -230,8 +272,7 @@ class Demo(DemoScreen):
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         assert self.broker is not None
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="latest")
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False, auto_offset_reset="latest")
         await consumer.start()
         try:
             parts = await partitions_of({"bootstrap_servers": self.broker.bootstrap}, ("rated-cdrs", "balance-events"))
@@ -298,15 +339,20 @@ class Demo(DemoScreen):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rater.dev.demo",
-                                description="A local broker, a rater worker, simulated traffic and a live view.")
+    p = argparse.ArgumentParser(
+        prog="python -m rater.dev.demo", description="A local broker, a rater worker, simulated traffic and a live view."
+    )
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic; 0 runs until Ctrl-C (default 60)")
     p.add_argument("--tenants", type=int, default=200, help="simulated tenants (default 200)")
     p.add_argument("--rate", type=float, default=200.0, help="records per second (default 200)")
     p.add_argument("--bad-share", type=float, default=0.01, help="share of deliberately bad records (default 0.01)")
-    p.add_argument("--funds-scale", type=float, default=0.25,
-                   help="multiply the tenants' initial funds; the default 0.25 makes balances run low within "
-                        "a minute, so every kind of balance event shows (default 0.25)")
+    p.add_argument(
+        "--funds-scale",
+        type=float,
+        default=0.25,
+        help="multiply the tenants' initial funds; the default 0.25 makes balances run low within "
+        "a minute, so every kind of balance event shows (default 0.25)",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the simulated tenants and traffic (default 1)")
     p.add_argument("--rates", default=None, help="rate-table directory (default: the shipped rate_tables)")
     p.add_argument("--plain", action="store_true", help="print status lines instead of redrawing the screen")

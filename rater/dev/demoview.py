@@ -22,7 +22,7 @@ from rater.dev.procs import free_port
 
 LOWEST = 10
 EVENTS_SHOWN = 8
-_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 # ---------------------------------------------------------------------------- helpers
@@ -141,11 +141,15 @@ class Style:
 
 
 EVENT_COLORS = {
-    "below_zero": "31", "low_balance": "33", "balance_restored": "32", "funds_added": "32",
-    "auto_recharge_requested": "36", "auto_recharge_succeeded": "32", "auto_recharge_failed": "31;1",
+    "below_zero": "31",
+    "low_balance": "33",
+    "balance_restored": "32",
+    "funds_added": "32",
+    "auto_recharge_requested": "36",
+    "auto_recharge_succeeded": "32",
+    "auto_recharge_failed": "31;1",
     "funds_expired": "35",
 }
-
 
 
 class DemoScreen:
@@ -175,8 +179,9 @@ class DemoScreen:
                 return "-"
             return "> 10 s" if v == float("inf") else f"<= {v * 1000:g} ms"
 
-        lines.append(f"{lab('CDRs/s')} {s(f'{self.rate:,.1f}', '1;32')}   consumer lag {_num(snap.lag)}"
-                     f"   processing p50 {ms(p50)}, p99 {ms(p99)}")
+        lines.append(
+            f"{lab('CDRs/s')} {s(f'{self.rate:,.1f}', '1;32')}   consumer lag {_num(snap.lag)}   processing p50 {ms(p50)}, p99 {ms(p99)}"
+        )
         for topic in ("cdrs", "tenant-commands"):
             parts = []
             for outcome, color in (("applied", "32"), ("rejected", "31"), ("duplicate", "33"), ("forwarded", "36")):
@@ -218,9 +223,11 @@ class DemoScreen:
                 ars = f"on < {_money(ar.get('threshold'))}"
             pad = 22 + (len(ars) - len(_strip(ars)))
             blocked = s("blocked", "31") if fbal < 0 else "allowed"
-            lines.append(f"  {r.get('tenant_id', ''):<18}{r.get('rate_plan', '?'):<14}"
-                         f"{s(f'{_money(bal):>14}', color)}  {r.get('currency', ''):<4}{_money(threshold):>9}  "
-                         f"{len(r.get('lots') or ()):>4}  {ars:<{pad}}{blocked}")
+            lines.append(
+                f"  {r.get('tenant_id', ''):<18}{r.get('rate_plan', '?'):<14}"
+                f"{s(f'{_money(bal):>14}', color)}  {r.get('currency', ''):<4}{_money(threshold):>9}  "
+                f"{len(r.get('lots') or ()):>4}  {ars:<{pad}}{blocked}"
+            )
         for _ in range(LOWEST - len(self.rows)):
             lines.append("")
         lines.append("")
@@ -233,9 +240,11 @@ class DemoScreen:
             cause_id = cause.get("id", "")
             if len(cause_id) > 24:
                 cause_id = "..." + cause_id[-21:]
-            lines.append(f"  {t:<9}{e.get('tenant_id', ''):<18}{s(f'{typ:<24}', EVENT_COLORS.get(typ, ''))}"
-                         f"{_money(e.get('balance')):>12} {e.get('currency', ''):<4} {_event_detail(e)[:23]:<24}"
-                         f"{s(cause.get('kind', '') + ' ' + cause_id, '2')}")
+            lines.append(
+                f"  {t:<9}{e.get('tenant_id', ''):<18}{s(f'{typ:<24}', EVENT_COLORS.get(typ, ''))}"
+                f"{_money(e.get('balance')):>12} {e.get('currency', ''):<4} {_event_detail(e)[:23]:<24}"
+                f"{s(cause.get('kind', '') + ' ' + cause_id, '2')}"
+            )
         for _ in range(EVENTS_SHOWN - len(self.events)):
             lines.append("")
         lines.append("")
@@ -251,9 +260,11 @@ class DemoScreen:
             return "off"
         n = self.notify_snap
         state = "" if self.notify is None or self.notify.alive() else f" (rater notify exited {self.notify.returncode})"
-        return (f"{_num(self.sink.count())} emails received by the sink 127.0.0.1:{self.sink.port}; notify sent "
-                f"{_num(n.get('rater_notify_sent_total:email', 0))}, retried {_num(n.get('rater_notify_retried_total:email', 0))}, "
-                f"dead-lettered {_num(n.get('rater_notify_dead_lettered_total:email', 0))}{state}")
+        return (
+            f"{_num(self.sink.count())} emails received by the sink 127.0.0.1:{self.sink.port}; notify sent "
+            f"{_num(n.get('rater_notify_sent_total:email', 0))}, retried {_num(n.get('rater_notify_retried_total:email', 0))}, "
+            f"dead-lettered {_num(n.get('rater_notify_dead_lettered_total:email', 0))}{state}"
+        )
 
     def plain_line(self) -> str:
         snap = self.snap
@@ -263,12 +274,14 @@ class DemoScreen:
         rec = snap.records
         lowest = ", ".join(f"{r.get('tenant_id')} {_money(r.get('balance'))} {r.get('currency', '')}" for r in self.rows[:3])
         rejects = " ".join(f"{k}={_num(v)}" for k, v in sorted(snap.rejects.items())) or "none"
-        return (f"[{elapsed:4.0f}s] {self.rate:,.1f} CDRs/s | cdrs applied {_num(rec.get(('cdrs', 'applied'), 0))} "
-                f"rejected {_num(rec.get(('cdrs', 'rejected'), 0))} duplicate {_num(rec.get(('cdrs', 'duplicate'), 0))} "
-                f"| commands applied {_num(rec.get(('tenant-commands', 'applied'), 0))} | rejects {rejects} "
-                f"| tenants ok {_num(snap.tenants.get('ok', 0))} low {_num(snap.tenants.get('low', 0))} "
-                f"negative {_num(snap.tenants.get('negative', 0))} | lowest: {lowest or '-'}"
-                + (f" | emails {_num(self.sink.count())}" if self.sink else ""))
+        return (
+            f"[{elapsed:4.0f}s] {self.rate:,.1f} CDRs/s | cdrs applied {_num(rec.get(('cdrs', 'applied'), 0))} "
+            f"rejected {_num(rec.get(('cdrs', 'rejected'), 0))} duplicate {_num(rec.get(('cdrs', 'duplicate'), 0))} "
+            f"| commands applied {_num(rec.get(('tenant-commands', 'applied'), 0))} | rejects {rejects} "
+            f"| tenants ok {_num(snap.tenants.get('ok', 0))} low {_num(snap.tenants.get('low', 0))} "
+            f"negative {_num(snap.tenants.get('negative', 0))} | lowest: {lowest or '-'}"
+            + (f" | emails {_num(self.sink.count())}" if self.sink else "")
+        )
 
     def draw(self) -> None:
         size = shutil.get_terminal_size((120, 40))
@@ -352,8 +365,10 @@ class DemoScreen:
         if self.rows:
             low = ", ".join(f"{r.get('tenant_id')} {_money(r.get('balance'))} {r.get('currency', '')}" for r in self.rows[:3])
             print(f"  lowest balances  {low}")
-        print(f"  logs             {self._rel(self.worker_log)}, {self._rel(self.sim_log)}, {self._rel(self.notify_log)}, "
-              f"{self._rel(self.broker_dir / 'logs')}")
+        print(
+            f"  logs             {self._rel(self.worker_log)}, {self._rel(self.sim_log)}, {self._rel(self.notify_log)}, "
+            f"{self._rel(self.broker_dir / 'logs')}"
+        )
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
@@ -376,8 +391,7 @@ class DemoScreen:
         self.start_simulator()
         await self.live()
         if self.worker_died:
-            self.say(f"the worker exited ({self.worker.returncode if self.worker else '?'}); "
-                     f"the end of {self._rel(self.worker_log)}:")
+            self.say(f"the worker exited ({self.worker.returncode if self.worker else '?'}); the end of {self._rel(self.worker_log)}:")
             print(_tail(self.worker_log), file=sys.stderr)
             return 1
         return 0  # Ctrl-C is the way to end a demo without --duration
@@ -443,8 +457,10 @@ def _recharge_line(events: dict[str, float], failures: dict[str, float]) -> str:
     expired = failures.get("card_expired", 0)
     failed = events.get("auto_recharge_failed", 0) - expired
     pending = max(requested - succeeded - failed, 0)
-    return (f"{_num(requested)} requested: {_num(succeeded)} succeeded, {_num(failed)} failed, {_num(pending)} pending; "
-            f"{_num(expired)} not requested (card expired)")
+    return (
+        f"{_num(requested)} requested: {_num(succeeded)} succeeded, {_num(failed)} failed, {_num(pending)} pending; "
+        f"{_num(expired)} not requested (card expired)"
+    )
 
 
 def _event_detail(e: dict[str, Any]) -> str:
@@ -452,8 +468,9 @@ def _event_detail(e: dict[str, Any]) -> str:
     if typ == "low_balance":
         return f"below {_money(e.get('threshold'))}"
     if typ == "below_zero":
-        return "blocks " + "/".join(c.replace("international", "intl").replace("toll_free", "toll-free")
-                                    for c in e.get("blocked_call_types") or ())
+        return "blocks " + "/".join(
+            c.replace("international", "intl").replace("toll_free", "toll-free") for c in e.get("blocked_call_types") or ()
+        )
     if typ == "auto_recharge_failed":
         return str(e.get("reason", ""))
     if typ in ("auto_recharge_requested", "auto_recharge_succeeded"):
@@ -484,4 +501,3 @@ def _clip(line: str, width: int) -> str:
         visible += 1
         i += 1
     return "".join(out) + "\x1b[0m"
-

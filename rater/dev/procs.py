@@ -70,8 +70,7 @@ class Child:
 
     Failed: type[Exception] = ChildFailed  # what ``wait_ready`` and ``stop`` raise
 
-    def __init__(self, cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-                 cwd: Path = ROOT, name: str = "child"):
+    def __init__(self, cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, cwd: Path = ROOT, name: str = "child"):
         self.cmd = list(cmd)
         self.log_path = Path(log_path)
         self.env = dict(env or {})  # added to this process's environment at each start
@@ -94,8 +93,14 @@ class Child:
             log.flush()
             self.started = time.monotonic()
             self.popen = subprocess.Popen(
-                cmd, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent,
+                cmd,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         return self
 
@@ -156,10 +161,21 @@ class WorkerChild(Child):
     """A ``rater worker`` subprocess: its own app id, topics (``--topic-<name>``), state dir
     and web port; ``wait_ready`` polls ``/readyz``."""
 
-    def __init__(self, broker: str, *, app_id: str, topics: Mapping[str, str], state_dir: Path,
-                 log_path: Path, rates_dir: Path = ROOT / "rate_tables", partitions: int = 4,
-                 web_port: int | None = None, extra_args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, name: str = "worker"):
+    def __init__(
+        self,
+        broker: str,
+        *,
+        app_id: str,
+        topics: Mapping[str, str],
+        state_dir: Path,
+        log_path: Path,
+        rates_dir: Path = ROOT / "rate_tables",
+        partitions: int = 4,
+        web_port: int | None = None,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        name: str = "worker",
+    ):
         super().__init__([], log_path, env, name=name)
         self.broker = broker
         self.app_id = app_id
@@ -179,13 +195,21 @@ class WorkerChild(Child):
 
     def command(self) -> list[str]:
         cmd = [
-            *self.launcher, "rater", "worker",
-            "--broker", self.broker,
-            "--rates", str(self.rates_dir),
-            "--state-dir", str(self.state_dir),
-            "--web-port", str(self.web_port),
-            "--partitions", str(self.partitions),
-            "--app-id", self.app_id,
+            *self.launcher,
+            "rater",
+            "worker",
+            "--broker",
+            self.broker,
+            "--rates",
+            str(self.rates_dir),
+            "--state-dir",
+            str(self.state_dir),
+            "--web-port",
+            str(self.web_port),
+            "--partitions",
+            str(self.partitions),
+            "--app-id",
+            self.app_id,
         ]
         for name, topic in self.topics.items():
             cmd += [f"--topic-{name}", topic]

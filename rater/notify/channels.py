@@ -60,8 +60,7 @@ class EmailChannel:
     def __init__(self, settings: SmtpSettings):
         self.settings = settings
 
-    async def send(self, event: Event, recipients: tuple[str, ...],
-                   on_accepted: Callable[[], None] = lambda: None) -> None:
+    async def send(self, event: Event, recipients: tuple[str, ...], on_accepted: Callable[[], None] = lambda: None) -> None:
         """Returns once the server has accepted the message (its reply to DATA).
 
         ``on_accepted`` runs in the sending thread right after that reply, before the QUIT
@@ -133,8 +132,7 @@ def _smtp_delivery_error(exc: BaseException, host: str, port: int) -> DeliveryEr
     if isinstance(exc, DeliveryError):
         return exc
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return DeliveryError(f"SMTP refused every recipient: {_refused(exc.recipients)}",
-                             permanent=_all_permanent(exc.recipients))
+        return DeliveryError(f"SMTP refused every recipient: {_refused(exc.recipients)}", permanent=_all_permanent(exc.recipients))
     if isinstance(exc, smtplib.SMTPResponseException):
         err = exc.smtp_error
         text = err.decode(errors="replace") if isinstance(err, bytes) else str(err)

@@ -49,9 +49,7 @@ class DedupStore:
 
     def outcome(self, event_id: str, channel: str) -> str | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT outcome FROM handled WHERE event_id = ? AND channel = ?", (event_id, channel)
-            ).fetchone()
+            row = self._db.execute("SELECT outcome FROM handled WHERE event_id = ? AND channel = ?", (event_id, channel)).fetchone()
         return row[0] if row else None
 
     def record(self, event_id: str, channel: str, outcome: str, at: float | None = None) -> None:

@@ -19,8 +19,14 @@ from rater.core.money import MICRO, MoneyError, parse_money
 # The types an administrator expects to hear about (SPEC 11); ``--types`` changes the set.
 DEFAULT_TYPES = ("auto_recharge_succeeded", "auto_recharge_failed", "below_zero", "low_balance")
 ALL_TYPES = (
-    "funds_added", "funds_expired", "low_balance", "below_zero", "balance_restored",
-    "auto_recharge_requested", "auto_recharge_succeeded", "auto_recharge_failed",
+    "funds_added",
+    "funds_expired",
+    "low_balance",
+    "below_zero",
+    "balance_restored",
+    "auto_recharge_requested",
+    "auto_recharge_succeeded",
+    "auto_recharge_failed",
 )
 
 _CALL_TYPE_WORDS = {
@@ -85,8 +91,7 @@ def parse_event(value: Any) -> Event:
         balance = parse_money(value["balance"])
     except MoneyError as exc:
         raise EventError(f"balance {exc}") from None
-    return Event(value["event_id"], value["type"], value["tenant_id"], value["occurred_at"],
-                 balance, value["currency"], value)
+    return Event(value["event_id"], value["type"], value["tenant_id"], value["occurred_at"], balance, value["currency"], value)
 
 
 def selected(event: Event, types: frozenset[str]) -> bool:
@@ -129,44 +134,42 @@ def render_email(event: Event) -> Email:
     lines: list[str]
     if event.type == "auto_recharge_succeeded":
         subject = f"{t}: auto-recharge added {amt}"
-        lines = [f"Auto-recharge added {amt} to the prepaid credit of {t}.",
-                 f"Balance now: {bal}."]
+        lines = [f"Auto-recharge added {amt} to the prepaid credit of {t}.", f"Balance now: {bal}."]
     elif event.type == "auto_recharge_failed":
         reason = event.raw.get("reason")
         why = reason_words(reason if isinstance(reason, str) else None)
         subject = f"{t}: auto-recharge failed ({why})"
-        lines = [f"Auto-recharge of the prepaid credit of {t} failed: {why}.",
-                 f"Reason code: {reason or 'declined'}.",
-                 f"Balance now: {bal}.",
-                 "Auto-recharge is suspended until its settings are saved again (for an expired card: "
-                 "with a new card)."]
+        lines = [
+            f"Auto-recharge of the prepaid credit of {t} failed: {why}.",
+            f"Reason code: {reason or 'declined'}.",
+            f"Balance now: {bal}.",
+            "Auto-recharge is suspended until its settings are saved again (for an expired card: with a new card).",
+        ]
     elif event.type == "below_zero":
         blocked = call_types_words(event.raw.get("blocked_call_types"))
         subject = f"{t}: balance below zero ({bal}), {blocked} calls blocked"
-        lines = [f"The prepaid credit of {t} is below zero: {bal}.",
-                 f"Blocked call types: {blocked} calls are refused until funds are added.",
-                 "Other calls go on and are charged; the debt is paid first from the next funds."]
+        lines = [
+            f"The prepaid credit of {t} is below zero: {bal}.",
+            f"Blocked call types: {blocked} calls are refused until funds are added.",
+            "Other calls go on and are charged; the debt is paid first from the next funds.",
+        ]
     elif event.type == "low_balance":
         threshold = event.money("threshold")
         thr = f"{readable_money(threshold)} {cur}" if threshold is not None else "the threshold"
         subject = f"{t}: balance low ({bal}, threshold {thr})"
-        lines = [f"The prepaid credit of {t} fell below {thr}: {bal}.",
-                 "Add funds to keep every call type available."]
+        lines = [f"The prepaid credit of {t} fell below {thr}: {bal}.", "Add funds to keep every call type available."]
     elif event.type == "funds_added":
         subject = f"{t}: {amt} added"
         lines = [f"{amt} were added to the prepaid credit of {t}.", f"Balance now: {bal}."]
     elif event.type == "funds_expired":
         subject = f"{t}: {amt} expired"
-        lines = [f"{amt} of the prepaid credit of {t} expired unused (lot {event.raw.get('lot_id')}).",
-                 f"Balance now: {bal}."]
+        lines = [f"{amt} of the prepaid credit of {t} expired unused (lot {event.raw.get('lot_id')}).", f"Balance now: {bal}."]
     elif event.type == "balance_restored":
         subject = f"{t}: balance restored ({bal})"
-        lines = [f"The prepaid credit of {t} is at or above zero again: {bal}.",
-                 "All call types are allowed again."]
+        lines = [f"The prepaid credit of {t} is at or above zero again: {bal}.", "All call types are allowed again."]
     else:  # auto_recharge_requested
         subject = f"{t}: auto-recharge of {amt} requested"
-        lines = [f"The balance of {t} is {bal}, below the auto-recharge threshold; "
-                 f"{amt} were requested from the payment service."]
+        lines = [f"The balance of {t} is {bal}, below the auto-recharge threshold; {amt} were requested from the payment service."]
     if isinstance(request, str):
         lines.append(f"Recharge request: {request}.")
     lines += ["", f"Tenant: {t}", f"Event: {event.type} at {event.occurred_at}", f"Event id: {event.event_id}"]

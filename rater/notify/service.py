@@ -86,8 +86,7 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 
 class Notifier:
-    def __init__(self, cfg: NotifyConfig, store: DedupStore, contacts: ContactsFile | None,
-                 metrics: NotifyMetrics | None = None):
+    def __init__(self, cfg: NotifyConfig, store: DedupStore, contacts: ContactsFile | None, metrics: NotifyMetrics | None = None):
         self.cfg = cfg
         self.store = store
         self.contacts = contacts
@@ -124,8 +123,12 @@ class Notifier:
         await ensure_dead_letter_topic(cfg)
         self.producer = AIOKafkaProducer(bootstrap_servers=cfg.broker, acks="all", enable_idempotence=True, **cfg.kafka)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.broker, group_id=cfg.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", isolation_level="read_committed", **cfg.kafka,
+            bootstrap_servers=cfg.broker,
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **cfg.kafka,
         )
         await self.producer.start()
         await self.consumer.start()
@@ -256,6 +259,7 @@ class Notifier:
         while True:
             attempt += 1
             started = time.monotonic()
+
             def accepted() -> None:  # step 4, run by the channel as soon as the server said yes
                 self.store.record(event.event_id, channel, SENT)
 
@@ -263,8 +267,16 @@ class Notifier:
                 await send(accepted)  # step 4
             except DeliveryError as exc:
                 if exc.permanent or attempt >= self.cfg.attempts:  # step 5
-                    log.warning("%s %s of %s: %s after %d tr%s; to %s", channel, event.event_id, event.tenant_id,
-                                exc, attempt, "y" if attempt == 1 else "ies", self.cfg.topic_dead_letter)
+                    log.warning(
+                        "%s %s of %s: %s after %d tr%s; to %s",
+                        channel,
+                        event.event_id,
+                        event.tenant_id,
+                        exc,
+                        attempt,
+                        "y" if attempt == 1 else "ies",
+                        self.cfg.topic_dead_letter,
+                    )
                     if not await self._dead_letter_until_written(item, channel, str(exc), attempt):
                         return False
                     self.store.record(event.event_id, channel, DEAD_LETTERED)
@@ -272,8 +284,7 @@ class Notifier:
                     return True
                 self.metrics.retried.labels(channel).inc()
                 delay = backoff_delay(attempt, self.cfg.backoff, self.cfg.backoff_max)
-                log.info("%s %s of %s: %s; try %d in %.1f s", channel, event.event_id, event.tenant_id, exc,
-                         attempt + 1, delay)
+                log.info("%s %s of %s: %s; try %d in %.1f s", channel, event.event_id, event.tenant_id, exc, attempt + 1, delay)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                     return False
@@ -314,8 +325,9 @@ class Notifier:
                 await self._dead_letter(item, channel, error, attempts)
                 return True
             except KafkaError as exc:
-                log.warning("dead letter of %s not written (%s); trying again", item.event.event_id if item.event
-                            else f"offset {item.offset}", exc)
+                log.warning(
+                    "dead letter of %s not written (%s); trying again", item.event.event_id if item.event else f"offset {item.offset}", exc
+                )
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
                 return False
@@ -381,14 +393,17 @@ async def ensure_dead_letter_topic(cfg: NotifyConfig) -> None:
 
 async def start_web(notifier: Notifier, host: str, port: int) -> web.AppRunner:
     async def healthz(_request: web.Request) -> web.Response:
-        body = {"status": "ok", "consuming": notifier.started, "in_flight": notifier.progress.in_flight(),
-                "tenant_queues": len(notifier._queues)}
+        body = {
+            "status": "ok",
+            "consuming": notifier.started,
+            "in_flight": notifier.progress.in_flight(),
+            "tenant_queues": len(notifier._queues),
+        }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def metrics(_request: web.Request) -> web.Response:
         notifier._gauges()
-        return web.Response(body=generate_latest(notifier.metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(notifier.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -410,9 +425,18 @@ async def main_async(cfg: NotifyConfig, contacts: ContactsFile | None) -> int:
         loop.add_signal_handler(sig, notifier.stop)
     runner = await start_web(notifier, cfg.web_host, cfg.web_port)
     channels = [c for c, on in (("email", notifier.email), ("webhook", notifier.webhook)) if on]
-    log.info("rater notify: %s from %s (group %s), types %s, channels %s, %d handled id(s) kept (%d pruned), "
-             "http://%s:%d/healthz", cfg.topic_events, cfg.broker, cfg.group_id, ",".join(sorted(cfg.types)),
-             ",".join(channels), store.count(), pruned, cfg.web_host, cfg.web_port)
+    log.info(
+        "rater notify: %s from %s (group %s), types %s, channels %s, %d handled id(s) kept (%d pruned), http://%s:%d/healthz",
+        cfg.topic_events,
+        cfg.broker,
+        cfg.group_id,
+        ",".join(sorted(cfg.types)),
+        ",".join(channels),
+        store.count(),
+        pruned,
+        cfg.web_host,
+        cfg.web_port,
+    )
     try:
         await notifier.run()
     finally:

@@ -47,9 +47,16 @@ def route(line: bytes, topic: str | None, cdrs_topic: str, commands_topic: str) 
     return (commands_topic if "command" in obj and "cdr_id" not in obj else cdrs_topic), key
 
 
-async def produce_files(files: list[str], broker: str | KafkaSettings, topic: str | None, cdrs_topic: str,
-                        commands_topic: str, partitioner: str = "murmur2", partitions: int = 8,
-                        replication: int = 1) -> Counter:
+async def produce_files(
+    files: list[str],
+    broker: str | KafkaSettings,
+    topic: str | None,
+    cdrs_topic: str,
+    commands_topic: str,
+    partitioner: str = "murmur2",
+    partitions: int = 8,
+    replication: int = 1,
+) -> Counter:
     """Publish the lines of ``files`` in order: all to ``topic``, or (``topic`` None) CDRs to
     ``cdrs_topic`` and commands to ``commands_topic``. Topics that do not exist are created
     first with ``partitions`` (``rater/worker/topics.py``), never left to the broker's default.
@@ -57,13 +64,11 @@ async def produce_files(files: list[str], broker: str | KafkaSettings, topic: st
     from rater.worker.topics import create_missing
 
     client = client_kwargs(broker if isinstance(broker, KafkaSettings) else KafkaSettings(broker))
-    await create_missing(client, [topic] if topic else [cdrs_topic, commands_topic],
-                         partitions, replication)
+    await create_missing(client, [topic] if topic else [cdrs_topic, commands_topic], partitions, replication)
     kwargs = {}
     if partitioner != "murmur2":
         kwargs["partitioner"] = _WrongPartitioner(partitioner)
-    producer = AIOKafkaProducer(**client, acks="all", linger_ms=5,
-                                enable_idempotence=True, **kwargs)
+    producer = AIOKafkaProducer(**client, acks="all", linger_ms=5, enable_idempotence=True, **kwargs)
     await producer.start()
     counts: Counter = Counter()
     try:

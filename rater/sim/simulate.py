@@ -58,31 +58,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_connection_arguments(p)  # --broker, --security-protocol, --sasl-*, --ssl-*: as the worker (rater/connection.py)
     p.add_argument("--tenants", type=int, default=200, help="number of tenants (default 200)")
     p.add_argument("--rate", type=float, default=200.0, help="records per second (default 200)")
-    p.add_argument("--duration", type=float, default=0.0,
-                   help="seconds of traffic; 0 runs until Ctrl-C / SIGTERM (default 0)")
-    p.add_argument("--bad-share", type=float, default=0.01,
-                   help="share of deliberately bad records: invalid JSON, missing field, unknown tenant, "
-                        "no rate (default 0.01)")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds of traffic; 0 runs until Ctrl-C / SIGTERM (default 0)")
+    p.add_argument(
+        "--bad-share",
+        type=float,
+        default=0.01,
+        help="share of deliberately bad records: invalid JSON, missing field, unknown tenant, no rate (default 0.01)",
+    )
     p.add_argument("--topup-share", type=float, default=0.002, help="share of manual add_funds (default 0.002)")
     p.add_argument("--seed", type=int, default=1, help="seed of the tenants and the traffic (default 1)")
     p.add_argument("--run-id", default=None, help="prefix of this run's record ids (default: from the clock)")
-    p.add_argument("--rates", dest="rates_dir", default=e("RATER_RATES_DIR", "rate_tables"),
-                   help="rate-table directory the plans come from (RATER_RATES_DIR)")
-    p.add_argument("--funds-scale", type=float, default=1.0,
-                   help="multiply the tenants' initial funds (small values make balances run low fast)")
+    p.add_argument(
+        "--rates",
+        dest="rates_dir",
+        default=e("RATER_RATES_DIR", "rate_tables"),
+        help="rate-table directory the plans come from (RATER_RATES_DIR)",
+    )
+    p.add_argument(
+        "--funds-scale", type=float, default=1.0, help="multiply the tenants' initial funds (small values make balances run low fast)"
+    )
     p.add_argument("--no-payments", action="store_true", help="do not answer recharge requests")
     p.add_argument("--fail-share", type=float, default=0.1, help="share of failed payments (default 0.1)")
     p.add_argument("--payment-delay", type=float, default=0.5, help="seconds before a payment answer (default 0.5)")
-    p.add_argument("--linger", type=float, default=2.0,
-                   help="seconds to keep answering recharge requests after the last CDR (default 2)")
-    p.add_argument("--setup-timeout", type=float, default=60.0,
-                   help="seconds to wait for the topics and for the worker to apply the setup (default 60)")
+    p.add_argument("--linger", type=float, default=2.0, help="seconds to keep answering recharge requests after the last CDR (default 2)")
+    p.add_argument(
+        "--setup-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the topics and for the worker to apply the setup (default 60)",
+    )
     p.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines (default 5)")
-    p.add_argument("--partitions", type=positive_int("--partitions", "RATER_PARTITIONS"), default=e("RATER_PARTITIONS", "8"),
-                   help="partitions of a topic created because it is missing; the worker's --partitions "
-                        "(RATER_PARTITIONS, default 8)")
-    p.add_argument("--replication", type=positive_int("--replication", "RATER_REPLICATION"),
-                   default=e("RATER_REPLICATION", "1"), help="replication factor of created topics (RATER_REPLICATION, default 1)")
+    p.add_argument(
+        "--partitions",
+        type=positive_int("--partitions", "RATER_PARTITIONS"),
+        default=e("RATER_PARTITIONS", "8"),
+        help="partitions of a topic created because it is missing; the worker's --partitions (RATER_PARTITIONS, default 8)",
+    )
+    p.add_argument(
+        "--replication",
+        type=positive_int("--replication", "RATER_REPLICATION"),
+        default=e("RATER_REPLICATION", "1"),
+        help="replication factor of created topics (RATER_REPLICATION, default 1)",
+    )
     p.add_argument("--cdrs-topic", default=e("RATER_TOPIC_CDRS", "cdrs"))
     p.add_argument("--commands-topic", default=e("RATER_TOPIC_COMMANDS", "tenant-commands"))
     p.add_argument("--requests-topic", default=e("RATER_TOPIC_REQUESTS", "recharge-requests"))
@@ -150,11 +167,12 @@ class Simulator:
         if self.traffic_started is None:
             return f"{self.phase}"
         elapsed = max((self.traffic_ended or time.monotonic()) - self.traffic_started, 1e-9)
-        line = (f"{elapsed:.0f}s, {self.cdrs:,} CDRs ({self.cdrs / elapsed:,.1f}/s), "
-                f"{self.commands:,} top-ups, {self.bad:,} bad")
+        line = f"{elapsed:.0f}s, {self.cdrs:,} CDRs ({self.cdrs / elapsed:,.1f}/s), {self.commands:,} top-ups, {self.bad:,} bad"
         if not self.args.no_payments:
-            line += (f" | recharge requests {self.requests:,}: {self.succeeded:,} paid, {self.failed:,} failed, "
-                     f"{self.requests - self.answered:,} waiting")
+            line += (
+                f" | recharge requests {self.requests:,}: {self.succeeded:,} paid, {self.failed:,} failed, "
+                f"{self.requests - self.answered:,} waiting"
+            )
         if self.errors:
             line += f" | {self.errors:,} send errors (last: {self.last_error})"
         return line
@@ -204,8 +222,7 @@ class Simulator:
             await self._wait_for_topics()
             if self.stop.is_set():
                 return 0
-            self.producer = AIOKafkaProducer(**client_kwargs(settings_from_args(a)), acks="all", linger_ms=5,
-                                             enable_idempotence=True)
+            self.producer = AIOKafkaProducer(**client_kwargs(settings_from_args(a)), acks="all", linger_ms=5, enable_idempotence=True)
             await self.producer.start()
             events = await self._consumer_at_end(a.events_topic)
             consumers.append(events)
@@ -282,13 +299,16 @@ class Simulator:
         with kafka_errors_kept() as last:  # the first connection: aiokafka logs why it failed (a refused SASL login)
             try:
                 created = await asyncio.wait_for(
-                    create_missing(client_kwargs(settings_from_args(a)), wanted, a.partitions, a.replication,
-                                   timeout=max(a.setup_timeout, 1)),
-                    timeout=max(a.setup_timeout, 1) + 5)
+                    create_missing(
+                        client_kwargs(settings_from_args(a)), wanted, a.partitions, a.replication, timeout=max(a.setup_timeout, 1)
+                    ),
+                    timeout=max(a.setup_timeout, 1) + 5,
+                )
             except (KafkaError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
                 why = f": {last.message}" if last.message else ""
-                raise SimulatorError(f"cannot reach the broker at {a.broker} or create its topics "
-                                     f"({type(exc).__name__}){why}"[:400]) from None
+                raise SimulatorError(
+                    f"cannot reach the broker at {a.broker} or create its topics ({type(exc).__name__}){why}"[:400]
+                ) from None
         if created:
             self.log(f"created topics {', '.join(created)} with {a.partitions} partitions")
 
@@ -297,8 +317,12 @@ class Simulator:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.errors import KafkaError
 
-        consumer = AIOKafkaConsumer(**client_kwargs(settings_from_args(self.args)), enable_auto_commit=False,
-                                    auto_offset_reset="latest", isolation_level="read_committed")
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(settings_from_args(self.args)),
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            isolation_level="read_committed",
+        )
         await consumer.start()
         try:
             # The producer's public partitions_for waits for the topic's metadata (the
@@ -334,8 +358,10 @@ class Simulator:
         while waiting and not self.stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
-                self.log(f"{len(waiting)} of {total} tenants' setup not confirmed after {a.setup_timeout:.0f}s "
-                         "(is a worker running? were the ids applied before?); sending traffic anyway")
+                self.log(
+                    f"{len(waiting)} of {total} tenants' setup not confirmed after {a.setup_timeout:.0f}s "
+                    "(is a worker running? were the ids applied before?); sending traffic anyway"
+                )
                 return
             batch = await events.getmany(timeout_ms=int(min(left, 0.5) * 1000))
             for msgs in batch.values():
@@ -352,9 +378,7 @@ class Simulator:
     async def _pump(self, profiles: list[dict[str, Any]]) -> None:
         a = self.args
         self.traffic = traffic.Traffic(profiles, self.tables)
-        stream = self.traffic.stream(
-            a.seed, traffic.now_micros, run_id=self.run_id, bad_share=a.bad_share, topup_share=a.topup_share
-        )
+        stream = self.traffic.stream(a.seed, traffic.now_micros, run_id=self.run_id, bad_share=a.bad_share, topup_share=a.topup_share)
         cdrs_topic, commands_topic = a.cdrs_topic, a.commands_topic
         dumps = orjson.dumps
         self.phase = "sending"
@@ -429,4 +453,3 @@ class Simulator:
                 self.failed += 1
         if futures:
             await asyncio.gather(*futures, return_exceptions=True)
-

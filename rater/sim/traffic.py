@@ -63,24 +63,76 @@ NO_RATE_NUMBER = "+99912345"  # +999 is reserved by the ITU: no plan prices it
 # Relative call volume to a destination (by country name as the rate tables spell it);
 # every other country gets _TAIL, non-geographic services (satellite, ...) _RARE.
 POPULAR = {
-    "United States / Canada": 30.0, "United Kingdom": 12.0, "Germany": 10.0, "France": 7.0,
-    "India": 8.0, "China": 5.0, "Japan": 4.0, "Australia": 4.0, "Spain": 4.0, "Italy": 4.0,
-    "Netherlands": 4.0, "Mexico": 4.0, "Brazil": 4.0, "Ireland": 3.0, "Switzerland": 3.0,
-    "Singapore": 3.0, "Philippines": 3.0, "Canada": 3.0, "Sweden": 2.0, "Poland": 2.0,
-    "United Arab Emirates": 2.0, "South Africa": 2.0, "Israel": 2.0, "Belgium": 2.0,
-    "Austria": 2.0, "Hong Kong": 2.0, "South Korea": 2.0, "Denmark": 1.5, "Norway": 1.5,
-    "Portugal": 1.5, "Turkey": 1.5, "Nigeria": 1.0, "Egypt": 1.0, "Argentina": 1.0,
-    "Colombia": 1.0, "Vietnam": 1.0, "Pakistan": 1.0, "Indonesia": 1.0, "Finland": 1.0,
+    "United States / Canada": 30.0,
+    "United Kingdom": 12.0,
+    "Germany": 10.0,
+    "France": 7.0,
+    "India": 8.0,
+    "China": 5.0,
+    "Japan": 4.0,
+    "Australia": 4.0,
+    "Spain": 4.0,
+    "Italy": 4.0,
+    "Netherlands": 4.0,
+    "Mexico": 4.0,
+    "Brazil": 4.0,
+    "Ireland": 3.0,
+    "Switzerland": 3.0,
+    "Singapore": 3.0,
+    "Philippines": 3.0,
+    "Canada": 3.0,
+    "Sweden": 2.0,
+    "Poland": 2.0,
+    "United Arab Emirates": 2.0,
+    "South Africa": 2.0,
+    "Israel": 2.0,
+    "Belgium": 2.0,
+    "Austria": 2.0,
+    "Hong Kong": 2.0,
+    "South Korea": 2.0,
+    "Denmark": 1.5,
+    "Norway": 1.5,
+    "Portugal": 1.5,
+    "Turkey": 1.5,
+    "Nigeria": 1.0,
+    "Egypt": 1.0,
+    "Argentina": 1.0,
+    "Colombia": 1.0,
+    "Vietnam": 1.0,
+    "Pakistan": 1.0,
+    "Indonesia": 1.0,
+    "Finland": 1.0,
 }
 _TAIL = 0.08
 _RARE = 0.002
-_NON_GEOGRAPHIC = ("International", "Inmarsat", "Iridium", "Thuraya", "Global", "Telecommunications",
-                   "Universal", "Diego Garcia")
+_NON_GEOGRAPHIC = ("International", "Inmarsat", "Iridium", "Thuraya", "Global", "Telecommunications", "Universal", "Diego Garcia")
 
 TENANT_NAMES = (
-    "acme", "globex", "initech", "umbrella", "hooli", "vandelay", "wonka", "stark", "wayne",
-    "tyrell", "cyberdyne", "soylent", "massive", "oscorp", "aperture", "blackmesa", "gringotts",
-    "monarch", "nakatomi", "octan", "pied-piper", "prestige", "sirius", "virtucon", "zorg",
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "vandelay",
+    "wonka",
+    "stark",
+    "wayne",
+    "tyrell",
+    "cyberdyne",
+    "soylent",
+    "massive",
+    "oscorp",
+    "aperture",
+    "blackmesa",
+    "gringotts",
+    "monarch",
+    "nakatomi",
+    "octan",
+    "pied-piper",
+    "prestige",
+    "sirius",
+    "virtucon",
+    "zorg",
 )
 
 
@@ -110,8 +162,7 @@ def _number_length(prefix: str) -> int:
     return min(15, max(12, len(prefix) + 6))
 
 
-def _build(plan: RatePlan, call_type: str, at: int, home: set[str], *, home_factor: float,
-           exclude_home: bool) -> _Destinations | None:
+def _build(plan: RatePlan, call_type: str, at: int, home: set[str], *, home_factor: float, exclude_home: bool) -> _Destinations | None:
     by_prefix = plan.index.get(call_type) or {}
     rows: list[tuple[str, str]] = []  # prefix, destination
     for prefix, (starts, rates) in by_prefix.items():
@@ -170,8 +221,9 @@ class _PlanTraffic:
         # Dial-outs: the home country gets HOME_DIALOUT_SHARE of the volume.
         dialout = _build(plan, "conference_dialout", at, home, home_factor=1.0, exclude_home=False)
         if dialout is not None:
-            home_w = sum(dialout.cum[i] - (dialout.cum[i - 1] if i else 0.0)
-                         for i, p in enumerate(dialout.prefixes) if self._is_home(plan, p, home))
+            home_w = sum(
+                dialout.cum[i] - (dialout.cum[i - 1] if i else 0.0) for i, p in enumerate(dialout.prefixes) if self._is_home(plan, p, home)
+            )
             rest = dialout.cum[-1] - home_w
             factor = (HOME_DIALOUT_SHARE * rest / (1 - HOME_DIALOUT_SHARE) / home_w) if home_w and rest else 1.0
             dialout = _build(plan, "conference_dialout", at, home, home_factor=factor, exclude_home=False)
@@ -232,8 +284,15 @@ def tenant_id_of(i: int, n: int) -> str:
     return f"{TENANT_NAMES[i % len(TENANT_NAMES)]}-{i:0{width}d}"
 
 
-def tenants(n: int, seed: int, tables: RateTables, *, at: int | None = None,
-            funds_scale: float = 1.0, plans: tuple[tuple[str, float], ...] = PLAN_MIX) -> list[dict[str, Any]]:
+def tenants(
+    n: int,
+    seed: int,
+    tables: RateTables,
+    *,
+    at: int | None = None,
+    funds_scale: float = 1.0,
+    plans: tuple[tuple[str, float], ...] = PLAN_MIX,
+) -> list[dict[str, Any]]:
     """``n`` tenant profiles, the same for the same seed (and ``at``, which only dates
     the cards). ``funds_scale`` multiplies the initial funds (small values make tenants
     run low at once: tests, demos). Plans missing from ``tables`` are left out."""
@@ -265,16 +324,18 @@ def tenants(n: int, seed: int, tables: RateTables, *, at: int | None = None,
                 "amount": _money(rng.choice((25, 50, 100, 200, 500)) * 100),
                 "payment_method": {"type": "card", "expires": expires, "last4": f"{rng.randrange(10000):04d}"},
             }
-        out.append({
-            "tenant_id": tenant_id,
-            "rate_plan": plan,
-            "currency": tables.plans[plan].currency,
-            "low_balance_threshold": _money(threshold),
-            "included_domestic_minutes": minutes,
-            "initial_funds": _money(funds),
-            "auto_recharge": auto,
-            "activity": 1.0 / ranks[i] ** 0.8,
-        })
+        out.append(
+            {
+                "tenant_id": tenant_id,
+                "rate_plan": plan,
+                "currency": tables.plans[plan].currency,
+                "low_balance_threshold": _money(threshold),
+                "included_domestic_minutes": minutes,
+                "initial_funds": _money(funds),
+                "auto_recharge": auto,
+                "activity": 1.0 / ranks[i] ** 0.8,
+            }
+        )
     return out
 
 
@@ -286,20 +347,37 @@ def setup_commands(profiles: list[dict[str, Any]], at: int, run_id: str = "setup
     out = []
     for p in profiles:
         t = p["tenant_id"]
-        out.append({
-            "command_id": f"{run_id}-{t}-configure", "tenant_id": t, "command": "configure_account",
-            "occurred_at": when, "rate_plan": p["rate_plan"], "low_balance_threshold": p["low_balance_threshold"],
-            "included_domestic_minutes": p["included_domestic_minutes"],
-        })
-        out.append({
-            "command_id": funds_command_id(run_id, t), "tenant_id": t, "command": "add_funds",
-            "occurred_at": when, "amount": p["initial_funds"], "reference": f"INV-{run_id}-{t}",
-        })
+        out.append(
+            {
+                "command_id": f"{run_id}-{t}-configure",
+                "tenant_id": t,
+                "command": "configure_account",
+                "occurred_at": when,
+                "rate_plan": p["rate_plan"],
+                "low_balance_threshold": p["low_balance_threshold"],
+                "included_domestic_minutes": p["included_domestic_minutes"],
+            }
+        )
+        out.append(
+            {
+                "command_id": funds_command_id(run_id, t),
+                "tenant_id": t,
+                "command": "add_funds",
+                "occurred_at": when,
+                "amount": p["initial_funds"],
+                "reference": f"INV-{run_id}-{t}",
+            }
+        )
         if p["auto_recharge"] is not None:
-            out.append({
-                "command_id": f"{run_id}-{t}-autorecharge", "tenant_id": t, "command": "configure_account",
-                "occurred_at": when, "auto_recharge": p["auto_recharge"],
-            })
+            out.append(
+                {
+                    "command_id": f"{run_id}-{t}-autorecharge",
+                    "tenant_id": t,
+                    "command": "configure_account",
+                    "occurred_at": when,
+                    "auto_recharge": p["auto_recharge"],
+                }
+            )
     return out
 
 
@@ -324,8 +402,14 @@ def synthetic_clock(start: int, step: int = 5_000) -> Callable[[], int]:
 class Traffic:
     """Destination tables for ``profiles``, built once; :meth:`stream` draws from them."""
 
-    def __init__(self, profiles: list[dict[str, Any]], tables: RateTables, *, at: int | None = None,
-                 call_mix: tuple[tuple[str, float], ...] = CALL_MIX):
+    def __init__(
+        self,
+        profiles: list[dict[str, Any]],
+        tables: RateTables,
+        *,
+        at: int | None = None,
+        call_mix: tuple[tuple[str, float], ...] = CALL_MIX,
+    ):
         at = now_micros() if at is None else at
         self.profiles = profiles
         self.plans = {pid: _PlanTraffic(tables.plans[pid], at) for pid in {p["rate_plan"] for p in profiles}}
@@ -342,8 +426,16 @@ class Traffic:
         self.duration_mu = {c: math.log(m) for c, (m, _s) in DURATIONS.items()}
         self.duration_sigma = {c: s for c, (_m, s) in DURATIONS.items()}
 
-    def stream(self, seed: int, clock: Callable[[], int], *, run_id: str | None = None, bad_share: float = 0.0,
-               topup_share: float = 0.002, count: int | None = None) -> Iterator[dict[str, Any] | bytes]:
+    def stream(
+        self,
+        seed: int,
+        clock: Callable[[], int],
+        *,
+        run_id: str | None = None,
+        bad_share: float = 0.0,
+        topup_share: float = 0.002,
+        count: int | None = None,
+    ) -> Iterator[dict[str, Any] | bytes]:
         rng = random.Random(f"stream:{seed}")
         run = run_id if run_id is not None else f"r{seed}"
         rand = rng.random
@@ -372,8 +464,11 @@ class Traffic:
                 continue
             if r < bad_share + topup_share:
                 yield {
-                    "command_id": f"{run}-topup-{seq}", "tenant_id": tenant, "command": "add_funds",
-                    "occurred_at": when, "amount": _money(rng.choice((20, 50, 100, 250, 500)) * 100),
+                    "command_id": f"{run}-topup-{seq}",
+                    "tenant_id": tenant,
+                    "command": "add_funds",
+                    "occurred_at": when,
+                    "amount": _money(rng.choice((20, 50, 100, 250, 500)) * 100),
                     "reference": f"INV-{run}-{seq}",
                 }
                 continue
@@ -398,14 +493,16 @@ class Traffic:
                 cdr["meeting_id"] = f"m-{randrange(1_000_000):06d}"
             yield cdr
 
-    def _bad(self, rng: random.Random, run: str, seq: int, tenant: str, plan: _PlanTraffic,
-             when: str) -> dict[str, Any] | bytes:
+    def _bad(self, rng: random.Random, run: str, seq: int, tenant: str, plan: _PlanTraffic, when: str) -> dict[str, Any] | bytes:
         kind = BAD_KINDS[rng.randrange(len(BAD_KINDS))]
         self.bad[kind] += 1
         cdr: dict[str, Any] = {
-            "cdr_id": f"{run}-{seq}", "tenant_id": tenant, "call_type": "international",
+            "cdr_id": f"{run}-{seq}",
+            "tenant_id": tenant,
+            "call_type": "international",
             "to": plan.number("international", rng) if "international" in plan.dest else NO_RATE_NUMBER,
-            "started_at": when, "duration_seconds": 1 + rng.randrange(600),
+            "started_at": when,
+            "duration_seconds": 1 + rng.randrange(600),
         }
         if kind == "invalid_json":  # a record cut short in transit
             return f'{{"cdr_id":"{run}-{seq}","tenant_id":"{tenant}","call_type":"intern'.encode()
@@ -418,10 +515,19 @@ class Traffic:
         return cdr
 
 
-def cdr_stream(profiles: list[dict[str, Any]], tables: RateTables, seed: int, *,
-               clock: Callable[[], int] | None = None, start: int | None = None, run_id: str | None = None,
-               bad_share: float = 0.0, topup_share: float = 0.002, count: int | None = None,
-               call_mix: tuple[tuple[str, float], ...] = CALL_MIX) -> Iterator[dict[str, Any] | bytes]:
+def cdr_stream(
+    profiles: list[dict[str, Any]],
+    tables: RateTables,
+    seed: int,
+    *,
+    clock: Callable[[], int] | None = None,
+    start: int | None = None,
+    run_id: str | None = None,
+    bad_share: float = 0.0,
+    topup_share: float = 0.002,
+    count: int | None = None,
+    call_mix: tuple[tuple[str, float], ...] = CALL_MIX,
+) -> Iterator[dict[str, Any] | bytes]:
     """CDRs (and occasional manual ``add_funds``, and ``bad_share`` bad records) of
     ``profiles``; endless unless ``count``. ``clock()`` gives each record's time in UTC
     µs (``started_at``, ``occurred_at``, truncated to the second); without one a
@@ -441,21 +547,40 @@ def cdr_stream(profiles: list[dict[str, Any]], tables: RateTables, seed: int, *,
     return traffic.stream(seed, again, run_id=run_id, bad_share=bad_share, topup_share=topup_share, count=count)
 
 
-def records(n_tenants: int, seed: int, tables: RateTables, count: int, *, start: int | None = None,
-            step: int = 5_000, run_id: str | None = None, bad_share: float = 0.0, topup_share: float = 0.002,
-            funds_scale: float = 1.0) -> Iterator[dict[str, Any] | bytes]:
+def records(
+    n_tenants: int,
+    seed: int,
+    tables: RateTables,
+    count: int,
+    *,
+    start: int | None = None,
+    step: int = 5_000,
+    run_id: str | None = None,
+    bad_share: float = 0.0,
+    topup_share: float = 0.002,
+    funds_scale: float = 1.0,
+) -> Iterator[dict[str, Any] | bytes]:
     """Setup commands of ``n_tenants`` then ``count`` stream records, on a synthetic clock
     from ``start`` (default now) advancing ``step`` µs a record: a reproducible input."""
     start = now_micros() if start is None else start
     profiles = tenants(n_tenants, seed, tables, at=start, funds_scale=funds_scale)
     run = run_id if run_id is not None else f"r{seed}"
     yield from setup_commands(profiles, start, run)
-    yield from cdr_stream(profiles, tables, seed, clock=synthetic_clock(start + SECOND, step), run_id=run,
-                          bad_share=bad_share, topup_share=topup_share, count=count)
+    yield from cdr_stream(
+        profiles,
+        tables,
+        seed,
+        clock=synthetic_clock(start + SECOND, step),
+        run_id=run,
+        bad_share=bad_share,
+        topup_share=topup_share,
+        count=count,
+    )
 
 
-def payment_result(request: dict[str, Any], rng: random.Random, at: int, *, fail_share: float = 0.1,
-                   command_id: str | None = None) -> dict[str, Any]:
+def payment_result(
+    request: dict[str, Any], rng: random.Random, at: int, *, fail_share: float = 0.1, command_id: str | None = None
+) -> dict[str, Any]:
     """The payment service's answer to a recharge request: ``succeeded``, or with
     ``fail_share`` ``failed`` (``card_declined`` or ``insufficient_funds``)."""
     tenant = request["tenant_id"]

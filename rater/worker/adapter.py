@@ -100,8 +100,11 @@ def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_stop: Sto
     """Make ``app`` build its consumer as a ``BulkConsumer`` feeding ``handler``, and
     calling ``on_stop`` when it stops. Must run before the app creates its consumer
     (that is, before it starts)."""
-    cls = type("RaterBulkConsumer", (BulkConsumer,), {
-        "bulk_topics": topics, "bulk_handler": staticmethod(handler), "stop_handler": staticmethod(on_stop)})
+    cls = type(
+        "RaterBulkConsumer",
+        (BulkConsumer,),
+        {"bulk_topics": topics, "bulk_handler": staticmethod(handler), "stop_handler": staticmethod(on_stop)},
+    )
     app.transport.Consumer = cls
 
 
@@ -181,8 +184,7 @@ class FaustPort:
         try:
             return await asyncio.wait_for(thread.call_thread(ask), 15)
         except Exception as exc:  # the coordinator is moving; the records are fetched again
-            log.warning("no committed offsets from the broker for %d partition(s) (%s); fetching again",
-                        len(tps), type(exc).__name__)
+            log.warning("no committed offsets from the broker for %d partition(s) (%s); fetching again", len(tps), type(exc).__name__)
             return {}
 
     # --- the producer -----------------------------------------------------------------------
@@ -190,8 +192,12 @@ class FaustPort:
     async def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
             producer = AIOKafkaProducer(
-                **client_kwargs(self.settings), acks="all", enable_idempotence=True, linger_ms=0,
-                max_batch_size=1 << 20, max_request_size=8 << 20,
+                **client_kwargs(self.settings),
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=0,
+                max_batch_size=1 << 20,
+                max_request_size=8 << 20,
             )
             await producer.start()
             self.producer = producer

@@ -68,12 +68,10 @@ class RaterWorker:
         self.engine_name = choose_engine(cfg.engine)
         if self.engine_name == "native":
             self.store = NativeAccountStore(self.port, cfg.partitions, cfg.account_cache)
-            self.processor = NativeBatchProcessor(tables, cfg.partitions, cfg.topics, self.store,
-                                                  max_record_bytes=cfg.max_record_bytes)
+            self.processor = NativeBatchProcessor(tables, cfg.partitions, cfg.topics, self.store, max_record_bytes=cfg.max_record_bytes)
         else:
             self.store = AccountStore(self.port, cfg.partitions, cfg.account_cache)
-            self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self.store.load,
-                                            max_record_bytes=cfg.max_record_bytes)
+            self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self.store.load, max_record_bytes=cfg.max_record_bytes)
         self.processor.engine.tally = self.stats.tally
         self.pipeline = CommitPipeline(self.port, self.store, self.processor, self._on_batch, self._on_account)
         self.sweeper = Sweeper(self.pipeline, self.port, cfg.topics, cfg.partitions, self.stats, self._lag)
@@ -103,7 +101,10 @@ class RaterWorker:
             web_enabled=True,
             # Faust's own views (/router, /table/<name>/<key>/, /graph, /stats) would show
             # raw table data and internals to anyone who reaches the port: only ours are served.
-            web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_graph_enabled=False,
+            web_stats_enabled=False,
             web_bind=cfg.web_host,
             web_port=cfg.web_port,
             web_host=host,
@@ -123,11 +124,14 @@ class RaterWorker:
             logging_config=_only_added_handlers(cfg.log_level) if cfg.log_format == "json" else None,
         )
         t = cfg.topics
-        self.inputs = app.topic(t.cdrs, t.commands, key_type=bytes, value_type=bytes,
-                                key_serializer="raw", value_serializer="raw")
+        self.inputs = app.topic(t.cdrs, t.commands, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.accounts = app.Table(
-            "accounts", default=None, key_type=bytes, value_type=bytes,
-            partitions=cfg.partitions, use_partitioner=True,
+            "accounts",
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=cfg.partitions,
+            use_partitioner=True,
             **({"options": ROCKSDB_OPTIONS} if cfg.store == "rocksdb" else {}),
         )
         return app
@@ -141,8 +145,13 @@ class RaterWorker:
             # records themselves reach the pipeline in bulk (``rater/worker/adapter.py``), so
             # an event here is a record that bypassed the commit protocol: stop, and replay it.
             async for event in stream.events():
-                die(70, "input record %s/%d@%d reached faust's stream; stopping so it is replayed",
-                    event.message.topic, event.message.partition, event.message.offset)
+                die(
+                    70,
+                    "input record %s/%d@%d reached faust's stream; stopping so it is replayed",
+                    event.message.topic,
+                    event.message.partition,
+                    event.message.offset,
+                )
 
         @app.on_partitions_revoked.connect
         async def on_partitions_revoked(sender, revoked, **kwargs):
@@ -174,9 +183,15 @@ class RaterWorker:
             gctune.freeze_startup()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self.rates.request_reload)
-            log.info("worker started: broker %s, %d partitions, rate tables %s, %s engine, web http://%s:%d",
-                     self.cfg.broker, self.cfg.partitions, self.stats.rate_tables_version, self.engine_name,
-                     self.cfg.web_host, self.cfg.web_port)
+            log.info(
+                "worker started: broker %s, %d partitions, rate tables %s, %s engine, web http://%s:%d",
+                self.cfg.broker,
+                self.cfg.partitions,
+                self.stats.rate_tables_version,
+                self.engine_name,
+                self.cfg.web_host,
+                self.cfg.web_port,
+            )
 
         @app.on_rebalance_complete.connect
         async def on_rebalance_complete(sender, **kwargs):
@@ -248,8 +263,9 @@ async def ensure_topics(cfg: WorkerConfig) -> None:
         while True:
             meta = await admin.describe_topics([t.cdrs, t.commands])
             counts = {m["topic"]: len(m["partitions"]) for m in meta}
-            settled = all(m.get("error_code", 0) == 0 and m["partitions"]
-                          and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta)
+            settled = all(
+                m.get("error_code", 0) == 0 and m["partitions"] and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta
+            )
             if settled or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)

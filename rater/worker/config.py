@@ -136,53 +136,129 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     e = _env
     add_connection_arguments(p)  # --broker, --security-protocol, --sasl-*, --ssl-* (rater/connection.py)
     p.add_argument("--app-id", default=e("APP_ID", d.app_id), help="consumer group and changelog prefix (RATER_APP_ID)")
-    p.add_argument("--partitions", type=positive_int("--partitions", "RATER_PARTITIONS"), default=e("PARTITIONS", str(d.partitions)),
-                   help="partitions of the input topics, created when missing (RATER_PARTITIONS)")
-    p.add_argument("--replication", type=positive_int("--replication", "RATER_REPLICATION"), default=e("REPLICATION", str(d.replication)),
-                   help="replication factor of created topics (RATER_REPLICATION)")
+    p.add_argument(
+        "--partitions",
+        type=positive_int("--partitions", "RATER_PARTITIONS"),
+        default=e("PARTITIONS", str(d.partitions)),
+        help="partitions of the input topics, created when missing (RATER_PARTITIONS)",
+    )
+    p.add_argument(
+        "--replication",
+        type=positive_int("--replication", "RATER_REPLICATION"),
+        default=e("REPLICATION", str(d.replication)),
+        help="replication factor of created topics (RATER_REPLICATION)",
+    )
     p.add_argument("--rates", dest="rates_dir", default=e("RATES_DIR", d.rates_dir), help="rate-table directory (RATER_RATES_DIR)")
     p.add_argument("--state-dir", default=e("STATE_DIR", d.state_dir), help="local state (RocksDB) directory (RATER_STATE_DIR)")
-    p.add_argument("--store", type=one_of("--store", "RATER_STORE", ("rocksdb", "memory")), choices=("rocksdb", "memory"),
-                   default=e("STORE", d.store), help="table store: memory replays the changelog at start (RATER_STORE)")
+    p.add_argument(
+        "--store",
+        type=one_of("--store", "RATER_STORE", ("rocksdb", "memory")),
+        choices=("rocksdb", "memory"),
+        default=e("STORE", d.store),
+        help="table store: memory replays the changelog at start (RATER_STORE)",
+    )
     p.add_argument("--web-host", default=e("WEB_HOST", d.web_host), help="address the HTTP server binds (RATER_WEB_HOST)")
     p.add_argument("--web-port", type=port_number, default=e("WEB_PORT", str(d.web_port)), help="HTTP port (RATER_WEB_PORT)")
-    p.add_argument("--advertised-host", default=e("ADVERTISED_HOST"),
-                   help="host other workers use to reach this one (RATER_ADVERTISED_HOST; default: the web host)")
-    p.add_argument("--engine", choices=("native", "python"), default=e("ENGINE"),
-                   help="rating core: python (the worker's default) or native (Rust, when built) (RATER_ENGINE)")
-    p.add_argument("--batch-size", type=positive_int("--batch-size", "RATER_BATCH_SIZE"), default=e("BATCH_SIZE", str(d.batch_size)), help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)")  # noqa: E501
-    p.add_argument("--account-cache", type=positive_int("--account-cache", "RATER_ACCOUNT_CACHE", 0), default=e("ACCOUNT_CACHE", str(d.account_cache)),  # noqa: E501
-                   help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)")
-    p.add_argument("--sweep-interval", type=positive_float("--sweep-interval", "RATER_SWEEP_INTERVAL"), default=e("SWEEP_INTERVAL", str(d.sweep_interval)),  # noqa: E501
-                   help="seconds between wall-clock expiry sweeps (RATER_SWEEP_INTERVAL)")
-    p.add_argument("--log-format", type=one_of("--log-format", "RATER_LOG_FORMAT", ("text", "json")), choices=("text", "json"),
-                   default=e("LOG_FORMAT", d.log_format), help="json: one JSON object per line (RATER_LOG_FORMAT)")
+    p.add_argument(
+        "--advertised-host",
+        default=e("ADVERTISED_HOST"),
+        help="host other workers use to reach this one (RATER_ADVERTISED_HOST; default: the web host)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("native", "python"),
+        default=e("ENGINE"),
+        help="rating core: python (the worker's default) or native (Rust, when built) (RATER_ENGINE)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int("--batch-size", "RATER_BATCH_SIZE"),
+        default=e("BATCH_SIZE", str(d.batch_size)),
+        help="most records in one batch: one fetch of the inputs (RATER_BATCH_SIZE)",
+    )  # noqa: E501
+    p.add_argument(
+        "--account-cache",
+        type=positive_int("--account-cache", "RATER_ACCOUNT_CACHE", 0),
+        default=e("ACCOUNT_CACHE", str(d.account_cache)),  # noqa: E501
+        help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)",
+    )
+    p.add_argument(
+        "--sweep-interval",
+        type=positive_float("--sweep-interval", "RATER_SWEEP_INTERVAL"),
+        default=e("SWEEP_INTERVAL", str(d.sweep_interval)),  # noqa: E501
+        help="seconds between wall-clock expiry sweeps (RATER_SWEEP_INTERVAL)",
+    )
+    p.add_argument(
+        "--log-format",
+        type=one_of("--log-format", "RATER_LOG_FORMAT", ("text", "json")),
+        choices=("text", "json"),
+        default=e("LOG_FORMAT", d.log_format),
+        help="json: one JSON object per line (RATER_LOG_FORMAT)",
+    )
     levels = ("debug", "info", "warning", "error", "critical")
-    p.add_argument("--log-level", type=one_of("--log-level", "RATER_LOG_LEVEL", levels, str.lower), choices=levels,
-                   default=e("LOG_LEVEL", d.log_level), help="(RATER_LOG_LEVEL)")
-    p.add_argument("--standby-replicas", type=positive_int("--standby-replicas", "RATER_STANDBY_REPLICAS", 0),
-                   default=e("STANDBY_REPLICAS", str(d.standby_replicas)),
-                   help="standby copies of each table partition on other workers (RATER_STANDBY_REPLICAS)")
-    p.add_argument("--max-record-bytes", type=positive_int("--max-record-bytes", "RATER_MAX_RECORD_BYTES", 1024),
-                   default=e("MAX_RECORD_BYTES", str(d.max_record_bytes)),
-                   help="larger input records are rejected (invalid_record, record too large) before they are "
-                        "decoded; keep it well under the broker's message.max.bytes (RATER_MAX_RECORD_BYTES)")
-    for name, attr in (("cdrs", "cdrs"), ("commands", "commands"), ("rated", "rated"), ("events", "events"),
-                       ("requests", "requests"), ("rejects", "rejects")):
-        p.add_argument(f"--topic-{name}", dest=f"topic_{attr}", default=e(f"TOPIC_{name.upper()}", getattr(d.topics, attr)),
-                       help=f"(RATER_TOPIC_{name.upper()})")
+    p.add_argument(
+        "--log-level",
+        type=one_of("--log-level", "RATER_LOG_LEVEL", levels, str.lower),
+        choices=levels,
+        default=e("LOG_LEVEL", d.log_level),
+        help="(RATER_LOG_LEVEL)",
+    )
+    p.add_argument(
+        "--standby-replicas",
+        type=positive_int("--standby-replicas", "RATER_STANDBY_REPLICAS", 0),
+        default=e("STANDBY_REPLICAS", str(d.standby_replicas)),
+        help="standby copies of each table partition on other workers (RATER_STANDBY_REPLICAS)",
+    )
+    p.add_argument(
+        "--max-record-bytes",
+        type=positive_int("--max-record-bytes", "RATER_MAX_RECORD_BYTES", 1024),
+        default=e("MAX_RECORD_BYTES", str(d.max_record_bytes)),
+        help="larger input records are rejected (invalid_record, record too large) before they are "
+        "decoded; keep it well under the broker's message.max.bytes (RATER_MAX_RECORD_BYTES)",
+    )
+    for name, attr in (
+        ("cdrs", "cdrs"),
+        ("commands", "commands"),
+        ("rated", "rated"),
+        ("events", "events"),
+        ("requests", "requests"),
+        ("rejects", "rejects"),
+    ):
+        p.add_argument(
+            f"--topic-{name}",
+            dest=f"topic_{attr}",
+            default=e(f"TOPIC_{name.upper()}", getattr(d.topics, attr)),
+            help=f"(RATER_TOPIC_{name.upper()})",
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
     topics = Topics(
-        cdrs=args.topic_cdrs, commands=args.topic_commands, rated=args.topic_rated,
-        events=args.topic_events, requests=args.topic_requests, rejects=args.topic_rejects,
+        cdrs=args.topic_cdrs,
+        commands=args.topic_commands,
+        rated=args.topic_rated,
+        events=args.topic_events,
+        requests=args.topic_requests,
+        rejects=args.topic_rejects,
     )
     return WorkerConfig(
-        **dataclasses.asdict(settings_from_args(args)), app_id=args.app_id, partitions=args.partitions, replication=args.replication,
-        rates_dir=args.rates_dir, state_dir=args.state_dir, store=args.store, web_host=args.web_host,
-        web_port=args.web_port, advertised_host=args.advertised_host, topics=topics,
-        batch_size=args.batch_size, account_cache=args.account_cache, sweep_interval=args.sweep_interval, log_format=args.log_format,
-        log_level=args.log_level, standby_replicas=args.standby_replicas,
-        max_record_bytes=args.max_record_bytes, engine=args.engine,
+        **dataclasses.asdict(settings_from_args(args)),
+        app_id=args.app_id,
+        partitions=args.partitions,
+        replication=args.replication,
+        rates_dir=args.rates_dir,
+        state_dir=args.state_dir,
+        store=args.store,
+        web_host=args.web_host,
+        web_port=args.web_port,
+        advertised_host=args.advertised_host,
+        topics=topics,
+        batch_size=args.batch_size,
+        account_cache=args.account_cache,
+        sweep_interval=args.sweep_interval,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        standby_replicas=args.standby_replicas,
+        max_record_bytes=args.max_record_bytes,
+        engine=args.engine,
     )

@@ -113,9 +113,9 @@ class _Collector:
         for type_, n in sorted(t.events.items()):
             m.add_metric([type_], n)
         yield m
-        m = CounterMetricFamily("rater_auto_recharge_failures",
-                                "auto_recharge_failed events by reason (card_expired: no request was made)",
-                                labels=["reason"])
+        m = CounterMetricFamily(
+            "rater_auto_recharge_failures", "auto_recharge_failed events by reason (card_expired: no request was made)", labels=["reason"]
+        )
         for reason, n in sorted(t.recharge_failures.items()):
             m.add_metric([reason], n)
         yield m
@@ -124,8 +124,7 @@ class _Collector:
         for state in TENANT_STATES:
             g.add_metric([state], counts.get(state, 0))
         yield g
-        g = GaugeMetricFamily("rater_consumer_lag", "Records behind the end of each input partition",
-                              labels=["topic", "partition"])
+        g = GaugeMetricFamily("rater_consumer_lag", "Records behind the end of each input partition", labels=["topic", "partition"])
         for topic, partition, lag in s.lag():
             g.add_metric([topic, str(partition)], lag)
         yield g
@@ -137,8 +136,8 @@ class _Collector:
         g.add_metric([], s.rate_tables_loaded_at)
         yield g
         yield s.processing.family(
-            "rater_processing_seconds",
-            "Time from a record's arrival at the worker to its outputs acknowledged by Kafka")
+            "rater_processing_seconds", "Time from a record's arrival at the worker to its outputs acknowledged by Kafka"
+        )
 
 
 def tenant_state(balance: int, threshold: int) -> str:

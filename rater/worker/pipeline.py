@@ -123,9 +123,14 @@ def die(code: int, message: str, *args: Any, level: int = logging.ERROR, exc_inf
 
 
 class CommitPipeline:
-    def __init__(self, port: KafkaPort, store: AccountStore, processor: BatchProcessor,
-                 on_batch: Callable[[Writes, float], None] | None = None,
-                 on_account: Callable[[str, int, int], None] | None = None):
+    def __init__(
+        self,
+        port: KafkaPort,
+        store: AccountStore,
+        processor: BatchProcessor,
+        on_batch: Callable[[Writes, float], None] | None = None,
+        on_account: Callable[[str, int, int], None] | None = None,
+    ):
         self.port = port
         self.store = store
         self.processor = processor
@@ -189,12 +194,22 @@ class CommitPipeline:
                     continue
                 verdict = self.continuity.judge(tp, records)
                 if verdict.hole is not None:
-                    log.warning("%s/%d: offsets %d to %d are not in the log (fetched twice); going on",
-                                tp.topic, tp.partition, verdict.hole[0], verdict.hole[1] - 1)
+                    log.warning(
+                        "%s/%d: offsets %d to %d are not in the log (fetched twice); going on",
+                        tp.topic,
+                        tp.partition,
+                        verdict.hole[0],
+                        verdict.hole[1] - 1,
+                    )
                 if verdict.seek_to is not None:
                     seeks[tp] = verdict.seek_to
-                    log.warning("%s/%d: fetched offset %d where %d was expected; seeking back to it",
-                                tp.topic, tp.partition, verdict.found, verdict.seek_to)
+                    log.warning(
+                        "%s/%d: fetched offset %d where %d was expected; seeking back to it",
+                        tp.topic,
+                        tp.partition,
+                        verdict.found,
+                        verdict.seek_to,
+                    )
                 messages.extend(verdict.take)  # aiokafka ConsumerRecords: topic, partition, offset, key, value as a Message
             if seeks:
                 await port.seek(seeks)
@@ -208,8 +223,14 @@ class CommitPipeline:
         start = self.replay.resume_at(key, committed, mark, self.port.highwater(tp))
         if start > committed:
             self.positions[key] = max(self.positions.get(key, -1), start - 1)
-            log.info("%s/%d: applied up to offset %d before the last commit (%d); resuming at %d",
-                     tp.topic, tp.partition, start - 1, committed, start)
+            log.info(
+                "%s/%d: applied up to offset %d before the last commit (%d); resuming at %d",
+                tp.topic,
+                tp.partition,
+                start - 1,
+                committed,
+                start,
+            )
         return start
 
     # --- step 2 and the hand-over ----------------------------------------------------------
@@ -267,8 +288,7 @@ class CommitPipeline:
             log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
         store = self.store
         changelog = self.port.changelog
-        segments, accounts, notes = store.plan(result.accounts, changelog, judged_by_partition(positions),
-                                               self.processor.engine.horizon)
+        segments, accounts, notes = store.plan(result.accounts, changelog, judged_by_partition(positions), self.processor.engine.horizon)
         w = plan_writes(result, changelog, segments, accounts, positions)
         on_account = self.on_account
         for tenant, due, balance, threshold in notes:
@@ -307,15 +327,18 @@ class CommitPipeline:
                 await port.deliver(w.segments)
             if self.failpoint == "inside-step-4" and w.messages and w.accounts:
                 await port.deliver(w.accounts[:1])
-                self.die(75, "failpoint inside-step-4: exiting after 1 of %d changelog record(s)",
-                         len(w.accounts), level=logging.WARNING)
+                self.die(75, "failpoint inside-step-4: exiting after 1 of %d changelog record(s)", len(w.accounts), level=logging.WARNING)
             if w.accounts:
                 await port.deliver(w.accounts)
             self.store.written(w.segments, w.accounts)
             done = time.monotonic()
             if self.failpoint == "after-step-4" and w.messages:
-                self.die(75, "failpoint after-step-4: exiting before the offsets of %d record(s) are committed",
-                         w.messages, level=logging.WARNING)
+                self.die(
+                    75,
+                    "failpoint after-step-4: exiting before the offsets of %d record(s) are committed",
+                    w.messages,
+                    level=logging.WARNING,
+                )
         except BaseException:
             # Nothing of this batch is committed: stop hard and let a restart replay it.
             self.die(70, "writing a batch failed; stopping the worker so the batch is replayed", exc_info=True)
@@ -325,11 +348,20 @@ class CommitPipeline:
         if not w.messages:
             return
         if _DEBUG_BATCHES:
-            log.info("batch %d records, %d outputs, %d accounts, %.1f ms (waited %.1f, process %.1f, "
-                     "handover %.1f, outputs %.1f, accounts %.1f); records %d to %d ms old at the start",
-                     w.messages, len(w.produce), len(w.accounts), (done - w.t0) * 1000, (w.t0 - w.arrived) * 1000,
-                     (w.t1 - w.t0) * 1000, (w.handed - w.t1) * 1000, (t3 - t2) * 1000, (done - t3) * 1000,
-                     *w.ages)
+            log.info(
+                "batch %d records, %d outputs, %d accounts, %.1f ms (waited %.1f, process %.1f, "
+                "handover %.1f, outputs %.1f, accounts %.1f); records %d to %d ms old at the start",
+                w.messages,
+                len(w.produce),
+                len(w.accounts),
+                (done - w.t0) * 1000,
+                (w.t0 - w.arrived) * 1000,
+                (w.t1 - w.t0) * 1000,
+                (w.handed - w.t1) * 1000,
+                (t3 - t2) * 1000,
+                (done - t3) * 1000,
+                *w.ages,
+            )
         if self.on_batch is not None:
             self.on_batch(w, max(done - w.arrived, 0.0))
 
@@ -397,4 +429,3 @@ class CommitPipeline:
         """Batches commit as they finish; this commits the tail once the input is idle."""
         async with self.lock:
             await self.commit_positions()
-

@@ -47,8 +47,12 @@ class RateTableWatcher:
         self._signature_seen = signature
         tables, problems = check_rate_tables(self.rates_dir)
         if tables is None:
-            log.error("rate tables in %s not reloaded, keeping version %s: %s", self.rates_dir,
-                      self.stats.rate_tables_version, "; ".join(problems[:20]))
+            log.error(
+                "rate tables in %s not reloaded, keeping version %s: %s",
+                self.rates_dir,
+                self.stats.rate_tables_version,
+                "; ".join(problems[:20]),
+            )
             return
         if tables.version != self.stats.rate_tables_version:
             self.processor.tables = tables

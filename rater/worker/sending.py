@@ -87,8 +87,7 @@ async def send_outputs(
         await send_all(producer, records)
         return True
     except MessageSizeTooLargeError as exc:
-        log.warning("Kafka refused an output for its size (%s); writing the batch's %d outputs one by one",
-                    exc, len(records))
+        log.warning("Kafka refused an output for its size (%s); writing the batch's %d outputs one by one", exc, len(records))
     plain = await one_by_one()
     try:
         for i, record in enumerate(records):
@@ -98,8 +97,7 @@ async def send_outputs(
                 instead = replace(i)
                 if instead is None:
                     raise
-                log.warning("output %s of %d bytes refused for its size; its input is rejected instead",
-                            record[0], len(record[3] or b""))
+                log.warning("output %s of %d bytes refused for its size; its input is rejected instead", record[0], len(record[3] or b""))
                 await send_all(plain, [instead])
     finally:
         await plain.stop()

@@ -127,8 +127,9 @@ class AccountStore:
         found, value = self.in_flight.get(key)
         return value if found else self.port.table_get(partition, key)
 
-    def plan(self, changed: dict[str, tuple[int, ledger.Account]], changelog: str,
-             judged: dict[int, dict[str, int]], horizon: int) -> Planned:
+    def plan(
+        self, changed: dict[str, tuple[int, ledger.Account]], changelog: str, judged: dict[int, dict[str, int]], horizon: int
+    ) -> Planned:
         """The writes of the accounts a batch (or the sweep) changed, taken from the accounts
         now (the next batch changes the same objects while these are written). ``judged``:
         per partition, how far the batch judged each input topic there (step 1c), written
@@ -214,8 +215,9 @@ class NativeAccountStore(AccountStore):
         raw = self.held.get(tenant)
         return decode_account(raw) if raw is not None else None
 
-    def plan(self, changed: dict[str, tuple[int, ledger.Account]], changelog: str,
-             judged: dict[int, dict[str, int]], horizon: int) -> Planned:
+    def plan(
+        self, changed: dict[str, tuple[int, ledger.Account]], changelog: str, judged: dict[int, dict[str, int]], horizon: int
+    ) -> Planned:
         for _tenant, (partition, acct) in changed.items():
             self.held.put(encode_account(acct), partition)
         pairs = {partition: list(offsets.items()) for partition, offsets in judged.items()}

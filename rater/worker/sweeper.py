@@ -30,8 +30,7 @@ log = logging.getLogger("rater")
 
 
 class Sweeper:
-    def __init__(self, pipeline: CommitPipeline, port: Any, topics: Topics, partitions: int,
-                 stats: WorkerStats, lag: Callable[[], list]):
+    def __init__(self, pipeline: CommitPipeline, port: Any, topics: Topics, partitions: int, stats: WorkerStats, lag: Callable[[], list]):
         self.pipeline = pipeline
         self.store = pipeline.store
         self.port = port  # active(), table_items(owned)

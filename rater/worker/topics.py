@@ -13,8 +13,9 @@ import time
 from typing import Any, Iterable
 
 
-async def create_missing(client: dict[str, Any], names: Iterable[str], partitions: int,
-                         replication: int = 1, timeout: float = 30.0) -> list[str]:
+async def create_missing(
+    client: dict[str, Any], names: Iterable[str], partitions: int, replication: int = 1, timeout: float = 30.0
+) -> list[str]:
     """Create those of ``names`` that do not exist, with ``partitions`` partitions, and wait
     until each partition of them has a leader. Returns the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,8 +34,9 @@ async def create_missing(client: dict[str, Any], names: Iterable[str], partition
             deadline = time.monotonic() + timeout
             while True:
                 meta = await admin.describe_topics(missing)
-                if all(m.get("error_code", 0) == 0 and m["partitions"]
-                       and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta):
+                if all(
+                    m.get("error_code", 0) == 0 and m["partitions"] and all(p.get("leader", -1) >= 0 for p in m["partitions"]) for m in meta
+                ):
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"topics {', '.join(missing)} have no leaders after {timeout:.0f} s")
@@ -57,8 +59,9 @@ async def partitions_of(client: dict[str, Any], names: Iterable[str], timeout: f
         deadline = time.monotonic() + timeout
         while True:
             meta = await admin.describe_topics(wanted)
-            found = {m["topic"]: sorted(p["partition"] for p in m["partitions"])
-                     for m in meta if m.get("error_code", 0) == 0 and m["partitions"]}
+            found = {
+                m["topic"]: sorted(p["partition"] for p in m["partitions"]) for m in meta if m.get("error_code", 0) == 0 and m["partitions"]
+            }
             if len(found) == len(wanted) or time.monotonic() > deadline:
                 return found
             await asyncio.sleep(0.2)

@@ -35,8 +35,15 @@ if TYPE_CHECKING:
     from rater.worker.app import RaterWorker
 
 JSON = "application/json"
-_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
-            413: "request_too_large", 414: "uri_too_long", 431: "headers_too_large"}
+_REASONS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+}
 
 
 def error_body(status: int, reason: str, detail: str) -> dict[str, Any]:
@@ -65,8 +72,9 @@ async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamRes
         else:
             detail = exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return aioweb.Response(body=orjson.dumps(error_body(exc.status, reason, detail)), status=exc.status,
-                               content_type=JSON, headers=headers)
+        return aioweb.Response(
+            body=orjson.dumps(error_body(exc.status, reason, detail)), status=exc.status, content_type=JSON, headers=headers
+        )
 
 
 def register(worker: RaterWorker) -> None:
@@ -114,11 +122,11 @@ def register(worker: RaterWorker) -> None:
             return None
         try:
             async with app.http_client.request(
-                method="GET", url=request.url.with_host(dest.host).with_port(dest.port),
+                method="GET",
+                url=request.url.with_host(dest.host).with_port(dest.port),
                 headers={"X-Rater-Routed": "1"},
             ) as response:
-                return web.bytes(await response.read(), content_type=response.content_type,
-                                 status=response.status)
+                return web.bytes(await response.read(), content_type=response.content_type, status=response.status)
         except Exception as exc:  # the owner is gone mid-rebalance
             return error(web, 503, "unavailable", f"the owning worker did not answer ({type(exc).__name__})")
 
@@ -152,8 +160,9 @@ def register(worker: RaterWorker) -> None:
             return forwarded
         acct = worker._read(tenant)
         if acct is None:
-            return error(web, 404, "unknown_tenant", f"no account for {tenant!r}",
-                         {"allowed": False, "reason": "unknown_tenant", "balance": None})
+            return error(
+                web, 404, "unknown_tenant", f"no account for {tenant!r}", {"allowed": False, "reason": "unknown_tenant", "balance": None}
+            )
         now = time.time_ns() // 1000  # the processing clock
         body = authorize(acct, call_type, to, worker.processor.tables, now)
         return web.bytes(orjson.dumps(body), content_type=JSON)

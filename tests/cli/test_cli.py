@@ -26,8 +26,7 @@ def _fails(capsys, argv: list[str]) -> str:
 def test_rate_out_naming_a_file_is_one_line(capsys, tmp_path):
     f = tmp_path / "a-file"
     f.write_text("x")
-    assert _fails(capsys, ["rate", "--rates", RATES, "--out", str(f), WORKED]) == (
-        f"rater: --out {f}: exists and is not a directory")
+    assert _fails(capsys, ["rate", "--rates", RATES, "--out", str(f), WORKED]) == (f"rater: --out {f}: exists and is not a directory")
 
 
 def test_rate_out_that_cannot_be_created_is_one_line(capsys, tmp_path):
@@ -35,20 +34,23 @@ def test_rate_out_that_cannot_be_created_is_one_line(capsys, tmp_path):
     f.write_text("x")
     out = f / "sub"  # under a file: ENOTDIR
     assert _fails(capsys, ["rate", "--rates", RATES, "--out", str(out), WORKED]) == (
-        f"rater: --out {out}: cannot create the directory (Not a directory)")
+        f"rater: --out {out}: cannot create the directory (Not a directory)"
+    )
 
 
 def test_state_in_a_missing_directory_is_refused_before_anything_is_written(capsys, tmp_path):
     out = tmp_path / "out"
     state = tmp_path / "nowhere" / "state.json"
     assert _fails(capsys, ["rate", "--rates", RATES, "--out", str(out), "--state", str(state), WORKED]) == (
-        f"rater: --state {state}: the directory {tmp_path / 'nowhere'} does not exist")
+        f"rater: --state {state}: the directory {tmp_path / 'nowhere'} does not exist"
+    )
     assert not (out / "rated-cdrs.jsonl").exists()
 
 
 def test_an_input_that_is_a_directory_says_so(capsys, tmp_path):
     assert _fails(capsys, ["rate", "--rates", RATES, "--out", str(tmp_path / "o"), str(tmp_path)]) == (
-        f"rater: {tmp_path}: is a directory, not an input file")
+        f"rater: {tmp_path}: is a directory, not an input file"
+    )
 
 
 def test_worker_on_a_port_in_use_is_one_line(capsys):
@@ -57,7 +59,8 @@ def test_worker_on_a_port_in_use_is_one_line(capsys):
         s.listen()
         port = s.getsockname()[1]
         assert _fails(capsys, ["worker", "--web-host", "127.0.0.1", "--web-port", str(port)]) == (
-            f"rater: cannot listen on 127.0.0.1:{port} (--web-host, --web-port): Address already in use")
+            f"rater: cannot listen on 127.0.0.1:{port} (--web-host, --web-port): Address already in use"
+        )
 
 
 def test_dev_broker_help_prints_its_usage_and_exits_0(capsys):
@@ -90,7 +93,8 @@ def test_a_dash_reads_standard_input(capsys, tmp_path, monkeypatch):
     assert json.loads((out / "balances.json").read_text()) == json.loads((expected / "balances.json").read_text())
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert sorted(r["source"]["line"] for r in rejects) == sorted(
-        json.loads(line)["source"]["line"] for line in (expected / "rejects.jsonl").read_text().splitlines())
+        json.loads(line)["source"]["line"] for line in (expected / "rejects.jsonl").read_text().splitlines()
+    )
     assert {r["source"]["file"] for r in rejects} == {"-"}
 
 
@@ -98,7 +102,7 @@ def test_every_worker_flag_is_in_the_readme_configuration_table():
     import re
 
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("### Configuration"):readme.index("### HTTP endpoints")]
+    table = readme[readme.index("### Configuration") : readme.index("### HTTP endpoints")]
     parser = cli.build_parser()
     worker = parser._subparsers._group_actions[0].choices["worker"]  # argparse has no public accessor
     flags = {s for a in worker._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
@@ -124,6 +128,4 @@ def test_dev_broker_where_rater_dev_is_left_out_is_one_line(capsys, monkeypatch)
     monkeypatch.setitem(sys.modules, "rater.dev.broker", None)
     monkeypatch.delattr(rater.dev, "broker", raising=False)
     assert cli.main(["dev-broker", "status"]) == 2
-    assert capsys.readouterr().err == (
-        "rater: dev-broker is development tooling, not installed here (run it from a checkout)\n"
-    )
+    assert capsys.readouterr().err == ("rater: dev-broker is development tooling, not installed here (run it from a checkout)\n")

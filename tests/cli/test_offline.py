@@ -28,8 +28,23 @@ def worked(request, tmp_path, monkeypatch):
         pytest.skip("the native engine is not built")
     monkeypatch.chdir(EXAMPLES)
     out = tmp_path / "out"
-    assert main(["rate", "--engine", request.param, "--rates", "../rate_tables", "--out", str(out),
-                 "--now", "2026-11-25T00:00:00Z", "worked-example.jsonl"]) == 0
+    assert (
+        main(
+            [
+                "rate",
+                "--engine",
+                request.param,
+                "--rates",
+                "../rate_tables",
+                "--out",
+                str(out),
+                "--now",
+                "2026-11-25T00:00:00Z",
+                "worked-example.jsonl",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -72,15 +87,31 @@ def test_worked_example_charges_are_the_ones_worked_out_by_hand(worked):
         ("globex", "below_zero", "-0.092000"),
     ]
     assert [(r["reason"], r["source"]["line"]) for r in _read_jsonl(worked / "rejects.jsonl")] == [
-        ("invalid_json", 13), ("unknown_tenant", 14), ("no_rate", 15),
+        ("invalid_json", 13),
+        ("unknown_tenant", 14),
+        ("no_rate", 15),
     ]
 
 
 def test_the_summary_counts_outcomes_rejects_charges_and_negative_tenants(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "rater", "rate", "--rates", "../rate_tables", "--out", str(tmp_path / "o"),
-         "--now", "2026-11-25T00:00:00Z", "worked-example.jsonl"],
-        cwd=EXAMPLES, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "rater",
+            "rate",
+            "--rates",
+            "../rate_tables",
+            "--out",
+            str(tmp_path / "o"),
+            "--now",
+            "2026-11-25T00:00:00Z",
+            "worked-example.jsonl",
+        ],
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     lines = out.stderr.splitlines()
     assert lines[0].startswith("15 records in ") and lines[0].endswith("11 applied, 1 duplicate, 3 rejected")
@@ -112,8 +143,18 @@ def test_a_broken_rate_table_stops_the_run_with_file_and_line(tmp_path, capsys):
 def test_a_corrupt_state_file_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "state.json").write_text("{not json")
     (tmp_path / "in.jsonl").write_text("")
-    code = main(["rate", "--rates", os.path.join(ROOT, "rate_tables"), "--out", str(tmp_path / "o"),
-                 "--state", str(tmp_path / "state.json"), str(tmp_path / "in.jsonl")])
+    code = main(
+        [
+            "rate",
+            "--rates",
+            os.path.join(ROOT, "rate_tables"),
+            "--out",
+            str(tmp_path / "o"),
+            "--state",
+            str(tmp_path / "state.json"),
+            str(tmp_path / "in.jsonl"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"rater: {tmp_path / 'state.json'}: not a rater state file")
 
@@ -132,8 +173,20 @@ def test_a_second_run_with_state_continues_the_first(tmp_path, monkeypatch):
     (tmp_path / "b.jsonl").write_bytes(b"".join(lines[7:]))
     state = str(tmp_path / "state.json")
     for part in ("a", "b"):
-        main(["rate", "--rates", "../rate_tables", "--out", str(tmp_path / part), "--state", state,
-              "--now", "2026-11-25T00:00:00Z", str(tmp_path / f"{part}.jsonl")])
+        main(
+            [
+                "rate",
+                "--rates",
+                "../rate_tables",
+                "--out",
+                str(tmp_path / part),
+                "--state",
+                state,
+                "--now",
+                "2026-11-25T00:00:00Z",
+                str(tmp_path / f"{part}.jsonl"),
+            ]
+        )
     with open(tmp_path / "b" / "balances.json", "rb") as f:
         got = orjson.loads(f.read())
     with open(os.path.join(EXAMPLES, "worked-example.expected", "balances.json"), "rb") as f:

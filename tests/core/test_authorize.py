@@ -128,23 +128,36 @@ def test_a_connection_fee_is_paid_before_the_first_increment(tables, balance, ex
 def test_a_connection_fee_larger_than_the_balance_refuses_the_call(tables):
     body = authorize(account("0.050000"), "international", FRANCE, tables, NOW)
     assert body == {
-        "allowed": False, "reason": "insufficient_funds", "balance": "0.050000", "currency": "USD",
-        "rate": {"plan": "auth-usd", "prefix": "33", "rate_per_minute": "0.120000", "connection_fee": "0.100000",
-                 "first_increment": 60, "next_increment": 60, "currency": "USD"},
+        "allowed": False,
+        "reason": "insufficient_funds",
+        "balance": "0.050000",
+        "currency": "USD",
+        "rate": {
+            "plan": "auth-usd",
+            "prefix": "33",
+            "rate_per_minute": "0.120000",
+            "connection_fee": "0.100000",
+            "first_increment": 60,
+            "next_increment": 60,
+            "currency": "USD",
+        },
         "max_seconds": 0,
     }
 
 
 def test_a_balance_of_exactly_zero_affords_no_charged_second(tables):
     body = authorize(account("0"), "international", UK, tables, NOW)
-    assert (body["allowed"], body["reason"], body["balance"], body["max_seconds"]) == (
-        False, "insufficient_funds", "0.000000", 0)
+    assert (body["allowed"], body["reason"], body["balance"], body["max_seconds"]) == (False, "insufficient_funds", "0.000000", 0)
     # ... but a free number may be called for the longest call a CDR can carry.
     body = authorize(account("0"), "toll_free", "+18005550199", tables, NOW)
     assert (body["allowed"], body["reason"], body["max_seconds"]) == (True, "ok", 86_400)
     # Without a destination the answer is SPEC 10's bool: zero is not below zero.
     assert authorize(account("0"), "international", None, tables, NOW) == {
-        "allowed": True, "reason": "ok", "balance": "0.000000", "currency": "USD"}
+        "allowed": True,
+        "reason": "ok",
+        "balance": "0.000000",
+        "currency": "USD",
+    }
 
 
 def test_max_seconds_stops_at_a_day(tables):
@@ -161,8 +174,7 @@ def test_max_seconds_stops_at_a_day(tables):
 def test_below_zero_international_and_toll_free_are_refused_with_max_seconds_0(tables):
     for call_type, to in (("international", UK), ("toll_free", "+18885550199")):
         body = authorize(account("-0.040000"), call_type, to, tables, NOW)
-        assert (body["allowed"], body["reason"], body["balance"], body["max_seconds"]) == (
-            False, "below_zero", "-0.040000", 0), call_type
+        assert (body["allowed"], body["reason"], body["balance"], body["max_seconds"]) == (False, "below_zero", "-0.040000", 0), call_type
         assert body["rate"]["prefix"] in ("44", "1888")
 
 
@@ -171,9 +183,15 @@ def test_domestic_and_dial_out_are_never_blocked_and_have_no_max_seconds(tables)
         acct = account(balance, included_domestic_minutes=100)
         body = authorize(acct, "domestic", "+14155550123", tables, NOW)
         assert (body["allowed"], body["reason"], body["max_seconds"]) == (True, "ok", None), balance
-        assert body["rate"] == {"plan": "auth-usd", "prefix": "1", "rate_per_minute": "0.006000",
-                                "connection_fee": "0.000000", "first_increment": 6, "next_increment": 6,
-                                "currency": "USD"}
+        assert body["rate"] == {
+            "plan": "auth-usd",
+            "prefix": "1",
+            "rate_per_minute": "0.006000",
+            "connection_fee": "0.000000",
+            "first_increment": 6,
+            "next_increment": 6,
+            "currency": "USD",
+        }
         body = authorize(account(balance), "conference_dialout", "+14155550123", tables, NOW)
         assert (body["allowed"], body["max_seconds"], body["rate"]["rate_per_minute"]) == (True, None, "0.012000")
 
@@ -208,8 +226,13 @@ def test_lots_expired_at_the_clock_do_not_count_though_not_yet_swept(tables):
 
 def test_no_rate_row_refuses_the_call(tables):
     assert authorize(account("10"), "international", "+99912345", tables, NOW) == {
-        "allowed": False, "reason": "no_rate", "balance": "10.000000", "currency": "USD",
-        "rate": None, "max_seconds": None}
+        "allowed": False,
+        "reason": "no_rate",
+        "balance": "10.000000",
+        "currency": "USD",
+        "rate": None,
+        "max_seconds": None,
+    }
     # A domestic call abroad has no domestic row either.
     assert authorize(account("10"), "domestic", UK, tables, NOW)["reason"] == "no_rate"
 
@@ -247,6 +270,7 @@ def test_a_bad_to_is_refused_naming_the_field(text):
 def _by_search(rate: Rate, budget: int) -> int:
     """The largest d in 0..MAX_DURATION with charge(billable(d)) <= budget, by bisection
     over d (the charge is monotone in d), independent of the closed form."""
+
     def cost(d: int) -> int:
         return charge(rate, billable_seconds(d, rate.first_increment, rate.next_increment))
 

@@ -25,8 +25,12 @@ def _msg(rec, partition, offset, key=...):
 def test_a_record_on_its_tenants_partition_is_applied_and_its_account_written_once(tmp_path):
     proc, _ = _processor(tmp_path)
     p = _java_partition(b"acme", 4)
-    msgs = [_msg(configure(), p, 0), _msg(funds("5", "f1"), p, 1), _msg(cdr("c1", "+442071234567", 60), p, 2),
-            _msg(cdr("c2", "+442071234567", 60), p, 3)]
+    msgs = [
+        _msg(configure(), p, 0),
+        _msg(funds("5", "f1"), p, 1),
+        _msg(cdr("c1", "+442071234567", 60), p, 2),
+        _msg(cdr("c2", "+442071234567", 60), p, 3),
+    ]
     result = proc.process(msgs, NOW)
     assert result.forwards == []
     assert [t for t, _k, _v in result.outputs] == ["balance-events", "rated-cdrs", "rated-cdrs"]
@@ -61,7 +65,12 @@ def test_undecodable_values_are_rejected_where_they_are_with_their_source(tmp_pa
     [(topic, key, value)] = result.outputs
     reject = orjson.loads(value)
     assert (topic, key, reject["reason"], reject["source"], reject["raw"], reject["raw_encoding"]) == (
-        "rater-rejects", None, "invalid_json", {"topic": "cdrs", "partition": 3, "offset": 41}, "//4=", "base64",
+        "rater-rejects",
+        None,
+        "invalid_json",
+        {"topic": "cdrs", "partition": 3, "offset": 41},
+        "//4=",
+        "base64",
     )
 
 
@@ -69,8 +78,12 @@ def test_a_batch_fed_in_parts_gives_what_one_process_gives(tmp_path):
     # The worker feeds a batch a hundred records at a time (rater/worker/pipeline.py, YIELD_EVERY):
     # an account created in one part and debited in the next is the same account, written once.
     p = _java_partition(b"acme", 4)
-    msgs = [_msg(configure(), p, 0), _msg(funds("5", "f1"), p, 1), _msg(cdr("c1", "+442071234567", 60), p, 2),
-            _msg(cdr("c2", "+442071234567", 60), p, 3)]
+    msgs = [
+        _msg(configure(), p, 0),
+        _msg(funds("5", "f1"), p, 1),
+        _msg(cdr("c1", "+442071234567", 60), p, 2),
+        _msg(cdr("c2", "+442071234567", 60), p, 3),
+    ]
     whole = _processor(tmp_path / "a")[0].process(msgs, NOW)
     proc, _ = _processor(tmp_path / "b")
     parts = proc.begin()
@@ -95,8 +108,12 @@ def test_a_record_the_worker_says_was_judged_before_is_skipped_and_writes_nothin
         return msg.offset <= 1
 
     proc.judged = judged
-    msgs = [_msg(cdr("c0", "+442071234567", 60), p, 0), _msg(configure(), p, 1), _msg(funds("5", "f1"), p, 2),
-            _msg(cdr("c1", "+442071234567", 60), p, 3)]
+    msgs = [
+        _msg(cdr("c0", "+442071234567", 60), p, 0),
+        _msg(configure(), p, 1),
+        _msg(funds("5", "f1"), p, 2),
+        _msg(cdr("c1", "+442071234567", 60), p, 3),
+    ]
     result = proc.process(msgs, NOW)
     assert asked == [(0, b"acme"), (1, b"acme"), (2, b"acme"), (3, b"acme")]
     assert result.skipped == 2

@@ -83,10 +83,12 @@ def test_a_record_over_the_limit_is_rejected_as_too_large_before_it_is_decoded(t
 def test_a_cdr_with_1_5_mb_of_attributes_is_rejected_with_a_bounded_reject(tmp_path):
     proc = BatchProcessor(write_tables(str(tmp_path)), 1, Topics(), {}.get)
     big = orjson.dumps({**cdr("c1", "+442071234567", 60), "blob": "x" * 1_500_000})
-    msgs = [Message("cdrs", 0, 0, b"acme", orjson.dumps(configure())),
-            Message("cdrs", 0, 1, b"acme", orjson.dumps(funds("5", "f1"))),
-            Message("cdrs", 0, 2, b"acme", big),
-            Message("cdrs", 0, 3, b"acme", orjson.dumps(cdr("c2", "+442071234567", 60)))]
+    msgs = [
+        Message("cdrs", 0, 0, b"acme", orjson.dumps(configure())),
+        Message("cdrs", 0, 1, b"acme", orjson.dumps(funds("5", "f1"))),
+        Message("cdrs", 0, 2, b"acme", big),
+        Message("cdrs", 0, 3, b"acme", orjson.dumps(cdr("c2", "+442071234567", 60))),
+    ]
     result = proc.process(msgs, NOW)
     topics = [t for t, _k, _v in result.outputs]
     assert topics == ["balance-events", "rater-rejects", "rated-cdrs"]
@@ -101,9 +103,11 @@ def test_a_cdr_with_1_5_mb_of_attributes_is_rejected_with_a_bounded_reject(tmp_p
 def test_an_output_over_the_output_limit_is_replaced_by_the_reject_of_its_input(tmp_path):
     proc = BatchProcessor(write_tables(str(tmp_path)), 1, Topics(), {}.get, max_output_bytes=3000)
     wide = orjson.dumps({**cdr("c1", "+442071234567", 60), "note": "n" * 3000})
-    msgs = [Message("cdrs", 0, 0, b"acme", orjson.dumps(configure())),
-            Message("cdrs", 0, 1, b"acme", orjson.dumps(funds("5", "f1"))),
-            Message("cdrs", 0, 2, b"acme", wide)]
+    msgs = [
+        Message("cdrs", 0, 0, b"acme", orjson.dumps(configure())),
+        Message("cdrs", 0, 1, b"acme", orjson.dumps(funds("5", "f1"))),
+        Message("cdrs", 0, 2, b"acme", wide),
+    ]
     result = proc.process(msgs, NOW)
     assert [t for t, _k, _v in result.outputs] == ["balance-events", "rater-rejects"]
     topic, key, value = result.outputs[1]

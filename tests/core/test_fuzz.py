@@ -35,48 +35,104 @@ from tests.support.worker import ROOT
 WORKED = ROOT / "examples" / "worked-example.jsonl"
 NOW = parse_time("2026-11-25T00:00:00Z")  # the worked example is dated 2026-11-24
 TABLES = load_rate_tables(str(ROOT / "rate_tables"))
-REASONS = ("invalid_json", "invalid_record", "unknown_tenant", "unknown_rate_plan", "currency_mismatch",
-           "no_rate", "too_late", "invalid_timestamp", "unknown_request")
+REASONS = (
+    "invalid_json",
+    "invalid_record",
+    "unknown_tenant",
+    "unknown_rate_plan",
+    "currency_mismatch",
+    "no_rate",
+    "too_late",
+    "invalid_timestamp",
+    "unknown_request",
+)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---------------------------------------------------------------------------- strategies
 
-ALL_FIELDS = sorted(set(CDR_FIELDS).union(*COMMAND_FIELDS.values()) | {
-    "enabled", "threshold", "payment_method", "type", "expires", "last4", "reference"})
+ALL_FIELDS = sorted(
+    set(CDR_FIELDS).union(*COMMAND_FIELDS.values()) | {"enabled", "threshold", "payment_method", "type", "expires", "last4", "reference"}
+)
 
 # Values a hostile or broken producer writes: boundary times (with offsets that push them
 # past year 1 or year 9999), huge and odd numbers, near-miss strings, wrong types.
 _times = st.one_of(
-    st.sampled_from([
-        "2026-11-24T10:00:00Z", "2026-11-24T10:00:00+01:00", "2026-11-24T10:00:00", "2026-02-30T00:00:00Z",
-        "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00-23:59",
-        "9999-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59", "9999-12-31T00:00:00+23:59",
-        "2025-11-24T10:00:00Z", "2019-01-01T00:00:00Z", "2026-11-24T10:00:00.123456789Z", "",
-    ]),
+    st.sampled_from(
+        [
+            "2026-11-24T10:00:00Z",
+            "2026-11-24T10:00:00+01:00",
+            "2026-11-24T10:00:00",
+            "2026-02-30T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00+01:00",
+            "0001-01-01T00:00:00-23:59",
+            "9999-12-31T23:59:59Z",
+            "9999-12-31T23:59:59-23:59",
+            "9999-12-31T00:00:00+23:59",
+            "2025-11-24T10:00:00Z",
+            "2019-01-01T00:00:00Z",
+            "2026-11-24T10:00:00.123456789Z",
+            "",
+        ]
+    ),
     st.builds(
         lambda dt, sign, h, m: dt.strftime("%Y-%m-%dT%H:%M:%S") + (f"{sign}{h:02d}:{m:02d}" if sign else "Z"),
-        st.datetimes(), st.sampled_from(["", "+", "-"]), st.integers(0, 23), st.integers(0, 59),
+        st.datetimes(),
+        st.sampled_from(["", "+", "-"]),
+        st.integers(0, 23),
+        st.integers(0, 59),
     ),
 )
 _numbers = st.one_of(
-    st.integers(), st.integers(min_value=-(10**40), max_value=10**40), st.floats(allow_nan=False),
+    st.integers(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=False),
     st.sampled_from([0, -1, 1, 86400, 86401, 10**30, -(10**30), 2**63, 2**64, 1e300, -0.0, 0.1, 1e-7]),
 )
 _strings = st.one_of(
     st.text(max_size=40),
-    st.sampled_from([
-        "", "acme", "globex", "international", "domestic", "toll_free", "conference_dialout", "card",
-        "+442071838750", "+0123", "+1", "+1234567890123456", "12.5", "0.0000001", "1e3", "-5", "NaN",
-        "Infinity", "9" * 40, "standard-usd", "standard-eur", "acme/recharge/1", "succeeded", "failed",
-        "2027-08", "2020-01", "4242", "\x00", "\ud7ff", "a" * 200,
-    ]),
+    st.sampled_from(
+        [
+            "",
+            "acme",
+            "globex",
+            "international",
+            "domestic",
+            "toll_free",
+            "conference_dialout",
+            "card",
+            "+442071838750",
+            "+0123",
+            "+1",
+            "+1234567890123456",
+            "12.5",
+            "0.0000001",
+            "1e3",
+            "-5",
+            "NaN",
+            "Infinity",
+            "9" * 40,
+            "standard-usd",
+            "standard-eur",
+            "acme/recharge/1",
+            "succeeded",
+            "failed",
+            "2027-08",
+            "2020-01",
+            "4242",
+            "\x00",
+            "\ud7ff",
+            "a" * 200,
+        ]
+    ),
 )
 _scalars = st.one_of(st.none(), st.booleans(), _numbers, _strings, _times)
 json_values = st.recursive(
     _scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.one_of(st.sampled_from(ALL_FIELDS), st.text(max_size=8)), inner, max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.sampled_from(ALL_FIELDS), st.text(max_size=8)), inner, max_size=5)
+    ),
     max_leaves=12,
 )
 field_dicts = st.dictionaries(st.sampled_from(ALL_FIELDS + ["command", "cdr_id"]), json_values, max_size=12)
@@ -216,13 +272,16 @@ def run_engine(engine: Engine, raws: list[bytes], keys: list[str | None] | None 
 
 
 _money_text = st.integers(0, 10**9).map(format_money)
-_recent = st.integers(parse_time("2026-11-10T00:00:00Z"), NOW + 23 * 3600 * 10**6).map(
-    lambda micro: format_time(micro - micro % 10**6))
+_recent = st.integers(parse_time("2026-11-10T00:00:00Z"), NOW + 23 * 3600 * 10**6).map(lambda micro: format_time(micro - micro % 10**6))
 # Values that pass validation, so the mutations reach the ledger and not only the checks.
 PLAUSIBLE = {
-    "amount": _money_text, "threshold": _money_text, "low_balance_threshold": _money_text,
+    "amount": _money_text,
+    "threshold": _money_text,
+    "low_balance_threshold": _money_text,
     "duration_seconds": st.integers(0, 86400),
-    "started_at": _recent, "occurred_at": _recent, "purchased_at": _recent,
+    "started_at": _recent,
+    "occurred_at": _recent,
+    "purchased_at": _recent,
     "call_type": st.sampled_from(["international", "domestic", "toll_free", "conference_dialout"]),
     "to": st.sampled_from(["+447700900123", "+14155550123", "+18005550199", "+33612345678", "+4930123456", "+99912345"]),
     "tenant_id": st.sampled_from(["acme", "globex", "initech"]),
@@ -232,11 +291,16 @@ PLAUSIBLE = {
     "status": st.sampled_from(["succeeded", "failed"]),
     "command": st.sampled_from(sorted(COMMAND_FIELDS)),
     "currency": st.sampled_from(["USD", "EUR", "GBP"]),
-    "auto_recharge": st.fixed_dictionaries({
-        "enabled": st.booleans(), "threshold": _money_text, "amount": _money_text.filter(lambda m: m != "0.000000"),
-        "payment_method": st.fixed_dictionaries({"type": st.just("card"),
-                                                 "expires": st.sampled_from(["2025-01", "2026-11", "2030-12"])}),
-    }),
+    "auto_recharge": st.fixed_dictionaries(
+        {
+            "enabled": st.booleans(),
+            "threshold": _money_text,
+            "amount": _money_text.filter(lambda m: m != "0.000000"),
+            "payment_method": st.fixed_dictionaries(
+                {"type": st.just("card"), "expires": st.sampled_from(["2025-01", "2026-11", "2030-12"])}
+            ),
+        }
+    ),
 }
 
 
@@ -308,9 +372,18 @@ CRASHERS = [
 ]
 
 
-@pytest.mark.parametrize("raw", CRASHERS, ids=["call_type-list", "call_type-object", "purchased_at-9999",
-                                               "started_at-before-year-1", "started_at-after-9999",
-                                               "occurred_at-before-year-1"])
+@pytest.mark.parametrize(
+    "raw",
+    CRASHERS,
+    ids=[
+        "call_type-list",
+        "call_type-object",
+        "purchased_at-9999",
+        "started_at-before-year-1",
+        "started_at-after-9999",
+        "occurred_at-before-year-1",
+    ],
+)
 def test_inputs_that_once_crashed_are_rejected(raw):
     engine = engine_copy()
     before = {t: to_view(a) for t, a in engine.accounts.items()}

@@ -53,8 +53,14 @@ def test_an_id_in_a_segment_is_still_a_duplicate():
 
 
 def _cdr(cdr_id: str, started_at: str) -> ledger.Cdr:
-    raw = {"cdr_id": cdr_id, "tenant_id": "big", "call_type": "domestic", "to": "+14155550100",
-           "started_at": started_at, "duration_seconds": 60}
+    raw = {
+        "cdr_id": cdr_id,
+        "tenant_id": "big",
+        "call_type": "domestic",
+        "to": "+14155550100",
+        "started_at": started_at,
+        "duration_seconds": 60,
+    }
     return decode(orjson.dumps(raw), "big")
 
 

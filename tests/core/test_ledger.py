@@ -119,7 +119,10 @@ def test_a_lot_expiring_exactly_at_a_calls_start_is_forfeited_before_the_call(bo
     assert types(p) == ["funds_expired", "below_zero"]
     expired = p.outcome.events[0]
     assert (expired["amount"], expired["lot_id"], expired["balance"], expired["expires_at"]) == (
-        "10.000000", "f1", "0.000000", "2026-11-02T10:00:00Z",
+        "10.000000",
+        "f1",
+        "0.000000",
+        "2026-11-02T10:00:00Z",
     )
     assert p.outcome.rated["balance_after"] == "-0.060000"
 
@@ -174,9 +177,16 @@ def test_one_record_crossing_low_threshold_and_zero_emits_events_in_spec_order(b
         configure(at="2025-11-01T00:00:00Z", low_balance_threshold="5"),
         funds("1", "expiring", at="2025-11-02T10:00:00Z"),
         funds("6", "current", at="2026-11-01T00:00:00Z"),
-        configure(cid="cfg-2", at="2026-11-01T00:00:00Z",
-                  auto_recharge={"enabled": True, "threshold": "2", "amount": "20",
-                                 "payment_method": {"type": "card", "expires": "2030-01", "last4": "4242"}}),
+        configure(
+            cid="cfg-2",
+            at="2026-11-01T00:00:00Z",
+            auto_recharge={
+                "enabled": True,
+                "threshold": "2",
+                "amount": "20",
+                "payment_method": {"type": "card", "expires": "2030-01", "last4": "4242"},
+            },
+        ),
     )
     # before: 7.00 (>= 5). The 1.00 lot expires at the call; 7200 s = 120 min * 0.06 = 7.20.
     p = book.apply(cdr("c1", "+442071234567", 7200, at="2026-11-02T10:00:00Z"))
@@ -235,8 +245,7 @@ def _auto(book, threshold="5", amount="20", card=CARD):
     book.all(
         configure(),
         funds("6", "f1"),
-        configure(cid="cfg-ar", auto_recharge={"enabled": True, "threshold": threshold, "amount": amount,
-                                               "payment_method": card}),
+        configure(cid="cfg-ar", auto_recharge={"enabled": True, "threshold": threshold, "amount": amount, "payment_method": card}),
     )
 
 
@@ -252,8 +261,7 @@ def test_auto_recharge_is_requested_once_below_its_threshold(book):
 
 def test_configuring_auto_recharge_below_its_threshold_requests_at_once(book):
     book.apply(configure())
-    p = book.apply(configure(cid="cfg-ar", auto_recharge={"enabled": True, "threshold": "5", "amount": "20",
-                                                          "payment_method": CARD}))
+    p = book.apply(configure(cid="cfg-ar", auto_recharge={"enabled": True, "threshold": "5", "amount": "20", "payment_method": CARD}))
     assert types(p) == ["auto_recharge_requested"]
 
 
@@ -264,7 +272,11 @@ def test_a_succeeded_payment_adds_an_auto_recharge_lot(book):
     assert types(p) == ["auto_recharge_succeeded"]
     e = p.outcome.events[0]
     assert (e["amount"], e["request_id"], e["lot_id"], e["balance"], e["expires_at"]) == (
-        "20.000000", "acme/recharge/1", "acme/recharge/1", "24.980000", "2027-11-02T10:30:00Z",
+        "20.000000",
+        "acme/recharge/1",
+        "acme/recharge/1",
+        "24.980000",
+        "2027-11-02T10:30:00Z",
     )
     acct = book.account()
     assert acct.pending_request_id is None
@@ -300,16 +312,14 @@ def test_a_command_behind_the_horizon_of_the_latest_command_is_too_late(book):
     assert edge.outcome.status == "applied"
     assert (late.outcome.reason, late.reject["detail"]) == (
         "too_late",
-        "occurred_at: 2026-11-12T23:59:59Z is more than the horizon before the tenant's latest command at "
-        "2026-11-20T00:00:00Z",
+        "occurred_at: 2026-11-12T23:59:59Z is more than the horizon before the tenant's latest command at 2026-11-20T00:00:00Z",
     )
     assert book.account().balance == 2_000_000
 
 
 def test_a_json_number_amount_is_read_by_its_value(book):
     book.apply(configure())
-    raw = (b'{"command_id":"f1","tenant_id":"acme","command":"add_funds",'
-           b'"occurred_at":"2026-11-01T00:00:00Z","amount":1E2}')
+    raw = b'{"command_id":"f1","tenant_id":"acme","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":1E2}'
     p = book.apply(raw)
     assert [(e["type"], e["amount"]) for e in p.outcome.events] == [("funds_added", "100.000000")]
     p = book.apply(raw.replace(b'"f1"', b'"f2"').replace(b"1E2", b"0.1"))
@@ -357,7 +367,10 @@ def test_a_late_success_after_a_timeout_by_another_record_is_credited_and_lifts_
         ("acme/recharge/1", 20_000_000, "auto_recharge"),
     ]
     assert (acct.balance, acct.recharge_suspended, acct.pending_request_id, acct.timed_out_requests) == (
-        24_920_000, False, None, {},
+        24_920_000,
+        False,
+        None,
+        {},
     )
     # The suspension is lifted: the next fall below 5 requests again (353 min * 0.06 = 21.18 -> 3.74).
     again = book.apply(cdr("c3", "+442071234567", 60 * 353, at="2026-11-02T12:00:00Z"))
@@ -400,8 +413,13 @@ def test_a_late_success_that_restores_the_balance_reports_the_crossing_after_its
 def test_a_late_success_after_a_later_failure_is_credited_and_the_suspension_stays(book):
     _timed_out_by_a_cdr(book)  # request 1 timed out, 4.92
     # auto_recharge sent again lifts the suspension; 4.92 < 5 requests 2 at once
-    r = book.apply(configure(cid="cfg-2", at="2026-11-02T11:35:00Z",
-                             auto_recharge={"enabled": True, "threshold": "5", "amount": "20", "payment_method": CARD}))
+    r = book.apply(
+        configure(
+            cid="cfg-2",
+            at="2026-11-02T11:35:00Z",
+            auto_recharge={"enabled": True, "threshold": "5", "amount": "20", "payment_method": CARD},
+        )
+    )
     assert r.outcome.recharge_requests[0]["request_id"] == "acme/recharge/2"
     book.apply(payment("acme/recharge/2", "failed", "pay-2", at="2026-11-02T11:36:00Z", reason="card_declined"))
     p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:40:00Z"))
@@ -425,7 +443,8 @@ def test_a_second_late_success_for_one_request_is_unknown_request(book):
     book.apply(payment("acme/recharge/1", "succeeded", "pay-1", at="2026-11-02T11:40:00Z"))
     p = book.apply(payment("acme/recharge/1", "succeeded", "pay-1b", at="2026-11-02T11:41:00Z"))
     assert (p.outcome.status, p.outcome.reason, p.reject["detail"]) == (
-        "rejected", "unknown_request",
+        "rejected",
+        "unknown_request",
         "request_id: 'acme/recharge/1' is neither the pending recharge request nor one that timed out",
     )
     assert book.account().balance == 24_920_000
@@ -485,8 +504,11 @@ def test_sending_auto_recharge_lifts_a_suspension_and_requests_at_once(book):
     _auto(book, card={"type": "card", "expires": "2026-10"})
     book.apply(cdr("c1", "+442071234567", 60 * 17, at="2026-11-02T10:00:00Z"))  # card_expired
     p = book.apply(
-        configure(cid="cfg-2", at="2026-11-02T12:00:00Z",
-                  auto_recharge={"enabled": True, "threshold": "5", "amount": "20", "payment_method": CARD})
+        configure(
+            cid="cfg-2",
+            at="2026-11-02T12:00:00Z",
+            auto_recharge={"enabled": True, "threshold": "5", "amount": "20", "payment_method": CARD},
+        )
     )
     assert types(p) == ["auto_recharge_requested"]
     assert p.outcome.recharge_requests[0]["request_id"] == "acme/recharge/1"
@@ -561,8 +583,7 @@ def test_configuring_an_unloaded_plan_is_unknown_rate_plan(book):
 
 
 def test_account_creation_needs_a_rate_plan(book):
-    p = book.apply({"command_id": "c", "tenant_id": "acme", "command": "configure_account",
-                    "occurred_at": "2026-11-01T00:00:00Z"})
+    p = book.apply({"command_id": "c", "tenant_id": "acme", "command": "configure_account", "occurred_at": "2026-11-01T00:00:00Z"})
     assert (p.outcome.reason, p.reject["detail"]) == ("invalid_record", "rate_plan: required when the account is created")
 
 
@@ -570,7 +591,8 @@ def test_the_account_currency_never_changes(book):
     book.apply(configure())
     p = book.apply(configure(cid="cfg-2", rate_plan="test-eur"))
     assert (p.outcome.reason, p.reject["detail"]) == (
-        "currency_mismatch", "rate_plan: plan 'test-eur' is in EUR, the account in USD",
+        "currency_mismatch",
+        "rate_plan: plan 'test-eur' is in EUR, the account in USD",
     )
     assert book.apply(funds("1", "f1", currency="EUR")).outcome.reason == "currency_mismatch"
     assert book.account().rate_plan == "test-usd" and book.account().balance == 0
@@ -580,7 +602,8 @@ def test_a_destination_without_a_rate_is_no_rate(book):
     book.apply(configure())
     p = book.apply(cdr("c1", "+33123456789", 60))
     assert (p.outcome.reason, p.reject["detail"]) == (
-        "no_rate", "to: no international rate in plan 'test-usd' for +33123456789 at 2026-11-02T10:00:00Z",
+        "no_rate",
+        "to: no international rate in plan 'test-usd' for +33123456789 at 2026-11-02T10:00:00Z",
     )
 
 

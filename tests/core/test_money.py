@@ -24,8 +24,29 @@ def test_wire_money_parses_to_exact_micro_units(wire, micro):
 
 @pytest.mark.parametrize(
     "wire",
-    ["0.0000001", "1e3", "1E3", "NaN", "inf", "-inf", "", ".5", "5.", "1,5", " 1", "0x10", "--1",
-     1e-07, 1e16, float("nan"), float("inf"), True, None, [], {}],
+    [
+        "0.0000001",
+        "1e3",
+        "1E3",
+        "NaN",
+        "inf",
+        "-inf",
+        "",
+        ".5",
+        "5.",
+        "1,5",
+        " 1",
+        "0x10",
+        "--1",
+        1e-07,
+        1e16,
+        float("nan"),
+        float("inf"),
+        True,
+        None,
+        [],
+        {},
+    ],
 )
 def test_invalid_money_is_refused(wire):
     with pytest.raises(MoneyError):

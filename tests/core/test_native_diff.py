@@ -33,13 +33,11 @@ from tests.support.ledger import write_tables
 
 pytestmark = pytest.mark.skipif(not available(), reason="the native engine is not built (pip install ./native)")
 
-DIFF = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+DIFF = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 NOW = parse_time("2026-12-05T00:00:00Z")  # records after 2026-12-06T00:00Z are invalid_timestamp
 
 TENANTS = ("t1", "t2", "t3")
-NUMBERS = ("+442071234567", "+447700900123", "+447912345678", "+4930123456", "+12125550100", "+18005550100",
-           "+33123456789")
+NUMBERS = ("+442071234567", "+447700900123", "+447912345678", "+4930123456", "+12125550100", "+18005550100", "+33123456789")
 CALL_TYPES = ("international", "domestic", "toll_free", "conference_dialout")
 
 # 2026-10-28 to 2026-12-07: month boundaries (domestic minutes), the 2026-12-01 rate
@@ -48,11 +46,22 @@ _START = parse_time("2026-10-28T00:00:00Z") // 10**6
 _times = st.integers(0, 40 * 86400).map(
     lambda s: __import__("rater.core.timeutil", fromlist=["format_time"]).format_time((_START + s) * 10**6)
 )
-_odd_times = st.sampled_from(["2026-11-10T10:00:00+01:00", "2026-11-10T10:00:00.250Z", "2026-11-10t09:00:00z",
-                              "2026-11-10T10:00:00", "2026-02-30T00:00:00Z", "2026-11-10T10:00:00.123456789-05:30"])
+_odd_times = st.sampled_from(
+    [
+        "2026-11-10T10:00:00+01:00",
+        "2026-11-10T10:00:00.250Z",
+        "2026-11-10t09:00:00z",
+        "2026-11-10T10:00:00",
+        "2026-02-30T00:00:00Z",
+        "2026-11-10T10:00:00.123456789-05:30",
+    ]
+)
 _good_money = st.integers(1, 5_000_000).map(lambda m: f"{m // 1_000_000}.{m % 1_000_000:06d}")
 _money = st.one_of(
-    _good_money, _good_money, _good_money, _good_money,
+    _good_money,
+    _good_money,
+    _good_money,
+    _good_money,
     st.sampled_from(["0", "-1", "1.1234567", "12", 3, 0.25, 1e-7, True, "abc", 1e13]),
 )
 
@@ -64,41 +73,65 @@ def record(draw) -> bytes:
     rid = f"{kind}-{draw(st.integers(0, 30))}"
     at = draw(st.one_of(_times, _times, _times, _odd_times))
     if kind == "garbage":
-        return draw(st.sampled_from([b"{not json", b"[1,2]", b'{"tenant_id":"t1"}', b"\xff\xfe", b'"x"',
-                                     b'{"cdr_id":"z","tenant_id":"t1","call_type":"domestic"}']))
+        return draw(
+            st.sampled_from(
+                [
+                    b"{not json",
+                    b"[1,2]",
+                    b'{"tenant_id":"t1"}',
+                    b"\xff\xfe",
+                    b'"x"',
+                    b'{"cdr_id":"z","tenant_id":"t1","call_type":"domestic"}',
+                ]
+            )
+        )
     if kind == "cdr":
-        rec = {"cdr_id": rid, "tenant_id": tenant, "call_type": draw(st.sampled_from(CALL_TYPES)),
-               "to": draw(st.sampled_from(NUMBERS + ("+99912345",))), "started_at": at,
-               "duration_seconds": draw(st.sampled_from([0, 1, 29, 30, 31, 61, 3600, 86400]) | st.integers(0, 7200))}
+        rec = {
+            "cdr_id": rid,
+            "tenant_id": tenant,
+            "call_type": draw(st.sampled_from(CALL_TYPES)),
+            "to": draw(st.sampled_from(NUMBERS + ("+99912345",))),
+            "started_at": at,
+            "duration_seconds": draw(st.sampled_from([0, 1, 29, 30, 31, 61, 3600, 86400]) | st.integers(0, 7200)),
+        }
         if draw(st.booleans()):
             rec["from"] = "+12125550123"
         if draw(st.integers(0, 4)) == 0:
             rec["attributes_x"] = draw(json_values)
         return _json_text(rec)
     if kind == "funds":
-        rec = {"command_id": rid, "tenant_id": tenant, "command": "add_funds", "occurred_at": at,
-               "amount": draw(_money)}
+        rec = {"command_id": rid, "tenant_id": tenant, "command": "add_funds", "occurred_at": at, "amount": draw(_money)}
         if draw(st.booleans()):
             rec["purchased_at"] = draw(st.sampled_from(["2025-11-05T00:00:00Z", "2025-11-30T00:00:00Z", at]))
         if draw(st.integers(0, 5)) == 0:
             rec["currency"] = draw(st.sampled_from(["USD", "EUR", "usd"]))
         return orjson.dumps(rec)
     if kind == "configure":
-        rec = {"command_id": rid, "tenant_id": tenant, "command": "configure_account", "occurred_at": at,
-               "rate_plan": draw(st.sampled_from(["test-usd"] * 6 + ["test-eur", "nope"])),
-               "low_balance_threshold": draw(_money), "included_domestic_minutes": draw(st.integers(0, 5))}
+        rec = {
+            "command_id": rid,
+            "tenant_id": tenant,
+            "command": "configure_account",
+            "occurred_at": at,
+            "rate_plan": draw(st.sampled_from(["test-usd"] * 6 + ["test-eur", "nope"])),
+            "low_balance_threshold": draw(_money),
+            "included_domestic_minutes": draw(st.integers(0, 5)),
+        }
         if draw(st.booleans()):
             rec["auto_recharge"] = {
                 "enabled": draw(st.booleans()),
                 "threshold": draw(_money),
                 "amount": draw(_money),
-                "payment_method": {"type": "card", "expires": draw(st.sampled_from(["2026-10", "2026-11", "2028-01"])),
-                                   "last4": "4242"},
+                "payment_method": {"type": "card", "expires": draw(st.sampled_from(["2026-10", "2026-11", "2028-01"])), "last4": "4242"},
             }
         return orjson.dumps(rec)
-    rec = {"command_id": rid, "tenant_id": tenant, "command": "payment_result", "occurred_at": at,
-           "request_id": f"{tenant}/recharge/{draw(st.integers(1, 3))}",
-           "status": draw(st.sampled_from(["succeeded", "failed"]))}
+    rec = {
+        "command_id": rid,
+        "tenant_id": tenant,
+        "command": "payment_result",
+        "occurred_at": at,
+        "request_id": f"{tenant}/recharge/{draw(st.integers(1, 3))}",
+        "status": draw(st.sampled_from(["succeeded", "failed"])),
+    }
     if draw(st.booleans()):
         rec["reason"] = "card_declined"
     return orjson.dumps(rec)
@@ -110,16 +143,35 @@ def opening(draw) -> list[bytes]:
     year ago so that they expire within the stream."""
     out = []
     for t in TENANTS:
-        rec = {"command_id": f"open-{t}", "tenant_id": t, "command": "configure_account",
-               "occurred_at": "2026-10-28T00:00:00Z", "rate_plan": "test-usd",
-               "low_balance_threshold": draw(_good_money), "included_domestic_minutes": draw(st.integers(0, 3))}
+        rec = {
+            "command_id": f"open-{t}",
+            "tenant_id": t,
+            "command": "configure_account",
+            "occurred_at": "2026-10-28T00:00:00Z",
+            "rate_plan": "test-usd",
+            "low_balance_threshold": draw(_good_money),
+            "included_domestic_minutes": draw(st.integers(0, 3)),
+        }
         if draw(st.booleans()):
-            rec["auto_recharge"] = {"enabled": True, "threshold": draw(_good_money), "amount": draw(_good_money),
-                                    "payment_method": {"type": "card", "expires": "2028-01"}}
+            rec["auto_recharge"] = {
+                "enabled": True,
+                "threshold": draw(_good_money),
+                "amount": draw(_good_money),
+                "payment_method": {"type": "card", "expires": "2028-01"},
+            }
         out.append(orjson.dumps(rec))
-        out.append(orjson.dumps({"command_id": f"fund-{t}", "tenant_id": t, "command": "add_funds",
-                                 "occurred_at": "2026-10-28T00:00:00Z", "amount": draw(_good_money),
-                                 "purchased_at": draw(st.sampled_from(["2025-11-05T00:00:00Z", "2026-10-28T00:00:00Z"]))}))
+        out.append(
+            orjson.dumps(
+                {
+                    "command_id": f"fund-{t}",
+                    "tenant_id": t,
+                    "command": "add_funds",
+                    "occurred_at": "2026-10-28T00:00:00Z",
+                    "amount": draw(_good_money),
+                    "purchased_at": draw(st.sampled_from(["2025-11-05T00:00:00Z", "2026-10-28T00:00:00Z"])),
+                }
+            )
+        )
     return out
 
 
@@ -217,7 +269,10 @@ def test_mutated_worked_example_records_give_the_same_bytes(raws, keyed):
 @example(raw=b'{"cdr_id":"\xff"}', key=None)
 @example(raw=b'{"a":"\\ud800"}', key=None)
 @example(raw=b"\xef\xbb\xbf{}", key=None)
-@example(raw=b'{"cdr_id":"c","tenant_id":"t1","call_type":"domestic","to":"+15551234567","started_at":"2026-11-10T00:00:00\xc3\xa9","duration_seconds":1}', key=None)  # noqa: E501
+@example(
+    raw=b'{"cdr_id":"c","tenant_id":"t1","call_type":"domestic","to":"+15551234567","started_at":"2026-11-10T00:00:00\xc3\xa9","duration_seconds":1}',
+    key=None,
+)  # noqa: E501
 def test_the_native_decoder_on_arbitrary_bytes_rejects_as_python_does(test_tables, raw, key):
     """Never a panic crossing into Python: arbitrary bytes end as the same reject."""
     py, nat = _engines(test_tables)
@@ -237,18 +292,33 @@ def test_the_streams_reach_every_case(test_tables):
     every run)."""
     seen: Counter = Counter()
 
-    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
     @given(stream=st.builds(lambda a, b: a + b, opening(), st.lists(record(), min_size=60, max_size=80)))
     def count(stream):
         py, nat = _engines(test_tables)
         run_both(py, nat, stream, seen=seen)
 
     count()
-    for case in ("invalid_json", "invalid_record", "unknown_tenant", "unknown_rate_plan", "currency_mismatch",
-                 "no_rate", "too_late", "invalid_timestamp", "unknown_request", "duplicate", "funds_expired",
-                 "auto_recharge_requested", "auto_recharge_succeeded", "timeout", "below_zero",
-                 "balance_restored", "low_balance", "late answer credited"):
+    for case in (
+        "invalid_json",
+        "invalid_record",
+        "unknown_tenant",
+        "unknown_rate_plan",
+        "currency_mismatch",
+        "no_rate",
+        "too_late",
+        "invalid_timestamp",
+        "unknown_request",
+        "duplicate",
+        "funds_expired",
+        "auto_recharge_requested",
+        "auto_recharge_succeeded",
+        "timeout",
+        "below_zero",
+        "balance_restored",
+        "low_balance",
+        "late answer credited",
+    ):
         assert seen[case] > 0, (case, seen)
 
 
@@ -287,9 +357,23 @@ def test_the_traffic_generator_input_rates_the_same(test_tables, tmp_path):
     for engine in ("python", "native"):
         out = tmp_path / engine
         subprocess.run(
-            [sys.executable, "-m", "rater", "rate", "--engine", engine, "--rates", rates, "--out", str(out),
-             "--now", "2026-12-31T00:00:00Z", str(path)],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "rater",
+                "rate",
+                "--engine",
+                engine,
+                "--rates",
+                rates,
+                "--out",
+                str(out),
+                "--now",
+                "2026-12-31T00:00:00Z",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
         )
         outs[engine] = {n: (out / n).read_bytes() for n in sorted(os.listdir(out))}
     assert outs["python"].keys() == outs["native"].keys()
@@ -312,9 +396,25 @@ def test_split_runs_with_state_give_the_same_state_file(tmp_path):
         state = tmp_path / ("-".join(order) + ".state")
         for engine, part in zip(order, (first, second)):
             subprocess.run(
-                [sys.executable, "-m", "rater", "rate", "--engine", engine, "--rates", rates, "--out",
-                 str(tmp_path / "out"), "--state", str(state), "--now", "2026-11-25T00:00:00Z", str(part)],
-                check=True, capture_output=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "rater",
+                    "rate",
+                    "--engine",
+                    engine,
+                    "--rates",
+                    rates,
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--state",
+                    str(state),
+                    "--now",
+                    "2026-11-25T00:00:00Z",
+                    str(part),
+                ],
+                check=True,
+                capture_output=True,
             )
         states[order] = state.read_bytes()
     assert states[("python", "native")] == states[("python", "python")] == states[("native", "python")]
@@ -323,23 +423,28 @@ def test_split_runs_with_state_give_the_same_state_file(tmp_path):
 # The worker's batch step on both engines, with their account stores:
 # tests/worker/test_native_store.py.
 
-_CDR = b'"cdr_id":"c1","tenant_id":"t1","call_type":"domestic","to":"+12125550100","started_at":"2026-11-10T00:00:00Z","duration_seconds":60'  # noqa: E501
+_CDR = (
+    b'"cdr_id":"c1","tenant_id":"t1","call_type":"domestic","to":"+12125550100","started_at":"2026-11-10T00:00:00Z","duration_seconds":60'  # noqa: E501
+)
 
 
-@pytest.mark.parametrize("raw", [
-    b'{' + _CDR + b',"cdr_id":"c2"}',  # a repeated top-level key
-    b'{' + _CDR + b',"x":{"a":1,"b":{"c":1,"c":2},"a":2}}',  # the inner object ends first: c
-    b'{"tenant_id":"t1","tenant_id":"t2","cdr_id":"c"}',  # the repeated key is tenant_id
-    b'{"command_id":"a\\u0001","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"1"}',
-    b'{"command_id":"a\xc2\x85","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"1"}',
-    b'{"command_id":"a","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"99999999999999"}',
-    b'{"command_id":"a","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"12345678901234.5"}',
-    b"",
-    b"x" * 20_000,  # not JSON, raw cut to 16 KiB with its size and hash
-    b"\xff" * 20_000,  # not UTF-8: base64 of the first 16 KiB
-    "é".encode() * 10_000,  # a cut inside a two-byte character
-    b'{' + _CDR + b',"pad":"' + b"y" * 600_000 + b'"}',  # over the 512 KiB record limit
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{" + _CDR + b',"cdr_id":"c2"}',  # a repeated top-level key
+        b"{" + _CDR + b',"x":{"a":1,"b":{"c":1,"c":2},"a":2}}',  # the inner object ends first: c
+        b'{"tenant_id":"t1","tenant_id":"t2","cdr_id":"c"}',  # the repeated key is tenant_id
+        b'{"command_id":"a\\u0001","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"1"}',
+        b'{"command_id":"a\xc2\x85","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"1"}',
+        b'{"command_id":"a","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"99999999999999"}',
+        b'{"command_id":"a","tenant_id":"t1","command":"add_funds","occurred_at":"2026-11-01T00:00:00Z","amount":"12345678901234.5"}',
+        b"",
+        b"x" * 20_000,  # not JSON, raw cut to 16 KiB with its size and hash
+        b"\xff" * 20_000,  # not UTF-8: base64 of the first 16 KiB
+        "é".encode() * 10_000,  # a cut inside a two-byte character
+        b"{" + _CDR + b',"pad":"' + b"y" * 600_000 + b'"}',  # over the 512 KiB record limit
+    ],
+)
 def test_bounds_repeated_keys_and_control_characters_reject_as_python_does(test_tables, raw):
     py, nat = _engines(test_tables)
     run_both(py, nat, [raw])

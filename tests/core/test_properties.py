@@ -30,19 +30,29 @@ def record(draw):
     rid = f"{kind}-{draw(st.integers(0, 40))}"
     at = draw(_times)
     if kind == "cdr":
-        return {"cdr_id": rid, "tenant_id": tenant, "call_type": draw(st.sampled_from(CALL_TYPES)),
-                "to": draw(st.sampled_from(NUMBERS)), "started_at": at,
-                "duration_seconds": draw(st.integers(0, 3600))}
+        return {
+            "cdr_id": rid,
+            "tenant_id": tenant,
+            "call_type": draw(st.sampled_from(CALL_TYPES)),
+            "to": draw(st.sampled_from(NUMBERS)),
+            "started_at": at,
+            "duration_seconds": draw(st.integers(0, 3600)),
+        }
     if kind == "funds":
-        rec = {"command_id": rid, "tenant_id": tenant, "command": "add_funds", "occurred_at": at,
-               "amount": draw(_money)}
+        rec = {"command_id": rid, "tenant_id": tenant, "command": "add_funds", "occurred_at": at, "amount": draw(_money)}
         if draw(st.booleans()):
             rec["purchased_at"] = draw(st.sampled_from(["2025-11-05T00:00:00Z", "2025-11-12T00:00:00Z", at]))
         return rec
     if kind == "configure":
-        rec = {"command_id": rid, "tenant_id": tenant, "command": "configure_account", "occurred_at": at,
-               "rate_plan": "test-usd", "low_balance_threshold": draw(_money),
-               "included_domestic_minutes": draw(st.integers(0, 5))}
+        rec = {
+            "command_id": rid,
+            "tenant_id": tenant,
+            "command": "configure_account",
+            "occurred_at": at,
+            "rate_plan": "test-usd",
+            "low_balance_threshold": draw(_money),
+            "included_domestic_minutes": draw(st.integers(0, 5)),
+        }
         if draw(st.booleans()):
             rec["auto_recharge"] = {
                 "enabled": draw(st.booleans()),
@@ -51,9 +61,14 @@ def record(draw):
                 "payment_method": {"type": "card", "expires": draw(st.sampled_from(["2026-10", "2026-11", "2028-01"]))},
             }
         return rec
-    return {"command_id": rid, "tenant_id": tenant, "command": "payment_result", "occurred_at": at,
-            "request_id": f"{tenant}/recharge/{draw(st.integers(1, 3))}",
-            "status": draw(st.sampled_from(["succeeded", "failed"]))}
+    return {
+        "command_id": rid,
+        "tenant_id": tenant,
+        "command": "payment_result",
+        "occurred_at": at,
+        "request_id": f"{tenant}/recharge/{draw(st.integers(1, 3))}",
+        "status": draw(st.sampled_from(["succeeded", "failed"])),
+    }
 
 
 streams = st.lists(record(), min_size=1, max_size=60)
@@ -164,33 +179,110 @@ def test_the_stream_generator_reaches_the_interesting_cases(tmp_path):
 # answer more than an hour late, a late failure, a second answer for one request.
 _CARD = {"type": "card", "expires": "2028-01"}
 LATE_ANSWERS = [
-    {"command_id": "cfg", "tenant_id": "t1", "command": "configure_account", "occurred_at": "2026-11-01T00:00:00Z",
-     "rate_plan": "test-usd", "low_balance_threshold": "3"},
+    {
+        "command_id": "cfg",
+        "tenant_id": "t1",
+        "command": "configure_account",
+        "occurred_at": "2026-11-01T00:00:00Z",
+        "rate_plan": "test-usd",
+        "low_balance_threshold": "3",
+    },
     {"command_id": "f1", "tenant_id": "t1", "command": "add_funds", "occurred_at": "2026-11-01T00:00:00Z", "amount": "6"},
-    {"command_id": "cfg-ar", "tenant_id": "t1", "command": "configure_account", "occurred_at": "2026-11-01T00:00:00Z",
-     "auto_recharge": {"enabled": True, "threshold": "5", "amount": "20", "payment_method": _CARD}},
-    {"cdr_id": "c1", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
-     "started_at": "2026-11-02T10:00:00Z", "duration_seconds": 1020},  # request 1 at 10:17
-    {"cdr_id": "c2", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
-     "started_at": "2026-11-02T11:30:00Z", "duration_seconds": 60},  # times request 1 out
-    {"command_id": "p1", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-02T11:40:00Z",
-     "request_id": "t1/recharge/1", "status": "succeeded"},  # late: credited, suspension lifted
-    {"command_id": "p1b", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-02T11:41:00Z",
-     "request_id": "t1/recharge/1", "status": "succeeded"},  # second answer: unknown_request
-    {"cdr_id": "c3", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
-     "started_at": "2026-11-02T12:00:00Z", "duration_seconds": 21180},  # 24.92 - 21.18 = 3.74 (not below 3): request 2 at 17:53
-    {"command_id": "p2", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-02T19:00:00Z",
-     "request_id": "t1/recharge/2", "status": "succeeded"},  # its own answer, 1 h 7 min late: on time
-    {"cdr_id": "c4", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
-     "started_at": "2026-11-02T20:00:00Z", "duration_seconds": 1320},  # 23.74 - 1.32 = 22.42
-    {"cdr_id": "c5", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
-     "started_at": "2026-11-03T20:00:00Z", "duration_seconds": 60000},  # -37.58, request 3 at 11-04 12:40
-    {"cdr_id": "c6", "tenant_id": "t1", "call_type": "international", "to": "+442071234567",
-     "started_at": "2026-11-04T14:00:00Z", "duration_seconds": 60},  # times request 3 out
-    {"command_id": "p3", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-04T14:10:00Z",
-     "request_id": "t1/recharge/3", "status": "failed"},  # late failure: nothing written
-    {"command_id": "p3b", "tenant_id": "t1", "command": "payment_result", "occurred_at": "2026-11-04T14:11:00Z",
-     "request_id": "t1/recharge/3", "status": "succeeded"},  # already answered: unknown_request
+    {
+        "command_id": "cfg-ar",
+        "tenant_id": "t1",
+        "command": "configure_account",
+        "occurred_at": "2026-11-01T00:00:00Z",
+        "auto_recharge": {"enabled": True, "threshold": "5", "amount": "20", "payment_method": _CARD},
+    },
+    {
+        "cdr_id": "c1",
+        "tenant_id": "t1",
+        "call_type": "international",
+        "to": "+442071234567",
+        "started_at": "2026-11-02T10:00:00Z",
+        "duration_seconds": 1020,
+    },  # request 1 at 10:17
+    {
+        "cdr_id": "c2",
+        "tenant_id": "t1",
+        "call_type": "international",
+        "to": "+442071234567",
+        "started_at": "2026-11-02T11:30:00Z",
+        "duration_seconds": 60,
+    },  # times request 1 out
+    {
+        "command_id": "p1",
+        "tenant_id": "t1",
+        "command": "payment_result",
+        "occurred_at": "2026-11-02T11:40:00Z",
+        "request_id": "t1/recharge/1",
+        "status": "succeeded",
+    },  # late: credited, suspension lifted
+    {
+        "command_id": "p1b",
+        "tenant_id": "t1",
+        "command": "payment_result",
+        "occurred_at": "2026-11-02T11:41:00Z",
+        "request_id": "t1/recharge/1",
+        "status": "succeeded",
+    },  # second answer: unknown_request
+    {
+        "cdr_id": "c3",
+        "tenant_id": "t1",
+        "call_type": "international",
+        "to": "+442071234567",
+        "started_at": "2026-11-02T12:00:00Z",
+        "duration_seconds": 21180,
+    },  # 24.92 - 21.18 = 3.74 (not below 3): request 2 at 17:53
+    {
+        "command_id": "p2",
+        "tenant_id": "t1",
+        "command": "payment_result",
+        "occurred_at": "2026-11-02T19:00:00Z",
+        "request_id": "t1/recharge/2",
+        "status": "succeeded",
+    },  # its own answer, 1 h 7 min late: on time
+    {
+        "cdr_id": "c4",
+        "tenant_id": "t1",
+        "call_type": "international",
+        "to": "+442071234567",
+        "started_at": "2026-11-02T20:00:00Z",
+        "duration_seconds": 1320,
+    },  # 23.74 - 1.32 = 22.42
+    {
+        "cdr_id": "c5",
+        "tenant_id": "t1",
+        "call_type": "international",
+        "to": "+442071234567",
+        "started_at": "2026-11-03T20:00:00Z",
+        "duration_seconds": 60000,
+    },  # -37.58, request 3 at 11-04 12:40
+    {
+        "cdr_id": "c6",
+        "tenant_id": "t1",
+        "call_type": "international",
+        "to": "+442071234567",
+        "started_at": "2026-11-04T14:00:00Z",
+        "duration_seconds": 60,
+    },  # times request 3 out
+    {
+        "command_id": "p3",
+        "tenant_id": "t1",
+        "command": "payment_result",
+        "occurred_at": "2026-11-04T14:10:00Z",
+        "request_id": "t1/recharge/3",
+        "status": "failed",
+    },  # late failure: nothing written
+    {
+        "command_id": "p3b",
+        "tenant_id": "t1",
+        "command": "payment_result",
+        "occurred_at": "2026-11-04T14:11:00Z",
+        "request_id": "t1/recharge/3",
+        "status": "succeeded",
+    },  # already answered: unknown_request
 ]
 
 
@@ -223,6 +315,8 @@ def test_a_state_run_split_at_every_line_of_late_answers_equals_one_run(tmp_path
         first = _run(str(tmp_path), tables, [str(a)], state, tag=f"first{cut}", engine=engine)
         second = _run(str(tmp_path), tables, [str(b)], state, tag=f"second{cut}", engine=engine)
         for name in offline.OUTPUT_FILES:
-            strip = (lambda r: {k: v for k, v in r.items() if k not in ("source", "event_id")}) if name == "rejects.jsonl" else (lambda r: r)  # noqa: E501
+            strip = (
+                (lambda r: {k: v for k, v in r.items() if k not in ("source", "event_id")}) if name == "rejects.jsonl" else (lambda r: r)
+            )  # noqa: E501
             assert [strip(r) for r in one[name]] == [strip(r) for r in first[name] + second[name]], (cut, name)
         assert one["balances.json"] == second["balances.json"], cut

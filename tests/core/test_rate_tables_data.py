@@ -46,9 +46,7 @@ STANDARD_PLANS = ["standard-usd", "standard-eur"]
 PREFIX_RE = re.compile(r"^[0-9]{1,15}$")
 MONEY_RE = re.compile(r"^[0-9]+(\.[0-9]{1,6})?$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-RFC3339_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 ALWAYS = datetime.min.replace(tzinfo=timezone.utc)
 
 
@@ -79,10 +77,9 @@ def lookup(plan_id: str, call_type: str, e164: str, at: str = "2026-06-01T12:00:
     digits = e164.lstrip("+")
     start = parse_effective(at)
     live = [
-        r for r in plan_rows(plan_id)
-        if r["call_type"] == call_type
-        and digits.startswith(r["prefix"])
-        and parse_effective(r["effective_from"]) <= start
+        r
+        for r in plan_rows(plan_id)
+        if r["call_type"] == call_type and digits.startswith(r["prefix"]) and parse_effective(r["effective_from"]) <= start
     ]
     assert live, f"no {call_type} row in force for {e164} at {at} in {plan_id}"
     return max(live, key=lambda r: (len(r["prefix"]), parse_effective(r["effective_from"])))
@@ -115,13 +112,41 @@ def test_itu_country_codes_file(itu_codes):
     by_prefix = {r["prefix"]: r["iso2"] for r in itu_codes}
     # spot checks across all zones, shared codes and global networks
     for prefix, iso2 in {
-        "1": "US", "1242": "BS", "1876": "JM", "1809": "DO", "1787": "PR",
-        "20": "EG", "27": "ZA", "290": "SH", "299": "GL",
-        "33": "FR", "39": "IT", "3906698": "VA", "383": "XK",
-        "44": "GB", "49": "DE", "500": "FK", "599": "CW", "61": "AU", "692": "MH",
-        "7": "RU", "76": "KZ", "77": "KZ", "81": "JP", "86": "CN", "886": "TW",
-        "90": "TR", "91": "IN", "998": "UZ",
-        "870": "", "881": "", "882": "", "883": "", "888": "", "979": "", "800": "",
+        "1": "US",
+        "1242": "BS",
+        "1876": "JM",
+        "1809": "DO",
+        "1787": "PR",
+        "20": "EG",
+        "27": "ZA",
+        "290": "SH",
+        "299": "GL",
+        "33": "FR",
+        "39": "IT",
+        "3906698": "VA",
+        "383": "XK",
+        "44": "GB",
+        "49": "DE",
+        "500": "FK",
+        "599": "CW",
+        "61": "AU",
+        "692": "MH",
+        "7": "RU",
+        "76": "KZ",
+        "77": "KZ",
+        "81": "JP",
+        "86": "CN",
+        "886": "TW",
+        "90": "TR",
+        "91": "IN",
+        "998": "UZ",
+        "870": "",
+        "881": "",
+        "882": "",
+        "883": "",
+        "888": "",
+        "979": "",
+        "800": "",
     }.items():
         assert by_prefix.get(prefix) == iso2, prefix
     # every world zone is present
@@ -136,8 +161,22 @@ def test_toll_free_file(toll_free_ranges):
     for r in toll_free_ranges:
         assert PREFIX_RE.match(r["prefix"]), r
     assert len({r["iso2"] for r in toll_free_ranges if r["iso2"]}) >= 25
-    for prefix in ["1800", "1888", "44800", "44808", "49800", "33800", "611800",
-                   "39800", "34900", "3531800", "81120", "911800", "8280", "9721800"]:
+    for prefix in [
+        "1800",
+        "1888",
+        "44800",
+        "44808",
+        "49800",
+        "33800",
+        "611800",
+        "39800",
+        "34900",
+        "3531800",
+        "81120",
+        "911800",
+        "8280",
+        "9721800",
+    ]:
         assert prefix in prefixes, prefix
 
 
@@ -193,10 +232,8 @@ def test_every_country_code_has_international_and_conference_rows(plan_id, itu_c
 @pytest.mark.parametrize("plan_id", PLANS)
 def test_conference_priced_above_international(plan_id):
     rows = plan_rows(plan_id)
-    intl = {(r["prefix"], r["effective_from"]): Decimal(r["rate_per_minute"])
-            for r in rows if r["call_type"] == "international"}
-    conf = {(r["prefix"], r["effective_from"]): Decimal(r["rate_per_minute"])
-            for r in rows if r["call_type"] == "conference_dialout"}
+    intl = {(r["prefix"], r["effective_from"]): Decimal(r["rate_per_minute"]) for r in rows if r["call_type"] == "international"}
+    conf = {(r["prefix"], r["effective_from"]): Decimal(r["rate_per_minute"]) for r in rows if r["call_type"] == "conference_dialout"}
     assert intl.keys() == conf.keys()
     for key, rate in intl.items():
         assert conf[key] > rate, key
@@ -216,8 +253,7 @@ def test_toll_free_rows(plan_id, toll_free_ranges):
 def test_domestic_row_for_home_prefix(plan_id):
     _, home = PLANS[plan_id]
     rows = plan_rows(plan_id)
-    assert any(r["call_type"] == "domestic" and r["prefix"] == home and r["effective_from"] == ""
-               for r in rows)
+    assert any(r["call_type"] == "domestic" and r["prefix"] == home and r["effective_from"] == "" for r in rows)
     assert {r["prefix"][: len(home)] for r in rows if r["call_type"] == "domestic"} == {home}
 
 
@@ -246,13 +282,11 @@ def test_connection_fees():
     for plan_id in STANDARD_PLANS:
         assert all(Decimal(r["connection_fee"]) == 0 for r in plan_rows(plan_id))
     premium = plan_rows("premium-gbp")
-    assert all(Decimal(r["connection_fee"]) > 0 for r in premium
-               if r["call_type"] in ("international", "conference_dialout", "domestic"))
+    assert all(Decimal(r["connection_fee"]) > 0 for r in premium if r["call_type"] in ("international", "conference_dialout", "domestic"))
 
 
 def test_usd_rates_plausible():
-    rows = {(r["call_type"], r["prefix"], r["effective_from"]): Decimal(r["rate_per_minute"])
-            for r in plan_rows("standard-usd")}
+    rows = {(r["call_type"], r["prefix"], r["effective_from"]): Decimal(r["rate_per_minute"]) for r in plan_rows("standard-usd")}
     assert Decimal("0.01") <= rows[("international", "1", "")] <= Decimal("0.02")
     assert Decimal("0.005") <= rows[("domestic", "1", "")] <= Decimal("0.02")
     for prefix in ("44", "49", "33", "39", "34", "31"):
@@ -321,8 +355,7 @@ def test_lookup_spot_checks(plan_id, call_type, number, at, prefix, rate):
 
 def test_regeneration_is_byte_identical(tmp_path):
     out = tmp_path / "rate_tables"
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], check=True,
-                   capture_output=True, cwd=tmp_path)
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], check=True, capture_output=True, cwd=tmp_path)
     generated = sorted(p.name for p in out.iterdir())
     assert generated == sorted(f"{p}.csv" for p in PLANS)
     for name in generated:

@@ -122,8 +122,7 @@ def test_same_prefix_with_different_effective_from_is_not_a_duplicate(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
     (d / "p.csv").write_text(
-        "call_type,prefix,currency,rate_per_minute,effective_from\n"
-        "international,1,USD,0.1,\ninternational,1,USD,0.2,2027-01-01\n"
+        "call_type,prefix,currency,rate_per_minute,effective_from\ninternational,1,USD,0.1,\ninternational,1,USD,0.2,2027-01-01\n"
     )
     assert check_rate_tables(str(d))[1] == []
 
@@ -161,11 +160,14 @@ def _file_problems(tmp_path, name: str, data: bytes) -> list[str]:
 def test_a_file_without_a_header_row_is_one_problem_saying_so(tmp_path):
     assert _file_problems(tmp_path, "p.csv", b"international,44,,USD,0.02,,60,60,\ninternational,1,,USD,0.01,,60,60,\n") == [
         "p.csv:1: no header row: the first row must name the columns (call_type, prefix, currency, "
-        "rate_per_minute, ...), not 'international,44,,USD,0.02,,60,60,'"]
+        "rate_per_minute, ...), not 'international,44,,USD,0.02,,60,60,'"
+    ]
 
 
 def test_non_utf8_names_the_line_and_the_byte_in_it(tmp_path):
-    data = b"call_type,prefix,currency,rate_per_minute,destination\ninternational,1,USD,0.1,ok\ninternational,44,USD,0.1,Gro\xdfbritannien\n"  # noqa: E501
+    data = (
+        b"call_type,prefix,currency,rate_per_minute,destination\ninternational,1,USD,0.1,ok\ninternational,44,USD,0.1,Gro\xdfbritannien\n"  # noqa: E501
+    )
     # Line 3; "international,44,USD,0.1,Gro" is 28 bytes, so 0xdf is its 29th.
     assert _file_problems(tmp_path, "p.csv", data) == ["p.csv:3: not UTF-8 text (byte 29 of the line is 0xdf)"]
 
@@ -184,4 +186,5 @@ def test_rates_check_prints_problems_to_stderr_and_exits_1(tmp_path, capsys):
     assert out == ""
     assert err.splitlines() == [
         "p.csv:2: call_type 'intl' is not one of conference_dialout, international, toll_free, domestic",
-        f"1 problem(s) in {tmp_path}"]
+        f"1 problem(s) in {tmp_path}",
+    ]

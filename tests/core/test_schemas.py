@@ -31,16 +31,37 @@ from rater.core.timeutil import TimeError, parse_time  # noqa: E402
 from rater.dev.schemas import BASE_URI, SCHEMA_DIR, load_schema, registry, schema_names, validator  # noqa: E402
 
 EXPECTED_SCHEMAS = {
-    "common", "cdr", "tenant-command", "rated-cdr", "balance-event", "recharge-request",
-    "reject", "account", "balances", "notify-dead-letter",
+    "common",
+    "cdr",
+    "tenant-command",
+    "rated-cdr",
+    "balance-event",
+    "recharge-request",
+    "reject",
+    "account",
+    "balances",
+    "notify-dead-letter",
 }
 EVENT_TYPES = {
-    "funds_added", "funds_expired", "low_balance", "below_zero", "balance_restored",
-    "auto_recharge_requested", "auto_recharge_succeeded", "auto_recharge_failed",
+    "funds_added",
+    "funds_expired",
+    "low_balance",
+    "below_zero",
+    "balance_restored",
+    "auto_recharge_requested",
+    "auto_recharge_succeeded",
+    "auto_recharge_failed",
 }
 REJECT_REASONS = {
-    "invalid_json", "invalid_record", "unknown_tenant", "unknown_rate_plan",
-    "currency_mismatch", "no_rate", "too_late", "invalid_timestamp", "unknown_request",
+    "invalid_json",
+    "invalid_record",
+    "unknown_tenant",
+    "unknown_rate_plan",
+    "currency_mismatch",
+    "no_rate",
+    "too_late",
+    "invalid_timestamp",
+    "unknown_request",
 }
 
 
@@ -107,11 +128,16 @@ CDR = {
     "duration_seconds": 60,
 }
 CARD = {"type": "card", "expires": "2030-12", "last4": "4242"}
-CONFIGURE = {"command_id": "k-1", "tenant_id": "acme", "command": "configure_account", "occurred_at": T,
-             "rate_plan": "basic-usd"}
+CONFIGURE = {"command_id": "k-1", "tenant_id": "acme", "command": "configure_account", "occurred_at": T, "rate_plan": "basic-usd"}
 ADD_FUNDS = {"command_id": "k-2", "tenant_id": "acme", "command": "add_funds", "occurred_at": T, "amount": "12"}
-PAYMENT = {"command_id": "k-3", "tenant_id": "acme", "command": "payment_result", "occurred_at": T,
-           "request_id": "acme/recharge/1", "status": "succeeded"}
+PAYMENT = {
+    "command_id": "k-3",
+    "tenant_id": "acme",
+    "command": "payment_result",
+    "occurred_at": T,
+    "request_id": "acme/recharge/1",
+    "status": "succeeded",
+}
 
 
 def _with(base: dict, **changes) -> dict:
@@ -139,15 +165,20 @@ VALID_INPUTS = {
     "cdr with a command attribute": _with(CDR, command="not a command: cdr_id wins"),
     "cdr longest ids": _with(CDR, cdr_id="x" * 128, tenant_id="A-z.0_9:" * 8),
     "configure minimal": CONFIGURE,
-    "configure full": _with(CONFIGURE, currency="USD", low_balance_threshold="5.5", included_domestic_minutes=100,
-                            auto_recharge={"enabled": True, "threshold": 5, "amount": "20.000000",
-                                           "payment_method": CARD}),
+    "configure full": _with(
+        CONFIGURE,
+        currency="USD",
+        low_balance_threshold="5.5",
+        included_domestic_minutes=100,
+        auto_recharge={"enabled": True, "threshold": 5, "amount": "20.000000", "payment_method": CARD},
+    ),
     "configure without rate_plan": _with(CONFIGURE, rate_plan=_DROP, low_balance_threshold=0),
     "configure auto_recharge disabled": _with(CONFIGURE, auto_recharge={"enabled": False}),
-    "configure card without last4": _with(CONFIGURE, auto_recharge={
-        "enabled": True, "threshold": "0", "amount": 0.5, "payment_method": {"type": "card", "expires": "2027-01"}}),
-    "configure nulls": _with(CONFIGURE, rate_plan=None, currency=None, low_balance_threshold=None,
-                             included_domestic_minutes=None),
+    "configure card without last4": _with(
+        CONFIGURE,
+        auto_recharge={"enabled": True, "threshold": "0", "amount": 0.5, "payment_method": {"type": "card", "expires": "2027-01"}},
+    ),
+    "configure nulls": _with(CONFIGURE, rate_plan=None, currency=None, low_balance_threshold=None, included_domestic_minutes=None),
     "configure threshold -0": _with(CONFIGURE, low_balance_threshold="-0.000"),
     "add_funds string": ADD_FUNDS,
     "add_funds signed string": _with(ADD_FUNDS, amount="+0.000001"),
@@ -171,10 +202,10 @@ INVALID_INPUTS = {
     "command without command_id": _with(PAYMENT, command_id=_DROP),
     "add_funds without amount": _with(ADD_FUNDS, amount=_DROP),
     "payment_result without status": _with(PAYMENT, status=_DROP),
-    "auto_recharge enabled without payment_method": _with(CONFIGURE, auto_recharge={
-        "enabled": True, "threshold": "1", "amount": "10"}),
-    "auto_recharge enabled with null amount": _with(CONFIGURE, auto_recharge={
-        "enabled": True, "threshold": "1", "amount": None, "payment_method": CARD}),
+    "auto_recharge enabled without payment_method": _with(CONFIGURE, auto_recharge={"enabled": True, "threshold": "1", "amount": "10"}),
+    "auto_recharge enabled with null amount": _with(
+        CONFIGURE, auto_recharge={"enabled": True, "threshold": "1", "amount": None, "payment_method": CARD}
+    ),
     "auto_recharge without enabled": _with(CONFIGURE, auto_recharge={"threshold": "1"}),
     "neither cdr_id nor command": {"tenant_id": "acme", "to": "+12125550100"},
     # bad E.164
@@ -214,14 +245,17 @@ INVALID_INPUTS = {
     "unknown command field": _with(ADD_FUNDS, note="hello"),
     "cdr_id on a command is a CDR without its fields": _with(PAYMENT, cdr_id="x"),
     "unknown auto_recharge field": _with(CONFIGURE, auto_recharge={"enabled": False, "limit": "5"}),
-    "unknown payment_method field": _with(CONFIGURE, auto_recharge={
-        "enabled": True, "threshold": "1", "amount": "10", "payment_method": dict(CARD, cvv="123")}),
+    "unknown payment_method field": _with(
+        CONFIGURE, auto_recharge={"enabled": True, "threshold": "1", "amount": "10", "payment_method": dict(CARD, cvv="123")}
+    ),
     "unknown command": _with(ADD_FUNDS, command="delete_account"),
     "payment_result bad status": _with(PAYMENT, status="pending"),
-    "card expires month 13": _with(CONFIGURE, auto_recharge={
-        "enabled": True, "threshold": "1", "amount": "10", "payment_method": dict(CARD, expires="2026-13")}),
-    "card not a card": _with(CONFIGURE, auto_recharge={
-        "enabled": True, "threshold": "1", "amount": "10", "payment_method": dict(CARD, type="sepa")}),
+    "card expires month 13": _with(
+        CONFIGURE, auto_recharge={"enabled": True, "threshold": "1", "amount": "10", "payment_method": dict(CARD, expires="2026-13")}
+    ),
+    "card not a card": _with(
+        CONFIGURE, auto_recharge={"enabled": True, "threshold": "1", "amount": "10", "payment_method": dict(CARD, type="sepa")}
+    ),
     "included minutes float": _with(CONFIGURE, included_domestic_minutes=1.5),
     "included minutes negative": _with(CONFIGURE, included_domestic_minutes=-1),
     "auto_recharge null": _with(CONFIGURE, auto_recharge=None),
@@ -323,8 +357,7 @@ AUTO = {"enabled": True, "threshold": "5", "amount": "20", "payment_method": CAR
 
 
 def _cdr(tenant, cdr_id, at, call_type, to, seconds, **extra):
-    return {"cdr_id": cdr_id, "tenant_id": tenant, "call_type": call_type, "to": to,
-            "started_at": at, "duration_seconds": seconds, **extra}
+    return {"cdr_id": cdr_id, "tenant_id": tenant, "call_type": call_type, "to": to, "started_at": at, "duration_seconds": seconds, **extra}
 
 
 def _cmd(tenant, command_id, command, at, **fields):
@@ -334,13 +367,37 @@ def _cmd(tenant, command_id, command, at, **fields):
 # (line, expected reject reason or None). Comments give the balance after the line.
 SCENARIO: list[tuple[object, str | None]] = [
     # acme: manual funds, expiry, low balance, below zero, restore
-    (_cmd("acme", "acme-c1", "configure_account", "2026-05-01T00:00:00Z", rate_plan="basic-usd",
-          low_balance_threshold="5", included_domestic_minutes=10), None),
-    (_cmd("acme", "acme-f0", "add_funds", "2026-05-01T00:01:00Z", amount="3",
-          purchased_at="2025-05-10T00:00:00Z", reference="old voucher"), None),  # 3, expires 2026-05-10
+    (
+        _cmd(
+            "acme",
+            "acme-c1",
+            "configure_account",
+            "2026-05-01T00:00:00Z",
+            rate_plan="basic-usd",
+            low_balance_threshold="5",
+            included_domestic_minutes=10,
+        ),
+        None,
+    ),
+    (
+        _cmd(
+            "acme", "acme-f0", "add_funds", "2026-05-01T00:01:00Z", amount="3", purchased_at="2025-05-10T00:00:00Z", reference="old voucher"
+        ),
+        None,
+    ),  # 3, expires 2026-05-10
     (_cmd("acme", "acme-f1", "add_funds", "2026-05-01T02:02:00+02:00", amount=20), None),  # 23
-    (_cdr("acme", "acme-1", "2026-05-11T10:00:00Z", "international", "+442071234567", 600,
-          **{"from": "+12125550100", "trunk": "t1", "meta": {"x": 1}}), None),  # expire 3, -10.10: 9.90
+    (
+        _cdr(
+            "acme",
+            "acme-1",
+            "2026-05-11T10:00:00Z",
+            "international",
+            "+442071234567",
+            600,
+            **{"from": "+12125550100", "trunk": "t1", "meta": {"x": 1}},
+        ),
+        None,
+    ),  # expire 3, -10.10: 9.90
     (_cdr("acme", "acme-2", "2026-05-11T10:20:00Z", "international", "+442071234567", 300), None),  # 4.80 low
     (_cdr("acme", "acme-3", "2026-05-11T10:30:00Z", "domestic", "+12125551234", 120), None),  # covered
     (_cdr("acme", "acme-4", "2026-05-11T10:40:00Z", "toll_free", "+18005551234", 60), None),  # 4.75
@@ -348,39 +405,56 @@ SCENARIO: list[tuple[object, str | None]] = [
     (_cdr("acme", "acme-6", "2026-05-11T11:00:00Z", "international", "+442071234567", 600), None),  # < 0
     (_cmd("acme", "acme-f2", "add_funds", "2026-05-11T12:00:00Z", amount="10"), None),  # restored
     (_cdr("acme", "acme-1", "2026-05-11T10:00:00Z", "international", "+442071234567", 600), None),  # dup
-    (_cmd("acme", "acme-c2", "configure_account", "2026-05-11T12:05:00Z", rate_plan="basic-eur"),
-     "currency_mismatch"),
-    (_cmd("acme", "acme-f3", "add_funds", "2026-05-11T12:06:00Z", amount="1", currency="EUR"),
-     "currency_mismatch"),
+    (_cmd("acme", "acme-c2", "configure_account", "2026-05-11T12:05:00Z", rate_plan="basic-eur"), "currency_mismatch"),
+    (_cmd("acme", "acme-f3", "add_funds", "2026-05-11T12:06:00Z", amount="1", currency="EUR"), "currency_mismatch"),
     (_cdr("acme", "acme-7", "2026-05-11T12:10:00Z", "international", "+33123456789", 60), "no_rate"),
     (_cdr("acme", "acme-8", "2026-05-01T00:00:00Z", "domestic", "+12125551234", 60), "too_late"),
     (_cdr("acme", "acme-9", "2026-06-03T00:00:00Z", "domestic", "+12125551234", 60), "invalid_timestamp"),
-    (_cmd("delta", "delta-c1", "configure_account", "2026-05-11T12:00:00Z", rate_plan="nope"),
-     "unknown_rate_plan"),
+    (_cmd("delta", "delta-c1", "configure_account", "2026-05-11T12:00:00Z", rate_plan="nope"), "unknown_rate_plan"),
     (_cdr("nobody", "nobody-1", "2026-05-11T12:00:00Z", "domestic", "+12125551234", 60), "unknown_tenant"),
-    (_cmd("nobody", "nobody-p1", "payment_result", "2026-05-11T12:00:00Z", request_id="nobody/recharge/1",
-          status="succeeded"), "unknown_tenant"),
+    (
+        _cmd("nobody", "nobody-p1", "payment_result", "2026-05-11T12:00:00Z", request_id="nobody/recharge/1", status="succeeded"),
+        "unknown_tenant",
+    ),
     (b'{"cdr_id": "acme-10", "tenant_id": "acme",', "invalid_json"),
     (b'{"cdr_id": "acme-\xff\xfe", "tenant_id": "acme"}', "invalid_json"),
     (_cdr("acme", "acme-11", "2026-05-11T12:00:00Z", "domestic", "12125551234", 60), "invalid_record"),
     (_cmd("acme", "acme-f4", "add_funds", "2026-05-11T12:00:00Z", amount="1.0000001"), "invalid_record"),
     # beta: auto-recharge requested, succeeded, failed, re-enabled, timed out
-    (_cmd("beta", "beta-c1", "configure_account", "2026-05-20T00:00:00Z", rate_plan="basic-usd",
-          auto_recharge=AUTO), None),  # requested beta/recharge/1
-    (_cmd("beta", "beta-p1", "payment_result", "2026-05-20T00:10:00Z", request_id="beta/recharge/1",
-          status="succeeded"), None),  # 20
-    (_cmd("beta", "beta-p2", "payment_result", "2026-05-20T00:11:00Z", request_id="beta/recharge/99",
-          status="failed"), "unknown_request"),
+    (
+        _cmd("beta", "beta-c1", "configure_account", "2026-05-20T00:00:00Z", rate_plan="basic-usd", auto_recharge=AUTO),
+        None,
+    ),  # requested beta/recharge/1
+    (_cmd("beta", "beta-p1", "payment_result", "2026-05-20T00:10:00Z", request_id="beta/recharge/1", status="succeeded"), None),  # 20
+    (_cmd("beta", "beta-p2", "payment_result", "2026-05-20T00:11:00Z", request_id="beta/recharge/99", status="failed"), "unknown_request"),
     (_cdr("beta", "beta-1", "2026-05-20T01:00:00Z", "international", "+447700900123", 900), None),  # 4.90
-    (_cmd("beta", "beta-p3", "payment_result", "2026-05-20T01:05:00Z", request_id="beta/recharge/2",
-          status="failed", reason="card_declined"), None),  # suspended
+    (
+        _cmd(
+            "beta",
+            "beta-p3",
+            "payment_result",
+            "2026-05-20T01:05:00Z",
+            request_id="beta/recharge/2",
+            status="failed",
+            reason="card_declined",
+        ),
+        None,
+    ),  # suspended
     (_cdr("beta", "beta-2", "2026-05-20T01:10:00Z", "domestic", "+12125551234", 60), None),  # 4.89
     (_cmd("beta", "beta-c2", "configure_account", "2026-05-20T01:20:00Z", auto_recharge=AUTO), None),
     (_cdr("beta", "beta-3", "2026-05-20T03:00:00Z", "domestic", "+12125551234", 60), None),  # timeout
     # gamma: the card has expired
-    (_cmd("gamma", "gamma-c1", "configure_account", "2026-05-20T00:00:00Z", rate_plan="basic-usd",
-          auto_recharge={"enabled": True, "threshold": "1", "amount": "10",
-                         "payment_method": {"type": "card", "expires": "2026-04"}}), None),
+    (
+        _cmd(
+            "gamma",
+            "gamma-c1",
+            "configure_account",
+            "2026-05-20T00:00:00Z",
+            rate_plan="basic-usd",
+            auto_recharge={"enabled": True, "threshold": "1", "amount": "10", "payment_method": {"type": "card", "expires": "2026-04"}},
+        ),
+        None,
+    ),
 ]
 
 
@@ -400,8 +474,7 @@ def rated_run(tmp_path_factory):
     infile.write_bytes(data)
     out = tmp / "out"
     state_file = tmp / "state.json"
-    rc = cli.main(["rate", "--rates", str(rates), "--out", str(out), "--now", NOW,
-                   "--state", str(state_file), str(infile)])
+    rc = cli.main(["rate", "--rates", str(rates), "--out", str(out), "--now", NOW, "--state", str(state_file), str(infile)])
     assert rc == 0
     return {"in": infile, "out": out, "state": state_file}
 
@@ -492,9 +565,15 @@ def test_sweep_events_and_kafka_rejects_validate(rated_run):
 
 @pytest.mark.parametrize(
     "type_, drop",
-    [("funds_added", "lot_id"), ("funds_expired", "expires_at"), ("low_balance", "threshold"),
-     ("below_zero", "blocked_call_types"), ("auto_recharge_requested", "request_id"),
-     ("auto_recharge_succeeded", "lot_id"), ("auto_recharge_failed", "reason")],
+    [
+        ("funds_added", "lot_id"),
+        ("funds_expired", "expires_at"),
+        ("low_balance", "threshold"),
+        ("below_zero", "blocked_call_types"),
+        ("auto_recharge_requested", "request_id"),
+        ("auto_recharge_succeeded", "lot_id"),
+        ("auto_recharge_failed", "reason"),
+    ],
 )
 def test_balance_event_requires_its_type_fields(rated_run, type_, drop):
     event = next(e for e in _lines(rated_run["out"] / "balance-events.jsonl") if e["type"] == type_)

@@ -22,9 +22,7 @@ def test_broker_roundtrip_keyed_records(kafka_broker):
     got = consume_all(kafka_broker.bootstrap, topic, timeout=30)
 
     assert len(got) == len(sent)
-    assert sorted((r.key, r.value["seq"], r.value["units"]) for r in got) == sorted(
-        (k, v["seq"], v["units"]) for k, v in sent
-    )
+    assert sorted((r.key, r.value["seq"], r.value["units"]) for r in got) == sorted((k, v["seq"], v["units"]) for k, v in sent)
     # same key -> same partition, and per-key order is preserved
     by_key: dict[str, set[int]] = {}
     for r in got:
@@ -48,8 +46,9 @@ def test_consumer_group_commit_roundtrip(kafka_broker):
     produce(kafka_broker.bootstrap, topic, [(f"k{i}", f"v{i}") for i in range(5)])
 
     async def read(n: int) -> list[bytes]:
-        c = AIOKafkaConsumer(topic, bootstrap_servers=kafka_broker.bootstrap, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+        c = AIOKafkaConsumer(
+            topic, bootstrap_servers=kafka_broker.bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await c.start()
         try:
             out: list[bytes] = []
@@ -82,9 +81,7 @@ def test_missing_java_is_a_clean_error(tmp_path, monkeypatch, capsys):
     rc = devbroker.cli(["start", "--data-dir", str(tmp_path / "d")])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.strip().splitlines() == [
-        "rater: java not found; install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"
-    ]
+    assert err.strip().splitlines() == ["rater: java not found; install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"]
 
 
 @pytest.mark.kafka
@@ -104,9 +101,14 @@ def test_scram_listener_and_restart_keep_data(tmp_path):
         create_topic(info.bootstrap, topic, partitions=1)
 
         def sasl(password: str) -> dict:
-            return dict(bootstrap_servers=info.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
-                        sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="rater",
-                        sasl_plain_password=password, request_timeout_ms=10000)
+            return dict(
+                bootstrap_servers=info.sasl_bootstrap,
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="SCRAM-SHA-512",
+                sasl_plain_username="rater",
+                sasl_plain_password=password,
+                request_timeout_ms=10000,
+            )
 
         async def produce_sasl(password: str, n: int) -> None:
             p = AIOKafkaProducer(**sasl(password), acks="all")
@@ -118,8 +120,7 @@ def test_scram_listener_and_restart_keep_data(tmp_path):
                 await p.stop()
 
         async def consume_sasl(n: int) -> list[bytes]:
-            c = AIOKafkaConsumer(topic, **sasl("s3cret-pw"), auto_offset_reset="earliest",
-                                 group_id=None)
+            c = AIOKafkaConsumer(topic, **sasl("s3cret-pw"), auto_offset_reset="earliest", group_id=None)
             await c.start()
             try:
                 out = []

@@ -26,15 +26,19 @@ def _snapshot(events: list[dict]) -> Snapshot:
 def test_auto_recharge_counts_add_up_with_expired_cards_apart():
     # 40 requests: 35 paid, 3 declined, 1 timed out, 1 waiting; 10 refusals for an expired
     # card, which made no request. balance-events counts 14 auto_recharge_failed.
-    events = ([{"type": "auto_recharge_requested"}] * 40 + [{"type": "auto_recharge_succeeded"}] * 35
-              + [{"type": "auto_recharge_failed", "reason": "declined"}] * 3
-              + [{"type": "auto_recharge_failed", "reason": "timeout"}]
-              + [{"type": "auto_recharge_failed", "reason": "card_expired"}] * 10)
+    events = (
+        [{"type": "auto_recharge_requested"}] * 40
+        + [{"type": "auto_recharge_succeeded"}] * 35
+        + [{"type": "auto_recharge_failed", "reason": "declined"}] * 3
+        + [{"type": "auto_recharge_failed", "reason": "timeout"}]
+        + [{"type": "auto_recharge_failed", "reason": "card_expired"}] * 10
+    )
     snap = _snapshot(events)
     assert snap.events["auto_recharge_failed"] == 14
     assert snap.recharge_failures == {"card_expired": 10, "declined": 3, "timeout": 1}
     assert _recharge_line(snap.events, snap.recharge_failures) == (
-        "40 requested: 35 succeeded, 4 failed, 1 pending; 10 not requested (card expired)")
+        "40 requested: 35 succeeded, 4 failed, 1 pending; 10 not requested (card expired)"
+    )
 
 
 def test_the_failures_metric_is_served_by_reason():
@@ -50,8 +54,9 @@ def test_make_demo_runs_a_broker_a_worker_and_traffic_and_every_cdr_is_accounted
     """``make demo`` end to end, short (``--plain --duration 8``): its own broker, a worker,
     rater notify and the simulator. Every CDR the simulator sent is applied, rejected or a
     duplicate in the worker's counts (the summary's two lines add up)."""
-    proc = subprocess.run([sys.executable, "-m", "rater.dev.demo", "--plain", "--duration", "8"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rater.dev.demo", "--plain", "--duration", "8"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "rater demo: worker ready" in out

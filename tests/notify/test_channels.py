@@ -64,10 +64,8 @@ def test_email_goes_to_every_recipient_with_the_rendered_text():
 @pytest.mark.parametrize(
     "sink, message, permanent",
     [
-        (Sink(rcpt_reply="550 no such user"), "SMTP refused every recipient: ops@acme.example (550), "
-                                              "cfo@acme.example (550)", True),
-        (Sink(rcpt_reply="451 try later"), "SMTP refused every recipient: ops@acme.example (451), "
-                                           "cfo@acme.example (451)", False),
+        (Sink(rcpt_reply="550 no such user"), "SMTP refused every recipient: ops@acme.example (550), cfo@acme.example (550)", True),
+        (Sink(rcpt_reply="451 try later"), "SMTP refused every recipient: ops@acme.example (451), cfo@acme.example (451)", False),
         (Sink(data_reply="554 rejected as spam"), "SMTP 554 rejected as spam", True),
         (Sink(data_reply="452 mailbox full"), "SMTP 452 mailbox full", False),
     ],
@@ -128,8 +126,9 @@ def test_webhook_posts_the_event_bytes_with_the_idempotency_key():
     assert seen == [("e-77", b'{"event_id":"e-77"}')]
 
 
-@pytest.mark.parametrize("status, permanent", [(500, False), (503, False), (429, False), (408, False),
-                                               (400, True), (404, True), (410, True)])
+@pytest.mark.parametrize(
+    "status, permanent", [(500, False), (503, False), (429, False), (408, False), (400, True), (404, True), (410, True)]
+)
 def test_webhook_4xx_is_permanent_except_408_and_429(status, permanent):
     _seen, error = post_with_status(status)
     assert error is not None and error.permanent is permanent

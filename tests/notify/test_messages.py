@@ -15,21 +15,52 @@ from rater.notify.messages import (
     selected,
 )
 
-BELOW_ZERO = {"event_id": "26e7e815a6c44fd331f9c87acf0c7a1c", "type": "below_zero", "tenant_id": "acme",
-              "occurred_at": "2026-11-24T10:00:00Z", "cause": {"kind": "cdr", "id": "acme-0005"},
-              "balance": "-12.084000", "currency": "USD", "blocked_call_types": ["international", "toll_free"]}
-LOW = {"event_id": "c165c2cff650d00f07d0b35c58e45853", "type": "low_balance", "tenant_id": "acme",
-       "occurred_at": "2026-11-24T10:00:00Z", "cause": {"kind": "cdr", "id": "acme-0005"},
-       "balance": "-12.084000", "currency": "USD", "threshold": "5.000000"}
-SUCCEEDED = {"event_id": "f98a1893868fb80c69af49223b13e794", "type": "auto_recharge_succeeded", "tenant_id": "acme",
-             "occurred_at": "2026-11-24T10:20:00Z", "cause": {"kind": "command", "id": "pay-5521"},
-             "balance": "12.916000", "currency": "USD", "amount": "25.000000", "request_id": "acme/recharge/1",
-             "lot_id": "acme/recharge/1", "expires_at": "2027-11-24T10:20:00Z"}
+BELOW_ZERO = {
+    "event_id": "26e7e815a6c44fd331f9c87acf0c7a1c",
+    "type": "below_zero",
+    "tenant_id": "acme",
+    "occurred_at": "2026-11-24T10:00:00Z",
+    "cause": {"kind": "cdr", "id": "acme-0005"},
+    "balance": "-12.084000",
+    "currency": "USD",
+    "blocked_call_types": ["international", "toll_free"],
+}
+LOW = {
+    "event_id": "c165c2cff650d00f07d0b35c58e45853",
+    "type": "low_balance",
+    "tenant_id": "acme",
+    "occurred_at": "2026-11-24T10:00:00Z",
+    "cause": {"kind": "cdr", "id": "acme-0005"},
+    "balance": "-12.084000",
+    "currency": "USD",
+    "threshold": "5.000000",
+}
+SUCCEEDED = {
+    "event_id": "f98a1893868fb80c69af49223b13e794",
+    "type": "auto_recharge_succeeded",
+    "tenant_id": "acme",
+    "occurred_at": "2026-11-24T10:20:00Z",
+    "cause": {"kind": "command", "id": "pay-5521"},
+    "balance": "12.916000",
+    "currency": "USD",
+    "amount": "25.000000",
+    "request_id": "acme/recharge/1",
+    "lot_id": "acme/recharge/1",
+    "expires_at": "2027-11-24T10:20:00Z",
+}
 
 
 def failed(reason: str | None) -> dict:
-    e = {"event_id": "e1", "type": "auto_recharge_failed", "tenant_id": "globex", "occurred_at": "2026-11-24T11:00:00Z",
-         "cause": {"kind": "cdr", "id": "g-9"}, "balance": "1.500000", "currency": "EUR", "request_id": "globex/recharge/2"}
+    e = {
+        "event_id": "e1",
+        "type": "auto_recharge_failed",
+        "tenant_id": "globex",
+        "occurred_at": "2026-11-24T11:00:00Z",
+        "cause": {"kind": "cdr", "id": "g-9"},
+        "balance": "1.500000",
+        "currency": "EUR",
+        "request_id": "globex/recharge/2",
+    }
     if reason is not None:
         e["reason"] = reason
     return e
@@ -48,9 +79,7 @@ def test_readable_money_keeps_two_decimals_and_every_significant_digit():
 def test_call_types_are_named_in_words():
     assert call_types_words(["international", "toll_free"]) == "international and toll-free"
     assert call_types_words(["international"]) == "international"
-    assert call_types_words(["international", "toll_free", "conference_dialout"]) == (
-        "international, toll-free and conference dial-out"
-    )
+    assert call_types_words(["international", "toll_free", "conference_dialout"]) == ("international, toll-free and conference dial-out")
 
 
 def test_below_zero_names_tenant_balance_currency_and_blocked_call_types():

@@ -56,28 +56,56 @@ def test_notifications_are_sent_retried_dead_lettered_deduplicated_and_survive_a
     create_topic(bootstrap, topic, 1)  # one partition: every tenant shares it, so head-of-line blocking would show
     # the dead-letter topic is created by rater notify (with the events topic's partition count)
     contacts = tmp_path / "contacts.csv"
-    contacts.write_text("tenant_id,email\nacme,ops@acme.example\nacme,cfo@acme.example\n"
-                        "globex,it@globex.example\ninitech,it@initech.example\n")
+    contacts.write_text(
+        "tenant_id,email\nacme,ops@acme.example\nacme,cfo@acme.example\nglobex,it@globex.example\ninitech,it@initech.example\n"
+    )
     i1 = event("i1", "below_zero", "initech")
     a1 = event("a1", "low_balance", "acme", balance="4.500000")
     a2 = event("a2", "below_zero", "acme", balance="-0.250000")
     g1 = event("g1", "auto_recharge_failed", "globex", currency="EUR")
     a3 = event("a3", "funds_added", "acme", lot_id="acme-topup", expires_at="2027-11-24T10:00:00Z")
     h1 = event("h1", "below_zero", "hooli")
-    a4 = event("a4", "auto_recharge_succeeded", "acme", balance="24.750000", request_id="acme/recharge/1",
-               lot_id="acme/recharge/1", expires_at="2027-11-24T10:00:00Z")
+    a4 = event(
+        "a4",
+        "auto_recharge_succeeded",
+        "acme",
+        balance="24.750000",
+        request_id="acme/recharge/1",
+        lot_id="acme/recharge/1",
+        expires_at="2027-11-24T10:00:00Z",
+    )
     g2 = event("g2", "low_balance", "globex", balance="3.000000", currency="EUR")
-    records = [("initech", i1), ("acme", a1), ("acme", a2), ("globex", g1), ("acme", a3), ("hooli", h1),
-               (None, b"{not json"), ("acme", a4), ("acme", a2), ("globex", g2)]
+    records = [
+        ("initech", i1),
+        ("acme", a1),
+        ("acme", a2),
+        ("globex", g1),
+        ("acme", a3),
+        ("hooli", h1),
+        (None, b"{not json"),
+        ("acme", a4),
+        ("acme", a2),
+        ("globex", g2),
+    ]
     produce(bootstrap, topic, records)
 
     port = free_port()
     log = tmp_path / "notify.log"
     # initech's webhook fails every time; globex's the first two times.
     with SmtpSink() as smtp, WebhookReceiver(fail_first={"initech": -1, "globex": 2}) as hook:
-        proc = start_notify(bootstrap, topic=topic, dead_letter=dead, group=group, state_dir=tmp_path / "state",
-                            web_port=port, contacts=contacts, smtp_port=smtp.port, webhook_url=hook.url, log=log,
-                            extra=["--attempts", "4", "--backoff", "1", "--backoff-max", "30"])
+        proc = start_notify(
+            bootstrap,
+            topic=topic,
+            dead_letter=dead,
+            group=group,
+            state_dir=tmp_path / "state",
+            web_port=port,
+            contacts=contacts,
+            smtp_port=smtp.port,
+            webhook_url=hook.url,
+            log=log,
+            extra=["--attempts", "4", "--backoff", "1", "--backoff-max", "30"],
+        )
         try:
             wait_for(lambda: len(hook.all_posts()) >= 4 + 3 + 5, 60, "every webhook try", proc, log)
             wait_for(lambda: len(smtp.snapshot()) >= 6, 30, "six emails", proc, log)
@@ -88,10 +116,12 @@ def test_notifications_are_sent_retried_dead_lettered_deduplicated_and_survive_a
             mails = smtp.snapshot()
             assert [(m.event_id, m.to) for m in mails if m.tenant == "acme"] == [("a1", ACME), ("a2", ACME), ("a4", ACME)]
             assert sorted((m.event_id, m.to) for m in mails if m.tenant != "acme") == [
-                ("g1", ("it@globex.example",)), ("g2", ("it@globex.example",)), ("i1", ("it@initech.example",))]
+                ("g1", ("it@globex.example",)),
+                ("g2", ("it@globex.example",)),
+                ("i1", ("it@initech.example",)),
+            ]
             by_id = {m.event_id: m for m in mails}
-            assert by_id["a2"].subject == (
-                "[rater] acme: balance below zero (-0.25 USD), international and toll-free calls blocked")
+            assert by_id["a2"].subject == ("[rater] acme: balance below zero (-0.25 USD), international and toll-free calls blocked")
             assert by_id["g1"].subject == "[rater] globex: auto-recharge failed (the card on file has expired)"
             assert by_id["a4"].subject == "[rater] acme: auto-recharge added 25.00 USD"
             assert by_id["a1"].subject == "[rater] acme: balance low (4.50 USD, threshold 5.00 USD)"
@@ -159,12 +189,21 @@ def test_notifications_are_sent_retried_dead_lettered_deduplicated_and_survive_a
         # dead-lettered twice, because the handled ids are on disk.
         sent_mails, sent_posts = len(smtp.snapshot()), len(hook.all_posts())
         port2 = free_port()
-        proc = start_notify(bootstrap, topic=topic, dead_letter=dead, group=group + "-replay",
-                            state_dir=tmp_path / "state", web_port=port2, contacts=contacts, smtp_port=smtp.port,
-                            webhook_url=hook.url, log=log, extra=["--attempts", "4", "--backoff", "1"])
+        proc = start_notify(
+            bootstrap,
+            topic=topic,
+            dead_letter=dead,
+            group=group + "-replay",
+            state_dir=tmp_path / "state",
+            web_port=port2,
+            contacts=contacts,
+            smtp_port=smtp.port,
+            webhook_url=hook.url,
+            log=log,
+            extra=["--attempts", "4", "--backoff", "1"],
+        )
         try:
-            wait_for(lambda: committed_offsets(bootstrap, group + "-replay", topic, 1)[0] == 11, 60,
-                     "the replay committed", proc, log)
+            wait_for(lambda: committed_offsets(bootstrap, group + "-replay", topic, 1)[0] == 11, 60, "the replay committed", proc, log)
             _, text = http_get(f"http://127.0.0.1:{port2}/metrics")
             assert metric(text, "rater_notify_duplicates_total", channel="email") == 8  # 6 + h2 + the repeated a2
             assert metric(text, "rater_notify_duplicates_total", channel="webhook") == 9  # 7 + h2 + the repeated a2
@@ -198,10 +237,20 @@ def test_sigkill_mid_stream_then_restart_delivers_every_event_in_tenant_order(ka
 
     log = tmp_path / "notify.log"
     with SmtpSink(delay=0.03) as smtp, WebhookReceiver() as hook:
+
         def start():
-            return start_notify(bootstrap, topic=topic, dead_letter=dead, group=group, state_dir=tmp_path / "state",
-                                web_port=free_port(), contacts=contacts, smtp_port=smtp.port, webhook_url=hook.url,
-                                log=log)
+            return start_notify(
+                bootstrap,
+                topic=topic,
+                dead_letter=dead,
+                group=group,
+                state_dir=tmp_path / "state",
+                web_port=free_port(),
+                contacts=contacts,
+                smtp_port=smtp.port,
+                webhook_url=hook.url,
+                log=log,
+            )
 
         proc = start()
         try:
@@ -215,11 +264,23 @@ def test_sigkill_mid_stream_then_restart_delivers_every_event_in_tenant_order(ka
             assert at_kill < total, "the stream was over before the kill"
             time.sleep(0.5)  # sends of the dead process's threads are over
             proc = start()
-            wait_for(lambda: {m.event_id for m in smtp.snapshot()} >= {e for ids in order.values() for e in ids}
-                     and {p.key for p in hook.delivered()} >= {e for ids in order.values() for e in ids},
-                     120, "every event on both channels after the restart", proc, log)
-            wait_for(lambda: sum(v or 0 for v in committed_offsets(bootstrap, group, topic, 4).values()) == total,
-                     30, "every offset committed", proc, log)
+            wait_for(
+                lambda: (
+                    {m.event_id for m in smtp.snapshot()} >= {e for ids in order.values() for e in ids}
+                    and {p.key for p in hook.delivered()} >= {e for ids in order.values() for e in ids}
+                ),
+                120,
+                "every event on both channels after the restart",
+                proc,
+                log,
+            )
+            wait_for(
+                lambda: sum(v or 0 for v in committed_offsets(bootstrap, group, topic, 4).values()) == total,
+                30,
+                "every offset committed",
+                proc,
+                log,
+            )
         finally:
             stop(proc)
 

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.kafka
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rater", *args], cwd=ROOT, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rater", *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 def _partition_counts(broker: str, names: list[str]) -> dict[str, int]:
@@ -59,8 +60,9 @@ def test_produce_creates_missing_topics_with_the_configured_partitions(kafka_bro
     one, cdrs, commands = unique("p-one"), unique("p-cdrs"), unique("p-cmds")
     r = _run(["produce", "--broker", broker, "--topic", one, str(WORKED)], {"RATER_PARTITIONS": "3"})
     assert r.returncode == 0, r.stderr
-    r = _run(["produce", "--broker", broker, "--split", "--partitions", "5", "--cdrs-topic", cdrs,
-              "--commands-topic", commands, str(WORKED)], {})
+    r = _run(
+        ["produce", "--broker", broker, "--split", "--partitions", "5", "--cdrs-topic", cdrs, "--commands-topic", commands, str(WORKED)], {}
+    )
     assert r.returncode == 0, r.stderr
     # The worked example: 5 commands and 10 other lines (9 CDRs, one truncated line),
     # listed by topic name ("p-cdrs-..." sorts before "p-cmds-...").

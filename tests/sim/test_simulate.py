@@ -54,8 +54,15 @@ def topics():
 @pytest.fixture
 def worker(kafka_broker, topics, tmp_path):
     app_id = "sim-" + topics["cdrs"].rsplit("-", 1)[1]
-    w = WorkerChild(kafka_broker.bootstrap, app_id=app_id, topics=topics, state_dir=tmp_path / "state",
-                    log_path=tmp_path / "worker.log", rates_dir=RATES, partitions=4)
+    w = WorkerChild(
+        kafka_broker.bootstrap,
+        app_id=app_id,
+        topics=topics,
+        state_dir=tmp_path / "state",
+        log_path=tmp_path / "worker.log",
+        rates_dir=RATES,
+        partitions=4,
+    )
     try:
         w.start().wait_ready(45)
         yield w.url
@@ -64,11 +71,26 @@ def worker(kafka_broker, topics, tmp_path):
 
 
 def _simulate(broker: str, topics: dict, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "rater", "simulate", "--broker", broker, "--rates", str(RATES),
-           "--cdrs-topic", topics["cdrs"], "--commands-topic", topics["commands"],
-           "--requests-topic", topics["requests"], "--events-topic", topics["events"], *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "rater",
+        "simulate",
+        "--broker",
+        broker,
+        "--rates",
+        str(RATES),
+        "--cdrs-topic",
+        topics["cdrs"],
+        "--commands-topic",
+        topics["commands"],
+        "--requests-topic",
+        topics["requests"],
+        "--events-topic",
+        topics["events"],
+        *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.mark.kafka
@@ -77,9 +99,28 @@ def test_simulated_traffic_is_rated_and_recharges_are_answered(kafka_broker, top
     broker = kafka_broker.bootstrap
     # 20 tenants with 2 % of their usual funds: auto-recharge tenants fall under their
     # threshold at once, so recharge requests come within the 5 seconds.
-    sim = _simulate(broker, topics, "--duration", "5", "--rate", "100", "--tenants", "20", "--seed", "7",
-                    "--bad-share", "0.04", "--funds-scale", "0.02", "--payment-delay", "0.2", "--linger", "3",
-                    "--status-interval", "1")
+    sim = _simulate(
+        broker,
+        topics,
+        "--duration",
+        "5",
+        "--rate",
+        "100",
+        "--tenants",
+        "20",
+        "--seed",
+        "7",
+        "--bad-share",
+        "0.04",
+        "--funds-scale",
+        "0.02",
+        "--payment-delay",
+        "0.2",
+        "--linger",
+        "3",
+        "--status-interval",
+        "1",
+    )
     assert sim.returncode == 0, sim.stderr
     assert "setup of 20 tenants applied by the worker" in sim.stderr
     assert "done:" in sim.stderr.splitlines()[-1]
@@ -133,8 +174,7 @@ def test_simulated_traffic_is_rated_and_recharges_are_answered(kafka_broker, top
     failed = [a for a in answers if a["status"] == "failed"]
     assert types["auto_recharge_requested"] == len(requests)
     assert types["auto_recharge_succeeded"] == len(succeeded) >= 1
-    payment_failures = [e.value for e in events
-                        if e.value["type"] == "auto_recharge_failed" and e.value["reason"] != "card_expired"]
+    payment_failures = [e.value for e in events if e.value["type"] == "auto_recharge_failed" and e.value["reason"] != "card_expired"]
     assert sorted(e["request_id"] for e in payment_failures) == sorted(a["request_id"] for a in failed)
     assert all(a["reason"] in ("card_declined", "insufficient_funds") for a in failed)
 
@@ -145,8 +185,21 @@ def test_simulate_creates_missing_topics_with_the_configured_partitions(kafka_br
     # partition, which a worker would then refuse), sends the setup, and goes on.
     s = uuid.uuid4().hex[:8]
     missing = {name: f"absent-{name}-{s}" for name in ("cdrs", "commands", "requests", "events")}
-    sim = _simulate(kafka_broker.bootstrap, missing, "--duration", "1", "--setup-timeout", "2", "--rate", "20",
-                    "--tenants", "3", "--partitions", "3", timeout=60)
+    sim = _simulate(
+        kafka_broker.bootstrap,
+        missing,
+        "--duration",
+        "1",
+        "--setup-timeout",
+        "2",
+        "--rate",
+        "20",
+        "--tenants",
+        "3",
+        "--partitions",
+        "3",
+        timeout=60,
+    )
     assert sim.returncode == 0, sim.stderr
     assert "with 3 partitions" in sim.stderr
     assert asyncio.run(_partition_counts(kafka_broker.bootstrap, list(missing.values()))) == {t: 3 for t in missing.values()}

@@ -165,8 +165,10 @@ def _country(destination: str) -> str:
 
 
 def _is_bad(r):
-    return r.get("to") == traffic.NO_RATE_NUMBER or r["tenant_id"].startswith("ghost-") or (
-        "cdr_id" in r and not {"to", "started_at", "duration_seconds"} <= set(r)
+    return (
+        r.get("to") == traffic.NO_RATE_NUMBER
+        or r["tenant_id"].startswith("ghost-")
+        or ("cdr_id" in r and not {"to", "started_at", "duration_seconds"} <= set(r))
     )
 
 

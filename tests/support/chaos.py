@@ -86,30 +86,53 @@ def generate(path: str, records: int, tenants: int, seed: int, depends: bool = F
     switches plans."""
     rng = random.Random(seed)
     base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=26)
-    numbers = [("international", "+442071234567"), ("international", "+4915112345678"),
-               ("conference_dialout", "+12125550100"), ("toll_free", "+18005550100"),
-               ("domestic", "+14155550123"), ("international", "+919876543210")]
+    numbers = [
+        ("international", "+442071234567"),
+        ("international", "+4915112345678"),
+        ("conference_dialout", "+12125550100"),
+        ("toll_free", "+18005550100"),
+        ("domestic", "+14155550123"),
+        ("international", "+919876543210"),
+    ]
     names = [f"c{i:05d}" for i in range(tenants)]
     requests = Counter()
     late = {t: rng.randrange(0, max(records // 2, 1)) for i, t in enumerate(names) if depends and i % 10 == 1}
     on_narrow: dict[str, bool] = {}
     n = 0
     with open(path, "wb") as f:
+
         def put(rec) -> None:
             nonlocal n
             f.write((rec if isinstance(rec, bytes) else orjson.dumps(rec)) + b"\n")
             n += 1
 
         def setup(i: int, t: str, at: datetime) -> None:
-            cfg = {"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account",
-                   "occurred_at": _iso(at), "rate_plan": "standard-usd", "low_balance_threshold": "10",
-                   "included_domestic_minutes": 30}
+            cfg = {
+                "command_id": f"{t}-setup",
+                "tenant_id": t,
+                "command": "configure_account",
+                "occurred_at": _iso(at),
+                "rate_plan": "standard-usd",
+                "low_balance_threshold": "10",
+                "included_domestic_minutes": 30,
+            }
             if i % 2 == 0:
-                cfg["auto_recharge"] = {"enabled": True, "threshold": "5", "amount": "20",
-                                        "payment_method": {"type": "card", "expires": "2030-12"}}
+                cfg["auto_recharge"] = {
+                    "enabled": True,
+                    "threshold": "5",
+                    "amount": "20",
+                    "payment_method": {"type": "card", "expires": "2030-12"},
+                }
             put(cfg)
-            put({"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds",
-                 "occurred_at": _iso(at), "amount": str(rng.choice([5, 15, 30]))})
+            put(
+                {
+                    "command_id": f"{t}-funds",
+                    "tenant_id": t,
+                    "command": "add_funds",
+                    "occurred_at": _iso(at),
+                    "amount": str(rng.choice([5, 15, 30])),
+                }
+            )
 
         for i, t in enumerate(names):
             if t not in late:
@@ -126,25 +149,53 @@ def generate(path: str, records: int, tenants: int, seed: int, depends: bool = F
             roll = rng.random()
             if depends and roll < 0.1 and int(t[1:]) % 10 == 3:  # a plan change mid-stream
                 on_narrow[t] = not on_narrow.get(t, False)
-                put({"command_id": f"{t}-plan-{i}", "tenant_id": t, "command": "configure_account",
-                     "occurred_at": _iso(at), "rate_plan": NARROW_PLAN if on_narrow[t] else "standard-usd"})
+                put(
+                    {
+                        "command_id": f"{t}-plan-{i}",
+                        "tenant_id": t,
+                        "command": "configure_account",
+                        "occurred_at": _iso(at),
+                        "rate_plan": NARROW_PLAN if on_narrow[t] else "standard-usd",
+                    }
+                )
             elif roll < 0.002:
                 put(b'{"cdr_id": "broken", ')
             elif roll < 0.004:
-                put({"cdr_id": f"x{i}", "tenant_id": "nobody", "call_type": "international",
-                     "to": "+442071234567", "started_at": _iso(at), "duration_seconds": 60})
+                put(
+                    {
+                        "cdr_id": f"x{i}",
+                        "tenant_id": "nobody",
+                        "call_type": "international",
+                        "to": "+442071234567",
+                        "started_at": _iso(at),
+                        "duration_seconds": 60,
+                    }
+                )
             elif roll < 0.03 and int(t[1:]) % 2 == 0:
                 requests[t] += 1
-                put({"command_id": f"{t}-pay-{requests[t]}", "tenant_id": t, "command": "payment_result",
-                     "occurred_at": _iso(at), "request_id": f"{t}/recharge/{requests[t]}",
-                     "status": "succeeded" if rng.random() < 0.85 else "failed", "reason": "card_declined"})
+                put(
+                    {
+                        "command_id": f"{t}-pay-{requests[t]}",
+                        "tenant_id": t,
+                        "command": "payment_result",
+                        "occurred_at": _iso(at),
+                        "request_id": f"{t}/recharge/{requests[t]}",
+                        "status": "succeeded" if rng.random() < 0.85 else "failed",
+                        "reason": "card_declined",
+                    }
+                )
             elif roll < 0.035:
-                put({"command_id": f"{t}-top-{i}", "tenant_id": t, "command": "add_funds",
-                     "occurred_at": _iso(at), "amount": "10"})
+                put({"command_id": f"{t}-top-{i}", "tenant_id": t, "command": "add_funds", "occurred_at": _iso(at), "amount": "10"})
             else:
                 call_type, to = rng.choice(numbers)
-                rec = {"cdr_id": f"{t}-{i}", "tenant_id": t, "call_type": call_type, "to": to,
-                       "started_at": _iso(at), "duration_seconds": int(rng.lognormvariate(5, 1)) % 7200}
+                rec = {
+                    "cdr_id": f"{t}-{i}",
+                    "tenant_id": t,
+                    "call_type": call_type,
+                    "to": to,
+                    "started_at": _iso(at),
+                    "duration_seconds": int(rng.lognormvariate(5, 1)) % 7200,
+                }
                 put(rec)
                 if rng.random() < 0.01:  # a platform retry: the same CDR again
                     put(rec)
@@ -222,8 +273,7 @@ async def _read_topic(bootstrap: str, topic: str, keys: bool = False) -> list[by
 
 
 def _produce(bootstrap: str, path: str, topic: str) -> subprocess.Popen:
-    return subprocess.Popen(RATER + ["produce", "--broker", bootstrap, "--topic", topic, path], cwd=ROOT,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(RATER + ["produce", "--broker", bootstrap, "--topic", topic, path], cwd=ROOT, stderr=subprocess.DEVNULL)
 
 
 def wait_consumed(bootstrap: str, group: str, topics: list[str], timeout: float = 600) -> bool:
@@ -298,8 +348,7 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
             if first is not value:
                 n_repeats += 1
                 if first != value:
-                    mismatches.append(f"{kind}: event {rec['event_id']} repeated with other content: "
-                                      f"{first[:300]!r} then {value[:300]!r}")
+                    mismatches.append(f"{kind}: event {rec['event_id']} repeated with other content: {first[:300]!r} then {value[:300]!r}")
         repeats[kind] = n_repeats
         expected = {}
         with open(os.path.join(offline_dir, name), "rb") as f:
@@ -329,32 +378,50 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
     with open(os.path.join(offline_dir, "rejects.jsonl"), "rb") as f:
         want_rejects = Counter((r["reason"], r["detail"], r["raw"]) for r in map(orjson.loads, f))
     if got_rejects != want_rejects:
-        mismatches.append(f"rejects differ: {sum((got_rejects - want_rejects).values())} extra, "
-                          f"{sum((want_rejects - got_rejects).values())} missing")
+        mismatches.append(
+            f"rejects differ: {sum((got_rejects - want_rejects).values())} extra, {sum((want_rejects - got_rejects).values())} missing"
+        )
     return mismatches, repeats
 
 
-def run_kill_loop(bootstrap: str, records: int, tenants: int, kills: int, seed: int = 1,
-                  workdir: str | None = None, partitions: int = 4, log=print) -> Report:
+def run_kill_loop(
+    bootstrap: str, records: int, tenants: int, kills: int, seed: int = 1, workdir: str | None = None, partitions: int = 4, log=print
+) -> Report:
     started = time.monotonic()
     rng = random.Random(seed)
     work = workdir or tempfile.mkdtemp(prefix="rater-chaos-")
     os.makedirs(work, exist_ok=True)
     app_id = f"chaos-{seed}-{int(time.time())}"
-    topics = {k: f"{app_id}-{v}" for k, v in (("cdrs", "cdrs"), ("commands", "cmds"), ("rated", "rated"),
-                                              ("events", "events"), ("requests", "requests"), ("rejects", "rejects"))}
+    topics = {
+        k: f"{app_id}-{v}"
+        for k, v in (
+            ("cdrs", "cdrs"),
+            ("commands", "cmds"),
+            ("rated", "rated"),
+            ("events", "events"),
+            ("requests", "requests"),
+            ("rejects", "rejects"),
+        )
+    }
     inp = os.path.join(work, "input.jsonl")
     rates = rate_tables(work)
     generate(inp, records, tenants, seed, depends=True)
     report = Report(records=sum(1 for _ in open(inp, "rb")))
     offline_out = os.path.join(work, "offline")
-    subprocess.run(RATER + ["rate", "--rates", rates, "--out", offline_out, inp],
-                   check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
+    subprocess.run(RATER + ["rate", "--rates", rates, "--out", offline_out, inp], check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
     with open(os.path.join(offline_out, "rejects.jsonl"), "rb") as f:
         report.rejects = Counter(orjson.loads(line)["reason"] for line in f)
-    worker = WorkerProcess(bootstrap, topics=WorkerTopics(**topics), app_id=app_id, partitions=partitions,
-                           state_dir=os.path.join(work, "state"), rates_dir=rates, name="chaos", ready_timeout=90,
-                           extra_args=["--standby-replicas", "0", "--sweep-interval", "3600"])
+    worker = WorkerProcess(
+        bootstrap,
+        topics=WorkerTopics(**topics),
+        app_id=app_id,
+        partitions=partitions,
+        state_dir=os.path.join(work, "state"),
+        rates_dir=rates,
+        name="chaos",
+        ready_timeout=90,
+        extra_args=["--standby-replicas", "0", "--sweep-interval", "3600"],
+    )
     worker.log_path = Path(work) / "worker.log"
     worker.start()
     producer = _produce(bootstrap, inp, topics["cdrs"])
@@ -407,8 +474,10 @@ def main() -> int:
     try:
         for run in range(args.runs):
             r = run_kill_loop(bootstrap, args.records, args.tenants, args.kills, seed=args.seed + run)
-            print(f"run {run + 1}: {r.records:,} records, {r.kills} kills, {r.seconds:.0f} s, "
-                  f"repeats {r.repeats}, {r.segments} id segments, offline rejects {dict(r.rejects)}, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}")  # noqa: E501
+            print(
+                f"run {run + 1}: {r.records:,} records, {r.kills} kills, {r.seconds:.0f} s, "
+                f"repeats {r.repeats}, {r.segments} id segments, offline rejects {dict(r.rejects)}, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}"  # noqa: E501
+            )
             failures += not r.ok()
     finally:
         if info is not None:

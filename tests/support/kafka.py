@@ -51,8 +51,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     """
     external = os.environ.get("RATER_TEST_BOOTSTRAP", "").strip()
     if external:
-        yield devbroker.BrokerInfo(bootstrap=external, pid=None, data_dir=None,
-                                   running=True, managed=False)
+        yield devbroker.BrokerInfo(bootstrap=external, pid=None, data_dir=None, running=True, managed=False)
         return
     data_dir = tmp_path_factory.mktemp("kafka-broker")
     try:
@@ -169,8 +168,7 @@ async def produce_async(
     """
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                max_request_size=max_request_size)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, max_request_size=max_request_size)
     await producer.start()
     try:
         futs = []

@@ -69,8 +69,9 @@ def payment(request_id: str, status: str, cid: str, at: str, tenant: str = "acme
     return rec
 
 
-def cdr(cid: str, to: str, seconds: int, at: str = "2026-11-02T10:00:00Z", call_type: str = "international",
-        tenant: str = "acme", **extra: Any) -> dict:
+def cdr(
+    cid: str, to: str, seconds: int, at: str = "2026-11-02T10:00:00Z", call_type: str = "international", tenant: str = "acme", **extra: Any
+) -> dict:
     rec = {
         "cdr_id": cid,
         "tenant_id": tenant,

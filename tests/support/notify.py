@@ -52,9 +52,13 @@ class SmtpSink:
             await asyncio.sleep(self.delay)
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         mail = Mail(
-            to=tuple(envelope.rcpt_tos), subject=str(msg["Subject"]), text=msg.get_content(),
-            event_id=str(msg["X-Rater-Event-Id"]), tenant=str(msg["X-Rater-Tenant"]),
-            message_id=str(msg["Message-ID"]), at=time.monotonic(),
+            to=tuple(envelope.rcpt_tos),
+            subject=str(msg["Subject"]),
+            text=msg.get_content(),
+            event_id=str(msg["X-Rater-Event-Id"]),
+            tenant=str(msg["X-Rater-Tenant"]),
+            message_id=str(msg["Message-ID"]),
+            at=time.monotonic(),
         )
         with self.lock:
             self.mails.append(mail)
@@ -131,8 +135,15 @@ class WebhookReceiver:
 
 
 def event(event_id: str, type_: str, tenant: str, balance: str = "-1.000000", currency: str = "USD", **extra) -> dict:
-    e = {"event_id": event_id, "type": type_, "tenant_id": tenant, "occurred_at": "2026-11-24T10:00:00Z",
-         "cause": {"kind": "cdr", "id": f"cdr-{event_id}"}, "balance": balance, "currency": currency}
+    e = {
+        "event_id": event_id,
+        "type": type_,
+        "tenant_id": tenant,
+        "occurred_at": "2026-11-24T10:00:00Z",
+        "cause": {"kind": "cdr", "id": f"cdr-{event_id}"},
+        "balance": balance,
+        "currency": currency,
+    }
     if type_ == "below_zero":
         e["blocked_call_types"] = ["international", "toll_free"]
     elif type_ == "low_balance":
@@ -145,12 +156,38 @@ def event(event_id: str, type_: str, tenant: str, balance: str = "-1.000000", cu
     return e
 
 
-def start_notify(bootstrap: str, *, topic: str, dead_letter: str, group: str, state_dir: Path, web_port: int,
-                 contacts: Path | None, smtp_port: int | None, webhook_url: str | None, log: Path,
-                 extra: list[str] | None = None) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "rater", "notify", "--broker", bootstrap, "--topic-events", topic,
-            "--topic-dead-letter", dead_letter, "--group-id", group, "--state-dir", str(state_dir),
-            "--web-port", str(web_port)]
+def start_notify(
+    bootstrap: str,
+    *,
+    topic: str,
+    dead_letter: str,
+    group: str,
+    state_dir: Path,
+    web_port: int,
+    contacts: Path | None,
+    smtp_port: int | None,
+    webhook_url: str | None,
+    log: Path,
+    extra: list[str] | None = None,
+) -> subprocess.Popen:
+    argv = [
+        sys.executable,
+        "-m",
+        "rater",
+        "notify",
+        "--broker",
+        bootstrap,
+        "--topic-events",
+        topic,
+        "--topic-dead-letter",
+        dead_letter,
+        "--group-id",
+        group,
+        "--state-dir",
+        str(state_dir),
+        "--web-port",
+        str(web_port),
+    ]
     if smtp_port is not None:
         argv += ["--smtp-host", "127.0.0.1", "--smtp-port", str(smtp_port), "--smtp-from", "rater@billing.example"]
     if contacts is not None:
@@ -177,11 +214,11 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"rater notify exited ({proc.returncode}) while waiting for {what}:\n"
-                                 + (log.read_text()[-3000:] if log else ""))
+            raise AssertionError(
+                f"rater notify exited ({proc.returncode}) while waiting for {what}:\n" + (log.read_text()[-3000:] if log else "")
+            )
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (
-        f"\n{log.read_text()[-3000:]}" if log else ""))
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else ""))
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -58,8 +58,12 @@ class WorkerTopics:
     def unique(cls, prefix: str) -> "WorkerTopics":
         base = unique(prefix)
         return cls(
-            cdrs=f"{base}-cdrs", commands=f"{base}-commands", rated=f"{base}-rated",
-            events=f"{base}-events", requests=f"{base}-requests", rejects=f"{base}-rejects",
+            cdrs=f"{base}-cdrs",
+            commands=f"{base}-commands",
+            rated=f"{base}-rated",
+            events=f"{base}-events",
+            requests=f"{base}-requests",
+            rejects=f"{base}-rejects",
         )
 
     def items(self) -> list[tuple[str, str]]:
@@ -114,10 +118,17 @@ class WorkerProcess(WorkerChild):
         self._tmp = tempfile.TemporaryDirectory(prefix=f"rater-{name}-")
         tmp = Path(self._tmp.name)
         super().__init__(
-            broker, app_id=app_id or unique(f"{name}-app"), topics=topics or WorkerTopics.unique(name),
-            state_dir=Path(state_dir) if state_dir is not None else tmp / "state", log_path=tmp / "worker.log",
-            rates_dir=Path(rates_dir), partitions=partitions, web_port=web_port, extra_args=extra_args,
-            env=env, name=name,
+            broker,
+            app_id=app_id or unique(f"{name}-app"),
+            topics=topics or WorkerTopics.unique(name),
+            state_dir=Path(state_dir) if state_dir is not None else tmp / "state",
+            log_path=tmp / "worker.log",
+            rates_dir=Path(rates_dir),
+            partitions=partitions,
+            web_port=web_port,
+            extra_args=extra_args,
+            env=env,
+            name=name,
         )
         self.ready_timeout = ready_timeout
         self.precreate_inputs = precreate_inputs
@@ -232,8 +243,13 @@ class WorkerProcess(WorkerChild):
         return int(sum(self.metric("rater_records_total", outcome=o) for o in ("applied", "duplicate", "rejected")))
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
-             what: str = "condition", workers: tuple[WorkerProcess, ...] = ()) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    what: str = "condition",
+    workers: tuple[WorkerProcess, ...] = (),
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with the workers' logs."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None

@@ -12,15 +12,24 @@ def _parse(monkeypatch, env: dict[str, str], argv: list[str]):
     return cli.build_parser().parse_args(argv)
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"RATER_PARTITIONS": "abc"}, "argument --partitions: 'abc' is not a whole number (--partitions or RATER_PARTITIONS)"),
-    ({"RATER_PARTITIONS": "0"}, "argument --partitions: '0' must be >= 1 (--partitions or RATER_PARTITIONS)"),
-    ({"RATER_STORE": "rocks"}, "argument --store: 'rocks' is not one of rocksdb, memory (--store or RATER_STORE)"),
-    ({"RATER_WEB_PORT": "99999"}, "argument --web-port: '99999' is not a port number, 0 to 65535 (--web-port or RATER_WEB_PORT)"),
-    ({"RATER_SWEEP_INTERVAL": "nan"}, "argument --sweep-interval: 'nan' must be a number > 0 (--sweep-interval or RATER_SWEEP_INTERVAL)"),
-    ({"RATER_LOG_FORMAT": "xml"}, "argument --log-format: 'xml' is not one of text, json (--log-format or RATER_LOG_FORMAT)"),
-    ({"RATER_SECURITY_PROTOCOL": "TLS"}, "argument --security-protocol: 'TLS' is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (--security-protocol or RATER_SECURITY_PROTOCOL)"),  # noqa: E501
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RATER_PARTITIONS": "abc"}, "argument --partitions: 'abc' is not a whole number (--partitions or RATER_PARTITIONS)"),
+        ({"RATER_PARTITIONS": "0"}, "argument --partitions: '0' must be >= 1 (--partitions or RATER_PARTITIONS)"),
+        ({"RATER_STORE": "rocks"}, "argument --store: 'rocks' is not one of rocksdb, memory (--store or RATER_STORE)"),
+        ({"RATER_WEB_PORT": "99999"}, "argument --web-port: '99999' is not a port number, 0 to 65535 (--web-port or RATER_WEB_PORT)"),
+        (
+            {"RATER_SWEEP_INTERVAL": "nan"},
+            "argument --sweep-interval: 'nan' must be a number > 0 (--sweep-interval or RATER_SWEEP_INTERVAL)",
+        ),
+        ({"RATER_LOG_FORMAT": "xml"}, "argument --log-format: 'xml' is not one of text, json (--log-format or RATER_LOG_FORMAT)"),
+        (
+            {"RATER_SECURITY_PROTOCOL": "TLS"},
+            "argument --security-protocol: 'TLS' is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (--security-protocol or RATER_SECURITY_PROTOCOL)",  # noqa: E501
+        ),
+    ],
+)
 def test_a_bad_environment_value_is_refused_with_one_line_naming_the_variable(monkeypatch, capsys, env, message):
     with pytest.raises(SystemExit) as exc:
         _parse(monkeypatch, env, ["worker"])
@@ -36,11 +45,25 @@ def test_a_bad_worker_variable_does_not_break_other_commands(monkeypatch, capsys
 
 
 def test_good_environment_values_become_the_config(monkeypatch):
-    env = {"RATER_PARTITIONS": "12", "RATER_STORE": "memory", "RATER_LOG_LEVEL": "DEBUG", "RATER_ACCOUNT_CACHE": "0",
-           "RATER_SWEEP_INTERVAL": "2.5", "RATER_WEB_PORT": "7000", "RATER_STANDBY_REPLICAS": "0"}
+    env = {
+        "RATER_PARTITIONS": "12",
+        "RATER_STORE": "memory",
+        "RATER_LOG_LEVEL": "DEBUG",
+        "RATER_ACCOUNT_CACHE": "0",
+        "RATER_SWEEP_INTERVAL": "2.5",
+        "RATER_WEB_PORT": "7000",
+        "RATER_STANDBY_REPLICAS": "0",
+    }
     cfg = config_from_args(_parse(monkeypatch, env, ["worker"]))
-    assert (cfg.partitions, cfg.store, cfg.log_level, cfg.account_cache, cfg.sweep_interval, cfg.web_port,
-            cfg.standby_replicas) == (12, "memory", "debug", 0, 2.5, 7000, 0)
+    assert (cfg.partitions, cfg.store, cfg.log_level, cfg.account_cache, cfg.sweep_interval, cfg.web_port, cfg.standby_replicas) == (
+        12,
+        "memory",
+        "debug",
+        0,
+        2.5,
+        7000,
+        0,
+    )
     # A flag wins over its variable.
     assert config_from_args(_parse(monkeypatch, {}, ["worker", "--partitions", "3"])).partitions == 3
 
@@ -54,12 +77,18 @@ def test_worker_help_shows_defaults_but_never_the_password(monkeypatch, capsys):
     assert "hunter2" not in out and "(default: set)" in out
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"RATER_REPLICATION": "abc"}, "argument --replication: 'abc' is not a whole number (--replication or RATER_REPLICATION)"),
-    ({"RATER_NOTIFY_SMTP_PORT": "x"}, "argument --smtp-port: 'x' is not a whole number (--smtp-port or RATER_NOTIFY_SMTP_PORT)"),
-    ({"RATER_NOTIFY_BACKOFF": "-1"}, "argument --backoff: '-1' must be a number >= 0 (--backoff or RATER_NOTIFY_BACKOFF)"),
-    ({"RATER_NOTIFY_SMTP_SECURITY": "tls"}, "argument --smtp-security: 'tls' is not one of none, starttls, ssl (--smtp-security or RATER_NOTIFY_SMTP_SECURITY)"),  # noqa: E501
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RATER_REPLICATION": "abc"}, "argument --replication: 'abc' is not a whole number (--replication or RATER_REPLICATION)"),
+        ({"RATER_NOTIFY_SMTP_PORT": "x"}, "argument --smtp-port: 'x' is not a whole number (--smtp-port or RATER_NOTIFY_SMTP_PORT)"),
+        ({"RATER_NOTIFY_BACKOFF": "-1"}, "argument --backoff: '-1' must be a number >= 0 (--backoff or RATER_NOTIFY_BACKOFF)"),
+        (
+            {"RATER_NOTIFY_SMTP_SECURITY": "tls"},
+            "argument --smtp-security: 'tls' is not one of none, starttls, ssl (--smtp-security or RATER_NOTIFY_SMTP_SECURITY)",
+        ),  # noqa: E501
+    ],
+)
 def test_notify_variables_are_checked_by_notify_alone(monkeypatch, capsys, env, message):
     with pytest.raises(SystemExit) as exc:
         _parse(monkeypatch, env, ["notify"])

@@ -97,8 +97,13 @@ def make_stream(tmp_path: Path, records: int, tenants: int, seed: int) -> Stream
     path = tmp_path / "input.jsonl"
     generate(str(path), records, tenants, seed)
     offline = tmp_path / "offline"
-    subprocess.run([sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(offline),
-                    str(path)], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(offline), str(path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     lines = [line for line in path.read_bytes().splitlines() if line.strip()]
     return Stream(lines, offline, tmp_path)
 
@@ -117,8 +122,15 @@ def finish_produce(proc: subprocess.Popen, timeout: float = 120) -> None:
     assert proc.returncode == 0, f"rater produce failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}"
 
 
-def assert_like_offline(broker: str, topics: WorkerTopics, app_id: str, stream: Stream, worker: WorkerProcess,
-                        workers: tuple[WorkerProcess, ...], timeout: float = 180) -> dict:
+def assert_like_offline(
+    broker: str,
+    topics: WorkerTopics,
+    app_id: str,
+    stream: Stream,
+    worker: WorkerProcess,
+    workers: tuple[WorkerProcess, ...],
+    timeout: float = 180,
+) -> dict:
     """Wait until the group committed the whole input, then compare with ``rater rate``."""
     if not wait_consumed(broker, app_id, [topics.cdrs], timeout=timeout):
         logs = "\n".join(f"----- {w.name} -----\n{w.tail(60)}" for w in workers)
@@ -130,8 +142,11 @@ def assert_like_offline(broker: str, topics: WorkerTopics, app_id: str, stream: 
 
 
 def owned_partitions(w: WorkerProcess, topic: str) -> set[int]:
-    return {int(dict(labels)["partition"]) for (name, labels), _ in w.metrics().items()
-            if name == "rater_consumer_lag" and dict(labels)["topic"] == topic}
+    return {
+        int(dict(labels)["partition"])
+        for (name, labels), _ in w.metrics().items()
+        if name == "rater_consumer_lag" and dict(labels)["topic"] == topic
+    }
 
 
 def broker_is_healthy(bootstrap: str) -> None:
@@ -145,10 +160,13 @@ def broker_is_healthy(bootstrap: str) -> None:
 # ---------------------------------------------------------------------------- 1. broker restart
 
 
-@pytest.mark.parametrize("records, tenants, kill", [
-    pytest.param(3000, 60, False, id="3k-sigterm"),
-    pytest.param(40_000, 400, True, id="40k-sigkill", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "records, tenants, kill",
+    [
+        pytest.param(3000, 60, False, id="3k-sigterm"),
+        pytest.param(40_000, 400, True, id="40k-sigkill", marks=pytest.mark.slow),
+    ],
+)
 def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp_path, records, tenants, kill):
     if not kafka_broker.managed:
         pytest.skip("the broker comes from RATER_TEST_BOOTSTRAP: this test may not restart it")
@@ -159,8 +177,7 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp
     app_id = f"{topics.cdrs}-app"
     # Small batches: the stream takes a few seconds, so the broker goes away mid-stream.
     extra = SWEEP_OFF + ["--batch-size", "50", "--standby-replicas", "0"]
-    with WorkerProcess(broker, topics=topics, app_id=app_id, name="f1-broker-restart", extra_args=extra,
-                     precreate_inputs=True) as w:
+    with WorkerProcess(broker, topics=topics, app_id=app_id, name="f1-broker-restart", extra_args=extra, precreate_inputs=True) as w:
         rater_produce(broker, topics.cdrs, before)
         wait_for(lambda: w.records_done() >= 150, 60, interval=0.05, what="the stream under way", workers=(w,))
         done_at_stop = w.records_done()
@@ -173,19 +190,24 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp
         t1 = time.monotonic()
         repeats = assert_like_offline(broker, topics, app_id, stream, w, (w,))
         assert w.running() and w.starts == 1, "the worker exited during the broker's restart"
-        report(f"broker {'SIGKILL' if kill else 'SIGTERM'} and restart mid-stream: {len(stream.lines):,} records, "
-               f"broker down {outage:.1f} s "
-               f"(stopped after {done_at_stop:,} done), input consumed {time.monotonic() - t1:.1f} s after the "
-               f"last part was produced; repeats {repeats}")
+        report(
+            f"broker {'SIGKILL' if kill else 'SIGTERM'} and restart mid-stream: {len(stream.lines):,} records, "
+            f"broker down {outage:.1f} s "
+            f"(stopped after {done_at_stop:,} done), input consumed {time.monotonic() - t1:.1f} s after the "
+            f"last part was produced; repeats {repeats}"
+        )
 
 
 # ---------------------------------------------------------------------------- 2. rebalance under load
 
 
-@pytest.mark.parametrize("records, tenants", [
-    pytest.param(4000, 80, id="4k"),
-    pytest.param(40_000, 400, id="40k", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "records, tenants",
+    [
+        pytest.param(4000, 80, id="4k"),
+        pytest.param(40_000, 400, id="40k", marks=pytest.mark.slow),
+    ],
+)
 def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp_path, records, tenants):
     broker = kafka_broker.bootstrap
     stream = make_stream(tmp_path, records=records, tenants=tenants, seed=22)
@@ -222,9 +244,11 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(kafka
         assert owned_partitions(a, topics.cdrs) == set(range(PARTITIONS))
         assert a.running() and a.starts == 1 and b.starts == 1
         assert a.errors() == [] and b.errors() == []
-        report(f"rebalance under load: {len(stream.lines):,} records, b joined and the split settled "
-               f"{joined:.1f} s after the stream began, b rated {b_done:,} and left with a backlog of {backlog:,}; "
-               f"repeats {repeats}")
+        report(
+            f"rebalance under load: {len(stream.lines):,} records, b joined and the split settled "
+            f"{joined:.1f} s after the stream began, b rated {b_done:,} and left with a backlog of {backlog:,}; "
+            f"repeats {repeats}"
+        )
 
 
 # ---------------------------------------------------------------------------- 2b. state rebuilt from the changelog
@@ -241,8 +265,7 @@ def test_a_worker_rebuilding_its_state_from_the_changelog_skips_no_waiting_recor
     first, backlog = stream.parts(0.5)
     topics = WorkerTopics.unique("f2b")
     app_id = f"{topics.cdrs}-app"
-    with WorkerProcess(broker, topics=topics, app_id=app_id, name="f2b-rebuild", extra_args=SWEEP_OFF,
-                     precreate_inputs=True) as w:
+    with WorkerProcess(broker, topics=topics, app_id=app_id, name="f2b-rebuild", extra_args=SWEEP_OFF, precreate_inputs=True) as w:
         rater_produce(broker, topics.cdrs, first)
         assert wait_consumed(broker, app_id, [topics.cdrs], timeout=120)
         assert w.stop() == 0
@@ -252,8 +275,10 @@ def test_a_worker_rebuilding_its_state_from_the_changelog_skips_no_waiting_recor
         w.start()
         ready = time.monotonic() - t0
         repeats = assert_like_offline(broker, topics, app_id, stream, w, (w,))
-        report(f"state rebuilt from the changelog with {len(backlog.read_bytes().splitlines()):,} records waiting: "
-               f"ready {ready:.1f} s, all consumed {time.monotonic() - t0:.1f} s after the start; repeats {repeats}")
+        report(
+            f"state rebuilt from the changelog with {len(backlog.read_bytes().splitlines()):,} records waiting: "
+            f"ready {ready:.1f} s, all consumed {time.monotonic() - t0:.1f} s after the start; repeats {repeats}"
+        )
 
 
 # ---------------------------------------------------------------------------- 3. restart time
@@ -286,16 +311,26 @@ def _changelog_table(log: str, title: str, changelog: str) -> dict[int, int]:
 def _setup_lines(tenants: list[str], at: datetime) -> bytes:
     out = []
     for t in tenants:
-        out.append(orjson.dumps({"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account",
-                                 "occurred_at": iso(at), "rate_plan": "standard-usd", "low_balance_threshold": "1"}))
-        out.append(orjson.dumps({"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds",
-                                 "occurred_at": iso(at), "amount": "10"}))
+        out.append(
+            orjson.dumps(
+                {
+                    "command_id": f"{t}-setup",
+                    "tenant_id": t,
+                    "command": "configure_account",
+                    "occurred_at": iso(at),
+                    "rate_plan": "standard-usd",
+                    "low_balance_threshold": "1",
+                }
+            )
+        )
+        out.append(
+            orjson.dumps({"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds", "occurred_at": iso(at), "amount": "10"})
+        )
     return b"\n".join(out) + b"\n"
 
 
 def _outcomes(w: WorkerProcess) -> dict:
-    return {f"{dict(ls)['topic']}/{dict(ls)['outcome']}": v for (name, ls), v in w.metrics().items()
-            if name == "rater_records_total"}
+    return {f"{dict(ls)['topic']}/{dict(ls)['outcome']}": v for (name, ls), v in w.metrics().items() if name == "rater_records_total"}
 
 
 def restart_time(broker: str, tmp_path: Path, n: int, store: str = "rocksdb") -> dict:
@@ -306,20 +341,24 @@ def restart_time(broker: str, tmp_path: Path, n: int, store: str = "rocksdb") ->
     setup = tmp_path / "setup.jsonl"
     setup.write_bytes(_setup_lines(tenants, now - timedelta(hours=1)))
     topics = WorkerTopics.unique("f3")
-    w = WorkerProcess(broker, topics=topics, name=f"f3-restart-{n}", extra_args=SWEEP_OFF + ["--store", store],
-                    precreate_inputs=True)
+    w = WorkerProcess(broker, topics=topics, name=f"f3-restart-{n}", extra_args=SWEEP_OFF + ["--store", store], precreate_inputs=True)
     figures: dict = {"accounts": n, "store": store}
     with w:
         t0 = time.monotonic()
         rater_produce(broker, topics.commands, setup)
-        wait_for(lambda: w.records_done() >= 2 * n, 120 + n / 200, interval=1.0, what=f"{2 * n:,} commands applied",
-                 workers=(w,))
+        wait_for(lambda: w.records_done() >= 2 * n, 120 + n / 200, interval=1.0, what=f"{2 * n:,} commands applied", workers=(w,))
         figures["setup_seconds"] = time.monotonic() - t0
         assert w.metric("rater_records_total", outcome="applied") == 2 * n
         assert w.stop() == 0
         # One new call waits in Kafka while the worker is down.
-        cdr = {"cdr_id": "rt-new-1", "tenant_id": tenants[-1], "call_type": "international", "to": "+919876543210",
-               "started_at": iso(now - timedelta(minutes=5)), "duration_seconds": 60}
+        cdr = {
+            "cdr_id": "rt-new-1",
+            "tenant_id": tenants[-1],
+            "call_type": "international",
+            "to": "+919876543210",
+            "started_at": iso(now - timedelta(minutes=5)),
+            "duration_seconds": 60,
+        }
         produce(broker, topics.cdrs, [(tenants[-1], cdr)])
         log_before = len(w.log())
         started_wall = time.time()
@@ -355,10 +394,12 @@ def restart_time(broker: str, tmp_path: Path, n: int, store: str = "rocksdb") ->
 
 
 def _restart_figures(figures: dict) -> str:
-    return (f"restart with {figures['accounts']:,} accounts (setup applied in {figures['setup_seconds']:.1f} s): "
-            f"ready {figures['ready_seconds']:.2f} s, first new record rated {figures['first_rated_seconds']:.2f} s "
-            f"after process start; changelog records read in recovery {figures['replayed']} "
-            f"of about {figures['changelog_records']:,}")
+    return (
+        f"restart with {figures['accounts']:,} accounts (setup applied in {figures['setup_seconds']:.1f} s): "
+        f"ready {figures['ready_seconds']:.2f} s, first new record rated {figures['first_rated_seconds']:.2f} s "
+        f"after process start; changelog records read in recovery {figures['replayed']} "
+        f"of about {figures['changelog_records']:,}"
+    )
 
 
 def test_a_restart_with_5000_accounts_reads_no_changelog_and_is_ready_within_30_s(kafka_broker, tmp_path):
@@ -407,18 +448,45 @@ WRONG = {  # field -> values of the wrong type or out of range (never a valid va
 def _wrong_type_records(tenant: str, at: str) -> list[dict]:
     """Every field of every kind of record, set to each wrong value in turn."""
     bases = {
-        "cdr": {"cdr_id": "w-cdr", "tenant_id": tenant, "call_type": "international", "to": "+919876543210",
-                "from": "+14155550100", "started_at": at, "duration_seconds": 60},
-        "configure_account": {"command_id": "w-cfg", "tenant_id": tenant, "command": "configure_account",
-                              "occurred_at": at, "rate_plan": "standard-usd", "low_balance_threshold": "1",
-                              "included_domestic_minutes": 5, "currency": "USD",
-                              "auto_recharge": {"enabled": True, "threshold": "1", "amount": "5",
-                                                "payment_method": {"type": "card", "expires": "2099-12"}}},
-        "add_funds": {"command_id": "w-add", "tenant_id": tenant, "command": "add_funds", "occurred_at": at,
-                      "amount": "5", "purchased_at": at, "reference": "r", "currency": "USD"},
-        "payment_result": {"command_id": "w-pay", "tenant_id": tenant, "command": "payment_result",
-                           "occurred_at": at, "request_id": f"{tenant}/recharge/1", "status": "succeeded",
-                           "reason": "ok"},
+        "cdr": {
+            "cdr_id": "w-cdr",
+            "tenant_id": tenant,
+            "call_type": "international",
+            "to": "+919876543210",
+            "from": "+14155550100",
+            "started_at": at,
+            "duration_seconds": 60,
+        },
+        "configure_account": {
+            "command_id": "w-cfg",
+            "tenant_id": tenant,
+            "command": "configure_account",
+            "occurred_at": at,
+            "rate_plan": "standard-usd",
+            "low_balance_threshold": "1",
+            "included_domestic_minutes": 5,
+            "currency": "USD",
+            "auto_recharge": {"enabled": True, "threshold": "1", "amount": "5", "payment_method": {"type": "card", "expires": "2099-12"}},
+        },
+        "add_funds": {
+            "command_id": "w-add",
+            "tenant_id": tenant,
+            "command": "add_funds",
+            "occurred_at": at,
+            "amount": "5",
+            "purchased_at": at,
+            "reference": "r",
+            "currency": "USD",
+        },
+        "payment_result": {
+            "command_id": "w-pay",
+            "tenant_id": tenant,
+            "command": "payment_result",
+            "occurred_at": at,
+            "request_id": f"{tenant}/recharge/1",
+            "status": "succeeded",
+            "reason": "ok",
+        },
     }
     out = []
     n = 0
@@ -447,8 +515,14 @@ def _json(value) -> bytes:
 def _hostile(tenant: str, other: str, at: str) -> list[tuple[str | None, bytes, set[str], str | None]]:
     """(key, value, acceptable reasons, expected reject tenant_id or "?" when either)."""
     rng = random.Random(4)
-    cdr = {"cdr_id": "h-cdr", "tenant_id": tenant, "call_type": "international", "to": "+919876543210",
-           "started_at": at, "duration_seconds": 60}
+    cdr = {
+        "cdr_id": "h-cdr",
+        "tenant_id": tenant,
+        "call_type": "international",
+        "to": "+919876543210",
+        "started_at": at,
+        "duration_seconds": 60,
+    }
     funds = {"command_id": "h-funds", "tenant_id": tenant, "command": "add_funds", "occurred_at": at, "amount": "5"}
     J, R = {"invalid_json"}, {"invalid_record"}
     out: list[tuple[str | None, bytes, set[str], str | None]] = []
@@ -460,18 +534,19 @@ def _hostile(tenant: str, other: str, at: str) -> list[tuple[str | None, bytes, 
         (tenant, b"\xef\xbb\xbf" + orjson.dumps({**cdr, "cdr_id": "h-bom"}), J | R, "?"),
         # Nesting: 100,000 levels, bare and inside a record that names the tenant.
         (None, b"[" * 100_000, J, None),
-        (tenant, b'{"tenant_id":"' + tenant.encode() + b'","cdr_id":"h-deep","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-         J, None),
+        (tenant, b'{"tenant_id":"' + tenant.encode() + b'","cdr_id":"h-deep","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}", J, None),
         # Huge numbers in amount and duration fields.
         (tenant, orjson.dumps({**funds, "command_id": "h-n1"}).replace(b'"amount":"5"', b'"amount":1e400'), J | R, "?"),
         (tenant, _json({**funds, "command_id": "h-n2", "amount": 10**30}), R, tenant),
-        (tenant, orjson.dumps({**cdr, "cdr_id": "h-n3"}).replace(b'"duration_seconds":60', b'"duration_seconds":1e400'),
-         J | R, "?"),
+        (tenant, orjson.dumps({**cdr, "cdr_id": "h-n3"}).replace(b'"duration_seconds":60', b'"duration_seconds":1e400'), J | R, "?"),
         (tenant, _json({**cdr, "cdr_id": "h-n4", "duration_seconds": 10**30}), R, tenant),
         (tenant, _json({**cdr, "cdr_id": "h-n5", "duration_seconds": -(10**30)}), R, tenant),
         (tenant, _json({**funds, "command_id": "h-n6", "amount": "9" * 400}), R, tenant),
         # JSON that is not an object, or an object that is neither kind.
-        (None, b"null", R, None), (None, b'"a string"', R, None), (None, b"[]", R, None), (None, b"{}", R, None),
+        (None, b"null", R, None),
+        (None, b'"a string"', R, None),
+        (None, b"[]", R, None),
+        (None, b"{}", R, None),
         (None, b"", J, None),
         # Null keys, with a record that is bad otherwise (no tenant to route it by).
         (None, _json({**cdr, "cdr_id": "h-nk1", "tenant_id": None}), R, None),
@@ -533,15 +608,45 @@ def test_hostile_input_is_rejected_with_reasons_while_valid_records_are_rated(ka
     victim, other, good = "hx-victim", "hx-other", "hx-good"
     setup = []
     for t in (victim, other, good):
-        setup += [(t, {"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account",
-                       "occurred_at": iso(now - timedelta(hours=2)), "rate_plan": "standard-usd",
-                       "low_balance_threshold": "5", "included_domestic_minutes": 10}),
-                  (t, {"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds",
-                       "occurred_at": iso(now - timedelta(hours=2)), "amount": "100"}),
-                  (t, {"command_id": f"{t}-auto", "tenant_id": t, "command": "configure_account",
-                       "occurred_at": iso(now - timedelta(hours=2)),
-                       "auto_recharge": {"enabled": True, "threshold": "1", "amount": "10",
-                                         "payment_method": {"type": "card", "expires": "2099-12"}}})]
+        setup += [
+            (
+                t,
+                {
+                    "command_id": f"{t}-setup",
+                    "tenant_id": t,
+                    "command": "configure_account",
+                    "occurred_at": iso(now - timedelta(hours=2)),
+                    "rate_plan": "standard-usd",
+                    "low_balance_threshold": "5",
+                    "included_domestic_minutes": 10,
+                },
+            ),
+            (
+                t,
+                {
+                    "command_id": f"{t}-funds",
+                    "tenant_id": t,
+                    "command": "add_funds",
+                    "occurred_at": iso(now - timedelta(hours=2)),
+                    "amount": "100",
+                },
+            ),
+            (
+                t,
+                {
+                    "command_id": f"{t}-auto",
+                    "tenant_id": t,
+                    "command": "configure_account",
+                    "occurred_at": iso(now - timedelta(hours=2)),
+                    "auto_recharge": {
+                        "enabled": True,
+                        "threshold": "1",
+                        "amount": "10",
+                        "payment_method": {"type": "card", "expires": "2099-12"},
+                    },
+                },
+            ),
+        ]
     hostile = _hostile(victim, other, at)
     with WorkerProcess(broker, name="f4-hostile", extra_args=SWEEP_OFF, precreate_inputs=True) as w:
         t = w.topics
@@ -560,19 +665,26 @@ def test_hostile_input_is_rejected_with_reasons_while_valid_records_are_rated(ka
             sends.append(("h", i, key, value, _partition_for(key, value)))
             if i % 2 == 0:
                 valid += 1
-                cdr = {"cdr_id": f"good-{valid}", "tenant_id": good, "call_type": "international",
-                       "to": "+919876543210", "started_at": at, "duration_seconds": rng.choice([30, 60, 90])}
+                cdr = {
+                    "cdr_id": f"good-{valid}",
+                    "tenant_id": good,
+                    "call_type": "international",
+                    "to": "+919876543210",
+                    "started_at": at,
+                    "duration_seconds": rng.choice([30, 60, 90]),
+                }
                 sends.append(("v", valid, good, orjson.dumps(cdr), home(good)))
 
         async def send_all():
             from aiokafka import AIOKafkaProducer
 
-            producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True,
-                                        max_request_size=1_048_576)
+            producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True, max_request_size=1_048_576)
             await producer.start()
             try:
-                futs = [await producer.send(t.cdrs, value, key=key.encode() if key is not None else None, partition=p)
-                        for _kind, _i, key, value, p in sends]
+                futs = [
+                    await producer.send(t.cdrs, value, key=key.encode() if key is not None else None, partition=p)
+                    for _kind, _i, key, value, p in sends
+                ]
                 return [await f for f in futs]
             finally:
                 await producer.stop()
@@ -620,16 +732,19 @@ def test_hostile_input_is_rejected_with_reasons_while_valid_records_are_rated(ka
         assert {x: w.get(f"/tenants/{x}").json() for x in (victim, other)} == accounts_before
         events = [r.value for r in consume_all(broker, t.events, 30)]
         assert sorted((e for e in events if e["tenant_id"] != good), key=lambda e: e["event_id"]) == sorted(
-            (e for e in events_before if e["tenant_id"] != good), key=lambda e: e["event_id"])
+            (e for e in events_before if e["tenant_id"] != good), key=lambda e: e["event_id"]
+        )
         assert w.metric("rater_rejects_total") == len(hostile)
         # A normal pace: every record (hostile ones included) in and out well under a second.
         count = w.metric("rater_processing_seconds_count")
         within_1s = w.metric("rater_processing_seconds_bucket", le="1.0")
         assert count == total and within_1s >= 0.99 * count, (within_1s, count)
         assert w.errors() == []
-        report(f"hostile input: {len(hostile)} hostile records interleaved with {valid} valid calls "
-               f"({sum(len(v) for *_x, v, _p in sends) / 1e6:.1f} MB) produced in {sent_s:.1f} s, all done "
-               f"{done_s:.1f} s after the first send; {within_1s:.0f}/{count:.0f} records processed within 1 s")
+        report(
+            f"hostile input: {len(hostile)} hostile records interleaved with {valid} valid calls "
+            f"({sum(len(v) for *_x, v, _p in sends) / 1e6:.1f} MB) produced in {sent_s:.1f} s, all done "
+            f"{done_s:.1f} s after the first send; {within_1s:.0f}/{count:.0f} records processed within 1 s"
+        )
 
 
 # ---------------------------------------------------------------------------- 5. SASL/SCRAM
@@ -651,12 +766,21 @@ def scram_broker(tmp_path_factory):
 
 
 def _sasl(password: str = "secret") -> list[str]:
-    return ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-512",
-            "--sasl-username", "rater", "--sasl-password", password]
+    return [
+        "--security-protocol",
+        "SASL_PLAINTEXT",
+        "--sasl-mechanism",
+        "SCRAM-SHA-512",
+        "--sasl-username",
+        "rater",
+        "--sasl-password",
+        password,
+    ]
 
 
-SASL_CLIENT = dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
-                   sasl_plain_username="rater", sasl_plain_password="secret")
+SASL_CLIENT = dict(
+    security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="rater", sasl_plain_password="secret"
+)
 
 
 def test_the_worker_rates_over_sasl_scram(scram_broker):
@@ -666,12 +790,31 @@ def test_the_worker_rates_over_sasl_scram(scram_broker):
     now = now_utc()
     tenant = "scram-co"
     records = [
-        {"command_id": "s-setup", "tenant_id": tenant, "command": "configure_account",
-         "occurred_at": iso(now - timedelta(hours=1)), "rate_plan": "standard-usd"},
-        {"command_id": "s-funds", "tenant_id": tenant, "command": "add_funds",
-         "occurred_at": iso(now - timedelta(hours=1)), "amount": "10"},
-    ] + [{"cdr_id": f"s-{i}", "tenant_id": tenant, "call_type": "international", "to": "+919876543210",
-          "started_at": iso(now - timedelta(minutes=30 - i)), "duration_seconds": 60} for i in range(3)]
+        {
+            "command_id": "s-setup",
+            "tenant_id": tenant,
+            "command": "configure_account",
+            "occurred_at": iso(now - timedelta(hours=1)),
+            "rate_plan": "standard-usd",
+        },
+        {
+            "command_id": "s-funds",
+            "tenant_id": tenant,
+            "command": "add_funds",
+            "occurred_at": iso(now - timedelta(hours=1)),
+            "amount": "10",
+        },
+    ] + [
+        {
+            "cdr_id": f"s-{i}",
+            "tenant_id": tenant,
+            "call_type": "international",
+            "to": "+919876543210",
+            "started_at": iso(now - timedelta(minutes=30 - i)),
+            "duration_seconds": 60,
+        }
+        for i in range(3)
+    ]
     with WorkerProcess(sasl, name="f6-sasl", extra_args=SWEEP_OFF + _sasl()) as w:
 
         async def send():
@@ -709,14 +852,29 @@ def test_the_worker_rates_over_sasl_scram(scram_broker):
 
 def test_a_wrong_sasl_password_is_a_clear_one_line_error(scram_broker, tmp_path):
     topics = WorkerTopics.unique("f6-bad")
-    cmd = [sys.executable, "-m", "rater", "worker", "--broker", scram_broker.sasl_bootstrap,
-           "--rates", str(ROOT / "rate_tables"), "--state-dir", str(tmp_path / "state"),
-           "--web-port", "0", "--partitions", "4", "--app-id", unique("f6-bad"), *topics.args(),
-           *_sasl("wrong-password")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rater",
+        "worker",
+        "--broker",
+        scram_broker.sasl_bootstrap,
+        "--rates",
+        str(ROOT / "rate_tables"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--web-port",
+        "0",
+        "--partitions",
+        "4",
+        "--app-id",
+        unique("f6-bad"),
+        *topics.args(),
+        *_sasl("wrong-password"),
+    ]
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90,
-                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
@@ -735,8 +893,20 @@ def _produce_over_sasl(scram_broker, tmp_path, topic: str, password: str) -> sub
     """`rater produce` with the worker's connection flags, the password in RATER_SASL_PASSWORD."""
     src = tmp_path / "in.jsonl"
     src.write_bytes(b'{"cdr_id": "p-1", "tenant_id": "scram-co"}\n{"cdr_id": "p-2", "tenant_id": "scram-co"}\nnot json\n')
-    cmd = [sys.executable, "-m", "rater", "produce", str(src), "--broker", scram_broker.sasl_bootstrap,
-           "--topic", topic, "--partitions", "1", *_sasl()[:-2]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rater",
+        "produce",
+        str(src),
+        "--broker",
+        scram_broker.sasl_bootstrap,
+        "--topic",
+        topic,
+        "--partitions",
+        "1",
+        *_sasl()[:-2],
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1", RATER_SASL_PASSWORD=password)
     try:
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
@@ -792,9 +962,27 @@ def test_rater_produce_with_a_wrong_sasl_password_is_a_one_line_error(scram_brok
 def test_rater_simulate_with_a_wrong_sasl_password_names_the_refusal(scram_broker, tmp_path):
     """`rater simulate` takes the same connection flags; a refused login is named in its error."""
     base = unique("f6-sim")
-    cmd = [sys.executable, "-m", "rater", "simulate", "--broker", scram_broker.sasl_bootstrap, "--duration", "1",
-           "--setup-timeout", "20", "--cdrs-topic", f"{base}-cdrs", "--commands-topic", f"{base}-commands",
-           "--events-topic", f"{base}-events", "--requests-topic", f"{base}-requests", *_sasl()[:-2]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rater",
+        "simulate",
+        "--broker",
+        scram_broker.sasl_bootstrap,
+        "--duration",
+        "1",
+        "--setup-timeout",
+        "20",
+        "--cdrs-topic",
+        f"{base}-cdrs",
+        "--commands-topic",
+        f"{base}-commands",
+        "--events-topic",
+        f"{base}-events",
+        "--requests-topic",
+        f"{base}-requests",
+        *_sasl()[:-2],
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1", RATER_SASL_PASSWORD="wrong-password")
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)

@@ -117,8 +117,7 @@ class Worker:
 
 
 def _writes(w) -> tuple:
-    return (w.produce, [(m.topic, m.partition, m.offset) if m else None for m in w.origins],
-            w.segments, w.accounts, w.positions, w.records)
+    return (w.produce, [(m.topic, m.partition, m.offset) if m else None for m in w.origins], w.segments, w.accounts, w.positions, w.records)
 
 
 def _messages(raws: list[bytes], wrong_every: int) -> list[Message]:
@@ -144,7 +143,7 @@ def tables(tmp_path_factory):
 def _same_run(tables, msgs, batch, cache_limit, forget_every=0):
     workers = [Worker(e, tables, cache_limit) for e in ("python", "native")]
     for n, start in enumerate(range(0, len(msgs), batch)):
-        chunk = msgs[start:start + batch]
+        chunk = msgs[start : start + batch]
         py, nat = (_writes(w.batch(chunk)) for w in workers)
         assert nat == py
         if forget_every and n % forget_every == forget_every - 1:
@@ -161,17 +160,29 @@ def _same_run(tables, msgs, batch, cache_limit, forget_every=0):
 
 
 @DIFF
-@given(stream=streams, batch=st.integers(1, 30), wrong_every=st.sampled_from([0, 0, 7]),
-       cache_limit=st.sampled_from([0, 1, 2, 100]), forget_every=st.sampled_from([0, 0, 2]))
-def test_batches_give_the_same_writes_from_both_stores(tables, stream, batch, wrong_every, cache_limit,
-                                                       forget_every):
+@given(
+    stream=streams,
+    batch=st.integers(1, 30),
+    wrong_every=st.sampled_from([0, 0, 7]),
+    cache_limit=st.sampled_from([0, 1, 2, 100]),
+    forget_every=st.sampled_from([0, 0, 2]),
+)
+def test_batches_give_the_same_writes_from_both_stores(tables, stream, batch, wrong_every, cache_limit, forget_every):
     """Cache hits, evictions, forget() and the sweep: the same writes, batch by batch."""
     _same_run(tables, _messages(stream, wrong_every), batch, cache_limit, forget_every)
 
 
 def _cdr(tenant: str, cdr_id: str, at: int) -> bytes:
-    return orjson.dumps({"cdr_id": cdr_id, "tenant_id": tenant, "call_type": "international",
-                         "to": "+442071234567", "started_at": format_time(at), "duration_seconds": 60})
+    return orjson.dumps(
+        {
+            "cdr_id": cdr_id,
+            "tenant_id": tenant,
+            "call_type": "international",
+            "to": "+442071234567",
+            "started_at": format_time(at),
+            "duration_seconds": 60,
+        }
+    )
 
 
 def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables):
@@ -180,10 +191,20 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables):
     deleted once past the 7-day horizon; repeats of moved ids are duplicates."""
     tenant = "busy"
     p = partition_for(tenant.encode(), PARTITIONS)
-    setup = [orjson.dumps({"command_id": "c", "tenant_id": tenant, "command": "configure_account",
-                           "occurred_at": "2026-11-20T00:00:00Z", "rate_plan": "test-usd"}),
-             orjson.dumps({"command_id": "f", "tenant_id": tenant, "command": "add_funds",
-                           "occurred_at": "2026-11-20T00:00:00Z", "amount": "1000000"})]
+    setup = [
+        orjson.dumps(
+            {
+                "command_id": "c",
+                "tenant_id": tenant,
+                "command": "configure_account",
+                "occurred_at": "2026-11-20T00:00:00Z",
+                "rate_plan": "test-usd",
+            }
+        ),
+        orjson.dumps(
+            {"command_id": "f", "tenant_id": tenant, "command": "add_funds", "occurred_at": "2026-11-20T00:00:00Z", "amount": "1000000"}
+        ),
+    ]
     start = parse_time("2026-11-20T00:01:00Z")
     step = 12 * 86_400 * 10**6 // (5 * SEGMENT_AT)  # 5 x SEGMENT_AT calls over 12 days
     raws = setup + [_cdr(tenant, f"k{i}", start + i * step) for i in range(5 * SEGMENT_AT)]
@@ -202,8 +223,7 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables):
     # the account): duplicates on both, answered from the segment.
     moved = table[f"busy\x00ids\x00{listed[-1]}".encode()].decode().split("\n")[-3:]
     assert not set(moved) & set(acct.seen_cdrs)
-    again = [Message("cdrs", p, len(raws) + i, tenant.encode(), _cdr(tenant, k, start + int(k[1:]) * step))
-             for i, k in enumerate(moved)]
+    again = [Message("cdrs", p, len(raws) + i, tenant.encode(), _cdr(tenant, k, start + int(k[1:]) * step)) for i, k in enumerate(moved)]
     py, nat = (w.batch(again) for w in workers)
     assert _writes(nat) == _writes(py)
     assert nat.produce == [] and nat.records == Counter({("cdrs", "duplicate"): 3})
@@ -214,10 +234,18 @@ def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
     charges from there (a cache hit), with no read of the table."""
     w = Worker("native", tables, cache_limit=10)
     p = partition_for(b"t1", PARTITIONS)
-    setup = [orjson.dumps({"command_id": "c", "tenant_id": "t1", "command": "configure_account",
-                           "occurred_at": "2026-11-01T00:00:00Z", "rate_plan": "test-usd"}),
-             orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds",
-                           "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"})]
+    setup = [
+        orjson.dumps(
+            {
+                "command_id": "c",
+                "tenant_id": "t1",
+                "command": "configure_account",
+                "occurred_at": "2026-11-01T00:00:00Z",
+                "rate_plan": "test-usd",
+            }
+        ),
+        orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds", "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"}),
+    ]
     w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])
     assert len(w.store.held) == 1
     w.port.table[p].clear()  # a read would find nothing now
@@ -240,10 +268,18 @@ def _both(tables, msgs, **kw):
     return nat
 
 
-_SETUP = [orjson.dumps({"command_id": "c", "tenant_id": "t1", "command": "configure_account",
-                        "occurred_at": "2026-11-01T00:00:00Z", "rate_plan": "test-usd"}),
-          orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds",
-                        "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"})]
+_SETUP = [
+    orjson.dumps(
+        {
+            "command_id": "c",
+            "tenant_id": "t1",
+            "command": "configure_account",
+            "occurred_at": "2026-11-01T00:00:00Z",
+            "rate_plan": "test-usd",
+        }
+    ),
+    orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds", "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"}),
+]
 
 
 def test_a_tombstone_is_rejected_alike(tables):
@@ -277,15 +313,25 @@ def test_the_sweep_expires_a_held_account_alike(tables):
     """Funds bought 2025-11-05 expire 12 months later: the sweep (its clock 2026-12-10)
     writes the account without them on both stores, from the native store's held account."""
     p = partition_for(b"t1", PARTITIONS)
-    setup = [_SETUP[0], orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds",
-                                      "occurred_at": "2026-11-01T00:00:00Z", "amount": "5",
-                                      "purchased_at": "2025-11-05T00:00:00Z"})]
+    setup = [
+        _SETUP[0],
+        orjson.dumps(
+            {
+                "command_id": "f",
+                "tenant_id": "t1",
+                "command": "add_funds",
+                "occurred_at": "2026-11-01T00:00:00Z",
+                "amount": "5",
+                "purchased_at": "2025-11-05T00:00:00Z",
+            }
+        ),
+    ]
     workers = [Worker(e, tables, cache_limit=10) for e in ("python", "native")]
     for w in workers:
         w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])
     assert len(workers[1].store.held) == 1
     py, nat = (w.sweep() for w in workers)
     assert nat == py
-    (_topic, _partition, key, value, _h), = nat
+    ((_topic, _partition, key, value, _h),) = nat
     assert key == b"t1" and decode_account(value).lots == [] and decode_account(value).balance == 0
     assert workers[1].store.due == workers[0].store.due == {}

@@ -168,8 +168,15 @@ def worker_parts(engine: str, port, tables, cache_limit: int, partitions: int = 
 class Process:
     """One life of the worker over ``FakeKafka``: consumes every input to its end."""
 
-    def __init__(self, kafka: FakeKafka, tables, crash_at: str | None = None, crash_batch: int = 0,
-                 pipeline_class=CommitPipeline, engine: str = "python"):
+    def __init__(
+        self,
+        kafka: FakeKafka,
+        tables,
+        crash_at: str | None = None,
+        crash_batch: int = 0,
+        pipeline_class=CommitPipeline,
+        engine: str = "python",
+    ):
         self.kafka = kafka
         self.port = FakePort(kafka, crash_at, crash_batch)
         store, processor = worker_parts(engine, self.port, tables, cache_limit=100)
@@ -229,19 +236,19 @@ def scenario() -> dict[TP, list[Message]]:
 
     return {
         TP(cmds, a): log(cmds, a, [rec(configure("acme")), rec(funds("5", "acme-f1"))]),
-        TP(cdrs, a): log(cdrs, a, [rec(cdr("c1", UK, 60)), rec(cdr("c2", UK, 60)), rec(cdr("c1", UK, 60)),
-                                   rec(cdr("c3", UK, 60)), (b"acme", b"{not json")]),
-        TP(cdrs, b): log(cdrs, b, [rec(cdr("b0", UK, 60, tenant="bolt")), (b"bolt", b"{not json"),
-                                   rec(cdr("b1", UK, 120, tenant="bolt"))]),
+        TP(cdrs, a): log(
+            cdrs,
+            a,
+            [rec(cdr("c1", UK, 60)), rec(cdr("c2", UK, 60)), rec(cdr("c1", UK, 60)), rec(cdr("c3", UK, 60)), (b"acme", b"{not json")],
+        ),
+        TP(cdrs, b): log(cdrs, b, [rec(cdr("b0", UK, 60, tenant="bolt")), (b"bolt", b"{not json"), rec(cdr("b1", UK, 120, tenant="bolt"))]),
         TP(cmds, b): log(cmds, b, [rec(configure("bolt", cid="cfg-b")), rec(funds("2", "bolt-f1", tenant="bolt"))]),
     }
 
 
 def _balances(kafka: FakeKafka) -> dict[str, int]:
     table = kafka.recovered_table()
-    return {
-        tenant: decode_account(table[_home(tenant)][tenant.encode()]).balance for tenant in ("acme", "bolt")
-    }
+    return {tenant: decode_account(table[_home(tenant)][tenant.encode()]).balance for tenant in ("acme", "bolt")}
 
 
 def _outcomes(kafka: FakeKafka) -> list[tuple[str, str, str]]:
@@ -254,8 +261,7 @@ def _outcomes(kafka: FakeKafka) -> list[tuple[str, str, str]]:
     return out
 
 
-def _run(tables, crash_at=None, crash_batch=0, pipeline_class=CommitPipeline,
-         engine="python") -> tuple[FakeKafka, bool]:
+def _run(tables, crash_at=None, crash_batch=0, pipeline_class=CommitPipeline, engine="python") -> tuple[FakeKafka, bool]:
     kafka = FakeKafka(scenario())
     crashed = False
     try:
@@ -288,21 +294,24 @@ def test_without_a_crash_every_record_is_judged_once_with_hand_worked_balances(r
     # bolt: 2.000000 - 2 x 0.060000 (b1: 120 s); b0 came before the account existed
     assert _balances(reference) == {"acme": 4_820_000, "bolt": 1_880_000}
     a, b = _home("acme"), _home("bolt")
-    assert sorted(_outcomes(reference)) == sorted([
-        ("balance-events", "acme-f1", "funds_added"),
-        ("balance-events", "bolt-f1", "funds_added"),
-        ("rated-cdrs", "c1", ""), ("rated-cdrs", "c2", ""), ("rated-cdrs", "c3", ""),  # the second c1: a duplicate, no output
-        ("rated-cdrs", "b1", ""),
-        ("rater-rejects", f"cdrs/{b}@0", "unknown_tenant"),  # b0
-        ("rater-rejects", f"cdrs/{b}@1", "invalid_json"),
-        ("rater-rejects", f"cdrs/{a}@4", "invalid_json"),
-    ])
+    assert sorted(_outcomes(reference)) == sorted(
+        [
+            ("balance-events", "acme-f1", "funds_added"),
+            ("balance-events", "bolt-f1", "funds_added"),
+            ("rated-cdrs", "c1", ""),
+            ("rated-cdrs", "c2", ""),
+            ("rated-cdrs", "c3", ""),  # the second c1: a duplicate, no output
+            ("rated-cdrs", "b1", ""),
+            ("rater-rejects", f"cdrs/{b}@0", "unknown_tenant"),  # b0
+            ("rater-rejects", f"cdrs/{b}@1", "invalid_json"),
+            ("rater-rejects", f"cdrs/{a}@4", "invalid_json"),
+        ]
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_a_crash_between_any_two_steps_loses_nothing_and_applies_nothing_twice(tables, engine, reference, point,
-                                                                                batch):
+def test_a_crash_between_any_two_steps_loses_nothing_and_applies_nothing_twice(tables, engine, reference, point, batch):
     kafka, crashed = _run(tables, point, batch, engine=engine)
     if point == "1-2" and batch > 1:
         assert not crashed  # offsets are asked of the broker once per assignment

@@ -31,9 +31,17 @@ def test_poison_records_are_rejected_bounded_and_the_next_cdr_is_rated(kafka_bro
     now = now_utc()
 
     def cdr(cdr_id: str, minutes_ago: int, **extra) -> bytes:
-        return orjson.dumps({"cdr_id": cdr_id, "tenant_id": tenant, "call_type": "international",
-                             "to": "+919876543210", "started_at": iso(now - timedelta(minutes=minutes_ago)),
-                             "duration_seconds": 60, **extra})
+        return orjson.dumps(
+            {
+                "cdr_id": cdr_id,
+                "tenant_id": tenant,
+                "call_type": "international",
+                "to": "+919876543210",
+                "started_at": iso(now - timedelta(minutes=minutes_ago)),
+                "duration_seconds": 60,
+                **extra,
+            }
+        )
 
     ones, ffs = b"\x01" * (1 << 20), b"\xff" * (1 << 20)
     small_ones = b"\x01" * 200_000  # under the limit: decoded, refused as JSON, its raw cut
@@ -63,15 +71,17 @@ def test_poison_records_are_rejected_bounded_and_the_next_cdr_is_rated(kafka_bro
             assert len(r.raw_value) < 120_000  # 16 KiB of raw, escaped at most six times
             if raw is wide:  # kept whole: only its output was too large
                 assert v["detail"].startswith("output too large: its %s record is " % topics.rated)
-                assert v["detail"].endswith("refused by the broker for its size; "
-                                            "the record was applied, that output is replaced by this reject")
+                assert v["detail"].endswith(
+                    "refused by the broker for its size; the record was applied, that output is replaced by this reject"
+                )
                 assert v["raw"] == raw.decode() and "raw_truncated" not in v
                 continue
             assert (v["raw_truncated"], v["raw_size"]) == (True, len(raw))
             assert v["raw_sha256"] == hashlib.sha256(raw).hexdigest()
         for i in (0, 1, 2):
             assert rejects[offsets[i]].value["detail"] == (
-                f"record too large: {len(poison[i])} bytes, the limit is 524288 (--max-record-bytes)")
+                f"record too large: {len(poison[i])} bytes, the limit is 524288 (--max-record-bytes)"
+            )
         assert rejects[offsets[0]].value["raw"] == "\x01" * 16384
         assert rejects[offsets[4]].value["raw"] == "\x01" * 16384
         assert rejects[offsets[4]].value["detail"].startswith("not valid JSON")

@@ -50,23 +50,47 @@ def stream(t0: datetime) -> list[tuple[str, dict]]:
     call = {"call_type": "international", "to": "+919876543210", "duration_seconds": 60}
     return [
         ("rp-a", {"cdr_id": "a-1", "tenant_id": "rp-a", "started_at": m10, **call}),
-        ("rp-a", {"command_id": "a-setup", "tenant_id": "rp-a", "command": "configure_account",
-                  "occurred_at": m20, "rate_plan": "standard-usd"}),
-        ("rp-a", {"command_id": "a-funds", "tenant_id": "rp-a", "command": "add_funds", "occurred_at": m20,
-                  "amount": "10"}),
-        ("rp-b", {"command_id": "b-setup", "tenant_id": "rp-b", "command": "configure_account",
-                  "occurred_at": m20, "rate_plan": "standard-usd"}),
-        ("rp-b", {"command_id": "b-pay", "tenant_id": "rp-b", "command": "payment_result", "occurred_at": m19,
-                  "request_id": "rp-b/recharge/1", "status": "succeeded"}),
-        ("rp-b", {"command_id": "b-auto", "tenant_id": "rp-b", "command": "configure_account", "occurred_at": m18,
-                  "auto_recharge": {"enabled": True, "threshold": "5", "amount": "20",
-                                    "payment_method": {"type": "card", "expires": "2099-12"}}}),
-        ("rp-c", {"command_id": "c-setup", "tenant_id": "rp-c", "command": "configure_account",
-                  "occurred_at": m20, "rate_plan": "standard-usd"}),
-        ("rp-c", {"command_id": "c-funds", "tenant_id": "rp-c", "command": "add_funds", "occurred_at": m20,
-                  "amount": "10"}),
-        ("rp-c", {"cdr_id": "c-1", "tenant_id": "rp-c",
-                  "started_at": iso(t0 + timedelta(hours=24, seconds=BEYOND)), **call}),
+        (
+            "rp-a",
+            {"command_id": "a-setup", "tenant_id": "rp-a", "command": "configure_account", "occurred_at": m20, "rate_plan": "standard-usd"},
+        ),
+        ("rp-a", {"command_id": "a-funds", "tenant_id": "rp-a", "command": "add_funds", "occurred_at": m20, "amount": "10"}),
+        (
+            "rp-b",
+            {"command_id": "b-setup", "tenant_id": "rp-b", "command": "configure_account", "occurred_at": m20, "rate_plan": "standard-usd"},
+        ),
+        (
+            "rp-b",
+            {
+                "command_id": "b-pay",
+                "tenant_id": "rp-b",
+                "command": "payment_result",
+                "occurred_at": m19,
+                "request_id": "rp-b/recharge/1",
+                "status": "succeeded",
+            },
+        ),
+        (
+            "rp-b",
+            {
+                "command_id": "b-auto",
+                "tenant_id": "rp-b",
+                "command": "configure_account",
+                "occurred_at": m18,
+                "auto_recharge": {
+                    "enabled": True,
+                    "threshold": "5",
+                    "amount": "20",
+                    "payment_method": {"type": "card", "expires": "2099-12"},
+                },
+            },
+        ),
+        (
+            "rp-c",
+            {"command_id": "c-setup", "tenant_id": "rp-c", "command": "configure_account", "occurred_at": m20, "rate_plan": "standard-usd"},
+        ),
+        ("rp-c", {"command_id": "c-funds", "tenant_id": "rp-c", "command": "add_funds", "occurred_at": m20, "amount": "10"}),
+        ("rp-c", {"cdr_id": "c-1", "tenant_id": "rp-c", "started_at": iso(t0 + timedelta(hours=24, seconds=BEYOND)), **call}),
     ]
 
 
@@ -79,21 +103,21 @@ def by_id_checked(raws: list[bytes]) -> dict[str, list[bytes]]:
 
 
 @pytest.mark.parametrize("how", ["restart", "new-owner", "memory-store"])
-def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_nothing_again(
-    kafka_broker, tmp_path, how
-):
+def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_nothing_again(kafka_broker, tmp_path, how):
     broker = kafka_broker.bootstrap
     topics = WorkerTopics.unique("rp")
     app_id = f"{topics.cdrs}-app"
     extra = SWEEP_OFF + (["--store", "memory"] if how == "memory-store" else [])
     t0 = datetime.now(timezone.utc).replace(microsecond=0)
-    first = WorkerProcess(broker, topics=topics, app_id=app_id, partitions=1, name="rp-first", extra_args=extra,
-                        env=FAILPOINT)
+    first = WorkerProcess(broker, topics=topics, app_id=app_id, partitions=1, name="rp-first", extra_args=extra, env=FAILPOINT)
     for topic in (topics.cdrs, topics.commands):
         create_topic(broker, topic, 1)
     produce(broker, topics.cdrs, stream(t0))
-    second = first if how != "new-owner" else WorkerProcess(
-        broker, topics=topics, app_id=app_id, partitions=1, name="rp-second", extra_args=extra)
+    second = (
+        first
+        if how != "new-owner"
+        else WorkerProcess(broker, topics=topics, app_id=app_id, partitions=1, name="rp-second", extra_args=extra)
+    )
     try:
         # The first pass: one batch, then the failpoint ends the process after its step 4.
         first.start(wait=False)
@@ -104,7 +128,8 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         rejects_first = consume_all(broker, topics.rejects, 30)
         reasons_first = sorted(r.value["reason"] for r in rejects_first)
         assert reasons_first == ["invalid_timestamp", "unknown_request", "unknown_tenant"], (
-            f"the first pass did not judge as the scenario needs (a slow start?): {reasons_first}")
+            f"the first pass did not judge as the scenario needs (a slow start?): {reasons_first}"
+        )
         if how == "restart":
             # The replay comes when rp-c's call is within 24 hours of the clock.
             time.sleep(max(0.0, (t0 + timedelta(seconds=BEYOND + 2) - datetime.now(timezone.utc)).total_seconds()))
@@ -117,8 +142,7 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         # Balances of the crash-free run: A 10 (call refused), B 0 (answer refused, request
         # pending), C 10 (call refused).
         views = {t: second.get(f"/tenants/{t}").json() for t in ("rp-a", "rp-b", "rp-c")}
-        assert {t: v["balance"] for t, v in views.items()} == {
-            "rp-a": "10.000000", "rp-b": "0.000000", "rp-c": "10.000000"}
+        assert {t: v["balance"] for t, v in views.items()} == {"rp-a": "10.000000", "rp-b": "0.000000", "rp-c": "10.000000"}
         assert views["rp-b"]["auto_recharge"]["pending_request_id"] == "rp-b/recharge/1"
         # No call was rated, on either pass.
         assert consume_all(broker, topics.rated, 10) == []
@@ -129,9 +153,11 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         beyond = iso(t0 + timedelta(hours=24, seconds=BEYOND))
         assert got.keys() == {("rp-a", "unknown_tenant"), ("rp-b", "unknown_request"), ("rp-c", "invalid_timestamp")}
         assert got[("rp-a", "unknown_tenant")] == "tenant_id: no account for 'rp-a'"
-        assert got[("rp-b", "unknown_request")] == "request_id: 'rp-b/recharge/1' is neither the pending recharge request nor one that timed out"  # noqa: E501
-        assert got[("rp-c", "invalid_timestamp")].startswith(
-            f"started_at: {beyond} is more than 24 hours after the processing clock ")
+        assert (
+            got[("rp-b", "unknown_request")]
+            == "request_id: 'rp-b/recharge/1' is neither the pending recharge request nor one that timed out"
+        )  # noqa: E501
+        assert got[("rp-c", "invalid_timestamp")].startswith(f"started_at: {beyond} is more than 24 hours after the processing clock ")
         assert sorted(r.raw_value for r in rejects_first) == sorted(c[0] for c in rejects.values())
         # One recharge request (B's, 20.00), and the balance events of the first pass only.
         requests = [r.value for r in consume_all(broker, topics.requests, 10)]
@@ -139,8 +165,11 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
         events = by_id_checked([r.raw_value for r in consume_all(broker, topics.events, 10)])
         assert all(len(set(copies)) == 1 for copies in events.values())
         kinds = sorted((e["tenant_id"], e["type"], e.get("amount")) for e in (orjson.loads(c[0]) for c in events.values()))
-        assert kinds == [("rp-a", "funds_added", "10.000000"), ("rp-b", "auto_recharge_requested", "20.000000"),
-                         ("rp-c", "funds_added", "10.000000")]
+        assert kinds == [
+            ("rp-a", "funds_added", "10.000000"),
+            ("rp-b", "auto_recharge_requested", "20.000000"),
+            ("rp-c", "funds_added", "10.000000"),
+        ]
         assert second.errors() == []
     finally:
         failed = sys.exc_info()
@@ -149,9 +178,7 @@ def test_a_replay_after_a_crash_between_the_account_write_and_the_commit_judges_
 
 
 @pytest.mark.parametrize("how", ["restart", "memory-store"])
-def test_a_replay_after_a_crash_inside_the_account_write_skips_the_records_of_accounts_that_were_written(
-    kafka_broker, how
-):
+def test_a_replay_after_a_crash_inside_the_account_write_skips_the_records_of_accounts_that_were_written(kafka_broker, how):
     """Step 4 may reach the changelog in more than one producer batch per partition (past
     1 MB of accounts): a crash between them leaves some accounts of the batch written and
     no applied mark. ``RATER_FAILPOINT=inside-step-4`` writes the first account only (rp-a's;
@@ -169,16 +196,24 @@ def test_a_replay_after_a_crash_inside_the_account_write_skips_the_records_of_ac
     for t in ("rp-a", "rp-d"):
         records += [
             (t, {"cdr_id": f"{t}-1", "tenant_id": t, "started_at": m10, **call}),
-            (t, {"command_id": f"{t}-setup", "tenant_id": t, "command": "configure_account", "occurred_at": m20,
-                 "rate_plan": "standard-usd"}),
-            (t, {"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds", "occurred_at": m20,
-                 "amount": "10"}),
+            (
+                t,
+                {
+                    "command_id": f"{t}-setup",
+                    "tenant_id": t,
+                    "command": "configure_account",
+                    "occurred_at": m20,
+                    "rate_plan": "standard-usd",
+                },
+            ),
+            (t, {"command_id": f"{t}-funds", "tenant_id": t, "command": "add_funds", "occurred_at": m20, "amount": "10"}),
         ]
     for topic in (topics.cdrs, topics.commands):
         create_topic(broker, topic, 1)
     produce(broker, topics.cdrs, records)
-    w = WorkerProcess(broker, topics=topics, app_id=app_id, partitions=1, name="rq", extra_args=extra,
-                    env={"RATER_FAILPOINT": "inside-step-4"})
+    w = WorkerProcess(
+        broker, topics=topics, app_id=app_id, partitions=1, name="rq", extra_args=extra, env={"RATER_FAILPOINT": "inside-step-4"}
+    )
     try:
         w.start(wait=False)
         assert w.popen is not None
@@ -192,8 +227,7 @@ def test_a_replay_after_a_crash_inside_the_account_write_skips_the_records_of_ac
         w.start()
         assert wait_consumed(broker, app_id, [topics.cdrs], timeout=120), w.tail()
         wait_for(lambda: w.get("/tenants/rp-d").status == 200, 30, what="the views", workers=(w,))
-        assert {t: w.get(f"/tenants/{t}").json()["balance"] for t in ("rp-a", "rp-d")} == {
-            "rp-a": "10.000000", "rp-d": "10.000000"}
+        assert {t: w.get(f"/tenants/{t}").json()["balance"] for t in ("rp-a", "rp-d")} == {"rp-a": "10.000000", "rp-d": "10.000000"}
         assert consume_all(broker, topics.rated, 10) == []
         # rp-a's reject once; rp-d's once or twice (its batch was replayed), byte for byte the same.
         rejects = by_id_checked([r.raw_value for r in consume_all(broker, topics.rejects, 30)])

@@ -48,8 +48,14 @@ def rates_dir(tmp_path: Path) -> Path:
 def setup_records() -> list[dict]:
     at = iso(now_utc() - timedelta(hours=2))
     return [
-        {"command_id": "a1", "tenant_id": "acme", "command": "configure_account", "occurred_at": at, "rate_plan": "web-usd",
-         "included_domestic_minutes": 100},
+        {
+            "command_id": "a1",
+            "tenant_id": "acme",
+            "command": "configure_account",
+            "occurred_at": at,
+            "rate_plan": "web-usd",
+            "included_domestic_minutes": 100,
+        },
         {"command_id": "a2", "tenant_id": "acme", "command": "add_funds", "occurred_at": at, "amount": "0.10"},
         {"command_id": "n1", "tenant_id": "neg", "command": "configure_account", "occurred_at": at, "rate_plan": "web-usd"},
         {"command_id": "n2", "tenant_id": "neg", "command": "add_funds", "occurred_at": at, "amount": "0.01"},
@@ -78,17 +84,25 @@ def authorize(w: WorkerProcess, tenant: str, call_type: str, to: str | None = No
     return r.status, r.json()
 
 
-RATE_UK_MOBILE_NOW = {"plan": "web-usd", "prefix": "447", "rate_per_minute": "0.120000", "connection_fee": "0.000000",
-                      "first_increment": 30, "next_increment": 6, "currency": "USD"}
+RATE_UK_MOBILE_NOW = {
+    "plan": "web-usd",
+    "prefix": "447",
+    "rate_per_minute": "0.120000",
+    "connection_fee": "0.000000",
+    "first_increment": 30,
+    "next_increment": 6,
+    "currency": "USD",
+}
 
 
 def test_authorize_with_a_destination_answers_the_rate_and_max_seconds(worker):
     # acme has 0.10 USD. UK mobile at 0.12/min = 0.002/s, 30/6: 30 s = 0.060, then 6 s =
     # 0.012 each: 3 more fit (0.096 at 48 s), a 4th (0.108) does not -> 48.
     # (The older 0.06 row would give 96 s, the future 0.90 row 0 s.)
-    assert authorize(worker, "acme", "international", UK_MOBILE) == (200, {
-        "allowed": True, "reason": "ok", "balance": "0.100000", "currency": "USD",
-        "rate": RATE_UK_MOBILE_NOW, "max_seconds": 48})
+    assert authorize(worker, "acme", "international", UK_MOBILE) == (
+        200,
+        {"allowed": True, "reason": "ok", "balance": "0.100000", "currency": "USD", "rate": RATE_UK_MOBILE_NOW, "max_seconds": 48},
+    )
     # UK 0.05/min 60/60: 2 minutes = 0.10 exactly, which leaves the balance at zero.
     status, body = authorize(worker, "acme", "international", UK)
     assert (status, body["rate"]["prefix"], body["max_seconds"], body["allowed"]) == (200, "44", 120, True)
@@ -98,7 +112,11 @@ def test_authorize_with_a_destination_answers_the_rate_and_max_seconds(worker):
     # France: a 0.10 fee and 0.12/min; the first minute costs 0.22 > 0.10.
     status, body = authorize(worker, "acme", "international", FRANCE)
     assert (body["allowed"], body["reason"], body["max_seconds"], body["rate"]["connection_fee"]) == (
-        False, "insufficient_funds", 0, "0.100000")
+        False,
+        "insufficient_funds",
+        0,
+        "0.100000",
+    )
     # Domestic and dial-out are never blocked and have no limit.
     for call_type in ("domestic", "conference_dialout"):
         status, body = authorize(worker, "acme", call_type, "+14155550123")
@@ -107,25 +125,41 @@ def test_authorize_with_a_destination_answers_the_rate_and_max_seconds(worker):
 
 def test_authorize_with_a_destination_below_zero_at_zero_and_without_a_rate(worker):
     status, body = authorize(worker, "neg", "international", UK_MOBILE)
-    assert (status, body) == (200, {"allowed": False, "reason": "below_zero", "balance": "-0.040000", "currency": "USD",
-                                    "rate": RATE_UK_MOBILE_NOW, "max_seconds": 0})
+    assert (status, body) == (
+        200,
+        {"allowed": False, "reason": "below_zero", "balance": "-0.040000", "currency": "USD", "rate": RATE_UK_MOBILE_NOW, "max_seconds": 0},
+    )
     assert authorize(worker, "neg", "domestic", "+14155550123")[1]["allowed"] is True
     status, body = authorize(worker, "zero", "international", UK)
-    assert (body["allowed"], body["reason"], body["balance"], body["max_seconds"]) == (
-        False, "insufficient_funds", "0.000000", 0)
-    assert authorize(worker, "acme", "international", "+99912345") == (200, {
-        "allowed": False, "reason": "no_rate", "balance": "0.100000", "currency": "USD", "rate": None, "max_seconds": None})
+    assert (body["allowed"], body["reason"], body["balance"], body["max_seconds"]) == (False, "insufficient_funds", "0.000000", 0)
+    assert authorize(worker, "acme", "international", "+99912345") == (
+        200,
+        {"allowed": False, "reason": "no_rate", "balance": "0.100000", "currency": "USD", "rate": None, "max_seconds": None},
+    )
     # Without a destination: SPEC 10's bool, unchanged.
-    assert authorize(worker, "neg", "international") == (200, {
-        "allowed": False, "reason": "below_zero", "balance": "-0.040000", "currency": "USD"})
+    assert authorize(worker, "neg", "international") == (
+        200,
+        {"allowed": False, "reason": "below_zero", "balance": "-0.040000", "currency": "USD"},
+    )
 
 
 def test_authorize_takes_the_plus_percent_encoded_or_raw_and_refuses_a_bad_to(worker):
     encoded = authorize(worker, "acme", "international", UK_MOBILE)
     assert authorize(worker, "acme", "international", UK_MOBILE, raw=True) == encoded
     assert encoded[1]["max_seconds"] == 48
-    for bad in ("447700900123", "%2B0447700900123", "", "%2B4", "%2B44%207700", "abc", "%2B1234567890123456",
-                "%FF", "%2B44%00", "%2B" + "4" * 5000, "%20%20447700900123"):
+    for bad in (
+        "447700900123",
+        "%2B0447700900123",
+        "",
+        "%2B4",
+        "%2B44%207700",
+        "abc",
+        "%2B1234567890123456",
+        "%FF",
+        "%2B44%00",
+        "%2B" + "4" * 5000,
+        "%20%20447700900123",
+    ):
         status, body = authorize(worker, "acme", "international", bad, raw=True)
         assert status == 400, (bad, body)
         assert body["error"]["status"] == 400 and body["error"]["reason"] == "invalid_to", (bad, body)
@@ -169,7 +203,11 @@ MORE_200S = [  # the other shapes of a 200 authorization
     "/tenants/acme/authorize?call_type=domestic&to=%2B14155550123",
     "/tenants/acme/authorize?call_type=international&to=%2B99912345",
 ]
-MORE_400S = ["/tenants/acme/authorize?call_type=collect", "/tenants/acme/authorize", "/tenants/" + "a" * 65 + "/authorize?call_type=domestic"]  # noqa: E501
+MORE_400S = [
+    "/tenants/acme/authorize?call_type=collect",
+    "/tenants/acme/authorize",
+    "/tenants/" + "a" * 65 + "/authorize?call_type=domestic",
+]  # noqa: E501
 
 
 def validator(doc: dict, schema: dict) -> jsonschema.Draft202012Validator:

@@ -29,8 +29,9 @@ def worker(kafka_broker):
         yield w
 
 
-@pytest.mark.parametrize("path", ["/router", "/router/", "/table/accounts/", f"/table/accounts/{TENANT}/",
-                                  "/graph/", "/stats/", "/performance/"])
+@pytest.mark.parametrize(
+    "path", ["/router", "/router/", "/table/accounts/", f"/table/accounts/{TENANT}/", "/graph/", "/stats/", "/performance/"]
+)
 def test_faust_s_own_views_are_not_served(worker, path):
     r = worker.get(path)
     assert r.status == 404, (path, r.status, r.body[:200])
@@ -56,12 +57,12 @@ def _raw_request(worker, data: bytes) -> bytes:
 
 def test_a_malformed_http_request_is_answered_400_and_logged_in_one_line(worker):
     before = worker.log().count("bad HTTP request from")
-    bad = [b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
-           b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"]
+    bad = [b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"]
     for data in bad:
         assert _raw_request(worker, data).split(b"\r\n")[0] in (b"HTTP/1.0 400 Bad Request", b"HTTP/1.1 400 Bad Request")
-    wait_for(lambda: worker.log().count("bad HTTP request from") == before + len(bad), 10,
-             what="one line per bad request", workers=(worker,))
+    wait_for(
+        lambda: worker.log().count("bad HTTP request from") == before + len(bad), 10, what="one line per bad request", workers=(worker,)
+    )
     lines = worker.log().splitlines()
     assert not any(line.startswith("Traceback") for line in lines)
     assert not any("Error handling request" in line for line in lines)
@@ -71,8 +72,13 @@ def test_a_malformed_http_request_is_answered_400_and_logged_in_one_line(worker)
 
 def test_metrics_carry_the_process_and_python_collectors(worker):
     names = {name for name, _labels in worker.metrics()}
-    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds",
-            "python_info", "python_gc_collections_total"} <= names
+    assert {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections_total",
+    } <= names
 
 
 def test_metrics_content_type_is_negotiated(worker):
@@ -81,8 +87,9 @@ def test_metrics_content_type_is_negotiated(worker):
     plain = worker.get("/metrics")
     assert plain.status == 200
     assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    req = urllib.request.Request(worker.url + "/metrics",
-                                 headers={"Accept": "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"})
+    req = urllib.request.Request(
+        worker.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         body = resp.read().decode()
         assert resp.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0; charset=utf-8")

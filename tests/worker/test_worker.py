@@ -77,14 +77,24 @@ def read_jsonl(path: Path) -> list:
 
 
 def rater_produce(broker: str, files: list[Path], *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "rater", "produce", "--broker", broker, *args, *map(str, files)],
-                   cwd=ROOT, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "rater", "produce", "--broker", broker, *args, *map(str, files)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def rater_rate(files: list[Path], out: Path) -> dict:
     """``rater rate`` on the same input: the independent route to the expected outputs."""
-    subprocess.run([sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(out),
-                    *map(str, files)], cwd=ROOT, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "rater", "rate", "--rates", str(ROOT / "rate_tables"), "--out", str(out), *map(str, files)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     got = {name: read_jsonl(out / f"{name}.jsonl") for name in ("rated-cdrs", "balance-events", "recharge-requests", "rejects")}
     got["balances"] = orjson.loads((out / "balances.json").read_bytes())
     return got
@@ -108,8 +118,11 @@ def by_event_id(records: list) -> dict[str, dict]:
 
 
 def owned_partitions(w: WorkerProcess, topic: str) -> set[int]:
-    return {int(dict(labels)["partition"]) for (name, labels), _ in w.metrics().items()
-            if name == "rater_consumer_lag" and dict(labels)["topic"] == topic}
+    return {
+        int(dict(labels)["partition"])
+        for (name, labels), _ in w.metrics().items()
+        if name == "rater_consumer_lag" and dict(labels)["topic"] == topic
+    }
 
 
 NUMBERS = {
@@ -122,14 +135,24 @@ PLANS = tuple(DOMESTIC)
 
 
 def tenant_setup(tenant: str, plan: str, at: datetime, rng: random.Random, auto: bool = False) -> list[dict]:
-    cfg = {"command_id": f"{tenant}-setup", "tenant_id": tenant, "command": "configure_account",
-           "occurred_at": iso(at), "rate_plan": plan, "low_balance_threshold": "2",
-           "included_domestic_minutes": rng.choice([0, 5])}
+    cfg = {
+        "command_id": f"{tenant}-setup",
+        "tenant_id": tenant,
+        "command": "configure_account",
+        "occurred_at": iso(at),
+        "rate_plan": plan,
+        "low_balance_threshold": "2",
+        "included_domestic_minutes": rng.choice([0, 5]),
+    }
     if auto:
-        cfg["auto_recharge"] = {"enabled": True, "threshold": "1", "amount": "10",
-                                "payment_method": {"type": "card", "expires": "2099-12"}}
-    funds = {"command_id": f"{tenant}-funds", "tenant_id": tenant, "command": "add_funds",
-             "occurred_at": iso(at), "amount": f"{rng.randint(1, 8)}.{rng.randint(0, 99):02d}"}
+        cfg["auto_recharge"] = {"enabled": True, "threshold": "1", "amount": "10", "payment_method": {"type": "card", "expires": "2099-12"}}
+    funds = {
+        "command_id": f"{tenant}-funds",
+        "tenant_id": tenant,
+        "command": "add_funds",
+        "occurred_at": iso(at),
+        "amount": f"{rng.randint(1, 8)}.{rng.randint(0, 99):02d}",
+    }
     return [cfg, funds]
 
 
@@ -137,10 +160,14 @@ def funded_account(tenant: str, prefix: str, configured_at: datetime, funded_at:
     """A standard-usd account and one purchase: the setup of the tests that need one tenant
     with a known balance (command ids ``<prefix>-setup`` and ``<prefix>-funds``)."""
     return [
-        {"command_id": f"{prefix}-setup", "tenant_id": tenant, "command": "configure_account",
-         "occurred_at": iso(configured_at), "rate_plan": "standard-usd"},
-        {"command_id": f"{prefix}-funds", "tenant_id": tenant, "command": "add_funds",
-         "occurred_at": iso(funded_at), "amount": amount},
+        {
+            "command_id": f"{prefix}-setup",
+            "tenant_id": tenant,
+            "command": "configure_account",
+            "occurred_at": iso(configured_at),
+            "rate_plan": "standard-usd",
+        },
+        {"command_id": f"{prefix}-funds", "tenant_id": tenant, "command": "add_funds", "occurred_at": iso(funded_at), "amount": amount},
     ]
 
 
@@ -149,9 +176,16 @@ def tenant_cdrs(tenant: str, plan: str, start: datetime, n: int, rng: random.Ran
     for i in range(n):
         call_type = rng.choice(("international", "conference_dialout", "toll_free", "domestic"))
         to = DOMESTIC[plan] if call_type == "domestic" else NUMBERS[call_type]
-        out.append({"cdr_id": f"{tenant}-{tag}{i}", "tenant_id": tenant, "call_type": call_type, "to": to,
-                    "started_at": iso(start + timedelta(seconds=7 * i)),
-                    "duration_seconds": rng.choice([0, 1, 59, 61, 125, 600, 1800])})
+        out.append(
+            {
+                "cdr_id": f"{tenant}-{tag}{i}",
+                "tenant_id": tenant,
+                "call_type": call_type,
+                "to": to,
+                "started_at": iso(start + timedelta(seconds=7 * i)),
+                "duration_seconds": rng.choice([0, 1, 59, 61, 125, 600, 1800]),
+            }
+        )
     return out
 
 
@@ -197,8 +231,10 @@ def test_the_worked_example_through_kafka_gives_the_expected_files(kafka_broker,
 
         rejects = consume_all(broker, t.rejects)
         want = sorted((e["reason"], e["detail"], e["raw"], e["raw_encoding"], e["tenant_id"]) for e in expected["rejects"])
-        assert sorted((r.value["reason"], r.value["detail"], r.value["raw"], r.value["raw_encoding"], r.value["tenant_id"])
-                      for r in rejects) == want
+        assert (
+            sorted((r.value["reason"], r.value["detail"], r.value["raw"], r.value["raw_encoding"], r.value["tenant_id"]) for r in rejects)
+            == want
+        )
         for r in rejects:
             src = r.value["source"]
             assert set(src) == {"topic", "partition", "offset"} and src["topic"] == t.cdrs
@@ -220,8 +256,10 @@ def test_records_on_the_wrong_partition_are_forwarded_and_rated_once(kafka_broke
     per_tenant = []
     for i, tenant in enumerate(tenants):
         plan = PLANS[i % 3]
-        per_tenant.append(tenant_setup(tenant, plan, now - timedelta(minutes=10), rng, auto=i % 2 == 0)
-                          + tenant_cdrs(tenant, plan, now - timedelta(minutes=9), 12, rng, "c"))
+        per_tenant.append(
+            tenant_setup(tenant, plan, now - timedelta(minutes=10), rng, auto=i % 2 == 0)
+            + tenant_cdrs(tenant, plan, now - timedelta(minutes=9), 12, rng, "c")
+        )
     stream = interleave(per_tenant)
     src = jsonl(tmp_path / "stream.jsonl", stream)
     offline = rater_rate([src], tmp_path / "offline")
@@ -266,8 +304,14 @@ def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_so
         wait_for(lambda: w.records_done() == 2, 60, what="the setup applied", workers=(w,))
 
         def cdr(cdr_id, at, **kw):
-            r = {"cdr_id": cdr_id, "tenant_id": main, "call_type": "international", "to": "+919876543210",
-                 "started_at": iso(at), "duration_seconds": 60}
+            r = {
+                "cdr_id": cdr_id,
+                "tenant_id": main,
+                "call_type": "international",
+                "to": "+919876543210",
+                "started_at": iso(at),
+                "duration_seconds": 60,
+            }
             r.update(kw)
             return r
 
@@ -278,26 +322,83 @@ def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_so
             (t.cdrs, main, cdr("rj-late", now - timedelta(days=9)), hp, "too_late", main, "horizon"),
             (t.cdrs, main, cdr("rj-future", now + timedelta(days=2)), hp, "invalid_timestamp", main, "24 hours"),
             (t.cdrs, main, cdr("rj-norate", now - timedelta(minutes=50), to="+99912345"), hp, "no_rate", main, "+99912345"),
-            (t.cdrs, "rj-ghost", {**cdr("rj-g", now - timedelta(minutes=50)), "tenant_id": "rj-ghost"},
-             home("rj-ghost", P), "unknown_tenant", "rj-ghost", "rj-ghost"),
-            (t.commands, main, {"command_id": "rj-eur", "tenant_id": main, "command": "configure_account",
-                                "occurred_at": iso(now - timedelta(minutes=45)), "rate_plan": "standard-eur"},
-             hp, "currency_mismatch", main, "EUR"),
-            (t.commands, "rj-newplan", {"command_id": "rj-np", "tenant_id": "rj-newplan", "command": "configure_account",
-                                        "occurred_at": iso(now - timedelta(minutes=45)), "rate_plan": "no-such-plan"},
-             home("rj-newplan", P), "unknown_rate_plan", "rj-newplan", "no-such-plan"),
-            (t.commands, main, {"command_id": "rj-pay", "tenant_id": main, "command": "payment_result",
-                                "occurred_at": iso(now - timedelta(minutes=45)), "request_id": f"{main}/recharge/7",
-                                "status": "succeeded"},
-             hp, "unknown_request", main, "recharge/7"),
+            (
+                t.cdrs,
+                "rj-ghost",
+                {**cdr("rj-g", now - timedelta(minutes=50)), "tenant_id": "rj-ghost"},
+                home("rj-ghost", P),
+                "unknown_tenant",
+                "rj-ghost",
+                "rj-ghost",
+            ),
+            (
+                t.commands,
+                main,
+                {
+                    "command_id": "rj-eur",
+                    "tenant_id": main,
+                    "command": "configure_account",
+                    "occurred_at": iso(now - timedelta(minutes=45)),
+                    "rate_plan": "standard-eur",
+                },
+                hp,
+                "currency_mismatch",
+                main,
+                "EUR",
+            ),
+            (
+                t.commands,
+                "rj-newplan",
+                {
+                    "command_id": "rj-np",
+                    "tenant_id": "rj-newplan",
+                    "command": "configure_account",
+                    "occurred_at": iso(now - timedelta(minutes=45)),
+                    "rate_plan": "no-such-plan",
+                },
+                home("rj-newplan", P),
+                "unknown_rate_plan",
+                "rj-newplan",
+                "no-such-plan",
+            ),
+            (
+                t.commands,
+                main,
+                {
+                    "command_id": "rj-pay",
+                    "tenant_id": main,
+                    "command": "payment_result",
+                    "occurred_at": iso(now - timedelta(minutes=45)),
+                    "request_id": f"{main}/recharge/7",
+                    "status": "succeeded",
+                },
+                hp,
+                "unknown_request",
+                main,
+                "recharge/7",
+            ),
             (t.cdrs, main, b'{"cdr_id":"rj-trunc","tenant_id":"rj-main",', hp, "invalid_json", None, "not valid JSON"),
             (t.cdrs, None, b'{"cdr_id":"\xff\xfe"}', 1, "invalid_json", None, "not valid JSON"),
             # The key names one tenant, the value another.
-            (t.cdrs, main, {**cdr("rj-mismatch", now - timedelta(minutes=40)), "tenant_id": other}, hp,
-             "invalid_record", other, "does not match the record key"),
+            (
+                t.cdrs,
+                main,
+                {**cdr("rj-mismatch", now - timedelta(minutes=40)), "tenant_id": other},
+                hp,
+                "invalid_record",
+                other,
+                "does not match the record key",
+            ),
             # No key: routed by the value's tenant, then refused for the missing field.
-            (t.cdrs, None, {k: v for k, v in cdr("rj-nodur", now - timedelta(minutes=40)).items() if k != "duration_seconds"},
-             hp, "invalid_record", main, "duration_seconds: required"),
+            (
+                t.cdrs,
+                None,
+                {k: v for k, v in cdr("rj-nodur", now - timedelta(minutes=40)).items() if k != "duration_seconds"},
+                hp,
+                "invalid_record",
+                main,
+                "duration_seconds: required",
+            ),
             (t.cdrs, None, {"hello": "world"}, 2, "invalid_record", None, "cdr_id/command"),
             (t.cdrs, None, b"[1, 2]", 3, "invalid_record", None, "JSON object"),
             (t.cdrs, main, cdr("rj-ok-2", now - timedelta(minutes=30)), hp, None, None, None),
@@ -311,8 +412,10 @@ def test_every_reject_reason_through_kafka_lands_on_the_reject_topic_with_its_so
         wait_for(lambda: w.records_done() == 2 + len(cases), 60, what="every record done", workers=(w,))
         assert w.metric("rater_records_total", outcome="forwarded") == 0
 
-        rejects = {(r.value["source"]["topic"], r.value["source"]["partition"], r.value["source"]["offset"]): r
-                   for r in consume_all(broker, t.rejects)}
+        rejects = {
+            (r.value["source"]["topic"], r.value["source"]["partition"], r.value["source"]["offset"]): r
+            for r in consume_all(broker, t.rejects)
+        }
         expected_rejects = [(c, s) for c, s in zip(cases, sent) if c[4] is not None]
         assert len(rejects) == len(expected_rejects)
         for (topic, key, value, partition, reason, tenant, fragment), (stopic, sp, so) in expected_rejects:
@@ -351,8 +454,14 @@ def test_authorize_refuses_international_and_toll_free_below_zero_and_validates_
         {"command_id": "n1", "tenant_id": "au-neg", "command": "configure_account", "occurred_at": at, "rate_plan": "standard-usd"},
         {"command_id": "n2", "tenant_id": "au-neg", "command": "add_funds", "occurred_at": at, "amount": "0.01"},
         # UK mobile 0.05/min, 60 s: 0.01 - 0.05 = -0.04
-        {"cdr_id": "n-c1", "tenant_id": "au-neg", "call_type": "international", "to": "+447700900123",
-         "started_at": at, "duration_seconds": 60},
+        {
+            "cdr_id": "n-c1",
+            "tenant_id": "au-neg",
+            "call_type": "international",
+            "to": "+447700900123",
+            "started_at": at,
+            "duration_seconds": 60,
+        },
         {"command_id": "p1", "tenant_id": "au-pos", "command": "configure_account", "occurred_at": at, "rate_plan": "standard-eur"},
         {"command_id": "p2", "tenant_id": "au-pos", "command": "add_funds", "occurred_at": at, "amount": "10"},
     ]
@@ -360,8 +469,7 @@ def test_authorize_refuses_international_and_toll_free_below_zero_and_validates_
         produce(broker, w.topics.cdrs, [(r["tenant_id"], r) for r in stream])
         wait_for(lambda: w.records_done() == 5, 60, what="setup applied", workers=(w,))
 
-        for call_type, allowed in (("international", False), ("toll_free", False),
-                                   ("domestic", True), ("conference_dialout", True)):
+        for call_type, allowed in (("international", False), ("toll_free", False), ("domestic", True), ("conference_dialout", True)):
             r = w.get(f"/tenants/au-neg/authorize?call_type={call_type}")
             assert (r.status, r.content_type) == (200, "application/json"), call_type
             body = r.json()
@@ -401,22 +509,45 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
     broker = kafka_broker.bootstrap
     day = "2026-11-24T"
     commands = [
-        {"command_id": "mu-1", "tenant_id": "m-usd", "command": "configure_account", "occurred_at": day + "08:00:00Z",
-         "rate_plan": "standard-usd", "low_balance_threshold": "5"},
+        {
+            "command_id": "mu-1",
+            "tenant_id": "m-usd",
+            "command": "configure_account",
+            "occurred_at": day + "08:00:00Z",
+            "rate_plan": "standard-usd",
+            "low_balance_threshold": "5",
+        },
         {"command_id": "mu-2", "tenant_id": "m-usd", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "10"},
         {"command_id": "mu-2", "tenant_id": "m-usd", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "10"},
-        {"command_id": "me-1", "tenant_id": "m-eur", "command": "configure_account", "occurred_at": day + "08:00:00Z",
-         "rate_plan": "standard-eur"},
+        {
+            "command_id": "me-1",
+            "tenant_id": "m-eur",
+            "command": "configure_account",
+            "occurred_at": day + "08:00:00Z",
+            "rate_plan": "standard-eur",
+        },
         {"command_id": "me-2", "tenant_id": "m-eur", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "1"},
-        {"command_id": "ml-1", "tenant_id": "m-low", "command": "configure_account", "occurred_at": day + "08:00:00Z",
-         "rate_plan": "standard-usd", "low_balance_threshold": "5"},
+        {
+            "command_id": "ml-1",
+            "tenant_id": "m-low",
+            "command": "configure_account",
+            "occurred_at": day + "08:00:00Z",
+            "rate_plan": "standard-usd",
+            "low_balance_threshold": "5",
+        },
         {"command_id": "ml-2", "tenant_id": "m-low", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "5.02"},
         {"command_id": "mg-1", "tenant_id": "m-ghost", "command": "add_funds", "occurred_at": day + "08:00:00Z", "amount": "5"},
     ]
 
     def cdr(cdr_id, tenant, call_type, to, duration):
-        return {"cdr_id": cdr_id, "tenant_id": tenant, "call_type": call_type, "to": to,
-                "started_at": day + "09:00:00Z", "duration_seconds": duration}
+        return {
+            "cdr_id": cdr_id,
+            "tenant_id": tenant,
+            "call_type": call_type,
+            "to": to,
+            "started_at": day + "09:00:00Z",
+            "duration_seconds": duration,
+        }
 
     cdrs = [
         cdr("u1", "m-usd", "international", "+447700900123", 600),  # 447 0.05/min 60/60: 10 min = 0.500000
@@ -445,11 +576,18 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
             return m.get((name, tuple(sorted(labels.items()))))
 
         assert {dict(ls)["topic"] + "/" + dict(ls)["outcome"]: v for (n, ls), v in m.items() if n == "rater_records_total"} == {
-            f"{t.commands}/applied": 6, f"{t.commands}/duplicate": 1, f"{t.commands}/rejected": 1,
-            f"{t.cdrs}/applied": 7, f"{t.cdrs}/duplicate": 1, f"{t.cdrs}/rejected": 2,
+            f"{t.commands}/applied": 6,
+            f"{t.commands}/duplicate": 1,
+            f"{t.commands}/rejected": 1,
+            f"{t.cdrs}/applied": 7,
+            f"{t.cdrs}/duplicate": 1,
+            f"{t.cdrs}/rejected": 2,
         }
         assert {dict(ls)["reason"]: v for (n, ls), v in m.items() if n == "rater_rejects_total"} == {
-            "unknown_tenant": 1, "no_rate": 1, "invalid_json": 1}
+            "unknown_tenant": 1,
+            "no_rate": 1,
+            "invalid_json": 1,
+        }
 
         # Charges: the rated CDRs' own charges summed here, and the hand-worked totals.
         rated = values(broker, t.rated)
@@ -457,16 +595,27 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
         sums: Counter = Counter()
         for r in rated:
             sums[(r["currency"], r["call_type"])] += Decimal(r["charge"])
-        assert sums == {("USD", "international"): Decimal("0.55"), ("USD", "conference_dialout"): Decimal("0.022"),
-                        ("USD", "domestic"): Decimal("0.011"), ("USD", "toll_free"): Decimal("0.004"),
-                        ("EUR", "international"): Decimal("1.472")}
+        assert sums == {
+            ("USD", "international"): Decimal("0.55"),
+            ("USD", "conference_dialout"): Decimal("0.022"),
+            ("USD", "domestic"): Decimal("0.011"),
+            ("USD", "toll_free"): Decimal("0.004"),
+            ("EUR", "international"): Decimal("1.472"),
+        }
         charged = {(dict(ls)["currency"], dict(ls)["call_type"]): v for (n, ls), v in m.items() if n == "rater_charged_total"}
         assert charged == {k: float(v) for k, v in sums.items()}
         assert {dict(ls)["call_type"]: v for (n, ls), v in m.items() if n == "rater_billable_seconds_total"} == {
-            "international": 600 + 120 + 1800 + 60, "conference_dialout": 60, "domestic": 66, "toll_free": 12}
+            "international": 600 + 120 + 1800 + 60,
+            "conference_dialout": 60,
+            "domestic": 66,
+            "toll_free": 12,
+        }
 
         assert {dict(ls)["type"]: v for (n, ls), v in m.items() if n == "rater_balance_events_total"} == {
-            "funds_added": 3, "below_zero": 1, "low_balance": 1}
+            "funds_added": 3,
+            "below_zero": 1,
+            "low_balance": 1,
+        }
         assert Counter(e["type"] for e in values(broker, t.events)) == {"funds_added": 3, "below_zero": 1, "low_balance": 1}
         assert {s: sample("rater_tenants", state=s) for s in ("ok", "low", "negative")} == {"ok": 1, "low": 1, "negative": 1}
         assert sample("rater_processing_seconds_count") == 18
@@ -492,10 +641,21 @@ def _lot_expiring_soon(broker: str, w: WorkerProcess, tenant: str, seconds: int)
     except ValueError:  # 29 February
         pytest.skip("today has no date 12 months back")
     stream = [
-        {"command_id": f"{tenant}-setup", "tenant_id": tenant, "command": "configure_account",
-         "occurred_at": iso(now - timedelta(seconds=5)), "rate_plan": "standard-usd"},
-        {"command_id": f"{tenant}-lot", "tenant_id": tenant, "command": "add_funds",
-         "occurred_at": iso(now - timedelta(seconds=5)), "amount": "3.5", "purchased_at": iso(purchased)},
+        {
+            "command_id": f"{tenant}-setup",
+            "tenant_id": tenant,
+            "command": "configure_account",
+            "occurred_at": iso(now - timedelta(seconds=5)),
+            "rate_plan": "standard-usd",
+        },
+        {
+            "command_id": f"{tenant}-lot",
+            "tenant_id": tenant,
+            "command": "add_funds",
+            "occurred_at": iso(now - timedelta(seconds=5)),
+            "amount": "3.5",
+            "purchased_at": iso(purchased),
+        },
     ]
     produce(broker, w.topics.commands, [(tenant, r) for r in stream])
     wait_for(lambda: w.records_done() == 2, 30, what="funds added", workers=(w,))
@@ -511,7 +671,12 @@ def _assert_swept(broker: str, w: WorkerProcess, tenant: str, expires: datetime)
     [event] = wait_for(expired, 40, interval=1.0, what="funds_expired from the sweep", workers=(w,))
     assert event["cause"] == {"kind": "sweep", "id": f"{tenant}-lot"}
     assert (event["tenant_id"], event["amount"], event["lot_id"], event["expires_at"], event["balance"]) == (
-        tenant, "3.500000", f"{tenant}-lot", iso(expires), "0.000000")
+        tenant,
+        "3.500000",
+        f"{tenant}-lot",
+        iso(expires),
+        "0.000000",
+    )
     occurred = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
     assert expires <= occurred < expires + timedelta(seconds=30)
     view = w.get(f"/tenants/{tenant}").json()
@@ -551,12 +716,17 @@ def test_the_sweep_waits_for_a_backlog_so_an_older_call_is_paid_from_the_lot_it_
         w.stop()
         wait_for(lambda: datetime.now(timezone.utc) > expires + timedelta(seconds=2), 30, what="the expiry")
         # 60 s at 0.05 (447, 60/60) = 0.05, started 10 s before the lot expired
-        call = {"cdr_id": "c1", "tenant_id": tenant, "call_type": "international", "to": "+447700900123",
-                "started_at": iso(expires - timedelta(seconds=10)), "duration_seconds": 60}
+        call = {
+            "cdr_id": "c1",
+            "tenant_id": tenant,
+            "call_type": "international",
+            "to": "+447700900123",
+            "started_at": iso(expires - timedelta(seconds=10)),
+            "duration_seconds": 60,
+        }
         produce(broker, w.topics.cdrs, [(tenant, call)])
         w.start()
-        [rated] = wait_for(lambda: [r.value for r in consume_all(broker, w.topics.rated)], 40, what="the call rated",
-                           workers=(w,))
+        [rated] = wait_for(lambda: [r.value for r in consume_all(broker, w.topics.rated)], 40, what="the call rated", workers=(w,))
         assert (rated["charge"], rated["balance_after"]) == ("0.050000", "3.450000")
 
         def expired():
@@ -576,21 +746,34 @@ def test_a_late_payment_answer_after_the_sweep_timed_the_request_out_is_credited
     with WorkerProcess(broker, name="w6-late-answer", extra_args=["--sweep-interval", "1"]) as w:
         setup = iso(now - timedelta(hours=3))
         stream = [
-            {"command_id": "setup", "tenant_id": tenant, "command": "configure_account", "occurred_at": setup,
-             "rate_plan": "standard-usd"},
+            {"command_id": "setup", "tenant_id": tenant, "command": "configure_account", "occurred_at": setup, "rate_plan": "standard-usd"},
             {"command_id": "f1", "tenant_id": tenant, "command": "add_funds", "occurred_at": setup, "amount": "6"},
-            {"command_id": "ar", "tenant_id": tenant, "command": "configure_account", "occurred_at": setup,
-             "auto_recharge": {"enabled": True, "threshold": "5", "amount": "20",
-                               "payment_method": {"type": "card", "expires": "2030-01"}}},
+            {
+                "command_id": "ar",
+                "tenant_id": tenant,
+                "command": "configure_account",
+                "occurred_at": setup,
+                "auto_recharge": {
+                    "enabled": True,
+                    "threshold": "5",
+                    "amount": "20",
+                    "payment_method": {"type": "card", "expires": "2030-01"},
+                },
+            },
             # 30 min at 0.05 (447, 60/60) = 1.50: 6.00 -> 4.50, request 1 at the call's end, now - 1.5 h
-            {"cdr_id": "c1", "tenant_id": tenant, "call_type": "international", "to": "+447700900123",
-             "started_at": iso(now - timedelta(hours=2)), "duration_seconds": 1800},
+            {
+                "cdr_id": "c1",
+                "tenant_id": tenant,
+                "call_type": "international",
+                "to": "+447700900123",
+                "started_at": iso(now - timedelta(hours=2)),
+                "duration_seconds": 1800,
+            },
         ]
         produce(broker, w.topics.commands, [(tenant, r) for r in stream])
 
         def timed_out():
-            return [r.value for r in consume_all(broker, w.topics.events)
-                    if r.value["type"] == "auto_recharge_failed"]
+            return [r.value for r in consume_all(broker, w.topics.events) if r.value["type"] == "auto_recharge_failed"]
 
         [failed] = wait_for(timed_out, 40, interval=1.0, what="the sweep's timeout", workers=(w,))
         assert (failed["cause"]["kind"], failed["reason"], failed["request_id"]) == ("sweep", "timeout", f"{tenant}/recharge/1")
@@ -598,14 +781,22 @@ def test_a_late_payment_answer_after_the_sweep_timed_the_request_out_is_credited
         assert request["requested_at"] == iso(now - timedelta(hours=1, minutes=30))
         assert w.get(f"/tenants/{tenant}").json()["auto_recharge"]["suspended"] is True
 
-        answer = {"command_id": "pay-1", "tenant_id": tenant, "command": "payment_result",
-                  "occurred_at": iso(now_utc()), "request_id": f"{tenant}/recharge/1", "status": "succeeded"}
+        answer = {
+            "command_id": "pay-1",
+            "tenant_id": tenant,
+            "command": "payment_result",
+            "occurred_at": iso(now_utc()),
+            "request_id": f"{tenant}/recharge/1",
+            "status": "succeeded",
+        }
         produce(broker, w.topics.commands, [(tenant, answer)])
         wait_for(lambda: w.records_done() == 5, 30, what="the late answer applied", workers=(w,))
         view = w.get(f"/tenants/{tenant}").json()
         assert view["balance"] == "24.500000"
         assert [(x["lot_id"], x["remaining"], x["source"]) for x in view["lots"]] == [
-            ("f1", "4.500000", "manual"), (f"{tenant}/recharge/1", "20.000000", "auto_recharge")]
+            ("f1", "4.500000", "manual"),
+            (f"{tenant}/recharge/1", "20.000000", "auto_recharge"),
+        ]
         assert (view["auto_recharge"]["suspended"], view["auto_recharge"]["pending_request_id"]) == (False, None)
         succeeded = [r.value for r in consume_all(broker, w.topics.events) if r.value["type"] == "auto_recharge_succeeded"]
         assert [(e["cause"]["id"], e["amount"], e["balance"]) for e in succeeded] == [("pay-1", "20.000000", "24.500000")]
@@ -622,8 +813,12 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
     now = now_utc()
     tenants = [f"grp-{i:02d}" for i in range(40)]
     plans = {x: PLANS[i % 3] for i, x in enumerate(tenants)}
-    phase1 = interleave([tenant_setup(x, plans[x], now - timedelta(minutes=20), rng)
-                         + tenant_cdrs(x, plans[x], now - timedelta(minutes=19), 4, rng, "a") for x in tenants])
+    phase1 = interleave(
+        [
+            tenant_setup(x, plans[x], now - timedelta(minutes=20), rng) + tenant_cdrs(x, plans[x], now - timedelta(minutes=19), 4, rng, "a")
+            for x in tenants
+        ]
+    )
     phase2 = interleave([tenant_cdrs(x, plans[x], now - timedelta(minutes=10), 3, rng, "b") for x in tenants])
     f1 = jsonl(tmp_path / "phase1.jsonl", phase1)
     f2 = jsonl(tmp_path / "phase2.jsonl", phase2)
@@ -646,8 +841,7 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
         wait_for(split, 90, interval=0.5, what="the partitions split between the two workers", workers=(a, b))
 
         rater_produce(broker, [f1], "--topic", topics.cdrs)
-        wait_for(lambda: a.records_done() + b.records_done() == len(phase1), 60,
-                 what="phase 1 done", workers=(a, b))
+        wait_for(lambda: a.records_done() + b.records_done() == len(phase1), 60, what="phase 1 done", workers=(a, b))
         assert a.records_done() > 0 and b.records_done() > 0
         rated = values(broker, topics.rated)
         assert len(rated) == 40 * 4
@@ -701,8 +895,14 @@ def test_cdrs_published_in_transactions_are_rated_once_and_an_aborted_one_not_at
         setup = funded_account(tenant, "tx", now - timedelta(days=1), now - timedelta(hours=2), "100")
 
         def cdr(i: int) -> dict:
-            return {"cdr_id": f"tx-{i}", "tenant_id": tenant, "call_type": "domestic", "to": "+12125550100",
-                    "started_at": iso(now - timedelta(minutes=90 - i)), "duration_seconds": 60}
+            return {
+                "cdr_id": f"tx-{i}",
+                "tenant_id": tenant,
+                "call_type": "domestic",
+                "to": "+12125550100",
+                "started_at": iso(now - timedelta(minutes=90 - i)),
+                "duration_seconds": 60,
+            }
 
         async def publish() -> None:
             producer = AIOKafkaProducer(bootstrap_servers=broker, transactional_id=f"tx-{t.cdrs}")
@@ -726,8 +926,7 @@ def test_cdrs_published_in_transactions_are_rated_once_and_an_aborted_one_not_at
         # 2 commands + 15 committed calls; the 3 aborted ones (tx-9 .. tx-11) are not read.
         wait_for(lambda: w.records_done() == 17, 60, what="the committed records applied", workers=(w,))
         rated = consume_all(broker, t.rated, expect=15)
-        assert sorted({r.value["cdr_id"] for r in rated}) == sorted(
-            f"tx-{i}" for i in list(range(0, 9)) + list(range(12, 18)))
+        assert sorted({r.value["cdr_id"] for r in rated}) == sorted(f"tx-{i}" for i in list(range(0, 9)) + list(range(12, 18)))
         # The worker went past the markers as holes it fetched twice, and said so.
         assert "are not in the log (fetched twice)" in w.log()
         assert w.metric("rater_records_total", topic=t.cdrs, outcome="applied") == 17
@@ -769,11 +968,21 @@ def test_a_restart_keeps_balances_and_applied_ids(kafka_broker, tmp_path):
         w.start(timeout=150)
         for tenant, account in expected_balances.items():
             assert w.get(f"/tenants/{tenant}").json() == account
-        new = {"cdr_id": "acme-0007", "tenant_id": "acme", "call_type": "international", "to": "+919876543210",
-               "started_at": "2026-11-24T13:00:00Z", "duration_seconds": 60}
+        new = {
+            "cdr_id": "acme-0007",
+            "tenant_id": "acme",
+            "call_type": "international",
+            "to": "+919876543210",
+            "started_at": "2026-11-24T13:00:00Z",
+            "duration_seconds": 60,
+        }
         rater_produce(broker, [jsonl(tmp_path / "new.jsonl", [new, first_cdr])], "--topic", t.cdrs)
-        wait_for(lambda: w.metric("rater_records_total", outcome="applied") == 1
-                 and w.metric("rater_records_total", outcome="duplicate") >= 1, 60, what="new CDR done", workers=(w,))
+        wait_for(
+            lambda: w.metric("rater_records_total", outcome="applied") == 1 and w.metric("rater_records_total", outcome="duplicate") >= 1,
+            60,
+            what="new CDR done",
+            workers=(w,),
+        )
         assert w.get("/tenants/acme").json()["balance"] == "12.886000"  # 12.916 - 1 min India at 0.03
         rated = by_tenant(values(broker, t.rated))
         assert [r["cdr_id"] for r in rated["acme"]] == ["acme-0001", "acme-0002", "acme-0003", "acme-0004", "acme-0005", "acme-0007"]
@@ -789,8 +998,7 @@ def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_brok
     rates = tmp_path / "rates"
     rates.mkdir()
     (rates / "mini-usd.csv").write_text("call_type,prefix,currency,rate_per_minute\ninternational,44,USD,0.06\n")
-    with WorkerProcess(kafka_broker.bootstrap, name="w9-reload", rates_dir=rates,
-                     extra_args=["--log-format", "json"]) as w:
+    with WorkerProcess(kafka_broker.bootstrap, name="w9-reload", rates_dir=rates, extra_args=["--log-format", "json"]) as w:
         first = [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"]
         # A broken table is refused: the worker keeps the version it has.
         (rates / "broken.csv").write_text("call_type,prefix,currency,rate_per_minute\nintl,44,USD,x\n")
@@ -801,8 +1009,12 @@ def test_rate_tables_reload_on_sighup_only_when_the_new_set_validates(kafka_brok
         (rates / "broken.csv").unlink()
         shutil.copy(rates / "mini-usd.csv", rates / "mini2-usd.csv")
         w.signal(_signal.SIGHUP)
-        wait_for(lambda: [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"] != first, 30,
-                 what="reloaded version", workers=(w,))
+        wait_for(
+            lambda: [ls for (n, ls), v in w.metrics().items() if n == "rater_rate_tables_info"] != first,
+            30,
+            what="reloaded version",
+            workers=(w,),
+        )
         # --log-format json: every line the worker logs on its own is one JSON object.
         ours = [line for line in w.log().splitlines() if '"logger":"rater"' in line]
         assert ours and all(json.loads(line)["level"] in ("info", "warning", "error") for line in ours)
@@ -823,8 +1035,17 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
 
     def calls(tag: str, ids: range, offset: int) -> list[dict]:
         # 1 minute to India at 0.03 USD each (rate_tables/standard-usd.csv, prefix 91).
-        return [{"cdr_id": f"seg-{tag}{i}", "tenant_id": "seg", "call_type": "international", "to": "+919876543210",
-                 "started_at": iso(start + timedelta(seconds=offset + i)), "duration_seconds": 60} for i in ids]
+        return [
+            {
+                "cdr_id": f"seg-{tag}{i}",
+                "tenant_id": "seg",
+                "call_type": "international",
+                "to": "+919876543210",
+                "started_at": iso(start + timedelta(seconds=offset + i)),
+                "duration_seconds": 60,
+            }
+            for i in ids
+        ]
 
     with WorkerProcess(broker, name="w-segments", extra_args=["--engine", engine]) as w:
         t = w.topics
@@ -845,8 +1066,7 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
         assert w.metric("rater_records_total", outcome="duplicate") == len(range(0, n, 100))
         w.restart()  # the cache is gone: the segment is read from the local store
         produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("a", range(50, n, 100), 1)])
-        wait_for(lambda: w.records_done() == len(range(50, n, 100)), 90, what="the repeats after the restart",
-                 workers=(w,))
+        wait_for(lambda: w.records_done() == len(range(50, n, 100)), 90, what="the repeats after the restart", workers=(w,))
         assert w.metric("rater_records_total", outcome="duplicate") == len(range(50, n, 100))
         assert w.get("/tenants/seg").json()["balance"] == balance
         assert len(values(broker, t.rated)) == n + 1
@@ -881,8 +1101,14 @@ def test_a_batch_reads_the_account_the_batch_still_being_written_left_with_the_c
             try:
                 for i in range(n):
                     # 1 minute to India, 0.03 USD (rate_tables/standard-usd.csv, prefix 91).
-                    call = {"cdr_id": f"fl-{i}", "tenant_id": "fl", "call_type": "international", "to": "+919876543210",
-                            "started_at": iso(start + timedelta(seconds=i + 1)), "duration_seconds": 60}
+                    call = {
+                        "cdr_id": f"fl-{i}",
+                        "tenant_id": "fl",
+                        "call_type": "international",
+                        "to": "+919876543210",
+                        "started_at": iso(start + timedelta(seconds=i + 1)),
+                        "duration_seconds": 60,
+                    }
                     await producer.send_and_wait(t.cdrs, orjson.dumps(call), key=b"fl")
                     await asyncio.sleep(0.002)
             finally:
