@@ -82,7 +82,7 @@ fn push_line(sink: &mut Vec<u8>, item: &[u8]) {
     sink.push(b'\n');
 }
 
-/// `records::decode`, after the size bound (rater/bounds.py): a larger input is refused
+/// `records::decode`, after the size bound (rater/core/bounds.py): a larger input is refused
 /// before it is parsed. Pure: `rate_lines` runs it on a second thread.
 fn decode_bounded<'r>(
     raw: Option<&'r [u8]>,

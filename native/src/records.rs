@@ -357,7 +357,7 @@ fn take_str<'a>(v: Value<'a>) -> Cow<'a, str> {
 
 fn validate_cdr(obj: Object<'_>) -> Result<Cdr<'_>, Invalid> {
     // One pass over the keys (they are distinct: a repeated key was refused), then the
-    // checks in the order of rater/records.py; JSON null reads as absent.
+    // checks in the order of rater/core/records.py; JSON null reads as absent.
     let mut f: [Option<&Value>; 7] = [None; 7];
     // Where each field is among the entries, and which of the first 64 are fields.
     let mut at = [usize::MAX; 7];
