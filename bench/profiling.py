@@ -20,8 +20,11 @@ from pathlib import Path
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 AREAS = (
+    # First match wins: the native engine's calls before the rest of rater/core, the
+    # account store before the rest of rater/worker.
+    ("rater: native engine calls (rating in Rust)", ("rater/core/native_engine.py",)),
     (
-        "rater: ledger/rates/records/engine/money/timeutil (rating)",
+        "rater: Python rating core (ledger, rates, records, engine, money, timeutil)",
         (
             "rater/core/ledger.py",
             "rater/core/rates.py",
@@ -30,19 +33,16 @@ AREAS = (
             "rater/core/money.py",
             "rater/core/timeutil.py",
         ),
-    ),  # noqa: E501
-    ("rater: state/idstore (account encode, decode, id segments)", ("rater/core/codec.py", "rater/core/idsegments.py")),
-    (
-        "rater: worker/batch/sending/offline (drivers)",
-        (
-            "rater/worker/app.py",
-            "rater/core/batch.py",
-            "rater/worker/sending.py",
-            "rater/core/partitioning.py",
-            "rater/worker/metrics.py",
-            "rater/offline.py",
-        ),
     ),
+    (
+        "rater: accounts (codec, id segments, account store)",
+        ("rater/core/codec.py", "rater/core/idsegments.py", "rater/worker/store.py", "rater/worker/inflight.py"),
+    ),
+    (
+        "rater: batch driver (routing, commit pipeline, replay check, sending, adapter)",
+        ("rater/core/", "rater/worker/"),
+    ),
+    ("rater: rater rate driver (offline, state file)", ("rater/offline.py", "rater/statefile.py")),
     ("faust (streams, conductor, tables, stores)", ("faust/",)),
     ("mode (services, threads)", ("mode/",)),
     ("aiokafka (protocol, producer, consumer)", ("aiokafka/", "kafka/")),
