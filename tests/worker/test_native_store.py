@@ -413,3 +413,39 @@ def test_a_whole_fetch_fed_natively_gives_the_python_steps_result(tables, chunk)
     (refused,) = [v for m, (_t, _k, v) in zip(py.origins, py.outputs) if m.offset == 17]
     assert b"output too large" in refused
     assert {k for _t, k, _v in py.outputs} >= {b"t1", None, b"", b"t2", caf, *bad_keys}
+
+
+def test_keyless_values_at_the_edges_of_json_are_homed_alike(tables):
+    """A record without a key is homed by its ``tenant_id`` as ``orjson.loads`` reads it:
+    the native probe (native/src/feed.rs) forwards, or rates where it is, the same
+    records, on every partition."""
+    deep = [b'{"tenant_id":"t1","a":' + b"[" * n + b"]" * n + b"}" for n in (1023, 1024)]
+    values = [
+        b'{"tenant_id":"\\ud800"}',
+        b'{"tenant_id":"\\ud800\\udc00"}',
+        b'{"tenant_id":"\\u0074\\u0031"}',
+        b'{"tenant_id":"a\\u0000"}',
+        b'\xef\xbb\xbf{"tenant_id":"t1"}',
+        b'{"tenant_id":"t1","n":123456789012345678901234567890}',
+        b'{"tenant_id":"t1","n":NaN}',
+        b'{"tenant_id":"t1",}',
+        b' {"tenant_id" : "t1"}\n',
+        b'{"tenant_id":"t\xff1"}',
+        b'{"tenant_id":"t\xed\xa0\x801"}',
+        b'{"tenant_id":"t1","tenant_id":null}',
+        b'{"tenant_id":"t1","x":01}',
+        b'{"tenant_id":"t1","x":"\t"}',
+        b'[{"tenant_id":"t1"}]',
+    ]
+    home = partition_for(b"t1", PARTITIONS)
+    msgs = []
+    for v in values + deep:
+        for p in range(PARTITIONS):
+            if v in deep and p == home:
+                continue  # rated: the Python step's repeated-key count recurses too deep for it
+            msgs.append(Message("cdrs", p, len(msgs), None, v))
+    py, nat = (_result(Worker(e, tables, cache_limit=10), msgs, 100) for e in ("python", "native"))
+    assert nat.outputs == py.outputs
+    assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards]
+    assert list(nat.records.items()) == list(py.records.items())
+    assert py.forwards and py.records[("cdrs", "rejected")]
