@@ -147,10 +147,11 @@ impl PyHeld {
     /// outputs appended to `outputs` as `(topic, key, value)` with `msg` itself to
     /// `origins`. `topics`: the topic names of rated CDRs, balance events, recharge
     /// requests and rejects. The counts per (topic, status or "forwarded") are added to
-    /// `records` (a `Counter`), also when an exception stops the fetch. Returns the
-    /// indexes in `outputs` of the outputs over `max_output_bytes`, for the caller to
-    /// replace (`BatchProcessor.output_refused`).
-    #[pyo3(signature = (engine, messages, now, partitions, topics, max_output_bytes, outputs, origins, forwards, records))]
+    /// `records` (a `Counter`); the indexes in `outputs` of the outputs over
+    /// `max_output_bytes` are appended to `oversized`, for the caller to replace
+    /// (`BatchProcessor.output_refused`). When an exception stops the fetch, the records
+    /// before it are all there, as the per-record step leaves them.
+    #[pyo3(signature = (engine, messages, now, partitions, topics, max_output_bytes, outputs, origins, forwards, records, oversized))]
     #[allow(clippy::too_many_arguments)]
     fn feed<'py>(
         &mut self,
@@ -165,29 +166,28 @@ impl PyHeld {
         origins: &Bound<'py, PyList>,
         forwards: &Bound<'py, PyList>,
         records: &Bound<'py, PyAny>,
-    ) -> PyResult<Vec<usize>> {
+        oversized: &Bound<'py, PyList>,
+    ) -> PyResult<()> {
         if partitions == 0 {
             return Err(PyValueError::new_err("partitions: at least 1"));
         }
-        let mut fed = Fed {
-            counts: Vec::new(),
-            oversized: Vec::new(),
-        };
+        let mut fed = Fed { counts: Vec::new() };
         let out = Sinks {
             topics: &topics,
             max_output_bytes,
             outputs,
             origins,
             forwards,
+            oversized,
         };
         let done = self.feed_all(&mut engine, messages, now, partitions, &out, &mut fed);
-        // The counts of the records done, as the per-record step leaves them on an error.
+        // The counts of the records done, also on an error.
         let add = PyDict::new(py);
         for (topic, _, status, n) in &fed.counts {
             add.set_item((topic, *status), *n)?;
         }
         records.call_method1(intern!(py, "update"), (add,))?;
-        done.map(|()| fed.oversized)
+        done
     }
 
     /// The batch is rated: the engine's accounts are held again.
@@ -279,20 +279,20 @@ impl PyHeld {
     }
 }
 
-/// Where `feed` puts its results (`BatchResult`'s lists, the output topics, the bound).
+/// Where `feed` puts its results (`BatchResult`'s lists, the output topics, the bound,
+/// the outputs over it).
 struct Sinks<'a, 'py> {
     topics: &'a [Bound<'py, PyString>; 4],
     max_output_bytes: usize,
     outputs: &'a Bound<'py, PyList>,
     origins: &'a Bound<'py, PyList>,
     forwards: &'a Bound<'py, PyList>,
+    oversized: &'a Bound<'py, PyList>,
 }
 
-/// What `feed` returns: the counts per (topic, status) in the order first met, and the
-/// indexes of the outputs over the size bound.
+/// `feed`'s counts per (topic, status), in the order first met.
 struct Fed<'py> {
     counts: Vec<(Bound<'py, PyAny>, String, &'static str, u64)>,
-    oversized: Vec<usize>,
 }
 
 impl<'py> Fed<'py> {
@@ -403,7 +403,7 @@ impl PyHeld {
                     key_obj.clone()
                 };
                 if bytes.len() > out.max_output_bytes {
-                    fed.oversized.push(out.outputs.len());
+                    out.oversized.append(out.outputs.len())?;
                 }
                 let topic_name = &out.topics[kind.index()];
                 out.outputs

@@ -186,20 +186,24 @@ class NativeBatchProcessor(BatchProcessor):
         t = self.topics
         out = result.outputs
         limit = self.max_output_bytes
-        oversized = self.held.feed(
-            self.engine.native,
-            messages,
-            now,
-            self.partitions,
-            (t.rated, t.events, t.requests, t.rejects),
-            limit,
-            out,
-            result.origins,
-            result.forwards,
-            result.records,
-        )
-        for i in oversized:  # never sent: the broker would refuse it
-            out[i] = self.output_refused(result.origins[i], out[i][0], len(out[i][2]), limit)
+        oversized: list[int] = []
+        try:
+            self.held.feed(
+                self.engine.native,
+                messages,
+                now,
+                self.partitions,
+                (t.rated, t.events, t.requests, t.rejects),
+                limit,
+                out,
+                result.origins,
+                result.forwards,
+                result.records,
+                oversized,
+            )
+        finally:  # also the records before an exception, as the per-record step leaves them
+            for i in oversized:  # never sent: the broker would refuse it
+                out[i] = self.output_refused(result.origins[i], out[i][0], len(out[i][2]), limit)
 
     def _feed_each(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
         process = self.held.process

@@ -449,3 +449,38 @@ def test_keyless_values_at_the_edges_of_json_are_homed_alike(tables):
     assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards]
     assert list(nat.records.items()) == list(py.records.items())
     assert py.forwards and py.records[("cdrs", "rejected")]
+
+
+def test_an_error_reading_an_account_leaves_the_records_before_it_alike(tables):
+    """The store's read raises at the third tenant's account: both steps raise it, with
+    the records before it forwarded, rated (an output over the bound replaced) and
+    counted alike."""
+    at = parse_time("2026-11-10T00:00:00Z")
+    big = orjson.dumps({**orjson.loads(_cdr("t1", "big", at)), "note": "z" * 3_000})
+    home = partition_for(b"t1", PARTITIONS)
+    msgs = [Message("cdrs", home, i, b"t1", r) for i, r in enumerate(_SETUP + [big])]
+    msgs.append(Message("cdrs", (home + 1) % PARTITIONS, 3, b"t1", _cdr("t1", "c2", at)))
+    msgs.append(Message("cdrs", partition_for(b"t9", PARTITIONS), 4, b"t9", _cdr("t9", "c3", at)))
+    msgs.append(Message("cdrs", home, 5, b"t1", _cdr("t1", "c4", at)))
+    results = []
+    for engine in ("python", "native"):
+        w = Worker(engine, tables, cache_limit=10)
+        w.processor.max_output_bytes = 2_000
+        get = w.port.table_get
+
+        def table_get(partition, key, get=get):
+            if key == b"t9":
+                raise OSError("the store is gone")
+            return get(partition, key)
+
+        w.port.table_get = table_get
+        result = w.processor.begin()
+        with pytest.raises(OSError, match="the store is gone"):
+            w.processor.feed(result, msgs, NOW)
+        results.append(result)
+    py, nat = results
+    assert nat.outputs == py.outputs and len(py.outputs) == 2  # funds_added, the reject standing for big's rated CDR
+    assert b"output too large" in py.outputs[-1][2]
+    assert [m.offset for m in nat.origins] == [m.offset for m in py.origins]
+    assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards] == [(3, home, b"t1")]
+    assert list(nat.records.items()) == list(py.records.items())
