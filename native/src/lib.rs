@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod engine;
+pub mod feed;
 pub mod held;
 pub mod json;
 pub mod ledger;

@@ -3,13 +3,15 @@
 //! What crosses into Python per batch is bytes: each record's outputs, and at the end
 //! each changed account's changelog value and segment writes.
 
-use crate::engine::{Host, Source};
+use crate::engine::{Host, Processed, Source};
+use crate::feed::{self, HomeKey};
 use crate::held::{segment_key, Held};
 use crate::ledger::{Account, Status};
 use crate::python::{processed, PyEngine};
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use std::collections::HashMap;
 
 /// The engine's host for one record: held accounts first, else the store (`read`, the
@@ -133,18 +135,59 @@ impl PyHeld {
         if let Some(e) = host.error {
             return Err(e);
         }
-        let o = &p.outcome;
-        if (o.status == Status::Applied || !o.events.is_empty()) && o.has_account {
-            if let Some(t) = &p.tenant_id {
-                match self.inner.changed.get_mut(t) {
-                    Some(at) => *at = partition,
-                    None => {
-                        self.inner.changed.insert(t.clone(), partition);
-                    }
-                }
-            }
-        }
+        note_changed(&mut self.inner, &p, partition);
         processed(py, p)
+    }
+
+    /// `NativeBatchProcessor.feed` in one call: the messages of a fetch (objects with
+    /// `topic`, `partition`, `offset`, `key`, `value`: aiokafka's `ConsumerRecord`, or
+    /// `rater.core.batch.Message`), in order, onto `BatchResult`'s lists. A record on the
+    /// wrong partition for its tenant goes to `forwards` as `(msg, partition, key)`;
+    /// every other one is rated on `engine` against the held accounts (as `process`), its
+    /// outputs appended to `outputs` as `(topic, key, value)` with `msg` itself to
+    /// `origins`. `topics`: the topic names of rated CDRs, balance events, recharge
+    /// requests and rejects. The counts per (topic, status or "forwarded") are added to
+    /// `records` (a `Counter`); the indexes in `outputs` of the outputs over
+    /// `max_output_bytes` are appended to `oversized`, for the caller to replace
+    /// (`BatchProcessor.output_refused`). When an exception stops the fetch, the records
+    /// before it are all there, as the per-record step leaves them.
+    #[pyo3(signature = (engine, messages, now, partitions, topics, max_output_bytes, outputs, origins, forwards, records, oversized))]
+    #[allow(clippy::too_many_arguments)]
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        mut engine: PyRefMut<'py, PyEngine>,
+        messages: &Bound<'py, PyAny>,
+        now: i64,
+        partitions: u32,
+        topics: [Bound<'py, PyString>; 4],
+        max_output_bytes: usize,
+        outputs: &Bound<'py, PyList>,
+        origins: &Bound<'py, PyList>,
+        forwards: &Bound<'py, PyList>,
+        records: &Bound<'py, PyAny>,
+        oversized: &Bound<'py, PyList>,
+    ) -> PyResult<()> {
+        if partitions == 0 {
+            return Err(PyValueError::new_err("partitions: at least 1"));
+        }
+        let mut fed = Fed { counts: Vec::new() };
+        let out = Sinks {
+            topics: &topics,
+            max_output_bytes,
+            outputs,
+            origins,
+            forwards,
+            oversized,
+        };
+        let done = self.feed_all(&mut engine, messages, now, partitions, &out, &mut fed);
+        // The counts of the records done, also on an error.
+        let add = PyDict::new(py);
+        for (topic, _, status, n) in &fed.counts {
+            add.set_item((topic, *status), *n)?;
+        }
+        records.call_method1(intern!(py, "update"), (add,))?;
+        done
     }
 
     /// The batch is rated: the engine's accounts are held again.
@@ -236,7 +279,142 @@ impl PyHeld {
     }
 }
 
+/// Where `feed` puts its results (`BatchResult`'s lists, the output topics, the bound,
+/// the outputs over it).
+struct Sinks<'a, 'py> {
+    topics: &'a [Bound<'py, PyString>; 4],
+    max_output_bytes: usize,
+    outputs: &'a Bound<'py, PyList>,
+    origins: &'a Bound<'py, PyList>,
+    forwards: &'a Bound<'py, PyList>,
+    oversized: &'a Bound<'py, PyList>,
+}
+
+/// `feed`'s counts per (topic, status), in the order first met.
+struct Fed<'py> {
+    counts: Vec<(Bound<'py, PyAny>, String, &'static str, u64)>,
+}
+
+impl<'py> Fed<'py> {
+    fn count(&mut self, topic: &Bound<'py, PyAny>, topic_text: &str, status: &'static str) {
+        match self
+            .counts
+            .iter_mut()
+            .find(|(_, t, s, _)| *s == status && t == topic_text)
+        {
+            Some((_, _, _, n)) => *n += 1,
+            None => self
+                .counts
+                .push((topic.clone(), topic_text.to_owned(), status, 1)),
+        }
+    }
+}
+
+/// An account a processed record changed is noted, with its partition, for `plan`.
+fn note_changed(held: &mut Held, p: &Processed, partition: i64) {
+    let o = &p.outcome;
+    if (o.status == Status::Applied || !o.events.is_empty()) && o.has_account {
+        if let Some(t) = &p.tenant_id {
+            match held.changed.get_mut(t) {
+                Some(at) => *at = partition,
+                None => {
+                    held.changed.insert(t.clone(), partition);
+                }
+            }
+        }
+    }
+}
+
 impl PyHeld {
+    fn feed_all<'py>(
+        &mut self,
+        engine: &mut PyEngine,
+        messages: &Bound<'py, PyAny>,
+        now: i64,
+        partitions: u32,
+        out: &Sinks<'_, 'py>,
+        fed: &mut Fed<'py>,
+    ) -> PyResult<()> {
+        let py = messages.py();
+        let read = self.read.bind(py);
+        let max_record_bytes = engine.inner.max_record_bytes;
+        for msg in messages.try_iter()? {
+            let msg = msg?;
+            let topic = msg.getattr(intern!(py, "topic"))?;
+            let topic_text = topic.downcast::<PyString>()?.to_str()?;
+            let partition: i64 = msg.getattr(intern!(py, "partition"))?.extract()?;
+            let key_obj = msg.getattr(intern!(py, "key"))?;
+            let value_obj = msg.getattr(intern!(py, "value"))?;
+            let key: Option<&[u8]> = if key_obj.is_none() {
+                None
+            } else {
+                Some(key_obj.downcast::<PyBytes>()?.as_bytes())
+            };
+            let value: Option<&[u8]> = if value_obj.is_none() {
+                None
+            } else {
+                Some(value_obj.downcast::<PyBytes>()?.as_bytes())
+            };
+            let home = feed::home_partition(key, value, partitions, max_record_bytes);
+            if let Some((at, home_key)) = home {
+                if i64::from(at) != partition {
+                    let home_key = match home_key {
+                        HomeKey::Key => key_obj.clone(),
+                        HomeKey::Tenant(t) => PyBytes::new(py, t.as_bytes()).into_any(),
+                    };
+                    out.forwards.append((&msg, at, home_key))?;
+                    fed.count(&topic, topic_text, "forwarded");
+                    continue;
+                }
+            }
+            let offset: i64 = msg.getattr(intern!(py, "offset"))?.extract()?;
+            let key_text = feed::key_text(key);
+            let mut host = HeldHost {
+                held: &mut self.inner,
+                read,
+                error: None,
+            };
+            let src = Source::Kafka {
+                topic: topic_text,
+                partition,
+                offset,
+            };
+            let p =
+                engine
+                    .inner
+                    .process_with(value, key_text.as_deref(), &src, now, Some(&mut host));
+            if let Some(e) = host.error {
+                return Err(e);
+            }
+            note_changed(&mut self.inner, &p, partition);
+            let tenant = p.tenant_id.as_deref();
+            // The tenant's key: the input's own when it is the same bytes.
+            let mut tenant_key: Option<Bound<'py, PyAny>> = None;
+            for (kind, bytes) in feed::outputs(&p) {
+                let out_key = if feed::keyed_by_tenant(kind, tenant) {
+                    let t = tenant.unwrap_or_default();
+                    tenant_key
+                        .get_or_insert_with(|| match key {
+                            Some(k) if k == t.as_bytes() => key_obj.clone(),
+                            _ => PyBytes::new(py, t.as_bytes()).into_any(),
+                        })
+                        .clone()
+                } else {
+                    key_obj.clone()
+                };
+                if bytes.len() > out.max_output_bytes {
+                    out.oversized.append(out.outputs.len())?;
+                }
+                let topic_name = &out.topics[kind.index()];
+                out.outputs
+                    .append((topic_name, out_key, PyBytes::new(py, bytes)))?;
+                out.origins.append(&msg)?;
+            }
+            fed.count(&topic, topic_text, p.outcome.status.name());
+        }
+        Ok(())
+    }
+
     fn read_and_hold(&mut self, py: Python<'_>, tenant: &str) -> PyResult<Option<Vec<u8>>> {
         let raw: Option<Vec<u8>> = self
             .read

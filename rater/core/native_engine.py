@@ -176,6 +176,36 @@ class NativeBatchProcessor(BatchProcessor):
         return BatchResult()
 
     def feed(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
+        """The messages in one native call (``Held.feed``, native/src/feed.rs): homing and
+        forwarding, rating, the outputs routed and keyed, the counts; only an output over
+        the size bound is replaced here. While the replay check is on (``judged``, rare),
+        record by record, as the Python step does it."""
+        if self.judged is not None:
+            self._feed_each(result, messages, now)
+            return
+        t = self.topics
+        out = result.outputs
+        limit = self.max_output_bytes
+        oversized: list[int] = []
+        try:
+            self.held.feed(
+                self.engine.native,
+                messages,
+                now,
+                self.partitions,
+                (t.rated, t.events, t.requests, t.rejects),
+                limit,
+                out,
+                result.origins,
+                result.forwards,
+                result.records,
+                oversized,
+            )
+        finally:  # also the records before an exception, as the per-record step leaves them
+            for i in oversized:  # never sent: the broker would refuse it
+                out[i] = self.output_refused(result.origins[i], out[i][0], len(out[i][2]), limit)
+
+    def _feed_each(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
         process = self.held.process
         native = self.engine.native
         for msg in messages:

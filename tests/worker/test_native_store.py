@@ -335,3 +335,152 @@ def test_the_sweep_expires_a_held_account_alike(tables):
     ((_topic, _partition, key, value, _h),) = nat
     assert key == b"t1" and decode_account(value).lots == [] and decode_account(value).balance == 0
     assert workers[1].store.due == workers[0].store.due == {}
+
+
+def _result(w, msgs, chunk: int):
+    """The batch step's ``BatchResult`` over ``msgs``, fed ``chunk`` messages at a time
+    (the worker feeds YIELD_EVERY at a time)."""
+    p = w.processor
+    result = p.begin()
+    for start in range(0, len(msgs), chunk):
+        p.feed(result, msgs[start : start + chunk], NOW)
+    return p.end(result)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 100])
+def test_a_whole_fetch_fed_natively_gives_the_python_steps_result(tables, chunk):
+    """``NativeBatchProcessor.feed`` in one native call per chunk (``Held.feed``) against
+    the Python step, exactly: records on the wrong partition (keyed, keyless, with an
+    empty key) forwarded with the same key, keyless records homed by their tenant_id (a
+    value too large or not an object naming one rejected where it is), keys that are not
+    UTF-8, an output over the size bound replaced by its reject; the same outputs, the
+    same input object as each output's origin, the same counts in the same order."""
+    home = partition_for(b"t1", PARTITIONS)
+    away = (home + 1) % PARTITIONS
+    at = parse_time("2026-11-10T00:00:00Z")
+    big = orjson.dumps({**orjson.loads(_cdr("t1", "big", at)), "note": "z" * 3_000})
+    too_large = b'{"tenant_id":"t1","pad":"' + b"x" * (512 * 1024) + b'"}'
+    bad_keys = [b"t1\xff", b"\xed\xa0\x80", b"\xc3(", b"t\xe2\x82"]
+    specs = [
+        ("tenant-commands", home, b"t1", _SETUP[0]),
+        ("tenant-commands", home, b"t1", _SETUP[1]),
+        ("cdrs", home, b"t1", _cdr("t1", "c1", at)),
+        ("cdrs", away, b"t1", _cdr("t1", "c2", at)),  # forwarded by its key
+        ("cdrs", home, None, _cdr("t1", "c3", at)),  # homed by its tenant_id
+        ("cdrs", away, None, _cdr("t1", "c4", at)),  # forwarded, keyed by its tenant_id
+        ("cdrs", away, b"", _cdr("t1", "c5", at)),  # an empty key is no key
+        ("cdrs", home, b"", _cdr("t1", "c6", at)),
+        ("cdrs", away, None, too_large),  # never decoded: rejected where it is
+        ("cdrs", away, None, b'["tenant_id", "t1"]'),
+        ("cdrs", away, None, b'{"tenant_id": 7}'),
+        ("cdrs", away, None, b'{"tenant_id": ""}'),
+        ("cdrs", away, None, b'{"tenant_id": "t1"'),
+        ("cdrs", away, None, b"not json"),
+        ("cdrs", away, None, b""),
+        ("cdrs", away, None, None),
+        ("cdrs", home, b"t1", None),  # a tombstone
+        ("cdrs", home, b"t1", big),  # its rated CDR over the bound: the reject instead
+        ("cdrs", home, b"t1", _cdr("t1", "c1", at)),  # a duplicate
+        ("cdrs", partition_for(b"t2", PARTITIONS), b"t2", _cdr("t1", "c7", at)),  # the key names another tenant
+        ("tenant-commands", home, None, orjson.dumps({"command_id": "x", "tenant_id": "t1", "command": "nope"})),
+    ]
+    specs += [("cdrs", partition_for(k, PARTITIONS), k, _cdr("t1", f"u{i}", at)) for i, k in enumerate(bad_keys)]
+    t1e, caf = "t1\u00e9".encode(), "caf\u00e9".encode()
+    specs += [
+        ("cdrs", partition_for(t1e, PARTITIONS) ^ 1, None, _cdr("t1\u00e9", "c8", at)),  # forwarded, a non-ASCII tenant
+        ("cdrs", partition_for(caf, PARTITIONS), caf, _cdr("t1", "c9", at)),
+    ]
+    msgs = [Message(topic, p, i, key, value) for i, (topic, p, key, value) in enumerate(specs)]
+    results = []
+    for engine in ("python", "native"):
+        w = Worker(engine, tables, cache_limit=10)
+        w.processor.max_output_bytes = 2_000
+        results.append(_result(w, msgs, chunk))
+    py, nat = results
+    assert nat.outputs == py.outputs
+    assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards]
+    assert all(m is msgs[m.offset] for m, _p, _k in nat.forwards)
+    assert [m.offset for m in nat.origins] == [m.offset for m in py.origins]
+    assert all(m is msgs[m.offset] for m in nat.origins)
+    assert list(nat.records.items()) == list(py.records.items())
+    assert nat.skipped == py.skipped == 0
+    # What the inputs were for: each case reached.
+    forwarded = [(3, home, b"t1"), (5, home, b"t1"), (6, home, b"t1"), (25, partition_for(t1e, PARTITIONS), t1e)]
+    assert [(m.offset, p, k) for m, p, k in py.forwards] == forwarded
+    assert py.records[("cdrs", "applied")] == 3 and py.records[("cdrs", "forwarded")] == len(forwarded)
+    rated = [(m.offset, k) for m, (t, k, _v) in zip(py.origins, py.outputs) if t == "rated-cdrs"]
+    assert rated == [(2, b"t1"), (4, b"t1")]  # the keyless c3 keyed by its tenant
+    (refused,) = [v for m, (_t, _k, v) in zip(py.origins, py.outputs) if m.offset == 17]
+    assert b"output too large" in refused
+    assert {k for _t, k, _v in py.outputs} >= {b"t1", None, b"", b"t2", caf, *bad_keys}
+
+
+def test_keyless_values_at_the_edges_of_json_are_homed_alike(tables):
+    """A record without a key is homed by its ``tenant_id`` as ``orjson.loads`` reads it:
+    the native probe (native/src/feed.rs) forwards, or rates where it is, the same
+    records, on every partition."""
+    deep = [b'{"tenant_id":"t1","a":' + b"[" * n + b"]" * n + b"}" for n in (1023, 1024)]
+    values = [
+        b'{"tenant_id":"\\ud800"}',
+        b'{"tenant_id":"\\ud800\\udc00"}',
+        b'{"tenant_id":"\\u0074\\u0031"}',
+        b'{"tenant_id":"a\\u0000"}',
+        b'\xef\xbb\xbf{"tenant_id":"t1"}',
+        b'{"tenant_id":"t1","n":123456789012345678901234567890}',
+        b'{"tenant_id":"t1","n":NaN}',
+        b'{"tenant_id":"t1",}',
+        b' {"tenant_id" : "t1"}\n',
+        b'{"tenant_id":"t\xff1"}',
+        b'{"tenant_id":"t\xed\xa0\x801"}',
+        b'{"tenant_id":"t1","tenant_id":null}',
+        b'{"tenant_id":"t1","x":01}',
+        b'{"tenant_id":"t1","x":"\t"}',
+        b'[{"tenant_id":"t1"}]',
+    ]
+    home = partition_for(b"t1", PARTITIONS)
+    msgs = []
+    for v in values + deep:
+        for p in range(PARTITIONS):
+            if v in deep and p == home:
+                continue  # rated: the Python step's repeated-key count recurses too deep for it
+            msgs.append(Message("cdrs", p, len(msgs), None, v))
+    py, nat = (_result(Worker(e, tables, cache_limit=10), msgs, 100) for e in ("python", "native"))
+    assert nat.outputs == py.outputs
+    assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards]
+    assert list(nat.records.items()) == list(py.records.items())
+    assert py.forwards and py.records[("cdrs", "rejected")]
+
+
+def test_an_error_reading_an_account_leaves_the_records_before_it_alike(tables):
+    """The store's read raises at the third tenant's account: both steps raise it, with
+    the records before it forwarded, rated (an output over the bound replaced) and
+    counted alike."""
+    at = parse_time("2026-11-10T00:00:00Z")
+    big = orjson.dumps({**orjson.loads(_cdr("t1", "big", at)), "note": "z" * 3_000})
+    home = partition_for(b"t1", PARTITIONS)
+    msgs = [Message("cdrs", home, i, b"t1", r) for i, r in enumerate(_SETUP + [big])]
+    msgs.append(Message("cdrs", (home + 1) % PARTITIONS, 3, b"t1", _cdr("t1", "c2", at)))
+    msgs.append(Message("cdrs", partition_for(b"t9", PARTITIONS), 4, b"t9", _cdr("t9", "c3", at)))
+    msgs.append(Message("cdrs", home, 5, b"t1", _cdr("t1", "c4", at)))
+    results = []
+    for engine in ("python", "native"):
+        w = Worker(engine, tables, cache_limit=10)
+        w.processor.max_output_bytes = 2_000
+        get = w.port.table_get
+
+        def table_get(partition, key, get=get):
+            if key == b"t9":
+                raise OSError("the store is gone")
+            return get(partition, key)
+
+        w.port.table_get = table_get
+        result = w.processor.begin()
+        with pytest.raises(OSError, match="the store is gone"):
+            w.processor.feed(result, msgs, NOW)
+        results.append(result)
+    py, nat = results
+    assert nat.outputs == py.outputs and len(py.outputs) == 2  # funds_added, the reject standing for big's rated CDR
+    assert b"output too large" in py.outputs[-1][2]
+    assert [m.offset for m in nat.origins] == [m.offset for m in py.origins]
+    assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards] == [(3, home, b"t1")]
+    assert list(nat.records.items()) == list(py.records.items())
