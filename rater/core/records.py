@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 from typing import Any, TypeGuard, cast
 
 import orjson
@@ -188,27 +189,34 @@ def _repeated_key(raw: bytes | str, obj: dict) -> str | None:
             seen.add(k)
         return dict(items)
 
-    json.loads(data, object_pairs_hook=pairs)
+    # orjson accepted the text, so it is at most 1,024 levels deep (JSON_DEPTH); the
+    # scanner of the json module counts each level against the recursion limit, which
+    # is 1,000 by default: lifted for this call, or such a record would raise
+    # RecursionError where it must be rejected.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + JSON_DEPTH + 100)
+    try:
+        json.loads(data, object_pairs_hook=pairs)
+    finally:
+        sys.setrecursionlimit(limit)
     return found[0] if found else None
 
 
+JSON_DEPTH = 1024  # orjson's limit of nested arrays and objects: deeper text is invalid_json
+
+
 def _count_keys(obj: dict) -> int:
-    n = len(obj)
-    for v in obj.values():
-        if v.__class__ is dict:
-            n += _count_keys(v)
-        elif v.__class__ is list:
-            n += _count_list(v)
-    return n
-
-
-def _count_list(items: list) -> int:
+    """The keys of ``obj`` and of every object within it, at any depth (no recursion:
+    the text may be nested as deep as orjson allows)."""
     n = 0
-    for v in items:
+    stack: list[Any] = [obj]
+    while stack:
+        v = stack.pop()
         if v.__class__ is dict:
-            n += _count_keys(v)
-        elif v.__class__ is list:
-            n += _count_list(v)
+            n += len(v)
+            stack.extend(x for x in v.values() if x.__class__ is dict or x.__class__ is list)
+        else:
+            stack.extend(x for x in v if x.__class__ is dict or x.__class__ is list)
     return n
 
 

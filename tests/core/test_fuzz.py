@@ -392,3 +392,32 @@ def test_inputs_that_once_crashed_are_rejected(raw):
     assert p.reject["reason"] in ("invalid_record", "invalid_timestamp", "too_late")
     _valid("reject", p.reject)
     assert {t: to_view(a) for t, a in engine.accounts.items()} == before
+
+
+def _nested(depth: int, shape: str) -> bytes:
+    """A record ``depth`` levels deep (the outer object counted): objects, arrays, or
+    objects that repeat a key at every level."""
+    inner = depth - 1
+    if shape == "objects":
+        return b'{"cdr_id":"c","tenant_id":"t1","x":' + b'{"a":' * inner + b"1" + b"}" * (inner + 1)
+    if shape == "arrays":
+        return b'{"cdr_id":"c","tenant_id":"t1","x":' + b"[" * inner + b"]" * inner + b"}"
+    return b'{"cdr_id":"c","tenant_id":"t1","x":' + b'{"a":1,"a":' * inner + b"1" + b"}" * (inner + 1)
+
+
+@pytest.mark.parametrize("depth", [999, 1000, 1024, 1025])
+@pytest.mark.parametrize("shape", ["objects", "arrays", "repeated"])
+def test_records_nested_as_deep_as_orjson_reads_are_rejected_not_raised(depth, shape):
+    """orjson reads up to 1,024 levels; Python's own recursion limit is 1,000. A record
+    nested 1,000 to 1,024 levels deep once raised RecursionError in the repeated-key
+    check (a poison record for the Python engine): it is rejected like any other."""
+    raw = _nested(depth, shape)
+    assert raw.count(b"[") + raw.count(b"{") == depth
+    p = engine_copy().process(raw, None, {"file": "deep.jsonl", "line": 1}, NOW)
+    assert p.outcome.status == "rejected" and p.reject is not None
+    if depth > 1024:
+        assert (p.reject["reason"], p.reject["detail"][:14]) == ("invalid_json", "not valid JSON")
+    elif shape == "repeated":
+        assert (p.reject["reason"], p.reject["detail"][:42]) == ("invalid_record", "a: the key appears more than once in an ob")
+    else:
+        assert (p.reject["reason"], p.reject["detail"]) == ("invalid_record", "call_type: required")

@@ -455,3 +455,16 @@ def test_a_tombstone_is_rejected_as_python_does(test_tables):
     py, nat = _engines(test_tables)
     src = {"topic": "cdrs", "partition": 0, "offset": 5}
     assert py.process_bytes(None, "t1", src, NOW) == nat.process_bytes(None, "t1", src, NOW)
+
+
+def test_records_nested_to_orjsons_limit_reject_as_python_does(test_tables):
+    """1,000 to 1,025 levels deep: past Python's recursion limit, up to and past orjson's."""
+    raws = []
+    for depth in (999, 1000, 1023, 1024, 1025):
+        inner = depth - 1
+        raws.append(b'{"cdr_id":"c","tenant_id":"t1","x":' + b"[" * inner + b"]" * inner + b"}")
+        raws.append(b'{"a":' * depth + b"1" + b"}" * depth)
+        raws.append(b'{"b":1,"b":' + b'{"a":' * (depth - 1) + b"1" + b"}" * depth)
+    py, nat = _engines(test_tables)
+    run_both(py, nat, raws)
+    run_both(py, nat, raws, ["t1"] * len(raws))
