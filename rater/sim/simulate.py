@@ -40,7 +40,7 @@ import random
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -128,6 +128,62 @@ def run(args: argparse.Namespace) -> int:
 
 class SimulatorError(RuntimeError):
     pass
+
+
+async def ensure_topics(args: argparse.Namespace, log: Callable[[str], None]) -> None:
+    """Create the topics the simulator uses that do not exist yet, with ``--partitions``,
+    as the worker does (``rater/worker/topics.py``): never left to the broker's default count."""
+    from aiokafka.errors import KafkaError
+
+    from rater.worker.topics import create_missing
+
+    a = args
+    wanted = [a.cdrs_topic, a.commands_topic, a.events_topic]
+    if not a.no_payments:
+        wanted.append(a.requests_topic)
+    with kafka_errors_kept() as last:  # the first connection: aiokafka logs why it failed (a refused SASL login)
+        try:
+            created = await asyncio.wait_for(
+                create_missing(client_kwargs(settings_from_args(a)), wanted, a.partitions, a.replication, timeout=max(a.setup_timeout, 1)),
+                timeout=max(a.setup_timeout, 1) + 5,
+            )
+        except (KafkaError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+            why = f": {last.message}" if last.message else ""
+            raise SimulatorError(f"cannot reach the broker at {a.broker} or create its topics ({type(exc).__name__}){why}"[:400]) from None
+    if created:
+        log(f"created topics {', '.join(created)} with {a.partitions} partitions")
+
+
+async def consumer_at_end(args: argparse.Namespace, producer: Any, topic: str):
+    """A group-less consumer of every partition of ``topic``, positioned at its end now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings_from_args(args)),
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        # The producer's public partitions_for waits for the topic's metadata (the
+        # consumer has no public call that refreshes it).
+        try:
+            parts = await asyncio.wait_for(producer.partitions_for(topic), 10)
+        except (KafkaError, asyncio.TimeoutError, TimeoutError):
+            parts = None
+        if not parts:
+            raise SimulatorError(f"no partitions for topic {topic}")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end offsets now, before anything is produced
+            await consumer.position(tp)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
 
 
 class Simulator:
@@ -219,16 +275,17 @@ class Simulator:
         consumers = []
         pay_task: asyncio.Task | None = None
         try:
-            await self._wait_for_topics()
+            self.phase = "checking the topics"
+            await ensure_topics(a, self.log)
             if self.stop.is_set():
                 return 0
             self.producer = AIOKafkaProducer(**client_kwargs(settings_from_args(a)), acks="all", linger_ms=5, enable_idempotence=True)
             await self.producer.start()
-            events = await self._consumer_at_end(a.events_topic)
+            events = await consumer_at_end(a, self.producer, a.events_topic)
             consumers.append(events)
             requests = None
             if not a.no_payments:
-                requests = await self._consumer_at_end(a.requests_topic)
+                requests = await consumer_at_end(a, self.producer, a.requests_topic)
                 consumers.append(requests)
             profiles = traffic.tenants(a.tenants, a.seed, self.tables, funds_scale=a.funds_scale)
             await self._setup(profiles, events)
@@ -283,65 +340,6 @@ class Simulator:
         while True:
             await asyncio.sleep(interval)
             self.log(self.status())
-
-    async def _wait_for_topics(self) -> None:
-        """Create the topics it uses that do not exist yet, with ``--partitions``, as the
-        worker does (``rater/worker/topics.py``): never left to the broker's default count."""
-        from aiokafka.errors import KafkaError
-
-        from rater.worker.topics import create_missing
-
-        a = self.args
-        wanted = [a.cdrs_topic, a.commands_topic, a.events_topic]
-        if not a.no_payments:
-            wanted.append(a.requests_topic)
-        self.phase = "checking the topics"
-        with kafka_errors_kept() as last:  # the first connection: aiokafka logs why it failed (a refused SASL login)
-            try:
-                created = await asyncio.wait_for(
-                    create_missing(
-                        client_kwargs(settings_from_args(a)), wanted, a.partitions, a.replication, timeout=max(a.setup_timeout, 1)
-                    ),
-                    timeout=max(a.setup_timeout, 1) + 5,
-                )
-            except (KafkaError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-                why = f": {last.message}" if last.message else ""
-                raise SimulatorError(
-                    f"cannot reach the broker at {a.broker} or create its topics ({type(exc).__name__}){why}"[:400]
-                ) from None
-        if created:
-            self.log(f"created topics {', '.join(created)} with {a.partitions} partitions")
-
-    async def _consumer_at_end(self, topic: str):
-        """A group-less consumer of every partition of ``topic``, positioned at its end now."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.errors import KafkaError
-
-        consumer = AIOKafkaConsumer(
-            **client_kwargs(settings_from_args(self.args)),
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            isolation_level="read_committed",
-        )
-        await consumer.start()
-        try:
-            # The producer's public partitions_for waits for the topic's metadata (the
-            # consumer has no public call that refreshes it).
-            try:
-                parts = await asyncio.wait_for(self.producer.partitions_for(topic), 10)
-            except (KafkaError, asyncio.TimeoutError, TimeoutError):
-                parts = None
-            if not parts:
-                raise SimulatorError(f"no partitions for topic {topic}")
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)
-            for tp in tps:  # resolve the end offsets now, before anything is produced
-                await consumer.position(tp)
-        except BaseException:
-            await consumer.stop()
-            raise
-        return consumer
 
     async def _setup(self, profiles: list[dict[str, Any]], events) -> None:
         a = self.args
