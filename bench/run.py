@@ -880,6 +880,10 @@ class Bench:
             self.results["authorize"] = self.measure_authorize()
             self.results["elapsed_s"] = round(time.monotonic() - began)
             return self.results
+        if a.only == "restart":
+            self.results["restart"] = self.measure_restart()
+            self.results["elapsed_s"] = round(time.monotonic() - began)
+            return self.results
         self.prepare_input()
         self.prepare_latency()
         rates = [int(r) for r in a.latency_rates.split(",") if r]
@@ -1027,7 +1031,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-authorize", action="store_true")
-    p.add_argument("--only", choices=("authorize",), help="run one phase alone")
+    p.add_argument(
+        "--only",
+        choices=("authorize", "restart"),
+        help="run one phase alone (restart: into bench/results/restart.json unless --results; not rendered)",
+    )
     p.add_argument("--authorize-seconds", type=float)
     p.add_argument("--authorize-concurrency", type=int, default=8, help="connections asking at once")
     p.add_argument("--authorize-load", type=int, default=1000, help="CDRs/s offered while it is asked")
@@ -1057,11 +1065,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.cleanup()
     RESULTS_DIR.mkdir(exist_ok=True)
-    name = "authorize" if args.only == "authorize" else bench.mode
+    name = args.only or bench.mode
     path = Path(args.results) if args.results else RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     log(f"results in {path} ({results['elapsed_s']} s)")
-    if not args.no_report:
+    if not args.no_report and args.only != "restart":
         written = report.write()
         log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
     return 0
