@@ -1034,7 +1034,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         choices=("authorize", "restart"),
-        help="run one phase alone (restart: into bench/results/restart.json unless --results; not rendered)",
+        help="run one phase alone (restart: written to --results, by default restart.json beside the other results; not rendered)",
     )
     p.add_argument("--authorize-seconds", type=float)
     p.add_argument("--authorize-concurrency", type=int, default=8, help="connections asking at once")
