@@ -26,6 +26,7 @@ from rater.core.engine import Tally
 from rater.core.idsegments import SEGMENT_AT, is_segment_key
 from rater.core.native_engine import available
 from rater.core.partitioning import partition_for
+from rater.core.records import TENANT_RE
 from rater.core.timeutil import format_time, parse_time
 from rater.worker import sweeper
 from rater.worker.pipeline import CommitPipeline
@@ -446,6 +447,56 @@ def test_the_replay_check_of_a_real_guard_skips_alike(tables, chunk):
     assert [m.offset for m, _p, _k in nat.forwards if m.partition == pb] == [5]
     counted = sum(nat.records.values())
     assert counted + nat.skipped == len(replay)
+
+
+_EDGE_KEYS = [
+    b"a",
+    b"a" * 64,
+    b"a" * 65,
+    b"A-Z_a.z:0-9",
+    b"-",
+    b"t 1",
+    b"t1\n",
+    b"t1/x",
+    b"t1\x00",
+    b"t1+",
+    "t1\u00e9".encode(),
+    "\u0661".encode(),  # ARABIC-INDIC DIGIT ONE
+    "\u212a".encode(),  # KELVIN SIGN
+    "\uff21".encode(),  # FULLWIDTH A
+    b"t1\xff",  # not UTF-8: read with a replacement character
+    b"\xed\xa0\x80",  # a surrogate
+]
+
+
+@pytest.mark.parametrize("key", _EDGE_KEYS)
+def test_the_replay_check_takes_a_key_for_a_tenant_id_as_tenant_re_does(tables, key):
+    """The native check's tenant-id test (native/src/records.rs ``is_tenant``) against
+    ``TENANT_RE``: an account value judged through offset 100 is stored under ``key``, so
+    a record under ``key`` inside a suspect span is skipped exactly when the key is read
+    as a tenant id, on both steps."""
+    p = partition_for(key, PARTITIONS)
+    pb = partition_for(b"t2", PARTITIONS)
+    setup = [
+        Message("cdrs", pb, 0, b"t2", _command("t2", "c", "configure_account", rate_plan="test-usd")),
+        Message("cdrs", pb, 1, b"t2", _command("t2", "f", "add_funds", amount="5")),
+    ]
+    record = Message("cdrs", p, 5, key, _cdr("t2", "k", parse_time("2026-11-10T00:00:00Z")))
+    results = []
+    for engine in ("python", "native"):
+        w = Worker(engine, tables, cache_limit=10)
+        w.batch(setup)
+        w.store.forget()
+        stored = orjson.loads(w.port.table[pb][b"t2"])
+        w.port.table[p][key] = orjson.dumps({**stored, "in": {"cdrs": 100}})
+        guard = w.pipeline.replay
+        guard.resume_at(("cdrs", p), 0, None, 10)
+        w.store.note_judged = guard.note_judged
+        w.processor.judged = Judged(guard, w.processor.engine.accounts)
+        results.append(_result(w, [record], 1))
+    py, nat = results
+    assert nat.outputs == py.outputs and list(nat.records.items()) == list(py.records.items())
+    assert nat.skipped == py.skipped == (1 if TENANT_RE.fullmatch(key.decode("utf-8", "replace")) else 0)
 
 
 def test_the_sweep_expires_a_held_account_alike(tables):
