@@ -8,10 +8,12 @@ use crate::feed::{self, HomeKey};
 use crate::held::{segment_key, Held};
 use crate::ledger::{Account, Status};
 use crate::python::{processed, PyEngine};
+use crate::records::is_tenant;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The engine's host for one record: held accounts first, else the store (`read`, the
@@ -151,7 +153,13 @@ impl PyHeld {
     /// `max_output_bytes` are appended to `oversized`, for the caller to replace
     /// (`BatchProcessor.output_refused`). When an exception stops the fetch, the records
     /// before it are all there, as the per-record step leaves them.
-    #[pyo3(signature = (engine, messages, now, partitions, topics, max_output_bytes, outputs, origins, forwards, records, oversized))]
+    ///
+    /// `judged`: the worker's replay check (step 1c, `rater/worker/replay.py`
+    /// `ReplayGuard.judged_before`), as the live `(suspect, judged_in)` dicts of its
+    /// `ReplayGuard`, read per record (reading an account may add to `judged_in`); a
+    /// record it says was judged before is skipped: no outputs, no count, one more
+    /// `result.skipped` (added also when an exception stops the fetch).
+    #[pyo3(signature = (engine, messages, now, partitions, topics, max_output_bytes, outputs, origins, forwards, records, oversized, judged=None, result=None))]
     #[allow(clippy::too_many_arguments)]
     fn feed<'py>(
         &mut self,
@@ -167,11 +175,22 @@ impl PyHeld {
         forwards: &Bound<'py, PyList>,
         records: &Bound<'py, PyAny>,
         oversized: &Bound<'py, PyList>,
+        judged: Option<(Bound<'py, PyDict>, Bound<'py, PyDict>)>,
+        result: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<()> {
         if partitions == 0 {
             return Err(PyValueError::new_err("partitions: at least 1"));
         }
-        let mut fed = Fed { counts: Vec::new() };
+        if judged.is_some() && result.is_none() {
+            return Err(PyValueError::new_err(
+                "judged: needs the result its skipped records are counted in",
+            ));
+        }
+        let mut fed = Fed {
+            counts: Vec::new(),
+            judged,
+            skipped: 0,
+        };
         let out = Sinks {
             topics: &topics,
             max_output_bytes,
@@ -187,6 +206,11 @@ impl PyHeld {
             add.set_item((topic, *status), *n)?;
         }
         records.call_method1(intern!(py, "update"), (add,))?;
+        if let (Some(result), true) = (result, fed.skipped > 0) {
+            let name = intern!(py, "skipped");
+            let skipped = result.getattr(name)?.add(fed.skipped)?;
+            result.setattr(name, skipped)?;
+        }
         done
     }
 
@@ -203,10 +227,7 @@ impl PyHeld {
         engine: PyRef<'_, PyEngine>,
         tenant: &str,
     ) -> PyResult<bool> {
-        if engine.inner.accounts.contains_key(tenant) || self.inner.accounts.contains(tenant) {
-            return Ok(true);
-        }
-        self.read_and_hold(py, tenant).map(|raw| raw.is_some())
+        self.hold_in(py, &engine, tenant)
     }
 
     /// The tenant's account in the stored form (held, or read from the store and held).
@@ -290,9 +311,12 @@ struct Sinks<'a, 'py> {
     oversized: &'a Bound<'py, PyList>,
 }
 
-/// `feed`'s counts per (topic, status), in the order first met.
+/// `feed`'s counts per (topic, status), in the order first met, and the records skipped
+/// as judged before by the replay check (`judged`, the `(suspect, judged_in)` dicts).
 struct Fed<'py> {
     counts: Vec<(Bound<'py, PyAny>, String, &'static str, u64)>,
+    judged: Option<(Bound<'py, PyDict>, Bound<'py, PyDict>)>,
+    skipped: u64,
 }
 
 impl<'py> Fed<'py> {
@@ -336,7 +360,8 @@ impl PyHeld {
         fed: &mut Fed<'py>,
     ) -> PyResult<()> {
         let py = messages.py();
-        let read = self.read.bind(py);
+        // Its own reference: `self` is borrowed again for the replay check's reads.
+        let read = &self.read.bind(py).clone();
         let max_record_bytes = engine.inner.max_record_bytes;
         for msg in messages.try_iter()? {
             let msg = msg?;
@@ -356,18 +381,31 @@ impl PyHeld {
                 Some(value_obj.downcast::<PyBytes>()?.as_bytes())
             };
             let home = feed::home_partition(key, value, partitions, max_record_bytes);
-            if let Some((at, home_key)) = home {
-                if i64::from(at) != partition {
+            if let Some((at, home_key)) = &home {
+                if i64::from(*at) != partition {
                     let home_key = match home_key {
                         HomeKey::Key => key_obj.clone(),
                         HomeKey::Tenant(t) => PyBytes::new(py, t.as_bytes()).into_any(),
                     };
-                    out.forwards.append((&msg, at, home_key))?;
+                    out.forwards.append((&msg, *at, home_key))?;
                     fed.count(&topic, topic_text, "forwarded");
                     continue;
                 }
             }
-            let offset: i64 = msg.getattr(intern!(py, "offset"))?.extract()?;
+            let offset_obj = msg.getattr(intern!(py, "offset"))?;
+            let offset: i64 = offset_obj.extract()?;
+            if let (Some(state), Some((_, home_key))) = (&fed.judged, &home) {
+                // `ReplayGuard.judged_before(msg, home key)`: the key read as text.
+                let tenant = match home_key {
+                    HomeKey::Key => feed::key_text(key).unwrap_or_default(),
+                    HomeKey::Tenant(t) => Cow::Borrowed(t.as_str()),
+                };
+                let at = PyTuple::new(py, [topic.clone(), msg.getattr(intern!(py, "partition"))?])?;
+                if self.judged_before(engine, state, &at, &offset_obj, &tenant)? {
+                    fed.skipped += 1;
+                    continue;
+                }
+            }
             let key_text = feed::key_text(key);
             let mut host = HeldHost {
                 held: &mut self.inner,
@@ -413,6 +451,50 @@ impl PyHeld {
             fed.count(&topic, topic_text, p.outcome.status.name());
         }
         Ok(())
+    }
+
+    /// Step 1c for a record at home (`rater/worker/replay.py` `ReplayGuard.judged_before`,
+    /// step by step): not judged unless its partition `at` (`(topic, partition)`) is
+    /// suspect and `offset` at most the span's last offset, and its home key a tenant id
+    /// (`TENANT_RE`); then the tenant's account is held (`_HeldAccounts.get`: a store read
+    /// notes its judged offsets into `judged_in`) and the record was judged iff
+    /// `judged_in[tenant].get(topic, -1) >= offset`.
+    fn judged_before<'py>(
+        &mut self,
+        engine: &PyEngine,
+        (suspect, judged_in): &(Bound<'py, PyDict>, Bound<'py, PyDict>),
+        at: &Bound<'py, PyTuple>,
+        offset: &Bound<'py, PyAny>,
+        tenant: &str,
+    ) -> PyResult<bool> {
+        let py = at.py();
+        let Some(span) = suspect.get_item(at)? else {
+            return Ok(false);
+        };
+        if offset.gt(span.get_item(1)?)? {
+            return Ok(false);
+        }
+        if !is_tenant(tenant) {
+            return Ok(false); // not a tenant's key (the record is rejected, whatever the state)
+        }
+        self.hold_in(py, engine, tenant)?;
+        match judged_in.get_item(tenant)? {
+            Some(judged) if !judged.is_none() => {
+                let topic = at.get_item(0)?;
+                let through = judged.call_method1(intern!(py, "get"), (topic, -1))?;
+                through.ge(offset)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// `hold`: the tenant's account held (read from the store if it is not held or in
+    /// `engine`'s batch); whether it has one.
+    fn hold_in(&mut self, py: Python<'_>, engine: &PyEngine, tenant: &str) -> PyResult<bool> {
+        if engine.inner.accounts.contains_key(tenant) || self.inner.accounts.contains(tenant) {
+            return Ok(true);
+        }
+        self.read_and_hold(py, tenant).map(|raw| raw.is_some())
     }
 
     fn read_and_hold(&mut self, py: Python<'_>, tenant: &str) -> PyResult<Option<Vec<u8>>> {

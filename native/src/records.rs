@@ -712,6 +712,49 @@ fn is_card_month(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// `is_tenant` is `rater.core.records.TENANT_RE.fullmatch` (`[A-Za-z0-9._:-]{1,64}`):
+    /// the expected answers are Python's, on the edges of the class (no Unicode digit or
+    /// letter, no case folding, no trailing newline) and of the length (in characters
+    /// there; every accepted character is one byte). tests/worker/test_native_store.py
+    /// holds the worker's replay check to the same answers through the native feed.
+    #[test]
+    fn is_tenant_is_tenant_re() {
+        let long = "a".repeat(64);
+        let longer = "a".repeat(65);
+        let wide = "\u{e9}".repeat(32); // 32 characters, 64 bytes
+        let cases: [(&str, bool); 26] = [
+            ("", false),
+            ("a", true),
+            (&long, true),
+            (&longer, false),
+            (&wide, false),
+            ("A-Z_a.z:0-9", true),
+            ("Z", true),
+            ("-", true),
+            ("..", true),
+            ("_:", true),
+            ("t 1", false),
+            ("t1\n", false),
+            ("\nt1", false),
+            ("t1/x", false),
+            ("t1\0", false),
+            ("\u{e9}", false),
+            ("t1\u{e9}", false),
+            ("\u{661}", false),  // ARABIC-INDIC DIGIT ONE: not [0-9]
+            ("\u{212a}", false), // KELVIN SIGN: no case folding
+            ("\u{17f}", false),  // LATIN SMALL LETTER LONG S
+            ("\u{ff21}", false), // FULLWIDTH A
+            ("\u{fffd}", false), // an invalid key byte, decoded with "replace"
+            ("t1+", false),
+            ("t1@x", false),
+            ("t1,", false),
+            ("t1\t", false),
+        ];
+        for (s, expected) in cases {
+            assert_eq!(is_tenant(s), expected, "{s:?}");
+        }
+    }
+
     fn detail(raw: &str) -> String {
         decode(Some(raw.as_bytes()), None).unwrap_err().detail
     }

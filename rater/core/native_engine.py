@@ -176,13 +176,23 @@ class NativeBatchProcessor(BatchProcessor):
         return BatchResult()
 
     def feed(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
-        """The messages in one native call (``Held.feed``, native/src/feed.rs): homing and
-        forwarding, rating, the outputs routed and keyed, the counts; only an output over
-        the size bound is replaced here. While the replay check is on (``judged``, rare),
-        record by record, as the Python step does it."""
-        if self.judged is not None:
-            self._feed_each(result, messages, now)
-            return
+        """The messages in one native call (``Held.feed``, native/src/pyheld.rs and
+        native/src/feed.rs): homing and forwarding, the worker's replay check (step 1c),
+        rating, the outputs routed and keyed, the counts; only an output over the size
+        bound is replaced here.
+
+        The replay check runs natively when ``judged`` is the worker's
+        (``rater.worker.replay.Judged`` over this step's own accounts): ``Held.feed``
+        reads its ``ReplayGuard``'s ``suspect`` and ``judged_in`` dicts per record. Any
+        other ``judged`` is asked record by record, as the Python step does it."""
+        judged = self.judged
+        replay = None
+        if judged is not None:
+            guard = getattr(judged, "guard", None)
+            if guard is None or getattr(judged, "accounts", None) is not self.engine.accounts:
+                self._feed_each(result, messages, now)
+                return
+            replay = (guard.suspect, guard.judged_in)
         t = self.topics
         out = result.outputs
         limit = self.max_output_bytes
@@ -200,12 +210,15 @@ class NativeBatchProcessor(BatchProcessor):
                 result.forwards,
                 result.records,
                 oversized,
+                replay,
+                result,
             )
         finally:  # also the records before an exception, as the per-record step leaves them
             for i in oversized:  # never sent: the broker would refuse it
                 out[i] = self.output_refused(result.origins[i], out[i][0], len(out[i][2]), limit)
 
     def _feed_each(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
+        """Record by record, for a ``judged`` that is not the worker's replay check."""
         process = self.held.process
         native = self.engine.native
         for msg in messages:

@@ -73,7 +73,7 @@ from rater.core import applied
 from rater.core.batch import BatchProcessor, BatchResult, Message
 from rater.core.continuity import Continuity
 from rater.worker.plan import Writes, judged_by_partition, plan_writes
-from rater.worker.replay import ReplayGuard
+from rater.worker.replay import Judged, ReplayGuard
 from rater.worker.store import AccountStore
 
 log = logging.getLogger("rater")
@@ -251,7 +251,7 @@ class CommitPipeline:
         # previous batch is being written, let its acknowledgements in every few records.
         processor = self.processor
         self.store.note_judged = replay.note_judged if replay.suspect else None
-        processor.judged = self._judged_before if replay.suspect else None
+        processor.judged = Judged(replay, processor.engine.accounts) if replay.suspect else None
         result = processor.begin()
         for i in range(0, len(messages), YIELD_EVERY):
             processor.feed(result, messages[i : i + YIELD_EVERY], now)
@@ -277,9 +277,6 @@ class CommitPipeline:
         if writes.handed - self.last_commit >= COMMIT_EVERY:
             await self.commit_positions()
             self.last_commit = time.monotonic()
-
-    def _judged_before(self, msg: Message, key: bytes) -> bool:
-        return self.replay.judged_before(msg, key, self.processor.engine.accounts.get)
 
     def plan(self, result: BatchResult, positions: dict[tuple[str, int], int] | None = None) -> Writes:
         """``plan_writes`` for this batch (or the sweep): the changed accounts made into

@@ -85,3 +85,20 @@ class ReplayGuard:
                 del self.suspect[key]
         if not self.suspect:
             self.judged_in.clear()
+
+
+class Judged:
+    """``BatchProcessor.judged`` while a replay range is open: ``guard.judged_before``
+    with the batch step's own account read (``accounts.get``, the processor's
+    ``engine.accounts``). The native batch step (``NativeBatchProcessor.feed``) runs the
+    same check inside its one call per fetch, on ``guard``'s ``suspect`` and
+    ``judged_in`` dicts."""
+
+    __slots__ = ("guard", "accounts")
+
+    def __init__(self, guard: ReplayGuard, accounts: Any):
+        self.guard = guard
+        self.accounts = accounts
+
+    def __call__(self, msg: Any, key: bytes) -> bool:
+        return self.guard.judged_before(msg, key, self.accounts.get)

@@ -26,9 +26,11 @@ from rater.core.engine import Tally
 from rater.core.idsegments import SEGMENT_AT, is_segment_key
 from rater.core.native_engine import available
 from rater.core.partitioning import partition_for
+from rater.core.records import TENANT_RE
 from rater.core.timeutil import format_time, parse_time
 from rater.worker import sweeper
 from rater.worker.pipeline import CommitPipeline
+from rater.worker.replay import Judged
 from rater.worker.sweeper import Sweeper
 from tests.core.test_native_diff import DIFF, NOW, streams
 from tests.support.ledger import write_tables
@@ -307,6 +309,194 @@ def test_records_judged_before_are_skipped_alike(tables):
     # The setup was skipped: no account, so the call is rejected (unknown tenant).
     assert nat.records == Counter({("cdrs", "rejected"): 1})
     assert [t for t, *_ in nat.produce] == ["rater-rejects"]
+
+
+def _command(tenant: str, command_id: str, command: str, **fields) -> bytes:
+    at = "2026-11-01T00:00:00Z"
+    return orjson.dumps({"command_id": command_id, "tenant_id": tenant, "command": command, "occurred_at": at, **fields})
+
+
+class _Said(Judged):
+    """The worker's replay check, noting the records it said were judged before."""
+
+    __slots__ = ("said",)
+
+    def __init__(self, guard, accounts):
+        super().__init__(guard, accounts)
+        self.said: list[tuple[str, int, int]] = []
+
+    def __call__(self, msg, key):
+        judged = super().__call__(msg, key)
+        if judged:
+            self.said.append((msg.topic, msg.partition, msg.offset))
+        return judged
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 100])
+def test_the_replay_check_of_a_real_guard_skips_alike(tables, chunk):
+    """Step 1c on both batch steps with a real ``ReplayGuard``: the accounts written by a
+    batch (their ``"in"`` offsets), then a replay over suspect spans with the store's reads
+    noting them (``note_judged``), fed ``chunk`` records at a time. The native step runs
+    the check inside ``Held.feed`` (never record by record) and gives exactly the Python
+    step's outputs, forwards, counts, ``skipped``, noted offsets and account writes: at
+    and inside the span ends (only the span's last offset bounds it, as
+    ``judged_before`` does), at the judged offset and past it, keyless records homed by
+    their tenant_id, a tombstone, keys that are not tenant ids (invalid UTF-8, non-ASCII,
+    too long, a space), a tenant without an account, one whose stored offsets were not
+    noted, records on the wrong partition inside a span (forwarded, never skipped)."""
+    a, b, c, d, e = "t1", "t2", "t4", "t6", "t5"
+    pa, pb, pc, pd = (partition_for(t.encode(), PARTITIONS) for t in (a, b, c, d))
+    assert len({pa, pb, pc, pd}) == 4 and partition_for(e.encode(), PARTITIONS) == pc
+    at = parse_time("2026-11-10T00:00:00Z")
+    funds = {"amount": "5"}
+    setup = [
+        Message("tenant-commands", pa, 0, a.encode(), _command(a, "c", "configure_account", rate_plan="test-usd")),
+        Message("tenant-commands", pa, 1, a.encode(), _command(a, "f", "add_funds", **funds)),
+        Message("tenant-commands", pb, 0, b.encode(), _command(b, "c", "configure_account", rate_plan="test-usd")),
+        Message("tenant-commands", pb, 1, b.encode(), _command(b, "f", "add_funds", **funds)),
+        Message("cdrs", pc, 0, c.encode(), _command(c, "c", "configure_account", rate_plan="test-usd")),
+        Message("cdrs", pc, 1, c.encode(), _command(c, "f", "add_funds", **funds)),
+        Message("cdrs", pd, 0, d.encode(), _command(d, "c", "configure_account", rate_plan="test-usd")),
+        Message("cdrs", pd, 1, d.encode(), _command(d, "f", "add_funds", **funds)),
+    ]
+    setup += [Message("cdrs", pa, i, a.encode(), _cdr(a, f"s{i}", at)) for i in range(10)]
+    setup += [Message("cdrs", pb, i, b.encode(), _cdr(b, f"s{i}", at)) for i in range(10)]
+
+    def call(topic, partition, offset, key, tenant=None, value=None):
+        raw = value if value is not None or tenant is None else _cdr(tenant, f"r{partition}-{offset}", at + offset)
+        return Message(topic, partition, offset, key, raw)
+
+    replay = [
+        # a's partition: suspect 5..14, its account judged through cdrs 9.
+        call("cdrs", pa, 5, a.encode(), a),  # the span's first offset: skipped
+        call("cdrs", pa, 6, None, a),  # keyless, homed by its tenant_id: skipped
+        Message("cdrs", pa, 7, a.encode(), None),  # a tombstone: skipped
+        call("cdrs", pa, 8, None, value=b"not json"),  # homes nothing: rejected where it is
+        call("cdrs", pa, 9, a.encode(), a),  # at the judged offset: skipped
+        call("cdrs", pa, 10, a.encode(), a),  # past it: rated
+        call("cdrs", pa, 11, None, a),  # keyless, past it: rated
+        call("cdrs", pa, 12, b.encode(), b),  # the wrong partition (by key) inside a span: forwarded
+        call("cdrs", pa, 13, None, b),  # the wrong partition (by tenant_id): forwarded
+        # b's partition: suspect 2..7, its account judged through cdrs 9.
+        call("cdrs", pb, 1, b.encode(), b),  # before the span's first offset: skipped (only its last bounds it)
+        call("cdrs", pb, 2, b.encode(), b),  # skipped
+        call("cdrs", pb, 3, b"bad key", b),  # a key that is no tenant id: judged again
+        call("cdrs", pb, 4, b"x" * 65, b),  # too long for a tenant id
+        call("cdrs", pb, 5, a.encode(), a),  # the wrong partition: forwarded
+        call("cdrs", pb, 6, b.encode(), a),  # the key names b (judged through 9): skipped
+        call("cdrs", pb, 7, b.encode(), b),  # the span's last offset: skipped
+        call("cdrs", pb, 8, b.encode(), b),  # past the span (judged through 9 all the same): rated
+        call("cdrs", pb, 9, None, b),  # keyless, past the span: rated
+        # c's partition: suspect from 5 on (no end said), c's offsets (cdrs 1) not noted.
+        call("cdrs", pc, 6, c.encode(), c),
+        call("cdrs", pc, 7, b"t1!", a),
+        call("cdrs", pc, 8, b"t1\xff", a),
+        call("cdrs", pc, 9, "caf\u00e9".encode(), a),
+        call("cdrs", pc, 10, e.encode(), e),  # no account
+        # d's partition: not suspect.
+        call("cdrs", pd, 3, d.encode(), d),
+        # a's commands: suspect 0..0, judged through 1.
+        Message("tenant-commands", pa, 0, a.encode(), _command(a, "c2", "configure_account", rate_plan="test-usd")),  # skipped
+        Message("tenant-commands", pa, 1, a.encode(), _command(a, "f2", "add_funds", **funds)),  # past the span: applied
+    ]
+    assert all(partition_for(k, PARTITIONS) == pb for k in (b"bad key", b"x" * 65))
+    assert all(partition_for(k, PARTITIONS) == pc for k in (b"t1!", b"t1\xff", "caf\u00e9".encode()))
+    results, guards, writes, checks = [], [], [], []
+    for engine in ("python", "native"):
+        w = Worker(engine, tables, cache_limit=10)
+        w.batch(setup)
+        w.store.forget()  # a new worker: every account read from the table
+        guard = w.pipeline.replay
+        assert guard.resume_at(("cdrs", pa), 5, None, 15) == 5
+        guard.resume_at(("cdrs", pb), 2, None, 8)
+        guard.resume_at(("cdrs", pc), 5, None, None)
+        guard.resume_at(("tenant-commands", pa), 0, None, 1)
+        guard.resume_at(("cdrs", pd), 4, 3, 4)  # past the end: not suspect
+        # As ``CommitPipeline.handle_batch`` wires them.
+        w.store.note_judged = guard.note_judged
+        w.processor.judged = (_Said if engine == "python" else Judged)(guard, w.processor.engine.accounts)
+        checks.append(w.processor.judged)
+        if engine == "native":
+            w.processor._feed_each = None  # the check runs in the native call, never record by record
+        result = _result(w, replay, chunk)
+        positions = {}
+        for m in replay:
+            positions[(m.topic, m.partition)] = max(m.offset, positions.get((m.topic, m.partition), -1))
+        writes.append(_writes(w.pipeline.plan(result, positions)))
+        results.append(result)
+        guards.append(guard)
+    py, nat = results
+    assert nat.outputs == py.outputs
+    assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards]
+    assert [(m.topic, m.partition, m.offset) for m in nat.origins] == [(m.topic, m.partition, m.offset) for m in py.origins]
+    assert list(nat.records.items()) == list(py.records.items())
+    assert writes[1] == writes[0]
+    assert guards[1].suspect == guards[0].suspect and guards[1].judged_in == guards[0].judged_in
+    # c's stored offsets are before its span: not noted; d's (read to rate its call) are,
+    # its partition not being suspect (harmless: no record of d is checked).
+    assert set(guards[0].judged_in) == {a, b, d}
+    skipped = [("cdrs", pa, 5), ("cdrs", pa, 6), ("cdrs", pa, 7), ("cdrs", pa, 9)]
+    skipped += [("cdrs", pb, 1), ("cdrs", pb, 2), ("cdrs", pb, 6), ("cdrs", pb, 7), ("tenant-commands", pa, 0)]
+    assert py.skipped == nat.skipped == len(skipped)
+    assert checks[0].said == skipped  # the Python step's check said so of exactly these, in order
+    # The known cases, on the native step's own outputs.
+    origins = {(m.topic, m.partition, m.offset) for m in nat.origins}
+    assert not origins & set(skipped)
+    assert {("cdrs", pa, 10), ("cdrs", pa, 11), ("cdrs", pb, 8), ("cdrs", pb, 9), ("cdrs", pc, 6)} <= origins
+    assert [m.offset for m, _p, _k in nat.forwards if m.partition == pa] == [12, 13]
+    assert [m.offset for m, _p, _k in nat.forwards if m.partition == pb] == [5]
+    counted = sum(nat.records.values())
+    assert counted + nat.skipped == len(replay)
+
+
+_EDGE_KEYS = [
+    b"a",
+    b"a" * 64,
+    b"a" * 65,
+    b"A-Z_a.z:0-9",
+    b"-",
+    b"t 1",
+    b"t1\n",
+    b"t1/x",
+    b"t1\x00",
+    b"t1+",
+    "t1\u00e9".encode(),
+    "\u0661".encode(),  # ARABIC-INDIC DIGIT ONE
+    "\u212a".encode(),  # KELVIN SIGN
+    "\uff21".encode(),  # FULLWIDTH A
+    b"t1\xff",  # not UTF-8: read with a replacement character
+    b"\xed\xa0\x80",  # a surrogate
+]
+
+
+@pytest.mark.parametrize("key", _EDGE_KEYS)
+def test_the_replay_check_takes_a_key_for_a_tenant_id_as_tenant_re_does(tables, key):
+    """The native check's tenant-id test (native/src/records.rs ``is_tenant``) against
+    ``TENANT_RE``: an account value judged through offset 100 is stored under ``key``, so
+    a record under ``key`` inside a suspect span is skipped exactly when the key is read
+    as a tenant id, on both steps."""
+    p = partition_for(key, PARTITIONS)
+    pb = partition_for(b"t2", PARTITIONS)
+    setup = [
+        Message("cdrs", pb, 0, b"t2", _command("t2", "c", "configure_account", rate_plan="test-usd")),
+        Message("cdrs", pb, 1, b"t2", _command("t2", "f", "add_funds", amount="5")),
+    ]
+    record = Message("cdrs", p, 5, key, _cdr("t2", "k", parse_time("2026-11-10T00:00:00Z")))
+    results = []
+    for engine in ("python", "native"):
+        w = Worker(engine, tables, cache_limit=10)
+        w.batch(setup)
+        w.store.forget()
+        stored = orjson.loads(w.port.table[pb][b"t2"])
+        w.port.table[p][key] = orjson.dumps({**stored, "in": {"cdrs": 100}})
+        guard = w.pipeline.replay
+        guard.resume_at(("cdrs", p), 0, None, 10)
+        w.store.note_judged = guard.note_judged
+        w.processor.judged = Judged(guard, w.processor.engine.accounts)
+        results.append(_result(w, [record], 1))
+    py, nat = results
+    assert nat.outputs == py.outputs and list(nat.records.items()) == list(py.records.items())
+    assert nat.skipped == py.skipped == (1 if TENANT_RE.fullmatch(key.decode("utf-8", "replace")) else 0)
 
 
 def test_the_sweep_expires_a_held_account_alike(tables):
