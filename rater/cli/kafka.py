@@ -12,7 +12,7 @@ from rater.cli.errors import UsageError
 
 def register(sub) -> None:
     from rater.connection import add_connection_arguments
-    from rater.worker.config import DefaultsFormatter, add_worker_arguments, positive_int
+    from rater.worker.config import DefaultsFormatter, add_topic_creation_arguments, add_worker_arguments
 
     p = sub.add_parser(
         "worker",
@@ -49,18 +49,7 @@ def register(sub) -> None:
         default=e("RATER_TOPIC_COMMANDS", "tenant-commands"),
         help="the command topic, used with --split (RATER_TOPIC_COMMANDS)",
     )
-    p.add_argument(
-        "--partitions",
-        type=positive_int("--partitions", "RATER_PARTITIONS"),
-        default=e("RATER_PARTITIONS", "8"),
-        help="partitions of a topic created because it is missing; the worker's --partitions (RATER_PARTITIONS)",
-    )
-    p.add_argument(
-        "--replication",
-        type=positive_int("--replication", "RATER_REPLICATION"),
-        default=e("RATER_REPLICATION", "1"),
-        help="replication factor of created topics (RATER_REPLICATION)",
-    )
+    add_topic_creation_arguments(p)
     p.add_argument(
         "--partitioner",
         choices=("murmur2", "random", "crc32"),

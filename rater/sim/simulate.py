@@ -52,7 +52,7 @@ TICK = 0.02  # seconds between bursts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from rater.worker.config import positive_int
+    from rater.worker.config import add_topic_creation_arguments
 
     e = os.environ.get
     add_connection_arguments(p)  # --broker, --security-protocol, --sasl-*, --ssl-*: as the worker (rater/connection.py)
@@ -88,18 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds to wait for the topics and for the worker to apply the setup (default 60)",
     )
     p.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines (default 5)")
-    p.add_argument(
-        "--partitions",
-        type=positive_int("--partitions", "RATER_PARTITIONS"),
-        default=e("RATER_PARTITIONS", "8"),
-        help="partitions of a topic created because it is missing; the worker's --partitions (RATER_PARTITIONS, default 8)",
-    )
-    p.add_argument(
-        "--replication",
-        type=positive_int("--replication", "RATER_REPLICATION"),
-        default=e("RATER_REPLICATION", "1"),
-        help="replication factor of created topics (RATER_REPLICATION, default 1)",
-    )
+    add_topic_creation_arguments(p)
     p.add_argument("--cdrs-topic", default=e("RATER_TOPIC_CDRS", "cdrs"))
     p.add_argument("--commands-topic", default=e("RATER_TOPIC_COMMANDS", "tenant-commands"))
     p.add_argument("--requests-topic", default=e("RATER_TOPIC_REQUESTS", "recharge-requests"))

@@ -46,6 +46,24 @@ def positive_int(flag: str, variable: str, minimum: int = 1):
     return convert
 
 
+def add_topic_creation_arguments(p: argparse.ArgumentParser) -> None:
+    """``--partitions`` and ``--replication`` of the topics a command creates because they
+    are missing (``rater produce``, ``rater simulate``; ``rater/worker/topics.py``)."""
+    e = os.environ.get
+    p.add_argument(
+        "--partitions",
+        type=positive_int("--partitions", "RATER_PARTITIONS"),
+        default=e("RATER_PARTITIONS", "8"),
+        help="partitions of a topic created because it is missing; the worker's --partitions (RATER_PARTITIONS, default %(default)s)",
+    )
+    p.add_argument(
+        "--replication",
+        type=positive_int("--replication", "RATER_REPLICATION"),
+        default=e("RATER_REPLICATION", "1"),
+        help="replication factor of created topics (RATER_REPLICATION, default %(default)s)",
+    )
+
+
 def _finite_float(flag: str, variable: str, zero_ok: bool):
     bound = ">= 0" if zero_ok else "> 0"
 
