@@ -44,11 +44,18 @@ from rater.worker.sweeper import Sweeper
 
 log = logging.getLogger("rater")
 
-# Per partition database. faust's defaults are 3 write buffers of 64 MiB and a 2 GiB block
-# cache for *each* partition, so RSS grows with write volume up to gigabytes; these bound a
-# worker's RocksDB memory to about 8 x (2 x 8 + 16) MiB with 8 partitions. Accounts are
-# read from the worker's own cache first, so the block cache only serves cache misses.
-ROCKSDB_OPTIONS = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
+
+def rocksdb_options(cfg: WorkerConfig) -> dict:
+    """Per partition database. faust's defaults are 3 write buffers of 64 MiB and a 2 GiB
+    block cache for *each* partition, so RSS grows with write volume up to gigabytes; the
+    worker's bound its RocksDB memory to partitions x (2 x write buffer + block cache), by
+    default 8 x (2 x 8 + 16) MiB. Accounts are read from the worker's own cache first, so
+    the block cache only serves cache misses."""
+    return {
+        "write_buffer_size": cfg.rocksdb_write_buffer_mib << 20,
+        "max_write_buffer_number": 2,
+        "block_cache_size": cfg.rocksdb_block_cache_mib << 20,
+    }
 
 
 class RaterWorker:
@@ -132,7 +139,7 @@ class RaterWorker:
             value_type=bytes,
             partitions=cfg.partitions,
             use_partitioner=True,
-            **({"options": ROCKSDB_OPTIONS} if cfg.store == "rocksdb" else {}),
+            **({"options": rocksdb_options(cfg)} if cfg.store == "rocksdb" else {}),
         )
         return app
 

@@ -129,8 +129,12 @@ class WorkerConfig:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     standby_replicas: int = 1
-    engine: str | None = None  # "native" or "python"; None: python for the worker (rater/core/native_engine.py)
+    engine: str | None = None  # "native" or "python"; None: native when built (rater/core/native_engine.py)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    # RocksDB memory per table partition (rater/worker/app.py rocksdb_options): two write
+    # buffers of this size, and a block cache.
+    rocksdb_write_buffer_mib: int = 8
+    rocksdb_block_cache_mib: int = 16
 
 
 def port(flag: str, variable: str, minimum: int = 0):
@@ -186,7 +190,7 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
         "--engine",
         choices=("native", "python"),
         default=e("ENGINE"),
-        help="rating core: python (the worker's default) or native (Rust, when built) (RATER_ENGINE)",
+        help="rating core: native (Rust; the default when built) or python (the reference) (RATER_ENGINE)",
     )
     p.add_argument(
         "--batch-size",
@@ -234,6 +238,23 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
         help="larger input records are rejected (invalid_record, record too large) before they are "
         "decoded; keep it well under the broker's message.max.bytes (RATER_MAX_RECORD_BYTES)",
     )
+    p.add_argument(
+        "--rocksdb-write-buffer",
+        dest="rocksdb_write_buffer_mib",
+        metavar="MIB",
+        type=positive_int("--rocksdb-write-buffer", "RATER_ROCKSDB_WRITE_BUFFER"),
+        default=e("ROCKSDB_WRITE_BUFFER", str(d.rocksdb_write_buffer_mib)),
+        help="MiB of each of the two RocksDB write buffers of a table partition (RATER_ROCKSDB_WRITE_BUFFER)",
+    )
+    p.add_argument(
+        "--rocksdb-block-cache",
+        dest="rocksdb_block_cache_mib",
+        metavar="MIB",
+        type=positive_int("--rocksdb-block-cache", "RATER_ROCKSDB_BLOCK_CACHE"),
+        default=e("ROCKSDB_BLOCK_CACHE", str(d.rocksdb_block_cache_mib)),
+        help="MiB of RocksDB block cache of a table partition: serves the accounts the account cache "
+        "does not hold (RATER_ROCKSDB_BLOCK_CACHE)",
+    )
     for name, attr in (
         ("cdrs", "cdrs"),
         ("commands", "commands"),
@@ -279,4 +300,6 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         standby_replicas=args.standby_replicas,
         max_record_bytes=args.max_record_bytes,
         engine=args.engine,
+        rocksdb_write_buffer_mib=args.rocksdb_write_buffer_mib,
+        rocksdb_block_cache_mib=args.rocksdb_block_cache_mib,
     )

@@ -95,3 +95,18 @@ def test_notify_variables_are_checked_by_notify_alone(monkeypatch, capsys, env, 
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"rater notify: error: {message}"
     assert cli.main(["rates", "check", "rate_tables"]) == 0
+
+
+def test_rocksdb_memory_is_set_per_partition_in_mib(monkeypatch):
+    from rater.worker.app import rocksdb_options
+
+    default = config_from_args(_parse(monkeypatch, {}, ["worker"]))
+    assert rocksdb_options(default) == {"write_buffer_size": 8 * 2**20, "max_write_buffer_number": 2, "block_cache_size": 16 * 2**20}
+    cfg = config_from_args(_parse(monkeypatch, {"RATER_ROCKSDB_WRITE_BUFFER": "2"}, ["worker", "--rocksdb-block-cache", "4"]))
+    assert rocksdb_options(cfg) == {"write_buffer_size": 2 * 2**20, "max_write_buffer_number": 2, "block_cache_size": 4 * 2**20}
+
+
+def test_a_rocksdb_size_of_zero_is_refused_naming_the_variable(monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        _parse(monkeypatch, {"RATER_ROCKSDB_WRITE_BUFFER": "0"}, ["worker"])
+    assert "'0' must be >= 1 (--rocksdb-write-buffer or RATER_ROCKSDB_WRITE_BUFFER)" in capsys.readouterr().err
