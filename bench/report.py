@@ -227,7 +227,8 @@ def verdicts(res: dict, s: dict) -> list[list[str]]:
         rows.append(
             [
                 "< 1 KiB RSS per account",
-                f"{per:,.0f} bytes ({rs['mib_per_100k']:.1f} MiB per 100k)",
+                f"{per:,.0f} bytes ({rs['mib_per_100k']:.1f} MiB per 100k)"
+                + (f"; {rs['bytes_per_account_at_2n']:,.0f} with {2 * rs['accounts']:,}" if "bytes_per_account_at_2n" in rs else ""),
                 "met" if per < TARGETS["bytes_per_account"] else f"missed: {per / TARGETS['bytes_per_account']:,.1f}× over",
             ]
         )
@@ -632,6 +633,14 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             f"{(med(rs['rss_after_restart_mib']) - rs['idle_rss_mib']) * 2**20 / rs['accounts']:,.0f} bytes per account.",
             "",
         ]
+        if "bytes_per_account_at_2n" in rs:
+            L += [
+                f"With twice the accounts (a worker started on those {rs['accounts']:,} builds {rs['accounts']:,} more): "
+                f"RSS {rs['more_rss_mib']:.0f} MiB, **{rs['bytes_per_account_at_2n']:,.0f} bytes per account over "
+                f"{2 * rs['accounts']:,}**. Much of the memory is bounded (the account cache, RocksDB's write buffers "
+                f"and block cache of each partition) and is spread over more accounts as they grow.",
+                "",
+            ]
     prof = res.get("profile")
     if prof:
         L += ["## Profile", ""]

@@ -700,9 +700,13 @@ class Bench:
         a = self.args
         n = a.restart_accounts
         at = traffic.now_micros() - 3600 * SECOND
-        profiles = traffic.tenants(n, a.seed + 7, self.tables, at=at)
-        # configure_account and add_funds: every account created and funded (touched).
-        cmds = [c for c in traffic.setup_commands(profiles, at, "rs") if "auto_recharge" not in c]
+        profiles = traffic.tenants(2 * n, a.seed + 7, self.tables, at=at)
+        # configure_account and add_funds: every account created and funded (touched). The
+        # first n tenants are built; the other n are added at the end (``measure_more``).
+        setup = [c for c in traffic.setup_commands(profiles, at, "rs") if "auto_recharge" not in c]
+        first = {p["tenant_id"] for p in profiles[:n]}
+        cmds = [c for c in setup if c["tenant_id"] in first]
+        more = [c for c in setup if c["tenant_id"] not in first]
         base = f"{self.prefix}-rs"
         topic = f"{base}-in"
         asyncio.run(kio.create_topics(self.bootstrap, [topic], a.partitions))
@@ -768,10 +772,34 @@ class Bench:
                 self.finish(w)
             shutil.rmtree(cold, ignore_errors=True)
             log(f"restart on an empty state dir (table rebuilt from the changelog): ready in {res['cold_ready_s']:.2f} s")
+        self.measure_more(res, more, topic, topics, base, state)
         self.drop_topics(base)
         self.drop_topics(f"{self.prefix}-idle")
         shutil.rmtree(state, ignore_errors=True)
         return res
+
+    def measure_more(self, res: dict, more: list, topic: str, topics: dict[str, str], base: str, state: Path) -> None:
+        """RSS per account with twice the accounts: a worker started on the n stored
+        accounts builds n more. Much of a worker's memory is bounded (the account cache,
+        RocksDB's write buffers and block cache, per partition) and is spread over more
+        accounts as they grow; this shows how far."""
+        a = self.args
+        w = self.track(self.worker("rs-more", topics, app_id=base, state_dir=state, debug=False))
+        w.start()
+        try:
+            w.wait_ready(timeout=300)
+            asyncio.run(kio.publish(self.bootstrap, topic, [(c["tenant_id"].encode(), dumps(c)) for c in more], a.partitions))
+            w.wait_records(len(more), timeout=1200)
+            time.sleep(3)
+            res["more_rss_mib"] = w.rss_kib() / 1024
+        finally:
+            self.finish(w)
+        n = res["accounts"]
+        res["bytes_per_account_at_2n"] = (res["more_rss_mib"] - res["idle_rss_mib"]) * 2**20 / (2 * n)
+        log(
+            f"restart: {n:,} more accounts built by a worker started on the first {n:,}: RSS {res['more_rss_mib']:.0f} MiB "
+            f"= {res['bytes_per_account_at_2n']:,.0f} bytes/account over {2 * n:,} accounts"
+        )
 
     # --- profile ------------------------------------------------------------------------
 

@@ -14,6 +14,9 @@
 //!   judged)`) and its sweep due time (as `AccountStore.note_due`): bytes for the
 //!   commit pipeline, at the end of the batch, before the next batch changes the account.
 //! - The number held is bounded by the worker's account cache (`Generations`).
+//! - An account no batch used for `idle_after` batches is kept in its stored form (its
+//!   changelog value, `Slot::Idle`: about a third of the memory of the decoded one) and
+//!   decoded when a batch uses it again, as if read from the store.
 
 use crate::codec;
 use crate::json::{write_str, Map};
@@ -132,14 +135,34 @@ impl<V> Generations<V> {
         self.young.clear();
         self.old.clear();
     }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.young.values().chain(self.old.values())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = (&String, &mut V)> {
+        self.young.iter_mut().chain(self.old.iter_mut())
+    }
 }
 
-/// A held account, its durable ids and its recent CDR ids as last encoded.
-pub struct Slot {
+/// A held account: decoded, or idle and kept as the stored form (which decodes to the
+/// same account, with the durable ids of a value read from the store).
+pub enum Slot {
+    Live(Box<Live>),
+    Idle(Box<[u8]>),
+}
+
+/// A decoded held account, its durable ids, its recent CDR ids as last encoded, and the
+/// batch that last used it.
+pub struct Live {
     pub acct: Account,
     pub durable: Vec<String>,
     pub ids: Option<EncodedIds>,
+    used: u64,
 }
+
+/// Batches an account may go unused before it is kept in its stored form.
+pub const IDLE_AFTER: u64 = 16;
 
 /// Accounts with this many recent CDR ids keep them encoded (`EncodedIds`).
 pub const IDS_KEPT_ENCODED: usize = 8;
@@ -169,9 +192,12 @@ pub struct Planned {
 }
 
 pub struct Held {
-    /// Boxed: a hash table's buckets are the size of its entries, and it keeps up to half
-    /// of them empty; an account is several hundred bytes.
-    pub accounts: Generations<Box<Slot>>,
+    /// Boxed (in `Slot`): a hash table's buckets are the size of its entries, and it keeps
+    /// up to half of them empty; an account is several hundred bytes.
+    pub accounts: Generations<Slot>,
+    /// Batches begun (the clock of `idle_after`).
+    batch: u64,
+    idle_after: u64,
     /// The durable and encoded ids of the accounts lent to the engine for this batch
     /// (when it has any).
     lent: HashMap<String, (Vec<String>, Option<EncodedIds>)>,
@@ -182,9 +208,11 @@ pub struct Held {
 }
 
 impl Held {
-    pub fn new(limit: usize) -> Held {
+    pub fn new(limit: usize, idle_after: u64) -> Held {
         Held {
             accounts: Generations::new(limit),
+            batch: 0,
+            idle_after: idle_after.max(1),
             lent: HashMap::default(),
             changed: Map::default(),
             older: Generations::new(OLDER_TENANTS),
@@ -209,15 +237,33 @@ impl Held {
     pub fn begin(&mut self) {
         self.lent.clear();
         self.changed.clear();
+        self.batch += 1;
     }
 
-    /// The held account, moved out for the engine's batch.
-    pub fn lend(&mut self, tenant: &str) -> Option<Account> {
-        let Slot { acct, durable, ids } = *self.accounts.take(tenant)?;
-        if !durable.is_empty() || ids.is_some() {
-            self.lent.insert(tenant.to_owned(), (durable, ids));
+    fn live(&self, acct: Account, durable: Vec<String>, ids: Option<EncodedIds>) -> Slot {
+        Slot::Live(Box::new(Live {
+            acct,
+            durable,
+            ids,
+            used: self.batch,
+        }))
+    }
+
+    /// The held account, moved out for the engine's batch. `Err`: an idle one whose
+    /// stored form does not decode (not reachable: it was encoded here).
+    pub fn lend(&mut self, tenant: &str) -> Option<Result<Account, String>> {
+        match self.accounts.take(tenant)? {
+            Slot::Live(live) => {
+                let Live {
+                    acct, durable, ids, ..
+                } = *live;
+                if !durable.is_empty() || ids.is_some() {
+                    self.lent.insert(tenant.to_owned(), (durable, ids));
+                }
+                Some(Ok(acct))
+            }
+            Slot::Idle(stored) => Some(self.lend_read(tenant, &stored)),
         }
-        Some(acct)
     }
 
     /// An account read from the store (its stored form), for the engine's batch.
@@ -234,16 +280,61 @@ impl Held {
     pub fn hold_read(&mut self, tenant: &str, stored: &[u8]) -> Result<(), String> {
         let acct = codec::decode_account(stored)?;
         let durable = durable_ids(&acct.seen_cdrs);
-        self.accounts.put(
-            tenant.to_owned(),
-            Box::new(Slot {
+        let slot = self.live(acct, durable, None);
+        self.accounts.put(tenant.to_owned(), slot);
+        self.bound();
+        Ok(())
+    }
+
+    /// The held account in its stored form (without judged offsets), if held.
+    pub fn stored(&self, tenant: &str) -> Option<Vec<u8>> {
+        Some(match self.accounts.get(tenant)? {
+            Slot::Live(live) => codec::encode_account(&live.acct),
+            Slot::Idle(stored) => stored.to_vec(),
+        })
+    }
+
+    pub fn idle_len(&self) -> usize {
+        self.accounts.values().filter(|s| matches!(s, Slot::Idle(_))).count()
+    }
+
+    /// The held account decoded (an idle one is decoded in its place).
+    fn live_in<'a>(accounts: &'a mut Generations<Slot>, batch: u64, tenant: &str) -> Option<&'a mut Live> {
+        let slot = accounts.get_mut(tenant)?;
+        if let Slot::Idle(stored) = slot {
+            let acct = codec::decode_account(stored).ok()?;
+            let durable = durable_ids(&acct.seen_cdrs);
+            *slot = Slot::Live(Box::new(Live {
                 acct,
                 durable,
                 ids: None,
-            }),
-        );
-        self.bound();
-        Ok(())
+                used: batch,
+            }));
+        }
+        match slot {
+            Slot::Live(live) => Some(live),
+            Slot::Idle(_) => None,
+        }
+    }
+
+    /// Every decoded account no batch used for `idle_after` batches, kept in its stored
+    /// form instead (a changed account not yet planned stays decoded). Run once every
+    /// `idle_after` batches, so an account stays decoded for `idle_after` to twice as
+    /// many batches after its last use.
+    fn idle(&mut self) {
+        if !self.batch.is_multiple_of(self.idle_after) {
+            return;
+        }
+        let since = self.batch.saturating_sub(self.idle_after);
+        let changed = &self.changed;
+        for (tenant, slot) in self.accounts.values_mut() {
+            let Slot::Live(live) = slot else { continue };
+            if live.used > since || changed.contains_key(tenant) {
+                continue;
+            }
+            let stored = encode_judged(&live.acct, &mut live.ids, None);
+            *slot = Slot::Idle(stored.into_boxed_slice());
+        }
     }
 
     /// Held accounts back under the cache limit; a changed account not yet planned stays.
@@ -256,8 +347,8 @@ impl Held {
     pub fn end_batch(&mut self, engine_accounts: &mut HashMap<String, Account>) {
         for (tenant, acct) in engine_accounts.drain() {
             let (durable, ids) = self.lent.remove(&tenant).unwrap_or_default();
-            self.accounts
-                .put(tenant, Box::new(Slot { acct, durable, ids }));
+            let slot = self.live(acct, durable, ids);
+            self.accounts.put(tenant, slot);
         }
         self.lent.clear();
     }
@@ -267,17 +358,12 @@ impl Held {
         let acct = codec::decode_account(stored)?;
         let tenant = acct.tenant_id.clone();
         let durable = match self.accounts.take(&tenant) {
-            Some(slot) => slot.durable,
+            Some(Slot::Live(live)) => live.durable,
+            Some(Slot::Idle(stored)) => durable_ids(&codec::decode_account(&stored)?.seen_cdrs),
             None => durable_ids(&acct.seen_cdrs),
         };
-        self.accounts.put(
-            tenant.clone(),
-            Box::new(Slot {
-                acct,
-                durable,
-                ids: None,
-            }),
-        );
+        let slot = self.live(acct, durable, None);
+        self.accounts.put(tenant.clone(), slot);
         self.changed.insert(tenant, partition);
         Ok(())
     }
@@ -316,8 +402,8 @@ impl Held {
         let changed = std::mem::take(&mut self.changed);
         let mut out = Vec::with_capacity(changed.len());
         for (tenant, partition) in changed {
-            let Some(slot) = self.accounts.get_mut(&tenant) else {
-                continue; // not reachable: a changed account is held until here
+            let Some(slot) = Self::live_in(&mut self.accounts, self.batch, &tenant) else {
+                continue; // not reachable: a changed account is held, decoded, until here
             };
             let recent = slot.acct.seen_cdrs.len();
             let segments = plan_segments(&mut slot.acct, &slot.durable, horizon, &mut self.older);
@@ -338,6 +424,7 @@ impl Held {
             });
         }
         self.bound();
+        self.idle();
         out
     }
 }
@@ -488,6 +575,30 @@ mod tests {
         g.bound(|k| k == "c"); // b and e were used since, c is kept: d goes
         assert!(g.contains("b") && g.contains("e") && g.contains("c") && !g.contains("d"));
         assert_eq!(g.len(), 3);
+    }
+
+    #[test]
+    fn an_account_unused_for_idle_after_batches_is_held_as_its_stored_form() {
+        let mut h = Held::new(10, 2);
+        let mut a = acct("t1");
+        for i in 0..20i64 {
+            a.seen_cdrs.insert(format!("c{i}"), 100 + i);
+        }
+        let stored = codec::encode_account(&a);
+        let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
+        h.begin(); // batch 1 uses it
+        h.hold_read("t1", &stored).unwrap();
+        h.plan(&judged, 1_000_000);
+        h.begin(); // 2: the check runs; used one batch ago
+        h.plan(&judged, 1_000_000);
+        assert_eq!(h.idle_len(), 0);
+        h.begin(); // 3
+        h.plan(&judged, 1_000_000);
+        h.begin(); // 4: the check runs; unused since batch 1
+        h.plan(&judged, 1_000_000);
+        assert_eq!((h.accounts.len(), h.idle_len()), (1, 1));
+        assert_eq!(h.stored("t1").unwrap(), stored);
+        assert_eq!(h.lend("t1").unwrap().unwrap(), a);
     }
 
     #[test]

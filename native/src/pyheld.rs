@@ -49,8 +49,13 @@ impl Host for HeldHost<'_, '_> {
         if self.error.is_some() {
             return None;
         }
-        if let Some(a) = self.held.lend(tenant) {
-            return Some(a);
+        match self.held.lend(tenant) {
+            Some(Ok(a)) => return Some(a),
+            Some(Err(e)) => {
+                self.error = Some(PyValueError::new_err(format!("account of {tenant:?}: {e}")));
+                return None;
+            }
+            None => {}
         }
         let raw = self.read(tenant.as_bytes())?;
         match self.held.lend_read(tenant, &raw) {
@@ -90,11 +95,13 @@ pub(crate) struct PyHeld {
 #[pymethods]
 impl PyHeld {
     /// `limit`: the accounts held at most between batches (the worker's account cache);
-    /// `read(key) -> bytes | None`: a table record as the next batch must read it.
+    /// `read(key) -> bytes | None`: a table record as the next batch must read it;
+    /// `idle_after`: batches an account may go unused before it is held in its stored form.
     #[new]
-    fn new(limit: usize, read: Py<PyAny>) -> Self {
+    #[pyo3(signature = (limit, read, idle_after = crate::held::IDLE_AFTER))]
+    fn new(limit: usize, read: Py<PyAny>, idle_after: u64) -> Self {
         PyHeld {
-            inner: Held::new(limit),
+            inner: Held::new(limit, idle_after),
             read,
         }
     }
@@ -232,11 +239,8 @@ impl PyHeld {
 
     /// The tenant's account in the stored form (held, or read from the store and held).
     fn get<'py>(&mut self, py: Python<'py>, tenant: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        if let Some(slot) = self.inner.accounts.get(tenant) {
-            return Ok(Some(PyBytes::new(
-                py,
-                &crate::codec::encode_account(&slot.acct),
-            )));
+        if let Some(stored) = self.inner.stored(tenant) {
+            return Ok(Some(PyBytes::new(py, &stored)));
         }
         Ok(self
             .read_and_hold(py, tenant)?
@@ -297,6 +301,11 @@ impl PyHeld {
 
     fn __len__(&self) -> usize {
         self.inner.accounts.len()
+    }
+
+    /// How many of the held accounts are held in their stored form (idle).
+    fn idle_len(&self) -> usize {
+        self.inner.idle_len()
     }
 }
 

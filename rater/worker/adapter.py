@@ -108,6 +108,34 @@ def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_stop: Sto
     app.transport.Consumer = cls
 
 
+def keep_rocksdb_options(table: Any) -> None:
+    """Make the table's RocksDB store open every partition with the options it was given,
+    also when the partition's database exists already.
+
+    faust opens a partition with ``Rdict(path, options=...)``; rocksdict, opening a
+    database that exists, sets up its column family from the database's OPTIONS file
+    instead: the write buffers it was created with, and RocksDB's default block cache of
+    8 MiB (a cache is not saved in that file). So from the second start on, the worker's
+    block cache was not ``--rocksdb-block-cache`` and a changed ``--rocksdb-write-buffer``
+    did not apply (measured: ``rocksdb.block-cache-capacity`` 8 MiB after a restart with
+    16 MiB set). Naming the options for the default column family too applies them."""
+    store = table.data
+    options = getattr(store, "rocksdb_options", None)
+    if options is None or not getattr(options, "use_rocksdict", False):
+        return  # the memory store, or faust's other RocksDB binding
+
+    def open_with_column_options(path: Any, *, read_only: bool = False) -> Any:
+        import rocksdict
+
+        opts = options.as_options()
+        access = rocksdict.AccessType.read_write() if options.ttl is None else rocksdict.AccessType.with_ttl(options.ttl)
+        db = rocksdict.Rdict(str(path), options=opts, column_families={"default": opts}, access_type=access)
+        db.set_read_options(rocksdict.ReadOptions())
+        return db
+
+    options.open = open_with_column_options
+
+
 class _PartitionEvent:
     """Stands in for ``faust.current_event()`` so the RocksDB store writes a key into the
     database of the key's partition (faust's store reads the partition from the event)."""

@@ -69,6 +69,8 @@ class RaterWorker:
         self.stats.rate_tables_loaded_at = time.time()
         self.app = self._build_app()
         inputs = frozenset((cfg.topics.cdrs, cfg.topics.commands))
+        if cfg.store == "rocksdb":
+            adapter.keep_rocksdb_options(self.accounts)
         self.port = adapter.FaustPort(self.app, self.accounts, inputs, cfg)
         # The rating core, both behind BatchProcessor's interface: the native one when it
         # is built (its accounts held natively by its store), else the Python one.

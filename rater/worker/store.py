@@ -174,8 +174,8 @@ class AccountStore:
 
 class NativeAccountStore(AccountStore):
     """``AccountStore`` for the native batch step: the accounts are held natively
-    (``rater_native.Held``, ``native/src/held.rs``) between batches, as compact structs,
-    bounded by the same cache limit and emptied exactly when the Python cache is
+    (``rater_native.Held``, ``native/src/held.rs``) between batches, as compact structs
+    (an account no batch used for a while in its stored form), bounded by the same cache limit and emptied exactly when the Python cache is
     (``forget``, ``clear_cache``). The native engine rates a batch against them and, at
     the end of the batch, hands back each changed account's changelog value and segment
     writes as bytes (``plan``): no Python ``Account`` on the hot path.
@@ -186,11 +186,14 @@ class NativeAccountStore(AccountStore):
     The id segments are read, planned and cached natively too, by the rules of
     ``IdSegments``; ``segments`` (the Python one) stays unused."""
 
-    def __init__(self, port: Any, partitions: int, cache_limit: int):
+    def __init__(self, port: Any, partitions: int, cache_limit: int, idle_after: int | None = None):
         super().__init__(port, partitions, cache_limit)
         if rater_native is None:
             raise RuntimeError("the native engine is not built")
-        self.held = rater_native.Held(max(cache_limit, 0), self._read)
+        # idle_after: batches a held account may go unused before it is held in its stored
+        # form (native/src/held.rs IDLE_AFTER); tests set it small.
+        extra = () if idle_after is None else (idle_after,)
+        self.held = rater_native.Held(max(cache_limit, 0), self._read, *extra)
 
     def _read(self, key: bytes) -> bytes | None:
         """A table record for the native step (``get_raw``); an account read while a replay

@@ -74,9 +74,9 @@ class TablePort:
 class Worker:
     """One engine's store, processor and pipeline over its own table."""
 
-    def __init__(self, engine: str, tables, cache_limit: int):
+    def __init__(self, engine: str, tables, cache_limit: int, idle_after: int | None = None):
         self.port = TablePort()
-        self.store, self.processor = worker_parts(engine, self.port, tables, cache_limit, PARTITIONS)
+        self.store, self.processor = worker_parts(engine, self.port, tables, cache_limit, PARTITIONS, idle_after)
         self.pipeline = CommitPipeline(self.port, self.store, self.processor)
         self.stats = SimpleNamespace(tally=Tally(), tenant_state={})
         self.sweeper = Sweeper(self.pipeline, self.port, Topics(), PARTITIONS, self.stats, lambda: [])
@@ -142,12 +142,15 @@ def tables(tmp_path_factory):
     return write_tables(str(tmp_path_factory.mktemp("rates")))
 
 
-def _same_run(tables, msgs, batch, cache_limit, forget_every=0):
-    workers = [Worker(e, tables, cache_limit) for e in ("python", "native")]
+def _same_run(tables, msgs, batch, cache_limit, forget_every=0, idle_after=None):
+    workers = [Worker(e, tables, cache_limit, idle_after if e == "native" else None) for e in ("python", "native")]
     for n, start in enumerate(range(0, len(msgs), batch)):
         chunk = msgs[start : start + batch]
         py, nat = (_writes(w.batch(chunk)) for w in workers)
         assert nat == py
+        if idle_after:  # a batch of nothing: what the batch before used goes idle sooner
+            py, nat = (_writes(w.batch([])) for w in workers)
+            assert nat == py
         if forget_every and n % forget_every == forget_every - 1:
             for w in workers:
                 w.store.forget()
@@ -168,10 +171,12 @@ def _same_run(tables, msgs, batch, cache_limit, forget_every=0):
     wrong_every=st.sampled_from([0, 0, 7]),
     cache_limit=st.sampled_from([0, 1, 2, 100]),
     forget_every=st.sampled_from([0, 0, 2]),
+    idle_after=st.sampled_from([None, 1, 2]),
 )
-def test_batches_give_the_same_writes_from_both_stores(tables, stream, batch, wrong_every, cache_limit, forget_every):
-    """Cache hits, evictions, forget() and the sweep: the same writes, batch by batch."""
-    _same_run(tables, _messages(stream, wrong_every), batch, cache_limit, forget_every)
+def test_batches_give_the_same_writes_from_both_stores(tables, stream, batch, wrong_every, cache_limit, forget_every, idle_after):
+    """Cache hits, evictions, forget(), held accounts gone idle (kept in their stored form)
+    and the sweep: the same writes, batch by batch."""
+    _same_run(tables, _messages(stream, wrong_every), batch, cache_limit, forget_every, idle_after)
 
 
 def _cdr(tenant: str, cdr_id: str, at: int) -> bytes:
@@ -187,10 +192,12 @@ def _cdr(tenant: str, cdr_id: str, at: int) -> bytes:
     )
 
 
-def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables):
+@pytest.mark.parametrize("idle_after", [None, 1])
+def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_after):
     """One busy tenant: more than twice SEGMENT_AT calls over 12 days, so ids move into
     segments (after the account holding them was written) and the first segments are
-    deleted once past the 7-day horizon; repeats of moved ids are duplicates."""
+    deleted once past the 7-day horizon; repeats of moved ids are duplicates. Also with
+    the held account kept in its stored form between the batches (``idle_after=1``)."""
     tenant = "busy"
     p = partition_for(tenant.encode(), PARTITIONS)
     setup = [
@@ -211,7 +218,7 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables):
     step = 12 * 86_400 * 10**6 // (5 * SEGMENT_AT)  # 5 x SEGMENT_AT calls over 12 days
     raws = setup + [_cdr(tenant, f"k{i}", start + i * step) for i in range(5 * SEGMENT_AT)]
     msgs = [Message("cdrs", p, i, tenant.encode(), r) for i, r in enumerate(raws)]
-    workers = _same_run(tables, msgs, 700, cache_limit=50)
+    workers = _same_run(tables, msgs, 700, cache_limit=50, idle_after=idle_after)
     table = workers[1].port.table[p]
     acct = decode_account(table[tenant.encode()])
     # Every call charged once (a minute at 0.060000 on test-usd to +44).
@@ -256,6 +263,42 @@ def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
     assert key == b"t1"
     assert decode_account(value).balance == 5_000_000 - 60_000  # one minute at 0.060000
     assert orjson.loads(value)["in"] == {"cdrs": 2}
+
+
+def test_an_account_no_batch_used_for_idle_after_batches_is_held_in_its_stored_form(tables):
+    """Held idle (the changelog value, not the decoded account) once two batches did not
+    use it, then decoded again by the batch that does: it charges from the value the last
+    batch wrote, with no read of the table."""
+    w = Worker("native", tables, cache_limit=10, idle_after=2)
+    p = partition_for(b"t1", PARTITIONS)
+    setup = [
+        orjson.dumps(
+            {
+                "command_id": "c",
+                "tenant_id": "t1",
+                "command": "configure_account",
+                "occurred_at": "2026-11-01T00:00:00Z",
+                "rate_plan": "test-usd",
+            }
+        ),
+        orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds", "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"}),
+    ]
+    other = partition_for(b"t2", PARTITIONS)
+    w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])  # batch 1: t1 used
+    assert (len(w.store.held), w.store.held.idle_len()) == (1, 0)
+    t2 = orjson.dumps({**orjson.loads(setup[0]), "tenant_id": "t2"})
+    w.batch([Message("cdrs", other, 0, b"t2", t2)])  # batch 2: the check runs, t1 used 1 batch ago
+    assert w.store.held.idle_len() == 0
+    w.batch([])  # 3
+    w.batch([])  # 4: t1 unused since batch 1, t2 since 2: both idle
+    assert (len(w.store.held), w.store.held.idle_len()) == (2, 2)
+    assert w.store.load("t1").balance == 5_000_000  # the sweep's read: the stored form
+    w.port.table[p].clear()  # a read would find nothing now
+    out = w.batch([Message("cdrs", p, 2, b"t1", _cdr("t1", "k1", parse_time("2026-11-02T10:00:00Z")))])
+    (_topic, _partition, key, value, _h), _mark = out.accounts
+    assert key == b"t1"
+    assert decode_account(value).balance == 5_000_000 - 60_000  # one minute at 0.060000
+    assert (len(w.store.held), w.store.held.idle_len()) == (2, 1)
     w.store.clear_cache()
     assert len(w.store.held) == 0
 

@@ -156,10 +156,11 @@ class FakePort:
         return self.table[partition].get(key)
 
 
-def worker_parts(engine: str, port, tables, cache_limit: int, partitions: int = PARTITIONS):
-    """The account store and batch processor of a worker on ``engine``, as the app wires them."""
+def worker_parts(engine: str, port, tables, cache_limit: int, partitions: int = PARTITIONS, idle_after: int | None = None):
+    """The account store and batch processor of a worker on ``engine``, as the app wires them
+    (``idle_after``: the native store's, when not its default)."""
     if engine == "native":
-        store = NativeAccountStore(port, partitions, cache_limit)
+        store = NativeAccountStore(port, partitions, cache_limit, idle_after)
         return store, NativeBatchProcessor(tables, partitions, Topics(), store)
     store = AccountStore(port, partitions, cache_limit)
     return store, BatchProcessor(tables, partitions, Topics(), store.load)
