@@ -1,8 +1,9 @@
 """The one place that touches faust's and aiokafka's private names.
 
-Two things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
-aiokafka consumer) and ``FaustPort``, the commit pipeline's Kafka port
-(``rater/worker/pipeline.py``) over faust's app, its consumer and the accounts table.
+Three things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
+aiokafka consumer), ``FaustPort``, the commit pipeline's Kafka port
+(``rater/worker/pipeline.py``) over faust's app, its consumer and the accounts table,
+and ``keep_rocksdb_options`` (the table's RocksDB options, also on a reopened database).
 
 Input records in bulk
 ---------------------
