@@ -22,6 +22,7 @@ use crate::codec;
 use crate::json::{write_str, Map};
 use crate::ledger::{Account, RECHARGE_TIMEOUT};
 use crate::rates::HashMap;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 
@@ -140,8 +141,8 @@ impl<V> Generations<V> {
         self.young.values().chain(self.old.values())
     }
 
-    pub fn values_mut(&mut self) -> impl Iterator<Item = (&String, &mut V)> {
-        self.young.iter_mut().chain(self.old.iter_mut())
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.young.values_mut().chain(self.old.values_mut())
     }
 }
 
@@ -287,10 +288,10 @@ impl Held {
     }
 
     /// The held account in its stored form (without judged offsets), if held.
-    pub fn stored(&self, tenant: &str) -> Option<Vec<u8>> {
+    pub fn stored(&self, tenant: &str) -> Option<Cow<'_, [u8]>> {
         Some(match self.accounts.get(tenant)? {
-            Slot::Live(live) => codec::encode_account(&live.acct),
-            Slot::Idle(stored) => stored.to_vec(),
+            Slot::Live(live) => Cow::Owned(codec::encode_account(&live.acct)),
+            Slot::Idle(stored) => Cow::Borrowed(stored),
         })
     }
 
@@ -298,38 +299,18 @@ impl Held {
         self.accounts.values().filter(|s| matches!(s, Slot::Idle(_))).count()
     }
 
-    /// The held account decoded (an idle one is decoded in its place).
-    fn live_in<'a>(accounts: &'a mut Generations<Slot>, batch: u64, tenant: &str) -> Option<&'a mut Live> {
-        let slot = accounts.get_mut(tenant)?;
-        if let Slot::Idle(stored) = slot {
-            let acct = codec::decode_account(stored).ok()?;
-            let durable = durable_ids(&acct.seen_cdrs);
-            *slot = Slot::Live(Box::new(Live {
-                acct,
-                durable,
-                ids: None,
-                used: batch,
-            }));
-        }
-        match slot {
-            Slot::Live(live) => Some(live),
-            Slot::Idle(_) => None,
-        }
-    }
-
     /// Every decoded account no batch used for `idle_after` batches, kept in its stored
-    /// form instead (a changed account not yet planned stays decoded). Run once every
-    /// `idle_after` batches, so an account stays decoded for `idle_after` to twice as
-    /// many batches after its last use.
+    /// form instead. Run at the end of `plan`, when every changed account is planned
+    /// (its held value is the one being written), once every `idle_after` batches, so an
+    /// account stays decoded for `idle_after` to twice as many batches after its last use.
     fn idle(&mut self) {
         if !self.batch.is_multiple_of(self.idle_after) {
             return;
         }
         let since = self.batch.saturating_sub(self.idle_after);
-        let changed = &self.changed;
-        for (tenant, slot) in self.accounts.values_mut() {
+        for slot in self.accounts.values_mut() {
             let Slot::Live(live) = slot else { continue };
-            if live.used > since || changed.contains_key(tenant) {
+            if live.used > since {
                 continue;
             }
             let stored = encode_judged(&live.acct, &mut live.ids, None);
@@ -402,7 +383,7 @@ impl Held {
         let changed = std::mem::take(&mut self.changed);
         let mut out = Vec::with_capacity(changed.len());
         for (tenant, partition) in changed {
-            let Some(slot) = Self::live_in(&mut self.accounts, self.batch, &tenant) else {
+            let Some(Slot::Live(slot)) = self.accounts.get_mut(&tenant) else {
                 continue; // not reachable: a changed account is held, decoded, until here
             };
             let recent = slot.acct.seen_cdrs.len();

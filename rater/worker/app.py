@@ -47,8 +47,8 @@ log = logging.getLogger("rater")
 
 def rocksdb_options(cfg: WorkerConfig) -> dict:
     """Per partition database. faust's defaults are 3 write buffers of 64 MiB and a 2 GiB
-    block cache for *each* partition, so RSS grows with write volume up to gigabytes; the
-    worker's bound its RocksDB memory to partitions x (2 x write buffer + block cache), by
+    block cache for *each* partition, so RSS grows with write volume up to gigabytes; these
+    bound the worker's RocksDB memory to partitions x (2 x write buffer + block cache), by
     default 8 x (2 x 8 + 16) MiB. Accounts are read from the worker's own cache first, so
     the block cache only serves cache misses."""
     return {

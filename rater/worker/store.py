@@ -175,8 +175,8 @@ class AccountStore:
 class NativeAccountStore(AccountStore):
     """``AccountStore`` for the native batch step: the accounts are held natively
     (``rater_native.Held``, ``native/src/held.rs``) between batches, as compact structs
-    (an account no batch used for a while in its stored form), bounded by the same cache limit and emptied exactly when the Python cache is
-    (``forget``, ``clear_cache``). The native engine rates a batch against them and, at
+    (an account no batch used for a while in its stored form), bounded by the same cache
+    limit and emptied exactly when the Python cache is (``forget``, ``clear_cache``). The native engine rates a batch against them and, at
     the end of the batch, hands back each changed account's changelog value and segment
     writes as bytes (``plan``): no Python ``Account`` on the hot path.
 

@@ -179,6 +179,13 @@ def test_batches_give_the_same_writes_from_both_stores(tables, stream, batch, wr
     _same_run(tables, _messages(stream, wrong_every), batch, cache_limit, forget_every, idle_after)
 
 
+def _funded(tenant: str, at: str, amount: str) -> list[bytes]:
+    """A tenant's account on test-usd, and funds added: its two commands (ids c and f)."""
+    configure = {"command_id": "c", "tenant_id": tenant, "command": "configure_account", "occurred_at": at, "rate_plan": "test-usd"}
+    funds = {"command_id": "f", "tenant_id": tenant, "command": "add_funds", "occurred_at": at, "amount": amount}
+    return [orjson.dumps(configure), orjson.dumps(funds)]
+
+
 def _cdr(tenant: str, cdr_id: str, at: int) -> bytes:
     return orjson.dumps(
         {
@@ -200,20 +207,7 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_a
     the held account kept in its stored form between the batches (``idle_after=1``)."""
     tenant = "busy"
     p = partition_for(tenant.encode(), PARTITIONS)
-    setup = [
-        orjson.dumps(
-            {
-                "command_id": "c",
-                "tenant_id": tenant,
-                "command": "configure_account",
-                "occurred_at": "2026-11-20T00:00:00Z",
-                "rate_plan": "test-usd",
-            }
-        ),
-        orjson.dumps(
-            {"command_id": "f", "tenant_id": tenant, "command": "add_funds", "occurred_at": "2026-11-20T00:00:00Z", "amount": "1000000"}
-        ),
-    ]
+    setup = _funded(tenant, "2026-11-20T00:00:00Z", "1000000")
     start = parse_time("2026-11-20T00:01:00Z")
     step = 12 * 86_400 * 10**6 // (5 * SEGMENT_AT)  # 5 x SEGMENT_AT calls over 12 days
     raws = setup + [_cdr(tenant, f"k{i}", start + i * step) for i in range(5 * SEGMENT_AT)]
@@ -243,18 +237,7 @@ def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
     charges from there (a cache hit), with no read of the table."""
     w = Worker("native", tables, cache_limit=10)
     p = partition_for(b"t1", PARTITIONS)
-    setup = [
-        orjson.dumps(
-            {
-                "command_id": "c",
-                "tenant_id": "t1",
-                "command": "configure_account",
-                "occurred_at": "2026-11-01T00:00:00Z",
-                "rate_plan": "test-usd",
-            }
-        ),
-        orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds", "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"}),
-    ]
+    setup = _funded("t1", "2026-11-01T00:00:00Z", "5")
     w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])
     assert len(w.store.held) == 1
     w.port.table[p].clear()  # a read would find nothing now
@@ -271,18 +254,7 @@ def test_an_account_no_batch_used_for_idle_after_batches_is_held_in_its_stored_f
     batch wrote, with no read of the table."""
     w = Worker("native", tables, cache_limit=10, idle_after=2)
     p = partition_for(b"t1", PARTITIONS)
-    setup = [
-        orjson.dumps(
-            {
-                "command_id": "c",
-                "tenant_id": "t1",
-                "command": "configure_account",
-                "occurred_at": "2026-11-01T00:00:00Z",
-                "rate_plan": "test-usd",
-            }
-        ),
-        orjson.dumps({"command_id": "f", "tenant_id": "t1", "command": "add_funds", "occurred_at": "2026-11-01T00:00:00Z", "amount": "5"}),
-    ]
+    setup = _funded("t1", "2026-11-01T00:00:00Z", "5")
     other = partition_for(b"t2", PARTITIONS)
     w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])  # batch 1: t1 used
     assert (len(w.store.held), w.store.held.idle_len()) == (1, 0)
