@@ -193,17 +193,19 @@ def main() -> None:
     p.add_argument("--tenants", default="1000,10000")
     p.add_argument("--no-rss", action="store_true")
     p.add_argument("--rss-only", action="store_true", help="only the RSS per account (the grid from the last results)")
+    p.add_argument("--engines", default="python,native", help="which engines (a comparison of two builds: native only)")
+    p.add_argument("--results", default=OUT, help=f"where to write them (default {os.path.relpath(OUT, ROOT)})")
     a = p.parse_args()
     if not available():
         raise SystemExit("the native engine is not built (make native)")
     tables = load_rate_tables(RATES)
     gctune.tune()
-    engines = ("python", "native")
+    engines = tuple(a.engines.split(","))
     if a.rss_only:
-        with open(OUT) as f:
+        with open(a.results) as f:
             result = json.load(f)
         report_rss(result, tables)
-        with open(OUT, "w") as f:
+        with open(a.results, "w") as f:
             json.dump(result, f, indent=1)
         return
     rows = []
@@ -227,25 +229,20 @@ def main() -> None:
                     **{f"{e}_runs": [round(x, 2) for x in cpu[e]] for e in engines},
                 }
                 rows.append(row)
-                print(
-                    f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: "
-                    f"python {row['python_us']:6.1f} µs/record, native {row['native_us']:6.1f} "
-                    f"({row['python_us'] / row['native_us']:.2f}x)",
-                    flush=True,
-                )
+                ratio = f" ({row['python_us'] / row['native_us']:.2f}x)" if len(engines) == 2 else ""
+                each = ", ".join(f"{e} {row[f'{e}_us']:6.1f}" for e in engines)
+                print(f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: µs/record {each}{ratio}", flush=True)
     result: dict = {"batch": BATCH, "partitions": PARTITIONS, "cache": CACHE, "runs": a.runs, "grid": rows}
     for e in engines:
         us = [r[f"{e}_us"] for r in rows]
         result[f"{e}_spread"] = max(us) / min(us)
-    print(
-        f"spread across the grid (max / min CPU per record): python {result['python_spread']:.2f}x, native {result['native_spread']:.2f}x"
-    )
+    print("spread across the grid (max / min CPU per record): " + ", ".join(f"{e} {result[f'{e}_spread']:.2f}x" for e in engines))
     if not a.no_rss:
         report_rss(result, tables)
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
+    with open(a.results, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"wrote {os.path.relpath(OUT, ROOT)}")
+    print(f"wrote {a.results}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 //! the formats apart from the first byte and an upgrade reads what the old code wrote.
 
 use crate::json::Map;
-use crate::json::{self, write_str, Obj, Object, Value};
+use crate::json::{self, write_int, write_str, Obj, Object, Value};
 use crate::ledger::{write_payment_method, Account, Lot};
 use crate::records::{AutoRecharge, PaymentMethod};
 
@@ -93,7 +93,11 @@ pub fn encode_account_with(a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) 
                 k.push(b',');
             }
             write_str(k, id);
-            k.extend_from_slice(format!(":[{amount},{at}]").as_bytes());
+            k.extend_from_slice(b":[");
+            write_int(k, *amount);
+            k.push(b',');
+            write_int(k, *at as i128);
+            k.push(b']');
         }
         k.push(b'}');
     }
@@ -107,9 +111,11 @@ pub fn encode_account_with(a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) 
             }
             k.push(b'[');
             write_str(k, &l.lot_id);
-            k.extend_from_slice(
-                format!(",{},{},{},", l.remaining, l.purchased_at, l.expires_at).as_bytes(),
-            );
+            for v in [l.remaining, l.purchased_at as i128, l.expires_at as i128] {
+                k.push(b',');
+                write_int(k, v);
+            }
+            k.push(b',');
             write_str(k, &l.source);
             k.push(b']');
         }
@@ -129,7 +135,11 @@ pub fn encode_account_with(a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) 
             if n > 0 {
                 k.push(b',');
             }
-            k.extend_from_slice(format!("[{seg},{latest}]").as_bytes());
+            k.push(b'[');
+            write_int(k, *seg as i128);
+            k.push(b',');
+            write_int(k, *latest as i128);
+            k.push(b']');
         }
         k.push(b']');
     }

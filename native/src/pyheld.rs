@@ -16,6 +16,15 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+/// A Python int of micro-units: by way of `i64` when it fits (every balance in practice),
+/// since PyO3 converts an `i128` under the stable ABI with several Python operations.
+fn money(py: Python<'_>, v: i128) -> PyResult<Bound<'_, PyAny>> {
+    match i64::try_from(v) {
+        Ok(v) => Ok(v.into_pyobject(py)?.into_any()),
+        Err(_) => Ok(v.into_pyobject(py)?.into_any()),
+    }
+}
+
 /// The engine's host for one record: held accounts first, else the store (`read`, the
 /// worker's `get_raw`: in flight, then the table). The first exception is kept.
 struct HeldHost<'a, 'py> {
@@ -271,20 +280,22 @@ impl PyHeld {
         let accounts = PyList::empty(py);
         let notes = PyList::empty(py);
         let none = py.None();
+        let changelog = PyString::new(py, changelog);
         for p in planned {
             for (key, value) in p.segments {
                 let value = value.map(|v| PyBytes::new(py, &v));
-                segments.append((changelog, p.partition, PyBytes::new(py, &key), value, &none))?;
+                segments.append((&changelog, p.partition, PyBytes::new(py, &key), value, &none))?;
             }
             let key = PyBytes::new(py, p.tenant.as_bytes());
             accounts.append((
-                changelog,
+                &changelog,
                 p.partition,
                 key,
                 PyBytes::new(py, &p.value),
                 &none,
             ))?;
-            notes.append((p.tenant, p.due, p.balance, p.threshold))?;
+            let (balance, threshold) = (money(py, p.balance)?, money(py, p.threshold)?);
+            notes.append((p.tenant, p.due, balance, threshold))?;
         }
         Ok((segments, accounts, notes))
     }
