@@ -7,29 +7,26 @@
 //! with its version byte (`\x02` ...), which no JSON text starts with, so a reader tells
 //! the formats apart from the first byte and an upgrade reads what the old code wrote.
 
-use crate::json::Map;
+use crate::idmap::IdMap;
 use crate::json::{self, write_int, write_str, Obj, Object, Value};
-use crate::ledger::{write_payment_method, Account, Lot};
+use crate::ledger::{write_payment_method, Account, Lot, TimedOut};
 use crate::records::{AutoRecharge, PaymentMethod};
 
-fn write_ids(out: &mut Vec<u8>, m: &Map<String, i64>) {
+fn write_ids(out: &mut Vec<u8>, m: &IdMap) {
     out.push(b'{');
     write_id_entries(out, m.iter());
     out.push(b'}');
 }
 
 /// `"id":time` entries, comma-separated (the inside of an id map's object).
-pub fn write_id_entries<'m>(
-    out: &mut Vec<u8>,
-    entries: impl Iterator<Item = (&'m String, &'m i64)>,
-) {
+pub fn write_id_entries<'m>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'m str, i64)>) {
     for (n, (k, v)) in entries.enumerate() {
         if n > 0 {
             out.push(b',');
         }
         write_str(out, k);
         out.push(b':');
-        push_i64(out, *v);
+        push_i64(out, v);
     }
 }
 
@@ -170,13 +167,16 @@ fn string(v: &Value, what: &str) -> Result<String, String> {
     }
 }
 
-fn ids(v: &Value, what: &str) -> Result<Map<String, i64>, String> {
+fn ids(v: &Value, what: &str) -> Result<IdMap, String> {
     let Value::Object(m) = v else {
         return Err(format!("{what}: not an object"));
     };
-    m.iter()
-        .map(|(k, v)| Ok((k.to_string(), i64_(v, what)?)))
-        .collect()
+    let mut out = IdMap::default();
+    for (k, v) in m.iter() {
+        out.insert(k, i64_(v, what)?);
+    }
+    out.shrink_to_fit();
+    Ok(out)
 }
 
 fn auto_recharge(v: &Value) -> Result<Option<AutoRecharge>, String> {
@@ -216,11 +216,11 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
         .iter()
         .map(|l| match l {
             Value::Array(x) if x.len() == 5 => Ok(Lot {
-                lot_id: string(&x[0], "lot_id")?,
+                lot_id: string(&x[0], "lot_id")?.into(),
                 remaining: int(&x[1], "remaining")?,
                 purchased_at: i64_(&x[2], "purchased_at")?,
                 expires_at: i64_(&x[3], "expires_at")?,
-                source: string(&x[4], "source")?,
+                source: string(&x[4], "source")?.into(),
             }),
             _ => Err(
                 "lots: a lot is not [id, remaining, purchased_at, expires_at, source]".to_string(),
@@ -239,12 +239,12 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
         Some(_) => return Err("sg: not an array".into()),
     };
     Ok(Account {
-        tenant_id: string(field(m, "t")?, "t")?,
-        rate_plan: string(field(m, "p")?, "p")?,
-        currency: string(field(m, "c")?, "c")?,
+        tenant_id: string(field(m, "t")?, "t")?.into(),
+        rate_plan: string(field(m, "p")?, "p")?.into(),
+        currency: string(field(m, "c")?, "c")?.into(),
         low_balance_threshold: int(field(m, "lbt")?, "lbt")?,
         included_domestic_minutes: i64_(field(m, "idm")?, "idm")?,
-        auto_recharge: auto_recharge(field(m, "ar")?)?,
+        auto_recharge: auto_recharge(field(m, "ar")?)?.map(Box::new),
         recharge_suspended: matches!(field(m, "rs")?, Value::Bool(true)),
         pending_request_id: match field(m, "pr")? {
             Value::Null => None,
@@ -255,7 +255,7 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
         recharge_count: i64_(field(m, "rc")?, "rc")?,
         // Absent from accounts written before SPEC v1.1 (as in rater/core/codec.py).
         timed_out_requests: match m.get("tor") {
-            None => Map::default(),
+            None => TimedOut::default(),
             Some(Value::Object(t)) => t
                 .iter()
                 .map(|(k, v)| match v {
@@ -264,7 +264,7 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
                     }
                     _ => Err("tor: a request is not [amount, timed out at]".to_string()),
                 })
-                .collect::<Result<Map<_, _>, _>>()?,
+                .collect::<Result<TimedOut, _>>()?,
             Some(_) => return Err("tor: not an object".into()),
         },
         suspended_by: match m.get("sb") {
@@ -324,8 +324,8 @@ mod tests {
         assert_eq!(a.balance(), 9_968_500);
         assert_eq!(a.pending_request_id.as_deref(), Some("acme/recharge/1"));
         assert_eq!(
-            a.timed_out_requests["acme/recharge/0"],
-            (15_000_000, 1_795_510_000_000_000)
+            a.timed_out_requests.get("acme/recharge/0"),
+            Some(&(15_000_000, 1_795_510_000_000_000))
         );
         assert_eq!(encode_account(&a), py.to_vec());
     }

@@ -19,9 +19,11 @@
 //!   decoded when a batch uses it again, as if read from the store.
 
 use crate::codec;
+use crate::idmap::IdMap;
 use crate::json::{write_str, Map};
 use crate::ledger::{Account, RECHARGE_TIMEOUT};
 use crate::rates::HashMap;
+use compact_str::CompactString;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
@@ -43,9 +45,9 @@ pub fn segment_key(tenant: &str, n: i64) -> Vec<u8> {
 
 /// The recent ids the stored account holds, as far as `plan_segments` needs them: below
 /// `SEGMENT_AT` none (as `durable_ids`).
-pub fn durable_ids(recent: &Map<String, i64>) -> Vec<String> {
+pub fn durable_ids(recent: &IdMap) -> Vec<String> {
     if recent.len() >= SEGMENT_AT {
-        recent.keys().cloned().collect()
+        recent.keys().map(str::to_owned).collect()
     } else {
         Vec::new()
     }
@@ -57,8 +59,8 @@ pub fn durable_ids(recent: &Map<String, i64>) -> Vec<String> {
 /// first, with no bookkeeping per entry (an approximation of least recently used). Which
 /// entries go changes no output: a held value equals the stored one.
 pub struct Generations<V> {
-    young: HashMap<String, V>,
-    old: HashMap<String, V>,
+    young: HashMap<CompactString, V>,
+    old: HashMap<CompactString, V>,
     pub limit: usize,
 }
 
@@ -99,7 +101,7 @@ impl<V> Generations<V> {
     }
 
     /// Used now: into the young generation.
-    pub fn put(&mut self, k: String, v: V) {
+    pub fn put(&mut self, k: CompactString, v: V) {
         self.old.remove(&k);
         self.young.insert(k, v);
     }
@@ -109,7 +111,7 @@ impl<V> Generations<V> {
         if self.len() <= self.limit {
             return;
         }
-        let kept: Vec<String> = self.old.keys().filter(|k| keep(k)).cloned().collect();
+        let kept: Vec<CompactString> = self.old.keys().filter(|k| keep(k)).cloned().collect();
         let mut young = std::mem::take(&mut self.young);
         for k in kept {
             if let Some(v) = self.old.remove(&k) {
@@ -119,7 +121,7 @@ impl<V> Generations<V> {
         self.old = young;
         let over = self.old.len().saturating_sub(self.limit);
         if over > 0 {
-            let gone: Vec<String> = self
+            let gone: Vec<CompactString> = self
                 .old
                 .keys()
                 .filter(|k| !keep(k))
@@ -158,7 +160,7 @@ pub enum Slot {
 pub struct Live {
     pub acct: Account,
     pub durable: Vec<String>,
-    pub ids: Option<EncodedIds>,
+    pub ids: Option<Box<EncodedIds>>,
     used: u64,
 }
 
@@ -201,7 +203,7 @@ pub struct Held {
     idle_after: u64,
     /// The durable and encoded ids of the accounts lent to the engine for this batch
     /// (when it has any).
-    lent: HashMap<String, (Vec<String>, Option<EncodedIds>)>,
+    lent: HashMap<String, (Vec<String>, Option<Box<EncodedIds>>)>,
     /// The accounts the batch (or the sweep) changed, in order, with their partition.
     pub changed: Map<String, i64>,
     /// The ids in each tenant's segments, once read (`IdSegments.older_ids`).
@@ -241,7 +243,7 @@ impl Held {
         self.batch += 1;
     }
 
-    fn live(&self, acct: Account, durable: Vec<String>, ids: Option<EncodedIds>) -> Slot {
+    fn live(&self, acct: Account, durable: Vec<String>, ids: Option<Box<EncodedIds>>) -> Slot {
         Slot::Live(Box::new(Live {
             acct,
             durable,
@@ -282,7 +284,7 @@ impl Held {
         let acct = codec::decode_account(stored)?;
         let durable = durable_ids(&acct.seen_cdrs);
         let slot = self.live(acct, durable, None);
-        self.accounts.put(tenant.to_owned(), slot);
+        self.accounts.put(tenant.into(), slot);
         self.bound();
         Ok(())
     }
@@ -296,7 +298,10 @@ impl Held {
     }
 
     pub fn idle_len(&self) -> usize {
-        self.accounts.values().filter(|s| matches!(s, Slot::Idle(_))).count()
+        self.accounts
+            .values()
+            .filter(|s| matches!(s, Slot::Idle(_)))
+            .count()
     }
 
     /// Every decoded account no batch used for `idle_after` batches, kept in its stored
@@ -329,7 +334,7 @@ impl Held {
         for (tenant, acct) in engine_accounts.drain() {
             let (durable, ids) = self.lent.remove(&tenant).unwrap_or_default();
             let slot = self.live(acct, durable, ids);
-            self.accounts.put(tenant, slot);
+            self.accounts.put(tenant.into(), slot);
         }
         self.lent.clear();
     }
@@ -344,8 +349,8 @@ impl Held {
             None => durable_ids(&acct.seen_cdrs),
         };
         let slot = self.live(acct, durable, None);
-        self.accounts.put(tenant.clone(), slot);
-        self.changed.insert(tenant, partition);
+        self.changed.insert(tenant.to_string(), partition);
+        self.accounts.put(tenant, slot);
         Ok(())
     }
 
@@ -367,7 +372,7 @@ impl Held {
             }
         }
         let seen = ids.contains(cdr_id);
-        self.older.put(tenant.to_owned(), ids);
+        self.older.put(tenant.into(), ids);
         self.older.bound(|_| false);
         seen
     }
@@ -414,7 +419,7 @@ impl Held {
 /// `encode_account(acct, judged)` writes it; the recent ids from `ids` and into it.
 pub fn encode_judged(
     acct: &Account,
-    ids: &mut Option<EncodedIds>,
+    ids: &mut Option<Box<EncodedIds>>,
     judged: Option<&[(String, i64)]>,
 ) -> Vec<u8> {
     let sc = &acct.seen_cdrs;
@@ -425,11 +430,11 @@ pub fn encode_judged(
         *ids = None;
     }
     if ids.is_none() && sc.len() >= IDS_KEPT_ENCODED {
-        *ids = Some(EncodedIds {
+        *ids = Some(Box::new(EncodedIds {
             pruned_at: acct.pruned_at,
             n: 0,
             body: Vec::with_capacity(40 * sc.len()),
-        });
+        }));
     }
     let mut out = codec::encode_account_with(acct, &mut |out| {
         out.push(b'{');
@@ -439,7 +444,7 @@ pub fn encode_judged(
                     if c.n > 0 {
                         c.body.push(b',');
                     }
-                    codec::write_id_entries(&mut c.body, sc.iter().skip(c.n));
+                    codec::write_id_entries(&mut c.body, sc.iter_from(c.n));
                     c.n = sc.len();
                 }
                 out.extend_from_slice(&c.body);
@@ -503,7 +508,7 @@ fn plan_segments(
         }
     }
     let recent = &mut acct.seen_cdrs;
-    let moved: Vec<&String> = durable.iter().filter(|k| recent.contains_key(*k)).collect();
+    let moved: Vec<&String> = durable.iter().filter(|k| recent.contains_key(k)).collect();
     if moved.len() >= SEGMENT_AT {
         let n = acct.next_segment;
         acct.next_segment += 1;
@@ -521,7 +526,7 @@ fn plan_segments(
         }
         writes.push((segment_key(&tenant, n), Some(value)));
         let gone: HashSet<&str> = moved.iter().map(|k| k.as_str()).collect();
-        recent.retain(|k, _| !gone.contains(k.as_str()));
+        recent.retain(|k, _| !gone.contains(k));
         keep.push((n, latest));
         if let Some(cached) = older.get_mut(&tenant) {
             cached.extend(moved.iter().map(|k| (*k).clone()));
@@ -563,7 +568,7 @@ mod tests {
         let mut h = Held::new(10, 2);
         let mut a = acct("t1");
         for i in 0..20i64 {
-            a.seen_cdrs.insert(format!("c{i}"), 100 + i);
+            a.seen_cdrs.insert(&format!("c{i}"), 100 + i);
         }
         let stored = codec::encode_account(&a);
         let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
@@ -602,7 +607,7 @@ mod tests {
         let mut a = acct("t1");
         let mut ids = None;
         for i in 0..100i64 {
-            a.seen_cdrs.insert(format!("c\"{i}"), 1000 + i);
+            a.seen_cdrs.insert(&format!("c\"{i}"), 1000 + i);
             assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
             assert_eq!(ids.is_some(), a.seen_cdrs.len() >= IDS_KEPT_ENCODED);
         }
@@ -610,7 +615,7 @@ mod tests {
         a.seen_cdrs.retain(|_, t| *t >= 1050);
         a.pruned_at = 5;
         assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
-        a.seen_cdrs.insert("late".into(), 9);
+        a.seen_cdrs.insert("late", 9);
         assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
     }
 
@@ -618,10 +623,10 @@ mod tests {
     fn durable_ids_move_into_a_segment_once_there_are_segment_at_of_them() {
         let mut a = acct("t1");
         for i in 0..SEGMENT_AT {
-            a.seen_cdrs.insert(format!("c{i}"), 100 + i as i64);
+            a.seen_cdrs.insert(&format!("c{i}"), 100 + i as i64);
         }
         let durable = durable_ids(&a.seen_cdrs);
-        a.seen_cdrs.insert("new".into(), 5_000);
+        a.seen_cdrs.insert("new", 5_000);
         a.cdr_watermark = 5_000;
         let mut older = Generations::new(10);
         let w = plan_segments(&mut a, &durable, 1_000_000, &mut older);

@@ -16,6 +16,7 @@
 //! Outputs are written straight to JSON bytes, byte for byte as orjson writes the Python
 //! core's dicts (the key order of each dict is the order of the fields here).
 
+use crate::idmap::IdMap;
 use crate::json::Map;
 use crate::json::{write_str, Obj, Short};
 use crate::money::format_money;
@@ -25,6 +26,7 @@ use crate::records::{AutoRecharge, Cdr, Command, CommandKind, Record};
 use crate::time::{add_months, format_time, month_key, previous_month_key, utc_text, DAY, HOUR};
 use blake2::digest::consts::U16;
 use blake2::{Blake2b, Digest};
+use compact_str::CompactString;
 
 pub const DEFAULT_HORIZON: i64 = 7 * DAY;
 pub const FUTURE_LIMIT: i64 = 24 * HOUR;
@@ -35,35 +37,35 @@ pub const NEVER: i64 = -(1 << 62);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lot {
-    pub lot_id: String,
+    pub lot_id: CompactString,
     pub remaining: i128,
     pub purchased_at: i64,
     pub expires_at: i64,
-    pub source: String,
+    pub source: CompactString,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
-    pub tenant_id: String,
-    pub rate_plan: String,
-    pub currency: String,
+    pub tenant_id: CompactString,
+    pub rate_plan: CompactString,
+    pub currency: CompactString,
     pub low_balance_threshold: i128,
     pub included_domestic_minutes: i64,
-    pub auto_recharge: Option<AutoRecharge>,
+    pub auto_recharge: Option<Box<AutoRecharge>>,
     pub recharge_suspended: bool,
     pub pending_request_id: Option<String>,
     pub pending_requested_at: i64,
     pub pending_amount: i128,
     pub recharge_count: i64,
     /// Requests that timed out, kept for the horizon (SPEC v1.1): id -> (amount, time of the timeout).
-    pub timed_out_requests: Map<String, (i128, i64)>,
+    pub timed_out_requests: TimedOut,
     /// The request whose timeout caused the suspension in force, if that is its cause.
     pub suspended_by: Option<String>,
     pub lots: Vec<Lot>,
     pub debt: i128,
-    pub domestic_seconds_used: Map<String, i64>,
-    pub seen_cdrs: Map<String, i64>,
-    pub seen_commands: Map<String, i64>,
+    pub domestic_seconds_used: IdMap,
+    pub seen_cdrs: IdMap,
+    pub seen_commands: IdMap,
     pub cdr_watermark: i64,
     pub command_watermark: i64,
     pub pruned_at: i64,
@@ -71,12 +73,65 @@ pub struct Account {
     pub next_segment: i64,
 }
 
+/// The requests that timed out (`Account::timed_out_requests`): id -> (amount, time of the
+/// timeout), in their order. Most accounts never have one, so an empty map is one word.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimedOut(Option<Box<Map<String, (i128, i64)>>>);
+
+impl TimedOut {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_empty())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &(i128, i64))> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.0.as_ref().is_some_and(|m| m.contains_key(id))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&(i128, i64)> {
+        self.0.as_ref().and_then(|m| m.get(id))
+    }
+
+    pub fn insert(&mut self, id: String, v: (i128, i64)) {
+        self.0.get_or_insert_with(Default::default).insert(id, v);
+    }
+
+    /// Remove `id`, keeping the order of the others.
+    pub fn shift_remove(&mut self, id: &str) -> Option<(i128, i64)> {
+        let m = self.0.as_mut()?;
+        let v = m.shift_remove(id);
+        if m.is_empty() {
+            self.0 = None;
+        }
+        v
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&String, &mut (i128, i64)) -> bool) {
+        if let Some(m) = self.0.as_mut() {
+            m.retain(keep);
+            if m.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+impl FromIterator<(String, (i128, i64))> for TimedOut {
+    fn from_iter<I: IntoIterator<Item = (String, (i128, i64))>>(items: I) -> Self {
+        let m: Map<String, (i128, i64)> = items.into_iter().collect();
+        TimedOut((!m.is_empty()).then(|| Box::new(m)))
+    }
+}
+
 impl Account {
     pub fn new(tenant_id: String, rate_plan: String, currency: String) -> Account {
         Account {
-            tenant_id,
-            rate_plan,
-            currency,
+            tenant_id: tenant_id.into(),
+            rate_plan: rate_plan.into(),
+            currency: currency.into(),
             low_balance_threshold: 0,
             included_domestic_minutes: 0,
             auto_recharge: None,
@@ -85,13 +140,13 @@ impl Account {
             pending_requested_at: 0,
             pending_amount: 0,
             recharge_count: 0,
-            timed_out_requests: Map::default(),
+            timed_out_requests: TimedOut::default(),
             suspended_by: None,
             lots: Vec::new(),
             debt: 0,
-            domestic_seconds_used: Map::default(),
-            seen_cdrs: Map::default(),
-            seen_commands: Map::default(),
+            domestic_seconds_used: IdMap::default(),
+            seen_cdrs: IdMap::default(),
+            seen_commands: IdMap::default(),
             cdr_watermark: NEVER,
             command_watermark: NEVER,
             pruned_at: NEVER,
@@ -319,11 +374,11 @@ fn credit(acct: &mut Account, amount: i128, lot_id: &str, purchased_at: i64, sou
     acct.debt -= paid;
     let expires_at = add_months(purchased_at, LOT_LIFETIME_MONTHS);
     let lot = Lot {
-        lot_id: lot_id.to_owned(),
+        lot_id: lot_id.into(),
         remaining: amount - paid,
         purchased_at,
         expires_at,
-        source: source.to_owned(),
+        source: source.into(),
     };
     if lot.remaining != 0 {
         let key = lot_key(&lot);
@@ -445,7 +500,7 @@ fn remember(acct: &mut Account, cdr: bool, record_id: &str, at: i64, horizon: i6
     } else {
         &mut acct.seen_commands
     };
-    seen.insert(record_id.to_owned(), at);
+    seen.insert(record_id, at);
     let watermark = acct.cdr_watermark.max(acct.command_watermark);
     if watermark - acct.pruned_at >= PRUNE_EVERY {
         // Deterministic in the record sequence, so split runs prune exactly like one run.
@@ -546,7 +601,7 @@ fn apply_cdr(
             ),
         );
     }
-    let Some(plan) = tables.plans.get(&acct.rate_plan) else {
+    let Some(plan) = tables.plans.get(acct.rate_plan.as_str()) else {
         return reject(
             "unknown_rate_plan",
             format!(
@@ -593,10 +648,10 @@ fn apply_cdr(
             .min(billable);
         if covered != 0 {
             // Python's `d[month] = used + covered` keeps an existing key's position.
-            *acct.domestic_seconds_used.entry(month.clone()).or_insert(0) = used + covered;
+            acct.domestic_seconds_used.insert(&month, used + covered);
             let previous = previous_month_key(&month);
             acct.domestic_seconds_used
-                .retain(|m, _| m.as_str() >= previous.as_str());
+                .retain(|m, _| m >= previous.as_str());
         }
     }
     let amount = charge(rate, billable - covered);
@@ -771,7 +826,7 @@ fn apply_command(
             ..
         } => {
             if let Some(p) = rate_plan {
-                acct.rate_plan = p.clone();
+                acct.rate_plan = p.as_str().into();
             }
             if let Some(t) = low_balance_threshold {
                 acct.low_balance_threshold = *t;
@@ -780,7 +835,7 @@ fn apply_command(
                 acct.included_domestic_minutes = *m;
             }
             if let Some(ar) = auto_recharge {
-                acct.auto_recharge = Some(ar.clone());
+                acct.auto_recharge = Some(Box::new(ar.clone()));
                 acct.recharge_suspended = false;
                 acct.suspended_by = None;
             }
@@ -882,7 +937,7 @@ fn check_configure(
             }
             plan.currency.clone()
         }
-        None => acct.expect("checked").currency.clone(),
+        None => acct.expect("checked").currency.to_string(),
     };
     if let Some(c) = currency {
         if *c != cur {
@@ -971,7 +1026,7 @@ pub fn sweep(acct: &mut Account, now: i64) -> Option<Outcome> {
         .lots
         .first()
         .filter(|l| l.expires_at <= now)
-        .map(|l| l.lot_id.clone());
+        .map(|l| l.lot_id.to_string());
     let due_request =
         acct.pending_request_id.is_some() && now - acct.pending_requested_at > RECHARGE_TIMEOUT;
     if due_lot.is_none() && !due_request {

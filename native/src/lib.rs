@@ -8,6 +8,7 @@ pub mod codec;
 pub mod engine;
 pub mod feed;
 pub mod held;
+pub mod idmap;
 pub mod json;
 pub mod ledger;
 pub mod money;

@@ -284,7 +284,13 @@ impl PyHeld {
         for p in planned {
             for (key, value) in p.segments {
                 let value = value.map(|v| PyBytes::new(py, &v));
-                segments.append((&changelog, p.partition, PyBytes::new(py, &key), value, &none))?;
+                segments.append((
+                    &changelog,
+                    p.partition,
+                    PyBytes::new(py, &key),
+                    value,
+                    &none,
+                ))?;
             }
             let key = PyBytes::new(py, p.tenant.as_bytes());
             accounts.append((

@@ -66,7 +66,7 @@ pub fn write_view(out: &mut Vec<u8>, a: &Account) {
     }
     {
         let d = o.key("domestic_seconds_used");
-        let mut months: Vec<(&String, &i64)> = a.domestic_seconds_used.iter().collect();
+        let mut months: Vec<(&str, i64)> = a.domestic_seconds_used.iter().collect();
         months.sort();
         d.push(b'{');
         for (n, (m, s)) in months.into_iter().enumerate() {
@@ -75,7 +75,7 @@ pub fn write_view(out: &mut Vec<u8>, a: &Account) {
             }
             write_str(d, m);
             d.push(b':');
-            write_int(d, *s as i128);
+            write_int(d, s as i128);
         }
         d.push(b'}');
     }
