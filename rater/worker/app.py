@@ -13,6 +13,7 @@ straight from faust's aiokafka consumer (``rater/worker/adapter.py``).
 - ``store.AccountStore``: the account cache, the in-flight overlay, the id segments
   (``store.NativeAccountStore`` for the native engine: the accounts held natively);
 - ``sweeper.Sweeper``: the wall-clock sweep; ``ratewatch.RateTableWatcher``: reloads;
+  ``heaptrim.HeapTrim``: the freed heap given back after work;
 - ``web``: the HTTP views; ``adapter``: every private faust/aiokafka touch;
 - ``connection``: the Kafka connection settings; ``config``, ``metrics``.
 """
@@ -34,7 +35,7 @@ from rater.core.native_engine import EngineUnavailable, NativeBatchProcessor
 from rater.core.native_engine import choose as choose_engine
 from rater.core.rates import RateTables, check_rate_tables
 from rater.jsonlog import JsonFormatter
-from rater.worker import adapter, gctune, web
+from rater.worker import adapter, gctune, heaptrim, web
 from rater.worker.config import WorkerConfig
 from rater.worker.metrics import WorkerStats, tenant_state
 from rater.worker.pipeline import COMMIT_EVERY, CommitPipeline, die
@@ -67,6 +68,7 @@ class RaterWorker:
         self.stats = WorkerStats(self.registry)
         self.stats.rate_tables_version = tables.version
         self.stats.rate_tables_loaded_at = time.time()
+        self.heap = heaptrim.HeapTrim(heaptrim.libc_trim())
         self.app = self._build_app()
         inputs = frozenset((cfg.topics.cdrs, cfg.topics.commands))
         if cfg.store == "rocksdb":
@@ -183,6 +185,10 @@ class RaterWorker:
         async def commit_timer():
             await self.pipeline.commit_timer()
 
+        @app.timer(interval=heaptrim.IDLE)
+        async def heap_timer():
+            self.heap.tick()
+
         @app.timer(interval=self.cfg.reload_interval)
         async def reload_timer():
             self.rates.maybe_reload()
@@ -215,6 +221,7 @@ class RaterWorker:
     # --- what the parts report ----------------------------------------------------------------
 
     def _on_batch(self, writes: Any, seconds: float) -> None:
+        self.heap.worked()
         self.stats.processing.observe_many(seconds, writes.messages)
         self.stats.records.update(writes.records)
 
