@@ -37,8 +37,7 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[Record]) -> Del
         if partition is None:
             n = counts.get(topic)
             if n is None:
-                await producer.client._wait_on_metadata(topic)
-                n = counts[topic] = len(producer.client.cluster.partitions_for_topic(topic))
+                n = counts[topic] = len(await producer.partitions_for(topic))
             partition = partition_for(key, n) if key else 0
         groups[(topic, partition)].append((key, value, headers))
     pending = []
