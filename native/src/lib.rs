@@ -14,10 +14,13 @@ pub mod ledger;
 pub mod money;
 pub mod pyrepr;
 pub mod rates;
+pub mod recordbatch;
 pub mod records;
 pub mod time;
 pub mod view;
 
+#[cfg(feature = "python")]
+mod pybatch;
 #[cfg(feature = "python")]
 mod pyheld;
 #[cfg(feature = "python")]

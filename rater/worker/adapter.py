@@ -1,9 +1,11 @@
 """The one place that touches faust's and aiokafka's private names.
 
-Three things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
+Four things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
 aiokafka consumer), ``FaustPort``, the commit pipeline's Kafka port
 (``rater/worker/pipeline.py``) over faust's app, its consumer and the accounts table,
-and ``keep_rocksdb_options`` (the table's RocksDB options, also on a reopened database).
+``keep_rocksdb_options`` (the table's RocksDB options, also on a reopened database) and
+``native_batches`` (record batches built natively, handed to aiokafka's producer in
+place of its ``BatchBuilder``).
 
 Input records in bulk
 ---------------------
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
@@ -43,7 +46,14 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from rater.connection import client_kwargs
-from rater.worker.sending import send_all, send_outputs
+from rater.worker.sending import Batches, send_all, send_outputs
+
+try:
+    import rater_native
+except ImportError:  # the native engine is not built: aiokafka's BatchBuilder
+    rater_native = None
+
+BATCH_BYTES = 1 << 20  # the producer's max_batch_size
 
 log = logging.getLogger("rater")
 
@@ -136,6 +146,53 @@ def keep_rocksdb_options(table: Any) -> None:
     options.open = open_with_column_options
 
 
+class _NativeBatch:
+    """A record batch built by ``rater_native.record_batches``, in place of aiokafka's
+    ``BatchBuilder`` in ``producer.send_batch``: what its accumulator and sender ask of a
+    builder. The producer sets its id, epoch and sequence number before the first
+    ``_build`` (an idempotent producer); the bytes are built once, as aiokafka's are."""
+
+    __slots__ = ("_batch", "_state", "_buffer")
+
+    def __init__(self, batch: Any):
+        self._batch = batch
+        self._state = (-1, -1, 0)  # BatchBuilder's, for a producer that is not idempotent
+        self._buffer: bytes | None = None
+
+    def record_count(self) -> int:
+        return self._batch.count()
+
+    def size(self) -> int:
+        return len(self._buffer) if self._buffer is not None else self._batch.size()
+
+    def closed(self) -> bool:
+        return True  # nothing is appended to it after send_batch
+
+    def close(self) -> None:
+        pass
+
+    def append(self, **_record: Any) -> None:
+        return None  # full: a send() after send_batch starts a batch of its own
+
+    def _set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+        self._state = (producer_id, producer_epoch, base_sequence)
+
+    def _build(self) -> bytes:
+        if self._buffer is None:
+            self._buffer = self._batch.finish(*self._state)
+        return self._buffer
+
+
+def _native_batches(items: list) -> list[_NativeBatch]:
+    """One partition's records (key, value, headers) as record batches of at most
+    ``BATCH_BYTES``, every record stamped with the time now (aiokafka stamps each)."""
+    stamp = int(time.time() * 1000)
+    return [_NativeBatch(b) for b in rater_native.record_batches(items, BATCH_BYTES, stamp)]
+
+
+native_batches: Batches | None = _native_batches if rater_native is not None else None
+
+
 class _PartitionEvent:
     """Stands in for ``faust.current_event()`` so the RocksDB store writes a key into the
     database of the key's partition (faust's store reads the partition from the event)."""
@@ -224,7 +281,7 @@ class FaustPort:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,
-                max_batch_size=1 << 20,
+                max_batch_size=BATCH_BYTES,
                 max_request_size=8 << 20,
             )
             await producer.start()
@@ -240,7 +297,7 @@ class FaustPort:
             return plain
 
         producer = await self._producer()
-        if not await send_outputs(producer, records, one_by_one, replace):
+        if not await send_outputs(producer, records, one_by_one, replace, native_batches):
             self.producer = None  # its sequence numbers are broken by the refused batch
             await producer.stop()
 
@@ -272,7 +329,7 @@ class FaustPort:
         offset it has reached, one atomic write per partition. The local store is
         therefore never ahead of the changelog: after a crash between the two, faust's
         recovery reads the changelog from the older offset and writes the same values."""
-        delivery = await send_all(await self._producer(), records)
+        delivery = await send_all(await self._producer(), records, native_batches)
         store = self.table.data
         db_for = getattr(store, "_db_for_partition", None)
         if db_for is None:  # the memory store

@@ -1,15 +1,19 @@
-"""Producing many records at once: one ``BatchBuilder`` per topic partition.
+"""Producing many records at once: one record batch per topic partition.
 
 ``producer.send()`` costs tens of microseconds a record in aiokafka; appending to a
 batch costs a few, and one future stands for the whole batch. The worker writes every
 output of a batch, and every changed account, through here and waits for the futures.
+With the native engine built, the worker hands each partition's records to
+``rater_native.record_batches`` in one call (``batches``, from the adapter) instead of
+appending them one by one to aiokafka's ``BatchBuilder`` (about 1.4 µs a record in
+Python); the bytes are the same (``tests/worker/test_record_batches.py``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
@@ -19,6 +23,8 @@ from rater.core.partitioning import partition_for
 log = logging.getLogger("rater")
 
 Record = tuple[str, int | None, bytes | None, bytes | None, list | None]  # topic, partition, key, value, headers
+# One partition's (key, value, headers) -> batches for ``producer.send_batch``.
+Batches = Callable[[list[tuple[bytes | None, bytes | None, list | None]]], list[Any]]
 
 
 class Delivery:
@@ -28,9 +34,10 @@ class Delivery:
         self.last_offset: dict[tuple[str, int], int] = {}
 
 
-async def send_all(producer: AIOKafkaProducer, records: Iterable[Record]) -> Delivery:
+async def send_all(producer: AIOKafkaProducer, records: Iterable[Record], batches: Batches | None = None) -> Delivery:
     """Produce ``records`` (partition None: the key's murmur2 partition) and wait until
-    Kafka has acknowledged all of them. Order is kept within each partition."""
+    Kafka has acknowledged all of them. Order is kept within each partition. ``batches``
+    builds each partition's record batches (None: aiokafka's ``BatchBuilder``)."""
     groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, list | None]]] = defaultdict(list)
     counts: dict[str, int] = {}
     for topic, partition, key, value, headers in records:
@@ -42,6 +49,10 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[Record]) -> Del
         groups[(topic, partition)].append((key, value, headers))
     pending = []
     for (topic, partition), items in groups.items():
+        if batches is not None:
+            for built in batches(items):
+                pending.append((topic, partition, built.record_count(), await producer.send_batch(built, topic, partition=partition)))
+            continue
         batch = producer.create_batch()
         n = 0
         for key, value, headers in items:
@@ -70,6 +81,7 @@ async def send_outputs(
     records: list[Record],
     one_by_one: Callable[[], Awaitable[AIOKafkaProducer]],
     replace: Callable[[int], Record | None],
+    batches: Batches | None = None,
 ) -> bool:
     """``send_all``, and when Kafka refuses a record for its size (``MessageSizeTooLargeError``,
     the broker's ``message.max.bytes`` or the topic's ``max.message.bytes``), every record
@@ -83,7 +95,7 @@ async def send_outputs(
     Records written before the refusal are written again: outputs are at least once,
     with stable event ids (SPEC 7)."""
     try:
-        await send_all(producer, records)
+        await send_all(producer, records, batches)
         return True
     except MessageSizeTooLargeError as exc:
         log.warning("Kafka refused an output for its size (%s); writing the batch's %d outputs one by one", exc, len(records))
@@ -91,13 +103,13 @@ async def send_outputs(
     try:
         for i, record in enumerate(records):
             try:
-                await send_all(plain, [record])
+                await send_all(plain, [record], batches)
             except MessageSizeTooLargeError:
                 instead = replace(i)
                 if instead is None:
                     raise
                 log.warning("output %s of %d bytes refused for its size; its input is rejected instead", record[0], len(record[3] or b""))
-                await send_all(plain, [instead])
+                await send_all(plain, [instead], batches)
     finally:
         await plain.stop()
     return False
