@@ -25,7 +25,6 @@ pub struct RecordBatch {
     first_timestamp: i64,
     max_timestamp: i64,
     batch_size: usize,
-    record: Vec<u8>,
 }
 
 fn varint(out: &mut Vec<u8>, v: i64) {
@@ -69,7 +68,6 @@ impl RecordBatch {
             first_timestamp: 0,
             max_timestamp: 0,
             batch_size,
-            record: Vec::new(),
         }
     }
 
@@ -97,8 +95,29 @@ impl RecordBatch {
         } else {
             timestamp - self.first_timestamp
         };
-        let r = &mut self.record;
-        r.clear();
+        let field = |b: Option<&[u8]>| b.map_or(1, |b| varint_len(b.len() as i64) + b.len());
+        let len = 1
+            + varint_len(delta)
+            + varint_len(self.count as i64)
+            + field(key)
+            + field(value)
+            + varint_len(headers.len() as i64)
+            + headers
+                .iter()
+                .map(|(k, v)| field(Some(k.as_bytes())) + field(*v))
+                .sum::<usize>();
+        if !first && varint_len(len as i64) + len + self.buf.len() >= self.batch_size {
+            return false;
+        }
+        if first {
+            self.first_timestamp = timestamp;
+            self.max_timestamp = timestamp;
+        } else {
+            self.max_timestamp = self.max_timestamp.max(timestamp);
+        }
+        let r = &mut self.buf;
+        r.reserve(len + 5);
+        varint(r, len as i64);
         r.push(0); // attributes
         varint(r, delta);
         varint(r, self.count as i64);
@@ -109,27 +128,14 @@ impl RecordBatch {
             bytes(r, Some(k.as_bytes()));
             bytes(r, *v);
         }
-        let len = r.len() as i64;
-        if !first && varint_len(len) + r.len() + self.buf.len() >= self.batch_size {
-            return false;
-        }
-        if first {
-            self.first_timestamp = timestamp;
-            self.max_timestamp = timestamp;
-        } else {
-            self.max_timestamp = self.max_timestamp.max(timestamp);
-        }
-        varint(&mut self.buf, len);
-        self.buf.extend_from_slice(&self.record);
         self.count += 1;
         true
     }
 
     /// The batch as sent, with the producer's id, epoch and first sequence number (-1 for
-    /// a producer that is not idempotent).
-    pub fn finish(&self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Vec<u8> {
-        let mut out = self.buf.clone();
-        let len = out.len();
+    /// a producer that is not idempotent): the header written over the space kept for it.
+    pub fn finish(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> &[u8] {
+        let len = self.buf.len();
         let mut h = Vec::with_capacity(HEADER_LEN);
         h.extend_from_slice(&0i64.to_be_bytes());
         h.extend_from_slice(&((len - 12) as i32).to_be_bytes());
@@ -144,10 +150,10 @@ impl RecordBatch {
         h.extend_from_slice(&producer_epoch.to_be_bytes());
         h.extend_from_slice(&base_sequence.to_be_bytes());
         h.extend_from_slice(&self.count.to_be_bytes());
-        out[..HEADER_LEN].copy_from_slice(&h);
-        let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
-        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        out
+        self.buf[..HEADER_LEN].copy_from_slice(&h);
+        let crc = crc32c::crc32c(&self.buf[ATTRIBUTES_AT..]);
+        self.buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        &self.buf
     }
 }
 
@@ -183,11 +189,13 @@ mod tests {
     fn one_record_batch_worked_out_by_hand() {
         let mut b = RecordBatch::new(1 << 20);
         assert!(b.append(1_000, Some(b"k"), Some(b"vv"), &[("h", None)]));
-        let out = b.finish(-1, -1, -1);
+        let out = b.finish(-1, -1, -1).to_vec();
         // The record: attributes 0, timestamp delta 0, offset delta 0, key length 1 (0x02)
         // and "k", value length 2 (0x04) and "vv", 1 header (0x02): key "h" (0x02, "h"),
         // null value (0x01). 12 bytes, so its length varint is 0x18.
-        let record = [0x18, 0, 0, 0, 0x02, b'k', 0x04, b'v', b'v', 0x02, 0x02, b'h', 0x01];
+        let record = [
+            0x18, 0, 0, 0, 0x02, b'k', 0x04, b'v', b'v', 0x02, 0x02, b'h', 0x01,
+        ];
         assert_eq!(&out[HEADER_LEN..], &record);
         assert_eq!(out.len(), 61 + 13);
         assert_eq!(&out[8..12], &(61i32 + 13 - 12).to_be_bytes());

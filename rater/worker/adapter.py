@@ -183,11 +183,13 @@ class _NativeBatch:
         return self._buffer
 
 
-def _native_batches(items: list) -> list[_NativeBatch]:
-    """One partition's records (key, value, headers) as record batches of at most
-    ``BATCH_BYTES``, every record stamped with the time now (aiokafka stamps each)."""
+def _native_batches(records: list, counts: dict[str, int]) -> tuple[list, list[str]]:
+    """``sending.Batches`` natively: the records partitioned and built into record batches
+    of at most ``BATCH_BYTES``, every record stamped with the time now (aiokafka stamps
+    each as it is appended)."""
     stamp = int(time.time() * 1000)
-    return [_NativeBatch(b) for b in rater_native.record_batches(items, BATCH_BYTES, stamp)]
+    groups, missing = rater_native.partition_batches(records, counts, BATCH_BYTES, stamp)
+    return [(topic, partition, [_NativeBatch(b) for b in built]) for topic, partition, built in groups], missing
 
 
 native_batches: Batches | None = _native_batches if rater_native is not None else None

@@ -1,6 +1,7 @@
-"""Record batches built natively (``rater_native.record_batches``, the adapter's
+"""Record batches built natively (``rater_native.partition_batches``, the adapter's
 ``native_batches``) are the bytes aiokafka's own ``BatchBuilder`` writes for the same
-records, stamped with the same time: same header, same CRC, same split into batches."""
+records, stamped with the same time: same header, same CRC, same split into batches;
+and the records are partitioned as ``send_all`` partitions them in Python."""
 
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ def native_batches(items: list, batch_size: int, state: tuple[int, int, int] | N
 
     from rater.worker.adapter import _NativeBatch
 
-    out = [_NativeBatch(b) for b in rater_native.record_batches(items, batch_size, STAMP)]
+    records = [("t", 0, key, value, headers) for key, value, headers in items]
+    groups, missing = rater_native.partition_batches(records, {}, batch_size, STAMP)
+    assert missing == [] and [(t, p) for t, p, _b in groups] == [("t", 0)]
+    out = [_NativeBatch(b) for b in groups[0][2]]
     if state is not None:
         for b in out:
             b._set_producer_state(*state)
@@ -85,3 +89,46 @@ record = st.tuples(
 @given(items=st.lists(record, min_size=1, max_size=30), size=st.integers(100, 20_000))
 def test_any_records_any_batch_size(items, size):
     assert native_batches(items, size, (11, 2, 99)) == aiokafka_batches(items, size, (11, 2, 99))
+
+
+def test_records_are_partitioned_and_grouped_as_send_all_does_in_python():
+    import rater_native
+
+    from rater.core.partitioning import partition_for
+
+    records = [
+        ("out", None, b"acme-00001", b"1", None),
+        ("out", None, b"zeta-00002", b"2", None),
+        ("log", None, b"acme-00001", None, None),
+        ("out", None, None, b"no key: partition 0", None),
+        ("out", None, b"", b"empty key: partition 0", None),
+        ("out", 5, b"acme-00001", b"an explicit partition", [("h", b"v")]),
+        ("out", None, b"acme-00001", b"3", None),
+    ]
+    counts = {"out": 8, "log": 3}
+    groups, missing = rater_native.partition_batches(records, counts, 1 << 20, STAMP)
+    assert missing == []
+    # What sending.py's Python path builds: groups in the order first met, records in order.
+    want: dict[tuple[str, int], list] = {}
+    for topic, partition, key, value, _headers in records:
+        if partition is None:
+            partition = partition_for(key, counts[topic]) if key else 0
+        want.setdefault((topic, partition), []).append((key, value))
+    got = {(t, p): [(r.key, r.value) for b in built for r in DefaultRecordBatch(b.finish(-1, -1, 0))] for t, p, built in groups}
+    assert list(got) == list(want)
+    assert got == want
+    assert partition_for(b"acme-00001", 8) != partition_for(b"zeta-00002", 8)  # the example splits
+
+
+def test_topics_with_no_partition_count_are_asked_for_first():
+    import rater_native
+
+    records = [("a", None, b"k", b"v", None), ("b", 2, b"k", b"v", None), ("c", None, b"k", b"v", None), ("a", None, b"j", b"v", None)]
+    assert rater_native.partition_batches(records, {"c": 4}, 1 << 20, STAMP) == ([], ["a"])
+    # A topic met first with its partition given still needs its count for a later record.
+    later = [("b", 2, b"k", b"v", None), ("b", None, b"k", b"v", None)]
+    assert rater_native.partition_batches(later, {}, 1 << 20, STAMP) == ([], ["b"])
+    groups, missing = rater_native.partition_batches(records, {"a": 1, "c": 4}, 1 << 20, STAMP)
+    from rater.core.partitioning import partition_for
+
+    assert missing == [] and [(t, p) for t, p, _b in groups] == [("a", 0), ("b", 2), ("c", partition_for(b"k", 4))]
