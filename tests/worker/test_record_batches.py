@@ -132,3 +132,68 @@ def test_topics_with_no_partition_count_are_asked_for_first():
     from rater.core.partitioning import partition_for
 
     assert missing == [] and [(t, p) for t, p, _b in groups] == [("a", 0), ("b", 2), ("c", partition_for(b"k", 4))]
+
+
+@pytest.mark.kafka
+def test_both_send_paths_write_the_same_records_to_a_real_broker(kafka_broker):
+    """``send_all`` with aiokafka's BatchBuilder (``batches`` None) and with the native
+    batches, on an idempotent producer as the worker's, into two topics of 4 partitions:
+    the same records on the same partitions in the same order, the same last offsets."""
+    import asyncio
+    import uuid
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from rater.worker.adapter import native_batches
+    from rater.worker.sending import send_all
+    from rater.worker.topics import create_missing
+
+    run = uuid.uuid4().hex[:8]
+    topics = {"python": f"rb-python-{run}", "native": f"rb-native-{run}"}
+
+    def records(topic: str) -> list:
+        out = []
+        for i in range(300):
+            key = f"tenant-{i % 37:03d}".encode()
+            if i % 50 == 7:
+                out.append((topic, None, key, None, None))  # a tombstone
+            elif i % 50 == 11:
+                out.append((topic, 3, key, b"forwarded %d" % i, [("rater-forwarded-from", b"cdrs/1/%d" % i)]))
+            elif i % 50 == 13:
+                out.append((topic, None, None, b"keyless %d" % i, None))
+            else:
+                out.append((topic, None, key, b"v" * (i * 7 % 900) + b"%d" % i, None))
+        return out
+
+    async def go() -> dict:
+        client = {"bootstrap_servers": kafka_broker.bootstrap}
+        await create_missing(client, topics.values(), 4)
+        producer = AIOKafkaProducer(**client, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=1 << 20)
+        await producer.start()
+        try:
+            python = await send_all(producer, records(topics["python"]))
+            native = await send_all(producer, records(topics["native"]), native_batches)
+        finally:
+            await producer.stop()
+        got = {}
+        for name, topic in topics.items():
+            consumer = AIOKafkaConsumer(**client, auto_offset_reset="earliest", enable_auto_commit=False)
+            await consumer.start()
+            try:
+                tps = [TopicPartition(topic, p) for p in range(4)]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                seen: dict[int, list] = {p: [] for p in range(4)}
+                while sum(len(v) for v in seen.values()) < 300:
+                    for tp, msgs in (await consumer.getmany(timeout_ms=2000)).items():
+                        seen[tp.partition] += [(m.offset, m.key, m.value, list(m.headers)) for m in msgs]
+            finally:
+                await consumer.stop()
+            got[name] = seen
+        return {"python": python, "native": native, "records": got}
+
+    out = asyncio.run(go())
+    assert out["records"]["native"] == out["records"]["python"]
+    assert {tp[1]: o for tp, o in out["native"].last_offset.items()} == {tp[1]: o for tp, o in out["python"].last_offset.items()}
+    assert sum(len(v) for v in out["records"]["native"].values()) == 300
+    assert [m[0] for m in out["records"]["native"][3]] == list(range(len(out["records"]["native"][3])))
