@@ -147,7 +147,7 @@ def keep_rocksdb_options(table: Any) -> None:
 
 
 class _NativeBatch:
-    """A record batch built by ``rater_native.record_batches``, in place of aiokafka's
+    """A record batch built by ``rater_native.partition_batches``, in place of aiokafka's
     ``BatchBuilder`` in ``producer.send_batch``: what its accumulator and sender ask of a
     builder. The producer sets its id, epoch and sequence number before the first
     ``_build`` (an idempotent producer); the bytes are built once, as aiokafka's are."""
