@@ -50,7 +50,7 @@ impl IdMap {
     }
 
     fn key_of(&self, e: &Entry) -> &str {
-        &self.text[e.start as usize..(e.start + e.len) as usize]
+        key(&self.text, e)
     }
 
     fn position(&self, k: &str) -> Option<usize> {
@@ -87,40 +87,36 @@ impl IdMap {
         self.text.push_str(k);
         self.entries.push(Entry { start, len, value });
         let n = self.entries.len();
-        if self.index.is_some() {
-            let hash = hasher().hash_one(k);
-            let (entries, text) = (&self.entries, &self.text);
-            let rehash = |&i: &u32| hash_entry(text, &entries[i as usize]);
-            if let Some(index) = self.index.as_mut() {
-                index.insert_unique(hash, (n - 1) as u32, rehash);
+        let (entries, text) = (&self.entries, &self.text);
+        match self.index.as_mut() {
+            Some(index) => {
+                let rehash = |&i: &u32| hash_entry(text, &entries[i as usize]);
+                index.insert_unique(hasher().hash_one(k), (n - 1) as u32, rehash);
             }
-        } else if n > SCAN_UP_TO {
-            self.reindex();
+            None if n > SCAN_UP_TO => self.reindex(),
+            None => {}
         }
     }
 
     /// Keep the entries `keep` says yes to, in their order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut i64) -> bool) {
+        let old_text = &self.text;
+        let kept: Vec<bool> = self
+            .entries
+            .iter_mut()
+            .map(|e| keep(key(old_text, e), &mut e.value))
+            .collect();
+        if kept.iter().all(|&k| k) {
+            return; // nothing went: the positions stay
+        }
         let mut text = String::with_capacity(self.text.len());
         let mut entries = Vec::with_capacity(self.entries.len());
-        for e in &self.entries {
-            let mut value = e.value;
-            let k = &self.text[e.start as usize..(e.start + e.len) as usize];
-            if keep(k, &mut value) {
-                entries.push(Entry {
-                    start: text.len() as u32,
-                    len: e.len,
-                    value,
-                });
-                text.push_str(k);
-            }
-        }
-        if entries.len() == self.entries.len() {
-            // Nothing went: the values may have changed, the positions have not.
-            for (e, kept) in self.entries.iter_mut().zip(&entries) {
-                e.value = kept.value;
-            }
-            return;
+        for (e, _) in self.entries.iter().zip(&kept).filter(|(_, &k)| k) {
+            entries.push(Entry {
+                start: text.len() as u32,
+                ..*e
+            });
+            text.push_str(key(&self.text, e));
         }
         text.shrink_to_fit();
         entries.shrink_to_fit();
@@ -166,8 +162,13 @@ impl IdMap {
     }
 }
 
+/// An entry's id in `text`.
+fn key<'t>(text: &'t str, e: &Entry) -> &'t str {
+    &text[e.start as usize..(e.start + e.len) as usize]
+}
+
 fn hash_entry(text: &str, e: &Entry) -> u64 {
-    hasher().hash_one(&text[e.start as usize..(e.start + e.len) as usize])
+    hasher().hash_one(key(text, e))
 }
 
 impl std::ops::Index<&str> for IdMap {
