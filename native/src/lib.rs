@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod engine;
 pub mod feed;
+pub mod fetched;
 pub mod held;
 pub mod idmap;
 pub mod json;
@@ -21,6 +22,8 @@ pub mod view;
 
 #[cfg(feature = "python")]
 mod pybatch;
+#[cfg(feature = "python")]
+mod pyfetched;
 #[cfg(feature = "python")]
 mod pyheld;
 #[cfg(feature = "python")]

@@ -7,6 +7,7 @@ use crate::engine::{Host, Processed, Source};
 use crate::feed::{self, HomeKey};
 use crate::held::{segment_key, Held};
 use crate::ledger::{Account, Status};
+use crate::pyfetched::Record;
 use crate::python::{processed, PyEngine};
 use crate::records::is_tenant;
 use pyo3::exceptions::PyValueError;
@@ -375,6 +376,52 @@ fn note_changed(held: &mut Held, p: &Processed, partition: i64) {
     }
 }
 
+/// One input record's fields: a native `Record`'s (its value read in the fetch's bytes),
+/// or any other message's by attribute (aiokafka's `ConsumerRecord`, the core's
+/// `Message`).
+struct Input<'py> {
+    topic: Bound<'py, PyString>,
+    partition: i64,
+    offset: i64,
+    key: Bound<'py, PyAny>,
+    value: Option<(Bound<'py, PyBytes>, usize, usize)>,
+}
+
+impl<'py> Input<'py> {
+    fn read(msg: &Bound<'py, PyAny>) -> PyResult<Input<'py>> {
+        let py = msg.py();
+        if let Ok(record) = msg.downcast::<Record>() {
+            let r = record.get();
+            return Ok(Input {
+                topic: r.topic_of(py).clone(),
+                partition: r.partition(),
+                offset: r.offset(),
+                key: r.key_object(py),
+                value: r.value_in(py),
+            });
+        }
+        let value = msg.getattr(intern!(py, "value"))?;
+        let value = if value.is_none() {
+            None
+        } else {
+            let b = value.downcast_into::<PyBytes>()?;
+            let n = b.as_bytes().len();
+            Some((b, 0, n))
+        };
+        Ok(Input {
+            topic: msg.getattr(intern!(py, "topic"))?.downcast_into::<PyString>()?,
+            partition: msg.getattr(intern!(py, "partition"))?.extract()?,
+            offset: msg.getattr(intern!(py, "offset"))?.extract()?,
+            key: msg.getattr(intern!(py, "key"))?,
+            value,
+        })
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_ref().map(|(b, a, z)| &b.as_bytes()[*a..*z])
+    }
+}
+
 impl PyHeld {
     fn feed_all<'py>(
         &mut self,
@@ -391,21 +438,17 @@ impl PyHeld {
         let max_record_bytes = engine.inner.max_record_bytes;
         for msg in messages.try_iter()? {
             let msg = msg?;
-            let topic = msg.getattr(intern!(py, "topic"))?;
-            let topic_text = topic.downcast::<PyString>()?.to_str()?;
-            let partition: i64 = msg.getattr(intern!(py, "partition"))?.extract()?;
-            let key_obj = msg.getattr(intern!(py, "key"))?;
-            let value_obj = msg.getattr(intern!(py, "value"))?;
+            let input = Input::read(&msg)?;
+            let topic = input.topic.as_any();
+            let topic_text = input.topic.to_str()?;
+            let partition = input.partition;
+            let key_obj = &input.key;
             let key: Option<&[u8]> = if key_obj.is_none() {
                 None
             } else {
                 Some(key_obj.downcast::<PyBytes>()?.as_bytes())
             };
-            let value: Option<&[u8]> = if value_obj.is_none() {
-                None
-            } else {
-                Some(value_obj.downcast::<PyBytes>()?.as_bytes())
-            };
+            let value = input.value();
             let home = feed::home_partition(key, value, partitions, max_record_bytes);
             if let Some((at, home_key)) = &home {
                 if i64::from(*at) != partition {
@@ -414,19 +457,19 @@ impl PyHeld {
                         HomeKey::Tenant(t) => PyBytes::new(py, t.as_bytes()).into_any(),
                     };
                     out.forwards.append((&msg, *at, home_key))?;
-                    fed.count(&topic, topic_text, "forwarded");
+                    fed.count(topic, topic_text, "forwarded");
                     continue;
                 }
             }
-            let offset_obj = msg.getattr(intern!(py, "offset"))?;
-            let offset: i64 = offset_obj.extract()?;
+            let offset = input.offset;
             if let (Some(state), Some((_, home_key))) = (&fed.judged, &home) {
                 // `ReplayGuard.judged_before(msg, home key)`: the key read as text.
                 let tenant = match home_key {
                     HomeKey::Key => feed::key_text(key).unwrap_or_default(),
                     HomeKey::Tenant(t) => Cow::Borrowed(t.as_str()),
                 };
-                let at = PyTuple::new(py, [topic.clone(), msg.getattr(intern!(py, "partition"))?])?;
+                let at = PyTuple::new(py, [topic.clone(), partition.into_pyobject(py)?.into_any()])?;
+                let offset_obj = offset.into_pyobject(py)?.into_any();
                 if self.judged_before(engine, state, &at, &offset_obj, &tenant)? {
                     fed.skipped += 1;
                     continue;
@@ -474,7 +517,7 @@ impl PyHeld {
                     .append((topic_name, out_key, PyBytes::new(py, bytes)))?;
                 out.origins.append(&msg)?;
             }
-            fed.count(&topic, topic_text, p.outcome.status.name());
+            fed.count(topic, topic_text, p.outcome.status.name());
         }
         Ok(())
     }

@@ -1,11 +1,12 @@
 """The one place that touches faust's and aiokafka's private names.
 
-Four things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
-aiokafka consumer), ``FaustPort``, the commit pipeline's Kafka port
-(``rater/worker/pipeline.py``) over faust's app, its consumer and the accounts table,
-``keep_rocksdb_options`` (the table's RocksDB options, also on a reopened database) and
-``native_batches`` (record batches built natively, handed to aiokafka's producer in
-place of its ``BatchBuilder``).
+Five things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
+aiokafka consumer), ``fetch_natively`` (those records read natively from the fetched
+bytes, in place of aiokafka's ``ConsumerRecord`` per record), ``FaustPort``, the commit
+pipeline's Kafka port (``rater/worker/pipeline.py``) over faust's app, its consumer and
+the accounts table, ``keep_rocksdb_options`` (the table's RocksDB options, also on a
+reopened database) and ``native_batches`` (record batches built natively, handed to
+aiokafka's producer in place of its ``BatchBuilder``).
 
 Input records in bulk
 ---------------------
@@ -29,6 +30,25 @@ still subscribes to them and assigns them with the table; it never gets an event
 The worker checks every run of records for continuity (``rater/core/continuity.py``) and
 commits offsets itself, after its commit protocol; faust, which never sees these
 records, acks and commits nothing for them.
+
+Input records read natively
+---------------------------
+
+aiokafka unpacks every fetched record into a ``ConsumerRecord`` (about 1.7 µs a record,
+in Python, with its CRC check): the largest cost of Kafka left in the worker's profile.
+With the native engine, ``fetch_natively`` has aiokafka's fetcher keep each partition's
+fetched bytes (``_KeptMemoryRecords``) and read the input topics' record batches with
+``rater_native.read_fetch`` (``_FetchedRecords``): one ``rater_native.Record`` per record,
+its value left in the fetched bytes, where ``Held.feed`` reads it. Everything else of
+aiokafka's unpacking stays as it was, batch by batch: the CRC check, the transactions
+(``read_committed``: aborted batches skipped, markers), the records before the fetch
+offset left out, the position after each record. A batch ``read_fetch`` does not read
+(compressed, an older message format, a transaction marker, not well formed, a wrong
+CRC) is read by aiokafka's own ``PartitionRecords``, over that batch's bytes, with the
+transaction state shared; so what a fetch yields is aiokafka's, record for record, and
+its errors are aiokafka's (``tests/worker/test_fetched.py``). The fetcher names its
+``MemoryRecords`` and ``PartitionRecords`` as module globals, so the two classes are put
+there, for the whole process; any other topic (faust's changelog) is read as before.
 """
 
 from __future__ import annotations
@@ -41,6 +61,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 
 import rocksdict
 from aiokafka import AIOKafkaProducer
+from aiokafka.consumer import fetcher as aiokafka_fetcher
 from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
@@ -67,6 +88,82 @@ StopHandler = Callable[[], Awaitable[None]]
 # 1.5 s for every ~6,000 records in a backlog (measured). 50 ms keeps the stall short and
 # costs an idle worker about 20 empty fetches a second.
 FETCH_MAX_WAIT_MS = 50
+
+
+_AiokafkaMemoryRecords = aiokafka_fetcher.MemoryRecords
+_AiokafkaPartitionRecords = aiokafka_fetcher.PartitionRecords
+_TRANSACTIONAL = 0x10  # a record batch's attributes
+_NATIVE_TOPICS: set[str] = set()
+
+
+class _KeptMemoryRecords(_AiokafkaMemoryRecords):  # type: ignore[misc, valid-type]
+    """aiokafka's ``MemoryRecords``, keeping the fetched bytes for ``_FetchedRecords``."""
+
+    def __init__(self, buffer: Any):
+        super().__init__(buffer)
+        self.fetched = buffer
+
+
+class _FetchedRecords(_AiokafkaPartitionRecords):  # type: ignore[misc, valid-type]
+    """aiokafka's ``PartitionRecords`` reading the input topics' record batches natively
+    (module docstring, "Input records read natively"); ``_unpack_records`` follows
+    aiokafka's own step for step, a batch at a time."""
+
+    def _unpack_records(self):  # type: ignore[override]
+        tp = self._tp
+        fetched = getattr(self._records, "fetched", None)
+        if tp.topic not in _NATIVE_TOPICS or type(fetched) is not bytes or self._key_deserializer or self._value_deserializer:
+            yield from super()._unpack_records()
+            return
+        read_committed = self._isolation_level == aiokafka_fetcher.READ_COMMITTED
+        for start, end, base_offset, next_offset, producer_id, attributes, records in rater_native.read_fetch(
+            fetched, tp.topic, tp.partition, bool(self._check_crcs)
+        ):
+            if records is None:
+                yield from self._by_aiokafka(fetched[start:end])
+                continue
+            if read_committed:  # every batch of format 2 has a producer id
+                self._consume_aborted_up_to(base_offset)
+                if attributes & _TRANSACTIONAL and producer_id in self._aborted_producers:
+                    self.next_fetch_offset = next_offset
+                    continue
+            for record in records:
+                offset = record.offset
+                if offset < self.next_fetch_offset:
+                    continue  # before the fetch offset (the fetch began inside this batch)
+                self.next_fetch_offset = offset + 1
+                yield record
+            self.next_fetch_offset = next_offset
+
+    def _by_aiokafka(self, batch: bytes):
+        """One batch read by aiokafka, with this fetch's transaction state."""
+        one = _AiokafkaPartitionRecords(
+            self._tp,
+            _AiokafkaMemoryRecords(batch),
+            None,
+            self.next_fetch_offset,
+            None,
+            None,
+            self._check_crcs,
+            self._isolation_level,
+        )
+        one._aborted_transactions = self._aborted_transactions
+        one._aborted_producers = self._aborted_producers
+        for record in one:
+            self.next_fetch_offset = one.next_fetch_offset
+            yield record
+        self.next_fetch_offset = one.next_fetch_offset
+
+
+def fetch_natively(topics: frozenset[str]) -> bool:
+    """Have aiokafka's fetcher hand ``topics``' records as ``rater_native.Record``s (module
+    docstring); whether it does (the native module is built)."""
+    if rater_native is None:
+        return False
+    _NATIVE_TOPICS.update(topics)
+    aiokafka_fetcher.MemoryRecords = _KeptMemoryRecords
+    aiokafka_fetcher.PartitionRecords = _FetchedRecords
+    return True
 
 
 class _Thread(AIOKafkaConsumerThread):

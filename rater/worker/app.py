@@ -78,6 +78,7 @@ class RaterWorker:
         # is built (its accounts held natively by its store), else the Python one.
         self.engine_name = choose_engine(cfg.engine)
         if self.engine_name == "native":
+            adapter.fetch_natively(inputs)  # input records as rater_native.Records
             self.store = NativeAccountStore(self.port, cfg.partitions, cfg.account_cache)
             self.processor = NativeBatchProcessor(tables, cfg.partitions, cfg.topics, self.store, max_record_bytes=cfg.max_record_bytes)
         else:

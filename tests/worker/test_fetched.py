@@ -1,0 +1,216 @@
+"""Input records read natively from the fetched bytes (``rater_native.read_fetch``, the
+adapter's ``_FetchedRecords``) are aiokafka's own, record for record: for any fetch of
+plain, compressed, older-format, transactional and control batches (a cut batch at its
+end, a fetch offset inside a batch, either isolation level), the same records with the
+same offsets, timestamps, keys and values, the same position after each one, the same
+errors; and arbitrary bytes give what aiokafka gives."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aiokafka.consumer.fetcher import PartitionRecords
+from aiokafka.record._crc32c import crc as crc32c
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import TopicPartition
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from rater.core.native_engine import available
+
+pytestmark = pytest.mark.skipif(not available(), reason="the native engine is not built")
+
+TP = TopicPartition("cdrs", 3)
+GZIP, LOG_APPEND, CONTROL = 0x01, 0x08, 0x20
+
+
+def v2_batch(base: int, records: list, *, codec: int = 0, pid: int = -1, txn: bool = False, attrs: int = 0) -> bytes:
+    """A format 2 batch at ``base``: aiokafka's builder, then ``attrs`` set in its header
+    (the CRC written again), as a broker would store a control or log-append-time batch."""
+    b = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=codec,
+        is_transactional=int(txn),
+        producer_id=pid,
+        producer_epoch=0 if pid >= 0 else -1,
+        base_sequence=0 if pid >= 0 else -1,
+        batch_size=1 << 22,
+    )
+    for i, (ts, key, value, headers) in enumerate(records):
+        b.append(i, timestamp=ts, key=key, value=value, headers=headers)
+    buf = bytearray(b.build())
+    buf[0:8] = struct.pack(">q", base)
+    if attrs:
+        (a,) = struct.unpack_from(">h", buf, 21)
+        struct.pack_into(">h", buf, 21, a | attrs)
+        struct.pack_into(">I", buf, 17, crc32c(bytes(buf[21:])))
+    return bytes(buf)
+
+
+def legacy_batch(base: int, ts: int, key: bytes | None, value: bytes | None) -> bytes:
+    """One message of format 1 (uncompressed, a message is its own entry) at ``base``."""
+    b = LegacyRecordBatchBuilder(magic=1, compression_type=0, batch_size=1 << 22)
+    b.append(0, timestamp=ts, key=key, value=value)
+    buf = bytearray(b.build())
+    buf[0:8] = struct.pack(">q", base)
+    return bytes(buf)
+
+
+def control_batch(base: int, pid: int, abort: bool) -> bytes:
+    marker = (struct.pack(">hh", 0, 0 if abort else 1), b"\x00\x00\x00\x00\x00\x00", [])
+    return v2_batch(base, [(1_000, *marker)], pid=pid, txn=True, attrs=CONTROL)
+
+
+def read(cls, mem, fetch: bytes, aborted, fetch_offset: int, isolation: int, check_crcs: bool = True, text: bool = True):
+    """Every record the partition records yield, each with the position after it, and
+    the position at the end (or the exception: its type, and its text unless ``text`` is
+    false)."""
+    pr = cls(TP, mem(fetch), list(aborted), fetch_offset, None, None, check_crcs, isolation)
+    out = []
+    try:
+        for r in pr:
+            out.append((r.topic, r.partition, r.offset, r.timestamp, r.timestamp_type, r.key, r.value, pr.next_fetch_offset))
+    except Exception as exc:
+        out.append((type(exc).__name__, str(exc) if text else ""))
+    return out, pr.next_fetch_offset
+
+
+def both(fetch: bytes, aborted=(), fetch_offset: int = 0, isolation: int = 1, check_crcs: bool = True, text: bool = True):
+    from rater.worker import adapter
+
+    adapter._NATIVE_TOPICS.add(TP.topic)
+    theirs = read(PartitionRecords, MemoryRecords, fetch, aborted, fetch_offset, isolation, check_crcs, text)
+    ours = read(adapter._FetchedRecords, adapter._KeptMemoryRecords, fetch, aborted, fetch_offset, isolation, check_crcs, text)
+    return theirs, ours
+
+
+def one_format(fetch: bytes) -> bool:
+    """Every whole batch of ``fetch`` in the format of the first: aiokafka 0.14's
+    ``MemoryRecords`` reads them all in that one (a format 1 message after a format 2
+    batch is read as format 2), where the native reader reads each batch in its own."""
+    magics, pos = set(), 0
+    while len(fetch) - pos >= 17:
+        (length,) = struct.unpack_from(">i", fetch, pos + 8)
+        if length < 0 or pos + 12 + length > len(fetch):
+            break
+        magics.add(fetch[pos + 16])
+        pos += 12 + length
+    return len(magics) <= 1
+
+
+blobs = st.one_of(st.none(), st.binary(max_size=40))
+header = st.tuples(st.text(max_size=5), st.one_of(st.none(), st.binary(max_size=8)))
+record = st.tuples(st.integers(0, 2**41), blobs, blobs, st.lists(header, max_size=2))
+kind = st.sampled_from(["plain", "plain", "plain", "log_append", "gzip", "txn", "txn_aborted", "commit", "abort"])
+
+
+@st.composite
+def fetches(draw):
+    """A fetch: batches back to back from offset 100, the aborted transactions the broker
+    would list for it, and a fetch offset at or after the first batch's first offset.
+
+    Messages of format 1 only in a fetch of them alone (``one_format``). No broker of
+    Kafka 4 writes format 1 at all."""
+    parts, aborted, offset = [], [], 100
+    pid = 7
+    kinds = draw(st.one_of(st.lists(kind, min_size=1, max_size=6), st.lists(st.just("legacy"), min_size=1, max_size=3)))
+    for k in kinds:
+        recs = draw(st.lists(record, min_size=1, max_size=4))
+        if k == "legacy":
+            recs = recs[:1]
+            b = legacy_batch(offset, *recs[0][:3])
+        elif k in ("commit", "abort"):
+            b = control_batch(offset, pid, k == "abort")
+            recs = [None]
+        elif k.startswith("txn"):
+            pid += 1
+            b = v2_batch(offset, recs, pid=pid, txn=True)
+            if k == "txn_aborted":
+                aborted.append((pid, offset))
+        else:
+            attrs = LOG_APPEND if k == "log_append" else 0
+            b = v2_batch(offset, recs, codec=GZIP if k == "gzip" else 0, attrs=attrs)
+        parts.append(b)
+        offset += len(recs)
+    fetch = b"".join(parts)
+    if draw(st.booleans()):  # the broker's size limit cut the last batch
+        fetch += parts[0][: draw(st.integers(1, len(parts[0]) - 1))]
+    return fetch, aborted, draw(st.integers(100, offset))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fetches(), st.sampled_from([0, 1]))
+def test_a_fetch_yields_what_aiokafka_yields(fetch, isolation):
+    data, aborted, fetch_offset = fetch
+    theirs, ours = both(data, aborted, fetch_offset, isolation)
+    assert ours == theirs
+
+
+def test_records_read_natively_are_native_and_a_compressed_batch_is_aiokafkas():
+    from rater.worker import adapter
+
+    adapter._NATIVE_TOPICS.add(TP.topic)
+    recs = [(1_700_000_000_000, b"acme-00001", b'{"a":1}', []), (1_700_000_000_005, None, None, [("h", b"v")])]
+    fetch = v2_batch(10, recs) + v2_batch(12, recs, codec=GZIP)
+    pr = adapter._FetchedRecords(TP, adapter._KeptMemoryRecords(fetch), [], 10, None, None, True, 1)
+    got = list(pr)
+    assert [type(r).__name__ for r in got] == ["Record", "Record", "ConsumerRecord", "ConsumerRecord"]
+    assert [(r.offset, r.timestamp, r.key, r.value) for r in got] == [
+        (10, 1_700_000_000_000, b"acme-00001", b'{"a":1}'),
+        (11, 1_700_000_000_005, None, None),
+        (12, 1_700_000_000_000, b"acme-00001", b'{"a":1}'),
+        (13, 1_700_000_000_005, None, None),
+    ]
+    assert pr.next_fetch_offset == 14
+
+
+def test_a_wrong_crc_raises_aiokafkas_error_after_the_records_before_it():
+    good = v2_batch(0, [(5, b"k", b"v", [])])
+    bad = bytearray(v2_batch(1, [(5, b"k", b"w", [])]))
+    bad[-2] ^= 0xFF  # the value, "w"
+    theirs, ours = both(good + bytes(bad))
+    assert ours == theirs
+    error = "[Error 2] CorruptRecordException: Invalid CRC - TopicPartition(topic='cdrs', partition=3)"
+    assert theirs[0][0][2] == 0 and theirs[0][-1] == ("CorruptRecordException", error)
+    # Without the check, the changed value is read as aiokafka reads it.
+    theirs, ours = both(good + bytes(bad), check_crcs=False)
+    assert ours == theirs and theirs[0][1][6] == b"\x88"
+
+
+def test_an_aborted_transaction_is_skipped_up_to_its_marker():
+    recs = [(5, b"k", b"v", [])]
+    fetch = (
+        v2_batch(0, recs, pid=1, txn=True)  # aborted
+        + v2_batch(1, recs, pid=2, txn=True)  # committed
+        + control_batch(2, 1, abort=True)
+        + v2_batch(3, recs, pid=1, txn=True)  # a new transaction of producer 1: read
+    )
+    theirs, ours = both(fetch, aborted=[(1, 0)])
+    assert ours == theirs
+    assert [r[2] for r in theirs[0]] == [1, 3] and theirs[1] == 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.booleans())
+def test_arbitrary_bytes_give_what_aiokafka_gives(data, check_crcs):
+    assume(one_format(data))
+    theirs, ours = both(data, check_crcs=check_crcs)
+    assert ours == theirs
+
+
+@settings(max_examples=300, deadline=None)
+@given(fetches(), st.data())
+def test_changed_bytes_give_what_aiokafka_gives(fetch, data):
+    """Any byte of a fetch changed (the CRC not checked, so the decoders meet it). The
+    same records, and an error of the same type where aiokafka meets one: the text of a
+    decoding error names a position, in the whole fetch for aiokafka and in the one
+    batch it is handed when the native reader leaves a batch to it."""
+    buf = bytearray(fetch[0])
+    for _ in range(data.draw(st.integers(1, 3))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    assume(one_format(bytes(buf)))
+    theirs, ours = both(bytes(buf), fetch[1], fetch[2], check_crcs=False, text=False)
+    assert ours == theirs
