@@ -60,10 +60,25 @@ class Continuity:
         return tp in self.expected
 
     def judge(self, tp: Hashable, records: Sequence[R]) -> Verdict[R]:
+        """``records``: one fetched run of the partition, offsets strictly increasing (as
+        a Kafka consumer returns them)."""
+        verdict: Verdict[R] = Verdict()
+        e = self.expected[tp]
+        n = len(records)
+        # The usual run: exactly the next n offsets. Offsets strictly increasing, a first
+        # offset of e and a last of e + n - 1 leave no room for a hole or an old record.
+        if n and records[0].offset == e and records[-1].offset == e + n - 1:  # type: ignore[attr-defined]
+            verdict.take = list(records)
+            self.expected[tp] = e + n
+            return verdict
+        return self.judge_each(tp, records)
+
+    def judge_each(self, tp: Hashable, records: Sequence[R]) -> Verdict[R]:
+        """``judge``, record by record (rules 2 and 3)."""
         verdict: Verdict[R] = Verdict()
         e = self.expected[tp]
         take = verdict.take
-        for i, rec in enumerate(records):
+        for rec in records:
             off = rec.offset  # type: ignore[attr-defined]
             if off < e:
                 continue  # rule 2

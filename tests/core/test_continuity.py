@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
 from rater.core.continuity import Continuity
 
 
@@ -108,3 +111,26 @@ def test_partitions_are_judged_independently():
     assert c.judge(TP, recs(9)).seek_to == 5
     assert offsets_of(c.judge(other, recs(9, 10)).take) == [9, 10]
     assert (c.expected[TP], c.expected[other]) == (5, 11)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(1, 3), max_size=12),
+    st.integers(0, 6),
+    st.integers(0, 12),
+    st.sampled_from([None, 0, 3, 6]),
+)
+@example([1, 1, 1], 2, 2, None)  # the shortcut: offsets 2 to 5 expected from 2
+@example([1, 2], 2, 2, 2)  # a hole at 4, sought before: accepted
+def test_judging_a_whole_run_at_once_agrees_with_judging_each_record(steps, first, expected, sought):
+    """The shortcut for a run of exactly the next offsets gives what the rules give
+    record by record, for any strictly increasing run (gaps of 1 to 3) and any state."""
+    offsets = [first + sum(steps[:i]) for i in range(len(steps) + 1)] if steps else []
+    verdicts = []
+    for judge in (Continuity.judge, Continuity.judge_each):
+        c = started(expected)
+        if sought is not None:
+            c._sought[TP] = sought
+        v = judge(c, TP, recs(*offsets))
+        verdicts.append((offsets_of(v.take), v.seek_to, v.found, v.hole, c.expected[TP], c.seeks, c.holes_accepted))
+    assert verdicts[0] == verdicts[1]
