@@ -181,6 +181,7 @@ class CommitPipeline:
                 self.replay.reset()
             active = port.active()
             messages: list[Message] = []
+            positions: dict[tuple[str, int], int] = {}  # the last offset taken of each partition
             seeks: dict[Any, int] = {}
             new = [tp for tp in chunks if tp in active and not self.continuity.knows(tp)]
             if new:
@@ -210,11 +211,13 @@ class CommitPipeline:
                         verdict.found,
                         verdict.seek_to,
                     )
-                messages.extend(verdict.take)  # aiokafka ConsumerRecords: topic, partition, offset, key, value as a Message
+                if verdict.take:  # fetched records (a Message's topic, partition, offset, key, value)
+                    messages.extend(verdict.take)
+                    positions[(tp.topic, tp.partition)] = verdict.take[-1].offset
             if seeks:
                 await port.seek(seeks)
             if messages:
-                await self.handle_batch(messages, arrived)
+                await self.handle_batch(messages, positions, arrived)
 
     def _resume_at(self, tp: Any, committed: int) -> int:
         """Steps 1b and 1c for a newly assigned partition (``rater/worker/replay.py``)."""
@@ -235,8 +238,9 @@ class CommitPipeline:
 
     # --- step 2 and the hand-over ----------------------------------------------------------
 
-    async def handle_batch(self, messages: list[Message], arrived: float) -> None:
-        """Steps 2 to 5 of the commit protocol, for records the continuity check let through.
+    async def handle_batch(self, messages: list[Message], positions: dict[tuple[str, int], int], arrived: float) -> None:
+        """Steps 2 to 5 of the commit protocol, for records the continuity check let through
+        (``positions``: the last offset of each of their partitions).
 
         Steps 3 to 5 of this batch run in a task (``finish``) while the next batch goes
         through step 2; a batch is handed to its task only once the previous batch's task
@@ -258,9 +262,6 @@ class CommitPipeline:
             if self.finishing is not None and not self.finishing.done():
                 await asyncio.sleep(0)
         processor.end(result)
-        positions: dict[tuple[str, int], int] = {}
-        for m in messages:
-            positions[(m.topic, m.partition)] = m.offset
         replay.passed(positions)
         if result.skipped:
             log.info("skipped %d record(s) judged before a crash (their accounts were written)", result.skipped)
