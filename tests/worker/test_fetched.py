@@ -214,3 +214,68 @@ def test_changed_bytes_give_what_aiokafka_gives(fetch, data):
     assume(one_format(bytes(buf)))
     theirs, ours = both(bytes(buf), fetch[1], fetch[2], check_crcs=False, text=False)
     assert ours == theirs
+
+
+@pytest.mark.kafka
+def test_a_real_brokers_fetches_read_natively_give_what_aiokafka_gives(kafka_broker):
+    """Records from a real broker: plain and gzip batches, a committed and an aborted
+    transaction. Read with ``read_committed`` as the worker reads, through aiokafka's
+    path and through the native one: the same records, offsets and timestamps, the
+    aborted ones in neither; the plain batches' records are ``rater_native.Record``s."""
+    import asyncio
+    import uuid
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from rater.worker import adapter
+    from rater.worker.topics import create_missing
+
+    topic = f"fetched-{uuid.uuid4().hex[:8]}"
+    client = {"bootstrap_servers": kafka_broker.bootstrap}
+
+    async def produce() -> None:
+        await create_missing(client, [topic], 1)
+        for extra in ({}, {"compression_type": "gzip"}):
+            producer = AIOKafkaProducer(**client, acks="all", linger_ms=50, **extra)
+            await producer.start()
+            try:
+                sent = [await producer.send(topic, b"v%d" % i, key=b"acme-%05d" % i) for i in range(50)]
+                await asyncio.gather(*sent)
+            finally:
+                await producer.stop()
+        producer = AIOKafkaProducer(**client, transactional_id=f"t-{topic}")
+        await producer.start()
+        try:
+            for commit in (False, True, False):
+                await producer.begin_transaction()
+                await producer.send_and_wait(topic, b"committed" if commit else b"aborted", key=b"acme-00001")
+                await (producer.commit_transaction() if commit else producer.abort_transaction())
+        finally:
+            await producer.stop()
+
+    async def consume(native: bool) -> list:
+        if native:
+            adapter._NATIVE_TOPICS.add(topic)
+        else:
+            adapter._NATIVE_TOPICS.discard(topic)
+        consumer = AIOKafkaConsumer(
+            topic, **client, auto_offset_reset="earliest", enable_auto_commit=False, isolation_level="read_committed"
+        )
+        await consumer.start()
+        got: list = []
+        try:
+            while len(got) < 101:
+                for _tp, msgs in (await consumer.getmany(timeout_ms=2000)).items():
+                    got += [(type(m).__name__, m.offset, m.timestamp, m.key, m.value) for m in msgs]
+        finally:
+            await consumer.stop()
+        return got
+
+    asyncio.run(produce())
+    assert adapter.fetch_natively(frozenset({topic}))
+    theirs = asyncio.run(consume(native=False))
+    ours = asyncio.run(consume(native=True))
+    assert [g[1:] for g in ours] == [g[1:] for g in theirs]
+    assert [g[4] for g in ours[100:]] == [b"committed"]
+    assert {g[0] for g in theirs} == {"ConsumerRecord"}
+    assert [g[0] for g in ours[:50]] == ["Record"] * 50
