@@ -933,6 +933,54 @@ def test_cdrs_published_in_transactions_are_rated_once_and_an_aborted_one_not_at
         assert w.errors() == []
 
 
+def test_cdrs_compressed_with_every_kafka_codec_are_rated(kafka_broker):
+    """A platform's producers may compress (gzip, snappy, lz4, zstd): each codec's batches
+    are read (aiokafka's decoder, with cramjam for the last three; the native reader
+    leaves compressed batches to it) and every call is rated. Without cramjam the first
+    snappy batch stopped the worker (UnsupportedCodecError)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    broker = kafka_broker.bootstrap
+    now = now_utc()
+    tenant = "zip-main"
+    P = 4
+    codecs = ["gzip", "snappy", "lz4", "zstd"]
+    with WorkerProcess(broker, name="w7c-zip", extra_args=["--sweep-interval", "3600"]) as w:
+        t = w.topics
+        part = home(tenant, P)
+        setup = funded_account(tenant, "zip", now - timedelta(days=1), now - timedelta(hours=2), "100")
+
+        def cdr(codec: str, i: int) -> dict:
+            return {
+                "cdr_id": f"{codec}-{i}",
+                "tenant_id": tenant,
+                "call_type": "domestic",
+                "to": "+12125550100",
+                "started_at": iso(now - timedelta(minutes=90 - i)),
+                "duration_seconds": 60,
+            }
+
+        async def publish() -> None:
+            for n, codec in enumerate(codecs):
+                producer = AIOKafkaProducer(bootstrap_servers=broker, compression_type=codec, linger_ms=20)
+                await producer.start()
+                try:
+                    records = (setup if n == 0 else []) + [cdr(codec, i) for i in range(5)]
+                    sent = [await producer.send(t.cdrs, orjson.dumps(r), key=tenant.encode(), partition=part) for r in records]
+                    await asyncio.gather(*sent)
+                finally:
+                    await producer.stop()
+
+        asyncio.run(publish())
+        wait_for(lambda: w.records_done() == 22, 60, what="the compressed records applied", workers=(w,))
+        rated = consume_all(broker, t.rated, expect=20)
+        assert sorted(r.value["cdr_id"] for r in rated) == sorted(f"{c}-{i}" for c in codecs for i in range(5))
+        assert w.metric("rater_records_total", topic=t.cdrs, outcome="applied") == 22
+        assert w.errors() == []
+
+
 # ---------------------------------------------------------------------------- 8. restart
 
 
