@@ -3,7 +3,8 @@ adapter's ``_FetchedRecords``) are aiokafka's own, record for record: for any fe
 plain, compressed, older-format, transactional and control batches (a cut batch at its
 end, a fetch offset inside a batch, either isolation level), the same records with the
 same offsets, timestamps, keys and values, the same position after each one, the same
-errors; and arbitrary bytes give what aiokafka gives."""
+errors (of the same type; their text too, but where it names a position in the bytes);
+and arbitrary bytes give what aiokafka gives."""
 
 from __future__ import annotations
 
