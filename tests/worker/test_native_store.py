@@ -686,3 +686,40 @@ def test_an_error_reading_an_account_leaves_the_records_before_it_alike(tables):
     assert [m.offset for m in nat.origins] == [m.offset for m in py.origins]
     assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards] == [(3, home, b"t1")]
     assert list(nat.records.items()) == list(py.records.items())
+
+
+def _as_fetched(msgs: list[Message]) -> list:
+    """Each message as the worker's consumer hands it: a ``rater_native.Record`` read from
+    a Kafka record batch of its own (``rater_native.read_fetch``), same topic, partition,
+    offset, key and value."""
+    import rater_native
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    out = []
+    for m in msgs:
+        b = DefaultRecordBatchBuilder(
+            magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20
+        )
+        b.append(0, timestamp=1_700_000_000_000, key=m.key, value=m.value, headers=[])
+        batch = bytearray(b.build())
+        batch[0:8] = m.offset.to_bytes(8, "big")
+        [(*_header, records)] = rater_native.read_fetch(bytes(batch), m.topic, m.partition, True)
+        out += records
+    return out
+
+
+@DIFF
+@given(stream=streams, batch=st.integers(1, 30), wrong_every=st.sampled_from([0, 7]))
+def test_records_read_from_fetched_bytes_give_the_same_writes_as_messages(tables, stream, batch, wrong_every):
+    """``Held.feed`` reads a native ``Record`` (its value in the fetched bytes) as it reads
+    any message by attribute: the same writes, batch by batch, forwards and rejects
+    included."""
+    msgs = _messages(stream, wrong_every)
+    fetched = _as_fetched(msgs)
+    assert [(r.topic, r.partition, r.offset, r.key, r.value) for r in fetched] == [
+        (m.topic, m.partition, m.offset, m.key, m.value) for m in msgs
+    ]
+    workers = [Worker("native", tables, 100, None) for _ in range(2)]
+    for start in range(0, len(msgs), batch):
+        assert _writes(workers[1].batch(fetched[start : start + batch])) == _writes(workers[0].batch(msgs[start : start + batch]))
+    assert workers[1].port.table == workers[0].port.table
