@@ -34,6 +34,7 @@ from rater.worker.replay import Judged
 from rater.worker.sweeper import Sweeper
 from tests.core.test_native_diff import DIFF, NOW, streams
 from tests.support.ledger import write_tables
+from tests.worker.test_fetched import v2_batch
 from tests.worker.test_pipeline import TP, worker_parts
 
 pytestmark = pytest.mark.skipif(not available(), reason="the native engine is not built (pip install ./native)")
@@ -693,17 +694,11 @@ def _as_fetched(msgs: list[Message]) -> list:
     a Kafka record batch of its own (``rater_native.read_fetch``), same topic, partition,
     offset, key and value."""
     import rater_native
-    from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
     out = []
     for m in msgs:
-        b = DefaultRecordBatchBuilder(
-            magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20
-        )
-        b.append(0, timestamp=1_700_000_000_000, key=m.key, value=m.value, headers=[])
-        batch = bytearray(b.build())
-        batch[0:8] = m.offset.to_bytes(8, "big")
-        [(*_header, records)] = rater_native.read_fetch(bytes(batch), m.topic, m.partition, True)
+        batch = v2_batch(m.offset, [(1_700_000_000_000, m.key, m.value, [])])
+        [(*_header, records)] = rater_native.read_fetch(batch, m.topic, m.partition, True)
         out += records
     return out
 

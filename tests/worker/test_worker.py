@@ -25,6 +25,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from tests.support.kafka import consume_all, produce
+from tests.support.ledger import cdr as ledger_cdr
 from tests.support.worker import ROOT, WorkerProcess, WorkerTopics, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -154,6 +155,11 @@ def tenant_setup(tenant: str, plan: str, at: datetime, rng: random.Random, auto:
         "amount": f"{rng.randint(1, 8)}.{rng.randint(0, 99):02d}",
     }
     return [cfg, funds]
+
+
+def domestic_minute(cdr_id: str, tenant: str, started_at: datetime) -> dict:
+    """A one-minute domestic call of ``tenant`` at ``started_at``."""
+    return ledger_cdr(cdr_id, "+12125550100", 60, at=iso(started_at), call_type="domestic", tenant=tenant)
 
 
 def funded_account(tenant: str, prefix: str, configured_at: datetime, funded_at: datetime, amount: str) -> list[dict]:
@@ -895,14 +901,7 @@ def test_cdrs_published_in_transactions_are_rated_once_and_an_aborted_one_not_at
         setup = funded_account(tenant, "tx", now - timedelta(days=1), now - timedelta(hours=2), "100")
 
         def cdr(i: int) -> dict:
-            return {
-                "cdr_id": f"tx-{i}",
-                "tenant_id": tenant,
-                "call_type": "domestic",
-                "to": "+12125550100",
-                "started_at": iso(now - timedelta(minutes=90 - i)),
-                "duration_seconds": 60,
-            }
+            return domestic_minute(f"tx-{i}", tenant, now - timedelta(minutes=90 - i))
 
         async def publish() -> None:
             producer = AIOKafkaProducer(bootstrap_servers=broker, transactional_id=f"tx-{t.cdrs}")
@@ -953,14 +952,7 @@ def test_cdrs_compressed_with_every_kafka_codec_are_rated(kafka_broker):
         setup = funded_account(tenant, "zip", now - timedelta(days=1), now - timedelta(hours=2), "100")
 
         def cdr(codec: str, i: int) -> dict:
-            return {
-                "cdr_id": f"{codec}-{i}",
-                "tenant_id": tenant,
-                "call_type": "domestic",
-                "to": "+12125550100",
-                "started_at": iso(now - timedelta(minutes=90 - i)),
-                "duration_seconds": 60,
-            }
+            return domestic_minute(f"{codec}-{i}", tenant, now - timedelta(minutes=90 - i))
 
         async def publish() -> None:
             for n, codec in enumerate(codecs):
