@@ -276,14 +276,16 @@ pub fn reject_record(
 /// Where the worker's accounts live between batches, as the engine sees it.
 pub trait Host {
     /// The tenant's account, or None when it has none.
-    fn load(&mut self, tenant: &str) -> Option<Account>;
+    fn load(&mut self, tenant: &str) -> Option<Box<Account>>;
     /// Whether `cdr_id` is among the ids moved out of `acct` into segments.
     fn older_seen(&mut self, acct: &Account, cdr_id: &str) -> bool;
 }
 
 pub struct Engine {
     pub tables: Tables,
-    pub accounts: HashMap<String, Account>,
+    /// Boxed: the worker moves each account in and out of here every batch (a pointer,
+    /// not several hundred bytes), and the table's entries stay small.
+    pub accounts: HashMap<String, Box<Account>>,
     pub horizon: i64,
     pub tally: Tally,
     /// A larger input is rejected before it is decoded (rater/core/bounds.py).
@@ -381,7 +383,7 @@ impl Engine {
                 }
             }
         }
-        let acct = self.accounts.get_mut(tenant.as_ref());
+        let acct = self.accounts.get_mut(tenant.as_ref()).map(|a| &mut **a);
         let (out, created) = match host {
             Some(h) => ledger::apply_with(
                 acct,
@@ -394,7 +396,7 @@ impl Engine {
             None => ledger::apply(acct, record, &self.tables, now, self.horizon),
         };
         if let Some(a) = created {
-            self.accounts.insert(tenant.to_string(), a);
+            self.accounts.insert(tenant.to_string(), Box::new(a));
         }
         let currency = if out.has_account && out.rated.is_some() {
             self.accounts

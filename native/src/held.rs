@@ -165,7 +165,7 @@ pub enum Slot {
 /// A decoded held account, its durable ids, its recent CDR ids as last encoded, and the
 /// batch that last used it.
 pub struct Live {
-    pub acct: Account,
+    pub acct: Box<Account>,
     pub durable: Vec<String>,
     pub ids: Option<Box<EncodedIds>>,
     used: u64,
@@ -253,7 +253,7 @@ impl Held {
         self.batch += 1;
     }
 
-    fn live(&self, acct: Account, durable: Vec<String>, ids: Option<Box<EncodedIds>>) -> Slot {
+    fn live(&self, acct: Box<Account>, durable: Vec<String>, ids: Option<Box<EncodedIds>>) -> Slot {
         Slot::Live(Box::new(Live {
             acct,
             durable,
@@ -264,7 +264,7 @@ impl Held {
 
     /// The held account, moved out for the engine's batch. `Err`: an idle one whose
     /// stored form does not decode (not reachable: it was encoded here).
-    pub fn lend(&mut self, tenant: &str) -> Option<Result<Account, String>> {
+    pub fn lend(&mut self, tenant: &str) -> Option<Result<Box<Account>, String>> {
         match self.accounts.take(tenant)? {
             Slot::Live(live) => {
                 let Live {
@@ -280,8 +280,8 @@ impl Held {
     }
 
     /// An account read from the store (its stored form), for the engine's batch.
-    pub fn lend_read(&mut self, tenant: &str, stored: &[u8]) -> Result<Account, String> {
-        let acct = codec::decode_account(stored)?;
+    pub fn lend_read(&mut self, tenant: &str, stored: &[u8]) -> Result<Box<Account>, String> {
+        let acct = Box::new(codec::decode_account(stored)?);
         let durable = durable_ids(&acct, self.segment_least);
         if !durable.is_empty() {
             self.lent.insert(tenant.to_owned(), (durable, None));
@@ -291,7 +291,7 @@ impl Held {
 
     /// An account read from the store, held (not lent).
     pub fn hold_read(&mut self, tenant: &str, stored: &[u8]) -> Result<(), String> {
-        let acct = codec::decode_account(stored)?;
+        let acct = Box::new(codec::decode_account(stored)?);
         let durable = durable_ids(&acct, self.segment_least);
         let slot = self.live(acct, durable, None);
         self.accounts.put(tenant.into(), slot);
@@ -340,7 +340,7 @@ impl Held {
     }
 
     /// The engine's accounts come back at the end of its batch.
-    pub fn end_batch(&mut self, engine_accounts: &mut HashMap<String, Account>) {
+    pub fn end_batch(&mut self, engine_accounts: &mut HashMap<String, Box<Account>>) {
         for (tenant, acct) in engine_accounts.drain() {
             let (durable, ids) = self.lent.remove(&tenant).unwrap_or_default();
             let slot = self.live(acct, durable, ids);
@@ -351,7 +351,7 @@ impl Held {
 
     /// An account changed outside the engine (the sweep, in Python): its new value.
     pub fn put_changed(&mut self, stored: &[u8], partition: i64) -> Result<(), String> {
-        let acct = codec::decode_account(stored)?;
+        let acct = Box::new(codec::decode_account(stored)?);
         let tenant = acct.tenant_id.clone();
         let durable = match self.accounts.take(&tenant) {
             Some(Slot::Live(live)) => live.durable,
@@ -603,7 +603,7 @@ mod tests {
         h.plan(&judged, 1_000_000);
         assert_eq!((h.accounts.len(), h.idle_len()), (1, 1));
         assert_eq!(h.stored("t1").unwrap(), stored);
-        assert_eq!(h.lend("t1").unwrap().unwrap(), a);
+        assert_eq!(*h.lend("t1").unwrap().unwrap(), a);
     }
 
     #[test]

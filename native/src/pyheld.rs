@@ -55,7 +55,7 @@ impl HeldHost<'_, '_> {
 }
 
 impl Host for HeldHost<'_, '_> {
-    fn load(&mut self, tenant: &str) -> Option<Account> {
+    fn load(&mut self, tenant: &str) -> Option<Box<Account>> {
         if self.error.is_some() {
             return None;
         }

@@ -128,7 +128,7 @@ struct PyHost<'py> {
 }
 
 impl Host for PyHost<'_> {
-    fn load(&mut self, tenant: &str) -> Option<Account> {
+    fn load(&mut self, tenant: &str) -> Option<Box<Account>> {
         if self.error.is_some() {
             return None;
         }
@@ -139,7 +139,7 @@ impl Host for PyHost<'_> {
         match got {
             Ok(None) => None,
             Ok(Some(bytes)) => match codec::decode_account(&bytes) {
-                Ok(a) => Some(a),
+                Ok(a) => Some(Box::new(a)),
                 Err(e) => {
                     self.error = Some(PyValueError::new_err(format!("account of {tenant:?}: {e}")));
                     None
@@ -318,7 +318,7 @@ impl PyEngine {
     /// Hand an account over in the stored form (rater/core/codec.py `encode_account`).
     fn put_account(&mut self, stored: &[u8]) -> PyResult<()> {
         let a = codec::decode_account(stored).map_err(PyValueError::new_err)?;
-        self.inner.accounts.insert(a.tenant_id.to_string(), a);
+        self.inner.accounts.insert(a.tenant_id.to_string(), Box::new(a));
         Ok(())
     }
 
