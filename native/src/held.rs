@@ -19,6 +19,7 @@
 //!   decoded when a batch uses it again, as if read from the store.
 
 use crate::codec;
+use crate::idmap::IdMap;
 use crate::json::{write_str, Map};
 use crate::ledger::{Account, RECHARGE_TIMEOUT};
 use crate::rates::HashMap;
@@ -27,8 +28,8 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 
-/// The fewest recent ids that make a segment (rater/core/idsegments.py `SEGMENT_AT`).
-pub const SEGMENT_AT: usize = 128;
+/// Recent ids that make a segment (rater/core/idsegments.py `SEGMENT_AT`).
+pub const SEGMENT_AT: usize = 2000;
 /// Tenants whose segment ids are kept read (`IdSegments(cache_tenants=2000)`).
 pub const OLDER_TENANTS: usize = 2000;
 /// Between the tenant and the segment number in a segment's key.
@@ -42,18 +43,10 @@ pub fn segment_key(tenant: &str, n: i64) -> Vec<u8> {
     k
 }
 
-/// Durable recent ids that make a new segment for an account listing `listed` segments
-/// (`segment_at`): at least `least` (`SEGMENT_AT`, smaller in tests), and at least as
-/// many as it lists.
-pub fn segment_at(least: usize, listed: usize) -> usize {
-    least.max(listed)
-}
-
 /// The recent ids the stored account holds, as far as `plan_segments` needs them: below
-/// `segment_at` none (as `durable_ids`).
-pub fn durable_ids(acct: &Account, least: usize) -> Vec<String> {
-    let recent = &acct.seen_cdrs;
-    if recent.len() >= segment_at(least, acct.id_segments.len()) {
+/// `SEGMENT_AT` none (as `durable_ids`).
+pub fn durable_ids(recent: &IdMap) -> Vec<String> {
+    if recent.len() >= SEGMENT_AT {
         recent.keys().map(str::to_owned).collect()
     } else {
         Vec::new()
@@ -208,8 +201,6 @@ pub struct Held {
     /// Batches begun (the clock of `idle_after`).
     batch: u64,
     idle_after: u64,
-    /// The fewest durable ids that make a segment (`SEGMENT_AT`).
-    segment_least: usize,
     /// The durable and encoded ids of the accounts lent to the engine for this batch
     /// (when it has any).
     lent: HashMap<String, (Vec<String>, Option<Box<EncodedIds>>)>,
@@ -220,12 +211,11 @@ pub struct Held {
 }
 
 impl Held {
-    pub fn new(limit: usize, idle_after: u64, segment_least: usize) -> Held {
+    pub fn new(limit: usize, idle_after: u64) -> Held {
         Held {
             accounts: Generations::new(limit),
             batch: 0,
             idle_after: idle_after.max(1),
-            segment_least: segment_least.max(1),
             lent: HashMap::default(),
             changed: Map::default(),
             older: Generations::new(OLDER_TENANTS),
@@ -282,7 +272,7 @@ impl Held {
     /// An account read from the store (its stored form), for the engine's batch.
     pub fn lend_read(&mut self, tenant: &str, stored: &[u8]) -> Result<Box<Account>, String> {
         let acct = Box::new(codec::decode_account(stored)?);
-        let durable = durable_ids(&acct, self.segment_least);
+        let durable = durable_ids(&acct.seen_cdrs);
         if !durable.is_empty() {
             self.lent.insert(tenant.to_owned(), (durable, None));
         }
@@ -292,7 +282,7 @@ impl Held {
     /// An account read from the store, held (not lent).
     pub fn hold_read(&mut self, tenant: &str, stored: &[u8]) -> Result<(), String> {
         let acct = Box::new(codec::decode_account(stored)?);
-        let durable = durable_ids(&acct, self.segment_least);
+        let durable = durable_ids(&acct.seen_cdrs);
         let slot = self.live(acct, durable, None);
         self.accounts.put(tenant.into(), slot);
         self.bound();
@@ -355,10 +345,8 @@ impl Held {
         let tenant = acct.tenant_id.clone();
         let durable = match self.accounts.take(&tenant) {
             Some(Slot::Live(live)) => live.durable,
-            Some(Slot::Idle(stored)) => {
-                durable_ids(&codec::decode_account(&stored)?, self.segment_least)
-            }
-            None => durable_ids(&acct, self.segment_least),
+            Some(Slot::Idle(stored)) => durable_ids(&codec::decode_account(&stored)?.seen_cdrs),
+            None => durable_ids(&acct.seen_cdrs),
         };
         let slot = self.live(acct, durable, None);
         self.changed.insert(tenant.to_string(), partition);
@@ -404,19 +392,13 @@ impl Held {
                 continue; // not reachable: a changed account is held, decoded, until here
             };
             let recent = slot.acct.seen_cdrs.len();
-            let segments = plan_segments(
-                &mut slot.acct,
-                &slot.durable,
-                horizon,
-                self.segment_least,
-                &mut self.older,
-            );
+            let segments = plan_segments(&mut slot.acct, &slot.durable, horizon, &mut self.older);
             if slot.acct.seen_cdrs.len() != recent {
                 slot.ids = None; // ids moved out: encode them all again
             }
             let judged = judged.get(&partition).map(|v| v.as_slice());
             let value = encode_judged(&slot.acct, &mut slot.ids, judged);
-            slot.durable = durable_ids(&slot.acct, self.segment_least);
+            slot.durable = durable_ids(&slot.acct.seen_cdrs);
             out.push(Planned {
                 due: due(&slot.acct),
                 balance: slot.acct.balance(),
@@ -502,17 +484,16 @@ pub fn due(acct: &Account) -> Option<i64> {
 }
 
 /// `IdSegments.plan`: segments whose ids are all past the horizon are deleted, and once
-/// `segment_at` of the durable ids are still recent they move into a new segment. Writes
+/// `SEGMENT_AT` of the durable ids are still recent they move into a new segment. Writes
 /// to make (and acknowledge) before the account is written.
 fn plan_segments(
     acct: &mut Account,
     durable: &[String],
     horizon: i64,
-    least: usize,
     older: &mut Generations<HashSet<String>>,
 ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let mut writes = Vec::new();
-    if acct.id_segments.is_empty() && durable.len() < least {
+    if acct.id_segments.is_empty() && durable.len() < SEGMENT_AT {
         return writes;
     }
     let tenant = acct.tenant_id.clone();
@@ -528,7 +509,7 @@ fn plan_segments(
     }
     let recent = &mut acct.seen_cdrs;
     let moved: Vec<&String> = durable.iter().filter(|k| recent.contains_key(k)).collect();
-    if moved.len() >= segment_at(least, keep.len()) {
+    if moved.len() >= SEGMENT_AT {
         let n = acct.next_segment;
         acct.next_segment += 1;
         let latest = moved
@@ -584,7 +565,7 @@ mod tests {
 
     #[test]
     fn an_account_unused_for_idle_after_batches_is_held_as_its_stored_form() {
-        let mut h = Held::new(10, 2, SEGMENT_AT);
+        let mut h = Held::new(10, 2);
         let mut a = acct("t1");
         for i in 0..20i64 {
             a.seen_cdrs.insert(&format!("c{i}"), 100 + i);
@@ -644,11 +625,11 @@ mod tests {
         for i in 0..SEGMENT_AT {
             a.seen_cdrs.insert(&format!("c{i}"), 100 + i as i64);
         }
-        let durable = durable_ids(&a, SEGMENT_AT);
+        let durable = durable_ids(&a.seen_cdrs);
         a.seen_cdrs.insert("new", 5_000);
         a.cdr_watermark = 5_000;
         let mut older = Generations::new(10);
-        let w = plan_segments(&mut a, &durable, 1_000_000, SEGMENT_AT, &mut older);
+        let w = plan_segments(&mut a, &durable, 1_000_000, &mut older);
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].0, b"t1\x00ids\x000".to_vec());
         assert!(w[0].1.as_ref().unwrap().starts_with(b"c0\nc1\n"));
@@ -657,57 +638,9 @@ mod tests {
         assert_eq!(a.next_segment, 1);
         // Past the horizon the segment is deleted.
         a.cdr_watermark = 10_000_000;
-        let w = plan_segments(&mut a, &[], 1_000_000, SEGMENT_AT, &mut older);
+        let w = plan_segments(&mut a, &[], 1_000_000, &mut older);
         assert_eq!(w, vec![(b"t1\x00ids\x000".to_vec(), None)]);
         assert!(a.id_segments.is_empty());
-    }
-
-    #[test]
-    fn an_account_listing_more_segments_than_the_least_moves_as_many_ids_as_it_lists() {
-        // 5 segments listed, the least 3: 4 durable ids stay, 5 move.
-        let mut a = acct("t1");
-        a.id_segments = (0..5).map(|n| (n, 50 + n)).collect();
-        a.next_segment = 5;
-        a.cdr_watermark = 1_000;
-        for i in 0..4i64 {
-            a.seen_cdrs.insert(&format!("c{i}"), 100 + i);
-        }
-        let mut older = Generations::new(10);
-        assert!(durable_ids(&a, 3).is_empty());
-        let four: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
-        assert!(plan_segments(&mut a, &four, 1_000_000, 3, &mut older).is_empty());
-        assert_eq!(a.seen_cdrs.len(), 4);
-        a.seen_cdrs.insert("c4", 104);
-        let durable = durable_ids(&a, 3);
-        assert_eq!(durable.len(), 5);
-        let w = plan_segments(&mut a, &durable, 1_000_000, 3, &mut older);
-        assert_eq!(
-            w,
-            vec![(
-                b"t1\x00ids\x005".to_vec(),
-                Some(b"c0\nc1\nc2\nc3\nc4".to_vec())
-            )]
-        );
-        assert_eq!(a.id_segments.len(), 6);
-        assert_eq!(a.id_segments[5], (5, 104));
-        // Two listed segments past the horizon are deleted first; the threshold is then
-        // taken from the four left (4 durable ids move).
-        for i in 10..14i64 {
-            a.seen_cdrs.insert(&format!("c{i}"), 200 + i);
-        }
-        a.cdr_watermark = 1_000 + 52;
-        let durable: Vec<String> = (10..14).map(|i| format!("c{i}")).collect();
-        let w = plan_segments(&mut a, &durable, 1_000, 3, &mut older);
-        let keys: Vec<&[u8]> = w.iter().map(|(k, _)| k.as_slice()).collect();
-        assert_eq!(
-            keys,
-            vec![&b"t1\x00ids\x000"[..], b"t1\x00ids\x001", b"t1\x00ids\x006"]
-        );
-        assert_eq!(
-            a.id_segments.iter().map(|s| s.0).collect::<Vec<_>>(),
-            vec![2, 3, 4, 5, 6]
-        );
-        assert!(a.seen_cdrs.is_empty());
     }
 
     #[test]

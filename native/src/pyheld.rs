@@ -106,14 +106,12 @@ pub(crate) struct PyHeld {
 impl PyHeld {
     /// `limit`: the accounts held at most between batches (the worker's account cache);
     /// `read(key) -> bytes | None`: a table record as the next batch must read it;
-    /// `idle_after`: batches an account may go unused before it is held in its stored form;
-    /// `segment_least`: the fewest durable ids that make a segment (`SEGMENT_AT`; tests set
-    /// it small).
+    /// `idle_after`: batches an account may go unused before it is held in its stored form.
     #[new]
-    #[pyo3(signature = (limit, read, idle_after = crate::held::IDLE_AFTER, segment_least = crate::held::SEGMENT_AT))]
-    fn new(limit: usize, read: Py<PyAny>, idle_after: u64, segment_least: usize) -> Self {
+    #[pyo3(signature = (limit, read, idle_after = crate::held::IDLE_AFTER))]
+    fn new(limit: usize, read: Py<PyAny>, idle_after: u64) -> Self {
         PyHeld {
-            inner: Held::new(limit, idle_after, segment_least),
+            inner: Held::new(limit, idle_after),
             read,
         }
     }
