@@ -19,7 +19,6 @@
 //!   decoded when a batch uses it again, as if read from the store.
 
 use crate::codec;
-use crate::idmap::IdMap;
 use crate::json::{write_str, Map};
 use crate::ledger::{Account, RECHARGE_TIMEOUT};
 use crate::rates::HashMap;
@@ -28,9 +27,10 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 
-/// Recent ids that make a segment (rater/core/idsegments.py `SEGMENT_AT`).
-pub const SEGMENT_AT: usize = 2000;
-/// Tenants whose segment ids are kept read (`IdSegments(cache_tenants=2000)`).
+/// The fewest recent ids that make a segment (rater/core/idsegments.py `SEGMENT_AT`).
+pub const SEGMENT_AT: usize = 128;
+/// Tenants whose segment ids are kept read, at least (`IdSegments(cache_tenants=2000)`);
+/// the native store keeps as many as it holds accounts, if that is more (`OlderIds`).
 pub const OLDER_TENANTS: usize = 2000;
 /// Between the tenant and the segment number in a segment's key.
 pub const SEP: &[u8] = b"\x00ids\x00";
@@ -43,10 +43,18 @@ pub fn segment_key(tenant: &str, n: i64) -> Vec<u8> {
     k
 }
 
+/// Durable recent ids that make a new segment for an account listing `listed` segments
+/// (`segment_at`): at least `least` (`SEGMENT_AT`, smaller in tests), and at least as
+/// many as it lists.
+pub fn segment_at(least: usize, listed: usize) -> usize {
+    least.max(listed)
+}
+
 /// The recent ids the stored account holds, as far as `plan_segments` needs them: below
-/// `SEGMENT_AT` none (as `durable_ids`).
-pub fn durable_ids(recent: &IdMap) -> Vec<String> {
-    if recent.len() >= SEGMENT_AT {
+/// `segment_at` none (as `durable_ids`).
+pub fn durable_ids(acct: &Account, least: usize) -> Vec<String> {
+    let recent = &acct.seen_cdrs;
+    if recent.len() >= segment_at(least, acct.id_segments.len()) {
         recent.keys().map(str::to_owned).collect()
     } else {
         Vec::new()
@@ -201,24 +209,64 @@ pub struct Held {
     /// Batches begun (the clock of `idle_after`).
     batch: u64,
     idle_after: u64,
+    /// The fewest durable ids that make a segment (`SEGMENT_AT`).
+    segment_least: usize,
     /// The durable and encoded ids of the accounts lent to the engine for this batch
     /// (when it has any).
     lent: HashMap<String, (Vec<String>, Option<Box<EncodedIds>>)>,
     /// The accounts the batch (or the sweep) changed, in order, with their partition.
     pub changed: Map<String, i64>,
-    /// The ids in each tenant's segments, once read (`IdSegments.older_ids`).
-    older: Generations<HashSet<String>>,
+    /// The ids in each tenant's segments, once read (`IdSegments.older_ids`), as hashes.
+    older: Generations<OlderIds>,
+    /// The hash of an id in `older` (a per-process random seed; tests make it collide).
+    hasher: foldhash::fast::RandomState,
+    id_hash: fn(&foldhash::fast::RandomState, &str) -> u64,
+}
+
+/// A tenant's segment ids, read: the 64-bit hash of each id with the segment it is in.
+/// A hash not here answers exactly (the id is in no segment) without holding the ids
+/// (about 20 bytes an id, against about 60 for the id itself); a hash here names the one
+/// segment to read to confirm it, and a hash two ids share (not one in 2^64 pairs; they
+/// keep the segment of the later one) is settled by reading them all. So the native store
+/// keeps them for as many tenants as it holds accounts: a tenant that asks its segments
+/// about every new id (every tenant with segments does) reads them once while held, not
+/// once per batch when more tenants than `OLDER_TENANTS` are active.
+pub type OlderIds = HashMap<u64, i64>;
+
+/// What the held segment ids say about an id (`Held::older_seen`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Older {
+    /// The tenant's segment ids are not held: read them all (`older_read`).
+    Unread,
+    /// In no segment.
+    No,
+    /// Maybe in this segment: read it to confirm (`older_confirm`).
+    In(i64),
+}
+
+fn hash_id(state: &foldhash::fast::RandomState, id: &str) -> u64 {
+    state.hash_one(id)
+}
+
+/// Whether the segment value (ids one per line) holds `cdr_id`.
+pub fn segment_holds(value: &[u8], cdr_id: &str) -> bool {
+    value
+        .split(|b| *b == b'\n')
+        .any(|line| line == cdr_id.as_bytes())
 }
 
 impl Held {
-    pub fn new(limit: usize, idle_after: u64) -> Held {
+    pub fn new(limit: usize, idle_after: u64, segment_least: usize) -> Held {
         Held {
             accounts: Generations::new(limit),
             batch: 0,
             idle_after: idle_after.max(1),
+            segment_least: segment_least.max(1),
             lent: HashMap::default(),
             changed: Map::default(),
-            older: Generations::new(OLDER_TENANTS),
+            older: Generations::new(limit.max(OLDER_TENANTS)),
+            hasher: foldhash::fast::RandomState::default(),
+            id_hash: hash_id,
         }
     }
 
@@ -272,7 +320,7 @@ impl Held {
     /// An account read from the store (its stored form), for the engine's batch.
     pub fn lend_read(&mut self, tenant: &str, stored: &[u8]) -> Result<Box<Account>, String> {
         let acct = Box::new(codec::decode_account(stored)?);
-        let durable = durable_ids(&acct.seen_cdrs);
+        let durable = durable_ids(&acct, self.segment_least);
         if !durable.is_empty() {
             self.lent.insert(tenant.to_owned(), (durable, None));
         }
@@ -282,7 +330,7 @@ impl Held {
     /// An account read from the store, held (not lent).
     pub fn hold_read(&mut self, tenant: &str, stored: &[u8]) -> Result<(), String> {
         let acct = Box::new(codec::decode_account(stored)?);
-        let durable = durable_ids(&acct.seen_cdrs);
+        let durable = durable_ids(&acct, self.segment_least);
         let slot = self.live(acct, durable, None);
         self.accounts.put(tenant.into(), slot);
         self.bound();
@@ -345,8 +393,10 @@ impl Held {
         let tenant = acct.tenant_id.clone();
         let durable = match self.accounts.take(&tenant) {
             Some(Slot::Live(live)) => live.durable,
-            Some(Slot::Idle(stored)) => durable_ids(&codec::decode_account(&stored)?.seen_cdrs),
-            None => durable_ids(&acct.seen_cdrs),
+            Some(Slot::Idle(stored)) => {
+                durable_ids(&codec::decode_account(&stored)?, self.segment_least)
+            }
+            None => durable_ids(&acct, self.segment_least),
         };
         let slot = self.live(acct, durable, None);
         self.changed.insert(tenant.to_string(), partition);
@@ -354,27 +404,67 @@ impl Held {
         Ok(())
     }
 
-    /// `IdSegments.seen_before`, when the tenant's segment ids are read already.
-    pub fn older_seen(&mut self, tenant: &str, cdr_id: &str) -> Option<bool> {
-        self.older.get(tenant).map(|ids| ids.contains(cdr_id))
+    /// `IdSegments.seen_before`, as far as the held segment ids (`OlderIds`) answer it.
+    pub fn older_seen(&self, tenant: &str, cdr_id: &str) -> Older {
+        match self.older.get(tenant) {
+            None => Older::Unread,
+            Some(ids) => match ids.get(&(self.id_hash)(&self.hasher, cdr_id)) {
+                None => Older::No,
+                Some(&n) => Older::In(n),
+            },
+        }
     }
 
-    /// The tenant's segment ids, read (each segment's value: ids one per line), kept;
-    /// whether `cdr_id` is among them.
-    pub fn older_read(&mut self, tenant: &str, values: &[Vec<u8>], cdr_id: &str) -> bool {
-        let mut ids = HashSet::new();
-        for v in values {
+    /// The tenant's segments, read (segment number, value: ids one per line), kept as
+    /// `OlderIds`; whether `cdr_id` is among them.
+    pub fn older_read(&mut self, tenant: &str, values: &[(i64, Vec<u8>)], cdr_id: &str) -> bool {
+        let mut ids = OlderIds::default();
+        let mut seen = false;
+        for (n, v) in values {
             if v.is_empty() {
                 continue;
             }
-            for id in String::from_utf8_lossy(v).split('\n') {
-                ids.insert(id.to_owned());
+            for id in v.split(|b| *b == b'\n') {
+                let id = String::from_utf8_lossy(id);
+                seen |= id == cdr_id;
+                ids.insert((self.id_hash)(&self.hasher, &id), *n);
             }
         }
-        let seen = ids.contains(cdr_id);
         self.older.put(tenant.into(), ids);
         self.older.bound(|_| false);
         seen
+    }
+
+    /// The tenant's segment ids are no longer kept (a read of them failed).
+    pub fn older_forget(&mut self, tenant: &str) {
+        self.older.take(tenant);
+    }
+
+    /// `IdSegments.seen_before` for the engine: from the held segment ids, reading (with
+    /// `read(key)`) the one segment a hash names, or every segment `acct` lists when the
+    /// ids are not held or the named segment does not hold the id (a shared hash).
+    pub fn older_check(
+        &mut self,
+        acct: &Account,
+        cdr_id: &str,
+        read: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+    ) -> bool {
+        let tenant = acct.tenant_id.as_str();
+        match self.older_seen(tenant, cdr_id) {
+            Older::No => return false,
+            Older::In(n) => {
+                if read(&segment_key(tenant, n)).is_some_and(|v| segment_holds(&v, cdr_id)) {
+                    return true;
+                }
+            }
+            Older::Unread => {}
+        }
+        let values: Vec<(i64, Vec<u8>)> = acct
+            .id_segments
+            .iter()
+            .filter_map(|&(n, _)| read(&segment_key(tenant, n)).map(|v| (n, v)))
+            .collect();
+        self.older_read(tenant, &values, cdr_id)
     }
 
     /// Every changed account's writes (in the order they changed), then the held
@@ -392,13 +482,20 @@ impl Held {
                 continue; // not reachable: a changed account is held, decoded, until here
             };
             let recent = slot.acct.seen_cdrs.len();
-            let segments = plan_segments(&mut slot.acct, &slot.durable, horizon, &mut self.older);
+            let segments = plan_segments(
+                &mut slot.acct,
+                &slot.durable,
+                horizon,
+                self.segment_least,
+                &mut self.older,
+                &|id| (self.id_hash)(&self.hasher, id),
+            );
             if slot.acct.seen_cdrs.len() != recent {
                 slot.ids = None; // ids moved out: encode them all again
             }
             let judged = judged.get(&partition).map(|v| v.as_slice());
             let value = encode_judged(&slot.acct, &mut slot.ids, judged);
-            slot.durable = durable_ids(&slot.acct.seen_cdrs);
+            slot.durable = durable_ids(&slot.acct, self.segment_least);
             out.push(Planned {
                 due: due(&slot.acct),
                 balance: slot.acct.balance(),
@@ -484,16 +581,18 @@ pub fn due(acct: &Account) -> Option<i64> {
 }
 
 /// `IdSegments.plan`: segments whose ids are all past the horizon are deleted, and once
-/// `SEGMENT_AT` of the durable ids are still recent they move into a new segment. Writes
+/// `segment_at` of the durable ids are still recent they move into a new segment. Writes
 /// to make (and acknowledge) before the account is written.
 fn plan_segments(
     acct: &mut Account,
     durable: &[String],
     horizon: i64,
-    older: &mut Generations<HashSet<String>>,
+    least: usize,
+    older: &mut Generations<OlderIds>,
+    hash: &dyn Fn(&str) -> u64,
 ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let mut writes = Vec::new();
-    if acct.id_segments.is_empty() && durable.len() < SEGMENT_AT {
+    if acct.id_segments.is_empty() && durable.len() < least {
         return writes;
     }
     let tenant = acct.tenant_id.clone();
@@ -509,7 +608,7 @@ fn plan_segments(
     }
     let recent = &mut acct.seen_cdrs;
     let moved: Vec<&String> = durable.iter().filter(|k| recent.contains_key(k)).collect();
-    if moved.len() >= SEGMENT_AT {
+    if moved.len() >= segment_at(least, keep.len()) {
         let n = acct.next_segment;
         acct.next_segment += 1;
         let latest = moved
@@ -529,7 +628,7 @@ fn plan_segments(
         recent.retain(|k, _| !gone.contains(k));
         keep.push((n, latest));
         if let Some(cached) = older.get_mut(&tenant) {
-            cached.extend(moved.iter().map(|k| (*k).clone()));
+            cached.extend(moved.iter().map(|k| (hash(k), n)));
         }
     }
     acct.id_segments = keep;
@@ -565,7 +664,7 @@ mod tests {
 
     #[test]
     fn an_account_unused_for_idle_after_batches_is_held_as_its_stored_form() {
-        let mut h = Held::new(10, 2);
+        let mut h = Held::new(10, 2, SEGMENT_AT);
         let mut a = acct("t1");
         for i in 0..20i64 {
             a.seen_cdrs.insert(&format!("c{i}"), 100 + i);
@@ -625,11 +724,13 @@ mod tests {
         for i in 0..SEGMENT_AT {
             a.seen_cdrs.insert(&format!("c{i}"), 100 + i as i64);
         }
-        let durable = durable_ids(&a.seen_cdrs);
+        let durable = durable_ids(&a, SEGMENT_AT);
         a.seen_cdrs.insert("new", 5_000);
         a.cdr_watermark = 5_000;
         let mut older = Generations::new(10);
-        let w = plan_segments(&mut a, &durable, 1_000_000, &mut older);
+        let w = plan_segments(&mut a, &durable, 1_000_000, SEGMENT_AT, &mut older, &|id| {
+            id.len() as u64
+        });
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].0, b"t1\x00ids\x000".to_vec());
         assert!(w[0].1.as_ref().unwrap().starts_with(b"c0\nc1\n"));
@@ -638,9 +739,113 @@ mod tests {
         assert_eq!(a.next_segment, 1);
         // Past the horizon the segment is deleted.
         a.cdr_watermark = 10_000_000;
-        let w = plan_segments(&mut a, &[], 1_000_000, &mut older);
+        let w = plan_segments(&mut a, &[], 1_000_000, SEGMENT_AT, &mut older, &|id| {
+            id.len() as u64
+        });
         assert_eq!(w, vec![(b"t1\x00ids\x000".to_vec(), None)]);
         assert!(a.id_segments.is_empty());
+    }
+
+    #[test]
+    fn an_account_listing_more_segments_than_the_least_moves_as_many_ids_as_it_lists() {
+        // 5 segments listed, the least 3: 4 durable ids stay, 5 move.
+        let mut a = acct("t1");
+        a.id_segments = (0..5).map(|n| (n, 50 + n)).collect();
+        a.next_segment = 5;
+        a.cdr_watermark = 1_000;
+        for i in 0..4i64 {
+            a.seen_cdrs.insert(&format!("c{i}"), 100 + i);
+        }
+        let mut older = Generations::new(10);
+        assert!(durable_ids(&a, 3).is_empty());
+        let four: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+        assert!(
+            plan_segments(&mut a, &four, 1_000_000, 3, &mut older, &|id| id.len()
+                as u64)
+            .is_empty()
+        );
+        assert_eq!(a.seen_cdrs.len(), 4);
+        a.seen_cdrs.insert("c4", 104);
+        let durable = durable_ids(&a, 3);
+        assert_eq!(durable.len(), 5);
+        let w = plan_segments(&mut a, &durable, 1_000_000, 3, &mut older, &|id| {
+            id.len() as u64
+        });
+        assert_eq!(
+            w,
+            vec![(
+                b"t1\x00ids\x005".to_vec(),
+                Some(b"c0\nc1\nc2\nc3\nc4".to_vec())
+            )]
+        );
+        assert_eq!(a.id_segments.len(), 6);
+        assert_eq!(a.id_segments[5], (5, 104));
+        // Two listed segments past the horizon are deleted first; the threshold is then
+        // taken from the four left (4 durable ids move).
+        for i in 10..14i64 {
+            a.seen_cdrs.insert(&format!("c{i}"), 200 + i);
+        }
+        a.cdr_watermark = 1_000 + 52;
+        let durable: Vec<String> = (10..14).map(|i| format!("c{i}")).collect();
+        let w = plan_segments(&mut a, &durable, 1_000, 3, &mut older, &|id| {
+            id.len() as u64
+        });
+        let keys: Vec<&[u8]> = w.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(
+            keys,
+            vec![&b"t1\x00ids\x000"[..], b"t1\x00ids\x001", b"t1\x00ids\x006"]
+        );
+        assert_eq!(
+            a.id_segments.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6]
+        );
+        assert!(a.seen_cdrs.is_empty());
+    }
+
+    /// A tenant with segments 0 (a, b) and 1 (c) in a store that counts its reads.
+    fn two_segments() -> (Account, std::collections::HashMap<Vec<u8>, Vec<u8>>) {
+        let mut a = acct("t1");
+        a.id_segments = vec![(0, 10), (1, 20)];
+        let mut store = std::collections::HashMap::new();
+        store.insert(segment_key("t1", 0), b"a\nb".to_vec());
+        store.insert(segment_key("t1", 1), b"c".to_vec());
+        (a, store)
+    }
+
+    #[test]
+    fn segment_ids_are_read_once_then_a_miss_reads_nothing_and_a_hit_reads_its_segment() {
+        let (a, store) = two_segments();
+        let mut h = Held::new(10, 2, SEGMENT_AT);
+        let mut reads: Vec<Vec<u8>> = Vec::new();
+        let mut read = |k: &[u8]| {
+            reads.push(k.to_vec());
+            store.get(k).cloned()
+        };
+        assert!(!h.older_check(&a, "x", &mut read)); // unread: both segments read
+        assert!(!h.older_check(&a, "y", &mut read)); // a miss: nothing read
+        assert!(h.older_check(&a, "c", &mut read)); // a hit: segment 1 read
+        assert!(h.older_check(&a, "a", &mut read)); // segment 0
+        let s0 = segment_key("t1", 0);
+        let s1 = segment_key("t1", 1);
+        assert_eq!(reads, vec![s0.clone(), s1.clone(), s1, s0]);
+    }
+
+    #[test]
+    fn ids_that_share_a_hash_are_settled_by_reading_every_segment() {
+        let (a, store) = two_segments();
+        let mut h = Held::new(10, 2, SEGMENT_AT);
+        h.id_hash = |_, _| 7; // every id one hash: it names the segment read last (1)
+        let mut reads = 0;
+        let mut read = |k: &[u8]| {
+            reads += 1;
+            store.get(k).cloned()
+        };
+        assert!(h.older_check(&a, "b", &mut read)); // unread: 2 reads
+        assert_eq!(h.older_seen("t1", "b"), Older::In(1));
+        assert!(h.older_check(&a, "a", &mut read)); // segment 1 does not hold it: 1 + 2 reads
+        assert!(!h.older_check(&a, "z", &mut read)); // in none: 1 + 2 reads
+        assert!(h.older_check(&a, "c", &mut read)); // 1 read
+        assert_eq!(reads, 2 + 3 + 3 + 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::engine::{Host, Processed, Source};
 use crate::feed::{self, HomeKey};
-use crate::held::{segment_key, Held};
+use crate::held::Held;
 use crate::ledger::{Account, Status};
 use crate::pyfetched::Record;
 use crate::python::{processed, PyEngine};
@@ -36,20 +36,24 @@ struct HeldHost<'a, 'py> {
 
 impl HeldHost<'_, '_> {
     fn read(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        if self.error.is_some() {
-            return None;
-        }
-        let py = self.read.py();
-        match self
-            .read
-            .call1((PyBytes::new(py, key),))
-            .and_then(|v| v.extract::<Option<Vec<u8>>>())
-        {
-            Ok(v) => v,
-            Err(e) => {
-                self.error = Some(e);
-                None
-            }
+        read_record(self.read, &mut self.error, key)
+    }
+}
+
+/// A table record through `read(key)`; the first exception is kept in `error` (and then
+/// nothing more is read).
+fn read_record(read: &Bound<'_, PyAny>, error: &mut Option<PyErr>, key: &[u8]) -> Option<Vec<u8>> {
+    if error.is_some() {
+        return None;
+    }
+    match read
+        .call1((PyBytes::new(read.py(), key),))
+        .and_then(|v| v.extract::<Option<Vec<u8>>>())
+    {
+        Ok(v) => v,
+        Err(e) => {
+            *error = Some(e);
+            None
         }
     }
 }
@@ -81,18 +85,15 @@ impl Host for HeldHost<'_, '_> {
         if self.error.is_some() {
             return false;
         }
-        if let Some(seen) = self.held.older_seen(&acct.tenant_id, cdr_id) {
-            return seen;
-        }
-        let values: Vec<Vec<u8>> = acct
-            .id_segments
-            .iter()
-            .filter_map(|(n, _)| self.read(&segment_key(&acct.tenant_id, *n)))
-            .collect();
+        let HeldHost { held, read, error } = self;
+        let mut read_key = |key: &[u8]| read_record(read, error, key);
+        let seen = held.older_check(acct, cdr_id, &mut read_key);
         if self.error.is_some() {
+            // A read failed: what was kept of the tenant's segment ids may lack some.
+            self.held.older_forget(&acct.tenant_id);
             return false;
         }
-        self.held.older_read(&acct.tenant_id, &values, cdr_id)
+        seen
     }
 }
 
@@ -106,12 +107,14 @@ pub(crate) struct PyHeld {
 impl PyHeld {
     /// `limit`: the accounts held at most between batches (the worker's account cache);
     /// `read(key) -> bytes | None`: a table record as the next batch must read it;
-    /// `idle_after`: batches an account may go unused before it is held in its stored form.
+    /// `idle_after`: batches an account may go unused before it is held in its stored form;
+    /// `segment_least`: the fewest durable ids that make a segment (`SEGMENT_AT`; tests set
+    /// it small).
     #[new]
-    #[pyo3(signature = (limit, read, idle_after = crate::held::IDLE_AFTER))]
-    fn new(limit: usize, read: Py<PyAny>, idle_after: u64) -> Self {
+    #[pyo3(signature = (limit, read, idle_after = crate::held::IDLE_AFTER, segment_least = crate::held::SEGMENT_AT))]
+    fn new(limit: usize, read: Py<PyAny>, idle_after: u64, segment_least: usize) -> Self {
         PyHeld {
-            inner: Held::new(limit, idle_after),
+            inner: Held::new(limit, idle_after, segment_least),
             read,
         }
     }
@@ -409,7 +412,9 @@ impl<'py> Input<'py> {
             Some((b, 0, n))
         };
         Ok(Input {
-            topic: msg.getattr(intern!(py, "topic"))?.downcast_into::<PyString>()?,
+            topic: msg
+                .getattr(intern!(py, "topic"))?
+                .downcast_into::<PyString>()?,
             partition: msg.getattr(intern!(py, "partition"))?.extract()?,
             offset: msg.getattr(intern!(py, "offset"))?.extract()?,
             key: msg.getattr(intern!(py, "key"))?,
@@ -468,7 +473,8 @@ impl PyHeld {
                     HomeKey::Key => feed::key_text(key).unwrap_or_default(),
                     HomeKey::Tenant(t) => Cow::Borrowed(t.as_str()),
                 };
-                let at = PyTuple::new(py, [topic.clone(), partition.into_pyobject(py)?.into_any()])?;
+                let at =
+                    PyTuple::new(py, [topic.clone(), partition.into_pyobject(py)?.into_any()])?;
                 let offset_obj = offset.into_pyobject(py)?.into_any();
                 if self.judged_before(engine, state, &at, &offset_obj, &tenant)? {
                     fed.skipped += 1;

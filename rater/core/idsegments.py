@@ -3,9 +3,17 @@
 A busy tenant applies hundreds of thousands of CDRs within the 7-day duplicate horizon;
 kept in the account, its ids would make every account write megabytes (and past the
 broker's 1 MB message limit, impossible). So the worker keeps only the *recent* ids in
-the account record and moves older ones, ``SEGMENT_AT`` at a time, into segment records
+the account record and moves older ones, ``segment_at`` at a time, into segment records
 of the same table (key ``<tenant>\\x00ids\\x00<n>``, value the ids one per line), which the
 account lists with the latest event time of each.
+
+How many at a time: at least ``SEGMENT_AT`` (128), and at least as many as the account
+lists segments already. Every account write carries the recent ids and the list, so a
+tenant with N ids inside the horizon would pay for a fixed size S about S/2 ids plus N/S
+list entries per write; a size that follows the list grows as the square root of N,
+near the best S for every tenant, and bounds the list (about 550 entries for 300,000
+ids). With a fixed 2,000 a tenant of a few hundred to a few thousand ids a week wrote all
+of them (up to 2,000, 50 to 110 KB with UUID ids) with every change of its account.
 
 Why a debit still happens exactly once: ids only ever leave the account for a segment
 *after* the account that holds them was durable, and the segment is written and
@@ -23,7 +31,7 @@ from typing import Callable
 
 from rater.core.ledger import Account
 
-SEGMENT_AT = 2000  # recent ids that make a segment
+SEGMENT_AT = 128  # the fewest recent ids that make a segment
 SEP = b"\x00ids\x00"
 
 
@@ -35,11 +43,17 @@ def is_segment_key(key: bytes) -> bool:
     return SEP in key
 
 
-def durable_ids(recent: dict) -> dict:
+def segment_at(listed: int) -> int:
+    """Durable recent ids that make a new segment, for an account listing ``listed``."""
+    return max(SEGMENT_AT, listed)
+
+
+def durable_ids(recent: dict, listed: int) -> dict:
     """The recent ids that are in the stored account, as far as ``plan`` needs them:
-    ``plan`` moves ids only once ``SEGMENT_AT`` of them are durable, so below that the copy
-    is not made (a smaller one only makes ``plan`` move ids one write later)."""
-    return dict(recent) if len(recent) >= SEGMENT_AT else {}
+    ``plan`` moves ids only once ``segment_at`` of them are durable, so below that the
+    copy is not made (``listed``: the segments the stored account lists; ``plan`` may have
+    fewer once some are past the horizon, and then moves the ids one write later)."""
+    return dict(recent) if len(recent) >= segment_at(listed) else {}
 
 
 # Why plain dicts of str -> int (or None) everywhere here, and no set or dict subclass:
@@ -88,7 +102,7 @@ class IdSegments:
         batch created it, it gets its hook here). ``plan`` keeps the cached segment ids in
         step with what it moves or drops."""
         acct.older_seen = self.seen_before
-        return durable_ids(acct.seen_cdrs)
+        return durable_ids(acct.seen_cdrs, len(acct.id_segments))
 
     def plan(self, acct: Account, durable: dict, horizon: int) -> list[tuple[bytes, bytes | None]]:
         """Segment writes (key, value; None deletes) that must be acknowledged before
@@ -106,7 +120,7 @@ class IdSegments:
                 keep.append([n, latest])
         recent = acct.seen_cdrs
         moved = [k for k in durable if k in recent]
-        if len(moved) >= SEGMENT_AT:
+        if len(moved) >= segment_at(len(keep)):
             n = acct.next_segment
             acct.next_segment += 1
             latest = max(recent[k] for k in moved)

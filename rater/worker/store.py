@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import orjson
 
-from rater.core import ledger
+from rater.core import idsegments, ledger
 from rater.core.codec import decode_account, decode_judged, encode_account
 from rater.core.idsegments import SEP as SEGMENT_SEP
 from rater.core.idsegments import IdSegments, is_segment_key
@@ -192,8 +192,10 @@ class NativeAccountStore(AccountStore):
             raise RuntimeError("the native engine is not built")
         # idle_after: batches a held account may go unused before it is held in its stored
         # form (native/src/held.rs IDLE_AFTER); tests set it small.
-        extra = () if idle_after is None else (idle_after,)
-        self.held = rater_native.Held(max(cache_limit, 0), self._read, *extra)
+        extra = {} if idle_after is None else {"idle_after": idle_after}
+        # The least segment size is Python's (rater/core/idsegments.py), read here: a test
+        # that sets it small sets it for both engines.
+        self.held = rater_native.Held(max(cache_limit, 0), self._read, segment_least=idsegments.SEGMENT_AT, **extra)
 
     def _read(self, key: bytes) -> bytes | None:
         """A table record for the native step (``get_raw``); an account read while a replay

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import orjson
 
-from rater.core import ledger
+from rater.core import idsegments, ledger
 from rater.core.codec import decode_account, encode_account
 from rater.core.idsegments import SEGMENT_AT, IdSegments, segment_key
 from rater.core.ledger import Account
@@ -98,3 +98,30 @@ def test_a_segment_older_than_the_horizon_is_deleted():
     writes = segs.plan(acct, {}, horizon=7 * DAY)
     assert writes == [(segment_key("big", 0), None)]
     assert acct.id_segments == [[1, 13 * DAY + 1]]
+
+
+def test_an_account_listing_more_segments_than_the_least_moves_as_many_ids_as_it_lists(monkeypatch):
+    # A segment holds at least SEGMENT_AT ids, and at least as many as the account lists
+    # segments (rater/core/idsegments.py): here the least is 3 and 5 are listed.
+    monkeypatch.setattr(idsegments, "SEGMENT_AT", 3)
+    segs = IdSegments({}.get)
+    acct = Account("t1", "p", "USD")
+    acct.id_segments = [[n, 50 + n] for n in range(5)]
+    acct.next_segment = 5
+    acct.cdr_watermark = 1_000
+    acct.seen_cdrs = {f"c{i}": 100 + i for i in range(4)}
+    assert segs.wrap(acct) == {}  # 4 ids: fewer than the 5 listed
+    assert segs.plan(acct, dict(acct.seen_cdrs), horizon=1_000_000) == []
+    assert len(acct.seen_cdrs) == 4
+    acct.seen_cdrs["c4"] = 104
+    durable = segs.wrap(acct)
+    assert len(durable) == 5
+    assert segs.plan(acct, durable, horizon=1_000_000) == [(segment_key("t1", 5), b"c0\nc1\nc2\nc3\nc4")]
+    assert acct.id_segments[-1] == [5, 104] and len(acct.id_segments) == 6
+    # Segments 0 and 1 are past the horizon (cutoff 1,052 - 1,000 = 52) and deleted first;
+    # the 4 segments left make the threshold: 4 durable ids move.
+    acct.seen_cdrs = {f"c{i}": 200 + i for i in range(10, 14)}
+    acct.cdr_watermark = 1_052
+    writes = segs.plan(acct, dict(acct.seen_cdrs), horizon=1_000)
+    assert [k for k, _ in writes] == [segment_key("t1", 0), segment_key("t1", 1), segment_key("t1", 6)]
+    assert [n for n, _ in acct.id_segments] == [2, 3, 4, 5, 6] and acct.seen_cdrs == {}

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rater.core import idsegments
 from rater.core.batch import Message, Topics
 from rater.core.codec import decode_account
 from rater.core.engine import Tally
@@ -202,7 +203,7 @@ def _cdr(tenant: str, cdr_id: str, at: int) -> bytes:
 
 @pytest.mark.parametrize("idle_after", [None, 1])
 def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_after):
-    """One busy tenant: more than twice SEGMENT_AT calls over 12 days, so ids move into
+    """One busy tenant: 5 x SEGMENT_AT calls over 12 days in batches of a little more, so ids move into
     segments (after the account holding them was written) and the first segments are
     deleted once past the 7-day horizon; repeats of moved ids are duplicates. Also with
     the held account kept in its stored form between the batches (``idle_after=1``)."""
@@ -213,7 +214,7 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_a
     step = 12 * 86_400 * 10**6 // (5 * SEGMENT_AT)  # 5 x SEGMENT_AT calls over 12 days
     raws = setup + [_cdr(tenant, f"k{i}", start + i * step) for i in range(5 * SEGMENT_AT)]
     msgs = [Message("cdrs", p, i, tenant.encode(), r) for i, r in enumerate(raws)]
-    workers = _same_run(tables, msgs, 700, cache_limit=50, idle_after=idle_after)
+    workers = _same_run(tables, msgs, SEGMENT_AT + 50, cache_limit=50, idle_after=idle_after)
     table = workers[1].port.table[p]
     acct = decode_account(table[tenant.encode()])
     # Every call charged once (a minute at 0.060000 on test-usd to +44).
@@ -231,6 +232,30 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_a
     py, nat = (w.batch(again) for w in workers)
     assert _writes(nat) == _writes(py)
     assert nat.produce == [] and nat.records == Counter({("cdrs", "duplicate"): 3})
+
+
+def test_segments_as_large_as_the_list_give_the_same_writes(tables, monkeypatch):
+    """A segment holds at least as many ids as the account lists segments: with the least
+    size set to 4, 900 calls over 12 days in batches of 7 make the list grow past 7, and
+    both engines cut, list and delete the same segments. Without the growth every segment
+    would hold one batch's 7 ids."""
+    monkeypatch.setattr(idsegments, "SEGMENT_AT", 4)  # both stores read it when made
+    tenant = "busy"
+    p = partition_for(tenant.encode(), PARTITIONS)
+    setup = _funded(tenant, "2026-11-20T00:00:00Z", "1000000")
+    start = parse_time("2026-11-20T00:01:00Z")
+    step = 12 * 86_400 * 10**6 // 900
+    raws = setup + [_cdr(tenant, f"k{i}", start + i * step) for i in range(900)]
+    msgs = [Message("cdrs", p, i, tenant.encode(), r) for i, r in enumerate(raws)]
+    workers = _same_run(tables, msgs, 7, cache_limit=50)
+    table = workers[1].port.table[p]
+    acct = decode_account(table[tenant.encode()])
+    assert acct.balance == 1_000_000_000_000 - 900 * 60_000
+    sizes = [len(table[f"busy\x00ids\x00{n}".encode()].split(b"\n")) for n, _latest in acct.id_segments]
+    assert len(sizes) > 7 and max(sizes) > 7
+    # The first segments are past the 7-day horizon: deleted, and no longer listed.
+    assert acct.id_segments[0][0] > 0
+    assert sorted(k for k in table if is_segment_key(k)) == sorted(f"busy\x00ids\x00{n}".encode() for n, _ in acct.id_segments)
 
 
 def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
