@@ -30,6 +30,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every process of the machine has used so far (``/proc/stat``: all but
+    idle and iowait, summed over the cores): with a child's own CPU over the same span,
+    what the others took meanwhile."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
 def status_kib(pid: int, field: str) -> int:
     """A ``kB`` field of /proc/<pid>/status (``VmHWM``, ``VmRSS``), in KiB."""
     with open(f"/proc/{pid}/status") as f:

@@ -61,7 +61,7 @@ from rater.dev import broker as devbroker
 from rater.sim import traffic
 
 from . import kio, profiling, report
-from .procs import RATES_DIR, ROOT, Proc, WorkerProc, status_kib
+from .procs import RATES_DIR, ROOT, Proc, WorkerProc, machine_busy_seconds, status_kib
 
 RESULTS_DIR = ROOT / "bench" / "results"
 _BATCH_LINE = re.compile(r"batch (\d+) records, (\d+) outputs, (\d+) accounts, ([\d.]+) ms")
@@ -162,6 +162,29 @@ class Bench:
             asyncio.run(kio.delete_topics(self.bootstrap, prefix))
         except Exception as exc:
             log(f"could not delete topics {prefix}*: {exc}")
+            return
+        self.settle()
+
+    def settle(self, timeout: float = 120.0) -> None:
+        """Wait until the broker has deleted the files of the topics dropped, and the page
+        cache is written back: the deletion of a phase's gigabytes ran into the next phase
+        and took it four times the kernel time for its own writes (``rater rate`` right
+        after the Kafka phases: 5.3 s of system CPU against 1.3, bench/analysis.md).
+        Only with the benchmark's own broker (its data dir is known)."""
+        if self.broker_dir is None:
+            return
+        data = self.broker_dir / "data"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                if not any(name.endswith("-delete") for name in os.listdir(data)):
+                    break
+            except OSError:
+                break
+            time.sleep(0.2)
+        else:
+            log(f"the broker still deletes topics after {timeout:.0f} s; going on")
+        os.sync()
 
     def worker(
         self,
@@ -439,7 +462,15 @@ class Bench:
         ]
         self.results["commands"].setdefault(name, " ".join(_shown(cmd)))
         err_path = self.work / f"{name}-{run}.err"
+        # The Kafka phases before this one leave gigabytes of the broker's log dirty in the
+        # page cache; written back while an engine writes its own outputs, they made the
+        # kernel's share of ``rater rate`` (its output files) vary with the phase before,
+        # not with the engine (bench/analysis.md). Written back first, untimed.
+        synced = time.perf_counter()
+        os.sync()
+        synced = time.perf_counter() - synced
         t0 = time.perf_counter()
+        busy0 = machine_busy_seconds()
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         # Peak RSS from VmHWM, polled: ru_maxrss of a child counts the pages it shared
@@ -464,6 +495,7 @@ class Bench:
                 proc.kill()
                 proc.wait()
         wall = time.perf_counter() - t0
+        busy = machine_busy_seconds() - busy0
         text = err_path.read_text(errors="replace")
         m = re.search(r"([\d,]+) records in ([\d.]+) s \(([\d,]+)/s\)", text)
         if proc.returncode != 0 or not m:
@@ -473,16 +505,25 @@ class Bench:
         shutil.rmtree(out_dir, ignore_errors=True)
         cpu = usage.ru_utime + usage.ru_stime
         out = {
+            "user_s": round(usage.ru_utime, 2),
+            "sys_s": round(usage.ru_stime, 2),
+            "sync_s": round(synced, 2),
             "records": records,
             "seconds": seconds,
             "rate": records / seconds,
             "wall_s": round(wall, 2),
             "wall_rate": records / wall,
             "cpu_s": round(cpu, 2),
+            # CPU the rest of the machine used meanwhile (the broker, this harness, others)
+            "others_cpu_s": round(max(busy - cpu, 0.0), 2),
             "peak_rss_mib": hwm[0] / 1024,
             "engine": engine,
         }
-        log(f"offline ({engine}): {records:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s ({wall:.1f} s wall with start-up)")
+        log(
+            f"offline ({engine}): {records:,} records in {seconds:.2f} s = {out['rate']:,.0f}/s "
+            f"({wall:.1f} s wall with start-up; cpu {usage.ru_utime:.1f} s user, {usage.ru_stime:.1f} s system, "
+            f"others {out['others_cpu_s']:.1f} s meanwhile; {synced:.1f} s writing back the page cache before)"
+        )
         return out
 
     # --- latency ------------------------------------------------------------------------
@@ -918,11 +959,14 @@ class Bench:
         for run in range(a.runs):
             log(f"--- run {run + 1} of {a.runs}")
             r: dict[str, Any] = {}
+            # ``rater rate`` first: it uses no Kafka, and right after the Kafka phases the
+            # broker's deletion of their topics made the kernel's share of its output
+            # writes four times what it is otherwise (bench/analysis.md).
+            r["offline"] = self.measure_offline(run, "native")
+            r["offline_python"] = self.measure_offline(run, "python")
             r["worker"] = self.measure_worker(f"w{run}", a.worker_cap)
             r["relay_batch"] = self.measure_relay(f"rb{run}", "batch")
             r["relay_send"] = self.measure_relay(f"rs{run}", "send")
-            r["offline"] = self.measure_offline(run, "native")
-            r["offline_python"] = self.measure_offline(run, "python")
             r["latency"] = [self.measure_latency(run, rate) for rate in rates]
             self.results["runs"].append(r)
         if a.ablation:
