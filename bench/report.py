@@ -176,7 +176,7 @@ def verdicts(res: dict, s: dict) -> list[list[str]]:
         [
             "worker ≥ 0.5 × relay",
             f"{ratio:.3f} × the batch relay ({s['ratio_send']:.3f} × the send relay)",
-            "met" if ratio >= TARGETS["ratio"] else f"missed: {TARGETS['ratio'] / ratio:,.0f}× short",
+            "met" if ratio >= TARGETS["ratio"] else f"missed: {TARGETS['ratio'] / ratio:,.1f}× short",
         ]
     )
     rows.append(
@@ -578,7 +578,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
     # offline
     L += ["## Offline: `rater rate`", ""]
     L += [
-        f"`rater rate` on the same {inp['records']:,} records written as JSON lines (one process, one core): "
+        f"`rater rate` on the same {inp['records']:,} records written as JSON lines (one process; the native engine decodes, reads and writes on threads beside the one that rates): "
         f"{n0(off['rate'])} records/s as it reports itself (reading, rating, writing the outputs), "
         f"{n0(off['wall_rate'])} records/s over the whole process including start-up and `balances.json`; "
         f"peak RSS {n0(off['peak_rss_mib'])} MiB (all accounts in memory).",
@@ -592,6 +592,15 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             f"process), peak RSS {n0(offp['peak_rss_mib'])} MiB.",
             "",
         ]
+        if off.get("user_s") is not None and offp.get("user_s") is not None:
+            L += [
+                f"CPU of the whole process (medians): native {off['user_s']:.1f} s user and {off['sys_s']:.1f} s system, "
+                f"python {offp['user_s']:.1f} s user and {offp['sys_s']:.1f} s system; the system time is mostly "
+                f"the kernel copying the output files into the page cache, the same work for both engines. "
+                f"The offline runs come first in each run, with the broker idle: right after the Kafka phases, "
+                f"the broker deleting their topics made that system time four times larger (`bench/analysis.md`).",
+                "",
+            ]
     rs = res.get("restart")
     if rs:
         L += ["## Restart and memory per account", ""]
