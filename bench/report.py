@@ -578,7 +578,8 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
     # offline
     L += ["## Offline: `rater rate`", ""]
     L += [
-        f"`rater rate` on the same {inp['records']:,} records written as JSON lines (one process; the native engine decodes, reads and writes on threads beside the one that rates): "
+        f"`rater rate` on the same {inp['records']:,} records written as JSON lines "
+        f"(one process; the native engine decodes, reads and writes on threads beside the one that rates): "
         f"{n0(off['rate'])} records/s as it reports itself (reading, rating, writing the outputs), "
         f"{n0(off['wall_rate'])} records/s over the whole process including start-up and `balances.json`; "
         f"peak RSS {n0(off['peak_rss_mib'])} MiB (all accounts in memory).",
