@@ -258,6 +258,44 @@ def test_segments_as_large_as_the_list_give_the_same_writes(tables, monkeypatch)
     assert sorted(k for k in table if is_segment_key(k)) == sorted(f"busy\x00ids\x00{n}".encode() for n, _ in acct.id_segments)
 
 
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_a_failed_segment_read_leaves_no_partial_set_of_segment_ids(tables, monkeypatch, engine):
+    """The store's read of one of a tenant's segments raises while a new CDR id is checked
+    against them: the batch fails (the worker would end), and what the step read of the
+    other segments is not kept as the tenant's segment ids. Once the store answers again,
+    a repeat of an id of the segment that failed is a duplicate: with the partial set
+    kept, it would have been rated a second time."""
+    monkeypatch.setattr(idsegments, "SEGMENT_AT", 4)  # both stores read it when made
+    tenant = "busy"
+    p = partition_for(tenant.encode(), PARTITIONS)
+    start = parse_time("2026-11-20T00:01:00Z")
+    raws = _funded(tenant, "2026-11-20T00:00:00Z", "1000000") + [_cdr(tenant, f"k{i}", start + i * 60 * 10**6) for i in range(30)]
+    w = Worker(engine, tables, cache_limit=50)
+    for i in range(0, len(raws), 5):
+        w.batch([Message("cdrs", p, j, tenant.encode(), raws[j]) for j in range(i, min(i + 5, len(raws)))])
+    table = w.port.table[p]
+    listed = [n for n, _latest in decode_account(table[tenant.encode()]).id_segments]
+    assert len(listed) >= 3
+    failing = f"busy\x00ids\x00{listed[1]}".encode()
+    repeat = table[failing].decode().split("\n")[0]  # an id only that segment holds now
+    w.store.forget()  # a rebalance: nothing of the tenant is held, its segments unread
+    get = w.port.table_get
+
+    def table_get(partition, key):
+        if key == failing:
+            raise OSError("the store is gone")
+        return get(partition, key)
+
+    w.port.table_get = table_get
+    result = w.processor.begin()
+    with pytest.raises(OSError, match="the store is gone"):
+        w.processor.feed(result, [Message("cdrs", p, 100, tenant.encode(), _cdr(tenant, "new", start + 40 * 60 * 10**6))], NOW)
+    w.processor.end(result)
+    w.port.table_get = get
+    again = w.batch([Message("cdrs", p, 101, tenant.encode(), _cdr(tenant, repeat, start + int(repeat[1:]) * 60 * 10**6))])
+    assert again.records == Counter({("cdrs", "duplicate"): 1}) and again.produce == []
+
+
 def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
     """The native step's held account is the value its last batch wrote: the next batch
     charges from there (a cache hit), with no read of the table."""
