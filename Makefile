@@ -31,9 +31,12 @@ $(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
 
 native: $(NATIVE_STAMP)
 
-## The crate's own checks: clippy with warnings as errors, and its unit tests.
+## The crate's own checks: its formatting (when rustfmt is installed), clippy with warnings
+## as errors, and its unit tests.
 native-check:
 	@command -v cargo >/dev/null || { echo "make: $(CARGO_MISSING)"; exit 1; }
+	@if (cd native && cargo fmt --version >/dev/null 2>&1); then cd native && cargo fmt --check; \
+	else echo "make: rustfmt is not installed (rustup component add rustfmt); the crate's formatting is not checked"; fi
 	cd native && PYO3_PYTHON=$(abspath $(PY)) nice cargo clippy --all-targets --features python -- -D warnings
 	cd native && nice cargo clippy --all-targets -- -D warnings
 	cd native && nice cargo test -q

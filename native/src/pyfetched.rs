@@ -42,7 +42,10 @@ impl Record {
     }
 
     /// The fetch's bytes and where the value lies in them (None: null).
-    pub(crate) fn value_in<'py>(&self, py: Python<'py>) -> Option<(Bound<'py, PyBytes>, usize, usize)> {
+    pub(crate) fn value_in<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Option<(Bound<'py, PyBytes>, usize, usize)> {
         self.value.map(|(a, z)| (self.fetch.bind(py).clone(), a, z))
     }
 }

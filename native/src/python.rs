@@ -318,7 +318,9 @@ impl PyEngine {
     /// Hand an account over in the stored form (rater/core/codec.py `encode_account`).
     fn put_account(&mut self, stored: &[u8]) -> PyResult<()> {
         let a = codec::decode_account(stored).map_err(PyValueError::new_err)?;
-        self.inner.accounts.insert(a.tenant_id.to_string(), Box::new(a));
+        self.inner
+            .accounts
+            .insert(a.tenant_id.to_string(), Box::new(a));
         Ok(())
     }
 
