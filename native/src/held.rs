@@ -157,10 +157,13 @@ impl<V> Generations<V> {
 }
 
 /// A held account: decoded, or idle and kept as the stored form (which decodes to the
-/// same account, with the durable ids of a value read from the store).
+/// same account, with the durable ids of a value read from the store) with where its
+/// recent CDR ids' entries lie in it (the inside of its `"sc"` object): used again, the
+/// account keeps those bytes as its `EncodedIds`, so its next write does not encode
+/// every recent id anew.
 pub enum Slot {
     Live(Box<Live>),
-    Idle(Box<[u8]>),
+    Idle(Box<[u8]>, u32, u32),
 }
 
 /// A decoded held account, its durable ids, its recent CDR ids as last encoded, and the
@@ -313,8 +316,26 @@ impl Held {
                 }
                 Some(Ok(acct))
             }
-            Slot::Idle(stored) => Some(self.lend_read(tenant, &stored)),
+            Slot::Idle(stored, a, z) => Some(self.lend_idle(tenant, &stored, a, z)),
         }
+    }
+
+    /// An idle account, for the engine's batch, its recent ids kept encoded from the
+    /// stored form.
+    fn lend_idle(
+        &mut self,
+        tenant: &str,
+        stored: &[u8],
+        a: u32,
+        z: u32,
+    ) -> Result<Box<Account>, String> {
+        let acct = Box::new(codec::decode_account(stored)?);
+        let durable = durable_ids(&acct, self.segment_least);
+        let ids = kept_ids(&acct, &stored[a as usize..z as usize]);
+        if !durable.is_empty() || ids.is_some() {
+            self.lent.insert(tenant.to_owned(), (durable, ids));
+        }
+        Ok(acct)
     }
 
     /// An account read from the store (its stored form), for the engine's batch.
@@ -341,14 +362,14 @@ impl Held {
     pub fn stored(&self, tenant: &str) -> Option<Cow<'_, [u8]>> {
         Some(match self.accounts.get(tenant)? {
             Slot::Live(live) => Cow::Owned(codec::encode_account(&live.acct)),
-            Slot::Idle(stored) => Cow::Borrowed(stored),
+            Slot::Idle(stored, ..) => Cow::Borrowed(stored),
         })
     }
 
     pub fn idle_len(&self) -> usize {
         self.accounts
             .values()
-            .filter(|s| matches!(s, Slot::Idle(_)))
+            .filter(|s| matches!(s, Slot::Idle(..)))
             .count()
     }
 
@@ -366,8 +387,8 @@ impl Held {
             if live.used > since {
                 continue;
             }
-            let stored = encode_judged(&live.acct, &mut live.ids, None);
-            *slot = Slot::Idle(stored.into_boxed_slice());
+            let (stored, ids_at) = encode_ids(&live.acct, &mut live.ids);
+            *slot = Slot::Idle(stored.into_boxed_slice(), ids_at.0, ids_at.1);
         }
     }
 
@@ -393,7 +414,7 @@ impl Held {
         let tenant = acct.tenant_id.clone();
         let durable = match self.accounts.take(&tenant) {
             Some(Slot::Live(live)) => live.durable,
-            Some(Slot::Idle(stored)) => {
+            Some(Slot::Idle(stored, ..)) => {
                 durable_ids(&codec::decode_account(&stored)?, self.segment_least)
             }
             None => durable_ids(&acct, self.segment_least),
@@ -519,37 +540,7 @@ pub fn encode_judged(
     ids: &mut Option<Box<EncodedIds>>,
     judged: Option<&[(String, i64)]>,
 ) -> Vec<u8> {
-    let sc = &acct.seen_cdrs;
-    if ids
-        .as_ref()
-        .is_some_and(|c| c.pruned_at != acct.pruned_at || c.n > sc.len())
-    {
-        *ids = None;
-    }
-    if ids.is_none() && sc.len() >= IDS_KEPT_ENCODED {
-        *ids = Some(Box::new(EncodedIds {
-            pruned_at: acct.pruned_at,
-            n: 0,
-            body: Vec::with_capacity(40 * sc.len()),
-        }));
-    }
-    let mut out = codec::encode_account_with(acct, &mut |out| {
-        out.push(b'{');
-        match ids.as_mut() {
-            Some(c) => {
-                if c.n < sc.len() {
-                    if c.n > 0 {
-                        c.body.push(b',');
-                    }
-                    codec::write_id_entries(&mut c.body, sc.iter_from(c.n));
-                    c.n = sc.len();
-                }
-                out.extend_from_slice(&c.body);
-            }
-            None => codec::write_id_entries(out, sc.iter()),
-        }
-        out.push(b'}');
-    });
+    let (mut out, _) = encode_ids(acct, ids);
     if let Some(j) = judged.filter(|j| !j.is_empty()) {
         out.pop(); // the closing brace
         out.extend_from_slice(b",\"in\":{");
@@ -564,6 +555,59 @@ pub fn encode_judged(
         out.extend_from_slice(b"}}");
     }
     out
+}
+
+/// The kept form of an account's recent ids whose entries are `body` (what `encode_ids`
+/// wrote for them), if it has enough of them to keep.
+fn kept_ids(acct: &Account, body: &[u8]) -> Option<Box<EncodedIds>> {
+    (acct.seen_cdrs.len() >= IDS_KEPT_ENCODED).then(|| {
+        Box::new(EncodedIds {
+            pruned_at: acct.pruned_at,
+            n: acct.seen_cdrs.len(),
+            body: body.to_vec(),
+        })
+    })
+}
+
+/// The stored form (`encode_account`), the recent ids from `ids` and into it, and where
+/// their entries lie in it (start and end, the inside of the `"sc"` object).
+fn encode_ids(acct: &Account, ids: &mut Option<Box<EncodedIds>>) -> (Vec<u8>, (u32, u32)) {
+    let sc = &acct.seen_cdrs;
+    if ids
+        .as_ref()
+        .is_some_and(|c| c.pruned_at != acct.pruned_at || c.n > sc.len())
+    {
+        *ids = None;
+    }
+    if ids.is_none() && sc.len() >= IDS_KEPT_ENCODED {
+        *ids = Some(Box::new(EncodedIds {
+            pruned_at: acct.pruned_at,
+            n: 0,
+            body: Vec::with_capacity(40 * sc.len()),
+        }));
+    }
+    let mut at = (0, 0);
+    let out = codec::encode_account_with(acct, &mut |out| {
+        out.push(b'{');
+        let start = out.len();
+        match ids.as_mut() {
+            Some(c) => {
+                if c.n < sc.len() {
+                    if c.n > 0 {
+                        c.body.push(b',');
+                    }
+                    codec::write_id_entries(&mut c.body, sc.iter_from(c.n));
+                    c.n = sc.len();
+                }
+                out.extend_from_slice(&c.body);
+            }
+            None => codec::write_id_entries(out, sc.iter()),
+        }
+        at = (start, out.len());
+        out.push(b'}');
+    });
+    let span = |n: usize| u32::try_from(n).expect("an account's stored form fits in 4 GiB");
+    (out, (span(at.0), span(at.1)))
 }
 
 /// When the sweep is next due for the account (`AccountStore.note_due`): its first lot's
@@ -684,6 +728,42 @@ mod tests {
         assert_eq!((h.accounts.len(), h.idle_len()), (1, 1));
         assert_eq!(h.stored("t1").unwrap(), stored);
         assert_eq!(*h.lend("t1").unwrap().unwrap(), a);
+    }
+
+    #[test]
+    fn an_idle_account_used_again_keeps_its_recent_ids_encoded_from_its_stored_form() {
+        let mut h = Held::new(10, 1, SEGMENT_AT);
+        let mut a = acct("t1");
+        for i in 0..20i64 {
+            a.seen_cdrs.insert(&format!("c\"{i}"), 100 + i);
+        }
+        let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
+        h.begin(); // batch 1 uses it
+        h.hold_read("t1", &codec::encode_account(&a)).unwrap();
+        h.plan(&judged, 1_000_000);
+        h.begin(); // 2: unused since batch 1
+        h.plan(&judged, 1_000_000);
+        assert_eq!(h.idle_len(), 1);
+        let mut lent = h.lend("t1").unwrap().unwrap();
+        assert_eq!(*lent, a);
+        let (_, mut ids) = h.lent.remove("t1").unwrap();
+        let kept = ids.as_ref().expect("its ids kept encoded");
+        let mut whole = Vec::new();
+        codec::write_id_entries(&mut whole, a.seen_cdrs.iter());
+        assert_eq!(
+            (kept.n, kept.pruned_at, &kept.body),
+            (20, a.pruned_at, &whole)
+        );
+        // Its next write adds to them, and is the whole encoding.
+        lent.seen_cdrs.insert("c20", 120);
+        assert_eq!(
+            encode_judged(&lent, &mut ids, None),
+            codec::encode_account(&lent)
+        );
+        assert_eq!(ids.unwrap().n, 21);
+        // Fewer ids than are kept encoded: none kept.
+        let few = acct("t2");
+        assert!(kept_ids(&few, b"").is_none());
     }
 
     #[test]
