@@ -462,10 +462,9 @@ class Bench:
         ]
         self.results["commands"].setdefault(name, " ".join(_shown(cmd)))
         err_path = self.work / f"{name}-{run}.err"
-        # The Kafka phases before this one leave gigabytes of the broker's log dirty in the
-        # page cache; written back while an engine writes its own outputs, they made the
-        # kernel's share of ``rater rate`` (its output files) vary with the phase before,
-        # not with the engine (bench/analysis.md). Written back first, untimed.
+        # What is dirty in the page cache (the input just written, the broker's log) is
+        # written back first, untimed, not while an engine writes its own outputs
+        # (``settle`` waits for the broker's deletions, the larger disturbance).
         synced = time.perf_counter()
         os.sync()
         synced = time.perf_counter() - synced
