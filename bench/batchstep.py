@@ -11,7 +11,8 @@ in-memory table between batches, untimed (faust's RocksDB write). The cycle coll
 is set as the worker sets it (``rater/worker/gctune.py``), and the input, built before the
 runs, is frozen out of its view (the worker holds one fetch at a time). CPU time of this
 process (``time.process_time``) over the records of the whole input, setup commands
-included; each grid point runs each engine alternately, medians of ``--runs``.
+included; the runs go round-robin over the grid's points, each point running each engine
+alternately, medians of ``--runs``.
 
 The grid: records x tenants x activity, where activity is the ``rater.sim.traffic``
 input (skewed: Zipf-like, a few busy tenants) or the same tenants each equally busy
@@ -32,6 +33,8 @@ import gc
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import orjson
@@ -208,40 +211,53 @@ def main() -> None:
         with open(a.results, "w") as f:
             json.dump(result, f, indent=1)
         return
+    # Every input first, then the runs round-robin over the grid's points (and the engines
+    # alternately within each): a slow minute of the shared machine falls on one run of
+    # every point, not on every run of one point, whose median it would then move.
+    points = [
+        (records, tenants, activity)
+        for records in (int(x) for x in a.records.split(","))
+        for tenants in (int(x) for x in a.tenants.split(","))
+        for activity in ("skewed", "even")
+    ]
+    inputs = [make_input(records, tenants, activity, tables) for records, tenants, activity in points]
+    gc.collect()
+    gc.freeze()
+    cpu: list[dict[str, list[float]]] = [{e: [] for e in engines} for _ in points]
+    for run in range(a.runs):
+        for i, msgs in enumerate(inputs):
+            for e in engines:
+                seconds, *_ = run_batches(e, tables, msgs)
+                cpu[i][e].append(seconds * 1e6 / len(msgs))
+        print(f"run {run + 1} of {a.runs} done", flush=True)
+    gc.unfreeze()
     rows = []
-    for records in (int(x) for x in a.records.split(",")):
-        for tenants in (int(x) for x in a.tenants.split(",")):
-            for activity in ("skewed", "even"):
-                msgs = make_input(records, tenants, activity, tables)
-                gc.collect()
-                gc.freeze()
-                cpu: dict[str, list[float]] = {e: [] for e in engines}
-                for _ in range(a.runs):
-                    for e in engines:
-                        seconds, *_ = run_batches(e, tables, msgs)
-                        cpu[e].append(seconds * 1e6 / len(msgs))
-                gc.unfreeze()
-                row = {
-                    "records": len(msgs),
-                    "tenants": tenants,
-                    "activity": activity,
-                    **{f"{e}_us": statistics.median(cpu[e]) for e in engines},
-                    **{f"{e}_runs": [round(x, 2) for x in cpu[e]] for e in engines},
-                }
-                rows.append(row)
-                ratio = f" ({row['python_us'] / row['native_us']:.2f}x)" if len(engines) == 2 else ""
-                each = ", ".join(f"{e} {row[f'{e}_us']:6.1f}" for e in engines)
-                print(f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: µs/record {each}{ratio}", flush=True)
+    for (records, tenants, activity), msgs, spent in zip(points, inputs, cpu):
+        row = {
+            "records": len(msgs),
+            "tenants": tenants,
+            "activity": activity,
+            **{f"{e}_us": statistics.median(spent[e]) for e in engines},
+            **{f"{e}_runs": [round(x, 2) for x in spent[e]] for e in engines},
+        }
+        rows.append(row)
+        ratio = f" ({row['python_us'] / row['native_us']:.2f}x)" if len(engines) == 2 else ""
+        each = ", ".join(f"{e} {row[f'{e}_us']:6.1f}" for e in engines)
+        runs = "; ".join(f"{e} " + " ".join(f"{x:.1f}" for x in row[f"{e}_runs"]) for e in engines)
+        print(f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: µs/record {each}{ratio}  (runs: {runs})", flush=True)
+    del inputs
     result: dict = {"batch": BATCH, "partitions": PARTITIONS, "cache": CACHE, "runs": a.runs, "grid": rows}
     for e in engines:
         us = [r[f"{e}_us"] for r in rows]
         result[f"{e}_spread"] = max(us) / min(us)
     print("spread across the grid (max / min CPU per record): " + ", ".join(f"{e} {result[f'{e}_spread']:.2f}x" for e in engines))
-    if not a.no_rss:
-        report_rss(result, tables)
     os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
     with open(a.results, "w") as f:
         json.dump(result, f, indent=1)
+    if not a.no_rss:
+        # In a fresh process: this one's heap holds what the grid's inputs freed, which
+        # the accounts would fill without the RSS growing (it read 0 bytes per account).
+        subprocess.run([sys.executable, "-m", "bench.batchstep", "--rss-only", "--results", a.results], cwd=ROOT, check=True)
     print(f"wrote {a.results}")
 
 
