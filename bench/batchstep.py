@@ -257,7 +257,8 @@ def main() -> None:
     if not a.no_rss:
         # In a fresh process: this one's heap holds what the grid's inputs freed, which
         # the accounts would fill without the RSS growing (it read 0 bytes per account).
-        subprocess.run([sys.executable, "-m", "bench.batchstep", "--rss-only", "--results", os.path.abspath(a.results)], cwd=ROOT, check=True)
+        rss_only = [sys.executable, "-m", "bench.batchstep", "--rss-only", "--results", os.path.abspath(a.results)]
+        subprocess.run(rss_only, cwd=ROOT, check=True)
     print(f"wrote {a.results}")
 
 
