@@ -321,7 +321,7 @@ impl Held {
     }
 
     /// An idle account, for the engine's batch, its recent ids kept encoded from the
-    /// stored form.
+    /// stored form (the entries at `a..z`).
     fn lend_idle(
         &mut self,
         tenant: &str,
@@ -329,21 +329,27 @@ impl Held {
         a: u32,
         z: u32,
     ) -> Result<Box<Account>, String> {
-        let acct = Box::new(codec::decode_account(stored)?);
-        let durable = durable_ids(&acct, self.segment_least);
-        let ids = kept_ids(&acct, &stored[a as usize..z as usize]);
-        if !durable.is_empty() || ids.is_some() {
-            self.lent.insert(tenant.to_owned(), (durable, ids));
-        }
-        Ok(acct)
+        self.lend_stored(tenant, stored, Some(&stored[a as usize..z as usize]))
     }
 
     /// An account read from the store (its stored form), for the engine's batch.
     pub fn lend_read(&mut self, tenant: &str, stored: &[u8]) -> Result<Box<Account>, String> {
+        self.lend_stored(tenant, stored, None)
+    }
+
+    /// A stored form decoded for the engine's batch, with its durable ids and, given the
+    /// bytes of its recent ids' entries, those kept encoded.
+    fn lend_stored(
+        &mut self,
+        tenant: &str,
+        stored: &[u8],
+        ids_body: Option<&[u8]>,
+    ) -> Result<Box<Account>, String> {
         let acct = Box::new(codec::decode_account(stored)?);
         let durable = durable_ids(&acct, self.segment_least);
-        if !durable.is_empty() {
-            self.lent.insert(tenant.to_owned(), (durable, None));
+        let ids = ids_body.and_then(|body| kept_ids(&acct, body));
+        if !durable.is_empty() || ids.is_some() {
+            self.lent.insert(tenant.to_owned(), (durable, ids));
         }
         Ok(acct)
     }
