@@ -383,29 +383,27 @@ impl Engine {
                 }
             }
         }
-        let acct = self.accounts.get_mut(tenant.as_ref()).map(|a| &mut **a);
+        // One search of the accounts: the account is counted through the same borrow.
+        let mut acct = self.accounts.get_mut(tenant.as_ref()).map(|a| &mut **a);
         let (out, created) = match host {
             Some(h) => ledger::apply_with(
-                acct,
+                acct.as_deref_mut(),
                 record,
                 &self.tables,
                 now,
                 self.horizon,
                 &mut |a, id| h.older_seen(a, id),
             ),
-            None => ledger::apply(acct, record, &self.tables, now, self.horizon),
+            None => ledger::apply(acct.as_deref_mut(), record, &self.tables, now, self.horizon),
         };
+        // A rated record's account was there before (`created` comes of a command).
+        let currency = acct
+            .filter(|_| out.has_account && out.rated.is_some())
+            .map(|a| a.currency.as_str());
+        self.tally.add(kind, &out, call_type, currency);
         if let Some(a) = created {
             self.accounts.insert(tenant.to_string(), Box::new(a));
         }
-        let currency = if out.has_account && out.rated.is_some() {
-            self.accounts
-                .get(tenant.as_ref())
-                .map(|a| a.currency.as_str())
-        } else {
-            None
-        };
-        self.tally.add(kind, &out, call_type, currency);
         let reject = if out.status == Status::Rejected {
             Some(reject_record(
                 out.reason,

@@ -78,10 +78,16 @@ impl IdMap {
 
     /// Set `k` to `value`: in place when it is there (the order kept), else at the end.
     pub fn insert(&mut self, k: &str, value: i64) {
-        if let Some(i) = self.position(k) {
-            self.entries[i].value = value;
-            return;
+        match self.position(k) {
+            Some(i) => self.entries[i].value = value,
+            None => self.push_new(k, value),
         }
+    }
+
+    /// Add `k`, known not to be there (the caller has just looked), at the end: `insert`
+    /// without its search.
+    pub fn push_new(&mut self, k: &str, value: i64) {
+        debug_assert!(self.position(k).is_none(), "{k} is there");
         let start = u32::try_from(self.text.len()).expect("an account's ids fit in 4 GiB");
         let len = u32::try_from(k.len()).expect("an id fits in 4 GiB");
         self.text.push_str(k);
@@ -223,15 +229,20 @@ mod tests {
     fn behaves_as_an_insertion_ordered_map_across_the_index_threshold() {
         let mut m = IdMap::default();
         let mut r: Map<String, i64> = Map::default();
-        // A deterministic mix of new keys, repeated keys (in place), prunes and multi-byte
-        // text, past the size where the index is built and back under it.
+        // A deterministic mix of new keys (by `insert` and `push_new`), repeated keys (in
+        // place), prunes and multi-byte text, past the size where the index is built and
+        // back under it.
         let mut x: u64 = 7;
         for step in 0..3_000i64 {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let k = format!("id-{}-é", (x >> 33) % 400);
-            m.insert(&k, step);
+            if step % 2 == 1 && !r.contains_key(&k) {
+                m.push_new(&k, step); // a new key, as the ledger adds one it has looked for
+            } else {
+                m.insert(&k, step);
+            }
             r.insert(k, step);
             if step % 97 == 0 {
                 let cut = step - 150;

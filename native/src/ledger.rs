@@ -500,7 +500,8 @@ fn remember(acct: &mut Account, cdr: bool, record_id: &str, at: i64, horizon: i6
     } else {
         &mut acct.seen_commands
     };
-    seen.insert(record_id, at);
+    // Not there: `apply` returned a duplicate before any change otherwise.
+    seen.push_new(record_id, at);
     let watermark = acct.cdr_watermark.max(acct.command_watermark);
     if watermark - acct.pruned_at >= PRUNE_EVERY {
         // Deterministic in the record sequence, so split runs prune exactly like one run.
