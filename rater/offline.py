@@ -14,8 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Iterator
 
-import orjson
-
 from rater.core.engine import Tally
 from rater.core.ledger import DEFAULT_HORIZON
 from rater.core.money import format_money
@@ -132,10 +130,7 @@ def run(
         progress.close()
         for f in files:
             f.close()
-    write_atomic(
-        os.path.join(out_dir, "balances.json"),
-        orjson.dumps(engine.views(), option=orjson.OPT_INDENT_2) + b"\n",
-    )
+    write_atomic(os.path.join(out_dir, "balances.json"), engine.balances_json())
     if state_path:
         save_state(state_path, engine.accounts_dict())
     below = engine.below_zero()

@@ -792,6 +792,57 @@ pub fn write_object(out: &mut Vec<u8>, map: &Object) {
     out.push(b'}');
 }
 
+/// Compact JSON (as this crate writes it: no spaces outside strings) indented as
+/// `orjson.dumps(..., option=OPT_INDENT_2)` writes it: each member and element on its own
+/// line, two spaces a level, `": "` after a key, empty objects and arrays as `{}` and `[]`.
+pub fn indent2(compact: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(compact.len() + compact.len() / 2);
+    let mut depth = 0usize;
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.resize(out.len() + 2 * depth, b' ');
+    };
+    let mut i = 0;
+    while i < compact.len() {
+        let c = compact[i];
+        match c {
+            b'"' => {
+                // A string, its escapes included, as it is.
+                let start = i;
+                i += 1;
+                while i < compact.len() && compact[i] != b'"' {
+                    i += if compact[i] == b'\\' { 2 } else { 1 };
+                }
+                out.extend_from_slice(&compact[start..(i + 1).min(compact.len())]);
+            }
+            b'{' | b'[' => {
+                let close = if c == b'{' { b'}' } else { b']' };
+                if compact.get(i + 1) == Some(&close) {
+                    out.extend_from_slice(&[c, close]);
+                    i += 1;
+                } else {
+                    out.push(c);
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            b',' => {
+                out.push(b',');
+                newline(&mut out, depth);
+            }
+            b':' => out.extend_from_slice(b": "),
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
 /// A JSON object written field by field: `{"a":1,"b":"x"}`.
 pub struct Obj<'a> {
     out: &'a mut Vec<u8>,
@@ -873,6 +924,16 @@ mod tests {
         let mut o = Vec::new();
         write_value(&mut o, v);
         String::from_utf8(o).unwrap()
+    }
+
+    #[test]
+    fn indent2_writes_what_orjson_writes_with_indent_2() {
+        // orjson.dumps({"a": {"b": [1, {}], "c": []}, "d": "x,{:}\"]"}, option=OPT_INDENT_2)
+        let compact = br#"{"a":{"b":[1,{}],"c":[]},"d":"x,{:}\"]"}"#;
+        let want = "{\n  \"a\": {\n    \"b\": [\n      1,\n      {}\n    ],\n    \"c\": []\n  },\n  \"d\": \"x,{:}\\\"]\"\n}";
+        assert_eq!(String::from_utf8(indent2(compact)).unwrap(), want);
+        assert_eq!(indent2(b"{}"), b"{}");
+        assert_eq!(indent2(br#""a\\""#), br#""a\\""#);
     }
 
     #[test]

@@ -310,6 +310,14 @@ impl PyEngine {
         PyBytes::new(py, &self.inner.views_json())
     }
 
+    /// `balances.json`: the views indented as `orjson.dumps(views, option=OPT_INDENT_2)`
+    /// writes them, and a newline.
+    fn balances_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let mut out = crate::json::indent2(&self.inner.views_json());
+        out.push(b'\n');
+        PyBytes::new(py, &out)
+    }
+
     /// The tenants whose balance is below zero, sorted.
     fn below_zero(&self) -> Vec<String> {
         self.inner.below_zero()

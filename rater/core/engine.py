@@ -160,6 +160,10 @@ class Engine:
         """Every account's view (``to_view``), in tenant order: ``balances.json``."""
         return {tid: to_view(a) for tid, a in sorted(self.accounts.items())}
 
+    def balances_json(self) -> bytes:
+        """``balances.json``: the views, indented two spaces, and a newline."""
+        return orjson.dumps(self.views(), option=orjson.OPT_INDENT_2) + b"\n"
+
     def below_zero(self) -> list[str]:
         """The tenants whose balance is below zero, sorted."""
         return sorted(t for t, a in self.accounts.items() if a.balance < 0)

@@ -129,6 +129,10 @@ class NativeEngine:
         (its remembered ids are most of its stored form)."""
         return orjson.loads(self.native.views())
 
+    def balances_json(self) -> bytes:
+        """``Engine.balances_json``, indented natively (the same bytes)."""
+        return self.native.balances_json()
+
     def below_zero(self) -> list[str]:
         return self.native.below_zero()
 

@@ -195,6 +195,7 @@ def assert_same_accounts(py: Engine, nat: NativeEngine) -> None:
         assert nat.native.get_account(tenant) == encode_account(acct), tenant
     # balances.json: the native view (written in Rust) against to_view, as orjson writes them.
     assert orjson.dumps(nat.views()) == orjson.dumps(py.views())
+    assert nat.balances_json() == py.balances_json()  # indented natively
     assert nat.below_zero() == py.below_zero()
 
 
