@@ -75,7 +75,7 @@ demo: venv
 chaos: venv
 	$(PY) -m tests.support.chaos --records 200000 --tenants 1000 --kills 10 --runs 3
 
-bench: bench-venv
+bench: venv bench-venv
 	$(PY) -m bench.run
 
 ## Re-pin every dependency from a fresh virtualenv (after changing pyproject.toml).
