@@ -57,7 +57,13 @@ pub fn encode_account(a: &Account) -> Vec<u8> {
 /// `write_sc` (the worker's held accounts keep them encoded between batches).
 pub fn encode_account_with(a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + 40 * (a.seen_cdrs.len() + a.seen_commands.len()));
-    let mut o = Obj::new(&mut out);
+    encode_account_into(&mut out, a, write_sc);
+    out
+}
+
+/// `encode_account_with`, appended to `out` (a buffer the caller reuses).
+pub fn encode_account_into(out: &mut Vec<u8>, a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) {
+    let mut o = Obj::new(out);
     o.str("t", &a.tenant_id)
         .str("p", &a.rate_plan)
         .str("c", &a.currency)
@@ -142,7 +148,6 @@ pub fn encode_account_with(a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) 
     }
     o.int("ns", a.next_segment as i128);
     o.end();
-    out
 }
 
 fn field<'o, 'v>(m: &'o Object<'v>, k: &str) -> Result<&'o Value<'v>, String> {

@@ -193,7 +193,7 @@ pub struct EncodedIds {
 }
 
 /// One changed account, planned: its segment writes (key, value; None deletes), its
-/// changelog value, when the sweep is next due for it, and its balance and threshold
+/// changelog value (empty from `plan_each`, which hands it beside), when the sweep is next due for it, and its balance and threshold
 /// (the worker's metrics).
 pub struct Planned {
     pub tenant: String,
@@ -502,8 +502,31 @@ impl Held {
         judged: &std::collections::HashMap<i64, Vec<(String, i64)>, S>,
         horizon: i64,
     ) -> Vec<Planned> {
+        let mut out = Vec::with_capacity(self.changed.len());
+        let done: Result<(), std::convert::Infallible> =
+            self.plan_each(judged, horizon, |p, value| {
+                out.push(Planned {
+                    value: value.to_vec(),
+                    ..p
+                });
+                Ok(())
+            });
+        let Ok(()) = done;
+        out
+    }
+
+    /// `plan`, each account handed to `each` as it is planned, its value in a buffer
+    /// used again for the next (no allocation per account). An error from `each` stops
+    /// the planning there; the accounts not yet planned are not (the worker then stops).
+    pub fn plan_each<S: BuildHasher, E>(
+        &mut self,
+        judged: &std::collections::HashMap<i64, Vec<(String, i64)>, S>,
+        horizon: i64,
+        mut each: impl FnMut(Planned, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let changed = std::mem::take(&mut self.changed);
-        let mut out = Vec::with_capacity(changed.len());
+        let mut value = Vec::new();
+        let mut done = Ok(());
         for (tenant, partition) in changed {
             let Some(Slot::Live(slot)) = self.accounts.get_mut(&tenant) else {
                 continue; // not reachable: a changed account is held, decoded, until here
@@ -521,21 +544,26 @@ impl Held {
                 slot.ids = None; // ids moved out: encode them all again
             }
             let judged = judged.get(&partition).map(|v| v.as_slice());
-            let value = encode_judged(&slot.acct, &mut slot.ids, judged);
+            value.clear();
+            encode_judged_into(&mut value, &slot.acct, &mut slot.ids, judged);
             slot.durable = durable_ids(&slot.acct, self.segment_least);
-            out.push(Planned {
+            let planned = Planned {
                 due: due(&slot.acct),
                 balance: slot.acct.balance(),
                 threshold: slot.acct.low_balance_threshold,
                 tenant,
                 partition,
                 segments,
-                value,
-            });
+                value: Vec::new(),
+            };
+            done = each(planned, &value);
+            if done.is_err() {
+                break;
+            }
         }
         self.bound();
         self.idle();
-        out
+        done
     }
 }
 
@@ -546,7 +574,19 @@ pub fn encode_judged(
     ids: &mut Option<Box<EncodedIds>>,
     judged: Option<&[(String, i64)]>,
 ) -> Vec<u8> {
-    let (mut out, _) = encode_ids(acct, ids);
+    let mut out = Vec::new();
+    encode_judged_into(&mut out, acct, ids, judged);
+    out
+}
+
+/// `encode_judged`, appended to `out` (`plan` reuses one buffer for every account).
+pub fn encode_judged_into(
+    out: &mut Vec<u8>,
+    acct: &Account,
+    ids: &mut Option<Box<EncodedIds>>,
+    judged: Option<&[(String, i64)]>,
+) {
+    encode_ids_into(out, acct, ids);
     if let Some(j) = judged.filter(|j| !j.is_empty()) {
         out.pop(); // the closing brace
         out.extend_from_slice(b",\"in\":{");
@@ -554,13 +594,12 @@ pub fn encode_judged(
             if n > 0 {
                 out.push(b',');
             }
-            write_str(&mut out, topic);
+            write_str(out, topic);
             out.push(b':');
             out.extend_from_slice(offset.to_string().as_bytes());
         }
         out.extend_from_slice(b"}}");
     }
-    out
 }
 
 /// The kept form of an account's recent ids whose entries are `body` (what `encode_ids`
@@ -578,6 +617,17 @@ fn kept_ids(acct: &Account, body: &[u8]) -> Option<Box<EncodedIds>> {
 /// The stored form (`encode_account`), the recent ids from `ids` and into it, and where
 /// their entries lie in it (start and end, the inside of the `"sc"` object).
 fn encode_ids(acct: &Account, ids: &mut Option<Box<EncodedIds>>) -> (Vec<u8>, (u32, u32)) {
+    let mut out = Vec::with_capacity(256 + 40 * (acct.seen_cdrs.len() + acct.seen_commands.len()));
+    let at = encode_ids_into(&mut out, acct, ids);
+    (out, at)
+}
+
+/// `encode_ids`, appended to `out`; where the entries lie counts from the start of `out`.
+fn encode_ids_into(
+    out: &mut Vec<u8>,
+    acct: &Account,
+    ids: &mut Option<Box<EncodedIds>>,
+) -> (u32, u32) {
     let sc = &acct.seen_cdrs;
     if ids
         .as_ref()
@@ -593,7 +643,7 @@ fn encode_ids(acct: &Account, ids: &mut Option<Box<EncodedIds>>) -> (Vec<u8>, (u
         }));
     }
     let mut at = (0, 0);
-    let out = codec::encode_account_with(acct, &mut |out| {
+    codec::encode_account_into(out, acct, &mut |out| {
         out.push(b'{');
         let start = out.len();
         match ids.as_mut() {
@@ -613,7 +663,7 @@ fn encode_ids(acct: &Account, ids: &mut Option<Box<EncodedIds>>) -> (Vec<u8>, (u
         out.push(b'}');
     });
     let span = |n: usize| u32::try_from(n).expect("an account's stored form fits in 4 GiB");
-    (out, (span(at.0), span(at.1)))
+    (span(at.0), span(at.1))
 }
 
 /// When the sweep is next due for the account (`AccountStore.note_due`): its first lot's

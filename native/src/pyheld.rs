@@ -279,13 +279,12 @@ impl PyHeld {
         judged: HashMap<i64, Vec<(String, i64)>>,
         horizon: i64,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let planned = self.inner.plan(&judged, horizon);
         let segments = PyList::empty(py);
         let accounts = PyList::empty(py);
         let notes = PyList::empty(py);
         let none = py.None();
         let changelog = PyString::new(py, changelog);
-        for p in planned {
+        self.inner.plan_each(&judged, horizon, |p, value| {
             for (key, value) in p.segments {
                 let value = value.map(|v| PyBytes::new(py, &v));
                 segments.append((
@@ -297,16 +296,10 @@ impl PyHeld {
                 ))?;
             }
             let key = PyBytes::new(py, p.tenant.as_bytes());
-            accounts.append((
-                &changelog,
-                p.partition,
-                key,
-                PyBytes::new(py, &p.value),
-                &none,
-            ))?;
+            accounts.append((&changelog, p.partition, key, PyBytes::new(py, value), &none))?;
             let (balance, threshold) = (money(py, p.balance)?, money(py, p.threshold)?);
-            notes.append((p.tenant, p.due, balance, threshold))?;
-        }
+            notes.append((p.tenant, p.due, balance, threshold))
+        })?;
         Ok((segments, accounts, notes))
     }
 
