@@ -19,6 +19,7 @@
 //!   decoded when a batch uses it again, as if read from the store.
 
 use crate::codec;
+use crate::index::TenantIndex;
 use crate::json::{write_str, Map};
 use crate::ledger::{Account, RECHARGE_TIMEOUT};
 use crate::rates::HashMap;
@@ -192,17 +193,13 @@ pub struct EncodedIds {
     body: Vec<u8>,
 }
 
-/// One changed account, planned: its segment writes (key, value; None deletes), its
-/// changelog value (empty from `plan_each`, which hands it beside), when the sweep is next due for it, and its balance and threshold
-/// (the worker's metrics).
+/// One changed account, planned: its segment writes (key, value; None deletes) and its
+/// changelog value (empty from `plan_each`, which hands it beside).
 pub struct Planned {
     pub tenant: String,
     pub partition: i64,
     pub segments: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     pub value: Vec<u8>,
-    pub due: Option<i64>,
-    pub balance: i128,
-    pub threshold: i128,
 }
 
 pub struct Held {
@@ -224,6 +221,9 @@ pub struct Held {
     /// The hash of an id in `older` (a per-process random seed; tests make it collide).
     hasher: foldhash::fast::RandomState,
     id_hash: fn(&foldhash::fast::RandomState, &str) -> u64,
+    /// Every account planned since the index was last cleared (a rebalance's rescan):
+    /// when its sweep is due, its state. Not emptied with the held accounts.
+    pub index: TenantIndex,
 }
 
 /// A tenant's segment ids, read: the 64-bit hash of each id with the segment it is in.
@@ -270,6 +270,7 @@ impl Held {
             older: Generations::new(limit.max(OLDER_TENANTS)),
             hasher: foldhash::fast::RandomState::default(),
             id_hash: hash_id,
+            index: TenantIndex::default(),
         }
     }
 
@@ -494,8 +495,8 @@ impl Held {
         self.older_read(tenant, &values, cdr_id)
     }
 
-    /// Every changed account's writes (in the order they changed), then the held
-    /// accounts bounded by the cache limit. `judged`: per partition, the (topic, last
+    /// Every changed account's writes (in the order they changed), each noted in the
+    /// tenant index, then the held accounts bounded by the cache limit. `judged`: per partition, the (topic, last
     /// offset) pairs of the batch, written into the value (none for the sweep).
     pub fn plan<S: BuildHasher>(
         &mut self,
@@ -547,10 +548,10 @@ impl Held {
             value.clear();
             encode_judged_into(&mut value, &slot.acct, &mut slot.ids, judged);
             slot.durable = durable_ids(&slot.acct, self.segment_least);
+            let (balance, threshold) = (slot.acct.balance(), slot.acct.low_balance_threshold);
+            self.index
+                .note(&tenant, due(&slot.acct), balance, threshold);
             let planned = Planned {
-                due: due(&slot.acct),
-                balance: slot.acct.balance(),
-                threshold: slot.acct.low_balance_threshold,
                 tenant,
                 partition,
                 segments,

@@ -10,6 +10,7 @@ pub mod feed;
 pub mod fetched;
 pub mod held;
 pub mod idmap;
+pub mod index;
 pub mod json;
 pub mod ledger;
 pub mod money;

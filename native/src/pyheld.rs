@@ -17,15 +17,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-/// A Python int of micro-units: by way of `i64` when it fits (every balance in practice),
-/// since PyO3 converts an `i128` under the stable ABI with several Python operations.
-fn money(py: Python<'_>, v: i128) -> PyResult<Bound<'_, PyAny>> {
-    match i64::try_from(v) {
-        Ok(v) => Ok(v.into_pyobject(py)?.into_any()),
-        Err(_) => Ok(v.into_pyobject(py)?.into_any()),
-    }
-}
-
 /// The engine's host for one record: held accounts first, else the store (`read`, the
 /// worker's `get_raw`: in flight, then the table). The first exception is kept.
 struct HeldHost<'a, 'py> {
@@ -268,9 +259,8 @@ impl PyHeld {
     }
 
     /// The writes of every changed account, in the order they changed: (segments,
-    /// accounts, notes). Segments and accounts are changelog records
-    /// `(changelog, partition, key, value, None)`; a note is `(tenant, due, balance,
-    /// low_balance_threshold)`, due None when nothing is due. `judged`: partition ->
+    /// accounts), changelog records `(changelog, partition, key, value, None)`; each
+    /// account is noted in the tenant index (`note_tenant`). `judged`: partition ->
     /// [(topic, last offset)], written into each value of that partition.
     fn plan<'py>(
         &mut self,
@@ -278,10 +268,9 @@ impl PyHeld {
         changelog: &str,
         judged: HashMap<i64, Vec<(String, i64)>>,
         horizon: i64,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let segments = PyList::empty(py);
         let accounts = PyList::empty(py);
-        let notes = PyList::empty(py);
         let none = py.None();
         let changelog = PyString::new(py, changelog);
         self.inner.plan_each(&judged, horizon, |p, value| {
@@ -296,11 +285,52 @@ impl PyHeld {
                 ))?;
             }
             let key = PyBytes::new(py, p.tenant.as_bytes());
-            accounts.append((&changelog, p.partition, key, PyBytes::new(py, value), &none))?;
-            let (balance, threshold) = (money(py, p.balance)?, money(py, p.threshold)?);
-            notes.append((p.tenant, p.due, balance, threshold))
+            accounts.append((&changelog, p.partition, key, PyBytes::new(py, value), &none))
         })?;
-        Ok((segments, accounts, notes))
+        Ok((segments, accounts))
+    }
+
+    /// The tenant index (rater/worker/tenants.py `HeldIndex`): an account as written,
+    /// when its sweep is due (None: nothing is), its balance and low-balance threshold.
+    #[pyo3(signature = (tenant, due, balance, threshold))]
+    fn note_tenant(&mut self, tenant: &str, due: Option<i64>, balance: i128, threshold: i128) {
+        self.inner.index.note(tenant, due, balance, threshold);
+    }
+
+    fn forget_due(&mut self, tenant: &str) {
+        self.inner.index.forget_due(tenant);
+    }
+
+    /// The tenants whose sweep is due at `now`, earliest first, then by name.
+    fn due_by(&self, now: i64) -> Vec<&str> {
+        self.inner.index.due_by(now)
+    }
+
+    fn clear_index(&mut self) {
+        self.inner.index.clear();
+    }
+
+    /// Tenants in each state: ok, low, negative.
+    fn state_counts(&self) -> [u64; 3] {
+        self.inner.index.state_counts()
+    }
+
+    /// Tenant -> when its sweep is due (those with one due).
+    fn dues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (tenant, due) in self.inner.index.dues() {
+            out.set_item(tenant, due)?;
+        }
+        Ok(out)
+    }
+
+    /// Tenant -> its state (0 ok, 1 low, 2 negative).
+    fn states<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (tenant, state) in self.inner.index.states() {
+            out.set_item(tenant, state)?;
+        }
+        Ok(out)
     }
 
     /// Hold no account (a rebalance: another worker may change them).

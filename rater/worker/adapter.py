@@ -410,7 +410,7 @@ class FaustPort:
     def table_items(self, owned: set[int]):
         """(key, value) of every record of the owned partitions (the memory store: all).
 
-        A scan of everything (the sweep index, after a rebalance or a start) reads past
+        A scan of everything (the tenant index, after a rebalance or a start) reads past
         RocksDB's block cache: filled by it, the caches held every account's block
         afterwards (49 MiB per 100,000 accounts, measured), blocks no batch asked for."""
         store = self.table.data

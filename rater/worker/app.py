@@ -37,7 +37,7 @@ from rater.core.rates import RateTables, check_rate_tables
 from rater.jsonlog import JsonFormatter
 from rater.worker import adapter, gctune, heaptrim, web
 from rater.worker.config import WorkerConfig
-from rater.worker.metrics import WorkerStats, tenant_state
+from rater.worker.metrics import WorkerStats
 from rater.worker.pipeline import COMMIT_EVERY, CommitPipeline, die
 from rater.worker.ratewatch import RateTableWatcher
 from rater.worker.store import AccountStore, NativeAccountStore
@@ -85,7 +85,7 @@ class RaterWorker:
             self.store = AccountStore(self.port, cfg.partitions, cfg.account_cache)
             self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self.store.load, max_record_bytes=cfg.max_record_bytes)
         self.processor.engine.tally = self.stats.tally
-        self.pipeline = CommitPipeline(self.port, self.store, self.processor, self._on_batch, self._on_account)
+        self.pipeline = CommitPipeline(self.port, self.store, self.processor, self._on_batch)
         self.sweeper = Sweeper(self.pipeline, self.port, cfg.topics, cfg.partitions, self.stats, self._lag)
         self.rates = RateTableWatcher(cfg.rates_dir, self.processor, self.stats)
         adapter.install(self.app, inputs, self.pipeline.take, self.pipeline.on_stop)
@@ -217,6 +217,7 @@ class RaterWorker:
             asyncio.ensure_future(self.sweeper.index())
 
         self.stats.lag = self._lag
+        self.stats.tenant_states = self.store.index.state_counts
         web.register(self)  # the views: rater/worker/web.py
 
     # --- what the parts report ----------------------------------------------------------------
@@ -225,9 +226,6 @@ class RaterWorker:
         self.heap.worked()
         self.stats.processing.observe_many(seconds, writes.messages)
         self.stats.records.update(writes.records)
-
-    def _on_account(self, tenant: str, balance: int, threshold: int) -> None:
-        self.stats.tenant_state[tenant] = tenant_state(balance, threshold)
 
     def _read(self, tenant: str):
         """An account to show (``GET /tenants/<id>``): as stored."""

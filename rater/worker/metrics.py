@@ -21,15 +21,15 @@ from prometheus_client.registry import CollectorRegistry
 
 from rater.core.engine import Tally
 from rater.core.money import MICRO
-
-TENANT_STATES = ("ok", "low", "negative")
+from rater.worker.tenants import STATES
 
 
 class WorkerStats:
     def __init__(self, registry: CollectorRegistry):
         self.tally = Tally()
         self.records: Counter = Counter()  # (topic, outcome) -> n
-        self.tenant_state: dict[str, str] = {}  # tenant -> ok/low/negative, for owned tenants
+        # tenants of the owned partitions by balance state (the store's tenant index)
+        self.tenant_states: Callable[[], dict[str, int]] = lambda: dict.fromkeys(STATES, 0)
         self.lag: Callable[[], Iterable[tuple[str, int, int]]] = lambda: ()
         self.rate_tables_version = ""
         self.rate_tables_loaded_at = 0.0
@@ -120,8 +120,8 @@ class _Collector:
             m.add_metric([reason], n)
         yield m
         g = GaugeMetricFamily("rater_tenants", "Tenants of this worker's partitions by balance state", labels=["state"])
-        counts = Counter(s.tenant_state.values())
-        for state in TENANT_STATES:
+        counts = s.tenant_states()
+        for state in STATES:
             g.add_metric([state], counts.get(state, 0))
         yield g
         g = GaugeMetricFamily("rater_consumer_lag", "Records behind the end of each input partition", labels=["topic", "partition"])
@@ -138,11 +138,3 @@ class _Collector:
         yield s.processing.family(
             "rater_processing_seconds", "Time from a record's arrival at the worker to its outputs acknowledged by Kafka"
         )
-
-
-def tenant_state(balance: int, threshold: int) -> str:
-    if balance < 0:
-        return "negative"
-    if threshold > 0 and balance < threshold:
-        return "low"
-    return "ok"

@@ -129,13 +129,11 @@ class CommitPipeline:
         store: AccountStore,
         processor: BatchProcessor,
         on_batch: Callable[[Writes, float], None] | None = None,
-        on_account: Callable[[str, int, int], None] | None = None,
     ):
         self.port = port
         self.store = store
         self.processor = processor
         self.on_batch = on_batch  # metrics of a finished batch (writes, seconds since it arrived)
-        self.on_account = on_account  # each account written (tenant, balance, low-balance threshold): metrics
         self.lock = asyncio.Lock()
         self.positions: dict[tuple[str, int], int] = {}  # last offset whose step 4 is done
         self.continuity = Continuity()
@@ -281,19 +279,12 @@ class CommitPipeline:
 
     def plan(self, result: BatchResult, positions: dict[tuple[str, int], int] | None = None) -> Writes:
         """``plan_writes`` for this batch (or the sweep): the changed accounts made into
-        bytes by the store (``AccountStore.plan``), noted for the sweep index and the metrics."""
+        bytes by the store (``AccountStore.plan``, which notes them in its tenant index)."""
         for msg, partition, _key in result.forwards:
             log.info("forwarded %s/%d@%d to partition %d", msg.topic, msg.partition, msg.offset, partition)
-        store = self.store
         changelog = self.port.changelog
-        segments, accounts, notes = store.plan(result.accounts, changelog, judged_by_partition(positions), self.processor.engine.horizon)
-        w = plan_writes(result, changelog, segments, accounts, positions)
-        on_account = self.on_account
-        for tenant, due, balance, threshold in notes:
-            if on_account is not None:
-                on_account(tenant, balance, threshold)
-            store.set_due(tenant, due)
-        return w
+        segments, accounts = self.store.plan(result.accounts, changelog, judged_by_partition(positions), self.processor.engine.horizon)
+        return plan_writes(result, changelog, segments, accounts, positions)
 
     def hand_over(self, writes: Writes, accounts: dict) -> None:
         """From here on the batch's writes are the state the next batch reads

@@ -3,7 +3,8 @@
 Owns the account cache (per tenant, the value its last step 4 wrote, with the ids that
 value holds: its *durable* ids), the in-flight overlay (``rater/worker/inflight.py``: the
 table records of the batch being written, which the next batch must read), the id
-segments (``rater/core/idsegments.py``) and the sweep index (``due``). Reads go to the
+segments (``rater/core/idsegments.py``) and the tenant index (``index``: when each
+tenant's sweep is due, its balance state; ``rater/worker/tenants.py``). Reads go to the
 table through the Kafka port (``table_get``); writes are the commit pipeline's.
 """
 
@@ -20,6 +21,7 @@ from rater.core.idsegments import IdSegments, is_segment_key
 from rater.core.native_engine import rater_native
 from rater.core.partitioning import partition_for
 from rater.worker.inflight import InFlight
+from rater.worker.tenants import HeldIndex, TenantIndex
 
 # Called with (tenant, the offsets its stored value was judged through) on every read
 # from the table while a replay range is open (step 1c); None otherwise.
@@ -27,9 +29,8 @@ JudgedNote = Callable[[str, dict], None]
 
 # The writes of a batch's changed accounts, in the order they changed (``AccountStore.plan``):
 # segment records (step 4A), account records (4B), both as changelog records (topic,
-# partition, key, value, headers); and per account (tenant, when its sweep is due or None,
-# balance, low-balance threshold) for the sweep index and the metrics.
-Planned = tuple[list, list, list]
+# partition, key, value, headers). Each account is noted in the tenant index meanwhile.
+Planned = tuple[list, list]
 
 
 def due_of(acct: ledger.Account) -> int | None:
@@ -52,7 +53,7 @@ class AccountStore:
         self.durable: dict[str, dict] = {}  # tenant -> durable ids, of the accounts the batch read
         self.segments = IdSegments(self.get_raw)
         self.in_flight = InFlight()  # table records of the batch being written
-        self.due: dict[str, int] = {}  # tenant -> wall time (µs) its next sweep is due
+        self.index = TenantIndex()  # tenant -> when its next sweep is due, its balance state
         self.note_judged: JudgedNote | None = None
 
     def forget(self) -> None:
@@ -136,7 +137,6 @@ class AccountStore:
         into each account value of that partition (none for the sweep)."""
         segments: list = []
         records: list = []
-        notes: list = []
         durable = self.durable
         # Phase A: id segments the accounts will stop holding (``IdSegments.plan``).
         for tenant, (partition, acct) in changed.items():
@@ -145,8 +145,8 @@ class AccountStore:
         # Phase B: the accounts, each with how far its batch judged its partition.
         for tenant, (partition, acct) in changed.items():
             records.append((changelog, partition, tenant.encode(), encode_account(acct, judged.get(partition)), None))
-            notes.append((tenant, due_of(acct), acct.balance, acct.low_balance_threshold))
-        return segments, records, notes
+            self.note(tenant, acct)
+        return segments, records
 
     def hand_over(self, segments: list, accounts: list, changed: dict[str, tuple[int, ledger.Account]]) -> None:
         """A batch's writes become what the next batch reads (in flight, and the cache)."""
@@ -162,14 +162,9 @@ class AccountStore:
         self.in_flight.done(segments)
         self.in_flight.done(accounts)
 
-    def note_due(self, tenant: str, acct: ledger.Account) -> None:
-        self.set_due(tenant, due_of(acct))
-
-    def set_due(self, tenant: str, due: int | None) -> None:
-        if due is not None:
-            self.due[tenant] = due
-        else:
-            self.due.pop(tenant, None)
+    def note(self, tenant: str, acct: ledger.Account) -> None:
+        """``acct`` as written, in the tenant index."""
+        self.index.note(tenant, due_of(acct), acct.balance, acct.low_balance_threshold)
 
 
 class NativeAccountStore(AccountStore):
@@ -196,6 +191,7 @@ class NativeAccountStore(AccountStore):
         # The least segment size is Python's (rater/core/idsegments.py), read here: a test
         # that sets it small sets it for both engines.
         self.held = rater_native.Held(max(cache_limit, 0), self._read, segment_least=idsegments.SEGMENT_AT, **extra)
+        self.index = HeldIndex(self.held)  # noted natively by ``Held.plan``
 
     def _read(self, key: bytes) -> bytes | None:
         """A table record for the native step (``get_raw``); an account read while a replay

@@ -5,8 +5,8 @@ It follows steps 2 to 4 of the commit protocol (``rater/worker/pipeline.py``) fo
 accounts due, under the pipeline's lock and after the batch in flight, so it never
 interleaves with a batch. Only on partitions with no backlog: a record still waiting in
 Kafka may have happened before the expiry, and must be charged against the lot first (as
-event time would have it). After a rebalance it rebuilds its index (``due``, in the
-account store) and the tenant states from the table.
+event time would have it). After a rebalance it rebuilds the account store's tenant
+index (``rater/worker/tenants.py``) from the table.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rater.core.codec import decode_account
 from rater.core.idsegments import is_segment_key
 from rater.core.partitioning import partition_for
 from rater.core.routing import outputs_of
-from rater.worker.metrics import WorkerStats, tenant_state
+from rater.worker.metrics import WorkerStats
 from rater.worker.pipeline import CommitPipeline
 
 log = logging.getLogger("rater")
@@ -57,7 +57,7 @@ class Sweeper:
             behind = {partition for _topic, partition, lag in self.lag() if lag > 0}
             owned -= behind
             now = time.time_ns() // 1000
-            due = [t for t, at in store.due.items() if at <= now]
+            due = store.index.due_by(now)
             if not due:
                 return
             result = BatchResult()
@@ -67,15 +67,15 @@ class Sweeper:
                 if partition in behind:
                     continue  # due, but its partition has a backlog: next sweep
                 if partition not in owned:
-                    store.due.pop(tenant, None)
+                    store.index.forget_due(tenant)
                     continue
                 acct = store.load(tenant)
                 if acct is None:
-                    store.due.pop(tenant, None)
+                    store.index.forget_due(tenant)
                     continue
                 out = ledger.sweep(acct, now)
                 if out is None:
-                    store.note_due(tenant, acct)
+                    store.note(tenant, acct)
                     continue
                 key = tenant.encode()
                 for kind, body in outputs_of(out):  # rater/core/routing.py
@@ -90,11 +90,10 @@ class Sweeper:
                 log.info("sweep settled %d account(s)", len(result.accounts))
 
     def _rescan(self, owned: set[int]) -> None:
-        """After a rebalance: rebuild the sweep index and tenant states of owned partitions."""
+        """After a rebalance: rebuild the tenant index of owned partitions."""
         self.rescan = False
         store = self.store
-        store.due.clear()
-        self.stats.tenant_state.clear()
+        store.index.clear()
         n = 0
         for key, value in self.port.table_items(owned):
             if value is None or key.startswith(b"__faust") or is_segment_key(key) or applied.is_mark_key(key):
@@ -102,8 +101,6 @@ class Sweeper:
             tenant = key.decode()
             if partition_for(key, self.partitions) not in owned:
                 continue
-            acct = decode_account(value)
-            self.stats.tenant_state[tenant] = tenant_state(acct.balance, acct.low_balance_threshold)
-            store.note_due(tenant, acct)
+            store.note(tenant, decode_account(value))
             n += 1
         log.info("indexed %d account(s) of partitions %s", n, sorted(owned))

@@ -80,7 +80,7 @@ class Worker:
         self.port = TablePort()
         self.store, self.processor = worker_parts(engine, self.port, tables, cache_limit, PARTITIONS, idle_after)
         self.pipeline = CommitPipeline(self.port, self.store, self.processor)
-        self.stats = SimpleNamespace(tally=Tally(), tenant_state={})
+        self.stats = SimpleNamespace(tally=Tally())
         self.sweeper = Sweeper(self.pipeline, self.port, Topics(), PARTITIONS, self.stats, lambda: [])
 
     def batch(self, msgs: list[Message], now: int = NOW):
@@ -120,6 +120,12 @@ class Worker:
         return written
 
 
+def _index(w) -> tuple:
+    """The store's tenant index: dues, states, and who is due at the sweep's time."""
+    ix = w.store.index
+    return ix.dues(), ix.states(), ix.due_by(SWEEP_AT)
+
+
 def _writes(w) -> tuple:
     return (w.produce, [(m.topic, m.partition, m.offset) if m else None for m in w.origins], w.segments, w.accounts, w.positions, w.records)
 
@@ -156,13 +162,13 @@ def _same_run(tables, msgs, batch, cache_limit, forget_every=0, idle_after=None)
         if forget_every and n % forget_every == forget_every - 1:
             for w in workers:
                 w.store.forget()
-        assert workers[1].store.due == workers[0].store.due
+        assert _index(workers[1]) == _index(workers[0])
         assert len(workers[1].store.held) <= max(cache_limit, 0)
     assert workers[1].port.table == workers[0].port.table
     py_sweep, nat_sweep = (w.sweep() for w in workers)
     assert nat_sweep == py_sweep
     assert workers[1].port.table == workers[0].port.table
-    assert workers[1].store.due == workers[0].store.due
+    assert _index(workers[1]) == _index(workers[0])
     return workers
 
 
@@ -599,11 +605,18 @@ def test_the_sweep_expires_a_held_account_alike(tables):
     for w in workers:
         w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(setup)])
     assert len(workers[1].store.held) == 1
+    # The lot bought 2025-11-05 is due first (its expiry, 12 months on); the balance is
+    # 5 against no threshold: ok.
+    expiry = parse_time("2026-11-05T00:00:00Z")
+    for w in workers:
+        assert _index(w) == ({"t1": expiry}, {"t1": "ok"}, ["t1"])
+        assert w.store.index.due_by(expiry - 1) == []
+        assert w.store.index.state_counts() == {"ok": 1, "low": 0, "negative": 0}
     py, nat = (w.sweep() for w in workers)
     assert nat == py
     ((_topic, _partition, key, value, _h),) = nat
     assert key == b"t1" and decode_account(value).lots == [] and decode_account(value).balance == 0
-    assert workers[1].store.due == workers[0].store.due == {}
+    assert _index(workers[1]) == _index(workers[0]) == ({}, {"t1": "ok"}, [])
 
 
 def _result(w, msgs, chunk: int):
