@@ -5,7 +5,7 @@
 What the worker does per batch outside Kafka: step 2 (``BatchProcessor`` or
 ``NativeBatchProcessor``: route, decode, rate, apply) and the planning of steps 3 and 4
 (``CommitPipeline.plan``: the changed accounts made into changelog bytes by the account
-store, their id segments, ``plan_writes``, the sweep index) and the hand-over, in batches
+store, their id segments and the tenant index, ``plan_writes``) and the hand-over, in batches
 of 5,000 records (the worker's default) over 8 partitions. The writes land in an
 in-memory table between batches, untimed (faust's RocksDB write). The cycle collector
 is set as the worker sets it (``rater/worker/gctune.py``), and the input, built before the

@@ -617,7 +617,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             [
                 ["process start → /readyz 200", f"{med(rs['ready_s']):.2f} s", ", ".join(f"{x:.2f}" for x in rs["ready_s"])],
                 [
-                    "process start → sweep index rebuilt (`indexed N account(s)` in the log)",
+                    "process start → tenant index rebuilt (`indexed N account(s)` in the log)",
                     f"{med(rs['indexed_s']):.2f} s",
                     ", ".join(f"{x:.2f}" for x in rs["indexed_s"]),
                 ],
@@ -639,7 +639,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
             f"({rs['full_rss_mib']:.0f} MiB; peak {rs['full_hwm_mib']:.0f} MiB) minus an idle worker's "
             f"({rs['idle_rss_mib']:.0f} MiB, same flags, no records) = **{rs['bytes_per_account']:,.0f} bytes per "
             f"account, {rs['mib_per_100k']:.1f} MiB per 100,000 accounts**. After a restart, with the same accounts "
-            f"in the store and the sweep index rebuilt but no batch processed yet, the difference is "
+            f"in the store and the tenant index rebuilt but no batch processed yet, the difference is "
             f"{(med(rs['rss_after_restart_mib']) - rs['idle_rss_mib']) * 2**20 / rs['accounts']:,.0f} bytes per account.",
             "",
         ]

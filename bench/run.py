@@ -796,7 +796,7 @@ class Bench:
             finally:
                 self.finish(w)
             log(
-                f"restart {i + 1}: ready in {ready[-1]:.2f} s, sweep index of the accounts built "
+                f"restart {i + 1}: ready in {ready[-1]:.2f} s, tenant index of the accounts built "
                 f"{indexed[-1]:.2f} s after start, RSS {rss_after[-1]:.0f} MiB"
             )
         res["ready_s"] = ready
