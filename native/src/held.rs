@@ -496,8 +496,9 @@ impl Held {
     }
 
     /// Every changed account's writes (in the order they changed), each noted in the
-    /// tenant index, then the held accounts bounded by the cache limit. `judged`: per partition, the (topic, last
-    /// offset) pairs of the batch, written into the value (none for the sweep).
+    /// tenant index, then the held accounts bounded by the cache limit. `judged`: per
+    /// partition, the (topic, last offset) pairs of the batch, written into the value
+    /// (none for the sweep).
     pub fn plan<S: BuildHasher>(
         &mut self,
         judged: &std::collections::HashMap<i64, Vec<(String, i64)>, S>,
