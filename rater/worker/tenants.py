@@ -5,8 +5,9 @@ Noted for every account a batch or the sweep writes (the account store's ``plan`
 rebuilt from the table after a rebalance (``Sweeper._rescan``). The Python engine's store
 keeps it here, in two dicts (``TenantIndex``); the native one keeps it in Rust beside its
 held accounts (``native/src/index.rs``, through ``HeldIndex``), where each account a batch
-changed is noted as it is planned, with no Python object per account, in about a third of
-the memory. The differential tests (``tests/worker/test_native_store.py``) hold the two
+changed is noted as it is planned, with no Python object per account: about 55 bytes a
+tenant against about 124 in the two dicts, not counting the tenant strings the dicts
+keep (100,000 tenants, measured in process). The differential tests (``tests/worker/test_native_store.py``) hold the two
 equal.
 """
 
