@@ -193,13 +193,12 @@ pub struct EncodedIds {
     body: Vec<u8>,
 }
 
-/// One changed account, planned: its segment writes (key, value; None deletes) and its
-/// changelog value (empty from `plan_each`, which hands it beside).
+/// One changed account, planned: its tenant, partition and segment writes (key, value;
+/// None deletes). `plan` hands its changelog value beside it.
 pub struct Planned {
     pub tenant: String,
     pub partition: i64,
     pub segments: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    pub value: Vec<u8>,
 }
 
 pub struct Held {
@@ -496,31 +495,13 @@ impl Held {
     }
 
     /// Every changed account's writes (in the order they changed), each noted in the
-    /// tenant index, then the held accounts bounded by the cache limit. `judged`: per
-    /// partition, the (topic, last offset) pairs of the batch, written into the value
-    /// (none for the sweep).
-    pub fn plan<S: BuildHasher>(
-        &mut self,
-        judged: &std::collections::HashMap<i64, Vec<(String, i64)>, S>,
-        horizon: i64,
-    ) -> Vec<Planned> {
-        let mut out = Vec::with_capacity(self.changed.len());
-        let done: Result<(), std::convert::Infallible> =
-            self.plan_each(judged, horizon, |p, value| {
-                out.push(Planned {
-                    value: value.to_vec(),
-                    ..p
-                });
-                Ok(())
-            });
-        let Ok(()) = done;
-        out
-    }
-
-    /// `plan`, each account handed to `each` as it is planned, its value in a buffer
-    /// used again for the next (no allocation per account). An error from `each` stops
-    /// the planning there; the accounts not yet planned are not (the worker then stops).
-    pub fn plan_each<S: BuildHasher, E>(
+    /// tenant index and handed to `each` as it is planned, its changelog value in a buffer
+    /// used again for the next (no allocation per account); then the held accounts
+    /// bounded by the cache limit. `judged`: per partition, the (topic, last offset) pairs
+    /// of the batch, written into the value (none for the sweep). An error from `each`
+    /// stops the planning there; the accounts not yet planned are not (the worker then
+    /// stops).
+    pub fn plan<S: BuildHasher, E>(
         &mut self,
         judged: &std::collections::HashMap<i64, Vec<(String, i64)>, S>,
         horizon: i64,
@@ -556,7 +537,6 @@ impl Held {
                 tenant,
                 partition,
                 segments,
-                value: Vec::new(),
             };
             done = each(planned, &value);
             if done.is_err() {
@@ -581,7 +561,7 @@ pub fn encode_judged(
     out
 }
 
-/// `encode_judged`, appended to `out` (`plan` reuses one buffer for every account).
+/// `encode_judged`, appended to `out` (`plan` uses one buffer for every account).
 pub fn encode_judged_into(
     out: &mut Vec<u8>,
     acct: &Account,
@@ -741,6 +721,12 @@ fn plan_segments(
 mod tests {
     use super::*;
 
+    /// `Held::plan` for its effects on the held accounts.
+    fn plan(h: &mut Held, judged: &std::collections::HashMap<i64, Vec<(String, i64)>>) {
+        let done: Result<(), std::convert::Infallible> = h.plan(judged, 1_000_000, |_, _| Ok(()));
+        let Ok(()) = done;
+    }
+
     fn acct(tenant: &str) -> Account {
         Account::new(tenant.into(), "p".into(), "USD".into())
     }
@@ -775,14 +761,14 @@ mod tests {
         let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
         h.begin(); // batch 1 uses it
         h.hold_read("t1", &stored).unwrap();
-        h.plan(&judged, 1_000_000);
+        plan(&mut h, &judged);
         h.begin(); // 2: the check runs; used one batch ago
-        h.plan(&judged, 1_000_000);
+        plan(&mut h, &judged);
         assert_eq!(h.idle_len(), 0);
         h.begin(); // 3
-        h.plan(&judged, 1_000_000);
+        plan(&mut h, &judged);
         h.begin(); // 4: the check runs; unused since batch 1
-        h.plan(&judged, 1_000_000);
+        plan(&mut h, &judged);
         assert_eq!((h.accounts.len(), h.idle_len()), (1, 1));
         assert_eq!(h.stored("t1").unwrap(), stored);
         assert_eq!(*h.lend("t1").unwrap().unwrap(), a);
@@ -798,9 +784,9 @@ mod tests {
         let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
         h.begin(); // batch 1 uses it
         h.hold_read("t1", &codec::encode_account(&a)).unwrap();
-        h.plan(&judged, 1_000_000);
+        plan(&mut h, &judged);
         h.begin(); // 2: unused since batch 1
-        h.plan(&judged, 1_000_000);
+        plan(&mut h, &judged);
         assert_eq!(h.idle_len(), 1);
         let mut lent = h.lend("t1").unwrap().unwrap();
         assert_eq!(*lent, a);

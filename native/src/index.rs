@@ -97,14 +97,6 @@ impl TenantIndex {
     pub fn states(&self) -> impl Iterator<Item = (&str, u8)> {
         self.tenants.iter().map(|(t, e)| (t.as_str(), e.state))
     }
-
-    pub fn len(&self) -> usize {
-        self.tenants.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tenants.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -138,8 +130,8 @@ mod tests {
         assert_eq!(ix.state_counts(), [4, 0, 1]);
         ix.note("b", Some(20), 3, 5);
         assert_eq!(ix.state_counts(), [3, 1, 1]);
-        assert_eq!(ix.len(), 5);
+        assert_eq!(ix.states().count(), 5);
         ix.clear();
-        assert!(ix.is_empty());
+        assert_eq!(ix.states().count(), 0);
     }
 }

@@ -273,7 +273,7 @@ impl PyHeld {
         let accounts = PyList::empty(py);
         let none = py.None();
         let changelog = PyString::new(py, changelog);
-        self.inner.plan_each(&judged, horizon, |p, value| {
+        self.inner.plan(&judged, horizon, |p, value| {
             for (key, value) in p.segments {
                 let value = value.map(|v| PyBytes::new(py, &v));
                 segments.append((
