@@ -421,6 +421,22 @@ class FaustPort:
             return ((k, v) for p, db in list(dbs.items()) if p in owned for k, v in db.items(read_opt=scan))
         return list(store.items())
 
+    def flush_store(self, least: int) -> int:
+        """Each open partition's write buffers flushed, where they hold at least ``least``
+        bytes (``heaptrim``: the worker has gone quiet); the number flushed. Blocks until
+        the flushes are done (RocksDB lets go of the GIL meanwhile: the worker runs it on
+        a thread). A flush writes to the partition's files what its log already holds: no
+        value changes, and the buffers' memory is freed. The memory store: nothing."""
+        dbs = getattr(self.table.data, "_dbs", None)
+        if dbs is None:
+            return 0
+        flushed = 0
+        for db in list(dbs.values()):
+            if (db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0) >= least:
+                db.flush(True)
+                flushed += 1
+        return flushed
+
     async def deliver(self, records: list) -> None:
         """Step 4 for some records: onto the changelog, acknowledged (the store's changelog
         offsets advance only with Kafka's acknowledgement, as faust's own table writes do,

@@ -13,7 +13,8 @@ straight from faust's aiokafka consumer (``rater/worker/adapter.py``).
 - ``store.AccountStore``: the account cache, the in-flight overlay, the id segments
   (``store.NativeAccountStore`` for the native engine: the accounts held natively);
 - ``sweeper.Sweeper``: the wall-clock sweep; ``ratewatch.RateTableWatcher``: reloads;
-  ``heaptrim.HeapTrim``: the freed heap given back after work;
+  ``heaptrim.HeapTrim``: when work pauses, the store's write buffers flushed and the
+  freed heap given back;
 - ``web``: the HTTP views; ``adapter``: every private faust/aiokafka touch;
 - ``connection``: the Kafka connection settings; ``config``, ``metrics``.
 """
@@ -68,7 +69,7 @@ class RaterWorker:
         self.stats = WorkerStats(self.registry)
         self.stats.rate_tables_version = tables.version
         self.stats.rate_tables_loaded_at = time.time()
-        self.heap = heaptrim.HeapTrim(heaptrim.libc_trim())
+        self.heap = heaptrim.HeapTrim(heaptrim.libc_trim(), rest=self._rest)
         self.app = self._build_app()
         inputs = frozenset((cfg.topics.cdrs, cfg.topics.commands))
         if cfg.store == "rocksdb":
@@ -188,7 +189,7 @@ class RaterWorker:
 
         @app.timer(interval=heaptrim.IDLE)
         async def heap_timer():
-            self.heap.tick()
+            await self.heap.tick()
 
         @app.timer(interval=self.cfg.reload_interval)
         async def reload_timer():
@@ -226,6 +227,13 @@ class RaterWorker:
         self.heap.worked()
         self.stats.processing.observe_many(seconds, writes.messages)
         self.stats.records.update(writes.records)
+
+    async def _rest(self) -> None:
+        """The work paused: the store's write buffers flushed (``heaptrim``), on a thread,
+        so the HTTP views and the next batch do not wait for the files."""
+        flushed = await asyncio.to_thread(self.port.flush_store, heaptrim.REST_FLUSH_BYTES)
+        if flushed:
+            log.debug("work paused: flushing the write buffers of %d partition(s)", flushed)
 
     def _read(self, tenant: str):
         """An account to show (``GET /tenants/<id>``): as stored."""

@@ -1,6 +1,17 @@
-"""Giving the heap that batches freed back to the system (glibc's ``malloc_trim``).
+"""Memory given back when the worker goes quiet, and after long stretches of work.
 
-A batch allocates its records, outputs and changelog values and frees them when it is
+When the worker has gone ``IDLE`` seconds without a batch after some work it *rests*:
+the store's write buffers that hold at least ``REST_FLUSH_BYTES`` are flushed, on a
+thread of their own (``FaustPort.flush_store``), then the heap is trimmed. Without the
+rest a quiet worker kept every value it had written since the last flush in RocksDB's
+write buffers (up to 2 x 8 MiB per partition; at 100,000 accounts just built, about 600
+bytes per account, measured with ``python -m bench.run --only restart``:
+``bench/analysis.md``). A pause after less than ``REST_FLUSH_BYTES`` written flushes
+nothing, so a worker that sees a record every few seconds does not write a small file
+each time.
+
+The heap that batches freed goes back to the system with glibc's ``malloc_trim``. A batch
+allocates its records, outputs and changelog values and frees them when it is
 written; glibc keeps most of what was freed inside the heap, between live blocks, where
 the process's RSS still counts it. Measured with ``python -m bench.run --only restart``
 (100,000 accounts built by one worker, RSS 3 s after the last batch): 1,945 bytes per
@@ -18,10 +29,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
-IDLE = 1.0  # seconds without a batch, after work, before a trim
+IDLE = 1.0  # seconds without a batch, after work, before a rest and a trim
 EVERY = 30.0  # seconds of steady work between two trims at most
+REST_FLUSH_BYTES = 1 << 20  # a partition's write buffers flushed at a rest from this size
 
 
 def libc_trim() -> Callable[[], object] | None:
@@ -37,29 +49,46 @@ def libc_trim() -> Callable[[], object] | None:
 
 
 class HeapTrim:
-    """``worked()`` after each batch; ``tick()`` every second (the worker's timer)."""
+    """``worked()`` after each batch; ``tick()`` every second (the worker's timer).
+    ``rest``: what gives memory back when the work pauses, before the trim (the store's
+    write buffers flushed)."""
 
-    def __init__(self, trim: Callable[[], object] | None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        trim: Callable[[], object] | None,
+        clock: Callable[[], float] = time.monotonic,
+        rest: Callable[[], Awaitable[object]] | None = None,
+    ):
         self.trim = trim
         self.clock = clock
+        self.rest = rest
         self.pending = False  # a batch ran since the last trim
+        self.restless = False  # a batch ran since the last rest
         self.first_work = self.last_work = clock()  # of the work since the last trim
         self.trims = 0
+        self.rests = 0
 
     def worked(self) -> None:
         now = self.clock()
         if not self.pending:
             self.pending = True
             self.first_work = now
+        self.restless = True
         self.last_work = now
 
-    def tick(self) -> bool:
-        """Trim if the work since the last trim has paused for ``IDLE`` seconds, or has gone
-        on for ``EVERY``; True when it trimmed."""
+    async def tick(self) -> bool:
+        """When the work has paused for ``IDLE`` seconds: rest (once per pause), then trim.
+        When it has gone on for ``EVERY`` seconds since the last trim: trim. True when it
+        trimmed."""
+        now = self.clock()
+        quiet = now - self.last_work >= IDLE
+        if quiet and self.restless and self.rest is not None:
+            self.restless = False
+            self.rests += 1
+            await self.rest()
         if self.trim is None or not self.pending:
             return False
-        now = self.clock()
-        if now - self.last_work < IDLE and now - self.first_work < EVERY:
+        if not quiet and now - self.first_work < EVERY:
             return False
         self.trim()
         self.pending = False

@@ -79,3 +79,29 @@ def test_the_scan_of_every_account_leaves_the_block_cache_as_it_was(tmp_path):
     assert dbs[1].property_int_value("rocksdb.block-cache-usage") > 5000 * 400
     for db in dbs.values():
         db.close()
+
+
+def _buffered(db) -> int:
+    return db.property_int_value("rocksdb.cur-size-all-mem-tables")
+
+
+def test_a_rest_flushes_the_write_buffers_that_hold_enough_and_keeps_every_value(tmp_path):
+    """``FaustPort.flush_store``: a partition whose write buffers hold at least the bytes
+    given is flushed, the others are left; the values read back the same."""
+    dbs = {p: _kept(_options(16, 8)).open(tmp_path / f"p{p}.db") for p in (0, 1)}
+    for i in range(3000):  # partition 0: about 1.3 MB of values
+        dbs[0][f"t{i:05d}".encode()] = b"x" * 400
+    dbs[1][b"t"] = b"y"  # partition 1: one small value
+    assert _buffered(dbs[0]) > MIB and _buffered(dbs[1]) < MIB
+    small = _buffered(dbs[1])
+    assert _port_over(dbs).flush_store(MIB) == 1
+    assert _buffered(dbs[0]) < 64 * 1024  # an empty buffer's arena, not the values
+    assert _buffered(dbs[1]) == small
+    assert dbs[0][b"t02999"] == b"x" * 400 and dbs[1][b"t"] == b"y"
+    for db in dbs.values():
+        db.close()
+
+
+def test_the_memory_store_has_nothing_to_flush():
+    table = SimpleNamespace(data=SimpleNamespace(), changelog_topic=SimpleNamespace(get_topic_name=lambda: "c"))
+    assert adapter.FaustPort(None, table, frozenset(), None).flush_store(0) == 0
