@@ -1162,3 +1162,30 @@ def test_a_batch_reads_the_account_the_batch_still_being_written_left_with_the_c
         # Each call's balance_after is 0.03 below the one before: no call saw an older balance.
         assert [r["balance_after"] for r in rated] == [f"{Decimal(100) - Decimal('0.03') * (i + 1):.6f}" for i in range(n)]
         assert w.errors() == []
+
+
+@pytest.mark.kafka
+def test_a_quiet_worker_flushes_the_write_buffers_it_filled(kafka_broker, tmp_path):
+    """A second after the work pauses, a partition whose RocksDB write buffers hold 1 MiB
+    or more is flushed (rater/worker/heaptrim.py): its values go from memory into a table
+    file. 4,000 account values of about 350 bytes each, on one partition, fill about 1.5 MB of
+    buffers that would otherwise stay in memory until 8 MiB: without the flush no table
+    file appears. The values read the same afterwards."""
+    broker = kafka_broker.bootstrap
+    commands = [
+        {
+            "command_id": f"q{i:05d}-setup",
+            "tenant_id": f"q{i:05d}",
+            "command": "configure_account",
+            "occurred_at": "2026-11-24T08:00:00Z",
+            "rate_plan": "standard-usd",
+            "low_balance_threshold": "5",
+        }
+        for i in range(4000)
+    ]
+    with WorkerProcess(broker, name="w-quiet", partitions=1) as w:
+        rater_produce(broker, [jsonl(tmp_path / "setup.jsonl", commands)], "--topic", w.topics.commands)
+        wait_for(lambda: w.records_done() == 4000, 120, what="the accounts configured", workers=(w,))
+        wait_for(lambda: any(w.state_dir.rglob("*.sst")), 15, what="a table file flushed", workers=(w,))
+        assert w.get("/tenants/q03999").json()["balance"] == "0.000000"
+        assert w.errors() == []
