@@ -233,7 +233,7 @@ class RaterWorker:
         so the HTTP views and the next batch do not wait for the files."""
         flushed = await asyncio.to_thread(self.port.flush_store, heaptrim.REST_FLUSH_BYTES)
         if flushed:
-            log.debug("work paused: flushing the write buffers of %d partition(s)", flushed)
+            log.debug("work paused: flushed the write buffers of %d partition(s)", flushed)
 
     def _read(self, tenant: str):
         """An account to show (``GET /tenants/<id>``): as stored."""

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import time
 from typing import Awaitable, Callable
 
 IDLE = 1.0  # seconds without a batch, after work, before a rest and a trim
 EVERY = 30.0  # seconds of steady work between two trims at most
 REST_FLUSH_BYTES = 1 << 20  # a partition's write buffers flushed at a rest from this size
+
+log = logging.getLogger("rater")
 
 
 def libc_trim() -> Callable[[], object] | None:
@@ -85,7 +88,12 @@ class HeapTrim:
         if quiet and self.restless and self.rest is not None:
             self.restless = False
             self.rests += 1
-            await self.rest()
+            try:
+                await self.rest()
+            except Exception as exc:
+                # Only memory is at stake: RocksDB flushes a full buffer by itself, and a
+                # failing disk shows in the next batch's write, which stops the worker.
+                log.warning("giving memory back at rest failed (%s); going on", exc)
         if self.trim is None or not self.pending:
             return False
         if not quiet and now - self.first_work < EVERY:

@@ -107,6 +107,25 @@ def test_steady_work_is_trimmed_but_not_rested_until_it_pauses():
     assert done == [("trim", 130.75), ("rest", 141.0), ("trim", 141.0)]
 
 
+def test_a_rest_that_fails_is_logged_and_the_trim_goes_on(caplog):
+    clock = Clock()
+    trims: list[float] = []
+
+    async def rest() -> None:
+        raise OSError("IO error: No space left on device")
+
+    heap = HeapTrim(lambda: trims.append(clock.now), clock, rest=rest)
+    heap.worked()
+    clock.now += 1.0
+    with caplog.at_level("WARNING", logger="rater"):
+        assert tick(heap) is True
+    assert trims == [101.0]
+    assert "giving memory back at rest failed (IO error: No space left on device); going on" in caplog.text
+    clock.now += 1.0
+    assert tick(heap) is False  # not tried again until the next work
+    assert heap.rests == 1
+
+
 def test_without_malloc_trim_a_pause_still_rests():
     clock = Clock()
     rests: list[float] = []
