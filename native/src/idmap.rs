@@ -68,6 +68,15 @@ impl IdMap {
         }
     }
 
+    /// Read what looking `k` up and then adding it reads: the search, and the ends of
+    /// the entries and the text (see `Account::touch`).
+    pub fn touch(&self, k: &str) -> i64 {
+        let found = self.position(k).map_or(0, |i| i as i64 + 1);
+        let last = self.entries.last().map_or(0, |e| e.value);
+        let end = self.text.as_bytes().last().copied().unwrap_or(0) as i64;
+        found ^ last ^ end
+    }
+
     pub fn get(&self, k: &str) -> Option<&i64> {
         self.position(k).map(|i| &self.entries[i].value)
     }

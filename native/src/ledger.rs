@@ -158,6 +158,19 @@ impl Account {
     pub fn balance(&self) -> i128 {
         self.lots.iter().map(|l| l.remaining).sum::<i128>() - self.debt
     }
+
+    /// Read what applying a CDR with id `cdr_id` reads first (the account's fields, its
+    /// first lot, the search of its recent ids, the end they grow at) and return a value
+    /// made of it, for `std::hint::black_box`. Touching the accounts of the next few
+    /// records before applying them lets their cache misses overlap.
+    pub fn touch(&self, cdr_id: &str) -> i128 {
+        let mut x = self.debt ^ self.low_balance_threshold ^ self.pending_amount;
+        x ^= (self.cdr_watermark ^ self.pruned_at ^ self.included_domestic_minutes) as i128;
+        x ^= self.lots.first().map_or(0, |l| l.remaining);
+        x ^= self.seen_cdrs.touch(cdr_id) as i128;
+        x ^= self.id_segments.len() as i128 ^ self.domestic_seconds_used.len() as i128;
+        x
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
