@@ -598,8 +598,9 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
                 f"CPU of the whole process (medians): native {off['user_s']:.1f} s user and {off['sys_s']:.1f} s system, "
                 f"python {offp['user_s']:.1f} s user and {offp['sys_s']:.1f} s system; the system time is mostly "
                 f"the kernel copying the output files into the page cache, the same work for both engines. "
-                f"The offline runs come first in each run, with the broker idle: right after the Kafka phases, "
-                f"the broker deleting their topics made that system time four times larger (`bench/analysis.md`).",
+                f"The offline runs come first, all of them before the broker starts: right after the Kafka "
+                f"phases, the broker deleting their topics made that system time four times larger, and even idle "
+                f"it took CPU from the native engine's threads (`bench/analysis.md`).",
                 "",
             ]
     rs = res.get("restart")

@@ -233,7 +233,8 @@ class Bench:
         self.bootstrap = info.bootstrap
         log(f"dev broker {self.bootstrap} in {self.broker_dir}")
 
-    def prepare_input(self) -> None:
+    def write_input(self) -> None:
+        """The benchmark's input (``rater.sim.traffic``) as JSON lines, kept to publish."""
         a = self.args
         step = 5_000  # µs of event time between records, as rater.sim.traffic's default
         # Every event time in the past (the worker refuses records > 24 h ahead), by 10 min.
@@ -255,7 +256,13 @@ class Bench:
                     setup += 1
         self.n_setup = setup
         self.n_input = len(items)
-        gen = time.perf_counter() - t0
+        self.items = items
+        self.generate_s = time.perf_counter() - t0
+
+    def publish_input(self) -> None:
+        """The input (``write_input``) published to a new topic, keyed by tenant."""
+        a = self.args
+        setup, items, gen = self.n_setup, self.items, self.generate_s
         self.input_topic = f"{self.prefix}-in"
         asyncio.run(kio.create_topics(self.bootstrap, [self.input_topic], a.partitions))
         t0 = time.perf_counter()
@@ -942,7 +949,8 @@ class Bench:
         self.results["machine"] = report.machine()
         self.results["settings"] = {k: v for k, v in vars(a).items() if k not in ("broker",)}
         self.results["argv"] = " ".join(["python -m bench.run", *sys.argv[1:]])
-        self.start_broker()
+        if a.only in ("authorize", "restart"):
+            self.start_broker()
         if a.only == "authorize":
             self.prepare_latency()
             self.results["authorize"] = self.measure_authorize()
@@ -952,17 +960,23 @@ class Bench:
             self.results["restart"] = self.measure_restart()
             self.results["elapsed_s"] = round(time.monotonic() - began)
             return self.results
-        self.prepare_input()
+        self.write_input()
+        # ``rater rate`` first, every run of it, before the broker starts: it uses no
+        # Kafka, and a broker beside it on the two cores takes one from the native
+        # engine's threads (right after the Kafka phases, deleting their topics, it made
+        # the kernel's share of the output writes four times what it is otherwise; idle,
+        # it still used 0.5 to 1.6 s of CPU during each run: bench/analysis.md).
+        offline = []
+        for run in range(a.runs):
+            log(f"--- rater rate, run {run + 1} of {a.runs}")
+            offline.append({"offline": self.measure_offline(run, "native"), "offline_python": self.measure_offline(run, "python")})
+        self.start_broker()
+        self.publish_input()
         self.prepare_latency()
         rates = [int(r) for r in a.latency_rates.split(",") if r]
         for run in range(a.runs):
             log(f"--- run {run + 1} of {a.runs}")
-            r: dict[str, Any] = {}
-            # ``rater rate`` first: it uses no Kafka, and right after the Kafka phases the
-            # broker's deletion of their topics made the kernel's share of its output
-            # writes four times what it is otherwise (bench/analysis.md).
-            r["offline"] = self.measure_offline(run, "native")
-            r["offline_python"] = self.measure_offline(run, "python")
+            r: dict[str, Any] = dict(offline[run])
             r["worker"] = self.measure_worker(f"w{run}", a.worker_cap)
             r["relay_batch"] = self.measure_relay(f"rb{run}", "batch")
             r["relay_send"] = self.measure_relay(f"rs{run}", "send")
