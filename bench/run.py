@@ -263,6 +263,7 @@ class Bench:
         """The input (``write_input``) published to a new topic, keyed by tenant."""
         a = self.args
         setup, items, gen = self.n_setup, self.items, self.generate_s
+        self.items = []  # published once: not kept for the rest of the run
         self.input_topic = f"{self.prefix}-in"
         asyncio.run(kio.create_topics(self.bootstrap, [self.input_topic], a.partitions))
         t0 = time.perf_counter()
