@@ -19,6 +19,7 @@
 //!   decoded when a batch uses it again, as if read from the store.
 
 use crate::codec;
+use crate::idmap::touch_bytes;
 use crate::index::TenantIndex;
 use crate::json::{write_str, Map};
 use crate::ledger::{Account, RECHARGE_TIMEOUT};
@@ -179,6 +180,9 @@ pub struct Live {
 /// Batches an account may go unused before it is kept in its stored form.
 pub const IDLE_AFTER: u64 = 16;
 
+/// Changed accounts `Held::plan` reads ahead of encoding them (`Held::touch`).
+const PLAN_AHEAD: usize = 16;
+
 /// Accounts with this many recent CDR ids keep them encoded (`EncodedIds`).
 pub const IDS_KEPT_ENCODED: usize = 8;
 
@@ -285,6 +289,25 @@ impl Held {
     pub fn clear_accounts(&mut self) {
         self.accounts.clear();
         self.changed.clear();
+    }
+
+    /// Read what planning the held account of `tenant` reads (its slot, the account, its
+    /// lots and remembered ids, or their kept encoding, and its tenant index entry) and
+    /// return a value made of it, for `std::hint::black_box`: `plan` touches the next few
+    /// accounts before it encodes them, so that their cache misses overlap.
+    fn touch(&self, tenant: &str) -> u64 {
+        let mut x = self.index.touch(tenant);
+        if let Some(Slot::Live(slot)) = self.accounts.get(tenant) {
+            let a = &slot.acct;
+            x ^= (a.debt ^ a.pending_amount) as u64 ^ a.cdr_watermark as u64;
+            x ^= a.lots.iter().fold(0, |x, l| x ^ l.remaining as u64);
+            x ^= a.seen_commands.touch_all() ^ a.domestic_seconds_used.touch_all();
+            x ^= match &slot.ids {
+                Some(ids) => touch_bytes(&ids.body) ^ a.seen_cdrs.len() as u64,
+                None => a.seen_cdrs.touch_all(),
+            };
+        }
+        x
     }
 
     /// A batch starts (the engine holds no account).
@@ -510,7 +533,15 @@ impl Held {
         let changed = std::mem::take(&mut self.changed);
         let mut value = Vec::new();
         let mut done = Ok(());
-        for (tenant, partition) in changed {
+        // The accounts a batch changed are scattered in memory, and planning one waits for
+        // its reads one after another; reading the next few first overlaps their misses.
+        let mut changed: Vec<(String, i64)> = changed.into_iter().collect();
+        for i in 0..changed.len() {
+            if i % PLAN_AHEAD == 0 {
+                let next = &changed[i..changed.len().min(i + PLAN_AHEAD)];
+                std::hint::black_box(next.iter().fold(0, |x, (t, _)| x ^ self.touch(t)));
+            }
+            let (tenant, partition) = (std::mem::take(&mut changed[i].0), changed[i].1);
             let Some(Slot::Live(slot)) = self.accounts.get_mut(&tenant) else {
                 continue; // not reachable: a changed account is held, decoded, until here
             };

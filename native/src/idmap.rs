@@ -32,6 +32,15 @@ pub struct IdMap {
     index: Option<Box<HashTable<u32>>>,
 }
 
+/// One byte of every 64 of `b`, combined (what reading `b` through brings into the cache).
+pub fn touch_bytes(b: &[u8]) -> u64 {
+    b.iter()
+        .step_by(64)
+        .fold(b.last().copied().unwrap_or(0) as u64, |x, &c| {
+            x.rotate_left(1) ^ c as u64
+        })
+}
+
 /// The hash of the ids: seeded once per process at random (the ids come from the input).
 fn hasher() -> &'static foldhash::fast::FixedState {
     static SEED: OnceLock<foldhash::fast::FixedState> = OnceLock::new();
@@ -75,6 +84,17 @@ impl IdMap {
         let last = self.entries.last().map_or(0, |e| e.value);
         let end = self.text.as_bytes().last().copied().unwrap_or(0) as i64;
         found ^ last ^ end
+    }
+
+    /// Read a byte of every cache line of the entries and of the text, as encoding them
+    /// all reads them (`Held::plan` touches the next accounts before encoding them).
+    pub fn touch_all(&self) -> u64 {
+        let entries = self
+            .entries
+            .iter()
+            .step_by(4)
+            .fold(0, |x, e| x ^ e.value as u64);
+        entries ^ touch_bytes(self.text.as_bytes())
     }
 
     pub fn get(&self, k: &str) -> Option<&i64> {

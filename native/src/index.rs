@@ -54,6 +54,11 @@ impl TenantIndex {
         }
     }
 
+    /// Read the tenant's entry, as `note` does (`Held::touch`).
+    pub fn touch(&self, tenant: &str) -> u64 {
+        self.tenants.get(tenant).map_or(0, |e| e.due as u64)
+    }
+
     pub fn forget_due(&mut self, tenant: &str) {
         if let Some(e) = self.tenants.get_mut(tenant) {
             e.due = NOT_DUE;
