@@ -7,6 +7,7 @@ use crate::ledger::{self, Account, Outcome, Status};
 use crate::rates::HashMap;
 use crate::rates::Tables;
 use crate::records::{decode, Invalid, Record};
+use compact_str::CompactString;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
@@ -155,7 +156,8 @@ fn find_newline(b: &[u8]) -> Option<usize> {
 
 pub struct Processed {
     pub kind: &'static str,
-    pub tenant_id: Option<String>,
+    /// Inline up to 24 bytes (`CompactString`): no allocation per record for most ids.
+    pub tenant_id: Option<CompactString>,
     pub outcome: Outcome,
     pub reject: Option<Vec<u8>>,
 }
@@ -288,7 +290,7 @@ pub struct Engine {
     pub tables: Tables,
     /// Boxed: the worker moves each account in and out of here every batch (a pointer,
     /// not several hundred bytes), and the table's entries stay small.
-    pub accounts: HashMap<String, Box<Account>>,
+    pub accounts: HashMap<CompactString, Box<Account>>,
     pub horizon: i64,
     pub tally: Tally,
     /// A larger input is rejected before it is decoded (rater/core/bounds.py).
@@ -330,7 +332,7 @@ impl Engine {
         let h = self.handle(raw, key, source, now, host);
         Processed {
             kind: h.kind,
-            tenant_id: h.tenant_id.map(Cow::into_owned),
+            tenant_id: h.tenant_id.map(|t| CompactString::from(t.as_ref())),
             outcome: h.outcome,
             reject: h.reject,
         }
@@ -382,7 +384,8 @@ impl Engine {
         if let Some(h) = host.as_deref_mut() {
             if !self.accounts.contains_key(tenant.as_ref()) {
                 if let Some(a) = h.load(&tenant) {
-                    self.accounts.insert(tenant.to_string(), a);
+                    self.accounts
+                        .insert(CompactString::from(tenant.as_ref()), a);
                 }
             }
         }
@@ -405,7 +408,8 @@ impl Engine {
             .map(|a| a.currency.as_str());
         self.tally.add(kind, &out, call_type, currency);
         if let Some(a) = created {
-            self.accounts.insert(tenant.to_string(), Box::new(a));
+            self.accounts
+                .insert(CompactString::from(tenant.as_ref()), Box::new(a));
         }
         let reject = if out.status == Status::Rejected {
             Some(reject_record(
@@ -451,7 +455,7 @@ impl Engine {
             .accounts
             .iter()
             .filter(|(_, a)| a.balance() < 0)
-            .map(|(t, _)| t.clone())
+            .map(|(t, _)| t.to_string())
             .collect();
         t.sort_unstable();
         t

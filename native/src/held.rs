@@ -200,7 +200,7 @@ pub struct EncodedIds {
 /// One changed account, planned: its tenant, partition and segment writes (key, value;
 /// None deletes). `plan` hands its changelog value beside it.
 pub struct Planned {
-    pub tenant: String,
+    pub tenant: CompactString,
     pub partition: i64,
     pub segments: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
@@ -216,9 +216,9 @@ pub struct Held {
     segment_least: usize,
     /// The durable and encoded ids of the accounts lent to the engine for this batch
     /// (when it has any).
-    lent: HashMap<String, (Vec<String>, Option<Box<EncodedIds>>)>,
+    lent: HashMap<CompactString, (Vec<String>, Option<Box<EncodedIds>>)>,
     /// The accounts the batch (or the sweep) changed, in order, with their partition.
-    pub changed: Map<String, i64>,
+    pub changed: Map<CompactString, i64>,
     /// The ids in each tenant's segments, once read (`IdSegments.older_ids`), as hashes.
     older: Generations<OlderIds>,
     /// The hash of an id in `older` (a per-process random seed; tests make it collide).
@@ -335,7 +335,7 @@ impl Held {
                     acct, durable, ids, ..
                 } = *live;
                 if !durable.is_empty() || ids.is_some() {
-                    self.lent.insert(tenant.to_owned(), (durable, ids));
+                    self.lent.insert(tenant.into(), (durable, ids));
                 }
                 Some(Ok(acct))
             }
@@ -372,7 +372,7 @@ impl Held {
         let durable = durable_ids(&acct, self.segment_least);
         let ids = ids_body.and_then(|body| kept_ids(&acct, body));
         if !durable.is_empty() || ids.is_some() {
-            self.lent.insert(tenant.to_owned(), (durable, ids));
+            self.lent.insert(tenant.into(), (durable, ids));
         }
         Ok(acct)
     }
@@ -428,11 +428,11 @@ impl Held {
     }
 
     /// The engine's accounts come back at the end of its batch.
-    pub fn end_batch(&mut self, engine_accounts: &mut HashMap<String, Box<Account>>) {
+    pub fn end_batch(&mut self, engine_accounts: &mut HashMap<CompactString, Box<Account>>) {
         for (tenant, acct) in engine_accounts.drain() {
             let (durable, ids) = self.lent.remove(&tenant).unwrap_or_default();
             let slot = self.live(acct, durable, ids);
-            self.accounts.put(tenant.into(), slot);
+            self.accounts.put(tenant, slot);
         }
         self.lent.clear();
     }
@@ -449,7 +449,7 @@ impl Held {
             None => durable_ids(&acct, self.segment_least),
         };
         let slot = self.live(acct, durable, None);
-        self.changed.insert(tenant.to_string(), partition);
+        self.changed.insert(tenant.clone(), partition);
         self.accounts.put(tenant, slot);
         Ok(())
     }
@@ -535,7 +535,7 @@ impl Held {
         let mut done = Ok(());
         // The accounts a batch changed are scattered in memory, and planning one waits for
         // its reads one after another; reading the next few first overlaps their misses.
-        let mut changed: Vec<(String, i64)> = changed.into_iter().collect();
+        let mut changed: Vec<(CompactString, i64)> = changed.into_iter().collect();
         for i in 0..changed.len() {
             if i % PLAN_AHEAD == 0 {
                 let next = &changed[i..changed.len().min(i + PLAN_AHEAD)];

@@ -392,10 +392,10 @@ fn note_changed(held: &mut Held, p: &Processed, partition: i64) {
     let o = &p.outcome;
     if (o.status == Status::Applied || !o.events.is_empty()) && o.has_account {
         if let Some(t) = &p.tenant_id {
-            match held.changed.get_mut(t) {
+            match held.changed.get_mut(t.as_str()) {
                 Some(at) => *at = partition,
                 None => {
-                    held.changed.insert(t.clone(), partition);
+                    held.changed.insert(t.as_str().into(), partition);
                 }
             }
         }

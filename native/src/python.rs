@@ -107,7 +107,7 @@ pub(crate) fn processed(py: Python<'_>, p: Processed) -> PyResult<Bound<'_, PyAn
         .collect();
     let t = (
         p.kind,
-        p.tenant_id,
+        p.tenant_id.as_deref(),
         o.status.name(),
         o.reason,
         o.detail,
@@ -326,9 +326,7 @@ impl PyEngine {
     /// Hand an account over in the stored form (rater/core/codec.py `encode_account`).
     fn put_account(&mut self, stored: &[u8]) -> PyResult<()> {
         let a = codec::decode_account(stored).map_err(PyValueError::new_err)?;
-        self.inner
-            .accounts
-            .insert(a.tenant_id.to_string(), Box::new(a));
+        self.inner.accounts.insert(a.tenant_id.clone(), Box::new(a));
         Ok(())
     }
 
@@ -348,7 +346,7 @@ impl PyEngine {
     }
 
     fn tenants(&self) -> Vec<String> {
-        let mut t: Vec<String> = self.inner.accounts.keys().cloned().collect();
+        let mut t: Vec<String> = self.inner.accounts.keys().map(|k| k.to_string()).collect();
         t.sort();
         t
     }
@@ -359,7 +357,7 @@ impl PyEngine {
         items.sort_by(|a, b| a.0.cmp(b.0));
         items
             .into_iter()
-            .map(|(t, a)| (t.clone(), PyBytes::new(py, &codec::encode_account(a))))
+            .map(|(t, a)| (t.to_string(), PyBytes::new(py, &codec::encode_account(a))))
             .collect()
     }
 
