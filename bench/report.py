@@ -480,6 +480,17 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None) -> s
         ],
     )
     wb = s["worker_batches"]
+    if w.get("others_cpu_s") is not None and rb.get("others_cpu_s") is not None:
+        both = (w["cpu_s"] + w["others_cpu_s"]) * 1e6 / w["records"]
+        L += [
+            "",
+            f"The rest of the machine (the broker, this harness) used {n1(w['others_cpu_s'])} s of CPU during the "
+            f"worker's run and {n1(rb['others_cpu_s'])} s during the batch relay's: "
+            f"{n1(w['others_cpu_s'] * 1e6 / w['records'])} and {n1(rb['others_cpu_s'] * 1e6 / rb['records'])} µs per "
+            f"record. With the worker's own, {n1(both)} µs of the machine's CPU per record rated: at that cost the "
+            f"two cores allow at most {n0(2e6 / both)} records/s, however the worker's work were spread over threads "
+            f"({2e6 / both / rb['rate']:.2f}x the batch relay's median rate).",
+        ]
     L += [
         "",
         f"The worker used {pct(w['cpu_share'])} of one core while it rated (CPU seconds over wall seconds); "

@@ -293,7 +293,7 @@ class Bench:
         w.start()
         try:
             ready_s = w.wait_ready()
-            cpu0 = w.cpu()
+            cpu0, busy0 = w.cpu(), machine_busy_seconds()
             t_ready = time.time()
             series: list[tuple[float, int]] = []
             deadline = time.monotonic() + cap
@@ -309,7 +309,7 @@ class Bench:
                 if not w.alive():
                     raise RuntimeError(f"worker died:\n{w.tail()}")
                 time.sleep(0.5)
-            cpu1 = w.cpu()
+            cpu1, busy1 = w.cpu(), machine_busy_seconds()
             hwm = w.hwm_kib()
             rss = w.rss_kib()
             end_ms = series[-1][0] * 1000 if series else time.time() * 1000
@@ -346,6 +346,8 @@ class Bench:
             "cpu_s": round(cpu1 - cpu0, 2),
             "cpu_us_per_record": (cpu1 - cpu0) / rated * 1e6 if rated else None,
             "cpu_share": (cpu1 - cpu0) / max(time.time() - t_ready, 1e-9),
+            # CPU the rest of the machine used meanwhile (the broker, this harness, others)
+            "others_cpu_s": round(max(busy1 - busy0 - (cpu1 - cpu0), 0.0), 2),
             "peak_rss_mib": hwm / 1024,
             "rss_mib": rss / 1024,
             "ready_s": round(ready_s, 2),
@@ -356,7 +358,8 @@ class Bench:
         }
         log(
             f"worker {name}: {rated:,} of {self.n_input:,} records{'' if done else ' (capped)'} in {seconds:.1f} s "
-            f"= {out['rate']:,.0f}/s; cpu {out['cpu_s']} s ({out['cpu_us_per_record'] or 0:.0f} µs/record), "
+            f"= {out['rate']:,.0f}/s; cpu {out['cpu_s']} s ({out['cpu_us_per_record'] or 0:.0f} µs/record; "
+            f"others {out['others_cpu_s']:.1f} s), "
             f"peak RSS {out['peak_rss_mib']:.0f} MiB; batches {batches.get('mean_records', 0):.0f} records, "
             f"{batches.get('mean_ms', 0):.1f} ms"
         )
@@ -404,9 +407,9 @@ class Bench:
         p = self.track(Proc(cmd, self.work / f"{name}.log"))
         p.start()
         try:
-            cpu0 = p.cpu()
+            cpu0, busy0 = p.cpu(), machine_busy_seconds()
             count = asyncio.run(self._wait_total(out_topic, self.n_input, 600, p))
-            cpu1 = p.cpu()
+            cpu1, busy1 = p.cpu(), machine_busy_seconds()
             hwm = p.hwm_kib()
         finally:
             self.finish(p)
@@ -419,12 +422,13 @@ class Bench:
             "rate": count / seconds if seconds > 0 else 0.0,
             "cpu_s": round(cpu1 - cpu0, 2),
             "cpu_us_per_record": (cpu1 - cpu0) / count * 1e6,
+            "others_cpu_s": round(max(busy1 - busy0 - (cpu1 - cpu0), 0.0), 2),
             "peak_rss_mib": hwm / 1024,
             "mode": mode,
         }
         log(
             f"relay {mode}: {count:,} records in {seconds:.1f} s = {out['rate']:,.0f}/s; cpu {out['cpu_s']} s "
-            f"({out['cpu_us_per_record']:.1f} µs/record), peak RSS {out['peak_rss_mib']:.0f} MiB"
+            f"({out['cpu_us_per_record']:.1f} µs/record; others {out['others_cpu_s']:.1f} s), peak RSS {out['peak_rss_mib']:.0f} MiB"
         )
         return out
 
