@@ -40,6 +40,12 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
 
 
+def others_cpu(busy: float, own: float) -> float:
+    """CPU seconds the rest of the machine used over a span (the broker, the harness,
+    others): the machine's busy seconds over the span less a process's own."""
+    return round(max(busy - own, 0.0), 2)
+
+
 def status_kib(pid: int, field: str) -> int:
     """A ``kB`` field of /proc/<pid>/status (``VmHWM``, ``VmRSS``), in KiB."""
     with open(f"/proc/{pid}/status") as f:

@@ -61,7 +61,7 @@ from rater.dev import broker as devbroker
 from rater.sim import traffic
 
 from . import kio, profiling, report
-from .procs import RATES_DIR, ROOT, Proc, WorkerProc, machine_busy_seconds, status_kib
+from .procs import RATES_DIR, ROOT, Proc, WorkerProc, machine_busy_seconds, others_cpu, status_kib
 
 RESULTS_DIR = ROOT / "bench" / "results"
 _BATCH_LINE = re.compile(r"batch (\d+) records, (\d+) outputs, (\d+) accounts, ([\d.]+) ms")
@@ -346,8 +346,7 @@ class Bench:
             "cpu_s": round(cpu1 - cpu0, 2),
             "cpu_us_per_record": (cpu1 - cpu0) / rated * 1e6 if rated else None,
             "cpu_share": (cpu1 - cpu0) / max(time.time() - t_ready, 1e-9),
-            # CPU the rest of the machine used meanwhile (the broker, this harness, others)
-            "others_cpu_s": round(max(busy1 - busy0 - (cpu1 - cpu0), 0.0), 2),
+            "others_cpu_s": others_cpu(busy1 - busy0, cpu1 - cpu0),
             "peak_rss_mib": hwm / 1024,
             "rss_mib": rss / 1024,
             "ready_s": round(ready_s, 2),
@@ -422,7 +421,7 @@ class Bench:
             "rate": count / seconds if seconds > 0 else 0.0,
             "cpu_s": round(cpu1 - cpu0, 2),
             "cpu_us_per_record": (cpu1 - cpu0) / count * 1e6,
-            "others_cpu_s": round(max(busy1 - busy0 - (cpu1 - cpu0), 0.0), 2),
+            "others_cpu_s": others_cpu(busy1 - busy0, cpu1 - cpu0),
             "peak_rss_mib": hwm / 1024,
             "mode": mode,
         }
@@ -525,8 +524,7 @@ class Bench:
             "wall_s": round(wall, 2),
             "wall_rate": records / wall,
             "cpu_s": round(cpu, 2),
-            # CPU the rest of the machine used meanwhile (the broker, this harness, others)
-            "others_cpu_s": round(max(busy - cpu, 0.0), 2),
+            "others_cpu_s": others_cpu(busy, cpu),
             "peak_rss_mib": hwm[0] / 1024,
             "engine": engine,
         }
