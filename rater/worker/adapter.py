@@ -4,7 +4,8 @@ Five things live here: ``BulkConsumer`` (input records in bulk, straight from fa
 aiokafka consumer), ``fetch_natively`` (those records read natively from the fetched
 bytes, in place of aiokafka's ``ConsumerRecord`` per record), ``FaustPort``, the commit
 pipeline's Kafka port (``rater/worker/pipeline.py``) over faust's app, its consumer and
-the accounts table, ``keep_rocksdb_options`` (the table's RocksDB options, also on a
+the accounts table (and what table recovery has read, for ``rater/worker/watchdog.py``),
+``keep_rocksdb_options`` (the table's RocksDB options, also on a
 reopened database) and ``native_batches`` (record batches built natively, handed to
 aiokafka's producer in place of its ``BatchBuilder``).
 
@@ -57,7 +58,7 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Hashable, Mapping, Optional
 
 import rocksdict
 from aiokafka import AIOKafkaProducer
@@ -67,6 +68,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from rater.connection import client_kwargs
+from rater.worker.pipeline import FAILPOINT
 from rater.worker.sending import Batches, send_all, send_outputs
 
 try:
@@ -181,6 +183,14 @@ class BulkConsumer(Consumer):
     bulk_topics: frozenset[str] = frozenset()
     bulk_handler: Optional[BulkHandler] = None
     stop_handler: Optional[StopHandler] = None
+    start_handler: Optional[Callable[[], None]] = None
+
+    async def on_start(self) -> None:
+        # faust starts the app's timers and web server only once the first table recovery
+        # is done; the consumer starts before it.
+        await super().on_start()
+        if self.start_handler is not None:
+            self.start_handler()
 
     async def on_stop(self) -> None:
         # Before faust's own stop, while the group membership and the consumer thread
@@ -195,6 +205,8 @@ class BulkConsumer(Consumer):
     async def _wait_next_records(self, timeout: float):  # type: ignore[override]
         generation = self.app.consumer_generation_id
         records, active = await super()._wait_next_records(timeout)
+        if records and FAILPOINT == "stall-recovery":  # tests only: recovery never ends
+            records = {tp: recs for tp, recs in records.items() if tp.topic in self.bulk_topics}
         handler = self.bulk_handler
         if records and handler is not None:
             topics = self.bulk_topics
@@ -205,14 +217,20 @@ class BulkConsumer(Consumer):
         return records, active
 
 
-def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_stop: StopHandler) -> None:
-    """Make ``app`` build its consumer as a ``BulkConsumer`` feeding ``handler``, and
-    calling ``on_stop`` when it stops. Must run before the app creates its consumer
-    (that is, before it starts)."""
+def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_start: Callable[[], None], on_stop: StopHandler) -> None:
+    """Make ``app`` build its consumer as a ``BulkConsumer`` feeding ``handler``, calling
+    ``on_start`` once it has started (before the first rebalance and table recovery) and
+    ``on_stop`` when it stops. Must run before the app creates its consumer (that is,
+    before it starts)."""
     cls = type(
         "RaterBulkConsumer",
         (BulkConsumer,),
-        {"bulk_topics": topics, "bulk_handler": staticmethod(handler), "stop_handler": staticmethod(on_stop)},
+        {
+            "bulk_topics": topics,
+            "bulk_handler": staticmethod(handler),
+            "start_handler": staticmethod(on_start),
+            "stop_handler": staticmethod(on_stop),
+        },
     )
     app.transport.Consumer = cls
 
@@ -344,6 +362,19 @@ class FaustPort:
 
     async def seek(self, seeks: dict[TP, int]) -> None:
         await self.app.consumer.seek_wait(seeks)
+
+    def recovery(self) -> tuple[Hashable, list[str]]:
+        """What moves while a rebalance and the table's recovery go on (the group
+        generation, the changelog offsets read), and the changelog partitions recovery
+        still waits for, as text (``rater/worker/watchdog.py``)."""
+        recovery = self.app.tables.recovery
+        offsets = recovery.active_offsets
+        read = tuple(sorted((tp.topic, tp.partition, offsets[tp]) for tp in offsets))
+        behind = []
+        for tp, remaining in sorted(recovery.active_remaining().items()):
+            if remaining > 0:
+                behind.append(f"{tp.topic}[{tp.partition}] read to offset {offsets[tp]} of {recovery.active_highwaters[tp]}")
+        return (self.app.consumer_generation_id, read), behind
 
     def committed(self) -> Mapping[TP, int]:
         return getattr(self.app.consumer, "_committed_offset", {})

@@ -13,6 +13,7 @@ straight from faust's aiokafka consumer (``rater/worker/adapter.py``).
 - ``store.AccountStore``: the account cache, the in-flight overlay, the id segments
   (``store.NativeAccountStore`` for the native engine: the accounts held natively);
 - ``sweeper.Sweeper``: the wall-clock sweep; ``ratewatch.RateTableWatcher``: reloads;
+  ``watchdog.StallWatch``: a rebalance or recovery that stopped moving ends the process;
   ``heaptrim.HeapTrim``: when work pauses, the store's write buffers flushed and the
   freed heap given back;
 - ``web``: the HTTP views; ``adapter``: every private faust/aiokafka touch;
@@ -36,7 +37,7 @@ from rater.core.native_engine import EngineUnavailable, NativeBatchProcessor
 from rater.core.native_engine import choose as choose_engine
 from rater.core.rates import RateTables, check_rate_tables
 from rater.jsonlog import JsonFormatter
-from rater.worker import adapter, gctune, heaptrim, web
+from rater.worker import adapter, gctune, heaptrim, watchdog, web
 from rater.worker.config import WorkerConfig
 from rater.worker.metrics import WorkerStats
 from rater.worker.pipeline import COMMIT_EVERY, CommitPipeline, die
@@ -89,7 +90,9 @@ class RaterWorker:
         self.pipeline = CommitPipeline(self.port, self.store, self.processor, self._on_batch)
         self.sweeper = Sweeper(self.pipeline, self.port, cfg.topics, cfg.partitions, self.stats, self._lag)
         self.rates = RateTableWatcher(cfg.rates_dir, self.processor, self.stats)
-        adapter.install(self.app, inputs, self.pipeline.take, self.pipeline.on_stop)
+        self.stall = watchdog.StallWatch(cfg.recovery_stall_timeout)
+        self._stall_task: asyncio.Future | None = None
+        adapter.install(self.app, inputs, self.pipeline.take, self._watch_stalls, self.pipeline.on_stop)
         self._register()
 
     # --- the app ---------------------------------------------------------------------
@@ -220,6 +223,30 @@ class RaterWorker:
         self.stats.lag = self._lag
         self.stats.tenant_states = self.store.index.state_counts
         web.register(self)  # the views: rater/worker/web.py
+
+    def _watch_stalls(self) -> None:
+        """From the consumer's start (faust's timers start only after the first recovery):
+        end the process when a rebalance or the table's recovery has stopped moving
+        (``rater/worker/watchdog.py``)."""
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(watchdog.CHECK_EVERY)
+                _ok, reason = self.ready()
+                progress, behind = self.port.recovery()
+                stalled = self.stall.observe(time.monotonic(), reason, progress)
+                if stalled is not None:
+                    die(
+                        watchdog.EXIT_CODE,
+                        "not ready (%s) and no progress for %.0f s; changelog partitions still to read: %s; "
+                        "exiting so that a restart recovers",
+                        reason,
+                        stalled,
+                        ", ".join(behind) or "none",
+                    )
+
+        if self.cfg.recovery_stall_timeout > 0:
+            self._stall_task = asyncio.ensure_future(watch())
 
     # --- what the parts report ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from rater.connection import add_connection_arguments, settings_from_args
 from rater.core.batch import Topics
 from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES
+from rater.worker.watchdog import DEFAULT_LIMIT as DEFAULT_STALL_LIMIT
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -119,6 +120,7 @@ class WorkerConfig:
     account_cache: int = 50_000
     sweep_interval: float = 30.0
     reload_interval: float = 5.0
+    recovery_stall_timeout: float = DEFAULT_STALL_LIMIT  # rater/worker/watchdog.py; 0: never
     log_format: str = "text"
     log_level: str = "info"
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
@@ -211,6 +213,13 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds between wall-clock expiry sweeps (RATER_SWEEP_INTERVAL)",
     )
     p.add_argument(
+        "--recovery-stall-timeout",
+        type=non_negative_float("--recovery-stall-timeout", "RATER_RECOVERY_STALL_TIMEOUT"),
+        default=e("RECOVERY_STALL_TIMEOUT", str(d.recovery_stall_timeout)),  # noqa: E501
+        help="seconds a rebalance or table recovery may go without progress before the worker exits "
+        "(code 75) for its supervisor to restart it; 0 never (RATER_RECOVERY_STALL_TIMEOUT)",
+    )
+    p.add_argument(
         "--log-format",
         type=one_of("--log-format", "RATER_LOG_FORMAT", ("text", "json")),
         choices=("text", "json"),
@@ -295,6 +304,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         batch_size=args.batch_size,
         account_cache=args.account_cache,
         sweep_interval=args.sweep_interval,
+        recovery_stall_timeout=args.recovery_stall_timeout,
         log_format=args.log_format,
         log_level=args.log_level,
         standby_replicas=args.standby_replicas,

@@ -88,8 +88,10 @@ _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
 # ends the process right after the first input batch's step 4, before its offsets can be
 # committed; ``inside-step-4`` ends it after the first account record of that batch is on
 # the changelog and in the store, before the others and the applied marks (a SIGKILL at
-# exactly that moment). Never set in production.
-_FAILPOINT = os.environ.get("RATER_FAILPOINT", "")
+# exactly that moment). ``stall-recovery`` (``rater/worker/adapter.py``) drops every
+# changelog record fetched, so table recovery never ends (``rater/worker/watchdog.py``).
+# Never set in production.
+FAILPOINT = os.environ.get("RATER_FAILPOINT", "")
 
 # index of a produce record Kafka refused for its size -> the reject replacing it (or None)
 Replace = Callable[[int], Any]
@@ -142,7 +144,7 @@ class CommitPipeline:
         self.last_commit = 0.0
         self.finishing: asyncio.Future | None = None  # the batch handed over last: its steps 3 to 5
         self.die: Callable[..., None] = die
-        self.failpoint = _FAILPOINT
+        self.failpoint = FAILPOINT
         self.clock = time.time_ns  # the processing clock (ns)
 
     # --- step 1 ----------------------------------------------------------------------------

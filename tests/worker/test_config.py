@@ -23,6 +23,10 @@ def _parse(monkeypatch, env: dict[str, str], argv: list[str]):
             {"RATER_SWEEP_INTERVAL": "nan"},
             "argument --sweep-interval: 'nan' must be a number > 0 (--sweep-interval or RATER_SWEEP_INTERVAL)",
         ),
+        (
+            {"RATER_RECOVERY_STALL_TIMEOUT": "-1"},
+            "argument --recovery-stall-timeout: '-1' must be a number >= 0 (--recovery-stall-timeout or RATER_RECOVERY_STALL_TIMEOUT)",  # noqa: E501
+        ),
         ({"RATER_LOG_FORMAT": "xml"}, "argument --log-format: 'xml' is not one of text, json (--log-format or RATER_LOG_FORMAT)"),
         (
             {"RATER_SECURITY_PROTOCOL": "TLS"},
@@ -53,8 +57,11 @@ def test_good_environment_values_become_the_config(monkeypatch):
         "RATER_SWEEP_INTERVAL": "2.5",
         "RATER_WEB_PORT": "7000",
         "RATER_STANDBY_REPLICAS": "0",
+        "RATER_RECOVERY_STALL_TIMEOUT": "0",
     }
     cfg = config_from_args(_parse(monkeypatch, env, ["worker"]))
+    assert cfg.recovery_stall_timeout == 0.0
+    assert config_from_args(_parse(monkeypatch, {}, ["worker", "--recovery-stall-timeout", "42"])).recovery_stall_timeout == 42.0
     assert (cfg.partitions, cfg.store, cfg.log_level, cfg.account_cache, cfg.sweep_interval, cfg.web_port, cfg.standby_replicas) == (
         12,
         "memory",

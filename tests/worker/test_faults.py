@@ -417,6 +417,56 @@ def test_a_restart_with_100000_accounts_reads_no_changelog(kafka_broker, tmp_pat
     assert figures["ready_seconds"] < 60, figures
 
 
+# ---------------------------------------------------------------------------- 3b. a recovery that stops
+
+
+def test_a_table_recovery_that_receives_nothing_ends_the_worker_and_a_restart_recovers(kafka_broker, tmp_path):
+    """A worker whose table recovery never receives a changelog record (faust would wait for
+    ever, heartbeating, its partitions assigned and not rated) exits with code 75 and names
+    the changelog partitions behind, once ``--recovery-stall-timeout`` passes; started
+    again, it recovers (``rater/worker/watchdog.py``). ``RATER_FAILPOINT=stall-recovery``
+    drops every changelog record the consumer fetches."""
+    broker = kafka_broker.bootstrap
+    tenants = [f"st-{i:02d}" for i in range(20)]
+    setup = tmp_path / "setup.jsonl"
+    setup.write_bytes(_setup_lines(tenants, now_utc() - timedelta(hours=1)))
+    topics = WorkerTopics.unique("f3b")
+    limit = 6.0
+    extra = SWEEP_OFF + ["--recovery-stall-timeout", str(limit)]
+    with WorkerProcess(broker, topics=topics, name="f3b-stall", extra_args=extra, precreate_inputs=True) as w:
+        rater_produce(broker, topics.commands, setup)
+        wait_for(lambda: w.records_done() >= 40, 60, what="40 commands applied", workers=(w,))
+        assert w.stop() == 0
+        shutil.rmtree(w.state_dir)  # a new machine: the accounts must come from the changelog
+        w.env = {"RATER_FAILPOINT": "stall-recovery"}
+        log_before = len(w.log())
+        started = time.monotonic()
+        w.start(wait=False)
+        while w.running():
+            assert time.monotonic() - started < 120, f"still running 120 s after its start\n{w.tail()}"
+            time.sleep(0.2)
+        lived = time.monotonic() - started
+        assert w.returncode == 75, w.tail()
+        assert lived > limit
+        log = w.log()[log_before:]
+        changelog = f"{w.app_id}-accounts-changelog"
+        stalled = re.search(
+            r"not ready \((rebalancing|recovering tables)\) and no progress for (\d+) s; changelog partitions still to read: (.*); exiting",
+            log,
+        )
+        assert stalled is not None, log[-3000:]
+        assert limit <= int(stalled.group(2)) < lived
+        behind = dict(re.findall(re.escape(changelog) + r"\[(\d)\] read to offset -1 of (\d+)", stalled.group(3)))
+        # Every partition holds accounts (each tenant's home), none of them read.
+        assert {int(p) for p in behind} == {home(t) for t in tenants}, stalled.group(0)
+
+        w.env = {}
+        w.start()  # recovers: ready, with every account back from the changelog
+        for t in tenants:
+            r = w.get(f"/tenants/{t}")
+            assert (r.status, r.json()["balance"]) == (200, "10.000000"), (t, r.status, r.body)
+
+
 # ---------------------------------------------------------------------------- 4. hostile input
 
 

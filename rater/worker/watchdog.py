@@ -1,0 +1,55 @@
+"""A worker stuck on its way to ready ends itself, so that a restart gets it going.
+
+Between a rebalance and ``/readyz`` 200 the worker waits on things that end by
+themselves: the group's join (bounded by the rebalance timeout, 60 s) and the table's
+recovery, which reads the changelog partitions it was given up to their highwater. A
+recovery that receives nothing never ends: faust keeps the group membership alive (it
+heartbeats) and logs "No event received for active tp ..." every 5 seconds, so the
+partitions stay assigned to a worker that does not rate them, for good. It was seen once
+in the test suite after a partition went from one worker to another and back within
+about a second (``docs/faust-notes.md``); a restart recovered.
+
+``StallWatch`` is the rule, with no I/O: the worker is *stalled* while it is not ready
+for a reason that should pass (a rebalance, table recovery) and nothing moved (the
+consumer group generation, the changelog offsets recovery has read) for ``limit``
+seconds. The worker then exits with code 75 (``EX_TEMPFAIL``) and one line naming the
+changelog partitions still behind; its supervisor starts it again, and a new process
+joins the group and recovers afresh. A recovery that reads (a worker rebuilding a large
+table from the changelog) is never stalled, however long it takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+# Not ready for one of these reasons is waiting for something that should pass
+# (``RaterWorker.ready``); "no partitions assigned" is a spare worker, not a stall.
+WAITING = frozenset(("rebalancing", "recovering tables"))
+
+# The default limit: three rebalance timeouts, so a slow group join alone never trips it.
+DEFAULT_LIMIT = 180.0
+CHECK_EVERY = 5.0  # seconds between looks
+
+EXIT_CODE = 75  # EX_TEMPFAIL: a restart is expected to succeed
+
+
+class StallWatch:
+    """``observe`` every few seconds; it returns how long the worker has been stalled once
+    that reaches ``limit`` (else None). A ``limit`` of 0 watches nothing."""
+
+    def __init__(self, limit: float):
+        self.limit = limit
+        self._since: float | None = None  # when the current stretch without progress began
+        self._progress: Hashable = None
+
+    def observe(self, now: float, reason: str, progress: Hashable) -> float | None:
+        """``reason``: why the worker is not ready ("ready" when it is); ``progress``: any
+        value that changes whenever the rebalance or the recovery moves on."""
+        if self.limit <= 0 or reason not in WAITING:
+            self._since = None
+            return None
+        if self._since is None or progress != self._progress:
+            self._since, self._progress = now, progress
+            return None
+        stalled = now - self._since
+        return stalled if stalled >= self.limit else None
