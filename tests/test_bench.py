@@ -1,0 +1,83 @@
+"""The benchmark harness's arithmetic (``bench/report.py``, ``bench/procs.py``): the
+verdicts ``docs/benchmarks.md`` states are the medians of the runs, each ratio taken
+within one run, against the issue's bars. Synthetic results with values worked out by
+hand; no benchmark runs here."""
+
+from bench.procs import others_cpu, records_total
+from bench.report import summary, verdicts
+
+
+def _run(worker: float, relay: float, relay_send: float, offline: float, python: float, p99_at_5000: float | None) -> dict:
+    def side(rate: float) -> dict:
+        return {"rate": rate, "cpu_s": 1.0}
+
+    return {
+        "worker": {**side(worker), "finished": True, "batches": {}, "disk": {}},
+        "relay_batch": side(relay),
+        "relay_send": side(relay_send),
+        "offline": side(offline),
+        "offline_python": side(python),
+        "latency": [
+            {
+                "offered_rate": 5000,
+                "achieved_rate": 5000.0,
+                "p50_ms": 10.0,
+                "p99_ms": p99_at_5000,
+                "p999_ms": None if p99_at_5000 is None else p99_at_5000 * 2,
+                "rated": 100,
+                "cdrs": 100,
+                "saturated": p99_at_5000 is None,
+                "rated_rate": 4000.0,
+            }
+        ],
+    }
+
+
+def _results() -> dict:
+    # Worker / batch relay per run: 0.30, 0.45, 0.40 -> median 0.40 (not the ratio of the
+    # medians, 70,000 / 200,000 = 0.35). Native / python offline: 9.0, 12.0, 11.0 -> 11.0.
+    return {
+        "runs": [
+            _run(60_000, 200_000, 100_000, 360_000, 40_000, 30.0),
+            _run(90_000, 200_000, 100_000, 360_000, 30_000, 50.0),
+            _run(70_000, 175_000, 100_000, 330_000, 30_000, 40.0),
+        ],
+        "restart": {"accounts": 100_000, "ready_s": [3.0, 9.0, 12.0], "bytes_per_account": 1100.0, "mib_per_100k": 104.9},
+    }
+
+
+def test_the_verdicts_are_the_medians_of_per_run_ratios_against_the_bars():
+    res = _results()
+    rows = {row[0]: row[1:] for row in verdicts(res, summary(res))}
+    assert rows["worker ≥ 0.5 × relay"] == ["0.400 × the batch relay (0.700 × the send relay)", "missed: 1.2× short"]
+    assert rows["worker ≥ 30,000 CDRs/s"] == ["70,000 records/s", "met"]
+    assert rows["p99 < 100 ms at 5,000/s"] == ["40 ms", "met"]
+    assert rows["`rater rate` ≥ 100,000 records/s"] == ["360,000 records/s", "met"]
+    assert rows["`rater rate --engine native` ≥ 10 × `--engine python`"] == ["11.0×", "met"]
+    assert rows["ready < 10 s after restart, 100k accounts"] == ["9.00 s", "met"]
+    assert rows["< 1 KiB RSS per account"] == ["1,100 bytes (104.9 MiB per 100k)", "missed: 1.1× over"]
+
+
+def test_a_latency_step_unbounded_in_most_runs_is_a_missed_bar():
+    res = _results()
+    for run in res["runs"][:2]:
+        run["latency"][0].update(p99_ms=None, p999_ms=None, saturated=True)
+    rows = {row[0]: row[1:] for row in verdicts(res, summary(res))}
+    assert rows["p99 < 100 ms at 5,000/s"] == ["unbounded: the worker rates 4,000/s of the 5,000/s offered", "missed: saturated"]
+
+
+def test_the_rest_of_the_machine_is_its_busy_time_less_the_process_own():
+    assert others_cpu(busy=17.25, own=13.7) == 3.55
+    assert others_cpu(busy=1.0, own=1.2) == 0.0  # clock ticks apart: never below zero
+
+
+def test_records_done_is_the_sum_of_the_workers_record_counters():
+    text = (
+        b"# HELP rater_records_total Records handled\n"
+        b"# TYPE rater_records_total counter\n"
+        b'rater_records_total{outcome="applied",topic="cdrs"} 1200.0\n'
+        b'rater_records_total{outcome="rejected",topic="cdrs"} 3.0\n'
+        b'rater_records_total{outcome="applied",topic="tenant-commands"} 40.0\n'
+        b"rater_batches_total 7.0\n"
+    )
+    assert records_total(text) == 1243
