@@ -53,9 +53,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## The whole suite (real Kafka broker included), with slow scenarios at their small CI size.
+## The whole suite (real Kafka broker included), with slow scenarios at their small CI size;
+## the 15 slowest tests are listed at the end (the suite must stay under 15 minutes).
 test: venv native-check
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 ## The core only: no broker (under a minute on 2 cores).
 test-fast: venv
