@@ -186,8 +186,8 @@ class BulkConsumer(Consumer):
     start_handler: Optional[Callable[[], None]] = None
 
     async def on_start(self) -> None:
-        # faust starts the app's timers and web server only once the first table recovery
-        # is done; the consumer starts before it.
+        # faust starts the app's timers only once the first table recovery is done; the
+        # consumer starts before it.
         await super().on_start()
         if self.start_handler is not None:
             self.start_handler()

@@ -442,12 +442,19 @@ def test_a_table_recovery_that_receives_nothing_ends_the_worker_and_a_restart_re
         log_before = len(w.log())
         started = time.monotonic()
         w.start(wait=False)
+        reasons = set()  # /readyz while it waits
         while w.running():
             assert time.monotonic() - started < 120, f"still running 120 s after its start\n{w.tail()}"
-            time.sleep(0.2)
+            try:
+                r = w.get("/readyz", timeout=1)
+                reasons.add((r.status, r.json()["reason"]))
+            except OSError:  # not listening yet, or gone
+                pass
+            time.sleep(0.5)
         lived = time.monotonic() - started
         assert w.returncode == 75, w.tail()
         assert lived > limit
+        assert reasons and reasons <= {(503, "rebalancing"), (503, "recovering tables")}, reasons
         log = w.log()[log_before:]
         changelog = f"{w.app_id}-accounts-changelog"
         stalled = re.search(
