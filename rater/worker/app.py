@@ -232,8 +232,12 @@ class RaterWorker:
         async def watch() -> None:
             while True:
                 await asyncio.sleep(watchdog.CHECK_EVERY)
-                _ok, reason = self.ready()
-                progress, behind = self.port.recovery()
+                try:
+                    _ok, reason = self.ready()
+                    progress, behind = self.port.recovery()
+                except Exception:  # faust's state between two steps of a rebalance: look again
+                    log.debug("stall watch: no reading this time", exc_info=True)
+                    continue
                 stalled = self.stall.observe(time.monotonic(), reason, progress)
                 if stalled is not None:
                     die(

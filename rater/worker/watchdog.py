@@ -6,8 +6,8 @@ recovery, which reads the changelog partitions it was given up to their highwate
 recovery that receives nothing never ends: faust keeps the group membership alive (it
 heartbeats) and logs "No event received for active tp ..." every 5 seconds, so the
 partitions stay assigned to a worker that does not rate them, for good. It was seen once
-in the test suite after a partition went from one worker to another and back within
-about a second (``docs/faust-notes.md``); a restart recovered.
+in the test suite, after two partitions went from one worker to another and back
+(``docs/faust-notes.md``).
 
 ``StallWatch`` is the rule, with no I/O: the worker is *stalled* while it is not ready
 for a reason that should pass (a rebalance, table recovery) and nothing moved (the
