@@ -229,9 +229,11 @@ class RaterWorker:
         end the process when a rebalance or the table's recovery has stopped moving
         (``rater/worker/watchdog.py``)."""
 
+        every = watchdog.check_every(self.cfg.recovery_stall_timeout)
+
         async def watch() -> None:
             while True:
-                await asyncio.sleep(watchdog.CHECK_EVERY)
+                await asyncio.sleep(every)
                 try:
                     _ok, reason = self.ready()
                     progress, behind = self.port.recovery()

@@ -28,9 +28,15 @@ WAITING = frozenset(("rebalancing", "recovering tables"))
 
 # The default limit: three rebalance timeouts, so a slow group join alone never trips it.
 DEFAULT_LIMIT = 180.0
-CHECK_EVERY = 5.0  # seconds between looks
+CHECK_EVERY = 5.0  # seconds between looks (less for a limit under 10 s: ``check_every``)
 
 EXIT_CODE = 75  # EX_TEMPFAIL: a restart is expected to succeed
+
+
+def check_every(limit: float) -> float:
+    """Seconds between two looks: ``CHECK_EVERY``, or half the limit when that is less, so
+    a stall is reported between 1 and 1.5 limits after it began."""
+    return min(CHECK_EVERY, limit / 2)
 
 
 class StallWatch:

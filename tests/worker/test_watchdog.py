@@ -1,7 +1,7 @@
 """The stall rule of ``rater/worker/watchdog.py``: not ready for a reason that should pass,
 and nothing moved, for the limit."""
 
-from rater.worker.watchdog import StallWatch
+from rater.worker.watchdog import StallWatch, check_every
 
 
 def test_a_worker_waiting_with_no_progress_is_stalled_once_the_limit_has_passed():
@@ -32,3 +32,7 @@ def test_a_spare_worker_and_a_limit_of_0_are_never_stalled():
     for t in (0.0, 100.0, 1000.0):
         assert spare.observe(t, "no partitions assigned", None) is None
         assert off.observe(t, "recovering tables", None) is None
+
+
+def test_the_watch_looks_every_5_s_or_twice_within_a_shorter_limit():
+    assert (check_every(180.0), check_every(10.0), check_every(6.0), check_every(1.0)) == (5.0, 5.0, 3.0, 0.5)
