@@ -834,9 +834,9 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
 
     topics = WorkerTopics.unique("w7")
     app_id = f"{topics.cdrs}-app"
-    # Once in about 40 runs the survivor's recovery of the partitions coming back to it
-    # receives nothing from the changelog (docs/faust-notes.md); its watchdog then ends it
-    # (code 75), and it is started again here as its supervisor would.
+    # Once (in CI) the survivor's recovery of the partitions coming back to it received
+    # nothing from the changelog and waited for ever (docs/faust-notes.md); its stall
+    # watch now ends it (code 75), and it is started again here as its supervisor would.
     extra = ["--standby-replicas", "0"]
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(
