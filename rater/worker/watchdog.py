@@ -34,8 +34,9 @@ EXIT_CODE = 75  # EX_TEMPFAIL: a restart is expected to succeed
 
 
 def check_every(limit: float) -> float:
-    """Seconds between two looks: ``CHECK_EVERY``, or half the limit when that is less, so
-    a stall is reported between 1 and 1.5 limits after it began."""
+    """Seconds between two looks: ``CHECK_EVERY``, or half the limit when that is less. A
+    stall is reported less than ``limit + 2 * check_every(limit)`` after it began (the
+    default: within 10 s past the limit; a short limit: within two limits)."""
     return min(CHECK_EVERY, limit / 2)
 
 
