@@ -201,6 +201,7 @@ def main() -> None:
     a = p.parse_args()
     if not available():
         raise SystemExit("the native engine is not built (make native)")
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     tables = load_rate_tables(RATES)
     gctune.tune()
     engines = tuple(a.engines.split(","))
@@ -246,7 +247,15 @@ def main() -> None:
         runs = "; ".join(f"{e} " + " ".join(f"{x:.1f}" for x in row[f"{e}_runs"]) for e in engines)
         print(f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: µs/record {each}{ratio}  (runs: {runs})", flush=True)
     del inputs
-    result: dict = {"batch": BATCH, "partitions": PARTITIONS, "cache": CACHE, "runs": a.runs, "grid": rows}
+    result: dict = {
+        "started": started,
+        "argv": " ".join(["python -m bench.batchstep", *sys.argv[1:]]),
+        "batch": BATCH,
+        "partitions": PARTITIONS,
+        "cache": CACHE,
+        "runs": a.runs,
+        "grid": rows,
+    }
     for e in engines:
         us = [r[f"{e}_us"] for r in rows]
         result[f"{e}_spread"] = max(us) / min(us)

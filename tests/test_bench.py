@@ -4,7 +4,7 @@ within one run, against the issue's bars. Synthetic results with values worked o
 hand; no benchmark runs here."""
 
 from bench.procs import others_cpu, records_total
-from bench.report import summary, verdicts
+from bench.report import grid_section, summary, verdicts
 
 
 def _run(worker: float, relay: float, relay_send: float, offline: float, python: float, p99_at_5000: float | None) -> dict:
@@ -64,6 +64,42 @@ def test_a_latency_step_unbounded_in_most_runs_is_a_missed_bar():
         run["latency"][0].update(p99_ms=None, p999_ms=None, saturated=True)
     rows = {row[0]: row[1:] for row in verdicts(res, summary(res))}
     assert rows["p99 < 100 ms at 5,000/s"] == ["unbounded: the worker rates 4,000/s of the 5,000/s offered", "missed: saturated"]
+
+
+def _grid(native: list[float]) -> dict:
+    points = [(50_000, 1_000, "skewed"), (50_000, 10_000, "even"), (300_000, 10_000, "even")]
+    return {
+        "started": "2026-12-04 15:00 UTC",
+        "argv": "python -m bench.batchstep --runs 3",
+        "batch": 5000,
+        "partitions": 8,
+        "cache": 50_000,
+        "runs": 3,
+        "grid": [
+            {"records": r, "tenants": t, "activity": a, "native_us": us, "native_runs": [us, us + 1.0, us - 0.5]}
+            for (r, t, a), us in zip(points, native)
+        ],
+        "native_spread": max(native) / min(native),
+    }
+
+
+def test_the_grid_bar_is_the_native_spread_at_most_one_and_a_half():
+    res = _results()
+    at_bar = {row[0]: row[1:] for row in verdicts(res, summary(res), _grid([6.0, 7.5, 9.0]))}
+    assert at_bar["native batch step within 1.5× across the grid"] == ["1.50× (6.0 to 9.0 µs per record, 3 points)", "met"]
+    over = {row[0]: row[1:] for row in verdicts(res, summary(res), _grid([6.5, 8.0, 10.4]))}
+    # 10.4 / 6.5 = 1.6, and 1.6 / 1.5 = 1.0667
+    assert over["native batch step within 1.5× across the grid"] == ["1.60× (6.5 to 10.4 µs per record, 3 points)", "missed: 1.07× over"]
+    no_grid = [row[0] for row in verdicts(res, summary(res))]
+    assert "native batch step within 1.5× across the grid" not in no_grid
+
+
+def test_the_grid_section_shows_each_point_with_its_runs():
+    text = "\n".join(grid_section(_grid([6.5, 8.0, 10.4])))
+    assert "`python -m bench.batchstep --runs 3`, on 2026-12-04 15:00 UTC" in text
+    assert "| 300,000 | 10,000 | even | 10.4 (10.4, 11.4, 9.9) |" in text
+    assert "Spread (the largest point over the smallest): native 1.60×." in text
+    assert grid_section(None) == []
 
 
 def test_the_rest_of_the_machine_is_its_busy_time_less_the_process_own():
