@@ -68,7 +68,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from rater.connection import client_kwargs
-from rater.worker.pipeline import FAILPOINT
+from rater.worker.pipeline import FAILPOINT, SLOW_RECOVERY_PAUSE
 from rater.worker.sending import Batches, send_all, send_outputs
 
 try:
@@ -207,6 +207,8 @@ class BulkConsumer(Consumer):
         records, active = await super()._wait_next_records(timeout)
         if records and FAILPOINT == "stall-recovery":  # tests only: recovery never ends
             records = {tp: recs for tp, recs in records.items() if tp.topic in self.bulk_topics}
+        elif records and FAILPOINT == "slow-recovery" and any(tp.topic not in self.bulk_topics for tp in records):
+            await asyncio.sleep(SLOW_RECOVERY_PAUSE)  # tests only: a recovery that reads, slowly
         handler = self.bulk_handler
         if records and handler is not None:
             topics = self.bulk_topics

@@ -89,9 +89,12 @@ _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
 # committed; ``inside-step-4`` ends it after the first account record of that batch is on
 # the changelog and in the store, before the others and the applied marks (a SIGKILL at
 # exactly that moment). ``stall-recovery`` (``rater/worker/adapter.py``) drops every
-# changelog record fetched, so table recovery never ends (``rater/worker/watchdog.py``).
-# Never set in production.
+# changelog record fetched, so table recovery never ends (``rater/worker/watchdog.py``);
+# ``slow-recovery`` holds every fetch with changelog records for SLOW_RECOVERY_PAUSE
+# seconds, so a recovery that reads takes as long as the test needs (with
+# ``--batch-size 1``, a fetch holds one record). Never set in production.
 FAILPOINT = os.environ.get("RATER_FAILPOINT", "")
+SLOW_RECOVERY_PAUSE = 0.4
 
 # index of a produce record Kafka refused for its size -> the reject replacing it (or None)
 Replace = Callable[[int], Any]

@@ -42,6 +42,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from rater.dev import broker as devbroker
+from rater.worker.pipeline import SLOW_RECOVERY_PAUSE
 from tests.support.chaos import compare, generate, wait_consumed
 from tests.support.kafka import consume_all, create_topic, produce
 from tests.support.worker import ROOT, WorkerProcess, WorkerTopics, unique, wait_for
@@ -424,8 +425,9 @@ def test_a_table_recovery_that_receives_nothing_ends_the_worker_and_a_restart_re
     """A worker whose table recovery never receives a changelog record (faust would wait for
     ever, heartbeating, its partitions assigned and not rated) exits with code 75 and names
     the changelog partitions behind, once ``--recovery-stall-timeout`` passes; started
-    again, it recovers (``rater/worker/watchdog.py``). ``RATER_FAILPOINT=stall-recovery``
-    drops every changelog record the consumer fetches."""
+    again, it recovers, and a recovery that reads is not cut short even when it takes
+    longer than the limit (``rater/worker/watchdog.py``). ``RATER_FAILPOINT=stall-recovery``
+    drops every changelog record the consumer fetches, ``slow-recovery`` holds each fetch."""
     broker = kafka_broker.bootstrap
     tenants = [f"st-{i:02d}" for i in range(20)]
     setup = tmp_path / "setup.jsonl"
@@ -467,9 +469,34 @@ def test_a_table_recovery_that_receives_nothing_ends_the_worker_and_a_restart_re
         # Every partition holds accounts (each tenant's home), none of them read.
         assert {int(p) for p in behind} == {home(t) for t in tenants}, stalled.group(0)
 
-        w.env = {}
-        w.start()  # recovers: ready, with every account back from the changelog
-        for t in tenants:
+        # Started again, it recovers. Slowly on purpose: a recovery that reads is never cut
+        # short, however long it takes. One changelog record per fetch (--batch-size 1),
+        # each fetch held SLOW_RECOVERY_PAUSE s, so the whole read outlasts the limit.
+        to_read = sum(int(n) for n in behind.values())
+        w.env = {"RATER_FAILPOINT": "slow-recovery"}
+        w.extra_args = [*w.extra_args, "--batch-size", "1"]
+        log_before = len(w.log())
+        w.start(wait=False)
+        deadline = time.monotonic() + 60 + 4 * to_read * SLOW_RECOVERY_PAUSE
+        not_ready_since = None  # the first 503 from /readyz: the worker serves, not ready
+        while True:
+            assert w.running(), f"ended while recovering\n{w.tail()}"
+            assert time.monotonic() < deadline, f"not ready in time\n{w.tail()}"
+            try:
+                r = w.get("/readyz", timeout=1)
+            except OSError:  # not listening yet
+                r = None
+            if r is not None and r.status == 200:
+                break
+            if r is not None and not_ready_since is None:
+                not_ready_since = time.monotonic()
+            time.sleep(0.2)
+        assert not_ready_since is not None
+        waited = time.monotonic() - not_ready_since
+        report(f"a slow recovery ({to_read} changelog records, one a fetch): not ready for {waited:.1f} s, limit {limit:.0f} s")
+        assert waited > limit  # longer than the limit, and not cut short
+        assert "no progress" not in w.log()[log_before:], w.tail()
+        for t in tenants:  # every account back from the changelog
             r = w.get(f"/tenants/{t}")
             assert (r.status, r.json()["balance"]) == (200, "10.000000"), (t, r.status, r.body)
 
