@@ -92,9 +92,20 @@ _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
 # changelog record fetched, so table recovery never ends (``rater/worker/watchdog.py``);
 # ``slow-recovery`` holds every fetch with changelog records for SLOW_RECOVERY_PAUSE
 # seconds, so a recovery that reads takes as long as the test needs (with
-# ``--batch-size 1``, a fetch holds one record). Never set in production.
+# ``--batch-size 1``, a fetch holds one record); ``clock+N`` runs the processing clock N
+# seconds ahead, so a replay is judged later without the test waiting for it. Never set
+# in production.
 FAILPOINT = os.environ.get("RATER_FAILPOINT", "")
 SLOW_RECOVERY_PAUSE = 0.4
+
+
+def processing_clock(failpoint: str) -> Callable[[], int]:
+    """The clock records are judged by (ns): the wall clock, or ahead of it for ``clock+N``."""
+    if failpoint.startswith("clock+") and failpoint[6:].isdigit():
+        ahead = int(failpoint[6:]) * 1_000_000_000
+        return lambda: time.time_ns() + ahead
+    return time.time_ns
+
 
 # index of a produce record Kafka refused for its size -> the reject replacing it (or None)
 Replace = Callable[[int], Any]
@@ -148,7 +159,7 @@ class CommitPipeline:
         self.finishing: asyncio.Future | None = None  # the batch handed over last: its steps 3 to 5
         self.die: Callable[..., None] = die
         self.failpoint = FAILPOINT
-        self.clock = time.time_ns  # the processing clock (ns)
+        self.clock = processing_clock(FAILPOINT)
 
     # --- step 1 ----------------------------------------------------------------------------
 

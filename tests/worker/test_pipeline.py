@@ -27,7 +27,7 @@ from rater.core.batch import BatchProcessor, Message, Topics
 from rater.core.codec import decode_account
 from rater.core.native_engine import NativeBatchProcessor, available
 from rater.core.partitioning import partition_for
-from rater.worker.pipeline import CommitPipeline
+from rater.worker.pipeline import CommitPipeline, processing_clock
 from rater.worker.store import AccountStore, NativeAccountStore
 from tests.support.ledger import NOW, cdr, configure, funds, write_tables
 
@@ -328,3 +328,11 @@ def test_a_crash_between_any_two_steps_loses_nothing_and_applies_nothing_twice(t
         # Step 4 (the accounts and the applied marks) was durable: the replay judges
         # none of the batch's records again, so no output is written twice.
         assert len(kafka.outputs) == len(reference.outputs)
+
+
+def test_the_processing_clock_is_the_wall_clock_unless_a_test_runs_it_ahead(monkeypatch):
+    monkeypatch.setattr("time.time_ns", lambda: 1_800_000_000_000_000_000)
+    assert processing_clock("")() == 1_800_000_000_000_000_000
+    assert processing_clock("after-step-4")() == 1_800_000_000_000_000_000
+    assert processing_clock("clock+242")() == 1_800_000_242_000_000_000
+    assert processing_clock("clock+soon")() == 1_800_000_000_000_000_000  # not a number: no shift
