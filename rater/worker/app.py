@@ -290,10 +290,10 @@ class RaterWorker:
     def ready(self) -> tuple[bool, str]:
         app = self.app
         if app.rebalancing:
-            return False, "rebalancing"
+            return False, watchdog.REBALANCING
         recovery = app.tables.recovery
         if not recovery.completed.is_set():
-            return False, "recovering tables"
+            return False, watchdog.RECOVERING
         if not self.port.active() and not app.assignor.assigned_standbys():
             return False, "no partitions assigned"
         return True, "ready"

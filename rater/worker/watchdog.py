@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-# Not ready for one of these reasons is waiting for something that should pass
-# (``RaterWorker.ready``); "no partitions assigned" is a spare worker, not a stall.
-WAITING = frozenset(("rebalancing", "recovering tables"))
+# ``RaterWorker.ready``'s reasons (``/readyz``) that wait for something that should pass;
+# "no partitions assigned" is a spare worker, not a stall.
+REBALANCING = "rebalancing"
+RECOVERING = "recovering tables"
+WAITING = frozenset((REBALANCING, RECOVERING))
 
 # The default limit: three rebalance timeouts, so a slow group join alone never trips it.
 DEFAULT_LIMIT = 180.0
