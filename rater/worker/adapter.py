@@ -375,8 +375,37 @@ class FaustPort:
         behind = []
         for tp, remaining in sorted(recovery.active_remaining().items()):
             if remaining > 0:
-                behind.append(f"{tp.topic}[{tp.partition}] read to offset {offsets[tp]} of {recovery.active_highwaters[tp]}")
+                where = f"{tp.topic}[{tp.partition}] read to offset {offsets[tp]} of {recovery.active_highwaters[tp]}"
+                behind.append(f"{where} ({self._fetch_state(tp)})")
         return (self.app.consumer_generation_id, read), behind
+
+    def _fetch_state(self, tp: TP) -> str:
+        """Why a partition's records may not be coming, as faust and aiokafka see it (their
+        private fields, read from this thread without a lock: for the stall's log line only)."""
+        try:
+            consumer = self.app.consumer
+            if tp in consumer._paused_partitions:
+                asked = "paused by faust"
+            elif tp in (consumer._active_partitions or ()):
+                asked = "asked for by faust"
+            else:
+                asked = "not asked for by faust"
+            aio = consumer._thread._consumer
+            assignment = aio._subscription.subscription.assignment if aio is not None and aio._subscription.subscription else None
+            state = assignment.state_value(tp) if assignment is not None else None
+            if state is None:
+                return f"{asked}; not assigned to the consumer"
+            parts = [asked, f"consumer at {state.position if state.has_valid_position else 'no position'}"]
+            parts.append(f"last fetch: highwater {state.highwater}, last stable offset {state.lso}")
+            if state.paused:
+                parts.append("paused in the consumer")
+            if state.awaiting_reset:
+                parts.append("awaiting an offset reset")
+            if tp in aio._fetcher._records:  # a faust TP equals its aiokafka TopicPartition
+                parts.append("a fetched batch not yet taken")
+            return "; ".join(parts)
+        except Exception as exc:  # a field renamed in a newer faust or aiokafka: the line still goes out
+            return f"fetch state unknown: {type(exc).__name__}"
 
     def committed(self) -> Mapping[TP, int]:
         return getattr(self.app.consumer, "_committed_offset", {})

@@ -465,9 +465,15 @@ def test_a_table_recovery_that_receives_nothing_ends_the_worker_and_a_restart_re
         )
         assert stalled is not None, log[-3000:]
         assert limit <= int(stalled.group(2)) < lived
-        behind = dict(re.findall(re.escape(changelog) + r"\[(\d)\] read to offset -1 of (\d+)", stalled.group(3)))
+        found = re.findall(re.escape(changelog) + r"\[(\d)\] read to offset -1 of (\d+) \(([^)]*)\)", stalled.group(3))
+        behind = {p: last for p, last, _state in found}
         # Every partition holds accounts (each tenant's home), none of them read.
         assert {int(p) for p in behind} == {home(t) for t in tenants}, stalled.group(0)
+        # Each with how the consumer sees it: faust asked for it, and the consumer fetched
+        # it to the end (its position is one past faust's last offset), yet recovery read
+        # nothing: the records were lost between the two, as the failpoint does.
+        for p, last, state in found:
+            assert state.startswith(f"asked for by faust; consumer at {int(last) + 1}; "), (p, state)
 
         # Started again, it recovers. Slowly on purpose: a recovery that reads is never cut
         # short, however long it takes. One changelog record per fetch (--batch-size 1),
