@@ -14,6 +14,7 @@ import json
 import random
 import subprocess
 import sys
+import warnings
 import zlib
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
@@ -874,7 +875,10 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
 
         def all_balances_right():
             if a.returncode == 75:  # the watchdog ended it: restart it, as a supervisor would
-                print(f"\n{a.name} exited with 75 (recovery stalled); starting it again", flush=True)
+                # The hang is rare and its cause unknown: its line (with each partition's
+                # fetch state) goes into the warnings summary, shown even when the test passes.
+                stalled = [line for line in a.log().splitlines() if "no progress for" in line]
+                warnings.warn(f"{a.name} exited with 75 (recovery stalled), started again: {stalled[-1:]}", stacklevel=1)
                 a.start(wait=False)
                 return False
             return all(a.get(f"/tenants/{x}").json() == off2["balances"][x] for x in tenants)
