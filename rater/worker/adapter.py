@@ -205,6 +205,8 @@ class BulkConsumer(Consumer):
     async def _wait_next_records(self, timeout: float):  # type: ignore[override]
         generation = self.app.consumer_generation_id
         records, active = await super()._wait_next_records(timeout)
+        if records and not self.flow_active:
+            records = await self._hand_back(records)
         if records and FAILPOINT == "stall-recovery":  # tests only: recovery never ends
             records = {tp: recs for tp, recs in records.items() if tp.topic in self.bulk_topics}
         elif records and FAILPOINT == "slow-recovery" and any(tp.topic not in self.bulk_topics for tp in records):
@@ -217,6 +219,52 @@ class BulkConsumer(Consumer):
                 records = {tp: recs for tp, recs in records.items() if tp.topic not in topics}
                 await handler(bulk, generation)
         return records, active
+
+    async def _hand_back(self, records: Mapping[TP, list]) -> dict[TP, list]:
+        """The records of a fetch that returns while the flow is stopped (a rebalance is
+        under way), less the changelog partitions', which are sought back to their first
+        record so that they are fetched again.
+
+        faust's ``getmany`` drops such a fetch and seeks the partitions that have a
+        committed offset back to it; a changelog partition has none. When the table's
+        recovery had already sought the partition to where it starts reading, the fetch
+        consumed exactly the records recovery waits for, and it waited for ever: the hang
+        of ``docs/faust-notes.md`` ("Found 2026-12-04"), reproduced about once in 25 runs of
+        the two-worker test. A partition sought elsewhere since the fetch (recovery's own
+        seek) is left where it is; recovery applies a record only past the offset it has
+        read, so a record fetched twice is applied once."""
+        spans = {tp: (recs[0].offset, recs[-1].offset) for tp, recs in records.items() if recs and tp.topic not in self.bulk_topics}
+        if not spans:
+            return dict(records)
+        thread = self._thread
+        aio = thread._ensure_consumer()
+
+        async def seek_back() -> dict[TP, int]:  # on the consumer's thread, where every seek runs
+            assignment = aio._subscription.subscription.assignment if aio._subscription.subscription else None
+            done = {}
+            for tp, (first, last) in spans.items():
+                state = assignment.state_value(tp) if assignment is not None else None
+                if state is not None and state.has_valid_position and state.position == last + 1:
+                    aio.seek(tp, first)
+                    done[tp] = first
+            return done
+
+        try:
+            done = await thread.call_thread(seek_back)
+        except Exception as exc:  # the consumer is stopping or the assignment moved on: a new recovery seeks anew
+            log.info("changelog records fetched during a rebalance not sought back (%s: %s)", type(exc).__name__, exc)
+            done = {}
+        for tp, first in done.items():  # as faust's seek_wait does, so its read-offset check lets them through
+            if first > 0:
+                self._read_offset[tp] = first
+            else:
+                self._read_offset.pop(tp, None)
+        if done:
+            log.info(
+                "changelog records fetched during a rebalance sought back: %s",
+                ", ".join(f"{tp.topic}[{tp.partition}] to {o}" for tp, o in sorted(done.items())),
+            )
+        return {tp: recs for tp, recs in records.items() if tp.topic in self.bulk_topics}
 
 
 def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_start: Callable[[], None], on_stop: StopHandler) -> None:
