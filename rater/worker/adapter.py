@@ -239,7 +239,7 @@ class BulkConsumer(Consumer):
         thread = self._thread
         aio = thread._ensure_consumer()
 
-        async def seek_back() -> dict[TP, int]:  # on the consumer's thread, where every seek runs
+        async def seek_back() -> dict[TP, int]:  # on the consumer's thread, where recovery's seeks run too
             assignment = aio._subscription.subscription.assignment if aio._subscription.subscription else None
             done = {}
             for tp, (first, last) in spans.items():
