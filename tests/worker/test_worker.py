@@ -1105,8 +1105,12 @@ def test_ids_moved_out_of_the_account_into_a_segment_still_make_duplicates(kafka
     with WorkerProcess(broker, name="w-segments", extra_args=["--engine", engine]) as w:
         t = w.topics
         produce(broker, t.commands, [("seg", orjson.dumps(c)) for c in setup])
+        # The account first: between two topics records are applied in the order they
+        # arrive (SPEC section 2), and calls fetched before it would be rejected unknown_tenant.
+        wait_for(lambda: w.records_done() == 2, 60, what="the setup", workers=(w,))
         produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("a", range(n), 1)])
         wait_for(lambda: w.records_done() == n + 2, 90, what="the first calls", workers=(w,))
+        assert w.metric("rater_records_total", outcome="applied") == n + 2
         # The next write of the account moves the first n ids (durable now) into segment 0.
         produce(broker, t.cdrs, [("seg", orjson.dumps(c)) for c in calls("b", range(1), n + 1)])
         wait_for(lambda: w.records_done() == n + 3, 60, what="the call that moves the ids", workers=(w,))
