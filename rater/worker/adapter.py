@@ -240,10 +240,9 @@ class BulkConsumer(Consumer):
         aio = thread._ensure_consumer()
 
         async def seek_back() -> dict[TP, int]:  # on the consumer's thread, where recovery's seeks run too
-            assignment = aio._subscription.subscription.assignment if aio._subscription.subscription else None
             done = {}
             for tp, (first, last) in spans.items():
-                state = assignment.state_value(tp) if assignment is not None else None
+                state = _partition_state(aio, tp)
                 if state is not None and state.has_valid_position and state.position == last + 1:
                     aio.seek(tp, first)
                     done[tp] = first
@@ -265,6 +264,16 @@ class BulkConsumer(Consumer):
                 ", ".join(f"{tp.topic}[{tp.partition}] to {o}" for tp, o in sorted(done.items())),
             )
         return {tp: recs for tp, recs in records.items() if tp.topic in self.bulk_topics}
+
+
+def _partition_state(aio: Any, tp: TP) -> Any:
+    """aiokafka's state of a partition assigned to the consumer ``aio`` (its position, the
+    last fetch's highwater and last stable offset, whether it is paused or awaits an offset
+    reset; private fields), or None when the partition is not assigned to it. A faust TP
+    equals its aiokafka TopicPartition."""
+    subscription = aio._subscription.subscription if aio is not None else None
+    assignment = subscription.assignment if subscription is not None else None
+    return assignment.state_value(tp) if assignment is not None else None
 
 
 def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_start: Callable[[], None], on_stop: StopHandler) -> None:
@@ -413,19 +422,23 @@ class FaustPort:
     async def seek(self, seeks: dict[TP, int]) -> None:
         await self.app.consumer.seek_wait(seeks)
 
-    def recovery(self) -> tuple[Hashable, list[str]]:
-        """What moves while a rebalance and the table's recovery go on (the group
-        generation, the changelog offsets read), and the changelog partitions recovery
-        still waits for, as text (``rater/worker/watchdog.py``)."""
+    def recovery_progress(self) -> Hashable:
+        """What moves while a rebalance and the table's recovery go on: the group
+        generation and the changelog offsets read (``rater/worker/watchdog.py``)."""
+        offsets = self.app.tables.recovery.active_offsets
+        return self.app.consumer_generation_id, tuple(sorted((tp.topic, tp.partition, offsets[tp]) for tp in offsets))
+
+    def recovery_behind(self) -> list[str]:
+        """The changelog partitions recovery still waits for, each with how far it read and
+        its fetch state, as text: for the stall's exit line only."""
         recovery = self.app.tables.recovery
         offsets = recovery.active_offsets
-        read = tuple(sorted((tp.topic, tp.partition, offsets[tp]) for tp in offsets))
         behind = []
         for tp, remaining in sorted(recovery.active_remaining().items()):
             if remaining > 0:
                 where = f"{tp.topic}[{tp.partition}] read to offset {offsets[tp]} of {recovery.active_highwaters[tp]}"
                 behind.append(f"{where} ({self._fetch_state(tp)})")
-        return (self.app.consumer_generation_id, read), behind
+        return behind
 
     def _fetch_state(self, tp: TP) -> str:
         """Why a partition's records may not be coming, as faust and aiokafka see it (their
@@ -439,8 +452,7 @@ class FaustPort:
             else:
                 asked = "not asked for by faust"
             aio = consumer._thread._consumer
-            assignment = aio._subscription.subscription.assignment if aio is not None and aio._subscription.subscription else None
-            state = assignment.state_value(tp) if assignment is not None else None
+            state = _partition_state(aio, tp)
             if state is None:
                 return f"{asked}; not assigned to the consumer"
             parts = [asked, f"consumer at {state.position if state.has_valid_position else 'no position'}"]
@@ -449,7 +461,7 @@ class FaustPort:
                 parts.append("paused in the consumer")
             if state.awaiting_reset:
                 parts.append("awaiting an offset reset")
-            if tp in aio._fetcher._records:  # a faust TP equals its aiokafka TopicPartition
+            if tp in aio._fetcher._records:
                 parts.append("a fetched batch not yet taken")
             return "; ".join(parts)
         except Exception as exc:  # a field renamed in a newer faust or aiokafka: the line still goes out

@@ -236,19 +236,23 @@ class RaterWorker:
                 await asyncio.sleep(every)
                 try:
                     _ok, reason = self.ready()
-                    progress, behind = self.port.recovery()
+                    progress = self.port.recovery_progress()
                 except Exception:  # faust's state between two steps of a rebalance: look again
                     log.debug("stall watch: no reading this time", exc_info=True)
                     continue
                 stalled = self.stall.observe(time.monotonic(), reason, progress)
                 if stalled is not None:
+                    try:
+                        behind = ", ".join(self.port.recovery_behind()) or "none"
+                    except Exception as exc:  # the exit still goes on, with what is known
+                        behind = f"unknown ({type(exc).__name__})"
                     die(
                         watchdog.EXIT_CODE,
                         "not ready (%s) and no progress for %.0f s; changelog partitions still to read: %s; "
                         "exiting so that a restart recovers",
                         reason,
                         stalled,
-                        ", ".join(behind) or "none",
+                        behind,
                     )
 
         if self.cfg.recovery_stall_timeout > 0:
