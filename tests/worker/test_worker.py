@@ -877,8 +877,9 @@ def test_two_workers_share_the_partitions_route_queries_and_survive_one_stopping
 
         def all_balances_right():
             if a.returncode == 75:  # the watchdog ended it: restart it, as a supervisor would
-                # The hang is rare and its cause unknown: its line (with each partition's
-                # fetch state) goes into the warnings summary, shown even when the test passes.
+                # Not seen since the mend above; should another cause stop a recovery, its
+                # line (with each partition's fetch state) goes into the warnings summary,
+                # shown even when the test passes.
                 stalled = [line for line in a.log().splitlines() if "no progress for" in line]
                 warnings.warn(f"{a.name} exited with 75 (recovery stalled), started again: {stalled[-1:]}", stacklevel=1)
                 a.start(wait=False)
