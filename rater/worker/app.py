@@ -242,17 +242,13 @@ class RaterWorker:
                     continue
                 stalled = self.stall.observe(time.monotonic(), reason, progress)
                 if stalled is not None:
-                    try:
-                        behind = ", ".join(self.port.recovery_behind()) or "none"
-                    except Exception as exc:  # the exit still goes on, with what is known
-                        behind = f"unknown ({type(exc).__name__})"
                     die(
                         watchdog.EXIT_CODE,
                         "not ready (%s) and no progress for %.0f s; changelog partitions still to read: %s; "
                         "exiting so that a restart recovers",
                         reason,
                         stalled,
-                        behind,
+                        watchdog.behind_text(self.port.recovery_behind),
                     )
 
         if self.cfg.recovery_stall_timeout > 0:

@@ -22,7 +22,7 @@ table from the changelog) is never stalled, however long it takes.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 # ``RaterWorker.ready``'s reasons (``/readyz``) that wait for something that should pass;
 # "no partitions assigned" is a spare worker, not a stall.
@@ -64,3 +64,13 @@ class StallWatch:
             return None
         stalled = now - self._since
         return stalled if stalled >= self.limit else None
+
+
+def behind_text(behind: Callable[[], list[str]]) -> str:
+    """The exit line's changelog partitions still to read: ``behind()`` joined ("none"
+    when it names none), or, when reading them fails, the exception's name; the worker
+    exits all the same."""
+    try:
+        return ", ".join(behind()) or "none"
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__})"

@@ -1,7 +1,7 @@
 """The stall rule of ``rater/worker/watchdog.py``: not ready for a reason that should pass,
 and nothing moved, for the limit."""
 
-from rater.worker.watchdog import StallWatch, check_every
+from rater.worker.watchdog import StallWatch, behind_text, check_every
 
 
 def test_a_worker_waiting_with_no_progress_is_stalled_once_the_limit_has_passed():
@@ -36,3 +36,16 @@ def test_a_spare_worker_and_a_limit_of_0_are_never_stalled():
 
 def test_the_watch_looks_every_5_s_or_twice_within_a_shorter_limit():
     assert (check_every(180.0), check_every(10.0), check_every(6.0), check_every(1.0)) == (5.0, 5.0, 3.0, 0.5)
+
+
+def test_the_exit_line_names_the_partitions_behind_or_why_it_cannot():
+    behind = ["accounts-changelog[0] read to offset 3 of 9 (asked for by faust)", "accounts-changelog[2] read to offset -1 of 4"]
+    assert behind_text(lambda: behind) == (
+        "accounts-changelog[0] read to offset 3 of 9 (asked for by faust), accounts-changelog[2] read to offset -1 of 4"
+    )
+    assert behind_text(list) == "none"
+
+    def between_two_steps_of_a_rebalance() -> list[str]:
+        raise KeyError("accounts-changelog[1]")
+
+    assert behind_text(between_two_steps_of_a_rebalance) == "unknown (KeyError)"
