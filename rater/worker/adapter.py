@@ -229,7 +229,7 @@ class BulkConsumer(Consumer):
         committed offset back to it; a changelog partition has none. When the table's
         recovery had already sought the partition to where it starts reading, the fetch
         consumed exactly the records recovery waits for, and it waited for ever: the hang
-        of ``docs/faust-notes.md`` ("Found 2026-12-04"), reproduced about once in 25 runs of
+        of ``docs/faust-notes.md`` ("Found 2026-12-04"), reproduced about once in 27 runs of
         the two-worker test. A partition sought elsewhere since the fetch (recovery's own
         seek) is left where it is; recovery applies a record only past the offset it has
         read, so a record fetched twice is applied once."""
