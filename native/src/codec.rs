@@ -3,9 +3,10 @@
 //! read by the other, and one written by the Python core before the native engine
 //! existed is read as it is.
 //!
-//! Versioning: format 1 is this JSON object (it starts with `{`). A later format starts
-//! with its version byte (`\x02` ...), which no JSON text starts with, so a reader tells
-//! the formats apart from the first byte and an upgrade reads what the old code wrote.
+//! Versioning: format 1 is this JSON object (it starts with `{`); format 2, written by
+//! default, is the same fields in binary after the version byte `\x02` (its layout is
+//! written out once, in rater/core/codec.py). No JSON text starts with `\x02`, so a reader
+//! tells the formats apart from the first byte and an upgrade reads what the old code wrote.
 
 use crate::idmap::IdMap;
 use crate::json::{self, write_int, write_str, Obj, Object, Value};
@@ -49,20 +50,73 @@ fn push_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-pub fn encode_account(a: &Account) -> Vec<u8> {
-    encode_account_with(a, &mut |out| write_ids(out, &a.seen_cdrs))
+/// The stored format an account is written in (rater/core/codec.py `encode_account`'s
+/// `format`): 2 by default, 1 for a rolling upgrade from a release that reads only format 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    One,
+    #[default]
+    Two,
 }
 
-/// `encode_account`, the recent CDR ids (`"sc"`, the bulk of a busy account) written by
-/// `write_sc` (the worker's held accounts keep them encoded between batches).
-pub fn encode_account_with(a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) -> Vec<u8> {
+impl Format {
+    pub fn from_number(n: u8) -> Result<Format, String> {
+        match n {
+            1 => Ok(Format::One),
+            2 => Ok(Format::Two),
+            _ => Err(format!("account format {n} is not known (1 or 2)")),
+        }
+    }
+}
+
+/// The stored form in the default format, without judged offsets.
+pub fn encode_account(a: &Account) -> Vec<u8> {
+    encode_account_as(a, Format::default())
+}
+
+pub fn encode_account_as(a: &Account, format: Format) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + 40 * (a.seen_cdrs.len() + a.seen_commands.len()));
-    encode_account_into(&mut out, a, write_sc);
+    encode_account_into(&mut out, a, format, None, &mut |out| match format {
+        Format::One => write_ids(out, &a.seen_cdrs),
+        Format::Two => write_map2(out, &a.seen_cdrs),
+    });
     out
 }
 
-/// `encode_account_with`, appended to `out` (a buffer the caller reuses).
-pub fn encode_account_into(out: &mut Vec<u8>, a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) {
+/// `encode_account_as` appended to `out` (a buffer the caller reuses), with `judged` (per
+/// input topic, the last offset its batch judged: `"in"`) and the recent CDR ids (`"sc"`,
+/// the bulk of a busy account) written by `write_sc` (the worker's held accounts keep them
+/// encoded between batches): in format 1 their JSON object, in format 2 their map.
+pub fn encode_account_into(
+    out: &mut Vec<u8>,
+    a: &Account,
+    format: Format,
+    judged: Option<&[(String, i64)]>,
+    write_sc: &mut dyn FnMut(&mut Vec<u8>),
+) {
+    match format {
+        Format::One => {
+            encode1_into(out, a, write_sc);
+            if let Some(j) = judged.filter(|j| !j.is_empty()) {
+                out.pop(); // the closing brace
+                out.extend_from_slice(b",\"in\":{");
+                for (n, (topic, offset)) in j.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, topic);
+                    out.push(b':');
+                    push_i64(out, *offset);
+                }
+                out.extend_from_slice(b"}}");
+            }
+        }
+        Format::Two => encode2_into(out, a, judged.unwrap_or_default(), write_sc),
+    }
+}
+
+/// Format 1: the JSON object of `to_stored`, as orjson writes it.
+fn encode1_into(out: &mut Vec<u8>, a: &Account, write_sc: &mut dyn FnMut(&mut Vec<u8>)) {
     let mut o = Obj::new(out);
     o.str("t", &a.tenant_id)
         .str("p", &a.rate_plan)
@@ -148,6 +202,331 @@ pub fn encode_account_into(out: &mut Vec<u8>, a: &Account, write_sc: &mut dyn Fn
     }
     o.int("ns", a.next_segment as i128);
     o.end();
+}
+
+/// Format 2's unsigned varint (LEB128).
+fn put_uint(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Format 2's signed integer: zigzag, then the varint.
+fn put_int(out: &mut Vec<u8>, v: i128) {
+    put_uint(out, ((v << 1) ^ (v >> 127)) as u128);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uint(out, s.len() as u128);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+    }
+}
+
+/// A format 2 map: its count, then its entries (`write_map2_entries`).
+pub fn write_map2(out: &mut Vec<u8>, m: &IdMap) {
+    put_uint(out, m.len() as u128);
+    write_map2_entries(out, m.iter(), 0);
+}
+
+/// Format 2 map entries: each id, then its value less the value of the entry before it
+/// (`prev` for the first of these).
+pub fn write_map2_entries<'m>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'m str, i64)>,
+    mut prev: i64,
+) {
+    for (k, v) in entries {
+        put_str(out, k);
+        put_int(out, v as i128 - prev as i128);
+        prev = v;
+    }
+}
+
+/// A format 2 map's count (`write_map2`'s first part, for entries kept encoded).
+pub fn write_map2_count(out: &mut Vec<u8>, n: usize) {
+    put_uint(out, n as u128);
+}
+
+/// Format 2: the fields of format 1 in binary, in its order (rater/core/codec.py).
+fn encode2_into(
+    out: &mut Vec<u8>,
+    a: &Account,
+    judged: &[(String, i64)],
+    write_sc: &mut dyn FnMut(&mut Vec<u8>),
+) {
+    out.push(2);
+    put_str(out, &a.tenant_id);
+    put_str(out, &a.rate_plan);
+    put_str(out, &a.currency);
+    put_int(out, a.low_balance_threshold);
+    put_int(out, a.included_domestic_minutes as i128);
+    match &a.auto_recharge {
+        None => out.push(0),
+        Some(ar) => {
+            out.push(1);
+            out.push(ar.enabled as u8);
+            put_int(out, ar.threshold);
+            put_int(out, ar.amount);
+            match &ar.payment_method {
+                None => out.push(0),
+                Some(pm) => {
+                    out.push(if pm.last4.is_some() { 2 } else { 1 });
+                    put_str(out, &pm.expires);
+                    if let Some(l) = &pm.last4 {
+                        put_str(out, l);
+                    }
+                }
+            }
+        }
+    }
+    out.push(a.recharge_suspended as u8);
+    put_opt_str(out, a.pending_request_id.as_deref());
+    put_int(out, a.pending_requested_at as i128);
+    put_int(out, a.pending_amount);
+    put_int(out, a.recharge_count as i128);
+    put_uint(out, a.timed_out_requests.iter().count() as u128);
+    for (id, (amount, at)) in a.timed_out_requests.iter() {
+        put_str(out, id);
+        put_int(out, *amount);
+        put_int(out, *at as i128);
+    }
+    put_opt_str(out, a.suspended_by.as_deref());
+    put_uint(out, a.lots.len() as u128);
+    for l in &a.lots {
+        put_str(out, &l.lot_id);
+        put_int(out, l.remaining);
+        put_int(out, l.purchased_at as i128);
+        put_int(out, l.expires_at as i128);
+        put_str(out, &l.source);
+    }
+    put_int(out, a.debt);
+    write_map2(out, &a.domestic_seconds_used);
+    write_sc(out);
+    write_map2(out, &a.seen_commands);
+    for v in [a.cdr_watermark, a.command_watermark, a.pruned_at] {
+        put_int(out, v as i128);
+    }
+    put_uint(out, a.id_segments.len() as u128);
+    for (n, latest) in &a.id_segments {
+        put_int(out, *n as i128);
+        put_int(out, *latest as i128);
+    }
+    put_int(out, a.next_segment as i128);
+    put_uint(out, judged.len() as u128);
+    for (topic, offset) in judged {
+        put_str(out, topic);
+        put_int(out, *offset as i128);
+    }
+}
+
+/// Format 2's fields read in order; a value that ends early or runs on is refused.
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn ends(what: &str) -> String {
+        format!("account format 2: ends inside {what}")
+    }
+
+    fn byte(&mut self, what: &str, most: u8) -> Result<u8, String> {
+        let b = *self.data.get(self.at).ok_or_else(|| Self::ends(what))?;
+        if b > most {
+            return Err(format!("account format 2: {what}: {b} is not 0 to {most}"));
+        }
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn uint(&mut self, what: &str) -> Result<u128, String> {
+        let mut v: u128 = 0;
+        let mut shift = 0;
+        loop {
+            let b = *self.data.get(self.at).ok_or_else(|| Self::ends(what))?;
+            self.at += 1;
+            v |= ((b & 0x7F) as u128) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 126 {
+                return Err(format!("account format 2: {what}: a varint too long"));
+            }
+        }
+    }
+
+    fn int(&mut self, what: &str) -> Result<i128, String> {
+        let z = self.uint(what)?;
+        Ok(((z >> 1) as i128) ^ -((z & 1) as i128))
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64, String> {
+        i64::try_from(self.int(what)?)
+            .map_err(|_| format!("account format 2: {what}: out of range"))
+    }
+
+    fn count(&mut self, what: &str) -> Result<usize, String> {
+        let n = self.uint(what)?;
+        // Every item takes a byte at least: a count past the bytes left is not a count.
+        usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= self.data.len() - self.at)
+            .ok_or_else(|| Self::ends(what))
+    }
+
+    fn str(&mut self, what: &str) -> Result<&'a str, String> {
+        let n = self.count(what)?;
+        let bytes = &self.data[self.at..self.at + n];
+        self.at += n;
+        std::str::from_utf8(bytes).map_err(|_| format!("account format 2: {what}: not UTF-8"))
+    }
+
+    fn opt_str(&mut self, what: &str) -> Result<Option<String>, String> {
+        Ok(match self.byte(what, 1)? {
+            0 => None,
+            _ => Some(self.str(what)?.to_string()),
+        })
+    }
+
+    fn map(&mut self, what: &str) -> Result<IdMap, String> {
+        let n = self.count(what)?;
+        self.entries(n, what)
+    }
+
+    /// `n` entries of a map.
+    fn entries(&mut self, n: usize, what: &str) -> Result<IdMap, String> {
+        let mut out = IdMap::default();
+        let mut prev: i128 = 0;
+        for _ in 0..n {
+            let k = self.str(what)?;
+            prev += self.int(what)?;
+            let v = i64::try_from(prev)
+                .map_err(|_| format!("account format 2: {what}: out of range"))?;
+            out.insert(k, v);
+        }
+        out.shrink_to_fit();
+        Ok(out)
+    }
+}
+
+/// A format 2 value: the account, the judged offsets and where the recent CDR ids' entries
+/// lie in `data` (start and end).
+pub fn decode2(data: &[u8]) -> Result<(Account, Vec<(String, i64)>, (usize, usize)), String> {
+    let mut r = Reader { data, at: 1 };
+    let tenant_id = r.str("t")?.into();
+    let rate_plan = r.str("p")?.into();
+    let currency = r.str("c")?.into();
+    let low_balance_threshold = r.int("lbt")?;
+    let included_domestic_minutes = r.i64("idm")?;
+    let auto_recharge = match r.byte("ar", 1)? {
+        0 => None,
+        _ => {
+            let enabled = r.byte("ar.enabled", 1)? == 1;
+            let threshold = r.int("ar.threshold")?;
+            let amount = r.int("ar.amount")?;
+            let payment_method = match r.byte("ar.payment_method", 2)? {
+                0 => None,
+                kind => Some(PaymentMethod {
+                    expires: r.str("ar.payment_method.expires")?.to_string(),
+                    last4: match kind {
+                        2 => Some(r.str("ar.payment_method.last4")?.to_string()),
+                        _ => None,
+                    },
+                }),
+            };
+            Some(Box::new(AutoRecharge {
+                enabled,
+                threshold,
+                amount,
+                payment_method,
+            }))
+        }
+    };
+    let recharge_suspended = r.byte("rs", 1)? == 1;
+    let pending_request_id = r.opt_str("pr")?;
+    let pending_requested_at = r.i64("pra")?;
+    let pending_amount = r.int("pam")?;
+    let recharge_count = r.i64("rc")?;
+    let mut timed_out = Vec::new();
+    for _ in 0..r.count("tor")? {
+        let id = r.str("tor")?.to_string();
+        timed_out.push((id, (r.int("tor")?, r.i64("tor")?)));
+    }
+    let suspended_by = r.opt_str("sb")?;
+    let mut lots = Vec::new();
+    for _ in 0..r.count("lots")? {
+        lots.push(Lot {
+            lot_id: r.str("lots")?.into(),
+            remaining: r.int("lots")?,
+            purchased_at: r.i64("lots")?,
+            expires_at: r.i64("lots")?,
+            source: r.str("lots")?.into(),
+        });
+    }
+    let debt = r.int("debt")?;
+    let domestic_seconds_used = r.map("dom")?;
+    let n = r.count("sc")?;
+    let start = r.at;
+    let seen_cdrs = r.entries(n, "sc")?;
+    let sc_at = (start, r.at);
+    let seen_commands = r.map("sm")?;
+    let cdr_watermark = r.i64("cw")?;
+    let command_watermark = r.i64("mw")?;
+    let pruned_at = r.i64("pa")?;
+    let mut id_segments = Vec::new();
+    for _ in 0..r.count("sg")? {
+        id_segments.push((r.i64("sg")?, r.i64("sg")?));
+    }
+    let next_segment = r.i64("ns")?;
+    let mut judged = Vec::new();
+    for _ in 0..r.count("in")? {
+        let topic = r.str("in")?.to_string();
+        judged.push((topic, r.i64("in")?));
+    }
+    if r.at != data.len() {
+        return Err(format!(
+            "account format 2: {} bytes after the last field",
+            data.len() - r.at
+        ));
+    }
+    let acct = Account {
+        tenant_id,
+        rate_plan,
+        currency,
+        low_balance_threshold,
+        included_domestic_minutes,
+        auto_recharge,
+        recharge_suspended,
+        pending_request_id,
+        pending_requested_at,
+        pending_amount,
+        recharge_count,
+        timed_out_requests: timed_out.into_iter().collect(),
+        suspended_by,
+        lots,
+        debt,
+        domestic_seconds_used,
+        seen_cdrs,
+        seen_commands,
+        cdr_watermark,
+        command_watermark,
+        pruned_at,
+        id_segments,
+        next_segment,
+    };
+    Ok((acct, judged, sc_at))
 }
 
 fn field<'o, 'v>(m: &'o Object<'v>, k: &str) -> Result<&'o Value<'v>, String> {
@@ -295,6 +674,7 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
 pub fn decode_account(data: &[u8]) -> Result<Account, String> {
     match data.first() {
         Some(b'{') => from_value(&json::parse(data)?),
+        Some(2) => Ok(decode2(data)?.0),
         Some(v) => Err(format!("account format version {v} is not known")),
         None => Err("an empty account record".into()),
     }
@@ -332,6 +712,32 @@ mod tests {
             a.timed_out_requests.get("acme/recharge/0"),
             Some(&(15_000_000, 1_795_510_000_000_000))
         );
-        assert_eq!(encode_account(&a), py.to_vec());
+        assert_eq!(encode_account_as(&a, Format::One), py.to_vec());
+        // The same account as the Python codec writes it in format 2.
+        let py2 = b"\x02\x04acme\x0cstandard-usd\x03USD\x80\xad\xe2\x04\xc8\x01\x01\x01\x80\x89z\x80\xb4\x89\x13\x02\x072027-01\x044242\x00\x01\x0facme/recharge/1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xb4\x89\x13\x02\x01\x0facme/recharge/0\x80\x87\xa7\x0e\x80\xf0\xec\xfb\xb7\xc0\xb0\x06\x01\x0facme/recharge/0\x01\x02f1\xe8\xed\xc0\x09\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\xa1\xa1\xaa\xec\xbe\x06\x06manual\x00\x01\x072026-11x\x01\x02c1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x01\x02f1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x00\x00\x00";
+        assert_eq!(encode_account(&a), py2.to_vec());
+        assert_eq!(decode_account(py2).unwrap(), a);
+    }
+
+    #[test]
+    fn a_format_2_value_cut_short_or_run_on_is_refused_with_the_field() {
+        let mut a = Account::new("acme".into(), "standard-usd".into(), "USD".into());
+        a.seen_cdrs.insert("c1", 1_795_514_400_000_000);
+        let v = encode_account(&a);
+        assert_eq!(decode_account(&v).unwrap(), a);
+        for n in 1..v.len() {
+            let e = decode_account(&v[..n]).unwrap_err();
+            assert!(e.starts_with("account format 2: ends inside "), "{n}: {e}");
+        }
+        let mut longer = v.clone();
+        longer.push(0);
+        assert_eq!(
+            decode_account(&longer).unwrap_err(),
+            "account format 2: 1 bytes after the last field"
+        );
+        assert_eq!(
+            decode_account(b"\x03").unwrap_err(),
+            "account format version 3 is not known"
+        );
     }
 }

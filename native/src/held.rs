@@ -18,10 +18,10 @@
 //!   changelog value, `Slot::Idle`: about a third of the memory of the decoded one) and
 //!   decoded when a batch uses it again, as if read from the store.
 
-use crate::codec;
+use crate::codec::{self, Format};
 use crate::idmap::touch_bytes;
 use crate::index::TenantIndex;
-use crate::json::{write_str, Map};
+use crate::json::Map;
 use crate::ledger::{Account, RECHARGE_TIMEOUT};
 use crate::rates::HashMap;
 use compact_str::CompactString;
@@ -214,6 +214,8 @@ pub struct Held {
     idle_after: u64,
     /// The fewest durable ids that make a segment (`SEGMENT_AT`).
     segment_least: usize,
+    /// The stored format of the values `plan` writes, and of idle accounts.
+    pub format: Format,
     /// The durable and encoded ids of the accounts lent to the engine for this batch
     /// (when it has any).
     lent: HashMap<CompactString, (Vec<String>, Option<Box<EncodedIds>>)>,
@@ -268,6 +270,7 @@ impl Held {
             batch: 0,
             idle_after: idle_after.max(1),
             segment_least: segment_least.max(1),
+            format: Format::default(),
             lent: HashMap::default(),
             changed: Map::default(),
             older: Generations::new(limit.max(OLDER_TENANTS)),
@@ -390,7 +393,7 @@ impl Held {
     /// The held account in its stored form (without judged offsets), if held.
     pub fn stored(&self, tenant: &str) -> Option<Cow<'_, [u8]>> {
         Some(match self.accounts.get(tenant)? {
-            Slot::Live(live) => Cow::Owned(codec::encode_account(&live.acct)),
+            Slot::Live(live) => Cow::Owned(codec::encode_account_as(&live.acct, self.format)),
             Slot::Idle(stored, ..) => Cow::Borrowed(stored),
         })
     }
@@ -416,7 +419,7 @@ impl Held {
             if live.used > since {
                 continue;
             }
-            let (stored, ids_at) = encode_ids(&live.acct, &mut live.ids);
+            let (stored, ids_at) = encode_ids(&live.acct, self.format, &mut live.ids);
             *slot = Slot::Idle(stored.into_boxed_slice(), ids_at.0, ids_at.1);
         }
     }
@@ -559,7 +562,7 @@ impl Held {
             }
             let judged = judged.get(&partition).map(|v| v.as_slice());
             value.clear();
-            encode_judged_into(&mut value, &slot.acct, &mut slot.ids, judged);
+            encode_ids_into(&mut value, &slot.acct, self.format, &mut slot.ids, judged);
             slot.durable = durable_ids(&slot.acct, self.segment_least);
             let (balance, threshold) = (slot.acct.balance(), slot.acct.low_balance_threshold);
             self.index
@@ -581,38 +584,16 @@ impl Held {
 }
 
 /// The stored form with how far the batch judged the account's partition (`"in"`), as
-/// `encode_account(acct, judged)` writes it; the recent ids from `ids` and into it.
+/// `encode_account(acct, judged, format)` writes it; the recent ids from `ids` and into it.
 pub fn encode_judged(
     acct: &Account,
+    format: Format,
     ids: &mut Option<Box<EncodedIds>>,
     judged: Option<&[(String, i64)]>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_judged_into(&mut out, acct, ids, judged);
+    encode_ids_into(&mut out, acct, format, ids, judged);
     out
-}
-
-/// `encode_judged`, appended to `out` (`plan` uses one buffer for every account).
-pub fn encode_judged_into(
-    out: &mut Vec<u8>,
-    acct: &Account,
-    ids: &mut Option<Box<EncodedIds>>,
-    judged: Option<&[(String, i64)]>,
-) {
-    encode_ids_into(out, acct, ids);
-    if let Some(j) = judged.filter(|j| !j.is_empty()) {
-        out.pop(); // the closing brace
-        out.extend_from_slice(b",\"in\":{");
-        for (n, (topic, offset)) in j.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            write_str(out, topic);
-            out.push(b':');
-            out.extend_from_slice(offset.to_string().as_bytes());
-        }
-        out.extend_from_slice(b"}}");
-    }
 }
 
 /// The kept form of an account's recent ids whose entries are `body` (what `encode_ids`
@@ -627,19 +608,27 @@ fn kept_ids(acct: &Account, body: &[u8]) -> Option<Box<EncodedIds>> {
     })
 }
 
-/// The stored form (`encode_account`), the recent ids from `ids` and into it, and where
-/// their entries lie in it (start and end, the inside of the `"sc"` object).
-fn encode_ids(acct: &Account, ids: &mut Option<Box<EncodedIds>>) -> (Vec<u8>, (u32, u32)) {
+/// The stored form (`encode_account`, no judged offsets), the recent ids from `ids` and
+/// into it, and where their entries lie in it (start and end: in format 1 the inside of
+/// the `"sc"` object, in format 2 the entries after their count).
+fn encode_ids(
+    acct: &Account,
+    format: Format,
+    ids: &mut Option<Box<EncodedIds>>,
+) -> (Vec<u8>, (u32, u32)) {
     let mut out = Vec::with_capacity(256 + 40 * (acct.seen_cdrs.len() + acct.seen_commands.len()));
-    let at = encode_ids_into(&mut out, acct, ids);
+    let at = encode_ids_into(&mut out, acct, format, ids, None);
     (out, at)
 }
 
-/// `encode_ids`, appended to `out`; where the entries lie counts from the start of `out`.
-fn encode_ids_into(
+/// `encode_ids` with `judged`, appended to `out`; where the entries lie counts from the
+/// start of `out`.
+pub fn encode_ids_into(
     out: &mut Vec<u8>,
     acct: &Account,
+    format: Format,
     ids: &mut Option<Box<EncodedIds>>,
+    judged: Option<&[(String, i64)]>,
 ) -> (u32, u32) {
     let sc = &acct.seen_cdrs;
     if ids
@@ -655,25 +644,45 @@ fn encode_ids_into(
             body: Vec::with_capacity(40 * sc.len()),
         }));
     }
+    // The entries from the `n`th on, appended: in format 2 each time is written as the
+    // difference from the entry before it.
+    let entries = |out: &mut Vec<u8>, n: usize| match format {
+        Format::One => {
+            if n > 0 && n < sc.len() {
+                out.push(b',');
+            }
+            codec::write_id_entries(out, sc.iter_from(n));
+        }
+        Format::Two => {
+            let prev = if n > 0 {
+                sc.iter_from(n - 1).next().map_or(0, |e| e.1)
+            } else {
+                0
+            };
+            codec::write_map2_entries(out, sc.iter_from(n), prev);
+        }
+    };
     let mut at = (0, 0);
-    codec::encode_account_into(out, acct, &mut |out| {
-        out.push(b'{');
+    codec::encode_account_into(out, acct, format, judged, &mut |out| {
+        match format {
+            Format::One => out.push(b'{'),
+            Format::Two => codec::write_map2_count(out, sc.len()),
+        }
         let start = out.len();
         match ids.as_mut() {
             Some(c) => {
                 if c.n < sc.len() {
-                    if c.n > 0 {
-                        c.body.push(b',');
-                    }
-                    codec::write_id_entries(&mut c.body, sc.iter_from(c.n));
+                    entries(&mut c.body, c.n);
                     c.n = sc.len();
                 }
                 out.extend_from_slice(&c.body);
             }
-            None => codec::write_id_entries(out, sc.iter()),
+            None => entries(out, 0),
         }
         at = (start, out.len());
-        out.push(b'}');
+        if format == Format::One {
+            out.push(b'}');
+        }
     });
     let span = |n: usize| u32::try_from(n).expect("an account's stored form fits in 4 GiB");
     (span(at.0), span(at.1))
@@ -783,59 +792,86 @@ mod tests {
 
     #[test]
     fn an_account_unused_for_idle_after_batches_is_held_as_its_stored_form() {
-        let mut h = Held::new(10, 2, SEGMENT_AT);
-        let mut a = acct("t1");
-        for i in 0..20i64 {
-            a.seen_cdrs.insert(&format!("c{i}"), 100 + i);
+        for format in [Format::One, Format::Two] {
+            let mut h = Held::new(10, 2, SEGMENT_AT);
+            h.format = format;
+            let mut a = acct("t1");
+            for i in 0..20i64 {
+                a.seen_cdrs.insert(&format!("c{i}"), 100 + i);
+            }
+            let stored = codec::encode_account_as(&a, format);
+            let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
+            h.begin(); // batch 1 uses it
+            h.hold_read("t1", &stored).unwrap();
+            plan(&mut h, &judged);
+            h.begin(); // 2: the check runs; used one batch ago
+            plan(&mut h, &judged);
+            assert_eq!(h.idle_len(), 0);
+            h.begin(); // 3
+            plan(&mut h, &judged);
+            h.begin(); // 4: the check runs; unused since batch 1
+            plan(&mut h, &judged);
+            assert_eq!((h.accounts.len(), h.idle_len()), (1, 1));
+            assert_eq!(h.stored("t1").unwrap(), stored);
+            assert_eq!(*h.lend("t1").unwrap().unwrap(), a);
         }
-        let stored = codec::encode_account(&a);
-        let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
-        h.begin(); // batch 1 uses it
-        h.hold_read("t1", &stored).unwrap();
-        plan(&mut h, &judged);
-        h.begin(); // 2: the check runs; used one batch ago
-        plan(&mut h, &judged);
-        assert_eq!(h.idle_len(), 0);
-        h.begin(); // 3
-        plan(&mut h, &judged);
-        h.begin(); // 4: the check runs; unused since batch 1
-        plan(&mut h, &judged);
-        assert_eq!((h.accounts.len(), h.idle_len()), (1, 1));
-        assert_eq!(h.stored("t1").unwrap(), stored);
-        assert_eq!(*h.lend("t1").unwrap().unwrap(), a);
     }
 
     #[test]
     fn an_idle_account_used_again_keeps_its_recent_ids_encoded_from_its_stored_form() {
-        let mut h = Held::new(10, 1, SEGMENT_AT);
-        let mut a = acct("t1");
-        for i in 0..20i64 {
-            a.seen_cdrs.insert(&format!("c\"{i}"), 100 + i);
+        for format in [Format::One, Format::Two] {
+            let mut h = Held::new(10, 1, SEGMENT_AT);
+            h.format = format;
+            let mut a = acct("t1");
+            for i in 0..20i64 {
+                a.seen_cdrs.insert(&format!("c\"{i}"), 100 + i);
+            }
+            let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
+            h.begin(); // batch 1 uses it
+            h.hold_read("t1", &codec::encode_account_as(&a, format))
+                .unwrap();
+            plan(&mut h, &judged);
+            h.begin(); // 2: unused since batch 1
+            plan(&mut h, &judged);
+            assert_eq!(h.idle_len(), 1);
+            let mut lent = h.lend("t1").unwrap().unwrap();
+            assert_eq!(*lent, a);
+            let (_, mut ids) = h.lent.remove("t1").unwrap();
+            let kept = ids.as_ref().expect("its ids kept encoded");
+            // The entries alone: format 1's "id":time pairs, format 2's id and the
+            // difference from the time before (the first one's from 0).
+            let whole: Vec<u8> = match format {
+                Format::One => (0..20)
+                    .map(|i| format!(r#""c\"{i}":{}"#, 100 + i))
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into_bytes(),
+                Format::Two => (0..20u8)
+                    .flat_map(|i| {
+                        let id = format!("c\"{i}");
+                        let delta = if i == 0 { 200 } else { 2 }; // zigzag of 100, of 1
+                        let mut e = vec![id.len() as u8];
+                        e.extend_from_slice(id.as_bytes());
+                        e.extend_from_slice(&[delta as u8 | 0x80 * (delta >= 128) as u8]);
+                        if delta >= 128 {
+                            e.push((delta >> 7) as u8);
+                        }
+                        e
+                    })
+                    .collect(),
+            };
+            assert_eq!(
+                (kept.n, kept.pruned_at, &kept.body),
+                (20, a.pruned_at, &whole)
+            );
+            // Its next write adds to them, and is the whole encoding.
+            lent.seen_cdrs.insert("c20", 120);
+            assert_eq!(
+                encode_judged(&lent, format, &mut ids, None),
+                codec::encode_account_as(&lent, format)
+            );
+            assert_eq!(ids.unwrap().n, 21);
         }
-        let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
-        h.begin(); // batch 1 uses it
-        h.hold_read("t1", &codec::encode_account(&a)).unwrap();
-        plan(&mut h, &judged);
-        h.begin(); // 2: unused since batch 1
-        plan(&mut h, &judged);
-        assert_eq!(h.idle_len(), 1);
-        let mut lent = h.lend("t1").unwrap().unwrap();
-        assert_eq!(*lent, a);
-        let (_, mut ids) = h.lent.remove("t1").unwrap();
-        let kept = ids.as_ref().expect("its ids kept encoded");
-        let mut whole = Vec::new();
-        codec::write_id_entries(&mut whole, a.seen_cdrs.iter());
-        assert_eq!(
-            (kept.n, kept.pruned_at, &kept.body),
-            (20, a.pruned_at, &whole)
-        );
-        // Its next write adds to them, and is the whole encoding.
-        lent.seen_cdrs.insert("c20", 120);
-        assert_eq!(
-            encode_judged(&lent, &mut ids, None),
-            codec::encode_account(&lent)
-        );
-        assert_eq!(ids.unwrap().n, 21);
         // Fewer ids than are kept encoded: none kept.
         let few = acct("t2");
         assert!(kept_ids(&few, b"").is_none());
@@ -844,33 +880,46 @@ mod tests {
     #[test]
     fn judged_offsets_go_last_in_the_value_as_python_writes_them() {
         let a = acct("t1");
-        let plain = codec::encode_account(&a);
-        let v = encode_judged(
-            &a,
-            &mut None,
-            Some(&[("cdrs".into(), 7), ("tenant-commands".into(), 3)]),
-        );
+        let judged = [("cdrs".into(), 7), ("tenant-commands".into(), 3)];
+        // Format 1: an "in" object before the closing brace.
+        let plain = codec::encode_account_as(&a, Format::One);
+        let v = encode_judged(&a, Format::One, &mut None, Some(&judged));
         let mut expected = plain[..plain.len() - 1].to_vec();
         expected.extend_from_slice(br#","in":{"cdrs":7,"tenant-commands":3}}"#);
         assert_eq!(v, expected);
-        assert_eq!(encode_judged(&a, &mut None, Some(&[])), plain);
+        assert_eq!(encode_judged(&a, Format::One, &mut None, Some(&[])), plain);
+        // Format 2: the last field, a count (0 in a value without) and each topic with its
+        // offset (zigzag: 7 is 14, 3 is 6).
+        let plain = codec::encode_account_as(&a, Format::Two);
+        assert_eq!(plain.last(), Some(&0));
+        let v = encode_judged(&a, Format::Two, &mut None, Some(&judged));
+        let mut expected = plain[..plain.len() - 1].to_vec();
+        expected.extend_from_slice(b"\x02\x04cdrs\x0e\x0ftenant-commands\x06");
+        assert_eq!(v, expected);
+        assert_eq!(encode_judged(&a, Format::Two, &mut None, Some(&[])), plain);
     }
 
     #[test]
     fn ids_kept_encoded_give_the_bytes_of_a_whole_encoding_as_ids_are_added_and_pruned() {
-        let mut a = acct("t1");
-        let mut ids = None;
-        for i in 0..100i64 {
-            a.seen_cdrs.insert(&format!("c\"{i}"), 1000 + i);
-            assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
-            assert_eq!(ids.is_some(), a.seen_cdrs.len() >= IDS_KEPT_ENCODED);
+        for format in [Format::One, Format::Two] {
+            let whole = |a: &Account| codec::encode_account_as(a, format);
+            let mut a = acct("t1");
+            let mut ids = None;
+            for i in 0..100i64 {
+                // Times out of order too: format 2 writes differences, some negative.
+                a.seen_cdrs
+                    .insert(&format!("c\"{i}"), 1000 + i * (1 - 2 * (i % 3)));
+                assert_eq!(encode_judged(&a, format, &mut ids, None), whole(&a));
+                assert_eq!(ids.is_some(), a.seen_cdrs.len() >= IDS_KEPT_ENCODED);
+            }
+            // A prune removes ids (and moves pruned_at): the kept bytes are not used.
+            a.seen_cdrs.retain(|_, t| *t >= 1050);
+            a.pruned_at = 5;
+            assert_eq!(encode_judged(&a, format, &mut ids, None), whole(&a));
+            a.seen_cdrs.insert("late", 9);
+            assert_eq!(encode_judged(&a, format, &mut ids, None), whole(&a));
+            assert_eq!(codec::decode_account(&whole(&a)).unwrap(), a);
         }
-        // A prune removes ids (and moves pruned_at): the kept bytes are not used.
-        a.seen_cdrs.retain(|_, t| *t >= 1050);
-        a.pruned_at = 5;
-        assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
-        a.seen_cdrs.insert("late", 9);
-        assert_eq!(encode_judged(&a, &mut ids, None), codec::encode_account(&a));
     }
 
     #[test]

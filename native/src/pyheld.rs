@@ -3,6 +3,7 @@
 //! What crosses into Python per batch is bytes: each record's outputs, and at the end
 //! each changed account's changelog value and segment writes.
 
+use crate::codec::Format;
 use crate::engine::{Host, Processed, Source};
 use crate::feed::{self, HomeKey};
 use crate::held::Held;
@@ -100,14 +101,19 @@ impl PyHeld {
     /// `read(key) -> bytes | None`: a table record as the next batch must read it;
     /// `idle_after`: batches an account may go unused before it is held in its stored form;
     /// `segment_least`: the fewest durable ids that make a segment (`SEGMENT_AT`; tests set
-    /// it small).
+    /// it small); `format`: the stored format of the values `plan` writes (1 or 2).
     #[new]
-    #[pyo3(signature = (limit, read, idle_after = crate::held::IDLE_AFTER, segment_least = crate::held::SEGMENT_AT))]
-    fn new(limit: usize, read: Py<PyAny>, idle_after: u64, segment_least: usize) -> Self {
-        PyHeld {
-            inner: Held::new(limit, idle_after, segment_least),
-            read,
-        }
+    #[pyo3(signature = (limit, read, idle_after = crate::held::IDLE_AFTER, segment_least = crate::held::SEGMENT_AT, format = 2))]
+    fn new(
+        limit: usize,
+        read: Py<PyAny>,
+        idle_after: u64,
+        segment_least: usize,
+        format: u8,
+    ) -> PyResult<Self> {
+        let mut inner = Held::new(limit, idle_after, segment_least);
+        inner.format = Format::from_number(format).map_err(PyValueError::new_err)?;
+        Ok(PyHeld { inner, read })
     }
 
     /// A batch starts: `engine` holds no account.

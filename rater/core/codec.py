@@ -77,10 +77,18 @@ def from_stored(d: dict[str, Any]) -> Account:
     )
 
 
-def encode_account(a: Account, judged: dict[str, int] | None = None) -> bytes:
-    """The stored form as bytes. ``judged`` (the Kafka worker's): per input topic, the
-    last offset of the account's partition that the batch writing this value had judged
-    (``rater/core/applied.py``); ``decode_account`` ignores it."""
+FORMAT = 2  # what ``encode_account`` writes unless told otherwise (``format=1``)
+
+
+def encode_account(a: Account, judged: dict[str, int] | None = None, format: int = FORMAT) -> bytes:
+    """The stored form as bytes, in ``format`` (2, or 1 for workers that read only format 1
+    during a rolling upgrade: ``--account-format``). ``judged`` (the Kafka worker's): per
+    input topic, the last offset of the account's partition that the batch writing this
+    value had judged (``rater/core/applied.py``); ``decode_account`` ignores it."""
+    if format == 2:
+        return _encode2(a, judged)
+    if format != 1:
+        raise ValueError(f"account format {format} is not known (1 or 2)")
     d = to_stored(a)
     if judged:
         d["in"] = judged
@@ -88,13 +96,263 @@ def encode_account(a: Account, judged: dict[str, int] | None = None) -> bytes:
 
 
 def decode_account(data: bytes) -> Account:
-    return from_stored(orjson.loads(data))
+    return decode_judged(data)[0]
 
 
 def decode_judged(data: bytes) -> tuple[Account, dict[str, int]]:
     """``decode_account`` and the ``judged`` offsets the value was written with ({} if none)."""
+    if data[:1] == b"\x02":
+        return _decode2(data)
+    if data[:1] != b"{":
+        raise ValueError(f"account format version {data[0] if data else 'none (an empty value)'} is not known")
     d = orjson.loads(data)
     return from_stored(d), d.get("in") or {}
+
+
+# Format 2: the same fields as format 1, in the same order, in binary. After the version
+# byte 0x02 each field is one of:
+#   uint   unsigned LEB128 varint;
+#   int    a signed integer as zigzag (0, -1, 1, -2 ... -> 0, 1, 2, 3 ...), then a uint;
+#   str    uint byte length, then the UTF-8 bytes;
+#   opt    0x00 for none, or 0x01 then the value;
+#   map    uint count, then per entry a str and an int: the entry's value minus the value
+#          of the entry before it (the first: minus 0). Recent ids are added in time
+#          order mostly, so their times take 1 to 4 bytes instead of 16 digits.
+# The fields: t str, p str, c str, lbt int, idm int; ar: 0x00 none, or 0x01 then enabled
+# (0x00/0x01), threshold int, amount int and payment_method (0x00 none, 0x01 a card: expires
+# str, 0x02 a card: expires str, last4 str); rs (0x00/0x01), pr opt str, pra int, pam int,
+# rc int; tor: uint count, per request id str, amount int, timed out at int; sb opt str;
+# lots: uint count, per lot id str, remaining int, purchased_at int, expires_at int, source
+# str; debt int, dom map, sc map, sm map, cw int, mw int, pa int; sg: uint count, per n int,
+# latest int; ns int; in (judged offsets): uint count, per topic str, offset int. Integers
+# are limited to what the native engine holds (i128). The native codec (native/src/codec.rs)
+# writes the same bytes.
+
+_I128 = 1 << 127
+
+
+def _uint(out: bytearray, v: int) -> None:
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def _int(out: bytearray, v: int) -> None:
+    if not -_I128 <= v < _I128:
+        raise ValueError(f"an account integer out of range: {v}")
+    _uint(out, v << 1 if v >= 0 else ((-v) << 1) - 1)
+
+
+def _str(out: bytearray, s: str) -> None:
+    b = s.encode()
+    _uint(out, len(b))
+    out += b
+
+
+def _opt_str(out: bytearray, s: str | None) -> None:
+    if s is None:
+        out.append(0)
+    else:
+        out.append(1)
+        _str(out, s)
+
+
+def _map(out: bytearray, m: dict[str, int]) -> None:
+    _uint(out, len(m))
+    prev = 0
+    for k, v in m.items():
+        _str(out, k)
+        _int(out, v - prev)
+        prev = v
+
+
+def _encode2(a: Account, judged: dict[str, int] | None) -> bytes:
+    out = bytearray(b"\x02")
+    _str(out, a.tenant_id)
+    _str(out, a.rate_plan)
+    _str(out, a.currency)
+    _int(out, a.low_balance_threshold)
+    _int(out, a.included_domestic_minutes)
+    ar = a.auto_recharge
+    if ar is None:
+        out.append(0)
+    else:
+        out.append(1)
+        out.append(1 if ar["enabled"] else 0)
+        _int(out, ar["threshold"])
+        _int(out, ar["amount"])
+        pm = ar["payment_method"]
+        if pm is None:
+            out.append(0)
+        else:
+            last4 = pm.get("last4")
+            out.append(1 if last4 is None else 2)
+            _str(out, pm["expires"])
+            if last4 is not None:
+                _str(out, last4)
+    out.append(1 if a.recharge_suspended else 0)
+    _opt_str(out, a.pending_request_id)
+    _int(out, a.pending_requested_at)
+    _int(out, a.pending_amount)
+    _int(out, a.recharge_count)
+    _uint(out, len(a.timed_out_requests))
+    for rid, (amount, at) in a.timed_out_requests.items():
+        _str(out, rid)
+        _int(out, amount)
+        _int(out, at)
+    _opt_str(out, a.suspended_by)
+    _uint(out, len(a.lots))
+    for x in a.lots:
+        _str(out, x.lot_id)
+        _int(out, x.remaining)
+        _int(out, x.purchased_at)
+        _int(out, x.expires_at)
+        _str(out, x.source)
+    _int(out, a.debt)
+    _map(out, a.domestic_seconds_used)
+    _map(out, a.seen_cdrs)
+    _map(out, a.seen_commands)
+    _int(out, a.cdr_watermark)
+    _int(out, a.command_watermark)
+    _int(out, a.pruned_at)
+    _uint(out, len(a.id_segments))
+    for n, latest in a.id_segments:
+        _int(out, n)
+        _int(out, latest)
+    _int(out, a.next_segment)
+    judged = judged or {}
+    _uint(out, len(judged))
+    for topic, offset in judged.items():
+        _str(out, topic)
+        _int(out, offset)
+    return bytes(out)
+
+
+class _Reader:
+    """Format 2's fields read in order; a value that ends early or runs on is refused."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.at = 1
+
+    def byte(self, what: str, most: int = 1) -> int:
+        if self.at >= len(self.data):
+            raise ValueError(f"account format 2: ends inside {what}")
+        b = self.data[self.at]
+        if b > most:
+            raise ValueError(f"account format 2: {what}: {b} is not 0 to {most}")
+        self.at += 1
+        return b
+
+    def uint(self, what: str) -> int:
+        v = shift = 0
+        while True:
+            if self.at >= len(self.data):
+                raise ValueError(f"account format 2: ends inside {what}")
+            b = self.data[self.at]
+            self.at += 1
+            v |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > 126:
+                raise ValueError(f"account format 2: {what}: a varint too long")
+        return v
+
+    def int(self, what: str) -> int:
+        z = self.uint(what)
+        v = z >> 1 if not z & 1 else -((z + 1) >> 1)
+        if not -_I128 <= v < _I128:
+            raise ValueError(f"account format 2: {what}: out of range")
+        return v
+
+    def str(self, what: str) -> str:
+        n = self.uint(what)
+        end = self.at + n
+        if end > len(self.data):
+            raise ValueError(f"account format 2: ends inside {what}")
+        try:
+            s = self.data[self.at : end].decode()
+        except UnicodeDecodeError:
+            raise ValueError(f"account format 2: {what}: not UTF-8") from None
+        self.at = end
+        return s
+
+    def opt_str(self, what: str) -> str | None:
+        return self.str(what) if self.byte(what) else None
+
+    def map(self, what: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        prev = 0
+        for _ in range(self.uint(what)):
+            k = self.str(what)
+            prev += self.int(what)
+            out[k] = prev
+        return out
+
+
+def _decode2(data: bytes) -> tuple[Account, dict[str, int]]:
+    r = _Reader(data)
+    tenant, plan, currency = r.str("t"), r.str("p"), r.str("c")
+    lbt, idm = r.int("lbt"), r.int("idm")
+    ar: dict[str, Any] | None = None
+    if r.byte("ar"):
+        enabled = bool(r.byte("ar.enabled"))
+        threshold, amount = r.int("ar.threshold"), r.int("ar.amount")
+        kind = r.byte("ar.payment_method", 2)
+        pm: dict[str, str] | None = None
+        if kind:
+            pm = {"type": "card", "expires": r.str("ar.payment_method.expires")}
+            if kind == 2:
+                pm["last4"] = r.str("ar.payment_method.last4")
+        ar = {"enabled": enabled, "threshold": threshold, "amount": amount, "payment_method": pm}
+    rs = bool(r.byte("rs"))
+    pr = r.opt_str("pr")
+    pra, pam, rc = r.int("pra"), r.int("pam"), r.int("rc")
+    tor = {}
+    for _ in range(r.uint("tor")):
+        rid = r.str("tor")
+        tor[rid] = [r.int("tor"), r.int("tor")]
+    sb = r.opt_str("sb")
+    lots = [Lot(r.str("lots"), r.int("lots"), r.int("lots"), r.int("lots"), r.str("lots")) for _ in range(r.uint("lots"))]
+    debt = r.int("debt")
+    dom, sc, sm = r.map("dom"), r.map("sc"), r.map("sm")
+    cw, mw, pa = r.int("cw"), r.int("mw"), r.int("pa")
+    sg = [[r.int("sg"), r.int("sg")] for _ in range(r.uint("sg"))]
+    ns = r.int("ns")
+    judged = {}
+    for _ in range(r.uint("in")):
+        topic = r.str("in")
+        judged[topic] = r.int("in")
+    if r.at != len(data):
+        raise ValueError(f"account format 2: {len(data) - r.at} bytes after the last field")
+    acct = Account(
+        tenant_id=tenant,
+        rate_plan=plan,
+        currency=currency,
+        low_balance_threshold=lbt,
+        included_domestic_minutes=idm,
+        auto_recharge=ar,
+        recharge_suspended=rs,
+        pending_request_id=pr,
+        pending_requested_at=pra,
+        pending_amount=pam,
+        recharge_count=rc,
+        timed_out_requests=tor,
+        suspended_by=sb,
+        lots=lots,
+        debt=debt,
+        domestic_seconds_used=dom,
+        seen_cdrs=sc,
+        seen_commands=sm,
+        cdr_watermark=cw,
+        command_watermark=mw,
+        pruned_at=pa,
+        id_segments=sg,
+        next_segment=ns,
+    )
+    return acct, judged
 
 
 def to_view(a: Account) -> dict[str, Any]:

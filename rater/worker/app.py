@@ -81,10 +81,10 @@ class RaterWorker:
         self.engine_name = choose_engine(cfg.engine)
         if self.engine_name == "native":
             adapter.fetch_natively(inputs)  # input records as rater_native.Records
-            self.store = NativeAccountStore(self.port, cfg.partitions, cfg.account_cache)
+            self.store = NativeAccountStore(self.port, cfg.partitions, cfg.account_cache, account_format=cfg.account_format)
             self.processor = NativeBatchProcessor(tables, cfg.partitions, cfg.topics, self.store, max_record_bytes=cfg.max_record_bytes)
         else:
-            self.store = AccountStore(self.port, cfg.partitions, cfg.account_cache)
+            self.store = AccountStore(self.port, cfg.partitions, cfg.account_cache, account_format=cfg.account_format)
             self.processor = BatchProcessor(tables, cfg.partitions, cfg.topics, self.store.load, max_record_bytes=cfg.max_record_bytes)
         self.processor.engine.tally = self.stats.tally
         self.pipeline = CommitPipeline(self.port, self.store, self.processor, self._on_batch)

@@ -118,6 +118,7 @@ class WorkerConfig:
     topics: Topics = field(default_factory=Topics)
     batch_size: int = 5000
     account_cache: int = 50_000
+    account_format: int = 2  # the stored format of account values (rater/core/codec.py); 1 for a rolling upgrade
     sweep_interval: float = 30.0
     reload_interval: float = 5.0
     recovery_stall_timeout: float = DEFAULT_STALL_LIMIT  # rater/worker/watchdog.py; 0: never
@@ -205,6 +206,14 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_int("--account-cache", "RATER_ACCOUNT_CACHE", 0),
         default=e("ACCOUNT_CACHE", str(d.account_cache)),  # noqa: E501
         help="decoded accounts kept in memory between batches; 0 reads every one from the store (RATER_ACCOUNT_CACHE)",
+    )
+    p.add_argument(
+        "--account-format",
+        type=one_of("--account-format", "RATER_ACCOUNT_FORMAT", ("1", "2")),
+        choices=("1", "2"),
+        default=e("ACCOUNT_FORMAT", str(d.account_format)),
+        help="stored format of the account values this worker writes: 2 (binary, the default) or 1 (JSON, "
+        "read by every release) while workers of a release before format 2 still run (RATER_ACCOUNT_FORMAT)",
     )
     p.add_argument(
         "--sweep-interval",
@@ -303,6 +312,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         topics=topics,
         batch_size=args.batch_size,
         account_cache=args.account_cache,
+        account_format=int(args.account_format),
         sweep_interval=args.sweep_interval,
         recovery_stall_timeout=args.recovery_stall_timeout,
         log_format=args.log_format,

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import orjson
-
-from rater.core import idsegments, ledger
+from rater.core import codec, idsegments, ledger
 from rater.core.codec import decode_account, decode_judged, encode_account
 from rater.core.idsegments import SEP as SEGMENT_SEP
 from rater.core.idsegments import IdSegments, is_segment_key
@@ -45,8 +43,9 @@ def due_of(acct: ledger.Account) -> int | None:
 
 
 class AccountStore:
-    def __init__(self, port: Any, partitions: int, cache_limit: int):
+    def __init__(self, port: Any, partitions: int, cache_limit: int, account_format: int = codec.FORMAT):
         self.port = port  # table_get(partition, key)
+        self.account_format = account_format  # of the values written (``--account-format``)
         self.partitions = partitions
         self.cache_limit = cache_limit
         self.cache: dict[str, tuple[ledger.Account, dict]] = {}  # tenant -> (account, its durable ids)
@@ -144,7 +143,7 @@ class AccountStore:
                 segments.append((changelog, partition, key, value, None))
         # Phase B: the accounts, each with how far its batch judged its partition.
         for tenant, (partition, acct) in changed.items():
-            records.append((changelog, partition, tenant.encode(), encode_account(acct, judged.get(partition)), None))
+            records.append((changelog, partition, tenant.encode(), encode_account(acct, judged.get(partition), self.account_format), None))
             self.note(tenant, acct)
         return segments, records
 
@@ -181,8 +180,8 @@ class NativeAccountStore(AccountStore):
     The id segments are read, planned and cached natively too, by the rules of
     ``IdSegments``; ``segments`` (the Python one) stays unused."""
 
-    def __init__(self, port: Any, partitions: int, cache_limit: int, idle_after: int | None = None):
-        super().__init__(port, partitions, cache_limit)
+    def __init__(self, port: Any, partitions: int, cache_limit: int, idle_after: int | None = None, account_format: int = codec.FORMAT):
+        super().__init__(port, partitions, cache_limit, account_format)
         if rater_native is None:
             raise RuntimeError("the native engine is not built")
         # idle_after: batches a held account may go unused before it is held in its stored
@@ -190,7 +189,9 @@ class NativeAccountStore(AccountStore):
         extra = {} if idle_after is None else {"idle_after": idle_after}
         # The least segment size is Python's (rater/core/idsegments.py), read here: a test
         # that sets it small sets it for both engines.
-        self.held = rater_native.Held(max(cache_limit, 0), self._read, segment_least=idsegments.SEGMENT_AT, **extra)
+        self.held = rater_native.Held(
+            max(cache_limit, 0), self._read, segment_least=idsegments.SEGMENT_AT, format=account_format, **extra
+        )
         self.index = HeldIndex(self.held)  # noted natively by ``Held.plan``
 
     def _read(self, key: bytes) -> bytes | None:
@@ -199,7 +200,7 @@ class NativeAccountStore(AccountStore):
         raw = self.get_raw(key)
         note = self.note_judged
         if raw is not None and note is not None and not is_segment_key(key):
-            note(key.decode(), orjson.loads(raw).get("in") or {})
+            note(key.decode(), decode_judged(raw)[1])
         return raw
 
     def forget(self) -> None:

@@ -44,9 +44,18 @@ def test_an_account_value_carries_how_far_its_batch_judged_and_decodes_to_the_sa
     from rater.core.ledger import Account
 
     acct = Account(tenant_id="acme", rate_plan="standard-usd", currency="USD", debt=1_500_000)
-    value = encode_account(acct, {"cdrs": 57, "tenant-commands": 12})
-    assert orjson.loads(value)["in"] == {"cdrs": 57, "tenant-commands": 12}
-    assert decode_account(value) == acct
-    assert decode_judged(value) == (acct, {"cdrs": 57, "tenant-commands": 12})
+    judged = {"cdrs": 57, "tenant-commands": 12}
+    # Format 1: an "in" object. Format 2: the last field, a count and each topic with its
+    # offset (zigzag: 57 is 114, 12 is 24), where a value without has a count of 0.
+    value1 = encode_account(acct, judged, format=1)
+    assert orjson.loads(value1)["in"] == judged
+    value2 = encode_account(acct, judged)
+    plain2 = encode_account(acct)
+    assert plain2[-1:] == b"\x00"
+    assert value2 == plain2[:-1] + b"\x02\x04cdrs\x72\x0ftenant-commands\x18"
+    for value in (value1, value2):
+        assert decode_account(value) == acct
+        assert decode_judged(value) == (acct, judged)
     # A value written before the judged offsets existed, or by the sweep: none.
-    assert decode_judged(encode_account(acct)) == (acct, {})
+    assert decode_judged(encode_account(acct, format=1)) == (acct, {})
+    assert decode_judged(plain2) == (acct, {})

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from rater.core import idsegments
 from rater.core.batch import Message, Topics
-from rater.core.codec import decode_account
+from rater.core.codec import decode_account, decode_judged, encode_account
 from rater.core.engine import Tally
 from rater.core.idsegments import SEGMENT_AT, is_segment_key
 from rater.core.native_engine import available
@@ -315,7 +315,7 @@ def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
     (_topic, _partition, key, value, _h), mark = out.accounts
     assert key == b"t1"
     assert decode_account(value).balance == 5_000_000 - 60_000  # one minute at 0.060000
-    assert orjson.loads(value)["in"] == {"cdrs": 2}
+    assert decode_judged(value)[1] == {"cdrs": 2}
 
 
 def test_an_account_no_batch_used_for_idle_after_batches_is_held_in_its_stored_form(tables):
@@ -572,8 +572,7 @@ def test_the_replay_check_takes_a_key_for_a_tenant_id_as_tenant_re_does(tables, 
         w = Worker(engine, tables, cache_limit=10)
         w.batch(setup)
         w.store.forget()
-        stored = orjson.loads(w.port.table[pb][b"t2"])
-        w.port.table[p][key] = orjson.dumps({**stored, "in": {"cdrs": 100}})
+        w.port.table[p][key] = encode_account(decode_account(w.port.table[pb][b"t2"]), {"cdrs": 100})
         guard = w.pipeline.replay
         guard.resume_at(("cdrs", p), 0, None, 10)
         w.store.note_judged = guard.note_judged
