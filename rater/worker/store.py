@@ -189,9 +189,7 @@ class NativeAccountStore(AccountStore):
         extra = {} if idle_after is None else {"idle_after": idle_after}
         # The least segment size is Python's (rater/core/idsegments.py), read here: a test
         # that sets it small sets it for both engines.
-        self.held = rater_native.Held(
-            max(cache_limit, 0), self._read, segment_least=idsegments.SEGMENT_AT, format=account_format, **extra
-        )
+        self.held = rater_native.Held(max(cache_limit, 0), self._read, segment_least=idsegments.SEGMENT_AT, format=account_format, **extra)
         self.index = HeldIndex(self.held)  # noted natively by ``Held.plan``
 
     def _read(self, key: bytes) -> bytes | None:
