@@ -356,14 +356,14 @@ impl<'a> Reader<'a> {
         loop {
             let b = *self.data.get(self.at).ok_or_else(|| Self::ends(what))?;
             self.at += 1;
+            if shift == 126 && b > 3 {
+                return Err(format!("account format 2: {what}: a varint past 128 bits"));
+            }
             v |= ((b & 0x7F) as u128) << shift;
             if b < 0x80 {
                 return Ok(v);
             }
             shift += 7;
-            if shift > 126 {
-                return Err(format!("account format 2: {what}: a varint too long"));
-            }
         }
     }
 
@@ -401,19 +401,15 @@ impl<'a> Reader<'a> {
     }
 
     fn map(&mut self, what: &str) -> Result<IdMap, String> {
-        let n = self.count(what)?;
-        self.entries(n, what)
-    }
-
-    /// `n` entries of a map.
-    fn entries(&mut self, n: usize, what: &str) -> Result<IdMap, String> {
         let mut out = IdMap::default();
         let mut prev: i128 = 0;
-        for _ in 0..n {
+        for _ in 0..self.count(what)? {
             let k = self.str(what)?;
-            prev += self.int(what)?;
-            let v = i64::try_from(prev)
-                .map_err(|_| format!("account format 2: {what}: out of range"))?;
+            let v = prev
+                .checked_add(self.int(what)?)
+                .and_then(|v| i64::try_from(v).ok())
+                .ok_or_else(|| format!("account format 2: {what}: out of range"))?;
+            prev = v as i128;
             out.insert(k, v);
         }
         out.shrink_to_fit();
@@ -421,9 +417,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A format 2 value: the account, the judged offsets and where the recent CDR ids' entries
-/// lie in `data` (start and end).
-pub fn decode2(data: &[u8]) -> Result<(Account, Vec<(String, i64)>, (usize, usize)), String> {
+/// A format 2 value's account (its judged offsets read, to check the value, and left: the
+/// worker reads them in Python, `decode_judged`).
+pub fn decode2(data: &[u8]) -> Result<Account, String> {
     let mut r = Reader { data, at: 1 };
     let tenant_id = r.str("t")?.into();
     let rate_plan = r.str("p")?.into();
@@ -477,10 +473,7 @@ pub fn decode2(data: &[u8]) -> Result<(Account, Vec<(String, i64)>, (usize, usiz
     }
     let debt = r.int("debt")?;
     let domestic_seconds_used = r.map("dom")?;
-    let n = r.count("sc")?;
-    let start = r.at;
-    let seen_cdrs = r.entries(n, "sc")?;
-    let sc_at = (start, r.at);
+    let seen_cdrs = r.map("sc")?;
     let seen_commands = r.map("sm")?;
     let cdr_watermark = r.i64("cw")?;
     let command_watermark = r.i64("mw")?;
@@ -490,10 +483,9 @@ pub fn decode2(data: &[u8]) -> Result<(Account, Vec<(String, i64)>, (usize, usiz
         id_segments.push((r.i64("sg")?, r.i64("sg")?));
     }
     let next_segment = r.i64("ns")?;
-    let mut judged = Vec::new();
     for _ in 0..r.count("in")? {
-        let topic = r.str("in")?.to_string();
-        judged.push((topic, r.i64("in")?));
+        r.str("in")?;
+        r.i64("in")?;
     }
     if r.at != data.len() {
         return Err(format!(
@@ -526,7 +518,7 @@ pub fn decode2(data: &[u8]) -> Result<(Account, Vec<(String, i64)>, (usize, usiz
         id_segments,
         next_segment,
     };
-    Ok((acct, judged, sc_at))
+    Ok(acct)
 }
 
 fn field<'o, 'v>(m: &'o Object<'v>, k: &str) -> Result<&'o Value<'v>, String> {
@@ -674,7 +666,7 @@ pub fn from_value(v: &Value) -> Result<Account, String> {
 pub fn decode_account(data: &[u8]) -> Result<Account, String> {
     match data.first() {
         Some(b'{') => from_value(&json::parse(data)?),
-        Some(2) => Ok(decode2(data)?.0),
+        Some(2) => decode2(data),
         Some(v) => Err(format!("account format version {v} is not known")),
         None => Err("an empty account record".into()),
     }

@@ -849,13 +849,12 @@ mod tests {
                 Format::Two => (0..20u8)
                     .flat_map(|i| {
                         let id = format!("c\"{i}");
-                        let delta = if i == 0 { 200 } else { 2 }; // zigzag of 100, of 1
+                        // The difference from the time before, zigzag: 100 is 200 (72 and
+                        // 1 x 128: two bytes), 1 is 2.
+                        let delta: &[u8] = if i == 0 { &[0xC8, 0x01] } else { &[0x02] };
                         let mut e = vec![id.len() as u8];
                         e.extend_from_slice(id.as_bytes());
-                        e.extend_from_slice(&[delta as u8 | 0x80 * (delta >= 128) as u8]);
-                        if delta >= 128 {
-                            e.push((delta >> 7) as u8);
-                        }
+                        e.extend_from_slice(delta);
                         e
                     })
                     .collect(),

@@ -2,10 +2,15 @@
 
 The state file of ``rater rate`` that holds them is ``rater/statefile.py``.
 
-Two shapes: the *stored* form (``to_stored``/``from_stored``) keeps everything the
-ledger needs to continue, ids remembered for duplicates included, in compact JSON-able
-types (ints for money and times); the *view* (``to_view``) is the account as SPEC 9
-``balances.json`` and ``GET /tenants/<id>`` show it, with money and times in wire format.
+Two shapes: the *stored* form keeps everything the ledger needs to continue, ids
+remembered for duplicates included, with ints for money and times; the *view*
+(``to_view``) is the account as SPEC 9 ``balances.json`` and ``GET /tenants/<id>`` show
+it, with money and times in wire format.
+
+The stored form as bytes (``encode_account``/``decode_account``: the worker's table and
+changelog) is format 2, binary (its layout below ``decode_judged``), or format 1, the
+JSON of ``to_stored``; a reader tells them apart by the first byte and reads both. The
+state file of ``rater rate`` keeps ``to_stored``'s plain data (``rater/statefile.py``).
 """
 
 from __future__ import annotations
@@ -125,10 +130,11 @@ def decode_judged(data: bytes) -> tuple[Account, dict[str, int]]:
 # lots: uint count, per lot id str, remaining int, purchased_at int, expires_at int, source
 # str; debt int, dom map, sc map, sm map, cw int, mw int, pa int; sg: uint count, per n int,
 # latest int; ns int; in (judged offsets): uint count, per topic str, offset int. Integers
-# are limited to what the native engine holds (i128). The native codec (native/src/codec.rs)
-# writes the same bytes.
+# are limited to what the native engine holds (i128; a map's values i64), and a varint to
+# 128 bits. The native codec (native/src/codec.rs) writes the same bytes.
 
 _I128 = 1 << 127
+_I64 = 1 << 63  # the values of a map (times, counts): 64-bit in the native engine
 
 
 def _uint(out: bytearray, v: int) -> None:
@@ -159,11 +165,21 @@ def _opt_str(out: bytearray, s: str | None) -> None:
 
 
 def _map(out: bytearray, m: dict[str, int]) -> None:
+    # _str and _int written out: an account's recent ids are most of what it encodes.
     _uint(out, len(m))
     prev = 0
     for k, v in m.items():
-        _str(out, k)
-        _int(out, v - prev)
+        b = k.encode()
+        _uint(out, len(b))
+        out += b
+        if not -_I64 <= v < _I64:
+            raise ValueError(f"an account time or count out of range: {v}")
+        d = v - prev
+        z = d << 1 if d >= 0 else ((-d) << 1) - 1
+        while z >= 0x80:
+            out.append((z & 0x7F) | 0x80)
+            z >>= 7
+        out.append(z)
         prev = v
 
 
@@ -252,20 +268,17 @@ class _Reader:
                 raise ValueError(f"account format 2: ends inside {what}")
             b = self.data[self.at]
             self.at += 1
+            if shift == 126 and b > 3:
+                raise ValueError(f"account format 2: {what}: a varint past 128 bits")
             v |= (b & 0x7F) << shift
             if b < 0x80:
                 break
             shift += 7
-            if shift > 126:
-                raise ValueError(f"account format 2: {what}: a varint too long")
         return v
 
     def int(self, what: str) -> int:
         z = self.uint(what)
-        v = z >> 1 if not z & 1 else -((z + 1) >> 1)
-        if not -_I128 <= v < _I128:
-            raise ValueError(f"account format 2: {what}: out of range")
-        return v
+        return z >> 1 if not z & 1 else -((z + 1) >> 1)
 
     def str(self, what: str) -> str:
         n = self.uint(what)
@@ -288,6 +301,8 @@ class _Reader:
         for _ in range(self.uint(what)):
             k = self.str(what)
             prev += self.int(what)
+            if not -_I64 <= prev < _I64:
+                raise ValueError(f"account format 2: {what}: out of range")
             out[k] = prev
         return out
 

@@ -324,9 +324,10 @@ def test_the_streams_reach_every_case(test_tables):
 
 
 def test_accounts_written_by_the_python_codec_are_read_by_the_native_one():
-    """Upgrade: the stored accounts of today's Python encoding (the worked example's,
-    with lots, a card, a pending request, debt and remembered ids) decode natively and
-    encode back to the same bytes."""
+    """Upgrade: the stored accounts of the Python encoding (the worked example's, with
+    lots, a card, a pending request, debt and remembered ids), in format 1 (every release
+    before format 2 wrote it) and in format 2, decode natively and encode to the bytes the
+    Python codec writes by default (format 2)."""
     import rater_native
 
     py = Engine(WORKED_TABLES)
@@ -334,8 +335,8 @@ def test_accounts_written_by_the_python_codec_are_read_by_the_native_one():
         py.process(line, None, {"file": "w.jsonl", "line": n}, parse_time("2026-11-25T00:00:00Z"))
     assert len(py.accounts) == 2
     for acct in py.accounts.values():
-        stored = encode_account(acct)
-        assert rater_native.recode_account(stored) == stored
+        for format in (1, 2):
+            assert rater_native.recode_account(encode_account(acct, format=format)) == encode_account(acct)
         nat = NativeEngine(WORKED_TABLES, {acct.tenant_id: acct})
         assert decode_account(nat.native.get_account(acct.tenant_id)) == acct
 

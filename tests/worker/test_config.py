@@ -27,6 +27,7 @@ def _parse(monkeypatch, env: dict[str, str], argv: list[str]):
             {"RATER_RECOVERY_STALL_TIMEOUT": "-1"},
             "argument --recovery-stall-timeout: '-1' must be a number >= 0 (--recovery-stall-timeout or RATER_RECOVERY_STALL_TIMEOUT)",  # noqa: E501
         ),
+        ({"RATER_ACCOUNT_FORMAT": "3"}, "argument --account-format: '3' is not one of 1, 2 (--account-format or RATER_ACCOUNT_FORMAT)"),
         ({"RATER_LOG_FORMAT": "xml"}, "argument --log-format: 'xml' is not one of text, json (--log-format or RATER_LOG_FORMAT)"),
         (
             {"RATER_SECURITY_PROTOCOL": "TLS"},
@@ -73,6 +74,10 @@ def test_good_environment_values_become_the_config(monkeypatch):
     )
     # A flag wins over its variable.
     assert config_from_args(_parse(monkeypatch, {}, ["worker", "--partitions", "3"])).partitions == 3
+    # The stored format: 2 unless told, 1 for a rolling upgrade.
+    assert config_from_args(_parse(monkeypatch, {}, ["worker"])).account_format == 2
+    assert config_from_args(_parse(monkeypatch, {"RATER_ACCOUNT_FORMAT": "1"}, ["worker"])).account_format == 1
+    assert config_from_args(_parse(monkeypatch, {}, ["worker", "--account-format", "1"])).account_format == 1
 
 
 def test_worker_help_shows_defaults_but_never_the_password(monkeypatch, capsys):

@@ -76,9 +76,9 @@ class TablePort:
 class Worker:
     """One engine's store, processor and pipeline over its own table."""
 
-    def __init__(self, engine: str, tables, cache_limit: int, idle_after: int | None = None):
+    def __init__(self, engine: str, tables, cache_limit: int, idle_after: int | None = None, account_format: int = 2):
         self.port = TablePort()
-        self.store, self.processor = worker_parts(engine, self.port, tables, cache_limit, PARTITIONS, idle_after)
+        self.store, self.processor = worker_parts(engine, self.port, tables, cache_limit, PARTITIONS, idle_after, account_format)
         self.pipeline = CommitPipeline(self.port, self.store, self.processor)
         self.stats = SimpleNamespace(tally=Tally())
         self.sweeper = Sweeper(self.pipeline, self.port, Topics(), PARTITIONS, self.stats, lambda: [])
@@ -150,8 +150,8 @@ def tables(tmp_path_factory):
     return write_tables(str(tmp_path_factory.mktemp("rates")))
 
 
-def _same_run(tables, msgs, batch, cache_limit, forget_every=0, idle_after=None):
-    workers = [Worker(e, tables, cache_limit, idle_after if e == "native" else None) for e in ("python", "native")]
+def _same_run(tables, msgs, batch, cache_limit, forget_every=0, idle_after=None, account_format=2):
+    workers = [Worker(e, tables, cache_limit, idle_after if e == "native" else None, account_format) for e in ("python", "native")]
     for n, start in enumerate(range(0, len(msgs), batch)):
         chunk = msgs[start : start + batch]
         py, nat = (_writes(w.batch(chunk)) for w in workers)
@@ -207,12 +207,13 @@ def _cdr(tenant: str, cdr_id: str, at: int) -> bytes:
     )
 
 
-@pytest.mark.parametrize("idle_after", [None, 1])
-def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_after):
+@pytest.mark.parametrize(("idle_after", "account_format"), [(None, 2), (1, 2), (None, 1), (1, 1)])
+def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_after, account_format):
     """One busy tenant: 5 x SEGMENT_AT calls over 12 days in batches of a little more, so ids move into
     segments (after the account holding them was written) and the first segments are
     deleted once past the 7-day horizon; repeats of moved ids are duplicates. Also with
-    the held account kept in its stored form between the batches (``idle_after=1``)."""
+    the held account kept in its stored form between the batches (``idle_after=1``), and
+    with both stores writing format 1 (``--account-format 1``)."""
     tenant = "busy"
     p = partition_for(tenant.encode(), PARTITIONS)
     setup = _funded(tenant, "2026-11-20T00:00:00Z", "1000000")
@@ -220,8 +221,9 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_a
     step = 12 * 86_400 * 10**6 // (5 * SEGMENT_AT)  # 5 x SEGMENT_AT calls over 12 days
     raws = setup + [_cdr(tenant, f"k{i}", start + i * step) for i in range(5 * SEGMENT_AT)]
     msgs = [Message("cdrs", p, i, tenant.encode(), r) for i, r in enumerate(raws)]
-    workers = _same_run(tables, msgs, SEGMENT_AT + 50, cache_limit=50, idle_after=idle_after)
+    workers = _same_run(tables, msgs, SEGMENT_AT + 50, cache_limit=50, idle_after=idle_after, account_format=account_format)
     table = workers[1].port.table[p]
+    assert table[tenant.encode()][:1] == (b"{" if account_format == 1 else b"\x02")
     acct = decode_account(table[tenant.encode()])
     # Every call charged once (a minute at 0.060000 on test-usd to +44).
     assert acct.balance == 1_000_000_000_000 - 5 * SEGMENT_AT * 60_000
@@ -238,6 +240,45 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_a
     py, nat = (w.batch(again) for w in workers)
     assert _writes(nat) == _writes(py)
     assert nat.produce == [] and nat.records == Counter({("cdrs", "duplicate"): 3})
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_a_table_written_in_format_1_is_carried_on_in_format_2(tables, engine):
+    """The upgrade: a worker writing format 1 (a release before format 2, or one run with
+    ``--account-format 1``) leaves its table to a worker writing format 2 (a new one, its
+    own empty cache, as after a rebalance). The new worker reads the format 1 accounts and
+    writes each in format 2 when it changes it; an account it does not change stays in
+    format 1. At the end every account is what one run in format 2 gives, charged once."""
+    raws = []
+    for t in ("t1", "t2"):
+        raws += _funded(t, "2026-11-01T00:00:00Z", "5")
+    raws += [_cdr("t1", f"k{i}", parse_time("2026-11-02T10:00:00Z") + i * 10**9) for i in range(3)]
+    later = [_cdr("t1", f"k{i}", parse_time("2026-11-02T10:00:00Z") + i * 10**9) for i in range(5)]  # k0..k2 again
+    msgs = []
+    for i, raw in enumerate(raws + later):
+        tenant = orjson.loads(raw)["tenant_id"].encode()
+        msgs.append(Message("cdrs", partition_for(tenant, PARTITIONS), i, tenant, raw))
+    first, second = msgs[: len(raws)], msgs[len(raws) :]
+    old = Worker(engine, tables, cache_limit=10, account_format=1)
+    old.batch(first)
+
+    def accounts(w) -> dict[bytes, bytes]:  # the account values (not the applied marks)
+        return {k: v for p in w.port.table.values() for k, v in p.items() if not k.startswith(b"\x00")}
+
+    assert {k: v[:1] for k, v in accounts(old).items()} == {b"t1": b"{", b"t2": b"{"}
+    new = Worker(engine, tables, cache_limit=10)
+    new.port.table = old.port.table
+    w = new.batch(second)
+    assert w.records == Counter({("cdrs", "applied"): 2, ("cdrs", "duplicate"): 3})
+    once = Worker(engine, tables, cache_limit=10)
+    once.batch(first)
+    once.batch(second)
+    stored = accounts(new)
+    assert stored[b"t1"][:1] == b"\x02" and stored[b"t2"][:1] == b"{"  # t2 had no change
+    expected = accounts(once)
+    assert {k: decode_account(v) for k, v in stored.items()} == {k: decode_account(v) for k, v in expected.items()}
+    assert stored[b"t1"] == expected[b"t1"]  # the same bytes, judged offsets included
+    assert decode_account(stored[b"t1"]).balance == 5_000_000 - 5 * 60_000  # five minutes at 0.060000
 
 
 def test_segments_as_large_as_the_list_give_the_same_writes(tables, monkeypatch):

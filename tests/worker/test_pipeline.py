@@ -156,13 +156,16 @@ class FakePort:
         return self.table[partition].get(key)
 
 
-def worker_parts(engine: str, port, tables, cache_limit: int, partitions: int = PARTITIONS, idle_after: int | None = None):
+def worker_parts(
+    engine: str, port, tables, cache_limit: int, partitions: int = PARTITIONS, idle_after: int | None = None, account_format: int = 2
+):
     """The account store and batch processor of a worker on ``engine``, as the app wires them
-    (``idle_after``: the native store's, when not its default)."""
+    (``idle_after``: the native store's, when not its default; ``account_format``: of the
+    values it writes, ``--account-format``)."""
     if engine == "native":
-        store = NativeAccountStore(port, partitions, cache_limit, idle_after)
+        store = NativeAccountStore(port, partitions, cache_limit, idle_after, account_format=account_format)
         return store, NativeBatchProcessor(tables, partitions, Topics(), store)
-    store = AccountStore(port, partitions, cache_limit)
+    store = AccountStore(port, partitions, cache_limit, account_format=account_format)
     return store, BatchProcessor(tables, partitions, Topics(), store.load)
 
 
