@@ -266,6 +266,11 @@ fn encode2_into(
     write_sc: &mut dyn FnMut(&mut Vec<u8>),
 ) {
     out.push(2);
+    put_uint(out, judged.len() as u128);
+    for (topic, offset) in judged {
+        put_str(out, topic);
+        put_int(out, *offset as i128);
+    }
     put_str(out, &a.tenant_id);
     put_str(out, &a.rate_plan);
     put_str(out, &a.currency);
@@ -323,11 +328,6 @@ fn encode2_into(
         put_int(out, *latest as i128);
     }
     put_int(out, a.next_segment as i128);
-    put_uint(out, judged.len() as u128);
-    for (topic, offset) in judged {
-        put_str(out, topic);
-        put_int(out, *offset as i128);
-    }
 }
 
 /// Format 2's fields read in order; a value that ends early or runs on is refused.
@@ -417,10 +417,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A format 2 value's account (its judged offsets read, to check the value, and left: the
-/// worker reads them in Python, `decode_judged`).
+/// A format 2 value's account (its judged offsets, first, read past: the worker reads them
+/// in Python, rater/core/codec.py `judged_of`).
 pub fn decode2(data: &[u8]) -> Result<Account, String> {
     let mut r = Reader { data, at: 1 };
+    for _ in 0..r.count("in")? {
+        r.str("in")?;
+        r.i64("in")?;
+    }
     let tenant_id = r.str("t")?.into();
     let rate_plan = r.str("p")?.into();
     let currency = r.str("c")?.into();
@@ -483,10 +487,6 @@ pub fn decode2(data: &[u8]) -> Result<Account, String> {
         id_segments.push((r.i64("sg")?, r.i64("sg")?));
     }
     let next_segment = r.i64("ns")?;
-    for _ in 0..r.count("in")? {
-        r.str("in")?;
-        r.i64("in")?;
-    }
     if r.at != data.len() {
         return Err(format!(
             "account format 2: {} bytes after the last field",
@@ -706,7 +706,7 @@ mod tests {
         );
         assert_eq!(encode_account_as(&a, Format::One), py.to_vec());
         // The same account as the Python codec writes it in format 2.
-        let py2 = b"\x02\x04acme\x0cstandard-usd\x03USD\x80\xad\xe2\x04\xc8\x01\x01\x01\x80\x89z\x80\xb4\x89\x13\x02\x072027-01\x044242\x00\x01\x0facme/recharge/1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xb4\x89\x13\x02\x01\x0facme/recharge/0\x80\x87\xa7\x0e\x80\xf0\xec\xfb\xb7\xc0\xb0\x06\x01\x0facme/recharge/0\x01\x02f1\xe8\xed\xc0\x09\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\xa1\xa1\xaa\xec\xbe\x06\x06manual\x00\x01\x072026-11x\x01\x02c1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x01\x02f1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x00\x00\x00";
+        let py2 = b"\x02\x00\x04acme\x0cstandard-usd\x03USD\x80\xad\xe2\x04\xc8\x01\x01\x01\x80\x89z\x80\xb4\x89\x13\x02\x072027-01\x044242\x00\x01\x0facme/recharge/1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xb4\x89\x13\x02\x01\x0facme/recharge/0\x80\x87\xa7\x0e\x80\xf0\xec\xfb\xb7\xc0\xb0\x06\x01\x0facme/recharge/0\x01\x02f1\xe8\xed\xc0\x09\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\xa1\xa1\xaa\xec\xbe\x06\x06manual\x00\x01\x072026-11x\x01\x02c1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x01\x02f1\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x80\xa0\x82\xe0\xd8\xc0\xb0\x06\x00\x00";
         assert_eq!(encode_account(&a), py2.to_vec());
         assert_eq!(decode_account(py2).unwrap(), a);
     }

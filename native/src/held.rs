@@ -877,7 +877,7 @@ mod tests {
     }
 
     #[test]
-    fn judged_offsets_go_last_in_the_value_as_python_writes_them() {
+    fn judged_offsets_go_where_python_writes_them() {
         let a = acct("t1");
         let judged = [("cdrs".into(), 7), ("tenant-commands".into(), 3)];
         // Format 1: an "in" object before the closing brace.
@@ -887,13 +887,13 @@ mod tests {
         expected.extend_from_slice(br#","in":{"cdrs":7,"tenant-commands":3}}"#);
         assert_eq!(v, expected);
         assert_eq!(encode_judged(&a, Format::One, &mut None, Some(&[])), plain);
-        // Format 2: the last field, a count (0 in a value without) and each topic with its
-        // offset (zigzag: 7 is 14, 3 is 6).
+        // Format 2: the first field after the version, a count (0 in a value without) and
+        // each topic with its offset (zigzag: 7 is 14, 3 is 6).
         let plain = codec::encode_account_as(&a, Format::Two);
-        assert_eq!(plain.last(), Some(&0));
+        assert_eq!(plain[..2], [2, 0]);
         let v = encode_judged(&a, Format::Two, &mut None, Some(&judged));
-        let mut expected = plain[..plain.len() - 1].to_vec();
-        expected.extend_from_slice(b"\x02\x04cdrs\x0e\x0ftenant-commands\x06");
+        let mut expected = b"\x02\x02\x04cdrs\x0e\x0ftenant-commands\x06".to_vec();
+        expected.extend_from_slice(&plain[2..]);
         assert_eq!(v, expected);
         assert_eq!(encode_judged(&a, Format::Two, &mut None, Some(&[])), plain);
     }

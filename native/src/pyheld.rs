@@ -303,6 +303,18 @@ impl PyHeld {
         self.inner.index.note(tenant, due, balance, threshold);
     }
 
+    /// A stored account noted in the tenant index, decoded here (the rescan after a
+    /// rebalance, `Sweeper._rescan`: every account of the partitions gained).
+    fn note_stored(&mut self, tenant: &str, stored: &[u8]) -> PyResult<()> {
+        let a = crate::codec::decode_account(stored)
+            .map_err(|e| PyValueError::new_err(format!("account of {tenant:?}: {e}")))?;
+        let due = crate::held::due(&a);
+        self.inner
+            .index
+            .note(tenant, due, a.balance(), a.low_balance_threshold);
+        Ok(())
+    }
+
     fn forget_due(&mut self, tenant: &str) {
         self.inner.index.forget_due(tenant);
     }

@@ -123,13 +123,14 @@ def decode_judged(data: bytes) -> tuple[Account, dict[str, int]]:
 #   map    uint count, then per entry a str and an int: the entry's value minus the value
 #          of the entry before it (the first: minus 0). Recent ids are added in time
 #          order mostly, so their times take 1 to 4 bytes instead of 16 digits.
-# The fields: t str, p str, c str, lbt int, idm int; ar: 0x00 none, or 0x01 then enabled
+# The fields: first in (the judged offsets, read alone by ``judged_of``): uint count, per
+# topic str, offset int; then t str, p str, c str, lbt int, idm int; ar: 0x00 none, or 0x01 then enabled
 # (0x00/0x01), threshold int, amount int and payment_method (0x00 none, 0x01 a card: expires
 # str, 0x02 a card: expires str, last4 str); rs (0x00/0x01), pr opt str, pra int, pam int,
 # rc int; tor: uint count, per request id str, amount int, timed out at int; sb opt str;
 # lots: uint count, per lot id str, remaining int, purchased_at int, expires_at int, source
 # str; debt int, dom map, sc map, sm map, cw int, mw int, pa int; sg: uint count, per n int,
-# latest int; ns int; in (judged offsets): uint count, per topic str, offset int. Integers
+# latest int; ns int. Integers
 # are limited to what the native engine holds (i128; a map's values i64), and a varint to
 # 128 bits. The native codec (native/src/codec.rs) writes the same bytes.
 
@@ -185,6 +186,11 @@ def _map(out: bytearray, m: dict[str, int]) -> None:
 
 def _encode2(a: Account, judged: dict[str, int] | None) -> bytes:
     out = bytearray(b"\x02")
+    judged = judged or {}
+    _uint(out, len(judged))
+    for topic, offset in judged.items():
+        _str(out, topic)
+        _int(out, offset)
     _str(out, a.tenant_id)
     _str(out, a.rate_plan)
     _str(out, a.currency)
@@ -237,11 +243,6 @@ def _encode2(a: Account, judged: dict[str, int] | None) -> bytes:
         _int(out, n)
         _int(out, latest)
     _int(out, a.next_segment)
-    judged = judged or {}
-    _uint(out, len(judged))
-    for topic, offset in judged.items():
-        _str(out, topic)
-        _int(out, offset)
     return bytes(out)
 
 
@@ -307,8 +308,27 @@ class _Reader:
         return out
 
 
+def _judged2(r: _Reader) -> dict[str, int]:
+    judged = {}
+    for _ in range(r.uint("in")):
+        topic = r.str("in")
+        judged[topic] = r.int("in")
+    return judged
+
+
+def judged_of(data: bytes) -> dict[str, int]:
+    """The judged offsets of a stored account (``decode_judged``'s second part), without
+    decoding the account where the format allows: format 2 writes them first. The worker's
+    replay check reads them for every account it reads while a partition may hold records
+    a crashed batch judged."""
+    if data[:1] == b"\x02":
+        return _judged2(_Reader(data))
+    return decode_judged(data)[1]
+
+
 def _decode2(data: bytes) -> tuple[Account, dict[str, int]]:
     r = _Reader(data)
+    judged = _judged2(r)
     tenant, plan, currency = r.str("t"), r.str("p"), r.str("c")
     lbt, idm = r.int("lbt"), r.int("idm")
     ar: dict[str, Any] | None = None
@@ -336,10 +356,6 @@ def _decode2(data: bytes) -> tuple[Account, dict[str, int]]:
     cw, mw, pa = r.int("cw"), r.int("mw"), r.int("pa")
     sg = [[r.int("sg"), r.int("sg")] for _ in range(r.uint("sg"))]
     ns = r.int("ns")
-    judged = {}
-    for _ in range(r.uint("in")):
-        topic = r.str("in")
-        judged[topic] = r.int("in")
     if r.at != len(data):
         raise ValueError(f"account format 2: {len(data) - r.at} bytes after the last field")
     acct = Account(

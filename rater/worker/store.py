@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from rater.core import codec, idsegments, ledger
-from rater.core.codec import decode_account, decode_judged, encode_account
+from rater.core.codec import decode_account, decode_judged, encode_account, judged_of
 from rater.core.idsegments import SEP as SEGMENT_SEP
 from rater.core.idsegments import IdSegments, is_segment_key
 from rater.core.native_engine import rater_native
@@ -165,6 +165,10 @@ class AccountStore:
         """``acct`` as written, in the tenant index."""
         self.index.note(tenant, due_of(acct), acct.balance, acct.low_balance_threshold)
 
+    def note_stored(self, tenant: str, value: bytes) -> None:
+        """A stored account (the rescan after a rebalance), in the tenant index."""
+        self.note(tenant, decode_account(value))
+
 
 class NativeAccountStore(AccountStore):
     """``AccountStore`` for the native batch step: the accounts are held natively
@@ -198,7 +202,7 @@ class NativeAccountStore(AccountStore):
         raw = self.get_raw(key)
         note = self.note_judged
         if raw is not None and note is not None and not is_segment_key(key):
-            note(key.decode(), decode_judged(raw)[1])
+            note(key.decode(), judged_of(raw))
         return raw
 
     def forget(self) -> None:
@@ -208,6 +212,9 @@ class NativeAccountStore(AccountStore):
     def clear_cache(self) -> None:
         super().clear_cache()
         self.held.clear_accounts()
+
+    def note_stored(self, tenant: str, value: bytes) -> None:
+        self.held.note_stored(tenant, value)  # decoded natively
 
     def load(self, tenant: str) -> ledger.Account | None:
         """A copy of the account, for a change outside the batch step (the sweep): the change

@@ -19,7 +19,6 @@ import orjson
 
 from rater.core import applied, ledger
 from rater.core.batch import BatchResult, Topics
-from rater.core.codec import decode_account
 from rater.core.idsegments import is_segment_key
 from rater.core.partitioning import partition_for
 from rater.core.routing import outputs_of
@@ -101,6 +100,6 @@ class Sweeper:
             tenant = key.decode()
             if partition_for(key, self.partitions) not in owned:
                 continue
-            store.note(tenant, decode_account(value))
+            store.note_stored(tenant, value)
             n += 1
         log.info("indexed %d account(s) of partitions %s", n, sorted(owned))

@@ -40,19 +40,22 @@ def test_mark_keys_name_topic_and_partition_and_are_neither_tenants_nor_segments
 
 
 def test_an_account_value_carries_how_far_its_batch_judged_and_decodes_to_the_same_account():
-    from rater.core.codec import decode_account, decode_judged, encode_account
+    from rater.core.codec import decode_account, decode_judged, encode_account, judged_of
     from rater.core.ledger import Account
 
     acct = Account(tenant_id="acme", rate_plan="standard-usd", currency="USD", debt=1_500_000)
     judged = {"cdrs": 57, "tenant-commands": 12}
-    # Format 1: an "in" object. Format 2: the last field, a count and each topic with its
-    # offset (zigzag: 57 is 114, 12 is 24), where a value without has a count of 0.
+    # Format 1: an "in" object. Format 2: the first field after the version, a count and
+    # each topic with its offset (zigzag: 57 is 114, 12 is 24), where a value without has
+    # a count of 0; ``judged_of`` reads them alone.
     value1 = encode_account(acct, judged, format=1)
     assert orjson.loads(value1)["in"] == judged
     value2 = encode_account(acct, judged)
     plain2 = encode_account(acct)
-    assert plain2[-1:] == b"\x00"
-    assert value2 == plain2[:-1] + b"\x02\x04cdrs\x72\x0ftenant-commands\x18"
+    assert plain2[:2] == b"\x02\x00"
+    assert value2 == b"\x02\x02\x04cdrs\x72\x0ftenant-commands\x18" + plain2[2:]
+    assert judged_of(value2) == judged_of(value1) == judged
+    assert judged_of(value2[:25]) == judged  # the account after them is not read
     for value in (value1, value2):
         assert decode_account(value) == acct
         assert decode_judged(value) == (acct, judged)

@@ -37,6 +37,7 @@ def _small() -> Account:
 SMALL_FORMAT_2 = b"".join(
     [
         b"\x02",  # the version
+        b"\x00",  # in: no judged offsets
         b"\x01t",  # t: length 1, "t"
         b"\x01p",  # p
         b"\x03USD",  # c
@@ -57,7 +58,6 @@ SMALL_FORMAT_2 = b"".join(
         b"\x00\x00",  # mw 0, pa 0
         b"\x01\x00\x0a",  # sg: one segment, n 0, latest 5
         b"\x02",  # ns 1
-        b"\x00",  # in: no judged offsets
     ]
 )
 
@@ -101,7 +101,7 @@ def test_a_map_value_past_64_bits_is_refused_when_written():
         encode_account(a)
 
 
-# SMALL_FORMAT_2 with c2's time (its one-byte difference, at offset 40) replaced.
+# SMALL_FORMAT_2 with c2's time (its one-byte difference) replaced.
 C2_AT = SMALL_FORMAT_2.index(b"\x02c2") + 3
 
 
@@ -132,8 +132,8 @@ def test_a_time_past_64_bits_or_a_varint_past_128_is_refused_by_both_decoders(va
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (SMALL_FORMAT_2[:-1], "account format 2: ends inside in"),
-        (SMALL_FORMAT_2[:9], "account format 2: ends inside lbt"),
+        (SMALL_FORMAT_2[:-1], "account format 2: ends inside ns"),
+        (SMALL_FORMAT_2[:10], "account format 2: ends inside lbt"),
         (SMALL_FORMAT_2 + b"\x00", "account format 2: 1 bytes after the last field"),
         (b"\x03", "account format version 3 is not known"),
         (b"", "account format version none \\(an empty value\\) is not known"),

@@ -659,6 +659,30 @@ def test_the_sweep_expires_a_held_account_alike(tables):
     assert _index(workers[1]) == _index(workers[0]) == ({}, {"t1": "ok"}, [])
 
 
+@pytest.mark.parametrize("account_format", [1, 2])
+def test_the_rescan_after_a_rebalance_rebuilds_the_same_index_on_both_stores(tables, account_format):
+    """``Sweeper._rescan`` reads every account of the partitions gained from the table (the
+    native store decodes them natively): the index it rebuilds is the one the batches noted,
+    on both stores, from values in either format."""
+    raws = []
+    for t, amount in (("t1", "5"), ("t2", "0.01"), ("t3", "0")):
+        raws += _funded(t, "2026-11-01T00:00:00Z", amount)
+    raws += [_cdr("t2", "k1", parse_time("2026-11-02T10:00:00Z"))]  # t2 below zero
+    msgs = [Message("cdrs", partition_for(orjson.loads(r)["tenant_id"].encode(), PARTITIONS), i, None, r) for i, r in enumerate(raws)]
+    for engine in ("python", "native"):
+        w = Worker(engine, tables, cache_limit=10, account_format=account_format)
+        w.batch(msgs)
+        noted = _index(w)
+        # t1's lot expires 12 months after it was bought; t2's is spent (a lot at 0 goes),
+        # its balance below zero; t3 has no lot.
+        expiry = parse_time("2027-11-01T00:00:00Z")
+        assert noted == ({"t1": expiry}, {"t1": "ok", "t2": "negative", "t3": "ok"}, []), engine
+        w.store.index.clear()
+        assert _index(w) == ({}, {}, [])
+        w.sweeper._rescan(set(range(PARTITIONS)))
+        assert _index(w) == noted, engine
+
+
 def _result(w, msgs, chunk: int):
     """The batch step's ``BatchResult`` over ``msgs``, fed ``chunk`` messages at a time
     (the worker feeds YIELD_EVERY at a time)."""
