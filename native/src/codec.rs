@@ -258,7 +258,7 @@ pub fn write_map2_count(out: &mut Vec<u8>, n: usize) {
     put_uint(out, n as u128);
 }
 
-/// Format 2: the fields of format 1 in binary, in its order (rater/core/codec.py).
+/// Format 2: the fields of format 1 in binary, the judged offsets first (rater/core/codec.py).
 fn encode2_into(
     out: &mut Vec<u8>,
     a: &Account,

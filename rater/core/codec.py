@@ -114,25 +114,25 @@ def decode_judged(data: bytes) -> tuple[Account, dict[str, int]]:
     return from_stored(d), d.get("in") or {}
 
 
-# Format 2: the same fields as format 1, in the same order, in binary. After the version
-# byte 0x02 each field is one of:
-#   uint   unsigned LEB128 varint;
+# Format 2: the fields of format 1 in binary, in format 1's order but for the judged
+# offsets, which come first. After the version byte 0x02 each field is one of:
+#   uint   unsigned LEB128 varint (at most 128 bits);
 #   int    a signed integer as zigzag (0, -1, 1, -2 ... -> 0, 1, 2, 3 ...), then a uint;
 #   str    uint byte length, then the UTF-8 bytes;
 #   opt    0x00 for none, or 0x01 then the value;
 #   map    uint count, then per entry a str and an int: the entry's value minus the value
 #          of the entry before it (the first: minus 0). Recent ids are added in time
 #          order mostly, so their times take 1 to 4 bytes instead of 16 digits.
-# The fields: first in (the judged offsets, read alone by ``judged_of``): uint count, per
-# topic str, offset int; then t str, p str, c str, lbt int, idm int; ar: 0x00 none, or 0x01 then enabled
-# (0x00/0x01), threshold int, amount int and payment_method (0x00 none, 0x01 a card: expires
-# str, 0x02 a card: expires str, last4 str); rs (0x00/0x01), pr opt str, pra int, pam int,
-# rc int; tor: uint count, per request id str, amount int, timed out at int; sb opt str;
-# lots: uint count, per lot id str, remaining int, purchased_at int, expires_at int, source
-# str; debt int, dom map, sc map, sm map, cw int, mw int, pa int; sg: uint count, per n int,
-# latest int; ns int. Integers
-# are limited to what the native engine holds (i128; a map's values i64), and a varint to
-# 128 bits. The native codec (native/src/codec.rs) writes the same bytes.
+# The fields: in (the judged offsets, read alone by ``judged_of``): uint count, per topic
+# str, offset int; t str, p str, c str, lbt int, idm int; ar: 0x00 none, or 0x01 then
+# enabled (0x00/0x01), threshold int, amount int and payment_method (0x00 none, 0x01 a
+# card: expires str, 0x02 a card: expires str, last4 str); rs (0x00/0x01), pr opt str, pra
+# int, pam int, rc int; tor: uint count, per request id str, amount int, timed out at int;
+# sb opt str; lots: uint count, per lot id str, remaining int, purchased_at int,
+# expires_at int, source str; debt int, dom map, sc map, sm map, cw int, mw int, pa int;
+# sg: uint count, per n int, latest int; ns int. Integers are limited to what the native
+# engine holds (i128; a map's values i64). The native codec (native/src/codec.rs) writes
+# the same bytes.
 
 _I128 = 1 << 127
 _I64 = 1 << 63  # the values of a map (times, counts): 64-bit in the native engine
