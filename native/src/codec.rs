@@ -100,14 +100,7 @@ pub fn encode_account_into(
             if let Some(j) = judged.filter(|j| !j.is_empty()) {
                 out.pop(); // the closing brace
                 out.extend_from_slice(b",\"in\":{");
-                for (n, (topic, offset)) in j.iter().enumerate() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    write_str(out, topic);
-                    out.push(b':');
-                    push_i64(out, *offset);
-                }
+                write_id_entries(out, j.iter().map(|(t, o)| (t.as_str(), *o)));
                 out.extend_from_slice(b"}}");
             }
         }

@@ -10,7 +10,7 @@
 //!   of here, `end_batch` moves them all back); the accounts the batch changed are listed
 //!   in order (`changed`).
 //! - `plan` makes, per changed account, its segment writes (`plan_segments`, as
-//!   `IdSegments.plan`), its changelog value (`encode_judged`, as `encode_account(acct,
+//!   `IdSegments.plan`), its changelog value (`encode_ids_into`, as `encode_account(acct,
 //!   judged)`) and its sweep due time (as `AccountStore.note_due`): bytes for the
 //!   commit pipeline, at the end of the batch, before the next batch changes the account.
 //! - The number held is bounded by the worker's account cache (`Generations`).
@@ -583,19 +583,6 @@ impl Held {
     }
 }
 
-/// The stored form with how far the batch judged the account's partition (`"in"`), as
-/// `encode_account(acct, judged, format)` writes it; the recent ids from `ids` and into it.
-pub fn encode_judged(
-    acct: &Account,
-    format: Format,
-    ids: &mut Option<Box<EncodedIds>>,
-    judged: Option<&[(String, i64)]>,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_ids_into(&mut out, acct, format, ids, judged);
-    out
-}
-
 /// The kept form of an account's recent ids whose entries are `body` (what `encode_ids`
 /// wrote for them), if it has enough of them to keep.
 fn kept_ids(acct: &Account, body: &[u8]) -> Option<Box<EncodedIds>> {
@@ -760,6 +747,19 @@ fn plan_segments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stored form with how far the batch judged the account's partition (`"in"`), as
+    /// `encode_account(acct, judged, format)` writes it; the recent ids from `ids` and into it.
+    fn encode_judged(
+        acct: &Account,
+        format: Format,
+        ids: &mut Option<Box<EncodedIds>>,
+        judged: Option<&[(String, i64)]>,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_ids_into(&mut out, acct, format, ids, judged);
+        out
+    }
 
     /// `Held::plan` for its effects on the held accounts.
     fn plan(h: &mut Held, judged: &std::collections::HashMap<i64, Vec<(String, i64)>>) {

@@ -166,21 +166,13 @@ def _opt_str(out: bytearray, s: str | None) -> None:
 
 
 def _map(out: bytearray, m: dict[str, int]) -> None:
-    # _str and _int written out: an account's recent ids are most of what it encodes.
     _uint(out, len(m))
     prev = 0
     for k, v in m.items():
-        b = k.encode()
-        _uint(out, len(b))
-        out += b
+        _str(out, k)
         if not -_I64 <= v < _I64:
             raise ValueError(f"an account time or count out of range: {v}")
-        d = v - prev
-        z = d << 1 if d >= 0 else ((-d) << 1) - 1
-        while z >= 0x80:
-            out.append((z & 0x7F) | 0x80)
-            z >>= 7
-        out.append(z)
+        _int(out, v - prev)
         prev = v
 
 
