@@ -6,14 +6,16 @@
 //! - Between batches each held account is the value its last batch wrote (or the store
 //!   held), with its *durable* ids: the recent ids of that value, which alone may move
 //!   into a segment (`durable_ids`).
-//! - During a batch the engine holds the accounts the batch uses (`lend` moves one out
-//!   of here, `end_batch` moves them all back); the accounts the batch changed are listed
-//!   in order (`changed`).
+//! - During a batch the engine rates against the decoded held accounts in place: `begin`
+//!   hands it the whole map (a swap, no account moves), an idle account or one read from
+//!   the store joins it when a record asks (`lend_idle`, `lend_read`), and `end_batch`
+//!   takes the map back; the accounts the batch changed are listed in order (`changed`).
 //! - `plan` makes, per changed account, its segment writes (`plan_segments`, as
 //!   `IdSegments.plan`), its changelog value (`encode_ids_into`, as `encode_account(acct,
 //!   judged)`) and its sweep due time (as `AccountStore.note_due`): bytes for the
 //!   commit pipeline, at the end of the batch, before the next batch changes the account.
-//! - The number held is bounded by the worker's account cache (`Generations`).
+//! - The number held is bounded by the worker's account cache, in two generations
+//!   (`bound`): an account counts as used by the batch that read it in or changed it.
 //! - An account no batch used for `idle_after` batches is kept in its stored form (its
 //!   changelog value, `Slot::Idle`: about a third of the memory of the decoded one) and
 //!   decoded when a batch uses it again, as if read from the store.
@@ -83,23 +85,15 @@ impl<V> Generations<V> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.young.len() + self.old.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn contains(&self, k: &str) -> bool {
-        self.young.contains_key(k) || self.old.contains_key(k)
     }
 
     pub fn get(&self, k: &str) -> Option<&V> {
         self.young.get(k).or_else(|| self.old.get(k))
     }
 
-    pub fn get_mut(&mut self, k: &str) -> Option<&mut V> {
+    fn get_mut(&mut self, k: &str) -> Option<&mut V> {
         match self.young.get_mut(k) {
             Some(v) => Some(v),
             None => self.old.get_mut(k),
@@ -148,32 +142,34 @@ impl<V> Generations<V> {
         self.young.clear();
         self.old.clear();
     }
+}
 
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.young.values().chain(self.old.values())
-    }
+/// What is held beside a decoded account: its durable ids (most accounts have none, which
+/// allocates nothing), its recent CDR ids as last encoded, and the batch that last used it.
+#[derive(Default)]
+pub struct Note {
+    durable: Box<[String]>,
+    ids: Option<Box<EncodedIds>>,
+    used: u64,
+}
 
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.young.values_mut().chain(self.old.values_mut())
+impl Note {
+    fn new(durable: Vec<String>, ids: Option<Box<EncodedIds>>, used: u64) -> Note {
+        Note {
+            durable: durable.into_boxed_slice(),
+            ids,
+            used,
+        }
     }
 }
 
-/// A held account: decoded, or idle and kept as the stored form (which decodes to the
-/// same account, with the durable ids of a value read from the store) with where its
-/// recent CDR ids' entries lie in it (the inside of its `"sc"` object): used again, the
-/// account keeps those bytes as its `EncodedIds`, so its next write does not encode
-/// every recent id anew.
-pub enum Slot {
-    Live(Box<Live>),
-    Idle(Box<[u8]>, u32, u32),
-}
-
-/// A decoded held account, its durable ids, its recent CDR ids as last encoded, and the
-/// batch that last used it.
-pub struct Live {
-    pub acct: Box<Account>,
-    pub durable: Vec<String>,
-    pub ids: Option<Box<EncodedIds>>,
+/// An idle account: its stored form (which decodes to the same account, with the durable
+/// ids of a value read from the store), where its recent CDR ids' entries lie in it, and
+/// the batch that last used it. Used again, the account keeps those bytes as its
+/// `EncodedIds`, so its next write does not encode every recent id anew.
+pub struct Idle {
+    stored: Box<[u8]>,
+    ids_at: (u32, u32),
     used: u64,
 }
 
@@ -206,19 +202,28 @@ pub struct Planned {
 }
 
 pub struct Held {
-    /// Boxed (in `Slot`): a hash table's buckets are the size of its entries, and it keeps
-    /// up to half of them empty; an account is several hundred bytes.
-    pub accounts: Generations<Slot>,
-    /// Batches begun (the clock of `idle_after`).
+    /// The decoded accounts, which the engine rates against in place: `begin` moves the
+    /// whole map into the engine (`Engine::accounts`, a swap) and `end_batch` takes it
+    /// back, with the accounts the batch read in. Boxed: a hash table's buckets are the
+    /// size of its entries, and it keeps up to half of them empty.
+    pub live: HashMap<CompactString, Box<Account>>,
+    /// Beside each decoded account, also while the engine has it.
+    notes: HashMap<CompactString, Note>,
+    /// The accounts no batch used for `idle_after` batches, in their stored form.
+    idle: HashMap<CompactString, Idle>,
+    /// The accounts held at most between batches (the worker's account cache).
+    pub limit: usize,
+    /// Between `begin` and `end_batch`: the decoded accounts are the engine's.
+    in_batch: bool,
+    /// Batches begun (the clock of `idle_after` and of the cache's generations).
     batch: u64,
+    /// The first batch of the cache's young generation (`bound`).
+    turn: u64,
     idle_after: u64,
     /// The fewest durable ids that make a segment (`SEGMENT_AT`).
     segment_least: usize,
     /// The stored format of the values `plan` writes, and of idle accounts.
     pub format: Format,
-    /// The durable and encoded ids of the accounts lent to the engine for this batch
-    /// (when it has any).
-    lent: HashMap<CompactString, (Vec<String>, Option<Box<EncodedIds>>)>,
     /// The accounts the batch (or the sweep) changed, in order, with their partition.
     pub changed: Map<CompactString, i64>,
     /// The ids in each tenant's segments, once read (`IdSegments.older_ids`), as hashes.
@@ -266,12 +271,16 @@ pub fn segment_holds(value: &[u8], cdr_id: &str) -> bool {
 impl Held {
     pub fn new(limit: usize, idle_after: u64, segment_least: usize) -> Held {
         Held {
-            accounts: Generations::new(limit),
+            live: HashMap::default(),
+            notes: HashMap::default(),
+            idle: HashMap::default(),
+            limit,
+            in_batch: false,
             batch: 0,
+            turn: 0,
             idle_after: idle_after.max(1),
             segment_least: segment_least.max(1),
             format: Format::default(),
-            lent: HashMap::default(),
             changed: Map::default(),
             older: Generations::new(limit.max(OLDER_TENANTS)),
             hasher: foldhash::fast::RandomState::default(),
@@ -280,32 +289,52 @@ impl Held {
         }
     }
 
+    /// Accounts held, decoded or idle (between batches; during one, the engine has the
+    /// decoded ones).
+    pub fn len(&self) -> usize {
+        self.live.len() + self.idle.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn idle_len(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Whether the tenant's account is held (decoded and not the engine's now, or idle).
+    pub fn contains(&self, tenant: &str) -> bool {
+        self.live.contains_key(tenant) || self.idle.contains_key(tenant)
+    }
+
     /// Another worker may change these accounts from now on: hold none of them.
     pub fn clear(&mut self) {
-        self.accounts.clear();
-        self.lent.clear();
-        self.changed.clear();
+        self.clear_accounts();
         self.older.clear();
     }
 
-    /// Hold no account (a rebalance, a failed sweep): nor any change not planned.
+    /// Hold no account (a rebalance, a failed sweep): nor any change not planned. During
+    /// a batch the engine's accounts are dropped at its end (`end_batch`), not taken back.
     pub fn clear_accounts(&mut self) {
-        self.accounts.clear();
+        self.live.clear();
+        self.notes.clear();
+        self.idle.clear();
         self.changed.clear();
+        self.in_batch = false;
     }
 
-    /// Read what planning the held account of `tenant` reads (its slot, the account, its
-    /// lots and remembered ids, or their kept encoding, and its tenant index entry) and
-    /// return a value made of it, for `std::hint::black_box`: `plan` touches the next few
-    /// accounts before it encodes them, so that their cache misses overlap.
+    /// Read what planning the held account of `tenant` reads (the account, its lots and
+    /// remembered ids, or their kept encoding, and its tenant index entry) and return a
+    /// value made of it, for `std::hint::black_box`: `plan` touches the next few accounts
+    /// before it encodes them, so that their cache misses overlap.
     fn touch(&self, tenant: &str) -> u64 {
         let mut x = self.index.touch(tenant);
-        if let Some(Slot::Live(slot)) = self.accounts.get(tenant) {
-            let a = &slot.acct;
+        if let Some(a) = self.live.get(tenant) {
             x ^= (a.debt ^ a.pending_amount) as u64 ^ a.cdr_watermark as u64;
             x ^= a.lots.iter().fold(0, |x, l| x ^ l.remaining as u64);
             x ^= a.seen_commands.touch_all() ^ a.domestic_seconds_used.touch_all();
-            x ^= match &slot.ids {
+            x ^= match self.notes.get(tenant).and_then(|n| n.ids.as_ref()) {
                 Some(ids) => touch_bytes(&ids.body) ^ a.seen_cdrs.len() as u64,
                 None => a.seen_cdrs.touch_all(),
             };
@@ -313,49 +342,43 @@ impl Held {
         x
     }
 
-    /// A batch starts (the engine holds no account).
-    pub fn begin(&mut self) {
-        self.lent.clear();
+    /// A batch starts: the engine's accounts (`engine_accounts`, emptied first) become
+    /// the decoded held ones, to rate against in place. A batch begun before and never
+    /// ended (it failed) may have changed them: they are all dropped, and read again.
+    pub fn begin(&mut self, engine_accounts: &mut HashMap<CompactString, Box<Account>>) {
+        if self.in_batch {
+            for tenant in engine_accounts.keys() {
+                self.notes.remove(tenant.as_str());
+            }
+        }
+        engine_accounts.clear();
+        std::mem::swap(engine_accounts, &mut self.live);
+        self.in_batch = true;
         self.changed.clear();
         self.batch += 1;
     }
 
-    fn live(&self, acct: Box<Account>, durable: Vec<String>, ids: Option<Box<EncodedIds>>) -> Slot {
-        Slot::Live(Box::new(Live {
-            acct,
-            durable,
-            ids,
-            used: self.batch,
-        }))
-    }
-
-    /// The held account, moved out for the engine's batch. `Err`: an idle one whose
-    /// stored form does not decode (not reachable: it was encoded here).
-    pub fn lend(&mut self, tenant: &str) -> Option<Result<Box<Account>, String>> {
-        match self.accounts.take(tenant)? {
-            Slot::Live(live) => {
-                let Live {
-                    acct, durable, ids, ..
-                } = *live;
-                if !durable.is_empty() || ids.is_some() {
-                    self.lent.insert(tenant.into(), (durable, ids));
-                }
-                Some(Ok(acct))
-            }
-            Slot::Idle(stored, a, z) => Some(self.lend_idle(tenant, &stored, a, z)),
+    /// The batch is rated: the engine's accounts are held again, with those it read in
+    /// or created (noted when `plan` plans them: a created account is a changed one).
+    /// After a `clear` during the batch (a stop), none of them is.
+    pub fn end_batch(&mut self, engine_accounts: &mut HashMap<CompactString, Box<Account>>) {
+        if self.in_batch {
+            std::mem::swap(engine_accounts, &mut self.live);
+        } else {
+            let live = &self.live;
+            self.notes.retain(|t, _| live.contains_key(t.as_str()));
         }
+        engine_accounts.clear();
+        self.in_batch = false;
     }
 
-    /// An idle account, for the engine's batch, its recent ids kept encoded from the
-    /// stored form (the entries at `a..z`).
-    fn lend_idle(
-        &mut self,
-        tenant: &str,
-        stored: &[u8],
-        a: u32,
-        z: u32,
-    ) -> Result<Box<Account>, String> {
-        self.lend_stored(tenant, stored, Some(&stored[a as usize..z as usize]))
+    /// The idle account of `tenant`, decoded for the engine's batch (which holds it from
+    /// now on), its recent ids kept encoded from the stored form. `Err`: a stored form
+    /// that does not decode (not reachable: it was encoded here).
+    pub fn lend_idle(&mut self, tenant: &str) -> Option<Result<Box<Account>, String>> {
+        let idle = self.idle.remove(tenant)?;
+        let (a, z) = (idle.ids_at.0 as usize, idle.ids_at.1 as usize);
+        Some(self.lend_stored(tenant, &idle.stored, Some(&idle.stored[a..z])))
     }
 
     /// An account read from the store (its stored form), for the engine's batch.
@@ -363,8 +386,8 @@ impl Held {
         self.lend_stored(tenant, stored, None)
     }
 
-    /// A stored form decoded for the engine's batch, with its durable ids and, given the
-    /// bytes of its recent ids' entries, those kept encoded.
+    /// A stored form decoded for the engine's batch, noted with its durable ids and, given
+    /// the bytes of its recent ids' entries, those kept encoded.
     fn lend_stored(
         &mut self,
         tenant: &str,
@@ -374,35 +397,36 @@ impl Held {
         let acct = Box::new(codec::decode_account(stored)?);
         let durable = durable_ids(&acct, self.segment_least);
         let ids = ids_body.and_then(|body| kept_ids(&acct, body));
-        if !durable.is_empty() || ids.is_some() {
-            self.lent.insert(tenant.into(), (durable, ids));
-        }
+        self.notes
+            .insert(tenant.into(), Note::new(durable, ids, self.batch));
         Ok(acct)
     }
 
-    /// An account read from the store, held (not lent).
-    pub fn hold_read(&mut self, tenant: &str, stored: &[u8]) -> Result<(), String> {
-        let acct = Box::new(codec::decode_account(stored)?);
-        let durable = durable_ids(&acct, self.segment_least);
-        let slot = self.live(acct, durable, None);
-        self.accounts.put(tenant.into(), slot);
-        self.bound();
+    /// An account read from the store, held (not lent): into `engine_accounts` during a
+    /// batch, else among the decoded held accounts.
+    pub fn hold_read(
+        &mut self,
+        tenant: &str,
+        stored: &[u8],
+        engine_accounts: &mut HashMap<CompactString, Box<Account>>,
+    ) -> Result<(), String> {
+        let acct = self.lend_stored(tenant, stored, None)?;
+        self.idle.remove(tenant);
+        if self.in_batch {
+            engine_accounts.insert(tenant.into(), acct);
+        } else {
+            self.live.insert(tenant.into(), acct);
+            self.bound();
+        }
         Ok(())
     }
 
     /// The held account in its stored form (without judged offsets), if held.
     pub fn stored(&self, tenant: &str) -> Option<Cow<'_, [u8]>> {
-        Some(match self.accounts.get(tenant)? {
-            Slot::Live(live) => Cow::Owned(codec::encode_account_as(&live.acct, self.format)),
-            Slot::Idle(stored, ..) => Cow::Borrowed(stored),
-        })
-    }
-
-    pub fn idle_len(&self) -> usize {
-        self.accounts
-            .values()
-            .filter(|s| matches!(s, Slot::Idle(..)))
-            .count()
+        if let Some(a) = self.live.get(tenant) {
+            return Some(Cow::Owned(codec::encode_account_as(a, self.format)));
+        }
+        self.idle.get(tenant).map(|i| Cow::Borrowed(&*i.stored))
     }
 
     /// Every decoded account no batch used for `idle_after` batches, kept in its stored
@@ -410,50 +434,86 @@ impl Held {
     /// (its held value is the one being written), once every `idle_after` batches, so an
     /// account stays decoded for `idle_after` to twice as many batches after its last use.
     fn idle(&mut self) {
-        if !self.batch.is_multiple_of(self.idle_after) {
+        if !self.batch.is_multiple_of(self.idle_after) || self.in_batch {
             return;
         }
         let since = self.batch.saturating_sub(self.idle_after);
-        for slot in self.accounts.values_mut() {
-            let Slot::Live(live) = slot else { continue };
-            if live.used > since {
-                continue;
+        let (live, notes, idle, format) =
+            (&mut self.live, &mut self.notes, &mut self.idle, self.format);
+        live.retain(|tenant, acct| {
+            let Some(note) = notes.get_mut(tenant.as_str()) else {
+                return true; // not reachable: every decoded account has its note
+            };
+            if note.used > since {
+                return true;
             }
-            let (stored, ids_at) = encode_ids(&live.acct, self.format, &mut live.ids);
-            *slot = Slot::Idle(stored.into_boxed_slice(), ids_at.0, ids_at.1);
-        }
+            let (stored, ids_at) = encode_ids(acct, format, &mut note.ids);
+            let used = note.used;
+            notes.remove(tenant.as_str());
+            idle.insert(
+                tenant.clone(),
+                Idle {
+                    stored: stored.into_boxed_slice(),
+                    ids_at,
+                    used,
+                },
+            );
+            false
+        });
     }
 
-    /// Held accounts back under the cache limit; a changed account not yet planned stays.
+    /// Held accounts back under the cache limit, in two generations as `Generations`
+    /// keeps them: what was used since the last turn (`Note::used`, `Idle::used` at or
+    /// after `turn`) and before it. Over the limit, the older generation goes and a turn
+    /// begins; if what is left is still over the limit, as many more go. A changed account
+    /// not yet planned stays.
     fn bound(&mut self) {
-        let changed = &self.changed;
-        self.accounts.bound(|k| changed.contains_key(k));
-    }
-
-    /// The engine's accounts come back at the end of its batch.
-    pub fn end_batch(&mut self, engine_accounts: &mut HashMap<CompactString, Box<Account>>) {
-        for (tenant, acct) in engine_accounts.drain() {
-            let (durable, ids) = self.lent.remove(&tenant).unwrap_or_default();
-            let slot = self.live(acct, durable, ids);
-            self.accounts.put(tenant, slot);
+        if self.len() <= self.limit {
+            return;
         }
-        self.lent.clear();
+        let (turn, changed) = (self.turn, &self.changed);
+        let young = |t: &CompactString, used: u64| used >= turn || changed.contains_key(t.as_str());
+        self.notes.retain(|t, n| young(t, n.used));
+        let notes = &self.notes;
+        self.live.retain(|t, _| notes.contains_key(t.as_str()));
+        self.idle.retain(|t, i| young(t, i.used));
+        self.turn = self.batch + 1;
+        let over = self.len().saturating_sub(self.limit);
+        if over > 0 {
+            let changed = &self.changed;
+            let gone: Vec<CompactString> = self
+                .live
+                .keys()
+                .chain(self.idle.keys())
+                .filter(|t| !changed.contains_key(t.as_str()))
+                .take(over)
+                .cloned()
+                .collect();
+            for t in &gone {
+                self.live.remove(t.as_str());
+                self.notes.remove(t.as_str());
+                self.idle.remove(t.as_str());
+            }
+        }
     }
 
     /// An account changed outside the engine (the sweep, in Python): its new value.
     pub fn put_changed(&mut self, stored: &[u8], partition: i64) -> Result<(), String> {
         let acct = Box::new(codec::decode_account(stored)?);
         let tenant = acct.tenant_id.clone();
-        let durable = match self.accounts.take(&tenant) {
-            Some(Slot::Live(live)) => live.durable,
-            Some(Slot::Idle(stored, ..)) => {
-                durable_ids(&codec::decode_account(&stored)?, self.segment_least)
-            }
-            None => durable_ids(&acct, self.segment_least),
+        let durable = if self.live.remove(tenant.as_str()).is_some() {
+            self.notes
+                .remove(tenant.as_str())
+                .map_or_else(Vec::new, |n| n.durable.into_vec())
+        } else if let Some(idle) = self.idle.remove(tenant.as_str()) {
+            durable_ids(&codec::decode_account(&idle.stored)?, self.segment_least)
+        } else {
+            durable_ids(&acct, self.segment_least)
         };
-        let slot = self.live(acct, durable, None);
+        self.notes
+            .insert(tenant.clone(), Note::new(durable, None, self.batch));
         self.changed.insert(tenant.clone(), partition);
-        self.accounts.put(tenant, slot);
+        self.live.insert(tenant, acct);
         Ok(())
     }
 
@@ -545,28 +605,30 @@ impl Held {
                 std::hint::black_box(next.iter().fold(0, |x, (t, _)| x ^ self.touch(t)));
             }
             let (tenant, partition) = (std::mem::take(&mut changed[i].0), changed[i].1);
-            let Some(Slot::Live(slot)) = self.accounts.get_mut(&tenant) else {
+            let Some(acct) = self.live.get_mut(tenant.as_str()) else {
                 continue; // not reachable: a changed account is held, decoded, until here
             };
-            let recent = slot.acct.seen_cdrs.len();
+            // A changed account was used now (one the batch created is noted here first).
+            let note = self.notes.entry(tenant.clone()).or_default();
+            note.used = self.batch;
+            let recent = acct.seen_cdrs.len();
             let segments = plan_segments(
-                &mut slot.acct,
-                &slot.durable,
+                acct,
+                &note.durable,
                 horizon,
                 self.segment_least,
                 &mut self.older,
                 &|id| (self.id_hash)(&self.hasher, id),
             );
-            if slot.acct.seen_cdrs.len() != recent {
-                slot.ids = None; // ids moved out: encode them all again
+            if acct.seen_cdrs.len() != recent {
+                note.ids = None; // ids moved out: encode them all again
             }
             let judged = judged.get(&partition).map(|v| v.as_slice());
             value.clear();
-            encode_ids_into(&mut value, &slot.acct, self.format, &mut slot.ids, judged);
-            slot.durable = durable_ids(&slot.acct, self.segment_least);
-            let (balance, threshold) = (slot.acct.balance(), slot.acct.low_balance_threshold);
-            self.index
-                .note(&tenant, due(&slot.acct), balance, threshold);
+            encode_ids_into(&mut value, acct, self.format, &mut note.ids, judged);
+            note.durable = durable_ids(acct, self.segment_least).into_boxed_slice();
+            let (balance, threshold) = (acct.balance(), acct.low_balance_threshold);
+            self.index.note(&tenant, due(acct), balance, threshold);
             let planned = Planned {
                 tenant,
                 partition,
@@ -767,12 +829,22 @@ mod tests {
         let Ok(()) = done;
     }
 
+    type Accounts = HashMap<CompactString, Box<Account>>;
+
+    /// A batch that uses no account: begun, ended, planned.
+    fn unused_batch(h: &mut Held, engine: &mut Accounts) {
+        h.begin(engine);
+        h.end_batch(engine);
+        plan(h, &std::collections::HashMap::new());
+    }
+
     fn acct(tenant: &str) -> Account {
         Account::new(tenant.into(), "p".into(), "USD".into())
     }
 
     #[test]
     fn generations_keep_what_was_used_last_and_stay_under_the_limit() {
+        let has = |g: &Generations<i32>, k: &str| g.get(k).is_some();
         let mut g = Generations::new(3);
         for k in ["a", "b", "c"] {
             g.put(k.into(), 0);
@@ -782,11 +854,11 @@ mod tests {
         g.put("d".into(), 0);
         g.bound(|k| k != "a"); // all four turn old; one goes, not one `keep` names
         assert_eq!(g.len(), 3);
-        assert!(g.contains("b") && g.contains("c") && g.contains("d"));
+        assert!(has(&g, "b") && has(&g, "c") && has(&g, "d"));
         g.put("b".into(), 1);
         g.put("e".into(), 1);
         g.bound(|k| k == "c"); // b and e were used since, c is kept: d goes
-        assert!(g.contains("b") && g.contains("e") && g.contains("c") && !g.contains("d"));
+        assert!(has(&g, "b") && has(&g, "e") && has(&g, "c") && !has(&g, "d"));
         assert_eq!(g.len(), 3);
     }
 
@@ -801,19 +873,26 @@ mod tests {
             }
             let stored = codec::encode_account_as(&a, format);
             let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
-            h.begin(); // batch 1 uses it
-            h.hold_read("t1", &stored).unwrap();
+            let mut engine = Accounts::default();
+            h.begin(&mut engine); // batch 1 uses it: the engine holds it
+            h.hold_read("t1", &stored, &mut engine).unwrap();
+            assert_eq!((engine.len(), h.len()), (1, 0));
+            h.end_batch(&mut engine);
+            assert_eq!((engine.len(), h.len()), (0, 1));
             plan(&mut h, &judged);
-            h.begin(); // 2: the check runs; used one batch ago
-            plan(&mut h, &judged);
+            unused_batch(&mut h, &mut engine); // 2: the check runs; used one batch ago
             assert_eq!(h.idle_len(), 0);
-            h.begin(); // 3
-            plan(&mut h, &judged);
-            h.begin(); // 4: the check runs; unused since batch 1
-            plan(&mut h, &judged);
-            assert_eq!((h.accounts.len(), h.idle_len()), (1, 1));
+            unused_batch(&mut h, &mut engine); // 3
+            h.begin(&mut engine); // 4: the engine has it, decoded
+            assert_eq!((engine.len(), h.len()), (1, 0));
+            h.end_batch(&mut engine);
+            plan(&mut h, &judged); // the check runs; unused since batch 1
+            assert_eq!((h.len(), h.idle_len()), (1, 1));
             assert_eq!(h.stored("t1").unwrap(), stored);
-            assert_eq!(*h.lend("t1").unwrap().unwrap(), a);
+            h.begin(&mut engine); // 5: idle, not the engine's until it asks
+            assert!(engine.is_empty());
+            assert_eq!(*h.lend_idle("t1").unwrap().unwrap(), a);
+            assert_eq!(h.len(), 0);
         }
     }
 
@@ -826,17 +905,18 @@ mod tests {
             for i in 0..20i64 {
                 a.seen_cdrs.insert(&format!("c\"{i}"), 100 + i);
             }
-            let judged = std::collections::HashMap::<i64, Vec<(String, i64)>>::new();
-            h.begin(); // batch 1 uses it
-            h.hold_read("t1", &codec::encode_account_as(&a, format))
+            let mut engine = Accounts::default();
+            h.begin(&mut engine); // batch 1 uses it
+            h.hold_read("t1", &codec::encode_account_as(&a, format), &mut engine)
                 .unwrap();
-            plan(&mut h, &judged);
-            h.begin(); // 2: unused since batch 1
-            plan(&mut h, &judged);
+            h.end_batch(&mut engine);
+            plan(&mut h, &std::collections::HashMap::new());
+            unused_batch(&mut h, &mut engine); // 2: unused since batch 1
             assert_eq!(h.idle_len(), 1);
-            let mut lent = h.lend("t1").unwrap().unwrap();
+            h.begin(&mut engine);
+            let mut lent = h.lend_idle("t1").unwrap().unwrap();
             assert_eq!(*lent, a);
-            let (_, mut ids) = h.lent.remove("t1").unwrap();
+            let mut ids = h.notes.remove("t1").unwrap().ids;
             let kept = ids.as_ref().expect("its ids kept encoded");
             // The entries alone: format 1's "id":time pairs, format 2's id and the
             // difference from the time before (the first one's from 0).
@@ -874,6 +954,88 @@ mod tests {
         // Fewer ids than are kept encoded: none kept.
         let few = acct("t2");
         assert!(kept_ids(&few, b"").is_none());
+    }
+
+    #[test]
+    fn the_engine_rates_the_held_accounts_in_place_and_hands_them_back_with_those_it_made() {
+        let mut h = Held::new(10, 100, SEGMENT_AT);
+        let mut engine = Accounts::default();
+        let t1 = codec::encode_account_as(&acct("t1"), Format::Two);
+        h.hold_read("t1", &t1, &mut engine).unwrap(); // between batches: held here
+        assert_eq!((h.len(), engine.len()), (1, 0));
+        h.begin(&mut engine);
+        assert_eq!((h.len(), engine.len()), (0, 1));
+        assert!(engine.contains_key("t1"));
+        // The batch creates t2 (a configure_account) and changes it.
+        engine.insert("t2".into(), Box::new(acct("t2")));
+        h.changed.insert("t2".into(), 3);
+        h.end_batch(&mut engine);
+        assert_eq!((h.len(), engine.len()), (2, 0));
+        let mut planned = Vec::new();
+        let done: Result<(), std::convert::Infallible> =
+            h.plan(&std::collections::HashMap::new(), 1_000_000, |p, value| {
+                planned.push((p.tenant.to_string(), p.partition, value.to_vec()));
+                Ok(())
+            });
+        let Ok(()) = done;
+        let t2 = codec::encode_account_as(&acct("t2"), Format::Two);
+        assert_eq!(planned, vec![("t2".to_string(), 3, t2)]);
+        assert_eq!(h.notes["t2"].used, 1); // noted as used by batch 1 when planned
+        assert_eq!(h.stored("t1").unwrap(), t1);
+    }
+
+    #[test]
+    fn a_clear_during_a_batch_drops_the_engines_accounts_at_its_end() {
+        let mut h = Held::new(10, 100, SEGMENT_AT);
+        let mut engine = Accounts::default();
+        let t1 = codec::encode_account_as(&acct("t1"), Format::Two);
+        h.hold_read("t1", &t1, &mut engine).unwrap();
+        h.begin(&mut engine);
+        engine.insert("t2".into(), Box::new(acct("t2")));
+        h.changed.insert("t2".into(), 0);
+        h.clear(); // the app stops in the middle of the batch
+        h.end_batch(&mut engine);
+        assert_eq!((h.len(), engine.len(), h.notes.len()), (0, 0, 0));
+        h.begin(&mut engine); // the next batch starts from the store
+        assert!(engine.is_empty());
+        // A batch that failed (never ended): the next one drops what it had.
+        h.hold_read("t1", &t1, &mut engine).unwrap(); // during batch 2: the engine's
+        h.begin(&mut engine);
+        assert_eq!((h.len(), engine.len(), h.notes.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn over_the_limit_what_was_not_used_since_the_last_turn_goes_and_a_changed_one_stays() {
+        let stored = |t: &str| codec::encode_account_as(&acct(t), Format::Two);
+        let mut h = Held::new(2, 100, SEGMENT_AT);
+        let mut engine = Accounts::default();
+        let judged = std::collections::HashMap::new();
+        h.begin(&mut engine); // batch 1 reads three: over the limit, one goes
+        for t in ["t1", "t2", "t3"] {
+            h.hold_read(t, &stored(t), &mut engine).unwrap();
+        }
+        h.end_batch(&mut engine);
+        plan(&mut h, &judged);
+        let kept: Vec<&str> = ["t1", "t2", "t3"]
+            .into_iter()
+            .filter(|t| h.contains(t))
+            .collect();
+        assert_eq!(kept.len(), 2);
+        // Batch 2 reads t4 and changes kept[0]: kept[1], unused since the turn, goes.
+        h.begin(&mut engine);
+        h.hold_read("t4", &stored("t4"), &mut engine).unwrap();
+        h.changed.insert(kept[0].into(), 0);
+        h.end_batch(&mut engine);
+        plan(&mut h, &judged);
+        assert!(h.contains(kept[0]) && h.contains("t4") && !h.contains(kept[1]));
+        assert_eq!((h.len(), h.notes.len()), (2, 2));
+        // The sweep changes t4; reading t5 before it is planned leaves t4 held.
+        let mut h = Held::new(1, 100, SEGMENT_AT);
+        h.hold_read("t1", &stored("t1"), &mut engine).unwrap();
+        h.put_changed(&stored("t4"), 0).unwrap();
+        h.hold_read("t5", &stored("t5"), &mut engine).unwrap();
+        assert!(h.contains("t4") && !h.contains("t1") && !h.contains("t5"));
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl Host for HeldHost<'_, '_> {
         if self.error.is_some() {
             return None;
         }
-        match self.held.lend(tenant) {
+        match self.held.lend_idle(tenant) {
             Some(Ok(a)) => return Some(a),
             Some(Err(e)) => {
                 self.error = Some(PyValueError::new_err(format!("account of {tenant:?}: {e}")));
@@ -116,10 +116,9 @@ impl PyHeld {
         Ok(PyHeld { inner, read })
     }
 
-    /// A batch starts: `engine` holds no account.
+    /// A batch starts: `engine` rates against the held accounts, in place.
     fn begin(&mut self, mut engine: PyRefMut<'_, PyEngine>) {
-        engine.inner.accounts.clear();
-        self.inner.begin();
+        self.inner.begin(&mut engine.inner.accounts);
     }
 
     /// One input record of the batch, rated on `engine` against the held accounts:
@@ -241,10 +240,10 @@ impl PyHeld {
     fn hold(
         &mut self,
         py: Python<'_>,
-        engine: PyRef<'_, PyEngine>,
+        mut engine: PyRefMut<'_, PyEngine>,
         tenant: &str,
     ) -> PyResult<bool> {
-        self.hold_in(py, &engine, tenant)
+        self.hold_in(py, &mut engine, tenant)
     }
 
     /// The tenant's account in the stored form (held, or read from the store and held).
@@ -252,9 +251,9 @@ impl PyHeld {
         if let Some(stored) = self.inner.stored(tenant) {
             return Ok(Some(PyBytes::new(py, &stored)));
         }
-        Ok(self
-            .read_and_hold(py, tenant)?
-            .map(|raw| PyBytes::new(py, &raw)))
+        // Between batches (the sweep): held among the decoded accounts, not an engine's.
+        let raw = self.read_and_hold(py, tenant, &mut HashMap::default())?;
+        Ok(raw.map(|raw| PyBytes::new(py, &raw)))
     }
 
     /// An account changed outside the engine (the sweep), in the stored form.
@@ -362,7 +361,7 @@ impl PyHeld {
     }
 
     fn __len__(&self) -> usize {
-        self.inner.accounts.len()
+        self.inner.len()
     }
 
     /// How many of the held accounts are held in their stored form (idle).
@@ -577,7 +576,7 @@ impl PyHeld {
     /// `judged_in[tenant].get(topic, -1) >= offset`.
     fn judged_before<'py>(
         &mut self,
-        engine: &PyEngine,
+        engine: &mut PyEngine,
         (suspect, judged_in): &(Bound<'py, PyDict>, Bound<'py, PyDict>),
         at: &Bound<'py, PyTuple>,
         offset: &Bound<'py, PyAny>,
@@ -606,14 +605,22 @@ impl PyHeld {
 
     /// `hold`: the tenant's account held (read from the store if it is not held or in
     /// `engine`'s batch); whether it has one.
-    fn hold_in(&mut self, py: Python<'_>, engine: &PyEngine, tenant: &str) -> PyResult<bool> {
-        if engine.inner.accounts.contains_key(tenant) || self.inner.accounts.contains(tenant) {
+    fn hold_in(&mut self, py: Python<'_>, engine: &mut PyEngine, tenant: &str) -> PyResult<bool> {
+        if engine.inner.accounts.contains_key(tenant) || self.inner.contains(tenant) {
             return Ok(true);
         }
-        self.read_and_hold(py, tenant).map(|raw| raw.is_some())
+        let raw = self.read_and_hold(py, tenant, &mut engine.inner.accounts)?;
+        Ok(raw.is_some())
     }
 
-    fn read_and_hold(&mut self, py: Python<'_>, tenant: &str) -> PyResult<Option<Vec<u8>>> {
+    /// The tenant's account read from the store and held (`Held::hold_read`: during a
+    /// batch into `engine_accounts`); its stored form.
+    fn read_and_hold(
+        &mut self,
+        py: Python<'_>,
+        tenant: &str,
+        engine_accounts: &mut crate::rates::HashMap<compact_str::CompactString, Box<Account>>,
+    ) -> PyResult<Option<Vec<u8>>> {
         let raw: Option<Vec<u8>> = self
             .read
             .bind(py)
@@ -621,7 +628,7 @@ impl PyHeld {
             .extract()?;
         if let Some(r) = &raw {
             self.inner
-                .hold_read(tenant, r)
+                .hold_read(tenant, r, engine_accounts)
                 .map_err(|e| PyValueError::new_err(format!("account of {tenant:?}: {e}")))?;
         }
         Ok(raw)
