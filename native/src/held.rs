@@ -206,13 +206,13 @@ pub struct Held {
     /// whole map into the engine (`Engine::accounts`, a swap) and `end_batch` takes it
     /// back, with the accounts the batch read in. Boxed: a hash table's buckets are the
     /// size of its entries, and it keeps up to half of them empty.
-    pub live: HashMap<CompactString, Box<Account>>,
+    live: HashMap<CompactString, Box<Account>>,
     /// Beside each decoded account, also while the engine has it.
     notes: HashMap<CompactString, Note>,
     /// The accounts no batch used for `idle_after` batches, in their stored form.
     idle: HashMap<CompactString, Idle>,
     /// The accounts held at most between batches (the worker's account cache).
-    pub limit: usize,
+    limit: usize,
     /// Between `begin` and `end_batch`: the decoded accounts are the engine's.
     in_batch: bool,
     /// Batches begun (the clock of `idle_after` and of the cache's generations).

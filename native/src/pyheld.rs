@@ -252,7 +252,7 @@ impl PyHeld {
             return Ok(Some(PyBytes::new(py, &stored)));
         }
         // Between batches (the sweep): held among the decoded accounts, not an engine's.
-        let raw = self.read_and_hold(py, tenant, &mut HashMap::default())?;
+        let raw = self.read_and_hold(py, tenant, &mut Default::default())?;
         Ok(raw.map(|raw| PyBytes::new(py, &raw)))
     }
 
