@@ -378,17 +378,17 @@ impl Held {
     pub fn lend_idle(&mut self, tenant: &str) -> Option<Result<Box<Account>, String>> {
         let idle = self.idle.remove(tenant)?;
         let (a, z) = (idle.ids_at.0 as usize, idle.ids_at.1 as usize);
-        Some(self.lend_stored(tenant, &idle.stored, Some(&idle.stored[a..z])))
+        Some(self.decode_noted(tenant, &idle.stored, Some(&idle.stored[a..z])))
     }
 
     /// An account read from the store (its stored form), for the engine's batch.
     pub fn lend_read(&mut self, tenant: &str, stored: &[u8]) -> Result<Box<Account>, String> {
-        self.lend_stored(tenant, stored, None)
+        self.decode_noted(tenant, stored, None)
     }
 
-    /// A stored form decoded for the engine's batch, noted with its durable ids and, given
-    /// the bytes of its recent ids' entries, those kept encoded.
-    fn lend_stored(
+    /// A stored form decoded, noted as used now (for the engine's batch, or to hold) with
+    /// its durable ids and, given the bytes of its recent ids' entries, those kept encoded.
+    fn decode_noted(
         &mut self,
         tenant: &str,
         stored: &[u8],
@@ -410,7 +410,7 @@ impl Held {
         stored: &[u8],
         engine_accounts: &mut HashMap<CompactString, Box<Account>>,
     ) -> Result<(), String> {
-        let acct = self.lend_stored(tenant, stored, None)?;
+        let acct = self.decode_noted(tenant, stored, None)?;
         self.idle.remove(tenant);
         if self.in_batch {
             engine_accounts.insert(tenant.into(), acct);
