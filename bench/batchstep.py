@@ -78,18 +78,19 @@ class TablePort:
                 self.table[partition][key] = value
 
 
-def make_input(records: int, tenants: int, activity: str, tables, seed: int = 1) -> list[Message]:
-    """``records`` input records (setup commands first) as the worker consumes them."""
-    profiles = traffic.tenants(tenants, seed, tables, at=START)
+def make_input(records: int, tenants: int, activity: str, tables, seed: int = 1, start: int = START) -> list[Message]:
+    """``records`` input records (setup commands first) as the worker consumes them, the
+    first at event time ``start`` (µs), the others 5 ms apart."""
+    profiles = traffic.tenants(tenants, seed, tables, at=start)
     if activity == "even":
         for p in profiles:
             p["activity"] = 1.0
-    setup = traffic.setup_commands(profiles, START, f"r{seed}")
+    setup = traffic.setup_commands(profiles, start, f"r{seed}")
     stream = traffic.cdr_stream(
         profiles,
         tables,
         seed,
-        clock=traffic.synthetic_clock(START + SECOND, 5_000),
+        clock=traffic.synthetic_clock(start + SECOND, 5_000),
         run_id=f"r{seed}",
         bad_share=0.01,
         count=max(records - len(setup), 0),

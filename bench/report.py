@@ -1,4 +1,4 @@
-"""docs/benchmarks.md and docs/benchmarks.png from bench/results/{full,quick,authorize}.json.
+"""docs/benchmarks.md and docs/benchmarks.png from bench/results/{full,quick,authorize,batchstep,grid}.json.
 
     python -m bench.report      # re-render without measuring again
 
@@ -169,9 +169,10 @@ def summary(res: dict) -> dict[str, Any]:
     return s
 
 
-def verdicts(res: dict, s: dict, grid: dict | None = None) -> list[list[str]]:
+def verdicts(res: dict, s: dict, grid: dict | None = None, wgrid: dict | None = None) -> list[list[str]]:
     """The "Against the targets" rows: ``res`` a ``bench.run`` result, ``s`` its summary,
-    ``grid`` the batch step's (``bench/batchstep.py``), when it measured the native engine."""
+    ``grid`` the batch step's (``bench/batchstep.py``), when it measured the native engine,
+    ``wgrid`` the worker's over the same grid (``python -m bench.run --only grid``)."""
     rows = []
     w = s["worker"]["rate"]
     ratio = s["ratio_batch"]
@@ -245,6 +246,16 @@ def verdicts(res: dict, s: dict, grid: dict | None = None) -> list[list[str]]:
                 "met" if spread <= TARGETS["grid_spread"] else f"missed: {spread / TARGETS['grid_spread']:,.2f}× over",
             ]
         )
+    if wgrid:
+        us = [p["worker_us"] for p in wgrid["grid"]["grid"]]
+        spread = wgrid["grid"]["worker_spread"]
+        rows.append(
+            [
+                "native worker within 1.5× across the grid (through Kafka)",
+                f"{spread:.2f}× ({min(us):.1f} to {max(us):.1f} µs of CPU per record, {len(us)} points)",
+                "met" if spread <= TARGETS["grid_spread"] else f"missed: {spread / TARGETS['grid_spread']:,.2f}× over",
+            ]
+        )
     return rows
 
 
@@ -288,6 +299,39 @@ def grid_section(grid: dict | None) -> list[str]:
             f"per account with the default cache ({d['held']:,} held).",
         ]
     return L + [""]
+
+
+def worker_grid_section(wgrid: dict | None) -> list[str]:
+    """The worker over the same grid, through Kafka (``python -m bench.run --only grid``)."""
+    if not wgrid:
+        return []
+    g = wgrid["grid"]
+    L = [
+        "## The worker over the grid of inputs",
+        "",
+        f"`{wgrid['argv']}`, on {wgrid['started']}: for each point of the grid above, its input "
+        f"published to a topic of {g['partitions']} partitions, then a fresh `rater worker` "
+        f"(native engine, batches of {g['batch_size']:,}) rating it from the first offset; CPU "
+        "µs per record (utime + stime of the worker, from `/readyz` to its last record) over the "
+        f"whole input, setup commands included; medians of {g['runs']} runs going round-robin "
+        "over the points. Account writes per record from the worker's batch log.",
+        "",
+    ]
+    rows = []
+    for p in g["grid"]:
+        rows.append(
+            [
+                f"{p['records']:,}",
+                f"{p['tenants']:,}",
+                p["activity"],
+                f"{p['worker_us']:.1f} ({', '.join(f'{x:.1f}' for x in p['worker_runs'])})",
+                f"{p['worker_rate']:,.0f}" + ("" if p["finished"] else " (capped)"),
+                f"{p['account_writes_per_record']:.2f}",
+            ]
+        )
+    L += table(["records", "tenants", "activity", "worker CPU µs / record (runs)", "records/s", "account writes / record"], rows)
+    L += ["", f"Spread (the largest point over the smallest): {g['worker_spread']:.2f}×.", ""]
+    return L
 
 
 # ------------------------------------------------------------------------------ plot
@@ -394,7 +438,7 @@ def authorize_section(results: list[dict | None]) -> list[str]:
     return L + [""]
 
 
-def render(full: dict | None, quick: dict | None, auth: dict | None = None, grid: dict | None = None) -> str:
+def render(full: dict | None, quick: dict | None, auth: dict | None = None, grid: dict | None = None, wgrid: dict | None = None) -> str:
     res = full or quick
     assert res is not None
     s = summary(res)
@@ -419,7 +463,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None, grid
         "## Against the targets",
         "",
     ]
-    L += table(["target", "measured (median)", "verdict"], verdicts(res, s, grid))
+    L += table(["target", "measured (median)", "verdict"], verdicts(res, s, grid, wgrid))
     L += ["", "## Machine", ""]
     L += table(
         ["", ""],
@@ -779,6 +823,7 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None, grid
             L += [""]
     L += authorize_section([full, quick, auth])
     L += grid_section(grid)
+    L += worker_grid_section(wgrid)
     if ANALYSIS.exists():
         L += [ANALYSIS.read_text().strip(), ""]
     # commands
@@ -847,12 +892,23 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None, grid
     return "\n".join(L)
 
 
+def worker_grid(full: dict | None, lone: dict | None) -> dict | None:
+    """The worker's grid to show: the full run's (``make bench``), or the one measured alone
+    (``python -m bench.run --only grid``) when that is the newer. Either as ``{"argv",
+    "started", "grid"}``."""
+    runs = [r for r in (full, lone) if r and r.get("grid")]
+    if not runs:
+        return None
+    r = max(runs, key=lambda r: r["started"])  # "YYYY-MM-DD HH:MM UTC" sorts as it reads
+    return {"argv": r["argv"], "started": r["started"], "grid": r["grid"]}
+
+
 def write() -> list[Path]:
     full, quick = load("full"), load("quick")
     res = full or quick
     if res is None:
         raise SystemExit("no results in bench/results/")
-    DOC.write_text(render(full, quick, load("authorize"), load("batchstep")))
+    DOC.write_text(render(full, quick, load("authorize"), load("batchstep"), worker_grid(full, load("grid"))))
     plot(res, summary(res), PLOT)
     return [DOC, PLOT]
 

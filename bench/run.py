@@ -27,6 +27,12 @@ Phases (every process it starts is stopped by its pid at the end, whatever happe
    first idle, then while ``bench/pacer.py`` offers it ``--authorize-load`` CDRs/s;
    answers/s and p50/p99. ``--only authorize`` runs just this phase (into
    bench/results/authorize.json unless ``--results`` says otherwise).
+8. *Grid* (full size, after the throughput runs; ``--no-grid`` skips it): the worker's
+   CPU per record over the grid of ``bench/batchstep.py`` (``--grid-records`` x
+   ``--grid-tenants`` x skewed/even activity), each point's input on its own topic, a
+   fresh worker per point and run, ``--runs`` runs round-robin over the points.
+   ``--only grid`` runs just this phase (into bench/results/grid.json), rendered in place
+   of the full run's grid when it is the newer.
 
 Results go to bench/results/<quick|full>.json, then docs/benchmarks.md and
 docs/benchmarks.png are rendered from them (``bench/report.py``).
@@ -443,6 +449,67 @@ class Bench:
                     raise RuntimeError(f"relay died:\n{proc.tail()}")
                 await asyncio.sleep(0.25)
             raise TimeoutError(f"relay wrote {count:,} of {n:,} in {timeout:.0f} s")
+
+    # --- the grid ---------------------------------------------------------------------
+
+    def measure_grid(self) -> dict:
+        """The worker over the grid of ``bench.batchstep`` (records x tenants x skewed or
+        even activity), through Kafka: issue 14's bar as its text puts it, "the native
+        worker's [CPU per record] stays within 1.5x across it". Every point's input is
+        published first (its own topic), then the runs go round-robin over the points, a
+        fresh worker at each: a slow minute of the shared machine falls on one run of every
+        point. CPU per record over all the point's records, setup commands included, from
+        the worker's /readyz to its last record, as ``measure_worker`` counts it. No relay
+        beside it: its per-record cost does not depend on the tenants, and a relay's CPU
+        counted from its start would carry its start-up (about 0.15 s, 3 µs a record at
+        50,000 records)."""
+        from .batchstep import make_input
+
+        a = self.args
+        points = [
+            (records, tenants, activity)
+            for records in (int(x) for x in a.grid_records.split(","))
+            for tenants in (int(x) for x in a.grid_tenants.split(","))
+            for activity in ("skewed", "even")
+        ]
+        inputs = []
+        for i, (records, tenants, activity) in enumerate(points):
+            # Every event time in the past (the worker refuses records > 24 h ahead), by 10 min.
+            start = traffic.now_micros() - (records * 5_000 + 600 * SECOND)
+            msgs = make_input(records, tenants, activity, self.tables, seed=a.seed, start=start)
+            items = [(m.key, m.value) for m in msgs]
+            setup = next((n for n, m in enumerate(msgs) if m.topic != "tenant-commands"), len(msgs))
+            topic = f"{self.prefix}-grid{i}"
+            asyncio.run(kio.create_topics(self.bootstrap, [topic], a.partitions))
+            asyncio.run(kio.publish(self.bootstrap, topic, items, a.partitions))
+            inputs.append((topic, len(items), setup))
+            log(f"grid input {i}: {len(items):,} records ({setup:,} setup commands), {tenants:,} tenants {activity}, in {topic}")
+        self.settle()  # the inputs' pages written back before the first worker starts
+        measured: list[list[dict]] = [[] for _ in points]
+        for run in range(a.runs):
+            log(f"--- grid, run {run + 1} of {a.runs}")
+            for i, (topic, n, setup) in enumerate(inputs):
+                self.input_topic, self.n_input, self.n_setup = topic, n, setup
+                measured[i].append(self.measure_worker(f"gw{i}r{run}", a.worker_cap))
+        rows = []
+        for (records, tenants, activity), (_topic, n, setup), m in zip(points, inputs, measured):
+            worker = [r["cpu_us_per_record"] for r in m]
+            rows.append(
+                {
+                    "records": n,
+                    "setup_commands": setup,
+                    "tenants": tenants,
+                    "activity": activity,
+                    "worker_us": statistics.median(worker),
+                    "worker_runs": [round(x, 2) for x in worker],
+                    "finished": all(r["finished"] for r in m),
+                    "worker_rate": statistics.median(r["rate"] for r in m),
+                    "account_writes_per_record": statistics.median(r["batches"].get("accounts_per_record", 0) for r in m),
+                    "batches": statistics.median(r["batches"].get("count", 0) for r in m),
+                }
+            )
+        us = [r["worker_us"] for r in rows]
+        return {"batch_size": a.batch_size, "partitions": a.partitions, "runs": a.runs, "grid": rows, "worker_spread": max(us) / min(us)}
 
     # --- offline ------------------------------------------------------------------------
 
@@ -963,6 +1030,11 @@ class Bench:
             self.results["restart"] = self.measure_restart()
             self.results["elapsed_s"] = round(time.monotonic() - began)
             return self.results
+        if a.only == "grid":
+            self.start_broker()
+            self.results["grid"] = self.measure_grid()
+            self.results["elapsed_s"] = round(time.monotonic() - began)
+            return self.results
         self.write_input()
         # ``rater rate`` first, every run of it, before the broker starts: it uses no
         # Kafka, and a broker beside it on the two cores takes one from the native
@@ -993,6 +1065,8 @@ class Bench:
                 log(f"ablation: {label}")
                 res = self.measure_worker(f"ab{len(self.results['ablation'])}", a.worker_cap, extra=extra)
                 self.results["ablation"].append({"label": label, "args": " ".join(extra), **res})
+        if a.grid:
+            self.results["grid"] = self.measure_grid()
         if not a.no_restart:
             self.results["restart"] = self.measure_restart()
         if not a.no_profile:
@@ -1121,9 +1195,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-authorize", action="store_true")
     p.add_argument(
         "--only",
-        choices=("authorize", "restart"),
-        help="run one phase alone (restart: written to --results, by default restart.json beside the other results; not rendered)",
+        choices=("authorize", "restart", "grid"),
+        help="run one phase alone, written to --results, by default <phase>.json beside the other results "
+        "(restart: not rendered; grid: the worker over the grid of bench.batchstep, --runs runs)",
     )
+    p.add_argument(
+        "--grid",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure the worker over the grid of bench.batchstep (default: in the full run, not with --quick)",
+    )
+    p.add_argument("--grid-records", default="50000,300000", help="the grid's input sizes")
+    p.add_argument("--grid-tenants", default="1000,10000", help="the grid's tenant counts")
     p.add_argument("--authorize-seconds", type=float)
     p.add_argument("--authorize-concurrency", type=int, default=8, help="connections asking at once")
     p.add_argument("--authorize-load", type=int, default=1000, help="CDRs/s offered while it is asked")
@@ -1133,6 +1216,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-profiles", action="store_true", help="copy py-spy's raw stacks to bench/results/")
     args = p.parse_args(argv)
     defaults = QUICK if args.quick else FULL
+    if args.grid is None:
+        args.grid = not args.quick
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)

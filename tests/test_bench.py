@@ -4,7 +4,7 @@ within one run, against the issue's bars. Synthetic results with values worked o
 hand; no benchmark runs here."""
 
 from bench.procs import others_cpu, records_total
-from bench.report import grid_section, summary, verdicts
+from bench.report import grid_section, summary, verdicts, worker_grid, worker_grid_section
 
 
 def _run(worker: float, relay: float, relay_send: float, offline: float, python: float, p99_at_5000: float | None) -> dict:
@@ -102,6 +102,58 @@ def test_the_grid_section_shows_each_point_with_its_runs():
     assert grid_section(None) == []
 
 
+def _worker_grid(us: list[float]) -> dict:
+    points = [(50_000, 1_000, "even", 0.2), (300_000, 10_000, "skewed", 0.5), (300_000, 10_000, "even", 0.75)]
+    return {
+        "started": "2026-12-05 01:00 UTC",
+        "argv": "python -m bench.run --only grid",
+        "grid": {
+            "batch_size": 5000,
+            "partitions": 8,
+            "runs": 3,
+            "grid": [
+                {
+                    "records": r,
+                    "tenants": t,
+                    "activity": a,
+                    "worker_us": x,
+                    "worker_runs": [x, x + 1.0, x - 0.5],
+                    "worker_rate": 120_000.4,
+                    "finished": r < 300_000 or a == "skewed",
+                    "account_writes_per_record": w,
+                }
+                for (r, t, a, w), x in zip(points, us)
+            ],
+            "worker_spread": max(us) / min(us),
+        },
+    }
+
+
+def test_the_worker_grid_bar_is_its_spread_at_most_one_and_a_half():
+    res = _results()
+    at_bar = {row[0]: row[1:] for row in verdicts(res, summary(res), None, _worker_grid([7.0, 8.4, 10.5]))}
+    assert at_bar["native worker within 1.5× across the grid (through Kafka)"] == [
+        "1.50× (7.0 to 10.5 µs of CPU per record, 3 points)",
+        "met",
+    ]
+    # 11.2 / 7.0 = 1.6, and 1.6 / 1.5 = 1.0667
+    over = {row[0]: row[1:] for row in verdicts(res, summary(res), None, _worker_grid([7.0, 9.0, 11.2]))}
+    assert over["native worker within 1.5× across the grid (through Kafka)"] == [
+        "1.60× (7.0 to 11.2 µs of CPU per record, 3 points)",
+        "missed: 1.07× over",
+    ]
+    assert "native worker within 1.5× across the grid (through Kafka)" not in [row[0] for row in verdicts(res, summary(res))]
+
+
+def test_the_worker_grid_section_shows_each_point_with_its_runs():
+    text = "\n".join(worker_grid_section(_worker_grid([7.0, 9.0, 11.2])))
+    assert "`python -m bench.run --only grid`, on 2026-12-05 01:00 UTC" in text
+    assert "| 50,000 | 1,000 | even | 7.0 (7.0, 8.0, 6.5) | 120,000 | 0.20 |" in text
+    assert "| 300,000 | 10,000 | even | 11.2 (11.2, 12.2, 10.7) | 120,000 (capped) | 0.75 |" in text
+    assert "Spread (the largest point over the smallest): 1.60×." in text
+    assert worker_grid_section(None) == []
+
+
 def test_the_rest_of_the_machine_is_its_busy_time_less_the_process_own():
     assert others_cpu(busy=17.25, own=13.7) == 3.55
     assert others_cpu(busy=1.0, own=1.2) == 0.0  # clock ticks apart: never below zero
@@ -117,3 +169,12 @@ def test_records_done_is_the_sum_of_the_workers_record_counters():
         b"rater_batches_total 7.0\n"
     )
     assert records_total(text) == 1243
+
+
+def test_the_worker_grid_shown_is_the_newer_of_the_full_runs_and_the_lone_one():
+    full = {"argv": "python -m bench.run", "started": "2026-12-05 01:10 UTC", "grid": {"worker_spread": 1.3}}
+    lone = {"argv": "python -m bench.run --only grid", "started": "2026-12-05 00:53 UTC", "grid": {"worker_spread": 1.4}}
+    assert worker_grid(full, lone) == full
+    assert worker_grid(full, {**lone, "started": "2026-12-05 11:00 UTC"})["argv"] == "python -m bench.run --only grid"
+    assert worker_grid({"argv": "python -m bench.run --no-grid", "started": "2026-12-06 00:00 UTC"}, lone)["grid"] == {"worker_spread": 1.4}
+    assert worker_grid(None, None) is None
