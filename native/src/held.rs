@@ -421,6 +421,11 @@ impl Held {
         Ok(())
     }
 
+    /// Whether a batch has begun and not ended (the held accounts are the engine's).
+    pub fn in_batch(&self) -> bool {
+        self.in_batch
+    }
+
     /// The held account in its stored form (without judged offsets), if held.
     pub fn stored(&self, tenant: &str) -> Option<Cow<'_, [u8]>> {
         if let Some(a) = self.live.get(tenant) {

@@ -11,7 +11,7 @@ use crate::ledger::{Account, Status};
 use crate::pyfetched::Record;
 use crate::python::{processed, PyEngine};
 use crate::records::is_tenant;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -247,7 +247,14 @@ impl PyHeld {
     }
 
     /// The tenant's account in the stored form (held, or read from the store and held).
+    /// Between batches only (the sweep): during one the held accounts are the engine's,
+    /// and an account read here would be held nowhere.
     fn get<'py>(&mut self, py: Python<'py>, tenant: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if self.inner.in_batch() {
+            return Err(PyRuntimeError::new_err(
+                "Held.get during a batch: its accounts are the engine's until end_batch",
+            ));
+        }
         if let Some(stored) = self.inner.stored(tenant) {
             return Ok(Some(PyBytes::new(py, &stored)));
         }

@@ -359,6 +359,21 @@ def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
     assert decode_judged(value)[1] == {"cdrs": 2}
 
 
+def test_held_get_refuses_during_a_batch_and_answers_after_it(tables):
+    """Between ``begin`` and ``end_batch`` the held accounts are the engine's: an account
+    ``Held.get`` read then would be held nowhere, so it refuses, and answers once the
+    batch has ended."""
+    w = Worker("native", tables, cache_limit=10)
+    p = partition_for(b"t1", PARTITIONS)
+    w.batch([Message("cdrs", p, i, b"t1", r) for i, r in enumerate(_funded("t1", "2026-11-01T00:00:00Z", "5"))])
+    held, native = w.store.held, w.processor.engine.native
+    held.begin(native)
+    with pytest.raises(RuntimeError, match="Held.get during a batch"):
+        held.get("t1")
+    held.end_batch(native)
+    assert decode_account(held.get("t1")).balance == 5_000_000
+
+
 def test_an_account_no_batch_used_for_idle_after_batches_is_held_in_its_stored_form(tables):
     """Held idle (the changelog value, not the decoded account) once two batches did not
     use it, then decoded again by the batch that does: it charges from the value the last
