@@ -893,10 +893,14 @@ class Bench:
             w.start()
             try:
                 res["cold_ready_s"] = w.wait_ready(timeout=600)
+                res["cold_cpu_s"] = round(w.cpu(), 2)  # start-up and the rebuild, to /readyz
             finally:
                 self.finish(w)
             shutil.rmtree(cold, ignore_errors=True)
-            log(f"restart on an empty state dir (table rebuilt from the changelog): ready in {res['cold_ready_s']:.2f} s")
+            log(
+                f"restart on an empty state dir (table rebuilt from the changelog): ready in {res['cold_ready_s']:.2f} s, "
+                f"{res['cold_cpu_s']} s of CPU"
+            )
         self.measure_more(res, more, topic, topics, base, state)
         self.drop_topics(base)
         self.drop_topics(f"{self.prefix}-idle")
