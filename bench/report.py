@@ -742,7 +742,13 @@ def render(full: dict | None, quick: dict | None, auth: dict | None = None, grid
                 [
                     [
                         "start on an *empty* state dir → /readyz (table rebuilt from the changelog)",
-                        f"{rs['cold_ready_s']:.2f} s" + (f" ({rs['cold_cpu_s']:.1f} s of CPU)" if "cold_cpu_s" in rs else ""),
+                        f"{rs['cold_ready_s']:.2f} s"
+                        + (f" ({rs['cold_cpu_s']:.1f} s of CPU)" if "cold_cpu_s" in rs else "")
+                        + (
+                            f"; {rs['cold_bulk_records']:,} changelog records read in bulk in {rs['cold_bulk_s']:.2f} s"
+                            if "cold_bulk_records" in rs
+                            else ""
+                        ),
                         "1",
                     ]
                 ]

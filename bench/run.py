@@ -894,12 +894,16 @@ class Bench:
             try:
                 res["cold_ready_s"] = w.wait_ready(timeout=600)
                 res["cold_cpu_s"] = round(w.cpu(), 2)  # start-up and the rebuild, to /readyz
+                bulk = _bulk_read(w.log_path.read_text(errors="replace"))
+                if bulk is not None:  # rater/worker/catchup.py
+                    res["cold_bulk_records"], res["cold_bulk_s"] = bulk
             finally:
                 self.finish(w)
             shutil.rmtree(cold, ignore_errors=True)
+            read = f"; changelog read in bulk: {bulk[0]:,} records in {bulk[1]:.2f} s" if bulk is not None else ""
             log(
                 f"restart on an empty state dir (table rebuilt from the changelog): ready in {res['cold_ready_s']:.2f} s, "
-                f"{res['cold_cpu_s']} s of CPU"
+                f"{res['cold_cpu_s']} s of CPU{read}"
             )
         self.measure_more(res, more, topic, topics, base, state)
         self.drop_topics(base)
@@ -1152,6 +1156,16 @@ def _du(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def _bulk_read(text: str) -> tuple[int, float] | None:
+    """The records and seconds of the worker's bulk reads of the changelog, summed
+    ("changelog read in bulk: N records of P partition(s) in S s", ``rater/worker/adapter.py``);
+    None when it logged none."""
+    found = re.findall(r"changelog read in bulk: (\d+) records of \d+ partition\(s\) in ([\d.]+) s", text)
+    if not found:
+        return None
+    return sum(int(n) for n, _s in found), round(sum(float(s) for _n, s in found), 2)
 
 
 def _wait_log(w: WorkerProc, pattern: str, timeout: float) -> float:

@@ -178,3 +178,16 @@ def test_the_worker_grid_shown_is_the_newer_of_the_full_runs_and_the_lone_one():
     assert worker_grid(full, {**lone, "started": "2026-12-05 11:00 UTC"})["argv"] == "python -m bench.run --only grid"
     assert worker_grid({"argv": "python -m bench.run --no-grid", "started": "2026-12-06 00:00 UTC"}, lone)["grid"] == {"worker_spread": 1.4}
     assert worker_grid(None, None) is None
+
+
+def test_the_cold_start_reads_the_bulk_reads_of_the_worker_log():
+    from bench.run import _bulk_read
+
+    log = (
+        "[2026-12-05 02:21:37,210] [1663] [INFO] Executing _on_partitions_assigned \n"
+        "[2026-12-05 02:21:37,331] [1663] [INFO] changelog read in bulk: 3106 records of 4 partition(s) in 0.04 s \n"
+        "[2026-12-05 02:21:39,001] [1663] [INFO] changelog read in bulk: 20 records of 1 partition(s) in 1.5 s; "
+        "stopped (stall), table recovery reads the rest\n"
+    )
+    assert _bulk_read(log) == (3126, 1.54)
+    assert _bulk_read("[INFO] partitions assigned: [0, 1]\n") is None

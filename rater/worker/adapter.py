@@ -1,13 +1,14 @@
 """The one place that touches faust's and aiokafka's private names.
 
-Five things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
+Six things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
 aiokafka consumer), ``fetch_natively`` (those records read natively from the fetched
 bytes, in place of aiokafka's ``ConsumerRecord`` per record), ``FaustPort``, the commit
 pipeline's Kafka port (``rater/worker/pipeline.py``) over faust's app, its consumer and
 the accounts table (and what table recovery has read, for ``rater/worker/watchdog.py``),
 ``keep_rocksdb_options`` (the table's RocksDB options, also on a
-reopened database) and ``native_batches`` (record batches built natively, handed to
-aiokafka's producer in place of its ``BatchBuilder``).
+reopened database), ``recover_in_bulk`` (the changelog read into the table's store in
+bulk before faust's recovery, ``rater/worker/catchup.py``) and ``native_batches`` (record
+batches built natively, handed to aiokafka's producer in place of its ``BatchBuilder``).
 
 Input records in bulk
 ---------------------
@@ -68,6 +69,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from rater.connection import client_kwargs
+from rater.worker.catchup import CatchUp
 from rater.worker.pipeline import FAILPOINT, SLOW_RECOVERY_PAUSE
 from rater.worker.sending import Batches, send_all, send_outputs
 
@@ -318,6 +320,74 @@ def keep_rocksdb_options(table: Any) -> None:
         return db
 
     options.open = open_with_column_options
+
+
+class _ChangelogStore:
+    """``catchup.ChangelogStore`` over faust's RocksDB store: its database per partition
+    and the key it keeps the persisted changelog offset under (``persisted_offset``)."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def persisted(self, partition: int) -> int | None:
+        offset = self.store._db_for_partition(partition).get(self.store.offset_key)
+        return int(offset) if offset is not None else None
+
+    def write(self, partition: int, records: list, last_offset: int) -> None:
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in records:
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+        wb.put(self.store.offset_key, str(last_offset).encode())
+        self.store._db_for_partition(partition).write(wb)
+
+
+def recover_in_bulk(app: Any, table: Any, catchup: CatchUp) -> None:
+    """Have the table's store read its newly assigned active changelog partitions in bulk
+    (``rater/worker/catchup.py``) once it has opened them in a rebalance, before faust's
+    recovery reads the persisted offsets (``Recovery.add_active``). The memory store is
+    left as it is (it holds nothing to start from), and so is a ``least`` of 0. A bulk
+    read that fails is logged and leaves the rest to faust's recovery, as before."""
+    store = table.data
+    if catchup.least <= 0 or getattr(store, "_db_for_partition", None) is None:
+        return
+    opened = store.on_rebalance
+    changelog = _ChangelogStore(store)
+
+    async def end_offsets(tps: list) -> Mapping[Any, int]:
+        thread = app.consumer._thread
+        aio = thread._ensure_consumer()
+
+        async def ask() -> Mapping[Any, int]:  # on the consumer's thread
+            return await aio.end_offsets(tps)
+
+        return await asyncio.wait_for(thread.call_thread(ask), 30)
+
+    async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        await opened(assigned, revoked, newly_assigned, generation_id)
+        generation = app.consumer_generation_id
+        mine = table.changelog_topic.topics
+        standbys = app.assignor.assigned_standbys()
+        tps = [tp for tp in newly_assigned if tp.topic in mine and tp not in standbys]
+        if not tps:
+            return
+        try:
+            figures = await catchup.run(changelog, tps, end_offsets, lambda: app.consumer_generation_id == generation)
+        except Exception as exc:
+            log.warning("the changelog's bulk read failed (%s: %s); table recovery reads the rest", type(exc).__name__, exc)
+            return
+        if figures is not None:
+            log.info(
+                "changelog read in bulk: %d records of %d partition(s) in %.2f s%s",
+                figures.records,
+                figures.partitions,
+                figures.seconds,
+                "" if figures.complete else f"; stopped ({figures.stopped}), table recovery reads the rest",
+            )
+
+    store.on_rebalance = on_rebalance
 
 
 class _NativeBatch:

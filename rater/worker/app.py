@@ -14,6 +14,7 @@ straight from faust's aiokafka consumer (``rater/worker/adapter.py``).
   (``store.NativeAccountStore`` for the native engine: the accounts held natively);
 - ``sweeper.Sweeper``: the wall-clock sweep; ``ratewatch.RateTableWatcher``: reloads;
   ``watchdog.StallWatch``: a rebalance or recovery that stopped moving ends the process;
+  ``catchup.CatchUp``: changelog partitions far behind read into the store in bulk;
   ``heaptrim.HeapTrim``: when work pauses, the store's write buffers flushed and the
   freed heap given back;
 - ``web``: the HTTP views; ``adapter``: every private faust/aiokafka touch;
@@ -38,6 +39,7 @@ from rater.core.native_engine import choose as choose_engine
 from rater.core.rates import RateTables, check_rate_tables
 from rater.jsonlog import JsonFormatter
 from rater.worker import adapter, gctune, heaptrim, watchdog, web
+from rater.worker.catchup import CatchUp
 from rater.worker.config import WorkerConfig
 from rater.worker.metrics import WorkerStats
 from rater.worker.pipeline import COMMIT_EVERY, CommitPipeline, die
@@ -73,8 +75,10 @@ class RaterWorker:
         self.heap = heaptrim.HeapTrim(heaptrim.libc_trim(), rest=self._rest)
         self.app = self._build_app()
         inputs = frozenset((cfg.topics.cdrs, cfg.topics.commands))
+        self.catchup = CatchUp(cfg, least=cfg.bulk_recovery_least)  # rater/worker/catchup.py
         if cfg.store == "rocksdb":
             adapter.keep_rocksdb_options(self.accounts)
+            adapter.recover_in_bulk(self.app, self.accounts, self.catchup)
         self.port = adapter.FaustPort(self.app, self.accounts, inputs, cfg)
         # The rating core, both behind BatchProcessor's interface: the native one when it
         # is built (its accounts held natively by its store), else the Python one.
@@ -236,7 +240,7 @@ class RaterWorker:
                 await asyncio.sleep(every)
                 try:
                     _ok, reason = self.ready()
-                    progress = self.port.recovery_progress()
+                    progress = (self.port.recovery_progress(), self.catchup.read)
                 except Exception:  # faust's state between two steps of a rebalance: look again
                     log.debug("stall watch: no reading this time", exc_info=True)
                     continue

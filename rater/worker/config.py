@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from rater.connection import add_connection_arguments, settings_from_args
 from rater.core.batch import Topics
 from rater.core.bounds import DEFAULT_MAX_RECORD_BYTES
+from rater.worker.catchup import LEAST as BULK_RECOVERY_LEAST
 from rater.worker.watchdog import DEFAULT_LIMIT as DEFAULT_STALL_LIMIT
 
 
@@ -122,6 +123,7 @@ class WorkerConfig:
     sweep_interval: float = 30.0
     reload_interval: float = 5.0
     recovery_stall_timeout: float = DEFAULT_STALL_LIMIT  # rater/worker/watchdog.py; 0: never
+    bulk_recovery_least: int = BULK_RECOVERY_LEAST  # rater/worker/catchup.py; 0: never
     log_format: str = "text"
     log_level: str = "info"
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
@@ -229,6 +231,13 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
         "(code 75) for its supervisor to restart it; 0 never (RATER_RECOVERY_STALL_TIMEOUT)",
     )
     p.add_argument(
+        "--bulk-recovery-least",
+        type=positive_int("--bulk-recovery-least", "RATER_BULK_RECOVERY_LEAST", 0),
+        default=e("BULK_RECOVERY_LEAST", str(d.bulk_recovery_least)),
+        help="changelog records behind the local store (all newly assigned partitions together) from which "
+        "they are read in bulk before table recovery; 0 never (RATER_BULK_RECOVERY_LEAST)",
+    )
+    p.add_argument(
         "--log-format",
         type=one_of("--log-format", "RATER_LOG_FORMAT", ("text", "json")),
         choices=("text", "json"),
@@ -315,6 +324,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         account_format=int(args.account_format),
         sweep_interval=args.sweep_interval,
         recovery_stall_timeout=args.recovery_stall_timeout,
+        bulk_recovery_least=args.bulk_recovery_least,
         log_format=args.log_format,
         log_level=args.log_level,
         standby_replicas=args.standby_replicas,

@@ -27,6 +27,10 @@ def _parse(monkeypatch, env: dict[str, str], argv: list[str]):
             {"RATER_RECOVERY_STALL_TIMEOUT": "-1"},
             "argument --recovery-stall-timeout: '-1' must be a number >= 0 (--recovery-stall-timeout or RATER_RECOVERY_STALL_TIMEOUT)",  # noqa: E501
         ),
+        (
+            {"RATER_BULK_RECOVERY_LEAST": "-5"},
+            "argument --bulk-recovery-least: '-5' must be >= 0 (--bulk-recovery-least or RATER_BULK_RECOVERY_LEAST)",
+        ),
         ({"RATER_ACCOUNT_FORMAT": "3"}, "argument --account-format: '3' is not one of 1, 2 (--account-format or RATER_ACCOUNT_FORMAT)"),
         ({"RATER_LOG_FORMAT": "xml"}, "argument --log-format: 'xml' is not one of text, json (--log-format or RATER_LOG_FORMAT)"),
         (
@@ -78,6 +82,10 @@ def test_good_environment_values_become_the_config(monkeypatch):
     assert config_from_args(_parse(monkeypatch, {}, ["worker"])).account_format == 2
     assert config_from_args(_parse(monkeypatch, {"RATER_ACCOUNT_FORMAT": "1"}, ["worker"])).account_format == 1
     assert config_from_args(_parse(monkeypatch, {}, ["worker", "--account-format", "1"])).account_format == 1
+    # The bulk read of a changelog far behind (rater/worker/catchup.py): 1,000 records unless told, 0 never.
+    assert config_from_args(_parse(monkeypatch, {}, ["worker"])).bulk_recovery_least == 1000
+    assert config_from_args(_parse(monkeypatch, {"RATER_BULK_RECOVERY_LEAST": "0"}, ["worker"])).bulk_recovery_least == 0
+    assert config_from_args(_parse(monkeypatch, {}, ["worker", "--bulk-recovery-least", "250"])).bulk_recovery_least == 250
 
 
 def test_worker_help_shows_defaults_but_never_the_password(monkeypatch, capsys):

@@ -271,13 +271,22 @@ def test_a_worker_rebuilding_its_state_from_the_changelog_skips_no_waiting_recor
         assert wait_consumed(broker, app_id, [topics.cdrs], timeout=120)
         assert w.stop() == 0
         rater_produce(broker, topics.cdrs, backlog)
+        changelog = consume_all(broker, f"{app_id}-accounts-changelog", 60)
         shutil.rmtree(w.state_dir)
+        log_before = len(w.log())
         t0 = time.monotonic()
         w.start()
         ready = time.monotonic() - t0
+        # The changelog is read in bulk before faust's recovery (rater/worker/catchup.py):
+        # every record it holds, of the partitions that hold any.
+        bulk = re.findall(
+            r"changelog read in bulk: (\d+) records of (\d+) partition\(s\) in [\d.]+ s(;[^\n]*)?\s*$", w.log()[log_before:], re.M
+        )
+        assert bulk == [(str(len(changelog)), str(len({r.partition for r in changelog})), "")], w.log()[log_before:][-6000:]
         repeats = assert_like_offline(broker, topics, app_id, stream, w, (w,))
         report(
-            f"state rebuilt from the changelog with {len(backlog.read_bytes().splitlines()):,} records waiting: "
+            f"state rebuilt from the changelog ({len(changelog):,} records, read in bulk) with "
+            f"{len(backlog.read_bytes().splitlines()):,} records waiting: "
             f"ready {ready:.1f} s, all consumed {time.monotonic() - t0:.1f} s after the start; repeats {repeats}"
         )
 
@@ -383,6 +392,7 @@ def restart_time(broker: str, tmp_path: Path, n: int, store: str = "rocksdb") ->
         wait_for(lambda: w.records_done() >= 1, 30, what="the new call counted", workers=(w,))
         assert w.records_done() == 1, f"records consumed again after a clean stop: {_outcomes(w)}"
         log = w.log()[log_before:]
+        assert "changelog read in bulk" not in log  # its store holds the changelog
         changelog = f"{w.app_id}-accounts-changelog"
         highwater = _changelog_table(log, "Highwater - Active", changelog)
         starts = _changelog_table(log, "Reading Starts At - Active", changelog)
