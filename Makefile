@@ -74,7 +74,7 @@ demo: venv
 
 ## The kill loop at full size, three runs (a small size runs in `make test`).
 chaos: venv
-	$(PY) -m tests.support.chaos --records 200000 --tenants 1000 --kills 10 --runs 3
+	$(PY) -m tests.support.chaos --records 200000 --tenants 1000 --kills 10 --runs 3 --new-disk 0.3
 
 bench: venv bench-venv
 	$(PY) -m bench.run

@@ -4,6 +4,11 @@ restarted at random moments, compared with ``rater rate`` on the same input.
     python -m tests.support.chaos --records 200000 --tenants 1000 --kills 10      # make chaos
     (tests/worker/test_chaos.py runs a small size of it in CI)
 
+With ``--new-disk P``, each restart after a kill is, with chance P, on an empty state dir
+(a worker moved to a new disk): the accounts come back from the changelog, read in bulk
+(``rater/worker/catchup.py``), and a kill during that start leaves a store read only
+part of the way, which the next start (on it, or on another empty one) goes on from.
+
 The stream (``generate``) holds, besides CDRs, commands, auto-recharge answers, platform
 retries and bad records, records whose outcome depends on state that later records change
 (issue 12, with ``depends=True``, as the kill loop runs it): tenants whose account is
@@ -211,6 +216,8 @@ class Report:
     segments: int = 0  # id segments cut (rater/core/idsegments.py): tenants with >= 2,000 ids did
     rejects: Counter = field(default_factory=Counter)  # reason -> rejects of the offline run
     mismatches: list = field(default_factory=list)
+    new_disks: int = 0  # restarts on an empty state dir
+    bulk_reads: int = 0  # the worker's bulk reads of the changelog (its log's lines)
 
     def ok(self) -> bool:
         return not self.mismatches
@@ -385,7 +392,16 @@ def compare(bootstrap: str, topics, offline_dir: str, worker, stop=None) -> tupl
 
 
 def run_kill_loop(
-    bootstrap: str, records: int, tenants: int, kills: int, seed: int = 1, workdir: str | None = None, partitions: int = 4, log=print
+    bootstrap: str,
+    records: int,
+    tenants: int,
+    kills: int,
+    seed: int = 1,
+    workdir: str | None = None,
+    partitions: int = 4,
+    log=print,
+    new_disk: float = 0.0,
+    worker_args: tuple[str, ...] = (),
 ) -> Report:
     started = time.monotonic()
     rng = random.Random(seed)
@@ -420,7 +436,7 @@ def run_kill_loop(
         rates_dir=rates,
         name="chaos",
         ready_timeout=90,
-        extra_args=["--standby-replicas", "0", "--sweep-interval", "3600"],
+        extra_args=["--standby-replicas", "0", "--sweep-interval", "3600", *worker_args],
     )
     worker.log_path = Path(work) / "worker.log"
     worker.start()
@@ -430,6 +446,10 @@ def run_kill_loop(
         worker.kill()
         report.kills += 1
         log(f"kill {k + 1}/{kills}")
+        if rng.random() < new_disk:
+            shutil.rmtree(worker.state_dir, ignore_errors=True)
+            report.new_disks += 1
+            log("the next start on an empty state dir")
         worker.start(wait=False)
         report.restarts += 1
         if rng.random() < 0.5:  # sometimes kill again during start-up and recovery
@@ -444,6 +464,7 @@ def run_kill_loop(
     mismatches, repeats = compare(bootstrap, topics, offline_out, worker, stop=worker.stop)
     report.mismatches += mismatches
     report.repeats.update(repeats)
+    report.bulk_reads = worker.log().count("changelog read in bulk: ")
     changelog = asyncio.run(_read_topic(bootstrap, f"{app_id}-accounts-changelog", keys=True))
     report.segments = len({k for k in changelog if k and b"\x00ids\x00" in k})
     report.seconds = time.monotonic() - started
@@ -462,6 +483,7 @@ def main() -> int:
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--new-disk", type=float, default=0.0, help="chance that a restart is on an empty state dir")
     args = p.parse_args()
     from rater.dev import broker as devbroker
 
@@ -473,9 +495,10 @@ def main() -> int:
     failures = 0
     try:
         for run in range(args.runs):
-            r = run_kill_loop(bootstrap, args.records, args.tenants, args.kills, seed=args.seed + run)
+            r = run_kill_loop(bootstrap, args.records, args.tenants, args.kills, seed=args.seed + run, new_disk=args.new_disk)
             print(
-                f"run {run + 1}: {r.records:,} records, {r.kills} kills, {r.seconds:.0f} s, "
+                f"run {run + 1}: {r.records:,} records, {r.kills} kills ({r.new_disks} to a new disk, "
+                f"{r.bulk_reads} bulk reads), {r.seconds:.0f} s, "
                 f"repeats {r.repeats}, {r.segments} id segments, offline rejects {dict(r.rejects)}, {'OK' if r.ok() else 'FAILED: ' + '; '.join(r.mismatches)}"  # noqa: E501
             )
             failures += not r.ok()
