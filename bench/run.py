@@ -821,6 +821,61 @@ class Bench:
 
     # --- restart ------------------------------------------------------------------------
 
+    def measure_standby(self) -> dict:
+        """Two workers sharing the input, without and with a standby copy of each other's
+        partitions (``--standby-replicas`` 0 and 1), alternating, ``--runs`` pairs: the two
+        workers' CPU per input record, from the input's publication to every record rated
+        and 5 s more (the standby copies follow the last writes). Both join on an empty
+        topic and settle first, so each rates about half."""
+        a = self.args
+        items, rows = self.items, []
+        for run in range(a.runs):
+            for standby in (0, 1):
+                base = f"{self.prefix}-sb{run}{standby}"
+                topic = f"{base}-in"
+                asyncio.run(kio.create_topics(self.bootstrap, [topic], a.partitions))
+                topics = self.out_topics(base, topic)
+                extra = ["--standby-replicas", str(standby)]
+                ws = [self.track(self.worker(f"sb{run}{standby}{x}", topics, app_id=base, debug=False, extra=extra)) for x in "ab"]
+                try:
+                    for w in ws:
+                        w.start()
+                    for w in ws:
+                        w.wait_ready(timeout=300)
+                    time.sleep(8)  # the second worker's rebalance and recovery
+                    for w in ws:
+                        w.wait_ready(timeout=300)
+                    cpu0 = [w.cpu() for w in ws]
+                    t0 = time.monotonic()
+                    asyncio.run(kio.publish(self.bootstrap, topic, items, a.partitions))
+                    while sum(w.records() or 0 for w in ws) < self.n_input:
+                        if time.monotonic() - t0 > a.worker_cap:
+                            raise RuntimeError(f"standby phase: the input not rated in {a.worker_cap:.0f} s")
+                        time.sleep(0.5)
+                    seconds = time.monotonic() - t0
+                    time.sleep(5)
+                    cpu = [w.cpu() - c for w, c in zip(ws, cpu0)]
+                    rated = [w.records() or 0 for w in ws]
+                finally:
+                    for w in ws:
+                        self.finish(w)
+                self.drop_topics(base)
+                for w in ws:
+                    shutil.rmtree(w.state_dir, ignore_errors=True)
+                row = {
+                    "standby_replicas": standby,
+                    "records": rated,
+                    "seconds": round(seconds, 2),
+                    "cpu_s": [round(c, 2) for c in cpu],
+                    "cpu_us_per_record": sum(cpu) / max(sum(rated), 1) * 1e6,
+                }
+                rows.append(row)
+                log(
+                    f"standby {standby}, run {run + 1}: {sum(rated):,} records ({rated[0]:,} + {rated[1]:,}) in {seconds:.1f} s, "
+                    f"the workers' CPU {row['cpu_us_per_record']:.1f} µs per record"
+                )
+        return {"records": self.n_input, "tenants": a.tenants, "runs": rows}
+
     def measure_restart(self) -> dict:
         a = self.args
         n = a.restart_accounts
@@ -1051,6 +1106,12 @@ class Bench:
             self.results["grid"] = self.measure_grid()
             self.results["elapsed_s"] = round(time.monotonic() - began)
             return self.results
+        if a.only == "standby":
+            self.write_input()
+            self.start_broker()
+            self.results["standby"] = self.measure_standby()
+            self.results["elapsed_s"] = round(time.monotonic() - began)
+            return self.results
         self.write_input()
         # ``rater rate`` first, every run of it, before the broker starts: it uses no
         # Kafka, and a broker beside it on the two cores takes one from the native
@@ -1221,9 +1282,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-authorize", action="store_true")
     p.add_argument(
         "--only",
-        choices=("authorize", "restart", "grid"),
+        choices=("authorize", "restart", "grid", "standby"),
         help="run one phase alone, written to --results, by default <phase>.json beside the other results "
-        "(restart: not rendered; grid: the worker over the grid of bench.batchstep, --runs runs)",
+        "(restart, standby: not rendered; grid: the worker over the grid of bench.batchstep, --runs runs; "
+        "standby: two workers with --standby-replicas 0 and 1 alternating, --runs pairs)",
     )
     p.add_argument(
         "--grid",
@@ -1268,7 +1330,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.results) if args.results else RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     log(f"results in {path} ({results['elapsed_s']} s)")
-    if not args.no_report and args.only != "restart":
+    if not args.no_report and args.only not in ("restart", "standby"):
         written = report.write()
         log("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in written))
     return 0

@@ -1,13 +1,15 @@
 """The one place that touches faust's and aiokafka's private names.
 
-Six things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
+Seven things live here: ``BulkConsumer`` (input records in bulk, straight from faust's
 aiokafka consumer), ``fetch_natively`` (those records read natively from the fetched
 bytes, in place of aiokafka's ``ConsumerRecord`` per record), ``FaustPort``, the commit
 pipeline's Kafka port (``rater/worker/pipeline.py``) over faust's app, its consumer and
 the accounts table (and what table recovery has read, for ``rater/worker/watchdog.py``),
 ``keep_rocksdb_options`` (the table's RocksDB options, also on a
 reopened database), ``recover_in_bulk`` (the changelog read into the table's store in
-bulk before faust's recovery, ``rater/worker/catchup.py``) and ``native_batches`` (record
+bulk before faust's recovery, ``rater/worker/catchup.py``), ``StandbysInBulk`` (the
+standby partitions' changelog records written to the store a fetch at a time) and
+``native_batches`` (record
 batches built natively, handed to aiokafka's producer in place of its ``BatchBuilder``).
 
 Input records in bulk
@@ -183,6 +185,7 @@ class _Thread(AIOKafkaConsumerThread):
 
 class BulkConsumer(Consumer):
     bulk_topics: frozenset[str] = frozenset()
+    standbys: Optional["StandbysInBulk"] = None
     bulk_handler: Optional[BulkHandler] = None
     stop_handler: Optional[StopHandler] = None
     start_handler: Optional[Callable[[], None]] = None
@@ -213,6 +216,8 @@ class BulkConsumer(Consumer):
             records = {tp: recs for tp, recs in records.items() if tp.topic in self.bulk_topics}
         elif records and FAILPOINT == "slow-recovery" and any(tp.topic not in self.bulk_topics for tp in records):
             await asyncio.sleep(SLOW_RECOVERY_PAUSE)  # tests only: a recovery that reads, slowly
+        if records and self.flow_active and self.standbys is not None:
+            records = self.standbys.take(records)
         handler = self.bulk_handler
         if records and handler is not None:
             topics = self.bulk_topics
@@ -278,16 +283,25 @@ def _partition_state(aio: Any, tp: TP) -> Any:
     return assignment.state_value(tp) if assignment is not None else None
 
 
-def install(app: Any, topics: frozenset[str], handler: BulkHandler, on_start: Callable[[], None], on_stop: StopHandler) -> None:
+def install(
+    app: Any,
+    topics: frozenset[str],
+    handler: BulkHandler,
+    on_start: Callable[[], None],
+    on_stop: StopHandler,
+    standbys: Optional["StandbysInBulk"] = None,
+) -> None:
     """Make ``app`` build its consumer as a ``BulkConsumer`` feeding ``handler``, calling
     ``on_start`` once it has started (before the first rebalance and table recovery) and
-    ``on_stop`` when it stops. Must run before the app creates its consumer (that is,
-    before it starts)."""
+    ``on_stop`` when it stops, and handing the standby changelog records to ``standbys``
+    (``StandbysInBulk``; None: faust applies them). Must run before the app creates its
+    consumer (that is, before it starts)."""
     cls = type(
         "RaterBulkConsumer",
         (BulkConsumer,),
         {
             "bulk_topics": topics,
+            "standbys": standbys,
             "bulk_handler": staticmethod(handler),
             "start_handler": staticmethod(on_start),
             "stop_handler": staticmethod(on_stop),
@@ -388,6 +402,58 @@ def recover_in_bulk(app: Any, table: Any, catchup: CatchUp) -> None:
             )
 
     store.on_rebalance = on_rebalance
+
+
+class StandbysInBulk:
+    """The standby partitions' changelog records written to the table's store in bulk, in
+    place of faust's recovery loop.
+
+    A standby partition follows the changelog as its active owner writes it. faust takes
+    each of those records through the same per-record path as a recovery (a message, an
+    event, an asyncio queue and a timer each: about 80 µs, ``rater/worker/catchup.py``),
+    which made a second worker with ``--standby-replicas 1`` cost three times the CPU
+    of the rating itself (21.9 against 7.1 µs of the two workers' CPU per input record,
+    ``bench/analysis.md``). ``take`` is called with each fetch the consumer hands faust
+    while the flow runs; the records of the partitions faust's recovery follows as
+    standbys (``Recovery.standby_tps``) are taken out and written to their partition's
+    database, one atomic write batch a partition with the offset of its last record as
+    the persisted offset (``_ChangelogStore``), as faust's ``apply_changelog_batch``
+    writes them, records at or before the offset already applied (``standby_offsets``,
+    a fetch made again after a seek) left out as faust leaves them out. Recovery's
+    ``standby_offsets`` move with them, so its standby figures stay right. A partition
+    that becomes active here starts its recovery from the persisted offset, as before."""
+
+    def __init__(self, app: Any, table: Any):
+        self.app = app
+        self.changelog = _ChangelogStore(table.data)
+        self.applied = 0  # records written since the start
+
+    def take(self, records: Mapping[TP, list]) -> Mapping[TP, list]:
+        recovery = self.app.tables.recovery
+        standby = recovery.standby_tps
+        if not standby or not any(tp in standby for tp in records):
+            return records
+        offsets = recovery.standby_offsets
+        rest = {}
+        for tp, recs in records.items():
+            if tp not in standby:
+                rest[tp] = recs
+                continue
+            seen = offsets.get(tp)
+            if seen is not None:
+                recs = [r for r in recs if r.offset > seen]
+            if recs:
+                self.changelog.write(tp.partition, [(r.key, r.value) for r in recs if r.key is not None], recs[-1].offset)
+                offsets[tp] = recs[-1].offset
+                self.applied += len(recs)
+        return rest
+
+
+def standbys_in_bulk(app: Any, table: Any) -> StandbysInBulk | None:
+    """``StandbysInBulk`` for the table's RocksDB store; None for the memory store."""
+    if getattr(table.data, "_db_for_partition", None) is None:
+        return None
+    return StandbysInBulk(app, table)
 
 
 class _NativeBatch:

@@ -96,7 +96,9 @@ class RaterWorker:
         self.rates = RateTableWatcher(cfg.rates_dir, self.processor, self.stats)
         self.stall = watchdog.StallWatch(cfg.recovery_stall_timeout)
         self._stall_task: asyncio.Future | None = None
-        adapter.install(self.app, inputs, self.pipeline.take, self._watch_stalls, self.pipeline.on_stop)
+        standbys = adapter.standbys_in_bulk(self.app, self.accounts) if cfg.store == "rocksdb" else None
+        adapter.install(self.app, inputs, self.pipeline.take, self._watch_stalls, self.pipeline.on_stop, standbys)
+        self.stats.changelog_bulk = lambda: {"recovery": self.catchup.read, "standby": standbys.applied if standbys else 0}
         self._register()
 
     # --- the app ---------------------------------------------------------------------

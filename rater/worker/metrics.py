@@ -31,6 +31,9 @@ class WorkerStats:
         # tenants of the owned partitions by balance state (the store's tenant index)
         self.tenant_states: Callable[[], dict[str, int]] = lambda: dict.fromkeys(STATES, 0)
         self.lag: Callable[[], Iterable[tuple[str, int, int]]] = lambda: ()
+        # changelog records written to the store in bulk, by path: "recovery" (read before
+        # faust's recovery, rater/worker/catchup.py) and "standby" (adapter.StandbysInBulk)
+        self.changelog_bulk: Callable[[], dict[str, int]] = lambda: {}
         self.rate_tables_version = ""
         self.rate_tables_loaded_at = 0.0
         self.processing = BatchHistogram(PROCESSING_BUCKETS)
@@ -128,6 +131,14 @@ class _Collector:
         for topic, partition, lag in s.lag():
             g.add_metric([topic, str(partition)], lag)
         yield g
+        m = CounterMetricFamily(
+            "rater_changelog_bulk_records",
+            "Changelog records written to the local store in bulk: read before table recovery, or for a standby partition",
+            labels=["path"],
+        )
+        for path, n in sorted(s.changelog_bulk().items()):
+            m.add_metric([path], n)
+        yield m
         g = GaugeMetricFamily("rater_rate_tables_info", "The loaded rate tables (content hash)", labels=["version"])
         if s.rate_tables_version:
             g.add_metric([s.rate_tables_version], 1)

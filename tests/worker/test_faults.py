@@ -428,6 +428,62 @@ def test_a_restart_with_100000_accounts_reads_no_changelog(kafka_broker, tmp_pat
     assert figures["ready_seconds"] < 60, figures
 
 
+# ---------------------------------------------------------------------------- 3a. a standby takes over
+
+
+def test_a_standby_kept_in_bulk_takes_over_its_partitions_reading_no_changelog(kafka_broker, tmp_path):
+    """Two workers with a standby copy of each other's partitions: the standby records are
+    written to the store in bulk, not by faust's recovery loop (``StandbysInBulk``,
+    ``rater/worker/adapter.py``). When one worker stops, the other takes its partitions
+    over from its standby copy: its recovery starts at the changelog's end (it reads no
+    record) and every account is as the commands left it."""
+    broker = kafka_broker.bootstrap
+    tenants = [f"sb-{i:03d}" for i in range(200)]
+    setup = tmp_path / "setup.jsonl"
+    setup.write_bytes(_setup_lines(tenants, now_utc() - timedelta(hours=1)))
+    topics = WorkerTopics.unique("f3a")
+    app_id = f"{topics.cdrs}-app"
+    extra = SWEEP_OFF + ["--standby-replicas", "1"]
+    a = WorkerProcess(broker, topics=topics, app_id=app_id, name="f3a-a", extra_args=extra, precreate_inputs=True)
+    b = WorkerProcess(broker, topics=topics, app_id=app_id, name="f3a-b", extra_args=extra)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(a)
+        stack.enter_context(b)
+
+        def split():
+            pa, pb = owned_partitions(a, topics.cdrs), owned_partitions(b, topics.cdrs)
+            return pa and pb and not pa & pb and pa | pb == set(range(PARTITIONS))
+
+        wait_for(split, 90, interval=0.5, what="the partitions split between a and b", workers=(a, b))
+        b_owned = owned_partitions(b, topics.cdrs)
+        rater_produce(broker, topics.commands, setup)
+        wait_for(lambda: a.records_done() + b.records_done() >= 2 * len(tenants), 60, what="the commands applied", workers=(a, b))
+        assert b.records_done() > 0
+        time.sleep(3)  # a's standby copy follows b's last writes (fetches of 50 ms)
+        standby_written = a.metric("rater_changelog_bulk_records_total", path="standby")
+        assert a.metric("rater_changelog_bulk_records_total", path="recovery") == 0
+        log_before = len(a.log())
+        assert b.stop() == 0
+        wait_for(lambda: owned_partitions(a, topics.cdrs) == set(range(PARTITIONS)), 90, what="a owns every partition", workers=(a,))
+        wait_for(lambda: a.get("/readyz").status == 200, 60, what="a ready", workers=(a,))
+        log = a.log()[log_before:]
+        changelog = f"{app_id}-accounts-changelog"
+        highwater = _changelog_table(log, "Highwater - Active", changelog)
+        starts = _changelog_table(log, "Reading Starts At - Active", changelog)
+        assert b_owned <= set(highwater) and set(highwater) == set(starts), log[-4000:]
+        # Both tables show offsets of records: the partition's last one, the store's
+        # persisted one (-1: none). A standby copy at the end holds the last record.
+        assert {p: starts[p] for p in b_owned} == {p: highwater[p] for p in b_owned}, (starts, highwater)
+        assert all(highwater[p] > 0 for p in b_owned), highwater
+        # Written in bulk, not by faust's recovery loop: a, the standby of b's partitions
+        # since before b wrote anything, wrote each of their records once.
+        assert standby_written == sum(highwater[p] + 1 for p in b_owned), (standby_written, highwater)
+        for tenant in tenants:
+            r = a.get(f"/tenants/{tenant}")
+            assert (r.status, r.json()["balance"]) == (200, "10.000000"), tenant
+        assert a.errors() == [] and b.errors() == []
+
+
 # ---------------------------------------------------------------------------- 3b. a recovery that stops
 
 

@@ -629,6 +629,10 @@ def test_metrics_count_records_rejects_charges_events_and_tenant_states(kafka_br
         lag = {(dict(ls)["topic"], dict(ls)["partition"]): v for (n, ls), v in m.items() if n == "rater_consumer_lag"}
         assert set(lag) == {(tp, str(p)) for tp in (t.cdrs, t.commands) for p in range(4)}
         assert set(lag.values()) == {0}
+        # One worker on a fresh state dir and an empty changelog: nothing to read in bulk,
+        # no standby partitions.
+        bulk = {dict(ls)["path"]: v for (n, ls), v in m.items() if n == "rater_changelog_bulk_records_total"}
+        assert bulk == {"recovery": 0, "standby": 0}
 
         names = {n for (n, _) in m}
         wanted = [line.strip() for line in METRIC_NAMES.read_text().splitlines() if line.strip()]
