@@ -9,8 +9,8 @@ the accounts table (and what table recovery has read, for ``rater/worker/watchdo
 reopened database), ``recover_in_bulk`` (the changelog read into the table's store in
 bulk before faust's recovery, ``rater/worker/catchup.py``), ``StandbysInBulk`` (the
 standby partitions' changelog records written to the store a fetch at a time) and
-``native_batches`` (record
-batches built natively, handed to aiokafka's producer in place of its ``BatchBuilder``).
+``native_batches`` (record batches built natively, handed to aiokafka's producer in
+place of its ``BatchBuilder``).
 
 Input records in bulk
 ---------------------
@@ -411,9 +411,9 @@ class StandbysInBulk:
     A standby partition follows the changelog as its active owner writes it. faust takes
     each of those records through the same per-record path as a recovery (a message, an
     event, an asyncio queue and a timer each: about 80 µs, ``rater/worker/catchup.py``),
-    which made a second worker with ``--standby-replicas 1`` cost three times the CPU
-    of the rating itself (21.9 against 7.1 µs of the two workers' CPU per input record,
-    ``bench/analysis.md``). ``take`` is called with each fetch the consumer hands faust
+    so two workers with ``--standby-replicas 1`` spent twice the rating's CPU on their
+    standby copies (21.9 against 7.1 and 7.4 µs of their CPU per input record without
+    standbys, ``bench/analysis.md``). ``take`` is called with each fetch the consumer hands faust
     while the flow runs; the records of the partitions faust's recovery follows as
     standbys (``Recovery.standby_tps``) are taken out and written to their partition's
     database, one atomic write batch a partition with the offset of its last record as

@@ -111,7 +111,6 @@ class CatchUp:
         self.stall = stall
         self.budget = budget
         self.read = 0
-        self.last: Figures | None = None
 
     async def run(
         self,
@@ -135,7 +134,6 @@ class CatchUp:
             await self._read(store, todo, ends, current, figures)
         finally:
             figures.seconds = time.monotonic() - started
-            self.last = figures
         return figures
 
     async def _read(self, store: ChangelogStore, todo: dict, ends: Mapping, current: Callable[[], bool], figures: Figures) -> None:
