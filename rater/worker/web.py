@@ -14,7 +14,12 @@ authorization for an unknown tenant keeps the authorization's own fields beside 
 (``allowed``, ``reason``, ``balance``), so a client that reads only those still works.
 
 A tenant's questions are answered by the worker that owns the tenant's partition: the
-others forward the request once (``X-Rater-Routed`` stops a second hop).
+others forward the request once (``X-Rater-Routed`` stops a second hop). A worker that
+faust's router names as the owner answers only for the partitions assigned to it: a
+worker restarted on the same address while its killed predecessor is still a member of
+the group (until that member's session times out) is named for the predecessor's
+partitions too, and would otherwise answer 404 for their tenants (a call refused as
+``unknown_tenant``); it answers 503 until the group moves them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from aiohttp import web as aioweb
 
 from rater.core.authorize import CALL_TYPES, BadNumber, authorize, parse_to
 from rater.core.codec import to_view
+from rater.core.partitioning import partition_for
 from rater.core.records import TENANT_RE
 
 if TYPE_CHECKING:
@@ -77,6 +83,21 @@ async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamRes
         )
 
 
+HERE, FORWARD, NOT_YET = "here", "forward", "not yet"
+
+
+def where_answered(owner_url: str, own_url: str, partition: int, owned: set[int]) -> str:
+    """Where a tenant's question is answered, from faust's router's answer (``owner_url``,
+    the owner of the tenant's partition), this worker's URL, the tenant's ``partition``
+    and the partitions assigned to this worker: ``HERE``; ``FORWARD`` to the owner; or
+    ``NOT_YET`` (503), when the router names this worker's address for a partition not
+    assigned to it (a killed predecessor on the same address still holds it; module
+    docstring)."""
+    if owner_url.rstrip("/") != own_url.rstrip("/"):
+        return FORWARD
+    return HERE if partition in owned else NOT_YET
+
+
 def register(worker: RaterWorker) -> None:
     app = worker.app
     app.web.web_app.middlewares.append(json_errors)
@@ -112,14 +133,20 @@ def register(worker: RaterWorker) -> None:
 
     async def routed(web, request, tenant: str):
         """The response of the worker that owns the tenant, or None if that is us."""
-        if request.headers.get("X-Rater-Routed"):
+        partition = partition_for(tenant.encode(), worker.cfg.partitions)
+        owned = {tp.partition for tp in worker.port.active()}
+        if request.headers.get("X-Rater-Routed"):  # forwarded here: no second hop
+            answer = HERE if partition in owned else NOT_YET
+        else:
+            try:
+                dest = app.router.key_store(worker.accounts.name, tenant.encode())
+            except KeyError:
+                return error(web, 503, "unavailable", "the tenant's partition is not assigned yet")
+            answer = where_answered(str(dest), str(app.conf.canonical_url), partition, owned)
+        if answer == HERE:
             return None
-        try:
-            dest = app.router.key_store(worker.accounts.name, tenant.encode())
-        except KeyError:
-            return error(web, 503, "unavailable", "the tenant's partition is not assigned yet")
-        if str(dest).rstrip("/") == str(app.conf.canonical_url).rstrip("/"):
-            return None
+        if answer == NOT_YET:
+            return error(web, 503, "unavailable", "the tenant's partition is not assigned here yet")
         try:
             async with app.http_client.request(
                 method="GET",

@@ -271,3 +271,18 @@ def test_every_4xx_has_the_one_error_shape_also_where_no_view_answers(worker):
         assert (got, ctype) == (status, "application/json"), (method, path, got, raw[:200])
         error.validate(body)
         assert (body["error"]["status"], body["error"]["reason"]) == (status, reason), (method, path, body)
+
+
+def test_a_worker_answers_only_for_partitions_assigned_to_it():
+    """``where_answered``: the router names a worker by its address; a worker restarted on
+    the address of a killed predecessor that still holds partitions in the group (until
+    its session times out) is named for those too, and answers 503 for their tenants
+    instead of reading a store that does not hold them (a 404 would refuse their calls as
+    ``unknown_tenant``; seen in the kill loop on new disks)."""
+    from rater.worker.web import FORWARD, HERE, NOT_YET, where_answered
+
+    me, other = "http://127.0.0.1:6066", "http://127.0.0.1:6067/"
+    assert where_answered(me + "/", me, 2, {0, 2}) == HERE
+    assert where_answered(me, me, 1, {0, 2}) == NOT_YET  # the predecessor's partition
+    assert where_answered(other, me, 1, {0, 2}) == FORWARD
+    assert where_answered(other, me, 2, {0, 2}) == FORWARD  # the router's word stands
