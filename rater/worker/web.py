@@ -133,16 +133,16 @@ def register(worker: RaterWorker) -> None:
 
     async def routed(web, request, tenant: str):
         """The response of the worker that owns the tenant, or None if that is us."""
-        partition = partition_for(tenant.encode(), worker.cfg.partitions)
-        owned = {tp.partition for tp in worker.port.active()}
-        if request.headers.get("X-Rater-Routed"):  # forwarded here: no second hop
-            answer = HERE if partition in owned else NOT_YET
-        else:
+        own = str(app.conf.canonical_url)
+        owner = own  # forwarded here (X-Rater-Routed): no second hop
+        if not request.headers.get("X-Rater-Routed"):
             try:
                 dest = app.router.key_store(worker.accounts.name, tenant.encode())
             except KeyError:
                 return error(web, 503, "unavailable", "the tenant's partition is not assigned yet")
-            answer = where_answered(str(dest), str(app.conf.canonical_url), partition, owned)
+            owner = str(dest)
+        owned = {tp.partition for tp in worker.port.active()}
+        answer = where_answered(owner, own, partition_for(tenant.encode(), worker.cfg.partitions), owned)
         if answer == HERE:
             return None
         if answer == NOT_YET:

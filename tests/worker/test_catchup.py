@@ -87,16 +87,22 @@ def _end_offsets(ends):
     return ask
 
 
+def _replayed(records: list, partition: int, first: int | None = None) -> dict[bytes, bytes]:
+    """The partition's records (its ``first`` ones, or all) applied in order, as a store
+    holds them: a tombstone deletes its key."""
+    held: dict[bytes, bytes] = {}
+    for key, value, _p in [r for r in records if r[2] == partition][:first]:
+        if value is None:
+            held.pop(key, None)
+        else:
+            held[key] = value
+    return held
+
+
 def test_a_bulk_read_brings_each_store_to_the_end_from_its_persisted_offset(kafka_broker):
     topic, records = _changelog(kafka_broker.bootstrap)
     # Partition 1's store holds its first 200 records (offsets 0..199), as a store would.
-    stale = {}
-    for key, value, p in [r for r in records if r[2] == 1][:200]:
-        if value is None:
-            stale.pop(key, None)
-        else:
-            stale[key] = value
-    store = DictStore({0: {}, 1: dict(stale)}, {0: None, 1: 199})
+    store = DictStore({0: {}, 1: _replayed(records, 1, 200)}, {0: None, 1: 199})
     catchup = CatchUp(KafkaSettings(kafka_broker.bootstrap), least=1000)
     tps = [TP(topic, 0), TP(topic, 1)]
     figures = asyncio.run(catchup.run(store, tps, _end_offsets({0: 600, 1: 600}), lambda: True))
@@ -105,15 +111,7 @@ def test_a_bulk_read_brings_each_store_to_the_end_from_its_persisted_offset(kafk
     assert catchup.read == 1000
     assert store.offsets == {0: 599, 1: 599}
     for p in (0, 1):  # the log replayed here, record by record
-        expected: dict[bytes, bytes] = {}
-        for key, value, at in records:
-            if at != p:
-                continue
-            if value is None:
-                expected.pop(key, None)
-            else:
-                expected[key] = value
-        assert store.held[p] == expected, p
+        assert store.held[p] == _replayed(records, p), p
 
 
 def test_fewer_records_behind_than_least_are_left_to_faust(kafka_broker):
@@ -157,16 +155,7 @@ def test_a_bulk_read_ends_within_its_budget_keeping_what_it_wrote(kafka_broker):
     assert figures is not None and figures.stopped == "budget" and figures.records == 600
     assert 1.0 <= time.monotonic() - started < 20
     assert store.offsets[0] == 599
-    assert len(store.held[0]) == len({key for key, value, p in records if p == 0 and value is not None} - _deleted_last(records, 0))
-
-
-def _deleted_last(records, partition: int) -> set[bytes]:
-    """The keys of ``partition`` whose last record is a tombstone."""
-    last = {}
-    for key, value, p in records:
-        if p == partition:
-            last[key] = value
-    return {key for key, value in last.items() if value is None}
+    assert len(store.held[0]) == len(_replayed(records, 0))
 
 
 # ---------------------------------------------------------------------------- faust's RocksDB store

@@ -150,6 +150,12 @@ def owned_partitions(w: WorkerProcess, topic: str) -> set[int]:
     }
 
 
+def split_between(a: WorkerProcess, b: WorkerProcess, topic: str) -> bool:
+    """Whether ``a`` and ``b`` each own some partitions of ``topic``, none twice, all of them."""
+    pa, pb = owned_partitions(a, topic), owned_partitions(b, topic)
+    return bool(pa and pb and not pa & pb and pa | pb == set(range(PARTITIONS)))
+
+
 def broker_is_healthy(bootstrap: str) -> None:
     """A new topic, a record in and out: what every later test of the session needs."""
     topic = unique("health")
@@ -227,11 +233,7 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(kafka
         stack.enter_context(b)
         finish_produce(p1)
 
-        def split():
-            pa, pb = owned_partitions(a, topics.cdrs), owned_partitions(b, topics.cdrs)
-            return pa and pb and not pa & pb and pa | pb == set(range(PARTITIONS))
-
-        wait_for(split, 90, interval=0.5, what="the partitions split between a and b", workers=(a, b))
+        wait_for(lambda: split_between(a, b, topics.cdrs), 90, interval=0.5, what="the partitions split between a and b", workers=(a, b))
         joined = time.monotonic() - t0
         p2 = rater_produce(broker, topics.cdrs, part2, background=True)
         wait_for(lambda: b.records_done() >= 200, 60, interval=0.05, what="b rating", workers=(a, b))
@@ -450,11 +452,7 @@ def test_a_standby_kept_in_bulk_takes_over_its_partitions_reading_no_changelog(k
         stack.enter_context(a)
         stack.enter_context(b)
 
-        def split():
-            pa, pb = owned_partitions(a, topics.cdrs), owned_partitions(b, topics.cdrs)
-            return pa and pb and not pa & pb and pa | pb == set(range(PARTITIONS))
-
-        wait_for(split, 90, interval=0.5, what="the partitions split between a and b", workers=(a, b))
+        wait_for(lambda: split_between(a, b, topics.cdrs), 90, interval=0.5, what="the partitions split between a and b", workers=(a, b))
         b_owned = owned_partitions(b, topics.cdrs)
         rater_produce(broker, topics.commands, setup)
         wait_for(lambda: a.records_done() + b.records_done() >= 2 * len(tenants), 60, what="the commands applied", workers=(a, b))
