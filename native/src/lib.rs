@@ -14,6 +14,7 @@ pub mod index;
 pub mod json;
 pub mod ledger;
 pub mod money;
+pub mod outputs;
 pub mod pyrepr;
 pub mod rates;
 pub mod recordbatch;
@@ -27,5 +28,7 @@ mod pybatch;
 mod pyfetched;
 #[cfg(feature = "python")]
 mod pyheld;
+#[cfg(feature = "python")]
+mod pyoutputs;
 #[cfg(feature = "python")]
 mod python;

@@ -1,7 +1,8 @@
 //! `rater_native.Held`: the Kafka worker's accounts held natively between batches
 //! (`crate::held`), and the batch step's records rated against them on an `Engine`.
-//! What crosses into Python per batch is bytes: each record's outputs, and at the end
-//! each changed account's changelog value and segment writes.
+//! What crosses into Python per batch is bytes: each changed account's changelog value
+//! and segment writes, at the end; the outputs stay native (`rater_native.BatchOutputs`) until
+//! their record batches.
 
 use crate::codec::Format;
 use crate::engine::{Host, Processed, Source};
@@ -9,6 +10,7 @@ use crate::feed::{self, HomeKey};
 use crate::held::Held;
 use crate::ledger::{Account, Status};
 use crate::pyfetched::Record;
+use crate::pyoutputs::PyBatchOutputs;
 use crate::python::{processed, PyEngine};
 use crate::records::is_tenant;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -162,9 +164,9 @@ impl PyHeld {
     /// `rater.core.batch.Message`), in order, onto `BatchResult`'s lists. A record on the
     /// wrong partition for its tenant goes to `forwards` as `(msg, partition, key)`;
     /// every other one is rated on `engine` against the held accounts (as `process`), its
-    /// outputs appended to `outputs` as `(topic, key, value)` with `msg` itself to
-    /// `origins`. `topics`: the topic names of rated CDRs, balance events, recharge
-    /// requests and rejects. The counts per (topic, status or "forwarded") are added to
+    /// outputs appended to `outputs` (a `rater_native.BatchOutputs`, onto its first four
+    /// topics: rated CDRs, balance events, recharge requests, rejects) with `msg` itself
+    /// to `origins`. The counts per (topic, status or "forwarded") are added to
     /// `records` (a `Counter`); the indexes in `outputs` of the outputs over
     /// `max_output_bytes` are appended to `oversized`, for the caller to replace
     /// (`BatchProcessor.output_refused`). When an exception stops the fetch, the records
@@ -175,7 +177,7 @@ impl PyHeld {
     /// `ReplayGuard`, read per record (reading an account may add to `judged_in`); a
     /// record it says was judged before is skipped: no outputs, no count, one more
     /// `result.skipped` (added also when an exception stops the fetch).
-    #[pyo3(signature = (engine, messages, now, partitions, topics, max_output_bytes, outputs, origins, forwards, records, oversized, judged=None, result=None))]
+    #[pyo3(signature = (engine, messages, now, partitions, max_output_bytes, outputs, origins, forwards, records, oversized, judged=None, result=None))]
     #[allow(clippy::too_many_arguments)]
     fn feed<'py>(
         &mut self,
@@ -184,9 +186,8 @@ impl PyHeld {
         messages: &Bound<'py, PyAny>,
         now: i64,
         partitions: u32,
-        topics: [Bound<'py, PyString>; 4],
         max_output_bytes: usize,
-        outputs: &Bound<'py, PyList>,
+        outputs: &Bound<'py, PyBatchOutputs>,
         origins: &Bound<'py, PyList>,
         forwards: &Bound<'py, PyList>,
         records: &Bound<'py, PyAny>,
@@ -208,7 +209,6 @@ impl PyHeld {
             skipped: 0,
         };
         let out = Sinks {
-            topics: &topics,
             max_output_bytes,
             outputs,
             origins,
@@ -380,9 +380,8 @@ impl PyHeld {
 /// Where `feed` puts its results (`BatchResult`'s lists, the output topics, the bound,
 /// the outputs over it).
 struct Sinks<'a, 'py> {
-    topics: &'a [Bound<'py, PyString>; 4],
     max_output_bytes: usize,
-    outputs: &'a Bound<'py, PyList>,
+    outputs: &'a Bound<'py, PyBatchOutputs>,
     origins: &'a Bound<'py, PyList>,
     forwards: &'a Bound<'py, PyList>,
     oversized: &'a Bound<'py, PyList>,
@@ -488,6 +487,7 @@ impl PyHeld {
         // Its own reference: `self` is borrowed again for the replay check's reads.
         let read = &self.read.bind(py).clone();
         let max_record_bytes = engine.inner.max_record_bytes;
+        let mut outputs = out.outputs.borrow_mut();
         for msg in messages.try_iter()? {
             let msg = msg?;
             let input = Input::read(&msg)?;
@@ -548,26 +548,16 @@ impl PyHeld {
             }
             note_changed(&mut self.inner, &p, partition);
             let tenant = p.tenant_id.as_deref();
-            // The tenant's key: the input's own when it is the same bytes.
-            let mut tenant_key: Option<Bound<'py, PyAny>> = None;
             for (kind, bytes) in feed::outputs(&p) {
                 let out_key = if feed::keyed_by_tenant(kind, tenant) {
-                    let t = tenant.unwrap_or_default();
-                    tenant_key
-                        .get_or_insert_with(|| match key {
-                            Some(k) if k == t.as_bytes() => key_obj.clone(),
-                            _ => PyBytes::new(py, t.as_bytes()).into_any(),
-                        })
-                        .clone()
+                    tenant.map(str::as_bytes)
                 } else {
-                    key_obj.clone()
+                    key
                 };
                 if bytes.len() > out.max_output_bytes {
-                    out.oversized.append(out.outputs.len())?;
+                    out.oversized.append(outputs.inner.len())?;
                 }
-                let topic_name = &out.topics[kind.index()];
-                out.outputs
-                    .append((topic_name, out_key, PyBytes::new(py, bytes)))?;
+                outputs.inner.push(kind.index(), out_key, bytes);
                 out.origins.append(&msg)?;
             }
             fed.count(topic, topic_text, p.outcome.status.name());

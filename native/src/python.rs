@@ -417,6 +417,7 @@ fn rater_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<crate::pyheld::PyHeld>()?;
     m.add_class::<crate::pybatch::PyRecordBatch>()?;
+    m.add_class::<crate::pyoutputs::PyBatchOutputs>()?;
     m.add_class::<crate::pyfetched::Record>()?;
     m.add_function(wrap_pyfunction!(crate::pyfetched::read_fetch, m)?)?;
     m.add_function(wrap_pyfunction!(crate::pybatch::partition_batches, m)?)?;

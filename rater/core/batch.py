@@ -53,7 +53,8 @@ class Topics:
 @dataclass(slots=True)
 class BatchResult:
     forwards: list[tuple[Message, int, bytes]] = field(default_factory=list)  # msg, partition, key
-    outputs: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # topic, key, value
+    # topic, key, value (the native step's: a ``rater_native.BatchOutputs``, the same sequence)
+    outputs: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
     origins: list[Message] = field(default_factory=list)  # the input record of each output
     accounts: dict[str, tuple[int, Account]] = field(default_factory=dict)
     records: Counter = field(default_factory=Counter)  # (topic, outcome)

@@ -176,8 +176,12 @@ class NativeBatchProcessor(BatchProcessor):
         return engine
 
     def begin(self) -> BatchResult:
+        """A batch starts; its outputs are held natively (``rater_native.BatchOutputs``, a
+        sequence of ``(topic, key, value)`` to Python) until their record batches
+        (``rater/worker/sending.py``)."""
         self.held.begin(self.engine.native)
-        return BatchResult()
+        t = self.topics
+        return BatchResult(outputs=rater_native.BatchOutputs((t.rated, t.events, t.requests, t.rejects)))
 
     def feed(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
         """The messages in one native call (``Held.feed``, native/src/pyheld.rs and
@@ -197,7 +201,6 @@ class NativeBatchProcessor(BatchProcessor):
                 self._feed_each(result, messages, now)
                 return
             replay = (guard.suspect, guard.judged_in)
-        t = self.topics
         out = result.outputs
         limit = self.max_output_bytes
         oversized: list[int] = []
@@ -207,7 +210,6 @@ class NativeBatchProcessor(BatchProcessor):
                 messages,
                 now,
                 self.partitions,
-                (t.rated, t.events, t.requests, t.rejects),
                 limit,
                 out,
                 result.origins,

@@ -61,7 +61,7 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import Any, Awaitable, Callable, Hashable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Hashable, Mapping, Optional, Sequence
 
 import rocksdict
 from aiokafka import AIOKafkaProducer
@@ -493,12 +493,15 @@ class _NativeBatch:
         return self._buffer
 
 
-def _native_batches(records: list, counts: dict[str, int]) -> tuple[list, list[str]]:
-    """``sending.Batches`` natively: the records partitioned and built into record batches
-    of at most ``BATCH_BYTES``, every record stamped with the time now (aiokafka stamps
-    each as it is appended)."""
+def _native_batches(records: list, counts: dict[str, int], outputs: Sequence = ()) -> tuple[list, list[str]]:
+    """``sending.Batches`` natively: the records, then the outputs (a native
+    ``BatchOutputs`` read in place), partitioned and built into record batches of at most
+    ``BATCH_BYTES``, every record stamped with the time now (aiokafka stamps each as it
+    is appended)."""
     stamp = int(time.time() * 1000)
-    groups, missing = rater_native.partition_batches(records, counts, BATCH_BYTES, stamp)
+    if not isinstance(outputs, (list, rater_native.BatchOutputs)):
+        outputs = list(outputs) or None
+    groups, missing = rater_native.partition_batches(records, counts, BATCH_BYTES, stamp, outputs)
     return [(topic, partition, [_NativeBatch(b) for b in built]) for topic, partition, built in groups], missing
 
 
@@ -645,7 +648,7 @@ class FaustPort:
             self.producer = producer
         return self.producer
 
-    async def produce(self, records: list, replace: Callable[[int], Any]) -> None:
+    async def produce(self, records: list, outputs: Sequence, replace: Callable[[int], Any]) -> None:
         """Step 3's writes, acknowledged; one Kafka refuses for its size is replaced."""
 
         async def one_by_one() -> AIOKafkaProducer:
@@ -654,7 +657,7 @@ class FaustPort:
             return plain
 
         producer = await self._producer()
-        if not await send_outputs(producer, records, one_by_one, replace, native_batches):
+        if not await send_outputs(producer, records, outputs, one_by_one, replace, native_batches):
             self.producer = None  # its sequence numbers are broken by the refused batch
             await producer.stop()
 

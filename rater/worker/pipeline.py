@@ -67,7 +67,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from rater.core import applied
 from rater.core.batch import BatchProcessor, BatchResult, Message
@@ -107,7 +107,8 @@ def processing_clock(failpoint: str) -> Callable[[], int]:
     return time.time_ns
 
 
-# index of a produce record Kafka refused for its size -> the reject replacing it (or None)
+# index of a record Kafka refused for its size (the forwards, then the outputs) -> the
+# reject replacing it (or None)
 Replace = Callable[[int], Any]
 
 
@@ -124,7 +125,7 @@ class KafkaPort(Protocol):
     async def seek(self, seeks: dict) -> None: ...
     def committed(self) -> Mapping: ...  # tp -> committed offset, as the consumer knows it
     async def commit(self, offsets: dict) -> None: ...
-    async def produce(self, records: list, replace: Replace) -> None: ...  # step 3, acknowledged
+    async def produce(self, records: list, outputs: Sequence, replace: Replace) -> None: ...  # step 3, acknowledged
     async def deliver(self, records: list) -> None: ...  # step 4: changelog, acknowledged, then the store
     def table_get(self, partition: int, key: bytes) -> bytes | None: ...
     def tp(self, topic: str, partition: int) -> Any: ...  # the consumer's topic-partition type
@@ -323,8 +324,8 @@ class CommitPipeline:
         try:
             t2 = time.monotonic()
             # Step 3: outputs and forwards, acknowledged by Kafka.
-            if w.produce:
-                await port.produce(w.produce, self._replacer(w))
+            if w.produce or w.outputs:
+                await port.produce(w.produce, w.outputs, self._replacer(w))
             t3 = time.monotonic()
             # Step 4: A id segments, then B the accounts and C the applied marks (one list,
             # marks last in their partition), onto the changelog and into the store.
@@ -357,7 +358,7 @@ class CommitPipeline:
                 "batch %d records, %d outputs, %d accounts, %.1f ms (waited %.1f, process %.1f, "
                 "handover %.1f, outputs %.1f, accounts %.1f); records %d to %d ms old at the start",
                 w.messages,
-                len(w.produce),
+                len(w.produce) + len(w.outputs),
                 len(w.accounts),
                 (done - w.t0) * 1000,
                 (w.t0 - w.arrived) * 1000,
@@ -378,7 +379,10 @@ class CommitPipeline:
             origin = w.origins[i]
             if origin is None:
                 return None
-            topic, _partition, _key, value, _headers = w.produce[i]
+            if i < len(w.produce):
+                topic, _partition, _key, value, _headers = w.produce[i]
+            else:
+                topic, _key, value = w.outputs[i - len(w.produce)]
             rtopic, key, reject = self.processor.output_refused(origin, topic, len(value or b""), None)
             return (rtopic, None, key, reject, None)
 

@@ -1,7 +1,7 @@
 """Every write of steps 3 and 4 of one batch, worked out in memory: ``plan_writes``.
 
 Pure: no I/O, no clock, no faust. The commit pipeline (``rater/worker/pipeline.py``)
-carries a ``Writes`` out, in order: ``produce`` (step 3), ``segments`` (step 4A), then
+carries a ``Writes`` out, in order: ``produce`` and ``outputs`` (step 3), ``segments`` (step 4A), then
 ``accounts`` (step 4B, with the applied marks of step 4C last in their partition).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from rater.core import applied
 from rater.core.batch import BatchResult
@@ -18,8 +19,11 @@ from rater.core.batch import BatchResult
 class Writes:
     """One batch's writes, as bytes; the commit pipeline carries them out."""
 
-    produce: list = field(default_factory=list)  # step 3: outputs and forwards (send_all records)
-    origins: list = field(default_factory=list)  # the input Message of each produce record (None: the sweep's)
+    produce: list = field(default_factory=list)  # step 3: the forwards (send_all records)
+    # step 3: the outputs, (topic, key, value) each to its key's partition: the batch's
+    # ``BatchResult.outputs`` as it is (the native step's stay native, ``rater_native.BatchOutputs``)
+    outputs: Sequence = ()
+    origins: list = field(default_factory=list)  # the input Message of each forward, then of each output (None: the sweep's)
     segments: list = field(default_factory=list)  # step 4, phase A: id segments
     accounts: list = field(default_factory=list)  # step 4, phase B (and C): the changed accounts, the marks
     positions: dict = field(default_factory=dict)  # (topic, partition) -> last offset
@@ -63,10 +67,9 @@ def plan_writes(
     for msg, partition, key in result.forwards:
         headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
         produce.append((msg.topic, partition, key, msg.value, headers))
+    w.outputs = result.outputs
     w.origins = [msg for msg, _p, _k in result.forwards] + result.origins
     w.origins += [None] * (len(result.forwards) + len(result.outputs) - len(w.origins))
-    for topic, key, value in result.outputs:
-        produce.append((topic, None, key, value, None))
     w.segments = segments
     w.accounts = accounts
     # Phase C: how far each input partition is applied (``rater/core/applied.py``), in the

@@ -8,13 +8,17 @@ With the native engine built, the worker hands the whole list to
 records and builds each partition's record batches in one call, instead of grouping
 them in Python and appending them one by one to aiokafka's ``BatchBuilder`` (about
 2 µs a record against 0.4); the bytes are the same (``tests/worker/test_record_batches.py``).
+A batch's outputs come as a sequence of their own, ``(topic, key, value)`` each to its
+key's partition: the native step's stay native (``rater_native.BatchOutputs``) into
+their record batches.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any, Awaitable, Callable, Iterable
+from itertools import chain
+from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
@@ -24,9 +28,15 @@ from rater.core.partitioning import partition_for
 log = logging.getLogger("rater")
 
 Record = tuple[str, int | None, bytes | None, bytes | None, list | None]  # topic, partition, key, value, headers
-# (records, partitions of each topic) -> ([(topic, partition, batches for
+Output = tuple[str, bytes | None, bytes]  # topic, key, value: to the key's partition
+# (records, partitions of each topic, outputs) -> ([(topic, partition, batches for
 # ``producer.send_batch``)], topics missing from the partitions: then nothing else).
-Batches = Callable[[list[Record], dict[str, int]], tuple[list[tuple[str, int, list[Any]]], list[str]]]
+Batches = Callable[[list[Record], dict[str, int], Sequence[Output]], tuple[list[tuple[str, int, list[Any]]], list[str]]]
+
+
+def as_records(outputs: Sequence[Output]) -> Iterator[Record]:
+    """Outputs as records (partition None: the key's)."""
+    return ((topic, None, key, value, None) for topic, key, value in outputs)
 
 
 class Delivery:
@@ -36,16 +46,18 @@ class Delivery:
         self.last_offset: dict[tuple[str, int], int] = {}
 
 
-async def send_all(producer: AIOKafkaProducer, records: Iterable[Record], batches: Batches | None = None) -> Delivery:
-    """Produce ``records`` (partition None: the key's murmur2 partition) and wait until
-    Kafka has acknowledged all of them. Order is kept within each partition. ``batches``
-    partitions them and builds the record batches (None: here, with aiokafka's
-    ``BatchBuilder``)."""
+async def send_all(
+    producer: AIOKafkaProducer, records: list[Record], batches: Batches | None = None, outputs: Sequence[Output] = ()
+) -> Delivery:
+    """Produce ``records`` (partition None: the key's murmur2 partition), then ``outputs``,
+    and wait until Kafka has acknowledged all of them. Order is kept within each
+    partition. ``batches`` partitions them and builds the record batches (None: here,
+    with aiokafka's ``BatchBuilder``)."""
     if batches is not None:
-        return await _send_built(producer, records if isinstance(records, list) else list(records), batches)
+        return await _send_built(producer, records, batches, outputs)
     groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, list | None]]] = defaultdict(list)
     counts: dict[str, int] = {}
-    for topic, partition, key, value, headers in records:
+    for topic, partition, key, value, headers in chain(records, as_records(outputs)):
         if partition is None:
             n = counts.get(topic)
             if n is None:
@@ -70,13 +82,13 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[Record], batche
     return await _delivered(pending)
 
 
-async def _send_built(producer: AIOKafkaProducer, records: list[Record], batches: Batches) -> Delivery:
+async def _send_built(producer: AIOKafkaProducer, records: list[Record], batches: Batches, outputs: Sequence[Output]) -> Delivery:
     counts: dict[str, int] = {}
-    groups, missing = batches(records, counts)
+    groups, missing = batches(records, counts, outputs)
     if missing:
         for topic in missing:
             counts[topic] = len(await producer.partitions_for(topic))
-        groups, missing = batches(records, counts)
+        groups, missing = batches(records, counts, outputs)
         if missing:
             raise RuntimeError(f"no partition count for {missing}")
     pending = []
@@ -101,14 +113,16 @@ async def _delivered(pending: list) -> Delivery:
 async def send_outputs(
     producer: AIOKafkaProducer,
     records: list[Record],
+    outputs: Sequence[Output],
     one_by_one: Callable[[], Awaitable[AIOKafkaProducer]],
     replace: Callable[[int], Record | None],
     batches: Batches | None = None,
 ) -> bool:
     """``send_all``, and when Kafka refuses a record for its size (``MessageSizeTooLargeError``,
     the broker's ``message.max.bytes`` or the topic's ``max.message.bytes``), every record
-    again, one at a time, each refused one replaced by ``replace(index)`` (the reject of its
-    input, ``rater/core/bounds.py``), so one record never stops the stream. Returns False when
+    again, one at a time, each refused one replaced by ``replace(index)`` (index: among
+    ``records`` then ``outputs``; the reject of its input, ``rater/core/bounds.py``), so
+    one record never stops the stream. Returns False when
     that fallback ran: the caller's idempotent ``producer`` is then unusable (a refused
     batch breaks its sequence numbers) and must be replaced.
 
@@ -117,13 +131,14 @@ async def send_outputs(
     Records written before the refusal are written again: outputs are at least once,
     with stable event ids (SPEC 7)."""
     try:
-        await send_all(producer, records, batches)
+        await send_all(producer, records, batches, outputs)
         return True
     except MessageSizeTooLargeError as exc:
-        log.warning("Kafka refused an output for its size (%s); writing the batch's %d outputs one by one", exc, len(records))
+        n = len(records) + len(outputs)
+        log.warning("Kafka refused an output for its size (%s); writing the batch's %d outputs one by one", exc, n)
     plain = await one_by_one()
     try:
-        for i, record in enumerate(records):
+        for i, record in enumerate(chain(records, as_records(outputs))):
             try:
                 await send_all(plain, [record], batches)
             except MessageSizeTooLargeError:

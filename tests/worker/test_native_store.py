@@ -62,7 +62,7 @@ class TablePort:
     def active(self):
         return {TP("cdrs", p) for p in range(PARTITIONS)}
 
-    async def produce(self, records, replace):
+    async def produce(self, records, outputs, replace):
         pass
 
     async def deliver(self, records):
@@ -127,7 +127,8 @@ def _index(w) -> tuple:
 
 
 def _writes(w) -> tuple:
-    return (w.produce, [(m.topic, m.partition, m.offset) if m else None for m in w.origins], w.segments, w.accounts, w.positions, w.records)
+    origins = [(m.topic, m.partition, m.offset) if m else None for m in w.origins]
+    return (w.produce, list(w.outputs), origins, w.segments, w.accounts, w.positions, w.records)
 
 
 def _messages(raws: list[bytes], wrong_every: int) -> list[Message]:
@@ -239,7 +240,7 @@ def test_ids_moved_into_segments_and_deleted_give_the_same_writes(tables, idle_a
     again = [Message("cdrs", p, len(raws) + i, tenant.encode(), _cdr(tenant, k, start + int(k[1:]) * step)) for i, k in enumerate(moved)]
     py, nat = (w.batch(again) for w in workers)
     assert _writes(nat) == _writes(py)
-    assert nat.produce == [] and nat.records == Counter({("cdrs", "duplicate"): 3})
+    assert nat.produce == [] and list(nat.outputs) == [] and nat.records == Counter({("cdrs", "duplicate"): 3})
 
 
 @pytest.mark.parametrize("engine", ["python", "native"])
@@ -340,7 +341,7 @@ def test_a_failed_segment_read_leaves_no_partial_set_of_segment_ids(tables, monk
     w.processor.end(result)
     w.port.table_get = get
     again = w.batch([Message("cdrs", p, 101, tenant.encode(), _cdr(tenant, repeat, start + int(repeat[1:]) * 60 * 10**6))])
-    assert again.records == Counter({("cdrs", "duplicate"): 1}) and again.produce == []
+    assert again.records == Counter({("cdrs", "duplicate"): 1}) and again.produce == [] and list(again.outputs) == []
 
 
 def test_a_held_account_carries_a_batch_change_into_the_next_batch(tables):
@@ -427,7 +428,7 @@ _SETUP = [
 
 def test_a_tombstone_is_rejected_alike(tables):
     nat = _both(tables, [Message("cdrs", partition_for(b"t1", PARTITIONS), 1, b"t1", None)])
-    assert [t for t, *_ in nat.produce] == ["rater-rejects"] and nat.accounts[:-1] == []
+    assert [t for t, *_ in nat.outputs] == ["rater-rejects"] and nat.accounts[:-1] == []
 
 
 def test_an_output_over_the_size_bound_is_replaced_by_the_same_reject(tables):
@@ -437,7 +438,7 @@ def test_an_output_over_the_size_bound_is_replaced_by_the_same_reject(tables):
     big = orjson.dumps({**orjson.loads(_cdr("t1", "c1", parse_time("2026-11-10T00:00:00Z"))), "note": "z" * 3_000})
     msgs = [Message("cdrs", p, i, b"t1", r) for i, r in enumerate(_SETUP + [big])]
     nat = _both(tables, msgs, max_output_bytes=2_000)
-    assert [t for t, *_ in nat.produce] == ["balance-events", "rater-rejects"]  # funds_added, the rated CDR's reject
+    assert [t for t, *_ in nat.outputs] == ["balance-events", "rater-rejects"]  # funds_added, the rated CDR's reject
     assert decode_account(nat.accounts[0][3]).balance == 5_000_000 - 60_000  # charged: a minute at 0.060000
 
 
@@ -449,7 +450,7 @@ def test_records_judged_before_are_skipped_alike(tables):
     nat = _both(tables, msgs, judged=lambda msg, key: msg.offset <= 1)
     # The setup was skipped: no account, so the call is rejected (unknown tenant).
     assert nat.records == Counter({("cdrs", "rejected"): 1})
-    assert [t for t, *_ in nat.produce] == ["rater-rejects"]
+    assert [t for t, *_ in nat.outputs] == ["rater-rejects"]
 
 
 def _command(tenant: str, command_id: str, command: str, **fields) -> bytes:
@@ -567,7 +568,7 @@ def test_the_replay_check_of_a_real_guard_skips_alike(tables, chunk):
         results.append(result)
         guards.append(guard)
     py, nat = results
-    assert nat.outputs == py.outputs
+    assert list(nat.outputs) == py.outputs
     assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards]
     assert [(m.topic, m.partition, m.offset) for m in nat.origins] == [(m.topic, m.partition, m.offset) for m in py.origins]
     assert list(nat.records.items()) == list(py.records.items())
@@ -635,7 +636,7 @@ def test_the_replay_check_takes_a_key_for_a_tenant_id_as_tenant_re_does(tables, 
         w.processor.judged = Judged(guard, w.processor.engine.accounts)
         results.append(_result(w, [record], 1))
     py, nat = results
-    assert nat.outputs == py.outputs and list(nat.records.items()) == list(py.records.items())
+    assert list(nat.outputs) == py.outputs and list(nat.records.items()) == list(py.records.items())
     assert nat.skipped == py.skipped == (1 if TENANT_RE.fullmatch(key.decode("utf-8", "replace")) else 0)
 
 
@@ -758,7 +759,7 @@ def test_a_whole_fetch_fed_natively_gives_the_python_steps_result(tables, chunk)
         w.processor.max_output_bytes = 2_000
         results.append(_result(w, msgs, chunk))
     py, nat = results
-    assert nat.outputs == py.outputs
+    assert list(nat.outputs) == py.outputs
     assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards]
     assert all(m is msgs[m.offset] for m, _p, _k in nat.forwards)
     assert [m.offset for m in nat.origins] == [m.offset for m in py.origins]
@@ -803,7 +804,7 @@ def test_keyless_values_at_the_edges_of_json_are_homed_alike(tables):
         for p in range(PARTITIONS):
             msgs.append(Message("cdrs", p, len(msgs), None, v))
     py, nat = (_result(Worker(e, tables, cache_limit=10), msgs, 100) for e in ("python", "native"))
-    assert nat.outputs == py.outputs
+    assert list(nat.outputs) == py.outputs
     assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards]
     assert list(nat.records.items()) == list(py.records.items())
     assert py.forwards and py.records[("cdrs", "rejected")]
@@ -837,7 +838,7 @@ def test_an_error_reading_an_account_leaves_the_records_before_it_alike(tables):
             w.processor.feed(result, msgs, NOW)
         results.append(result)
     py, nat = results
-    assert nat.outputs == py.outputs and len(py.outputs) == 2  # funds_added, the reject standing for big's rated CDR
+    assert list(nat.outputs) == py.outputs and len(py.outputs) == 2  # funds_added, the reject standing for big's rated CDR
     assert b"output too large" in py.outputs[-1][2]
     assert [m.offset for m in nat.origins] == [m.offset for m in py.origins]
     assert [(m.offset, p, k) for m, p, k in nat.forwards] == [(m.offset, p, k) for m, p, k in py.forwards] == [(3, home, b"t1")]

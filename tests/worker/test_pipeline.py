@@ -123,10 +123,11 @@ class FakePort:
         self.kafka.committed.update(offsets)
         self._point("after-5")
 
-    async def produce(self, records, replace):
+    async def produce(self, records, outputs, replace):
         self._point("2-3")
-        half = len(records) // 2
-        for i, (topic, _partition, key, value, _headers) in enumerate(records):
+        everything = [(topic, key, value) for topic, _partition, key, value, _headers in records] + list(outputs)
+        half = len(everything) // 2
+        for i, (topic, key, value) in enumerate(everything):
             if i == half:
                 self._point("in-3")
             self.kafka.outputs.append((topic, key, value))

@@ -134,14 +134,73 @@ def test_topics_with_no_partition_count_are_asked_for_first():
     assert missing == [] and [(t, p) for t, p, _b in groups] == [("a", 0), ("b", 2), ("c", partition_for(b"k", 4))]
 
 
+OUTPUT_TOPICS = ("rated", "events", "requests", "rejects")
+
+
+def test_batch_outputs_read_as_the_list_of_tuples_they_stand_for():
+    """``rater_native.BatchOutputs``, the native step's ``BatchResult.outputs``, to Python:
+    a sequence of (topic, key, value) that takes appends and replacements."""
+    import rater_native
+
+    out = rater_native.BatchOutputs(OUTPUT_TOPICS)
+    assert len(out) == 0 and list(out) == []
+    out.append(("events", b"acme-00001", b'{"e":1}'))
+    out.append(("rejects", None, b"{}"))
+    out.append(("audit", b"", b""))  # a topic beyond the four
+    assert list(out) == [("events", b"acme-00001", b'{"e":1}'), ("rejects", None, b"{}"), ("audit", b"", b"")]
+    assert out[-1] == ("audit", b"", b"") and out[0] == ("events", b"acme-00001", b'{"e":1}')
+    out[0] = ("rejects", b"acme-00001", b"the reject")
+    assert out[0] == ("rejects", b"acme-00001", b"the reject") and out[1] == ("rejects", None, b"{}") and len(out) == 3
+    with pytest.raises(IndexError):
+        out[3]
+    with pytest.raises(IndexError):
+        out[-4] = ("rated", None, b"")
+    with pytest.raises(ValueError, match="four different names"):
+        rater_native.BatchOutputs(("a", "b", "a", "c"))
+
+
+def test_outputs_are_partitioned_by_key_after_the_records_natively_or_listed():
+    """``partition_batches``' outputs, native or a list of tuples: each to its key's murmur2
+    partition (0 without a key), after the records, grouped in the order first met."""
+    import rater_native
+
+    from rater.core.partitioning import partition_for
+
+    records = [("rated", 1, b"acme-00001", b"forwarded", [("h", b"v")])]
+    outputs = [
+        ("rated", b"acme-00001", b"1"),
+        ("events", b"zeta-00002", b"2"),
+        ("rated", b"zeta-00002", b"3"),
+        ("rejects", None, b"no key"),
+        ("rated", b"acme-00001", b"4"),
+    ]
+    counts = {"rated": 8, "events": 4, "rejects": 2}
+    native = rater_native.BatchOutputs(OUTPUT_TOPICS)
+    for output in outputs:
+        native.append(output)
+    want: dict[tuple[str, int], list] = {("rated", 1): [(b"acme-00001", b"forwarded")]}
+    for topic, key, value in outputs:
+        want.setdefault((topic, partition_for(key, counts[topic]) if key else 0), []).append((key, value))
+    for given_outputs in (native, outputs):
+        groups, missing = rater_native.partition_batches(records, counts, 1 << 20, STAMP, given_outputs)
+        assert missing == []
+        got = {(t, p): [(r.key, r.value) for b in built for r in DefaultRecordBatch(b.finish(-1, -1, 0))] for t, p, built in groups}
+        assert list(got) == list(want) and got == want
+    # A topic of the outputs with no partition count is asked for first, natively or listed.
+    assert rater_native.partition_batches(records, {"rated": 8}, 1 << 20, STAMP, native) == ([], ["events", "rejects"])
+    assert rater_native.partition_batches(records, {"rated": 8}, 1 << 20, STAMP, outputs) == ([], ["events", "rejects"])
+
+
 @pytest.mark.kafka
 def test_both_send_paths_write_the_same_records_to_a_real_broker(kafka_broker):
     """``send_all`` with aiokafka's BatchBuilder (``batches`` None) and with the native
-    batches, on an idempotent producer as the worker's, into two topics of 4 partitions:
-    the same records on the same partitions in the same order, the same last offsets."""
+    batches, on an idempotent producer as the worker's, into two topics of 4 partitions,
+    the records then the outputs (a list, and a native ``BatchOutputs``): the same records
+    on the same partitions in the same order, the same last offsets."""
     import asyncio
     import uuid
 
+    import rater_native
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from rater.worker.adapter import native_batches
@@ -165,14 +224,23 @@ def test_both_send_paths_write_the_same_records_to_a_real_broker(kafka_broker):
                 out.append((topic, None, key, b"v" * (i * 7 % 900) + b"%d" % i, None))
         return out
 
+    def outputs(topic: str) -> list:
+        return [(topic, f"tenant-{i % 11:03d}".encode() if i % 9 else None, b"output %d" % i) for i in range(60)]
+
+    def native_outputs(topic: str):
+        native = rater_native.BatchOutputs((topic, "b", "c", "d"))
+        for output in outputs(topic):
+            native.append(output)
+        return native
+
     async def go() -> dict:
         client = {"bootstrap_servers": kafka_broker.bootstrap}
         await create_missing(client, topics.values(), 4)
         producer = AIOKafkaProducer(**client, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=1 << 20)
         await producer.start()
         try:
-            python = await send_all(producer, records(topics["python"]))
-            native = await send_all(producer, records(topics["native"]), native_batches)
+            python = await send_all(producer, records(topics["python"]), None, outputs(topics["python"]))
+            native = await send_all(producer, records(topics["native"]), native_batches, native_outputs(topics["native"]))
         finally:
             await producer.stop()
         got = {}
@@ -184,7 +252,7 @@ def test_both_send_paths_write_the_same_records_to_a_real_broker(kafka_broker):
                 consumer.assign(tps)
                 await consumer.seek_to_beginning(*tps)
                 seen: dict[int, list] = {p: [] for p in range(4)}
-                while sum(len(v) for v in seen.values()) < 300:
+                while sum(len(v) for v in seen.values()) < 360:
                     for tp, msgs in (await consumer.getmany(timeout_ms=2000)).items():
                         seen[tp.partition] += [(m.offset, m.key, m.value, list(m.headers)) for m in msgs]
             finally:
@@ -195,5 +263,5 @@ def test_both_send_paths_write_the_same_records_to_a_real_broker(kafka_broker):
     out = asyncio.run(go())
     assert out["records"]["native"] == out["records"]["python"]
     assert {tp[1]: o for tp, o in out["native"].last_offset.items()} == {tp[1]: o for tp, o in out["python"].last_offset.items()}
-    assert sum(len(v) for v in out["records"]["native"].values()) == 300
+    assert sum(len(v) for v in out["records"]["native"].values()) == 360
     assert [m[0] for m in out["records"]["native"][3]] == list(range(len(out["records"]["native"][3])))
