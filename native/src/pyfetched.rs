@@ -1,12 +1,15 @@
 //! `rater_native.read_fetch`: the record batches of one fetched partition
 //! (`crate::fetched`), each plain one's records as `Record`s, for the adapter's
 //! `_FetchedRecords` (rater/worker/adapter.py) in place of aiokafka's one
-//! `ConsumerRecord` per record. A `Record` holds its key and its place in the fetch's
-//! bytes; `Held.feed` reads the value there, and Python gets a copy only when it asks.
+//! `ConsumerRecord` per record. A `Record` holds the places of its key and value in the
+//! fetch's bytes; `Held.feed` reads them there, and Python gets a copy only when it asks.
 
 use crate::fetched::{self, TIMESTAMP_TYPE_MASK};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
+
+/// Bytes of a fetch and a span of them.
+pub(crate) type InFetch<'py> = (Bound<'py, PyBytes>, usize, usize);
 
 /// One input record of a fetch: what the worker reads of aiokafka's `ConsumerRecord`.
 #[pyclass(frozen, name = "Record", module = "rater_native")]
@@ -16,8 +19,8 @@ pub(crate) struct Record {
     offset: i64,
     timestamp: i64,
     timestamp_type: i32,
-    key: Option<Py<PyBytes>>,
     fetch: Py<PyBytes>,
+    key: Option<(usize, usize)>,
     value: Option<(usize, usize)>,
 }
 
@@ -34,19 +37,23 @@ impl Record {
         self.offset
     }
 
-    pub(crate) fn key_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        match &self.key {
-            Some(k) => k.bind(py).clone().into_any(),
-            None => py.None().into_bound(py),
-        }
+    /// The fetch's bytes and where the key lies in them (None: null).
+    pub(crate) fn key_in<'py>(&self, py: Python<'py>) -> Option<InFetch<'py>> {
+        self.key.map(|(a, z)| (self.fetch.bind(py).clone(), a, z))
     }
 
     /// The fetch's bytes and where the value lies in them (None: null).
-    pub(crate) fn value_in<'py>(
+    pub(crate) fn value_in<'py>(&self, py: Python<'py>) -> Option<InFetch<'py>> {
+        self.value.map(|(a, z)| (self.fetch.bind(py).clone(), a, z))
+    }
+
+    /// A copy of the bytes at `at` in the fetch (None: null).
+    fn copy<'py>(
         &self,
         py: Python<'py>,
-    ) -> Option<(Bound<'py, PyBytes>, usize, usize)> {
-        self.value.map(|(a, z)| (self.fetch.bind(py).clone(), a, z))
+        at: Option<(usize, usize)>,
+    ) -> Option<Bound<'py, PyBytes>> {
+        at.map(|(a, z)| PyBytes::new(py, &self.fetch.as_bytes(py)[a..z]))
     }
 }
 
@@ -77,16 +84,16 @@ impl Record {
         self.timestamp_type
     }
 
+    /// A copy of the key (None: null).
     #[getter]
-    fn key<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.key_object(py)
+    fn key<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.copy(py, self.key)
     }
 
     /// A copy of the value (None: null).
     #[getter]
     fn value<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        self.value
-            .map(|(a, z)| PyBytes::new(py, &self.fetch.as_bytes(py)[a..z]))
+        self.copy(py, self.value)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -132,8 +139,8 @@ pub(crate) fn read_fetch<'py>(
                     offset: s.offset,
                     timestamp: s.timestamp,
                     timestamp_type,
-                    key: s.key.map(|(a, z)| PyBytes::new(py, &buf[a..z]).unbind()),
                     fetch: fetch.clone().unbind(),
+                    key: s.key,
                     value: s.value,
                 };
                 list.append(Bound::new(py, record)?)?;

@@ -9,7 +9,7 @@ use crate::engine::{Host, Processed, Source};
 use crate::feed::{self, HomeKey};
 use crate::held::Held;
 use crate::ledger::{Account, Status};
-use crate::pyfetched::Record;
+use crate::pyfetched::{InFetch, Record};
 use crate::pyoutputs::PyBatchOutputs;
 use crate::python::{processed, PyEngine};
 use crate::records::is_tenant;
@@ -432,8 +432,18 @@ struct Input<'py> {
     topic: Bound<'py, PyString>,
     partition: i64,
     offset: i64,
-    key: Bound<'py, PyAny>,
-    value: Option<(Bound<'py, PyBytes>, usize, usize)>,
+    key: Option<InFetch<'py>>,
+    value: Option<InFetch<'py>>,
+}
+
+/// A message's bytes attribute as a span of bytes (the whole of them).
+fn whole<'py>(v: Bound<'py, PyAny>) -> PyResult<Option<InFetch<'py>>> {
+    if v.is_none() {
+        return Ok(None);
+    }
+    let b = v.downcast_into::<PyBytes>()?;
+    let n = b.as_bytes().len();
+    Ok(Some((b, 0, n)))
 }
 
 impl<'py> Input<'py> {
@@ -445,31 +455,36 @@ impl<'py> Input<'py> {
                 topic: r.topic_of(py).clone(),
                 partition: r.partition(),
                 offset: r.offset(),
-                key: r.key_object(py),
+                key: r.key_in(py),
                 value: r.value_in(py),
             });
         }
-        let value = msg.getattr(intern!(py, "value"))?;
-        let value = if value.is_none() {
-            None
-        } else {
-            let b = value.downcast_into::<PyBytes>()?;
-            let n = b.as_bytes().len();
-            Some((b, 0, n))
-        };
         Ok(Input {
             topic: msg
                 .getattr(intern!(py, "topic"))?
                 .downcast_into::<PyString>()?,
             partition: msg.getattr(intern!(py, "partition"))?.extract()?,
             offset: msg.getattr(intern!(py, "offset"))?.extract()?,
-            key: msg.getattr(intern!(py, "key"))?,
-            value,
+            key: whole(msg.getattr(intern!(py, "key"))?)?,
+            value: whole(msg.getattr(intern!(py, "value"))?)?,
         })
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_ref().map(|(b, a, z)| &b.as_bytes()[*a..*z])
     }
 
     fn value(&self) -> Option<&[u8]> {
         self.value.as_ref().map(|(b, a, z)| &b.as_bytes()[*a..*z])
+    }
+
+    /// The key as a Python object (the message's own bytes when it has them whole).
+    fn key_object(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match &self.key {
+            None => py.None().into_bound(py),
+            Some((b, 0, z)) if *z == b.as_bytes().len() => b.clone().into_any(),
+            Some((b, a, z)) => PyBytes::new(py, &b.as_bytes()[*a..*z]).into_any(),
+        }
     }
 }
 
@@ -494,18 +509,13 @@ impl PyHeld {
             let topic = input.topic.as_any();
             let topic_text = input.topic.to_str()?;
             let partition = input.partition;
-            let key_obj = &input.key;
-            let key: Option<&[u8]> = if key_obj.is_none() {
-                None
-            } else {
-                Some(key_obj.downcast::<PyBytes>()?.as_bytes())
-            };
+            let key = input.key();
             let value = input.value();
             let home = feed::home_partition(key, value, partitions, max_record_bytes);
             if let Some((at, home_key)) = &home {
                 if i64::from(*at) != partition {
                     let home_key = match home_key {
-                        HomeKey::Key => key_obj.clone(),
+                        HomeKey::Key => input.key_object(py),
                         HomeKey::Tenant(t) => PyBytes::new(py, t.as_bytes()).into_any(),
                     };
                     out.forwards.append((&msg, *at, home_key))?;
