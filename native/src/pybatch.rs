@@ -9,7 +9,7 @@ use crate::recordbatch::{Headers, RecordBatch};
 use indexmap::IndexMap;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PySequence, PyString, PyTuple};
 use std::collections::HashMap;
 
 /// One record batch, its records written; `finish` adds the header for the producer.
@@ -125,8 +125,8 @@ impl<'py> Grouping<'py> {
 /// `records`, a list of (topic, partition, key, value, headers) with partition None for
 /// the key's murmur2 partition (partition 0 without a key, as rater/worker/sending.py
 /// does), then `outputs`, (topic, key, value) each partitioned by key: a
-/// `rater_native.BatchOutputs` (read without a Python object per output) or a list of
-/// tuples; grouped per topic partition in the order first met, each group's records in
+/// `rater_native.BatchOutputs` (read without a Python object per output) or a sequence
+/// of tuples; grouped per topic partition in the order first met, each group's records in
 /// their order in batches below `batch_size` bytes (a record alone in its batch whatever
 /// its size), every record stamped `timestamp_ms`. Key and value are bytes or None,
 /// headers None or a list of (str, bytes or None). A topic with records to partition
@@ -154,8 +154,8 @@ pub(crate) fn partition_batches<'py>(
         None => None,
     };
     let listed = match (outputs, &native) {
-        (Some(o), None) => Some(o.downcast::<PyList>().map_err(|_| {
-            PyTypeError::new_err("outputs: a BatchOutputs or a list of (topic, key, value)")
+        (Some(o), None) => Some(o.downcast::<PySequence>().map_err(|_| {
+            PyTypeError::new_err("outputs: a BatchOutputs or a sequence of (topic, key, value)")
         })?),
         _ => None,
     };
@@ -184,7 +184,8 @@ pub(crate) fn partition_batches<'py>(
         }
     }
     if let Some(list) = listed {
-        for output in list.iter() {
+        for output in list.try_iter()? {
+            let output = output?;
             let output = output.downcast::<PyTuple>()?;
             if output.len() != 3 {
                 return Err(PyTypeError::new_err("an output is (topic, key, value)"));
@@ -240,7 +241,8 @@ pub(crate) fn partition_batches<'py>(
         }
     }
     if let Some(list) = listed {
-        for output in list.iter() {
+        for output in list.try_iter()? {
+            let output = output?;
             let output = output.downcast::<PyTuple>()?;
             let t = g.topic(output.get_item(0)?.downcast::<PyString>()?, &counts, false)?;
             let (k, v) = (output.get_item(1)?, output.get_item(2)?);

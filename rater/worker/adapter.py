@@ -499,9 +499,7 @@ def _native_batches(records: list, counts: dict[str, int], outputs: Sequence = (
     ``BATCH_BYTES``, every record stamped with the time now (aiokafka stamps each as it
     is appended)."""
     stamp = int(time.time() * 1000)
-    if not isinstance(outputs, (list, rater_native.BatchOutputs)):
-        outputs = list(outputs) or None
-    groups, missing = rater_native.partition_batches(records, counts, BATCH_BYTES, stamp, outputs)
+    groups, missing = rater_native.partition_batches(records, counts, BATCH_BYTES, stamp, outputs or None)
     return [(topic, partition, [_NativeBatch(b) for b in built]) for topic, partition, built in groups], missing
 
 
