@@ -9,7 +9,7 @@ use crate::engine::{Host, Processed, Source};
 use crate::feed::{self, HomeKey};
 use crate::held::Held;
 use crate::ledger::{Account, Status};
-use crate::pyfetched::{InFetch, Record};
+use crate::pyfetched::{InFetch, Origin, Origins, Record, Records, Run};
 use crate::pyoutputs::PyBatchOutputs;
 use crate::python::{processed, PyEngine};
 use crate::records::is_tenant;
@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The engine's host for one record: held accounts first, else the store (`read`, the
 /// worker's `get_raw`: in flight, then the table). The first exception is kept.
@@ -159,14 +160,17 @@ impl PyHeld {
         processed(py, p)
     }
 
-    /// `NativeBatchProcessor.feed` in one call: the messages of a fetch (objects with
-    /// `topic`, `partition`, `offset`, `key`, `value`: aiokafka's `ConsumerRecord`, or
-    /// `rater.core.batch.Message`), in order, onto `BatchResult`'s lists. A record on the
-    /// wrong partition for its tenant goes to `forwards` as `(msg, partition, key)`;
-    /// every other one is rated on `engine` against the held accounts (as `process`), its
-    /// outputs appended to `outputs` (a `rater_native.BatchOutputs`, onto its first four
-    /// topics: rated CDRs, balance events, recharge requests, rejects) with `msg` itself
-    /// to `origins`. The counts per (topic, status or "forwarded") are added to
+    /// `NativeBatchProcessor.feed` in one call: the messages of a fetch, in order, onto
+    /// `BatchResult`'s lists: a `rater_native.Records` (a run of one fetched partition,
+    /// read span by span, with no Python object per record), or any iterable of objects
+    /// with `topic`, `partition`, `offset`, `key`, `value` (a `Record`, aiokafka's
+    /// `ConsumerRecord`, `rater.core.batch.Message`). A record on the wrong partition for
+    /// its tenant goes to `forwards` as `(msg, partition, key)` (a run's record made into
+    /// a `Record` for it); every other one is rated on `engine` against the held accounts
+    /// (as `process`), its outputs appended to `outputs` (a `rater_native.BatchOutputs`,
+    /// onto its first four topics: rated CDRs, balance events, recharge requests, rejects)
+    /// with the record to `origins` (a `rater_native.Origins`, which notes a run's record
+    /// by its place; or a list). The counts per (topic, status or "forwarded") are added to
     /// `records` (a `Counter`); the indexes in `outputs` of the outputs over
     /// `max_output_bytes` are appended to `oversized`, for the caller to replace
     /// (`BatchProcessor.output_refused`). When an exception stops the fetch, the records
@@ -188,7 +192,7 @@ impl PyHeld {
         partitions: u32,
         max_output_bytes: usize,
         outputs: &Bound<'py, PyBatchOutputs>,
-        origins: &Bound<'py, PyList>,
+        origins: &Bound<'py, PyAny>,
         forwards: &Bound<'py, PyList>,
         records: &Bound<'py, PyAny>,
         oversized: &Bound<'py, PyList>,
@@ -382,7 +386,8 @@ impl PyHeld {
 struct Sinks<'a, 'py> {
     max_output_bytes: usize,
     outputs: &'a Bound<'py, PyBatchOutputs>,
-    origins: &'a Bound<'py, PyList>,
+    /// A `rater_native.Origins`, or a list (each origin then a Python object).
+    origins: &'a Bound<'py, PyAny>,
     forwards: &'a Bound<'py, PyList>,
     oversized: &'a Bound<'py, PyList>,
 }
@@ -450,14 +455,8 @@ impl<'py> Input<'py> {
     fn read(msg: &Bound<'py, PyAny>) -> PyResult<Input<'py>> {
         let py = msg.py();
         if let Ok(record) = msg.downcast::<Record>() {
-            let r = record.get();
-            return Ok(Input {
-                topic: r.topic_of(py).clone(),
-                partition: r.partition(),
-                offset: r.offset(),
-                key: r.key_in(py),
-                value: r.value_in(py),
-            });
+            let (run, i) = record.get().place();
+            return Ok(Input::in_run(py, run, i));
         }
         Ok(Input {
             topic: msg
@@ -468,6 +467,17 @@ impl<'py> Input<'py> {
             key: whole(msg.getattr(intern!(py, "key"))?)?,
             value: whole(msg.getattr(intern!(py, "value"))?)?,
         })
+    }
+
+    /// Record `i` of `run`: its key and value read in the fetch's bytes.
+    fn in_run(py: Python<'py>, run: &Run, i: u32) -> Input<'py> {
+        Input {
+            topic: run.topic_of(py).clone(),
+            partition: run.partition(),
+            offset: run.offset(i),
+            key: run.key_in(py, i),
+            value: run.value_in(py, i),
+        }
     }
 
     fn key(&self) -> Option<&[u8]> {
@@ -488,6 +498,52 @@ impl<'py> Input<'py> {
     }
 }
 
+/// One input record as `feed` meets it: record `i` of a `Records`' run (no Python object
+/// of its own), or a Python object.
+enum Msg<'a, 'py> {
+    InRun(&'a Arc<Run>, u32),
+    Object(Bound<'py, PyAny>),
+}
+
+impl<'py> Msg<'_, 'py> {
+    fn input(&self, py: Python<'py>) -> PyResult<Input<'py>> {
+        match self {
+            Msg::InRun(run, i) => Ok(Input::in_run(py, run, *i)),
+            Msg::Object(msg) => Input::read(msg),
+        }
+    }
+
+    /// The record as a Python object (a `Record` made for one of a run).
+    fn object(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Msg::InRun(run, i) => Ok(Bound::new(py, run.record(*i))?.into_any()),
+            Msg::Object(msg) => Ok(msg.clone()),
+        }
+    }
+
+    /// Noted as the origin of an output.
+    fn note_origin(&self, py: Python<'py>, origins: &Bound<'py, PyAny>) -> PyResult<()> {
+        if let Ok(native) = origins.downcast::<Origins>() {
+            let origin = match self {
+                Msg::InRun(run, i) => Origin::InRun(Arc::clone(run), *i),
+                Msg::Object(msg) => Origin::Object(msg.clone().unbind()),
+            };
+            native.borrow_mut().inner.push(origin);
+            return Ok(());
+        }
+        origins.call_method1(intern!(py, "append"), (self.object(py)?,))?;
+        Ok(())
+    }
+}
+
+/// What each record of one `feed` call is rated with.
+struct Step<'a, 'py> {
+    now: i64,
+    partitions: u32,
+    max_record_bytes: usize,
+    read: &'a Bound<'py, PyAny>,
+}
+
 impl PyHeld {
     fn feed_all<'py>(
         &mut self,
@@ -501,77 +557,106 @@ impl PyHeld {
         let py = messages.py();
         // Its own reference: `self` is borrowed again for the replay check's reads.
         let read = &self.read.bind(py).clone();
-        let max_record_bytes = engine.inner.max_record_bytes;
+        let step = Step {
+            now,
+            partitions,
+            max_record_bytes: engine.inner.max_record_bytes,
+            read,
+        };
         let mut outputs = out.outputs.borrow_mut();
-        for msg in messages.try_iter()? {
-            let msg = msg?;
-            let input = Input::read(&msg)?;
-            let topic = input.topic.as_any();
-            let topic_text = input.topic.to_str()?;
-            let partition = input.partition;
-            let key = input.key();
-            let value = input.value();
-            let home = feed::home_partition(key, value, partitions, max_record_bytes);
-            if let Some((at, home_key)) = &home {
-                if i64::from(*at) != partition {
-                    let home_key = match home_key {
-                        HomeKey::Key => input.key_object(py),
-                        HomeKey::Tenant(t) => PyBytes::new(py, t.as_bytes()).into_any(),
-                    };
-                    out.forwards.append((&msg, *at, home_key))?;
-                    fed.count(topic, topic_text, "forwarded");
-                    continue;
-                }
+        if let Ok(records) = messages.downcast::<Records>() {
+            // A run of a fetch: span by span, no Python object per record.
+            let records = records.get();
+            let run = records.run();
+            for &i in records.indexes() {
+                let msg = Msg::InRun(run, i);
+                self.feed_one(engine, &msg, &step, out, &mut outputs, fed)?;
             }
-            let offset = input.offset;
-            if let (Some(state), Some((_, home_key))) = (&fed.judged, &home) {
-                // `ReplayGuard.judged_before(msg, home key)`: the key read as text.
-                let tenant = match home_key {
-                    HomeKey::Key => feed::key_text(key).unwrap_or_default(),
-                    HomeKey::Tenant(t) => Cow::Borrowed(t.as_str()),
-                };
-                let at =
-                    PyTuple::new(py, [topic.clone(), partition.into_pyobject(py)?.into_any()])?;
-                let offset_obj = offset.into_pyobject(py)?.into_any();
-                if self.judged_before(engine, state, &at, &offset_obj, &tenant)? {
-                    fed.skipped += 1;
-                    continue;
-                }
-            }
-            let key_text = feed::key_text(key);
-            let mut host = HeldHost {
-                held: &mut self.inner,
-                read,
-                error: None,
-            };
-            let src = Source::Kafka {
-                topic: topic_text,
-                partition,
-                offset,
-            };
-            let p =
-                engine
-                    .inner
-                    .process_with(value, key_text.as_deref(), &src, now, Some(&mut host));
-            if let Some(e) = host.error {
-                return Err(e);
-            }
-            note_changed(&mut self.inner, &p, partition);
-            let tenant = p.tenant_id.as_deref();
-            for (kind, bytes) in feed::outputs(&p) {
-                let out_key = if feed::keyed_by_tenant(kind, tenant) {
-                    tenant.map(str::as_bytes)
-                } else {
-                    key
-                };
-                if bytes.len() > out.max_output_bytes {
-                    out.oversized.append(outputs.inner.len())?;
-                }
-                outputs.inner.push(kind.index(), out_key, bytes);
-                out.origins.append(&msg)?;
-            }
-            fed.count(topic, topic_text, p.outcome.status.name());
+            return Ok(());
         }
+        for msg in messages.try_iter()? {
+            let msg = Msg::Object(msg?);
+            self.feed_one(engine, &msg, &step, out, &mut outputs, fed)?;
+        }
+        Ok(())
+    }
+
+    /// One record of `feed_all`: forwarded, skipped as judged before, or rated.
+    fn feed_one<'py>(
+        &mut self,
+        engine: &mut PyEngine,
+        msg: &Msg<'_, 'py>,
+        step: &Step<'_, 'py>,
+        out: &Sinks<'_, 'py>,
+        outputs: &mut PyBatchOutputs,
+        fed: &mut Fed<'py>,
+    ) -> PyResult<()> {
+        let py = step.read.py();
+        let input = msg.input(py)?;
+        let topic = input.topic.as_any();
+        let topic_text = input.topic.to_str()?;
+        let partition = input.partition;
+        let key = input.key();
+        let value = input.value();
+        let home = feed::home_partition(key, value, step.partitions, step.max_record_bytes);
+        if let Some((at, home_key)) = &home {
+            if i64::from(*at) != partition {
+                let home_key = match home_key {
+                    HomeKey::Key => input.key_object(py),
+                    HomeKey::Tenant(t) => PyBytes::new(py, t.as_bytes()).into_any(),
+                };
+                out.forwards.append((msg.object(py)?, *at, home_key))?;
+                fed.count(topic, topic_text, "forwarded");
+                return Ok(());
+            }
+        }
+        let offset = input.offset;
+        if let (Some(state), Some((_, home_key))) = (&fed.judged, &home) {
+            // `ReplayGuard.judged_before(msg, home key)`: the key read as text.
+            let tenant = match home_key {
+                HomeKey::Key => feed::key_text(key).unwrap_or_default(),
+                HomeKey::Tenant(t) => Cow::Borrowed(t.as_str()),
+            };
+            let at = PyTuple::new(py, [topic.clone(), partition.into_pyobject(py)?.into_any()])?;
+            let offset_obj = offset.into_pyobject(py)?.into_any();
+            if self.judged_before(engine, state, &at, &offset_obj, &tenant)? {
+                fed.skipped += 1;
+                return Ok(());
+            }
+        }
+        let key_text = feed::key_text(key);
+        let mut host = HeldHost {
+            held: &mut self.inner,
+            read: step.read,
+            error: None,
+        };
+        let src = Source::Kafka {
+            topic: topic_text,
+            partition,
+            offset,
+        };
+        let p =
+            engine
+                .inner
+                .process_with(value, key_text.as_deref(), &src, step.now, Some(&mut host));
+        if let Some(e) = host.error {
+            return Err(e);
+        }
+        note_changed(&mut self.inner, &p, partition);
+        let tenant = p.tenant_id.as_deref();
+        for (kind, bytes) in feed::outputs(&p) {
+            let out_key = if feed::keyed_by_tenant(kind, tenant) {
+                tenant.map(str::as_bytes)
+            } else {
+                key
+            };
+            if bytes.len() > out.max_output_bytes {
+                out.oversized.append(outputs.inner.len())?;
+            }
+            outputs.inner.push(kind.index(), out_key, bytes);
+            msg.note_origin(py, out.origins)?;
+        }
+        fed.count(topic, topic_text, p.outcome.status.name());
         Ok(())
     }
 

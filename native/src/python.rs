@@ -419,6 +419,8 @@ fn rater_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::pybatch::PyRecordBatch>()?;
     m.add_class::<crate::pyoutputs::PyBatchOutputs>()?;
     m.add_class::<crate::pyfetched::Record>()?;
+    m.add_class::<crate::pyfetched::Records>()?;
+    m.add_class::<crate::pyfetched::Origins>()?;
     m.add_function(wrap_pyfunction!(crate::pyfetched::read_fetch, m)?)?;
     m.add_function(wrap_pyfunction!(crate::pybatch::partition_batches, m)?)?;
     m.add_function(wrap_pyfunction!(recode_account, m)?)?;

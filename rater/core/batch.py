@@ -55,7 +55,8 @@ class BatchResult:
     forwards: list[tuple[Message, int, bytes]] = field(default_factory=list)  # msg, partition, key
     # topic, key, value (the native step's: a ``rater_native.BatchOutputs``, the same sequence)
     outputs: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
-    origins: list[Message] = field(default_factory=list)  # the input record of each output
+    # the input record of each output (the native step's: a ``rater_native.Origins``, the same sequence)
+    origins: list[Message] = field(default_factory=list)
     accounts: dict[str, tuple[int, Account]] = field(default_factory=dict)
     records: Counter = field(default_factory=Counter)  # (topic, outcome)
     skipped: int = 0  # records ``judged`` said were judged before (a replay): nothing done

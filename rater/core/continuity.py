@@ -33,7 +33,9 @@ R = TypeVar("R")  # a fetched record; only its ``offset`` is read
 
 @dataclass(slots=True)
 class Verdict(Generic[R]):
-    take: list[R] = field(default_factory=list)  # records to apply, contiguous from the expected offset
+    # records to apply, contiguous from the expected offset: the fetched run itself when
+    # all of it is (a ``rater_native.Records`` stays one), else a list
+    take: Sequence[R] = field(default_factory=list)
     seek_to: int | None = None  # seek the partition here and fetch again (rule 3)
     found: int | None = None  # with seek_to: the offset fetched where seek_to was expected
     hole: tuple[int, int] | None = None  # an accepted hole: offsets [from, to) not in the log
@@ -68,7 +70,7 @@ class Continuity:
         # The usual run: exactly the next n offsets. Offsets strictly increasing, a first
         # offset of e and a last of e + n - 1 leave no room for a hole or an old record.
         if n and records[0].offset == e and records[-1].offset == e + n - 1:  # type: ignore[attr-defined]
-            verdict.take = list(records)
+            verdict.take = records
             self.expected[tp] = e + n
             return verdict
         return self.judge_each(tp, records)
@@ -77,7 +79,8 @@ class Continuity:
         """``judge``, record by record (rules 2 and 3)."""
         verdict: Verdict[R] = Verdict()
         e = self.expected[tp]
-        take = verdict.take
+        take: list[R] = []
+        verdict.take = take
         for rec in records:
             off = rec.offset  # type: ignore[attr-defined]
             if off < e:

@@ -178,10 +178,13 @@ class NativeBatchProcessor(BatchProcessor):
     def begin(self) -> BatchResult:
         """A batch starts; its outputs are held natively (``rater_native.BatchOutputs``, a
         sequence of ``(topic, key, value)`` to Python) until their record batches
-        (``rater/worker/sending.py``)."""
+        (``rater/worker/sending.py``), and the input record of each
+        (``rater_native.Origins``: a record of a ``rater_native.Records`` noted by its
+        place, made into an object only if it is read)."""
         self.held.begin(self.engine.native)
         t = self.topics
-        return BatchResult(outputs=rater_native.BatchOutputs((t.rated, t.events, t.requests, t.rejects)))
+        outputs = rater_native.BatchOutputs((t.rated, t.events, t.requests, t.rejects))
+        return BatchResult(outputs=outputs, origins=rater_native.Origins())
 
     def feed(self, result: BatchResult, messages: Iterable[Message], now: int) -> None:
         """The messages in one native call (``Held.feed``, native/src/pyheld.rs and

@@ -42,17 +42,25 @@ aiokafka unpacks every fetched record into a ``ConsumerRecord`` (about 1.7 µs a
 in Python, with its CRC check): the largest cost of Kafka left in the worker's profile.
 With the native engine, ``fetch_natively`` has aiokafka's fetcher keep each partition's
 fetched bytes (``_KeptMemoryRecords``) and read the input topics' record batches with
-``rater_native.read_fetch`` (``_FetchedRecords``): one ``rater_native.Record`` per record,
-its value left in the fetched bytes, where ``Held.feed`` reads it. Everything else of
+``rater_native.read_fetch`` (``_FetchedRecords``): a plain batch's records are one
+``rater_native.Records``, spans of the fetched bytes with no Python object per record,
+and ``getall`` (``_FetchResult``, the fetcher's ``FetchResult``) hands a partition's
+records out as one ``Records`` per call, as many as aiokafka's list would hold (the
+fetcher counts them against ``max_records`` by ``len``), with the same position after it.
+The worker hands each ``Records`` whole to ``Held.feed``, which reads it span by span; a
+``rater_native.Record`` is made only where one record is read (the continuity check's
+slow path, a forward, a reject that stands for a refused output). Everything else of
 aiokafka's unpacking stays as it was, batch by batch: the CRC check, the transactions
 (``read_committed``: aborted batches skipped, markers), the records before the fetch
 offset left out, the position after each record. A batch ``read_fetch`` does not read
 (compressed, an older message format, a transaction marker, not well formed, a wrong
 CRC) is read by aiokafka's own ``PartitionRecords``, over that batch's bytes, with the
 transaction state shared; so what a fetch yields is aiokafka's, record for record, and
-its errors are aiokafka's (``tests/worker/test_fetched.py``). The fetcher names its
-``MemoryRecords`` and ``PartitionRecords`` as module globals, so the two classes are put
-there, for the whole process; any other topic (faust's changelog) is read as before.
+its errors are aiokafka's (``tests/worker/test_fetched.py``); a call of ``getall`` that
+meets such a batch hands out a list (its records and the ``Record``s of the runs around
+it). The fetcher names its ``MemoryRecords``, ``PartitionRecords`` and ``FetchResult`` as
+module globals, so ours are put there, for the whole process; any other topic (faust's
+changelog) is read by aiokafka's ``PartitionRecords`` as before.
 """
 
 from __future__ import annotations
@@ -98,6 +106,7 @@ FETCH_MAX_WAIT_MS = 50
 
 _AiokafkaMemoryRecords = aiokafka_fetcher.MemoryRecords
 _AiokafkaPartitionRecords = aiokafka_fetcher.PartitionRecords
+_AiokafkaFetchResult = aiokafka_fetcher.FetchResult
 _TRANSACTIONAL = 0x10  # a record batch's attributes
 _NATIVE_TOPICS: set[str] = set()
 
@@ -110,17 +119,40 @@ class _KeptMemoryRecords(_AiokafkaMemoryRecords):  # type: ignore[misc, valid-ty
         self.fetched = buffer
 
 
+def _partition_records(
+    tp: Any,
+    records: Any,
+    aborted: Any,
+    fetch_offset: int,
+    key_deserializer: Any,
+    value_deserializer: Any,
+    check_crcs: bool,
+    isolation_level: int,
+) -> Any:
+    """The fetcher's ``PartitionRecords``: ``_FetchedRecords`` for an input topic's fetched
+    bytes, aiokafka's own for any other topic (faust's changelog) or a consumer that
+    deserializes."""
+    args = (tp, records, aborted, fetch_offset, key_deserializer, value_deserializer, check_crcs, isolation_level)
+    native = tp.topic in _NATIVE_TOPICS and type(getattr(records, "fetched", None)) is bytes
+    if native and key_deserializer is None and value_deserializer is None:
+        return _FetchedRecords(*args)
+    return _AiokafkaPartitionRecords(*args)
+
+
 class _FetchedRecords(_AiokafkaPartitionRecords):  # type: ignore[misc, valid-type]
-    """aiokafka's ``PartitionRecords`` reading the input topics' record batches natively
-    (module docstring, "Input records read natively"); ``_unpack_records`` follows
-    aiokafka's own step for step, a batch at a time."""
+    """aiokafka's ``PartitionRecords`` reading an input topic's record batches natively
+    (module docstring, "Input records read natively"). ``_unpack_records`` follows
+    aiokafka's own step for step, a batch at a time, and yields a plain batch's records as
+    one ``rater_native.Records``; ``take`` hands them out as ``FetchResult.getall`` would,
+    in runs; ``__next__`` one record at a time, as aiokafka's iterator does."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._pending: Any = None  # the rest of a run cut by ``max_records``
 
     def _unpack_records(self):  # type: ignore[override]
         tp = self._tp
-        fetched = getattr(self._records, "fetched", None)
-        if tp.topic not in _NATIVE_TOPICS or type(fetched) is not bytes or self._key_deserializer or self._value_deserializer:
-            yield from super()._unpack_records()
-            return
+        fetched = self._records.fetched
         read_committed = self._isolation_level == aiokafka_fetcher.READ_COMMITTED
         for start, end, base_offset, next_offset, producer_id, attributes, records in rater_native.read_fetch(
             fetched, tp.topic, tp.partition, bool(self._check_crcs)
@@ -133,12 +165,11 @@ class _FetchedRecords(_AiokafkaPartitionRecords):  # type: ignore[misc, valid-ty
                 if attributes & _TRANSACTIONAL and producer_id in self._aborted_producers:
                     self.next_fetch_offset = next_offset
                     continue
-            for record in records:
-                offset = record.offset
-                if offset < self.next_fetch_offset:
-                    continue  # before the fetch offset (the fetch began inside this batch)
-                self.next_fetch_offset = offset + 1
-                yield record
+            # Not the records before the fetch offset (the fetch began inside this batch).
+            run = records.since(self.next_fetch_offset)
+            if run:
+                self.next_fetch_offset = run[-1].offset + 1
+                yield run
             self.next_fetch_offset = next_offset
 
     def _by_aiokafka(self, batch: bytes):
@@ -160,15 +191,85 @@ class _FetchedRecords(_AiokafkaPartitionRecords):  # type: ignore[misc, valid-ty
             yield record
         self.next_fetch_offset = one.next_fetch_offset
 
+    def take(self, max_records: Optional[int]) -> tuple[Any, bool]:
+        """Up to ``max_records`` records (None: no limit), and whether the fetch has no
+        more: one ``rater_native.Records`` when all were read natively, else a list (a
+        batch aiokafka read among them), or ``[]``. ``next_fetch_offset`` is then where
+        aiokafka's iterator would be after the last of them."""
+        items: list = []
+        n = 0
+        exhausted = False
+        while max_records is None or n < max_records:
+            item, self._pending = self._pending, None
+            if item is None:
+                if self._records_iterator is None:
+                    exhausted = True
+                    break
+                try:
+                    item = next(self._records_iterator)
+                except StopIteration:
+                    self._records_iterator = None  # as aiokafka's: no reference cycle kept
+                    exhausted = True
+                    break
+            if type(item) is rater_native.Records:
+                if max_records is not None and len(item) > max_records - n:
+                    item, self._pending = item[: max_records - n], item[max_records - n :]
+                self.next_fetch_offset = item[-1].offset + 1  # the run's last handed out
+                n += len(item)
+            else:
+                n += 1
+            items.append(item)
+        return _joined(items), exhausted
+
+    def __next__(self) -> Any:
+        records, _exhausted = self.take(1)
+        if not records:
+            raise StopIteration
+        return records[0]
+
+
+def _joined(items: list) -> Any:
+    """``take``'s items (``rater_native.Records`` and aiokafka's records) as one sequence."""
+    if not items:
+        return []
+    if all(type(item) is rater_native.Records for item in items):
+        return items[0] if len(items) == 1 else rater_native.Records.join(items)
+    out: list = []
+    for item in items:
+        if type(item) is rater_native.Records:
+            out.extend(item)
+        else:
+            out.append(item)
+    return out
+
+
+class _FetchResult(_AiokafkaFetchResult):  # type: ignore[misc, valid-type]
+    """aiokafka's ``FetchResult``; ``getall`` hands out a ``_FetchedRecords``' records in
+    runs (``take``) where aiokafka's appends them to a list one by one."""
+
+    def getall(self, max_records: Optional[int] = None) -> Any:
+        records = self._partition_records
+        if type(records) is not _FetchedRecords:
+            return super().getall(max_records)
+        # aiokafka's ``getall``, step for step.
+        if not self.check_assignment(self._topic_partition) or not self.has_more():
+            return []
+        got, exhausted = records.take(max_records)
+        self._update_position()
+        if exhausted:
+            self._partition_records = None
+        return got
+
 
 def fetch_natively(topics: frozenset[str]) -> bool:
-    """Have aiokafka's fetcher hand ``topics``' records as ``rater_native.Record``s (module
+    """Have aiokafka's fetcher hand ``topics``' records as ``rater_native.Records`` (module
     docstring); whether it does (the native module is built)."""
     if rater_native is None:
         return False
     _NATIVE_TOPICS.update(topics)
     aiokafka_fetcher.MemoryRecords = _KeptMemoryRecords
-    aiokafka_fetcher.PartitionRecords = _FetchedRecords
+    aiokafka_fetcher.PartitionRecords = _partition_records
+    aiokafka_fetcher.FetchResult = _FetchResult
     return True
 
 

@@ -195,7 +195,7 @@ class CommitPipeline:
                 self.continuity.reset()
                 self.replay.reset()
             active = port.active()
-            messages: list[Message] = []
+            runs: list[Sequence[Message]] = []  # each partition's records to apply, as fetched
             positions: dict[tuple[str, int], int] = {}  # the last offset taken of each partition
             seeks: dict[Any, int] = {}
             new = [tp for tp in chunks if tp in active and not self.continuity.knows(tp)]
@@ -227,12 +227,12 @@ class CommitPipeline:
                         verdict.seek_to,
                     )
                 if verdict.take:  # fetched records (a Message's topic, partition, offset, key, value)
-                    messages.extend(verdict.take)
+                    runs.append(verdict.take)
                     positions[(tp.topic, tp.partition)] = verdict.take[-1].offset
             if seeks:
                 await port.seek(seeks)
-            if messages:
-                await self.handle_batch(messages, positions, arrived)
+            if runs:
+                await self.handle_batch(runs, positions, arrived)
 
     def _resume_at(self, tp: Any, committed: int) -> int:
         """Steps 1b and 1c for a newly assigned partition (``rater/worker/replay.py``)."""
@@ -253,9 +253,11 @@ class CommitPipeline:
 
     # --- step 2 and the hand-over ----------------------------------------------------------
 
-    async def handle_batch(self, messages: list[Message], positions: dict[tuple[str, int], int], arrived: float) -> None:
-        """Steps 2 to 5 of the commit protocol, for records the continuity check let through
-        (``positions``: the last offset of each of their partitions).
+    async def handle_batch(self, runs: list[Sequence[Message]], positions: dict[tuple[str, int], int], arrived: float) -> None:
+        """Steps 2 to 5 of the commit protocol, for records the continuity check let through,
+        run by run (each partition's as fetched: with the native engine a
+        ``rater_native.Records``, which the native step reads without a Python object per
+        record; ``positions``: the last offset of each of their partitions).
 
         Steps 3 to 5 of this batch run in a task (``finish``) while the next batch goes
         through step 2; a batch is handed to its task only once the previous batch's task
@@ -272,10 +274,11 @@ class CommitPipeline:
         self.store.note_judged = replay.note_judged if replay.suspect else None
         processor.judged = Judged(replay, processor.engine.accounts) if replay.suspect else None
         result = processor.begin()
-        for i in range(0, len(messages), YIELD_EVERY):
-            processor.feed(result, messages[i : i + YIELD_EVERY], now)
-            if self.finishing is not None and not self.finishing.done():
-                await asyncio.sleep(0)
+        for run in runs:
+            for i in range(0, len(run), YIELD_EVERY):
+                processor.feed(result, run[i : i + YIELD_EVERY], now)
+                if self.finishing is not None and not self.finishing.done():
+                    await asyncio.sleep(0)
         processor.end(result)
         replay.passed(positions)
         if result.skipped:
@@ -283,9 +286,9 @@ class CommitPipeline:
         writes = self.plan(result, positions)
         writes.arrived, writes.t0, writes.t1 = arrived, t0, time.monotonic()
         if _DEBUG_BATCHES:  # how old the records were when the batch began (their Kafka timestamps)
-            stamps = [m.timestamp for m in messages]
+            stamps = [m.timestamp for run in runs for m in run]
             writes.ages = (now // 1000 - max(stamps), now // 1000 - min(stamps))
-        writes.messages = len(messages)
+        writes.messages = sum(map(len, runs))
         # The previous batch's steps 3 to 5 ran while this one was applied: wait for them.
         await self.drain()
         writes.handed = time.monotonic()
@@ -376,13 +379,15 @@ class CommitPipeline:
         input (``rater/worker/sending.py``, ``rater/core/bounds.py``) instead of stopping."""
 
         def replace(i: int):
-            origin = w.origins[i]
-            if origin is None:
-                return None
-            if i < len(w.produce):
+            if i < len(w.produce):  # a forward
+                origin = w.forwarded[i]
                 topic, _partition, _key, value, _headers = w.produce[i]
             else:
-                topic, _key, value = w.outputs[i - len(w.produce)]
+                i -= len(w.produce)
+                if i >= len(w.origins):
+                    return None  # an output of the sweep: no input record to reject
+                origin = w.origins[i]
+                topic, _key, value = w.outputs[i]
             rtopic, key, reject = self.processor.output_refused(origin, topic, len(value or b""), None)
             return (rtopic, None, key, reject, None)
 

@@ -23,7 +23,9 @@ class Writes:
     # step 3: the outputs, (topic, key, value) each to its key's partition: the batch's
     # ``BatchResult.outputs`` as it is (the native step's stay native, ``rater_native.BatchOutputs``)
     outputs: Sequence = ()
-    origins: list = field(default_factory=list)  # the input Message of each forward, then of each output (None: the sweep's)
+    forwarded: list = field(default_factory=list)  # the input Message of each forward
+    # the input Message of each output (``BatchResult.origins``; the sweep's outputs have none)
+    origins: Sequence = ()
     segments: list = field(default_factory=list)  # step 4, phase A: id segments
     accounts: list = field(default_factory=list)  # step 4, phase B (and C): the changed accounts, the marks
     positions: dict = field(default_factory=dict)  # (topic, partition) -> last offset
@@ -68,8 +70,8 @@ def plan_writes(
         headers = [("rater-forwarded-from", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
         produce.append((msg.topic, partition, key, msg.value, headers))
     w.outputs = result.outputs
-    w.origins = [msg for msg, _p, _k in result.forwards] + result.origins
-    w.origins += [None] * (len(result.forwards) + len(result.outputs) - len(w.origins))
+    w.forwarded = [msg for msg, _p, _k in result.forwards]
+    w.origins = result.origins
     w.segments = segments
     w.accounts = accounts
     # Phase C: how far each input partition is applied (``rater/core/applied.py``), in the

@@ -216,12 +216,145 @@ def test_changed_bytes_give_what_aiokafka_gives(fetch, data):
     assert ours == theirs
 
 
+def handed_out(native: bool, fetch: bytes, aborted, fetch_offset: int, isolation: int, max_records: int | None, check_crcs: bool = True):
+    """What ``FetchResult.getall(max_records)`` hands out, call after call until the fetch
+    has no more (aiokafka's fetcher asks it so), with the consumer's position after each
+    call; or the exception's type where one is raised. Ours when ``native``: the
+    adapter's ``_FetchResult`` over its ``_FetchedRecords``; each call's type is noted."""
+    import asyncio
+
+    from aiokafka.consumer.fetcher import FetchResult
+    from aiokafka.consumer.subscription_state import Assignment
+
+    from rater.worker import adapter
+
+    async def run() -> list:
+        assignment = Assignment([TP])
+        state = assignment.state_value(TP)
+        state.seek(fetch_offset)
+        if native:
+            adapter._NATIVE_TOPICS.add(TP.topic)
+            pr = adapter._partition_records(
+                TP, adapter._KeptMemoryRecords(fetch), list(aborted), fetch_offset, None, None, check_crcs, isolation
+            )
+            result = adapter._FetchResult(TP, assignment=assignment, partition_records=pr, backoff=0)
+        else:
+            pr = PartitionRecords(TP, MemoryRecords(fetch), list(aborted), fetch_offset, None, None, check_crcs, isolation)
+            result = FetchResult(TP, assignment=assignment, partition_records=pr, backoff=0)
+        out = []
+        while result.has_more():
+            try:
+                got = result.getall(max_records)
+            except Exception as exc:
+                out.append(type(exc).__name__)
+                break
+            fields = [(r.topic, r.partition, r.offset, r.timestamp, r.timestamp_type, r.key, r.value) for r in got]
+            out.append((type(got).__name__ if native else "list", fields, state.position))
+        return out
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=300, deadline=None)
+@given(fetches(), st.sampled_from([0, 1]), st.one_of(st.none(), st.integers(1, 9)))
+def test_getall_hands_out_what_aiokafka_hands_out_in_runs(fetch, isolation, max_records):
+    """The fetcher takes a partition's records with ``FetchResult.getall(max_records)``:
+    ours hands out the same records, as many per call, with the same position after each
+    call, and one ``rater_native.Records`` (no Python object per record) for a call
+    whose records were all read natively; a list where aiokafka read one of them."""
+    data, aborted, fetch_offset = fetch
+    theirs = handed_out(False, data, aborted, fetch_offset, isolation, max_records)
+    ours = handed_out(True, data, aborted, fetch_offset, isolation, max_records)
+    assert [o if isinstance(o, str) else o[1:] for o in ours] == [o if isinstance(o, str) else o[1:] for o in theirs]
+    for o in ours:
+        if not isinstance(o, str) and o[1]:
+            aiokafkas = any(type(r).__name__ == "ConsumerRecord" for r in _read_by(data, aborted, fetch_offset, isolation, o[1]))
+            assert o[0] == ("list" if aiokafkas else "Records")
+
+
+def _read_by(fetch: bytes, aborted, fetch_offset: int, isolation: int, fields: list) -> list:
+    """The records of ``fields`` as the adapter's per-record iterator gives them (a
+    ``Record`` when read natively, aiokafka's ``ConsumerRecord`` else)."""
+    from rater.worker import adapter
+
+    pr = adapter._FetchedRecords(TP, adapter._KeptMemoryRecords(fetch), list(aborted), fetch_offset, None, None, True, isolation)
+    offsets = {f[2] for f in fields}
+    return [r for r in pr if r.offset in offsets]
+
+
+def test_getall_cuts_a_run_at_max_records_and_goes_on_where_it_stopped():
+    """Two plain batches of 3 (offsets 10 to 15) and a gzip one (16, 17), from offset 11:
+    ``getall(4)`` hands out 11 to 14 as one ``Records`` (both batches' records joined), the
+    position 15; then 15 (the rest of the cut run) with 16 and 17 read by aiokafka, as a
+    list; exact values worked out from the batches."""
+    recs = [(1_000 + i, b"k%d" % i, b"v%d" % i, []) for i in range(3)]
+    fetch = v2_batch(10, recs) + v2_batch(13, recs) + v2_batch(16, recs[:2], codec=1)
+    got = handed_out(True, fetch, [], 11, 1, 4)
+    assert [(kind, [f[2] for f in fields], position) for kind, fields, position in got] == [
+        ("Records", [11, 12, 13, 14], 15),
+        ("list", [15, 16, 17], 18),
+    ]
+    assert [(f[3], f[5], f[6]) for f in got[0][1]] == [
+        (1_001, b"k1", b"v1"),
+        (1_002, b"k2", b"v2"),
+        (1_000, b"k0", b"v0"),
+        (1_001, b"k1", b"v1"),
+    ]
+
+
+def test_records_is_a_sequence_of_records_made_when_read():
+    """``rater_native.Records``: length, indexes from either end, slices (a step too), the
+    records from an offset on, runs of one fetch joined and of two refused."""
+    import rater_native
+
+    recs = [(2_000 + i, b"k%d" % i, b"v%d" % i, []) for i in range(5)]
+    ((*_, run),) = rater_native.read_fetch(v2_batch(40, recs), "cdrs", 3, True)
+    assert type(run) is rater_native.Records and len(run) == 5 and bool(run)
+    assert (run[0].offset, run[-1].offset, run[-1].value, run[2].timestamp) == (40, 44, b"v4", 2_002)
+    assert (run[1].topic, run[1].partition, run[1].key) == ("cdrs", 3, b"k1")
+    with pytest.raises(IndexError):
+        run[5]
+    with pytest.raises(IndexError):
+        run[-6]
+    assert [r.offset for r in run[1:4]] == [41, 42, 43]
+    assert [r.offset for r in run[::-2]] == [44, 42, 40]
+    assert type(run[1:3]) is rater_native.Records and len(run[5:]) == 0 and not run[5:]
+    assert [r.offset for r in run.since(42)] == [42, 43, 44] and len(run.since(45)) == 0
+    assert [r.offset for r in rater_native.Records.join([run[3:], run[:2]])] == [43, 44, 40, 41]
+    ((*_, other),) = rater_native.read_fetch(v2_batch(40, recs), "cdrs", 3, True)
+    with pytest.raises(ValueError, match="different fetches"):
+        rater_native.Records.join([run, other])
+    assert repr(run[1:3]) == "Records(cdrs/3@41..42, 2 records)"
+
+
+def test_a_run_leaves_out_what_aiokafka_leaves_out_of_a_batch_out_of_order():
+    """A batch whose offset deltas go 0, 2, 1, 3 (no producer writes one; changed bytes
+    can): aiokafka yields 40, 42 and 43, leaving out 41 as below the position after 42;
+    the run does the same, also from a fetch offset inside the batch (41: 42, 43)."""
+    import rater_native
+
+    b = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20
+    )
+    for delta in (0, 2, 1, 3):
+        b.append(delta, timestamp=1_000, key=None, value=b"v%d" % delta, headers=[])
+    fetch = bytearray(b.build())
+    fetch[0:8] = struct.pack(">q", 40)
+    ((*_, run),) = rater_native.read_fetch(bytes(fetch), "cdrs", 3, True)
+    assert [r.offset for r in run] == [40, 42, 41, 43]
+    assert [r.offset for r in run.since(40)] == [40, 42, 43]
+    assert [r.offset for r in run.since(41)] == [42, 43]
+    theirs = [r.offset for r in PartitionRecords(TP, MemoryRecords(bytes(fetch)), [], 40, None, None, True, 1)]
+    assert theirs == [40, 42, 43]
+
+
 @pytest.mark.kafka
 def test_a_real_brokers_fetches_read_natively_give_what_aiokafka_gives(kafka_broker):
     """Records from a real broker: plain and gzip batches, a committed and an aborted
     transaction. Read with ``read_committed`` as the worker reads, through aiokafka's
     path and through the native one: the same records, offsets and timestamps, the
-    aborted ones in neither; the plain batches' records are ``rater_native.Record``s."""
+    aborted ones in neither; the plain batches' records are handed out as
+    ``rater_native.Records`` (a ``rater_native.Record`` each when read one by one)."""
     import asyncio
     import uuid
 
@@ -265,7 +398,9 @@ def test_a_real_brokers_fetches_read_natively_give_what_aiokafka_gives(kafka_bro
         got: list = []
         try:
             while len(got) < 101:
-                for _tp, msgs in (await consumer.getmany(timeout_ms=2000)).items():
+                for _tp, msgs in (await consumer.getmany(timeout_ms=2000, max_records=10)).items():
+                    kinds = {type(m).__name__ for m in msgs}
+                    handed.append((type(msgs).__name__, msgs[0].offset, "ConsumerRecord" in kinds))
                     got += [(type(m).__name__, m.offset, m.timestamp, m.key, m.value) for m in msgs]
         finally:
             await consumer.stop()
@@ -273,9 +408,16 @@ def test_a_real_brokers_fetches_read_natively_give_what_aiokafka_gives(kafka_bro
 
     asyncio.run(produce())
     assert adapter.fetch_natively(frozenset({topic}))
+    handed: list = []
     theirs = asyncio.run(consume(native=False))
+    assert {kind for kind, _offset, _theirs in handed} == {"list"}
+    handed.clear()
     ours = asyncio.run(consume(native=True))
     assert [g[1:] for g in ours] == [g[1:] for g in theirs]
     assert [g[4] for g in ours[100:]] == [b"committed"]
     assert {g[0] for g in theirs} == {"ConsumerRecord"}
     assert [g[0] for g in ours[:50]] == ["Record"] * 50
+    # The plain batches' records handed out as runs (``rater_native.Records``), ten at a
+    # time; a list only where aiokafka read one of them (the gzip batches).
+    assert handed[:5] == [("Records", offset, False) for offset in range(0, 50, 10)]
+    assert all(kind == ("list" if theirs else "Records") for kind, _offset, theirs in handed)

@@ -95,6 +95,20 @@ class Worker:
         asyncio.run(self._write(w))
         return w
 
+    def batch_runs(self, runs: list, now: int = NOW):
+        """``batch``, the records fed run by run (``rater_native.Records``), as
+        ``handle_batch`` feeds them."""
+        self.store.durable.clear()
+        result = self.processor.begin()
+        for run in runs:
+            self.processor.feed(result, run, now)
+        self.processor.end(result)
+        positions = {(run[-1].topic, run[-1].partition): run[-1].offset for run in runs}
+        w = self.pipeline.plan(result, positions)
+        self.store.hand_over(w.segments, w.accounts, result.accounts)
+        asyncio.run(self._write(w))
+        return w
+
     async def _write(self, w):
         await self.port.deliver(w.segments)
         await self.port.deliver(w.accounts)
@@ -127,8 +141,8 @@ def _index(w) -> tuple:
 
 
 def _writes(w) -> tuple:
-    origins = [(m.topic, m.partition, m.offset) if m else None for m in w.origins]
-    return (w.produce, list(w.outputs), origins, w.segments, w.accounts, w.positions, w.records)
+    forwarded, origins = ([(m.topic, m.partition, m.offset) for m in ms] for ms in (w.forwarded, w.origins))
+    return (w.produce, list(w.outputs), forwarded, origins, w.segments, w.accounts, w.positions, w.records)
 
 
 def _messages(raws: list[bytes], wrong_every: int) -> list[Message]:
@@ -873,4 +887,45 @@ def test_records_read_from_fetched_bytes_give_the_same_writes_as_messages(tables
     workers = [Worker("native", tables, 100, None) for _ in range(2)]
     for start in range(0, len(msgs), batch):
         assert _writes(workers[1].batch(fetched[start : start + batch])) == _writes(workers[0].batch(msgs[start : start + batch]))
+    assert workers[1].port.table == workers[0].port.table
+
+
+def _as_runs(msgs: list[Message]) -> list:
+    """The messages as a fetch hands them to the worker: grouped by topic and partition (in
+    the order first met), each group one Kafka record batch read by
+    ``rater_native.read_fetch`` into one ``rater_native.Records``; offsets from the group's
+    first message's on, one after the other."""
+    import rater_native
+
+    groups: dict[tuple[str, int], list[Message]] = {}
+    for m in msgs:
+        groups.setdefault((m.topic, m.partition), []).append(m)
+    runs = []
+    for (topic, partition), group in groups.items():
+        batch = v2_batch(group[0].offset, [(1_700_000_000_000 + i, m.key, m.value, []) for i, m in enumerate(group)])
+        [(*_header, records)] = rater_native.read_fetch(batch, topic, partition, True)
+        runs.append(records)
+    return runs
+
+
+@DIFF
+@given(stream=streams, batch=st.integers(1, 30), cut=st.integers(1, 7), wrong_every=st.sampled_from([0, 7]))
+def test_runs_of_a_fetch_give_the_same_writes_as_their_records_one_by_one(tables, stream, batch, cut, wrong_every):
+    """``Held.feed`` reads a ``rater_native.Records`` (a run of a fetch, no Python object
+    per record) as it reads the same records one ``Record`` at a time: the same outputs,
+    origins, forwards, counts and accounts, also fed in slices (as the pipeline feeds
+    ``YIELD_EVERY`` records at a time)."""
+    import rater_native
+
+    msgs = _messages(stream, wrong_every)
+    workers = [Worker("native", tables, 100, None) for _ in range(2)]
+    for start in range(0, len(msgs), batch):
+        runs = _as_runs(msgs[start : start + batch])
+        assert all(type(run) is rater_native.Records for run in runs)
+        records = [r for run in runs for r in run]
+        assert [type(r).__name__ for r in records] == ["Record"] * len(records)
+        by_run = workers[1].batch_runs([run[i : i + cut] for run in runs for i in range(0, len(run), cut)])
+        one_by_one = workers[0].batch(records)
+        assert _writes(by_run) == _writes(one_by_one)
+        assert type(by_run.origins) is rater_native.Origins
     assert workers[1].port.table == workers[0].port.table
