@@ -6,7 +6,11 @@ What the worker does per batch outside Kafka: step 2 (``BatchProcessor`` or
 ``NativeBatchProcessor``: route, decode, rate, apply) and the planning of steps 3 and 4
 (``CommitPipeline.plan``: the changed accounts made into changelog bytes by the account
 store, their id segments and the tenant index, ``plan_writes``) and the hand-over, in batches
-of 5,000 records (the worker's default) over 8 partitions. The writes land in an
+of 5,000 records (the worker's default) over 8 partitions. Each batch is handed to the
+step as the worker's consumer hands it: one run per input partition (in the order first
+met), each fed whole; for the native step a ``rater_native.Records`` read from a Kafka
+record batch of the run's records (built before the runs, untimed), for the Python step
+the same records as a list of messages. The writes land in an
 in-memory table between batches, untimed (faust's RocksDB write). The cycle collector
 is set as the worker sets it (``rater/worker/gctune.py``), and the input, built before the
 runs, is frozen out of its view (the worker holds one fetch at a time). CPU time of this
@@ -33,11 +37,14 @@ import gc
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import time
+from typing import Any
 
 import orjson
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from rater.core.batch import BatchProcessor, Message, Topics
 from rater.core.native_engine import NativeBatchProcessor, available
@@ -123,21 +130,51 @@ def worker(engine: str, tables, cache: int = CACHE):
     return port, store, processor, CommitPipeline(port, store, processor)
 
 
-def run_batches(engine: str, tables, msgs: list[Message], cache: int = CACHE):
-    """CPU seconds of the batch steps over ``msgs``, and the worker's parts after them."""
+def fetched(topic: str, partition: int, msgs: list[Message]) -> Any:
+    """``msgs`` (one partition's, offsets increasing) as the worker's consumer hands them
+    with the native engine: a ``rater_native.Records`` read from the Kafka record batch
+    that holds them, at the same offsets."""
+    import rater_native
+
+    base = msgs[0].offset
+    b = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 28
+    )
+    for m in msgs:
+        b.append(m.offset - base, timestamp=START // 1000, key=m.key, value=m.value, headers=[])
+    buf = bytearray(b.build())
+    buf[0:8] = struct.pack(">q", base)
+    [(*_header, records)] = rater_native.read_fetch(bytes(buf), topic, partition, True)
+    return records
+
+
+def batches(engine: str, msgs: list[Message]) -> list[list[Any]]:
+    """``msgs`` in the worker's batches of ``BATCH`` records, each as runs per partition."""
+    out = []
+    for start in range(0, len(msgs), BATCH):
+        runs: dict[tuple[str, int], list[Message]] = {}
+        for m in msgs[start : start + BATCH]:
+            runs.setdefault((m.topic, m.partition), []).append(m)
+        out.append([fetched(t, p, run) if engine == "native" else run for (t, p), run in runs.items()])
+    return out
+
+
+def run_batches(engine: str, tables, runs: list[list[Any]], cache: int = CACHE):
+    """CPU seconds of the batch steps over ``runs`` (``batches``), and the worker's parts after them."""
     port, store, processor, pipeline = worker(engine, tables, cache)
     cpu = 0.0
     gc.collect()
-    for start in range(0, len(msgs), BATCH):
-        chunk = msgs[start : start + BATCH]
+    for batch in runs:
         t0 = time.process_time()
         store.durable.clear()
         result = processor.begin()
-        processor.feed(result, chunk, NOW)
+        for run in batch:
+            processor.feed(result, run, NOW)
         processor.end(result)
         positions = {}
-        for m in chunk:
-            positions[(m.topic, m.partition)] = m.offset
+        for run in batch:
+            last = run[-1]
+            positions[(last.topic, last.partition)] = last.offset
         w = pipeline.plan(result, positions)
         store.hand_over(w.segments, w.accounts, result.accounts)
         cpu += time.process_time() - t0
@@ -155,7 +192,7 @@ def rss() -> int:
 def rss_per_account(tables, tenants: int = 100_000, records: int = 400_000) -> dict:
     """Bytes of RSS per account held natively (a fresh store reading every account)."""
     msgs = make_input(records, tenants, "skewed", tables)
-    _cpu, port, _store, _proc = run_batches("native", tables, msgs)
+    _cpu, port, _store, _proc = run_batches("native", tables, batches("native", msgs))
     names = sorted({k for part in port.table.values() for k in part if b"\x00" not in k})
     out = {"accounts": len(names), "records": len(msgs)}
     for label, cache in (("all_held", len(names)), ("default_cache", CACHE)):
@@ -223,13 +260,14 @@ def main() -> None:
         for activity in ("skewed", "even")
     ]
     inputs = [make_input(records, tenants, activity, tables) for records, tenants, activity in points]
+    fed = [{e: batches(e, msgs) for e in engines} for msgs in inputs]
     gc.collect()
     gc.freeze()
     cpu: list[dict[str, list[float]]] = [{e: [] for e in engines} for _ in points]
     for run in range(a.runs):
         for i, msgs in enumerate(inputs):
             for e in engines:
-                seconds, *_ = run_batches(e, tables, msgs)
+                seconds, *_ = run_batches(e, tables, fed[i][e])
                 cpu[i][e].append(seconds * 1e6 / len(msgs))
         print(f"run {run + 1} of {a.runs} done", flush=True)
     gc.unfreeze()
@@ -247,7 +285,7 @@ def main() -> None:
         each = ", ".join(f"{e} {row[f'{e}_us']:6.1f}" for e in engines)
         runs = "; ".join(f"{e} " + " ".join(f"{x:.1f}" for x in row[f"{e}_runs"]) for e in engines)
         print(f"{row['records']:>8,} records {tenants:>6,} tenants {activity:6s}: µs/record {each}{ratio}  (runs: {runs})", flush=True)
-    del inputs
+    del inputs, fed
     result: dict = {
         "started": started,
         "argv": " ".join(["python -m bench.batchstep", *sys.argv[1:]]),
