@@ -223,6 +223,15 @@ impl Records {
         self.with(at)
     }
 
+    /// The oldest and the newest timestamp of the records (None: there are none).
+    fn timestamp_range(&self) -> Option<(i64, i64)> {
+        let stamps = self
+            .at
+            .iter()
+            .map(|&i| self.run.spans[i as usize].0.timestamp);
+        Some((stamps.clone().min()?, stamps.max()?))
+    }
+
     /// `runs`, records of one fetch, one after the other as one `Records`.
     #[staticmethod]
     fn join(runs: Vec<PyRef<'_, Records>>) -> PyResult<Records> {

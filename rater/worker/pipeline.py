@@ -131,6 +131,16 @@ class KafkaPort(Protocol):
     def tp(self, topic: str, partition: int) -> Any: ...  # the consumer's topic-partition type
 
 
+def _timestamp_range(run: Sequence[Message]) -> tuple[int, int]:
+    """The oldest and the newest Kafka timestamp (ms) of a run of records; a
+    ``rater_native.Records`` reads them natively, with no ``Record`` made per record."""
+    native = getattr(run, "timestamp_range", None)
+    if native is not None:
+        return native()
+    stamps = [m.timestamp for m in run]  # type: ignore[attr-defined]
+    return min(stamps), max(stamps)
+
+
 def die(code: int, message: str, *args: Any, level: int = logging.ERROR, exc_info: bool = False) -> None:
     """End the process now (no cleanup that could write anything): a restart replays
     whatever was not committed. The one copy of the die-on-fatal sequence."""
@@ -286,8 +296,8 @@ class CommitPipeline:
         writes = self.plan(result, positions)
         writes.arrived, writes.t0, writes.t1 = arrived, t0, time.monotonic()
         if _DEBUG_BATCHES:  # how old the records were when the batch began (their Kafka timestamps)
-            stamps = [m.timestamp for run in runs for m in run]
-            writes.ages = (now // 1000 - max(stamps), now // 1000 - min(stamps))
+            stamps = [_timestamp_range(run) for run in runs]
+            writes.ages = (now // 1000 - max(z for _a, z in stamps), now // 1000 - min(a for a, _z in stamps))
         writes.messages = sum(map(len, runs))
         # The previous batch's steps 3 to 5 ran while this one was applied: wait for them.
         await self.drain()

@@ -325,6 +325,11 @@ def test_records_is_a_sequence_of_records_made_when_read():
     with pytest.raises(ValueError, match="different fetches"):
         rater_native.Records.join([run, other])
     assert repr(run[1:3]) == "Records(cdrs/3@41..42, 2 records)"
+    assert run[::-1].timestamp_range() == (2_000, 2_004) and run[5:].timestamp_range() is None
+    # The pipeline's debug ages read a run's range natively, a list's record by record.
+    from rater.worker.pipeline import _timestamp_range
+
+    assert _timestamp_range(run[1:4]) == _timestamp_range(list(run[1:4])) == (2_001, 2_003)
 
 
 def test_a_run_leaves_out_what_aiokafka_leaves_out_of_a_batch_out_of_order():
