@@ -64,6 +64,8 @@ BATCH = 5000
 CACHE = 50_000
 START = parse_time("2026-11-20T00:00:00Z")
 NOW = parse_time("2026-12-31T00:00:00Z")
+# How each batch is handed to the step (``batches``), as the report says it.
+FED = "each batch fed as the worker's consumer hands it, one run per input partition: a `rater_native.Records` for the native step"
 
 
 class TablePort:
@@ -295,6 +297,7 @@ def main() -> None:
         "argv": " ".join(["python -m bench.batchstep", *sys.argv[1:]]),
         "batch": BATCH,
         "partitions": PARTITIONS,
+        "fed": FED,
         "cache": CACHE,
         "runs": a.runs,
         "grid": rows,

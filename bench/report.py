@@ -270,8 +270,9 @@ def grid_section(grid: dict | None) -> list[str]:
         "## The worker's batch step over a grid of inputs",
         "",
         f"`{argv}`, {when}, in one process without Kafka: step 2 and the planning of steps 3 "
-        f"and 4 in batches of {grid['batch']:,} over {grid['partitions']} partitions, the account "
-        f"cache at {grid['cache']:,}; CPU µs per record over the whole input (setup commands "
+        f"and 4 in batches of {grid['batch']:,} over {grid['partitions']} partitions"
+        + (f" ({grid['fed']})" if "fed" in grid else "")
+        + f", the account cache at {grid['cache']:,}; CPU µs per record over the whole input (setup commands "
         f"included), medians of {grid['runs']} runs going round-robin over the points. Skewed is "
         "the `rater.sim.traffic` input (a few busy tenants), even the same tenants equally busy.",
         "",
