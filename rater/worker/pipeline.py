@@ -80,8 +80,9 @@ log = logging.getLogger("rater")
 
 COMMIT_EVERY = 1.0  # seconds between offset commits of finished batches
 # Records applied between two looks at the event loop while the previous batch is being
-# written (about 8 ms of rating): its acknowledgements are read, and its next step sent,
-# without waiting for the whole of the next batch.
+# written (about 0.3 to 0.5 ms of native rating, 3 to 5 ms of Python): its acknowledgements
+# are read, and its next step sent, without waiting for the whole of the next batch.
+# 1,000 cost the native worker throughput (`bench/analysis.md`, "Tried and not kept").
 YIELD_EVERY = 100
 _DEBUG_BATCHES = bool(os.environ.get("RATER_DEBUG_BATCHES"))
 # Fault injection for the crash tests (``tests/worker/test_replay.py``): ``after-step-4``
