@@ -170,7 +170,7 @@ impl PyHeld {
     /// (as `process`), its outputs appended to `outputs` (a `rater_native.BatchOutputs`,
     /// onto its first four topics: rated CDRs, balance events, recharge requests, rejects)
     /// with the record to `origins` (a `rater_native.Origins`, which notes a run's record
-    /// by its place; or a list). The counts per (topic, status or "forwarded") are added to
+    /// by its place). The counts per (topic, status or "forwarded") are added to
     /// `records` (a `Counter`); the indexes in `outputs` of the outputs over
     /// `max_output_bytes` are appended to `oversized`, for the caller to replace
     /// (`BatchProcessor.output_refused`). When an exception stops the fetch, the records
@@ -192,7 +192,7 @@ impl PyHeld {
         partitions: u32,
         max_output_bytes: usize,
         outputs: &Bound<'py, PyBatchOutputs>,
-        origins: &Bound<'py, PyAny>,
+        origins: &Bound<'py, Origins>,
         forwards: &Bound<'py, PyList>,
         records: &Bound<'py, PyAny>,
         oversized: &Bound<'py, PyList>,
@@ -386,8 +386,7 @@ impl PyHeld {
 struct Sinks<'a, 'py> {
     max_output_bytes: usize,
     outputs: &'a Bound<'py, PyBatchOutputs>,
-    /// A `rater_native.Origins`, or a list (each origin then a Python object).
-    origins: &'a Bound<'py, PyAny>,
+    origins: &'a Bound<'py, Origins>,
     forwards: &'a Bound<'py, PyList>,
     oversized: &'a Bound<'py, PyList>,
 }
@@ -521,18 +520,12 @@ impl<'py> Msg<'_, 'py> {
         }
     }
 
-    /// Noted as the origin of an output.
-    fn note_origin(&self, py: Python<'py>, origins: &Bound<'py, PyAny>) -> PyResult<()> {
-        if let Ok(native) = origins.downcast::<Origins>() {
-            let origin = match self {
-                Msg::InRun(run, i) => Origin::InRun(Arc::clone(run), *i),
-                Msg::Object(msg) => Origin::Object(msg.clone().unbind()),
-            };
-            native.borrow_mut().inner.push(origin);
-            return Ok(());
+    /// As the origin of an output: a run's record by its place.
+    fn origin(&self) -> Origin {
+        match self {
+            Msg::InRun(run, i) => Origin::InRun(Arc::clone(run), *i),
+            Msg::Object(msg) => Origin::Object(msg.clone().unbind()),
         }
-        origins.call_method1(intern!(py, "append"), (self.object(py)?,))?;
-        Ok(())
     }
 }
 
@@ -654,7 +647,7 @@ impl PyHeld {
                 out.oversized.append(outputs.inner.len())?;
             }
             outputs.inner.push(kind.index(), out_key, bytes);
-            msg.note_origin(py, out.origins)?;
+            out.origins.borrow_mut().inner.push(msg.origin());
         }
         fed.count(topic, topic_text, p.outcome.status.name());
         Ok(())
